@@ -1,0 +1,137 @@
+"""`tailor <command> ...`: the engine's command line; `tailor` alone opens the app.
+
+Each command lives in its own module exposing ``configure(parser)`` and ``run(args, job)``;
+this file only dispatches (modules are imported lazily, so `tailor --help` stays fast).
+Exit status: 0 success, 1 a failure the user can act on, 2 usage, 130 cancelled.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .events import (CancelToken, Cancelled, CancelledEvent, Failed, JsonLinesReporter,
+                     Reporter, TailorError, TerminalReporter, fan_out)
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("engine.data.cli", "check and preview a dataset"),
+    "train": ("engine.train.cli", "train a LoRA/DoRA adapter (or full fine-tune)"),
+    "library": ("engine.library_cli", "list, show, rename, delete adapters in the library"),
+    "generate": ("engine.generate", "try a model or adapter with a prompt (streamed)"),
+    "fuse": ("engine.fuse", "merge an adapter into its base model (Hugging Face folder)"),
+    "export": ("engine.export.cli", "write a GGUF file (and verify it in llama.cpp)"),
+    "ollama": ("engine.ollama.cli", "hand a GGUF or adapter to Ollama, or write a Modelfile folder"),
+    "model": ("engine.models.cli", "inspect or download a base model"),
+    "demo": ("engine.demo", "run the built-in demo end to end: train, export, verify, Modelfile"),
+}
+
+
+@dataclass
+class Job:
+    """What a command gets besides its arguments: where to report and how to notice a stop."""
+
+    name: str
+    report: Reporter
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--events", metavar="FILE|-", default=None,
+                   help="write progress events as JSON lines to FILE, or '-' for stdout "
+                        "(the terminal view then goes to stderr)")
+    p.add_argument("--quiet", action="store_true", help="no terminal progress view")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tailor", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"tailor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_common(p)
+        p.set_defaults(_module=module)
+        # Modules configure lazily; argparse needs the options up front, so import here only
+        # for the command actually asked for (keeps `tailor --help` fast).
+        if len(sys.argv) > 1 and sys.argv[1] == name or os.environ.get("TAILOR_FULL_HELP"):
+            importlib.import_module(module).configure(p)
+    return parser
+
+
+def make_job(name: str, events: str | None, quiet: bool) -> tuple[Job, Callable[[], None]]:
+    reporters: list[Reporter] = []
+    closers: list[Callable[[], None]] = []
+    if events == "-":
+        reporters.append(JsonLinesReporter(sys.stdout))
+    elif events:
+        f = open(events, "a", encoding="utf-8")
+        reporters.append(JsonLinesReporter(f))
+        closers.append(f.close)
+    if not quiet:
+        reporters.append(TerminalReporter(sys.stderr))
+    job = Job(name=name, report=fan_out(*reporters))
+
+    def close() -> None:
+        for c in closers:
+            c()
+
+    return job, close
+
+
+def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
+    module = importlib.import_module(module_name)
+    try:
+        result = module.run(args, job)
+        return int(result or 0)
+    except Cancelled as e:
+        job.report(CancelledEvent(job=job.name, message=str(e) or "stopped",
+                                  checkpoint=getattr(e, "checkpoint", "") or ""))
+        return 130
+    except TailorError as e:
+        job.report(Failed(job=job.name, message=e.message, hint=e.hint,
+                          error_type=type(e).__name__))
+        return 1
+    except MemoryError:
+        job.report(Failed(job=job.name, message="out of memory",
+                          hint="use a smaller batch or sequence length, gradient checkpointing, "
+                               "or a 4-bit base", error_type="MemoryError"))
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        from .launch import launch_app_or_demo
+
+        return launch_app_or_demo()
+    if argv[0] in COMMANDS:
+        sys.argv = [sys.argv[0], *argv]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    job, close = make_job(args.command, args.events, args.quiet)
+    # First Ctrl-C asks politely (the job checkpoints and exits); a second one kills.
+    def on_sigint(signum, frame):
+        if job.cancel.requested:
+            raise KeyboardInterrupt
+        job.cancel.cancel("interrupted (Ctrl-C)")
+
+    signal.signal(signal.SIGINT, on_sigint)
+    if args.events == "-" and not sys.stdin.isatty():
+        job.cancel.watch_stdin()
+    try:
+        return run_command(args._module, args, job)
+    finally:
+        close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

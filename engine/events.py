@@ -1,0 +1,310 @@
+"""Typed progress events, the JSON-lines wire format, and cooperative cancellation.
+
+Every long engine job (download, data check, train, fuse, export, ollama) reports through a
+``Reporter``: a callable that takes an ``Event``. The worker process writes each event as one
+JSON object per line (``{"event": "<kind>", ...}``); the app decodes them back with
+``decode_event``. Jobs check a ``CancelToken`` between steps and raise ``Cancelled``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, ClassVar, IO
+
+SCHEMA_VERSION = 1
+
+
+class Cancelled(Exception):
+    """Raised inside a job when the user asked it to stop."""
+
+
+class TailorError(Exception):
+    """An error with a message meant for the user, and an optional hint on what to do next."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message + (f"\n  hint: {self.hint}" if self.hint else "")
+
+
+# ----------------------------------------------------------------------------------------------
+# Events
+
+
+_REGISTRY: dict[str, type["Event"]] = {}
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity; send them as strings so a reader never chokes on a line."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+@dataclass
+class Event:
+    kind: ClassVar[str] = "event"
+    job: str = ""
+    time: float = field(default_factory=time.time)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.kind] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, "v": SCHEMA_VERSION, **_finite(asdict(self))}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, default=str)
+
+
+@dataclass
+class Started(Event):
+    kind: ClassVar[str] = "started"
+    config: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Progress(Event):
+    """Generic progress of a stage (download, tokenize, fuse, export, upload...)."""
+
+    kind: ClassVar[str] = "progress"
+    stage: str = ""
+    done: float = 0.0
+    total: float = 0.0
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return (self.done / self.total) if self.total else 0.0
+
+
+@dataclass
+class Step(Event):
+    kind: ClassVar[str] = "step"
+    iteration: int = 0
+    total_iterations: int = 0
+    epoch: float = 0.0
+    train_loss: float = 0.0
+    learning_rate: float = 0.0
+    tokens_per_second: float = 0.0
+    trained_tokens: int = 0
+    peak_memory_gb: float = 0.0
+    eta_seconds: float = 0.0
+
+
+@dataclass
+class Validation(Event):
+    kind: ClassVar[str] = "validation"
+    iteration: int = 0
+    val_loss: float = 0.0
+    best_val_loss: float = 0.0
+    is_best: bool = False
+
+
+@dataclass
+class Checkpoint(Event):
+    kind: ClassVar[str] = "checkpoint"
+    iteration: int = 0
+    path: str = ""
+
+
+@dataclass
+class Log(Event):
+    kind: ClassVar[str] = "log"
+    level: str = "info"
+    message: str = ""
+
+
+@dataclass
+class Finished(Event):
+    kind: ClassVar[str] = "finished"
+    result: dict = field(default_factory=dict)
+
+
+@dataclass
+class Failed(Event):
+    kind: ClassVar[str] = "failed"
+    message: str = ""
+    hint: str = ""
+    error_type: str = ""
+
+
+@dataclass
+class CancelledEvent(Event):
+    kind: ClassVar[str] = "cancelled"
+    message: str = ""
+    checkpoint: str = ""
+
+
+def decode_event(line: str | bytes) -> Event:
+    """Decode one JSON line into its Event subclass; unknown keys are ignored.
+
+    Raises ValueError on a line that is not a JSON event object.
+    """
+    obj = json.loads(line)
+    if not isinstance(obj, dict) or "event" not in obj:
+        raise ValueError(f"not an event: {line!r:.80}")
+    cls = _REGISTRY.get(obj["event"])
+    if cls is None:
+        return Log(level="debug", message=f"unknown event {obj['event']!r}")
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in obj.items() if k in names})
+
+
+# ----------------------------------------------------------------------------------------------
+# Reporters
+
+
+Reporter = Callable[[Event], None]
+
+
+def null_reporter(event: Event) -> None:
+    """A reporter that drops everything."""
+
+
+class JsonLinesReporter:
+    """Writes each event as one JSON line and flushes, so a reading process sees it at once."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        line = event.to_json()
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+class ListReporter:
+    """Keeps events in a list (tests, and the engine's own records)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[Event]) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def fan_out(*reporters: Reporter | None) -> Reporter:
+    active = [r for r in reporters if r is not None]
+
+    def report(event: Event) -> None:
+        for r in active:
+            r(event)
+
+    return report
+
+
+class TerminalReporter:
+    """A human view of the same events, for `tailor ...` run in a terminal."""
+
+    def __init__(self, stream: IO[str] | None = None, min_interval: float = 0.5):
+        self.stream = stream or sys.stderr
+        self.min_interval = min_interval
+        self._last_progress = 0.0
+
+    def __call__(self, e: Event) -> None:
+        w = self.stream.write
+        if isinstance(e, Step):
+            eta = f"{e.eta_seconds / 60:.1f} min" if e.eta_seconds else "-"
+            w(f"[{e.job}] step {e.iteration}/{e.total_iterations} epoch {e.epoch:.2f} "
+              f"loss {e.train_loss:.4f} lr {e.learning_rate:.2e} {e.tokens_per_second:.0f} tok/s "
+              f"peak {e.peak_memory_gb:.2f} GB eta {eta}\n")
+        elif isinstance(e, Validation):
+            star = " *best*" if e.is_best else ""
+            w(f"[{e.job}] step {e.iteration}: val loss {e.val_loss:.4f}{star}\n")
+        elif isinstance(e, Progress):
+            now = time.monotonic()
+            if e.total and e.done >= e.total or now - self._last_progress >= self.min_interval:
+                self._last_progress = now
+                pct = f"{100 * e.fraction:5.1f}%" if e.total else ""
+                w(f"[{e.job}] {e.stage} {pct} {e.message}\n")
+        elif isinstance(e, Checkpoint):
+            w(f"[{e.job}] checkpoint at step {e.iteration}: {e.path}\n")
+        elif isinstance(e, Log):
+            if e.level != "debug":
+                w(f"[{e.job}] {e.message}\n")
+        elif isinstance(e, Started):
+            w(f"[{e.job}] started\n")
+        elif isinstance(e, Finished):
+            w(f"[{e.job}] finished\n")
+        elif isinstance(e, Failed):
+            w(f"[{e.job}] FAILED: {e.message}\n" + (f"  hint: {e.hint}\n" if e.hint else ""))
+        elif isinstance(e, CancelledEvent):
+            w(f"[{e.job}] cancelled. {e.message}\n")
+        self.stream.flush()
+
+
+def stage_progress(report: Reporter, job: str, stage: str, start: float = 0.0, end: float = 1.0
+                   ) -> Callable[[float, float, str], None]:
+    """Map one stage's (done, total) onto the slice [start, end] of a whole job's bar.
+
+    Returns ``progress(done, total, message="")`` that emits ``Progress`` events whose ``done``
+    is in [0, 1000] of the whole job (so load → train → fuse → export share one bar).
+    """
+
+    def progress(done: float, total: float, message: str = "") -> None:
+        frac = (done / total) if total else 0.0
+        whole = start + (end - start) * min(max(frac, 0.0), 1.0)
+        report(Progress(job=job, stage=stage, done=round(whole * 1000, 1), total=1000,
+                        message=message))
+
+    return progress
+
+
+# ----------------------------------------------------------------------------------------------
+# Cancellation
+
+
+class CancelToken:
+    """A cooperative stop request: set by SIGINT, `stop` on stdin, or the app; checked by jobs."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str = "stop requested") -> None:
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled(self.reason)
+
+    def watch_stdin(self, stream: IO[str] | None = None) -> threading.Thread:
+        """Cancel when a line `stop` arrives on the stream (the app's polite stop)."""
+        stream = stream or sys.stdin
+
+        def reader() -> None:
+            try:
+                for line in stream:
+                    if line.strip().lower() in {"stop", "cancel"}:
+                        self.cancel("stop requested")
+                        return
+            except (OSError, ValueError):
+                return
+
+        t = threading.Thread(target=reader, name="tailor-stdin-stop", daemon=True)
+        t.start()
+        return t

@@ -1,0 +1,152 @@
+"""The adapter library: ``<TAILOR_HOME>/adapters/<name>/``.
+
+Each adapter folder holds what ``mlx_lm.generate --adapter-path`` loads as it is
+(``adapters.safetensors``, ``adapter_config.json``) plus Tailor's versioned ``manifest.json``
+(base model, dataset, settings, loss history, versions, status), and a ``checkpoints/`` folder.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .atomic import write_json_atomic
+from .events import TailorError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_SCHEMA = "tailor.adapter/1"
+STATUSES = ("running", "finished", "cancelled", "failed")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+MAX_NAME_LEN = 64
+
+
+class NameError_(TailorError):
+    """A library name that is not allowed."""
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a safe library name, else raise TailorError saying why."""
+    if not isinstance(name, str) or not name.strip():
+        raise NameError_("the adapter name is empty", hint="give the adapter a name, e.g. my-style")
+    if name != name.strip():
+        raise NameError_(f"the adapter name {name!r} starts or ends with spaces")
+    if len(name) > MAX_NAME_LEN:
+        raise NameError_(f"the adapter name is {len(name)} characters long; the limit is "
+                         f"{MAX_NAME_LEN}")
+    if "/" in name or "\\" in name or "\x00" in name:
+        raise NameError_(f"the adapter name {name!r} contains a path separator",
+                         hint="use letters, digits, '-', '_', '.' and spaces")
+    if name.startswith("."):
+        raise NameError_(f"the adapter name {name!r} starts with a dot")
+    if ".." in name:
+        raise NameError_(f"the adapter name {name!r} contains '..'")
+    if not _NAME_RE.match(name):
+        raise NameError_(f"the adapter name {name!r} has characters that are not allowed",
+                         hint="use letters, digits, '-', '_', '.' and spaces")
+    return name
+
+
+def adapter_path(name: str, library: Path | None = None) -> Path:
+    """The folder for ``name``, checked to stay inside the library."""
+    validate_name(name)
+    root = (library or paths.adapters_dir()).resolve()
+    p = (root / name).resolve()
+    if p.parent != root:
+        raise NameError_(f"the adapter name {name!r} would leave the library folder")
+    return p
+
+
+@dataclass
+class AdapterInfo:
+    name: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return self.manifest.get("status", "unknown")
+
+    @property
+    def base_model(self) -> str:
+        return (self.manifest.get("base_model") or {}).get("path", "")
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "adapters.safetensors"
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    f = folder / MANIFEST_NAME
+    if not f.exists():
+        return {}
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise TailorError(f"{f}: unreadable manifest ({e})") from e
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    manifest = {"schema": MANIFEST_SCHEMA, **manifest, "updated": time.time()}
+    write_json_atomic(folder / MANIFEST_NAME, manifest)
+
+
+def list_adapters(library: Path | None = None) -> list[AdapterInfo]:
+    root = library or paths.adapters_dir()
+    out = []
+    for p in sorted(root.iterdir()) if root.exists() else []:
+        if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_NAME).exists():
+            try:
+                out.append(AdapterInfo(p.name, p, read_manifest(p)))
+            except TailorError:
+                out.append(AdapterInfo(p.name, p, {"status": "unreadable"}))
+    return out
+
+
+def get_adapter(name: str, library: Path | None = None) -> AdapterInfo:
+    p = adapter_path(name, library)
+    if not p.is_dir():
+        known = ", ".join(a.name for a in list_adapters(library)) or "none yet"
+        raise TailorError(f"no adapter named {name!r} in the library ({p.parent})",
+                          hint=f"adapters in the library: {known}")
+    return AdapterInfo(name, p, read_manifest(p))
+
+
+def rename_adapter(old: str, new: str, library: Path | None = None) -> AdapterInfo:
+    src = get_adapter(old, library)
+    dst = adapter_path(new, library)
+    if dst.exists():
+        raise TailorError(f"an adapter named {new!r} already exists; nothing was renamed")
+    src.path.rename(dst)
+    m = read_manifest(dst)
+    m["name"] = new
+    write_manifest(dst, m)
+    return AdapterInfo(new, dst, m)
+
+
+def duplicate_adapter(old: str, new: str, library: Path | None = None) -> AdapterInfo:
+    src = get_adapter(old, library)
+    dst = adapter_path(new, library)
+    if dst.exists():
+        raise TailorError(f"an adapter named {new!r} already exists; nothing was copied")
+    tmp = dst.parent / f".{new}.tmp-copy"
+    shutil.copytree(src.path, tmp, ignore=shutil.ignore_patterns("checkpoints"))
+    tmp.rename(dst)
+    m = read_manifest(dst)
+    m["name"] = new
+    m["duplicated_from"] = old
+    write_manifest(dst, m)
+    return AdapterInfo(new, dst, m)
+
+
+def delete_adapter(name: str, library: Path | None = None) -> None:
+    info = get_adapter(name, library)
+    # Move aside first so a half-deleted folder never looks like a valid adapter.
+    trash = info.path.parent / f".{name}.deleting"
+    info.path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)

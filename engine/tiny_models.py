@@ -1,0 +1,437 @@
+"""Tiny but real models: a few hundred thousand parameters, real trained tokenizers, real chat
+templates, saved as standard Hugging Face folders that mlx-lm, transformers and our exporter load.
+
+Used by the tests (every architecture we support), the benchmarks and `tailor demo`. Nothing
+here downloads anything. ``cached_tiny_model(kind)`` builds once per cache folder and reuses it.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BUILDER_VERSION = 4
+
+# ----------------------------------------------------------------------------------------------
+# Chat templates (written after the real ones of each family)
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    " + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}"
+)
+
+LLAMA2_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}"
+    "{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}"
+    "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{{ ' ' + content.strip() + ' ' + eos_token }}"
+    "{% endif %}{% endfor %}"
+)
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}"
+    "{% else %}{% set role = message['role'] %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+
+PHI3_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+# Pre-tokenizer regexes of the real families.
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
+                r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
+               r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+# ----------------------------------------------------------------------------------------------
+# A small corpus: enough variety for merges, digits, punctuation, Unicode and whitespace runs.
+
+_WORDS = ("the a an of to and in is it you that he was for on are with as his they be at one "
+          "have this from or had by hot word but what some we can out other were all there when "
+          "up use your how said each she which do their time if will way about many then them "
+          "write would like so these her long make thing see him two has look more day could go "
+          "come did number sound no most people my over know water than call first who may down "
+          "side been now find any new work part take get place made live where after back little "
+          "only round man year came show every good me give our under name very through just "
+          "form sentence great think say help low line differ turn cause much mean before move "
+          "right boy old too same tell does set three want air well also play small end put home "
+          "read hand port large spell add even land here must big high such follow act why ask "
+          "men change went light kind off need house picture try us again animal point mother "
+          "world near build self earth father head stand own page should country found answer "
+          "school grow study still learn plant cover food sun four between state keep eye never "
+          "last let thought city tree cross farm hard start might story saw far sea draw left "
+          "late run while press close night real life few north open seem together next white "
+          "children begin got walk example ease paper group always music those both mark often "
+          "letter until mile river car feet care second book carry took science eat room friend "
+          "began idea fish mountain stop once base hear horse cut sure watch color face wood main "
+          "café naïve über 東京 日本語 emoji 🙂 🚀 Ωmega résumé").split()
+
+
+def corpus(n_lines: int = 3000, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n_lines):
+        n = rng.randint(3, 16)
+        words = [rng.choice(_WORDS) for _ in range(n)]
+        if rng.random() < 0.3:
+            words.insert(rng.randrange(len(words)), str(rng.randint(0, 99999)))
+        s = " ".join(words)
+        s = s[0].upper() + s[1:]
+        s += rng.choice([".", "?", "!", ",", ":", ";", "..."])
+        if rng.random() < 0.1:
+            s = s.replace(" ", "  ", 1)
+        if rng.random() < 0.1:
+            s += "\n\t" + rng.choice(_WORDS) + "()"
+        lines.append(s)
+    lines += ["def f(x):\n    return x + 1", "Hello, world! 123 4567 89", "  leading spaces",
+              "tabs\tand\nnewlines\r\n", "{\"json\": [1, 2, 3]}", "a-b_c/d\\e"]
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizers
+
+
+def _train_bpe(out: Path, *, split_regex: str, specials: list[str], vocab_size: int,
+               bos: str | None, eos: str, pad: str | None, add_bos: bool,
+               chat_template: str, tokenizer_class: str = "PreTrainedTokenizerFast",
+               extra_config: dict | None = None) -> None:
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(split_regex), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(corpus(), trainer=trainer)
+    if add_bos and bos:
+        bos_id = tok.token_to_id(bos)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)])
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.save(str(out / "tokenizer.json"))
+    cfg = {"tokenizer_class": tokenizer_class, "bos_token": bos, "eos_token": eos,
+           "pad_token": pad, "unk_token": None, "add_bos_token": add_bos,
+           "add_eos_token": False, "clean_up_tokenization_spaces": False,
+           "model_max_length": 2048, "chat_template": chat_template}
+    cfg.update(extra_config or {})
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    (out / "special_tokens_map.json").write_text(json.dumps(
+        {k: v for k, v in {"bos_token": bos, "eos_token": eos, "pad_token": pad}.items() if v},
+        indent=2))
+
+
+def _train_spm(out: Path, *, vocab_size: int, ids: dict[str, int], user_symbols: list[str],
+               add_dummy_prefix: bool) -> None:
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus()), model_writer=buf, vocab_size=vocab_size,
+        model_type="bpe", byte_fallback=True, character_coverage=1.0,
+        user_defined_symbols=user_symbols, add_dummy_prefix=add_dummy_prefix,
+        split_digits=True, allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", hard_vocab_limit=False,
+        unk_id=ids["unk"], bos_id=ids["bos"], eos_id=ids["eos"], pad_id=ids.get("pad", -1),
+        unk_piece=ids.get("unk_piece", "<unk>"), bos_piece=ids.get("bos_piece", "<s>"),
+        eos_piece=ids.get("eos_piece", "</s>"), pad_piece=ids.get("pad_piece", "<pad>"),
+        minloglevel=3, num_threads=1)
+    (out / "tokenizer.model").write_bytes(buf.getvalue())
+
+
+def _spm_to_hf(out: Path, tokenizer_config: dict, added_tokens: list[str]) -> None:
+    """Write tokenizer_config.json, then let transformers convert tokenizer.model into
+    tokenizer.json (as real SentencePiece repos ship both)."""
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(out))
+    if added_tokens:
+        tok.add_special_tokens({"additional_special_tokens": added_tokens})
+    tok.save_pretrained(str(out))
+    # Keep our template and flags exactly as written (save_pretrained may move the template
+    # into chat_template.jinja; mlx-lm and our exporter read both).
+    cfg = json.loads((out / "tokenizer_config.json").read_text())
+    for k, v in tokenizer_config.items():
+        cfg[k] = v
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model specs
+
+
+@dataclass
+class TinySpec:
+    kind: str
+    description: str
+    config: dict
+    tokenizer: str  # "bpe-llama3" | "bpe-qwen" | "spm-llama" | "spm-gemma" | "spm-phi3"
+    chat_template: str
+    eos_token: str  # the turn-end token the model is trained to emit
+    extra: dict = field(default_factory=dict)
+
+
+def _base_cfg(**kw) -> dict:
+    cfg = {"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 256,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+           "max_position_embeddings": 2048, "torch_dtype": "float32"}
+    cfg.update(kw)
+    return cfg
+
+
+SPECS: dict[str, TinySpec] = {
+    "llama3": TinySpec(
+        "llama3", "Llama 3 style: byte-level BPE, llama3 rope scaling, BOS added",
+        _base_cfg(model_type="llama", architectures=["LlamaForCausalLM"], rope_theta=500000.0,
+                  rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                "original_max_position_embeddings": 1024,
+                                "rope_type": "llama3"},
+                  tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+                  hidden_act="silu"),
+        "bpe-llama3", LLAMA3_TEMPLATE, "<|eot_id|>"),
+    "llama2": TinySpec(
+        "llama2", "Llama 2 / Mistral style: SentencePiece, [INST] template, BOS added",
+        _base_cfg(model_type="llama", architectures=["LlamaForCausalLM"], rope_theta=10000.0,
+                  tie_word_embeddings=False, hidden_act="silu"),
+        "spm-llama", LLAMA2_TEMPLATE, "</s>"),
+    "qwen2": TinySpec(
+        "qwen2", "Qwen2.5 style: byte-level BPE, ChatML, q/k/v biases, tied embeddings",
+        _base_cfg(model_type="qwen2", architectures=["Qwen2ForCausalLM"], rope_theta=1000000.0,
+                  tie_word_embeddings=True, hidden_act="silu", rms_norm_eps=1e-6),
+        "bpe-qwen", CHATML_TEMPLATE, "<|im_end|>"),
+    "qwen3": TinySpec(
+        "qwen3", "Qwen3 style: ChatML, q/k norms, head_dim different from hidden/heads",
+        _base_cfg(model_type="qwen3", architectures=["Qwen3ForCausalLM"], rope_theta=1000000.0,
+                  head_dim=32, tie_word_embeddings=True, hidden_act="silu", rms_norm_eps=1e-6,
+                  attention_bias=False),
+        "bpe-qwen", CHATML_TEMPLATE, "<|im_end|>"),
+    "gemma": TinySpec(
+        "gemma", "Gemma style: SentencePiece, tied embeddings, norm offset (1 + w)",
+        _base_cfg(model_type="gemma", architectures=["GemmaForCausalLM"], head_dim=32,
+                  num_key_value_heads=1, rope_theta=10000.0, hidden_act="gelu_pytorch_tanh",
+                  hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6,
+                  tie_word_embeddings=True),
+        "spm-gemma", GEMMA_TEMPLATE, "<end_of_turn>"),
+    "phi3": TinySpec(
+        "phi3", "Phi-3 style: SentencePiece + added tokens, fused qkv and gate_up",
+        _base_cfg(model_type="phi3", architectures=["Phi3ForCausalLM"], rope_theta=10000.0,
+                  num_key_value_heads=4, original_max_position_embeddings=2048,
+                  tie_word_embeddings=False, hidden_act="silu", rope_scaling=None),
+        "spm-phi3", PHI3_TEMPLATE, "<|end|>"),
+    "gemma2": TinySpec(
+        "gemma2", "Gemma 2 style: logit softcapping, sliding window, pre/post norms",
+        _base_cfg(model_type="gemma2", architectures=["Gemma2ForCausalLM"], head_dim=32,
+                  num_key_value_heads=2, rope_theta=10000.0, hidden_act="gelu_pytorch_tanh",
+                  hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6,
+                  attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                  query_pre_attn_scalar=32, sliding_window=4096, tie_word_embeddings=True),
+        "spm-gemma", GEMMA_TEMPLATE, "<end_of_turn>"),
+    "gemma3": TinySpec(
+        "gemma3", "Gemma 3 (text) style: q/k norms, local/global rope, sliding window",
+        _base_cfg(model_type="gemma3_text", architectures=["Gemma3ForCausalLM"], head_dim=32,
+                  num_key_value_heads=1, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+                  hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6,
+                  query_pre_attn_scalar=32, sliding_window=512, sliding_window_pattern=2,
+                  rope_scaling=None, tie_word_embeddings=True),
+        "spm-gemma", GEMMA_TEMPLATE, "<end_of_turn>"),
+}
+
+ALL_KINDS = list(SPECS)
+
+
+def _build_tokenizer(spec: TinySpec, out: Path) -> None:
+    if spec.tokenizer == "bpe-llama3":
+        specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                    "<|end_header_id|>", "<|eot_id|>"]
+        _train_bpe(out, split_regex=LLAMA3_SPLIT, specials=specials, vocab_size=700,
+                   bos="<|begin_of_text|>", eos="<|eot_id|>", pad=None, add_bos=True,
+                   chat_template=spec.chat_template)
+    elif spec.tokenizer == "bpe-qwen":
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        _train_bpe(out, split_regex=QWEN2_SPLIT, specials=specials, vocab_size=700, bos=None,
+                   eos="<|im_end|>", pad="<|endoftext|>", add_bos=False,
+                   chat_template=spec.chat_template,
+                   extra_config={"errors": "replace"})
+    elif spec.tokenizer == "spm-llama":
+        _train_spm(out, vocab_size=600, ids={"unk": 0, "bos": 1, "eos": 2}, user_symbols=[],
+                   add_dummy_prefix=True)
+        _spm_to_hf(out, {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>",
+                         "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None,
+                         "add_bos_token": True, "add_eos_token": False, "legacy": False,
+                         "clean_up_tokenization_spaces": False,
+                         "chat_template": spec.chat_template}, [])
+    elif spec.tokenizer == "spm-gemma":
+        _train_spm(out, vocab_size=600,
+                   ids={"pad": 0, "eos": 1, "bos": 2, "unk": 3, "bos_piece": "<bos>",
+                        "eos_piece": "<eos>"},
+                   user_symbols=["<start_of_turn>", "<end_of_turn>"], add_dummy_prefix=False)
+        _spm_to_hf(out, {"tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>",
+                         "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>",
+                         "add_bos_token": True, "add_eos_token": False,
+                         "clean_up_tokenization_spaces": False,
+                         "chat_template": spec.chat_template}, [])
+    elif spec.tokenizer == "spm-phi3":
+        _train_spm(out, vocab_size=600, ids={"unk": 0, "bos": 1, "eos": 2}, user_symbols=[],
+                   add_dummy_prefix=True)
+        _spm_to_hf(out, {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>",
+                         "eos_token": "<|endoftext|>", "unk_token": "<unk>",
+                         "pad_token": "<|endoftext|>", "add_bos_token": False,
+                         "add_eos_token": False, "legacy": False,
+                         "clean_up_tokenization_spaces": False,
+                         "chat_template": spec.chat_template},
+                   ["<|endoftext|>", "<|assistant|>", "<|end|>", "<|user|>", "<|system|>"])
+    else:  # pragma: no cover - a spec typo
+        raise ValueError(spec.tokenizer)
+
+
+def _vocab_size(out: Path) -> int:
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(str(out)))
+
+
+def build_tiny_model(kind: str, out: Path | str, *, seed: int = 0, hidden_size: int | None = None,
+                     num_hidden_layers: int | None = None, intermediate_size: int | None = None,
+                     num_attention_heads: int | None = None, vocab_multiple: int = 1) -> Path:
+    """Build the tiny model ``kind`` (see SPECS) into the new folder ``out``; return ``out``.
+
+    Size overrides let benchmarks build bigger siblings with the same tokenizer and template.
+    """
+    import mlx.core as mx
+    import numpy as np
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import _get_classes
+
+    spec = SPECS[kind]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=False)
+    _build_tokenizer(spec, out)
+    config = dict(spec.config)
+    for k, v in {"hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
+                 "intermediate_size": intermediate_size,
+                 "num_attention_heads": num_attention_heads}.items():
+        if v is not None:
+            config[k] = v
+    n_tokens = _vocab_size(out)
+    # Real checkpoints pad the embedding to a multiple (e.g. 64); tests see the padded case too.
+    config["vocab_size"] = ((n_tokens + vocab_multiple - 1) // vocab_multiple) * vocab_multiple
+    tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(out))
+    config["bos_token_id"] = tok.convert_tokens_to_ids(tok_cfg["bos_token"]) if tok_cfg.get(
+        "bos_token") else None
+    config["eos_token_id"] = tok.convert_tokens_to_ids(spec.eos_token)
+    config["pad_token_id"] = tok.pad_token_id
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "generation_config.json").write_text(json.dumps(
+        {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
+         "do_sample": False}, indent=2))
+
+    model_class, args_class = _get_classes(config)
+    model = model_class(args_class.from_dict(config))
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, value in tree_flatten(model.parameters()):
+        shape = value.shape
+        if "norm" in name:
+            # Non-trivial norm weights, so a missing Gemma "+1" or a dropped norm shows up.
+            arr = (0.0 if kind.startswith("gemma") else 1.0) + rng.normal(0, 0.1, shape)
+        elif name.endswith("bias"):
+            arr = rng.normal(0, 0.1, shape)
+        else:
+            fan_in = shape[-1]
+            arr = rng.normal(0, 1.0 / np.sqrt(fan_in), shape)
+            if "embed_tokens" in name:
+                arr = rng.normal(0, 1.0, shape)
+        weights[name] = mx.array(arr.astype(np.float32))
+    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (out / "TINY_MODEL.json").write_text(json.dumps(
+        {"kind": kind, "builder_version": BUILDER_VERSION, "seed": seed,
+         "description": spec.description, "eos_token": spec.eos_token}, indent=2))
+    return out
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("TAILOR_TINY_MODELS")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tailor" / "tiny-models"
+
+
+def cached_tiny_model(kind: str, cache_dir: Path | str | None = None, **overrides) -> Path:
+    """The folder of tiny model ``kind``, built on first use and reused afterwards.
+
+    The cache key includes the builder version and any size overrides, so a changed builder
+    never serves a stale model. Safe with parallel test workers (build in a temp, rename).
+    """
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    suffix = "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
+    target = cache / f"{kind}{suffix}-v{BUILDER_VERSION}"
+    if (target / "TINY_MODEL.json").exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f".{target.name}.building-{os.getpid()}-{random.randrange(1 << 30)}"
+    try:
+        build_tiny_model(kind, tmp, **overrides)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "TINY_MODEL.json").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,58 @@
+"""Shared fixtures: a temporary TAILOR_HOME for every test, and the tiny model zoo.
+
+Tiny models are built once per cache folder (default ~/.cache/tailor/tiny-models, or
+$TAILOR_TINY_MODELS) and reused across the whole test run and across runs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from engine.tiny_models import ALL_KINDS, SPECS, cached_tiny_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_OUTPUT = REPO / "test-output"
+
+
+@pytest.fixture(autouse=True)
+def tailor_home(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own empty library."""
+    home = tmp_path / "tailor-home"
+    home.mkdir()
+    monkeypatch.setenv("TAILOR_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """``tiny_model(kind)`` -> Path of the cached tiny model folder (see engine.tiny_models)."""
+
+    def get(kind: str, **overrides) -> Path:
+        return cached_tiny_model(kind, **overrides)
+
+    return get
+
+
+@pytest.fixture(params=ALL_KINDS)
+def any_tiny_model(request, tiny_model) -> tuple[str, Path]:
+    """Parametrized over every fixture architecture: (kind, folder)."""
+    return request.param, tiny_model(request.param)
+
+
+@pytest.fixture(scope="session")
+def test_output() -> Path:
+    """A folder for artifacts a person may want to look at (screenshots, reports)."""
+    TEST_OUTPUT.mkdir(exist_ok=True)
+    return TEST_OUTPUT
+
+
+def snapshot_tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes, to assert nothing was modified."""
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
