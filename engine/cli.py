@@ -1,4 +1,4 @@
-"""`tailor <command> ...`: the engine's command line; `tailor` alone opens the app.
+"""`tailor <command> ...`: the engine's command line (`tailor` alone: see app/launcher.py).
 
 Each command lives in its own module exposing ``configure(parser)`` and ``run(args, job)``;
 this file only dispatches (modules are imported lazily, so `tailor --help` stays fast).
@@ -106,10 +106,6 @@ def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        from .launch import launch_app_or_demo
-
-        return launch_app_or_demo()
     if argv[0] in COMMANDS:
         sys.argv = [sys.argv[0], *argv]
     parser = build_parser()

@@ -52,6 +52,8 @@ def test_bad_adapter_names_are_refused(bad, why):
 
 
 def test_atomic_path_never_overwrites_and_cleans_up(tmp_path):
+    tmp_path = tmp_path / "out"
+    tmp_path.mkdir()
     target = tmp_path / "out.bin"
     target.write_bytes(b"precious")
     with pytest.raises(TailorError, match="already exists"):

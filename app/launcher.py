@@ -1,4 +1,7 @@
-"""`tailor` with no arguments: open the app, or run the demo where there is no display."""
+"""The `tailor` console script: engine commands, the app, or the headless demo.
+
+Imports no Qt at module level, so `tailor train ...` works where PySide6 is missing.
+"""
 from __future__ import annotations
 
 import os
@@ -6,18 +9,23 @@ import sys
 
 
 def has_display() -> bool:
-    if sys.platform in ("darwin", "win32"):
-        return True
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
         return False
+    if sys.platform in ("darwin", "win32"):
+        return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def launch_app_or_demo() -> int:
+def main(argv: list[str] | None = None) -> int:
+    from engine.cli import main as engine_main
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        return engine_main(argv)
     if has_display():
         try:
-            from app.main import main as app_main  # the GUI lives outside the engine
-        except ImportError as e:  # PySide6 missing: say so, then fall back to the demo
+            from app.main import main as app_main
+        except ImportError as e:
             print(f"tailor: the app cannot start ({e}); running the headless demo instead",
                   file=sys.stderr)
         else:
@@ -25,6 +33,8 @@ def launch_app_or_demo() -> int:
     else:
         print("tailor: no display found; running the built-in demo headless instead "
               "(`tailor demo`).", file=sys.stderr)
-    from .cli import main
+    return engine_main(["demo"])
 
-    return main(["demo"])
+
+if __name__ == "__main__":
+    sys.exit(main())

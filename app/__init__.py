@@ -1,0 +1,1 @@
+"""Tailor's Qt (PySide6) app. Heavy work runs in engine worker processes (``tailor ... --events -``)."""
