@@ -1,0 +1,84 @@
+"""Load a resolved model folder with mlx-lm (never trusting remote code), optionally quantized."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..events import TailorError
+
+# Architectures whose fused model our GGUF exporter writes (see engine/export).
+GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text",
+                      "phi3", "mistral")
+
+
+def read_config(folder: Path) -> dict:
+    try:
+        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise TailorError(f"{folder}/config.json is unreadable: {e}") from e
+
+
+def load_model(folder: Path | str, quantize_bits: int | None = None, group_size: int = 64):
+    """(model, tokenizer, config) for a model folder; ``quantize_bits`` 4 or 8 quantizes on load.
+
+    An already quantized base (e.g. mlx-community 4-bit) loads as it is (QLoRA). Raises
+    TailorError for an unsupported architecture or unreadable weights.
+    """
+    from mlx_lm.utils import load_model as mlx_load_model, load_tokenizer, quantize_model
+
+    folder = Path(folder)
+    if quantize_bits not in (None, 4, 8):
+        raise TailorError(f"--quantize-base must be 4 or 8, not {quantize_bits}")
+    try:
+        model, config = mlx_load_model(folder, trust_remote_code=False)
+    except ValueError as e:
+        mt = read_config(folder).get("model_type", "?")
+        raise TailorError(f"cannot load {folder}: model type {mt!r} is not supported by mlx-lm "
+                          f"({e})") from e
+    except FileNotFoundError as e:
+        raise TailorError(f"cannot load {folder}: {e}") from e
+    tokenizer = load_tokenizer(folder, eos_token_ids=config.get("eos_token_id"))
+    if quantize_bits:
+        if config.get("quantization"):
+            raise TailorError(f"{folder} is already quantized "
+                              f"({config['quantization'].get('bits')} bits); "
+                              "--quantize-base applies to full-precision models only")
+        model, config = quantize_model(model, config, group_size, quantize_bits)
+    return model, tokenizer, config
+
+
+def model_fingerprint(folder: Path | str) -> str:
+    """A sha256 over the folder's file names, sizes and contents (big weight files sampled).
+
+    Hashing every byte of a multi-GB model at each run start would take minutes, so files over
+    64 MB contribute their size and their first and last 4 MB.
+    """
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        size = p.stat().st_size
+        h.update(f"{p.name}\0{size}\0".encode())
+        with open(p, "rb") as f:
+            if size <= 64 << 20:
+                h.update(f.read())
+            else:
+                h.update(f.read(4 << 20))
+                f.seek(size - (4 << 20))
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def count_parameters(model) -> int:
+    """Parameters as the model defines them (quantized weights counted unpacked)."""
+    from mlx_lm.utils import get_total_parameters
+
+    return int(get_total_parameters(model))
+
+
+def weight_bytes(model) -> int:
+    from mlx.utils import tree_flatten
+
+    return int(sum(v.nbytes for _, v in tree_flatten(model.parameters())))

@@ -1,0 +1,178 @@
+"""Find a base model folder: a local path, or a Hugging Face repo id fetched with huggingface_hub.
+
+Only safetensors weights, configs and tokenizer files are ever taken; pickle checkpoints are
+refused (loading them can run arbitrary code) and remote code is never trusted.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..events import Cancelled, CancelToken, Progress, Reporter, TailorError, null_reporter
+
+# What a model needs, and nothing that executes: no *.py, no pickles.
+ALLOW_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "config.json",
+                  "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                  "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
+                  "vocab.json", "merges.txt", "*.tiktoken", "chat_template.json",
+                  "chat_template.jinja", "preprocessor_config.json"]
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def looks_like_path(text: str) -> bool:
+    """True for anything a user meant as a path: absolute, ./ ../ ~, or whose first part exists."""
+    if text.startswith(("/", "./", "../", "~", ".\\")) or text in (".", ".."):
+        return True
+    if os.sep in text or "/" in text:
+        first = text.replace("\\", "/").split("/")[0]
+        if first and Path(first).exists():
+            return True
+    return Path(text).exists()
+
+
+def check_model_folder(folder: Path) -> Path:
+    """Raise TailorError unless ``folder`` holds a config and safetensors weights."""
+    if not folder.is_dir():
+        raise TailorError(f"model folder not found: {folder}",
+                          hint="give the folder that holds config.json and *.safetensors")
+    if not (folder / "config.json").exists():
+        raise TailorError(f"{folder} has no config.json, so it is not a Hugging Face model folder",
+                          hint="point at the folder that holds config.json and *.safetensors")
+    weights = list(folder.glob("*.safetensors"))
+    if not weights:
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles:
+            raise TailorError(
+                f"{folder} holds only pickle checkpoints ({', '.join(pickles[:4])}); Tailor does "
+                "not load pickle files because opening them can run arbitrary code",
+                hint="use the model's safetensors version (most Hugging Face repos publish one), "
+                     "or convert it with a tool you trust")
+        raise TailorError(f"{folder} has no *.safetensors weight files",
+                          hint="download the model's safetensors weights into this folder")
+    return folder
+
+
+class _ProgressBar:
+    """A tqdm stand-in that turns huggingface_hub's byte counts into Progress events."""
+
+    report: Reporter = null_reporter
+    cancel: CancelToken | None = None
+    job: str = "model"
+
+    def __init__(self, *args, total=None, initial=0, desc="", **kwargs):
+        self.total = total or 0
+        self.n = initial or 0
+        self.desc = desc or kwargs.get("name", "") or ""
+
+    def update(self, n=1):
+        self.n += n or 0
+        if self.cancel is not None and self.cancel.requested:
+            raise Cancelled(self.cancel.reason)
+        type(self).report(Progress(job=self.job, stage="download", done=self.n, total=self.total,
+                                   message=str(self.desc)))
+
+    def close(self):
+        pass
+
+    def refresh(self, *a, **k):
+        pass
+
+    def set_description(self, desc=None, *a, **k):
+        self.desc = desc or ""
+
+    def set_postfix(self, *a, **k):
+        pass
+
+    def reset(self, total=None):
+        self.total = total or 0
+        self.n = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __iter__(self):
+        return iter(())
+
+    @classmethod
+    def get_lock(cls):
+        import threading
+        return threading.RLock()
+
+    @classmethod
+    def set_lock(cls, lock):
+        pass
+
+
+def resolve_model(path_or_repo_id: str | os.PathLike, report: Reporter = null_reporter,
+                  cancel: CancelToken | None = None, revision: str | None = None,
+                  job: str = "model") -> Path:
+    """The local folder of a model given as a path or a Hugging Face repo id.
+
+    A path must exist (a mistyped path is "not found", never looked up on the hub). A repo id is
+    served from the local Hugging Face cache when present (offline works), else downloaded
+    (safetensors, configs and tokenizer files only) with Progress events. Raises TailorError.
+    """
+    text = str(path_or_repo_id).strip()
+    if not text:
+        raise TailorError("no model given", hint="pass a model folder or a Hugging Face repo id")
+    if isinstance(path_or_repo_id, Path) or looks_like_path(text):
+        folder = Path(text).expanduser()
+        if not folder.exists():
+            raise TailorError(f"model folder not found: {folder}",
+                              hint="check the path; a local path is never looked up online")
+        return check_model_folder(folder.resolve())
+    if not _REPO_ID.match(text):
+        raise TailorError(f"{text!r} is neither an existing folder nor a Hugging Face repo id "
+                          "(owner/name)", hint="give a model folder or an id like "
+                                              "mlx-community/Qwen2.5-0.5B-Instruct-4bit")
+    return check_model_folder(_snapshot(text, report, cancel, revision, job))
+
+
+def _snapshot(repo_id: str, report: Reporter, cancel: CancelToken | None, revision: str | None,
+              job: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:  # the cache first: works offline and costs no request
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=ALLOW_PATTERNS,
+                                      local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        raise TailorError(f"{repo_id} is not in the local Hugging Face cache and downloads are "
+                          "off (HF_HUB_OFFLINE is set)",
+                          hint="connect to the internet and unset HF_HUB_OFFLINE, or download "
+                               "the model folder and pass its path")
+    bar = type("TailorBar", (_ProgressBar,), {"report": staticmethod(report), "cancel": cancel,
+                                              "job": job})
+    report(Progress(job=job, stage="download", done=0, total=0, message=f"fetching {repo_id}"))
+    try:
+        path = snapshot_download(repo_id, revision=revision, allow_patterns=ALLOW_PATTERNS,
+                                 tqdm_class=bar)
+    except Cancelled:
+        raise
+    except Exception as e:  # network, 404, gated repo: all end as one message for the user
+        raise TailorError(f"could not download {repo_id}: {type(e).__name__}: {e}",
+                          hint="check the repo id and your connection; gated models need "
+                               "`huggingface-cli login`") from e
+    return Path(path)
+
+
+def hf_cache_revision(folder: Path) -> str | None:
+    """The commit hash when ``folder`` is a snapshot in a Hugging Face cache, else None."""
+    parts = folder.resolve().parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-1]
+    return None
+
+
+def hf_cache_repo_id(folder: Path) -> str | None:
+    parts = folder.resolve().parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3][len("models--"):].replace("--", "/")
+    return None

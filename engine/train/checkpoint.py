@@ -1,0 +1,108 @@
+"""Resumable checkpoints: ``<adapter>/checkpoints/step-NNNNNNN/`` written under a temporary
+name and renamed, so a killed process leaves either a whole checkpoint or none.
+
+Each holds the adapter weights, the optimizer state and ``state.json`` (step, micro-batch
+position, RNG key, config, dataset and base-model hashes, adapter shapes, loss history).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+from ..atomic import atomic_path
+from ..events import TailorError
+
+STATE = "state.json"
+CHECKPOINT_SCHEMA = "tailor.checkpoint/1"
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    state: dict
+    weights: dict[str, mx.array]
+    optimizer: dict  # nested optimizer state tree
+
+
+def checkpoints_dir(adapter_dir: Path) -> Path:
+    return adapter_dir / "checkpoints"
+
+
+def save_checkpoint(adapter_dir: Path, step: int, weights: dict[str, mx.array],
+                    optimizer_state: dict, state: dict, keep: int) -> Path:
+    root = checkpoints_dir(adapter_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"step-{step:07d}"
+    with atomic_path(target, overwrite=True) as tmp:
+        tmp.mkdir()
+        mx.save_safetensors(str(tmp / "adapters.safetensors"), weights)
+        opt_flat = dict(tree_flatten(optimizer_state))
+        mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt_flat)
+        (tmp / STATE).write_text(json.dumps({"schema": CHECKPOINT_SCHEMA, **state}, indent=1,
+                                            default=str), encoding="utf-8")
+    _prune(root, keep)
+    return target
+
+
+def save_best(adapter_dir: Path, weights: dict[str, mx.array], state: dict) -> Path:
+    target = checkpoints_dir(adapter_dir) / "best"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target, overwrite=True) as tmp:
+        tmp.mkdir()
+        mx.save_safetensors(str(tmp / "adapters.safetensors"), weights)
+        (tmp / STATE).write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
+    return target
+
+
+def list_checkpoints(adapter_dir: Path) -> list[Path]:
+    root = checkpoints_dir(adapter_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if p.is_dir() and p.name.startswith("step-") and (p / STATE).exists())
+
+
+def _prune(root: Path, keep: int) -> None:
+    steps = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    for old in steps[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".*.tmp-*"):  # left by a killed process
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+
+
+def load_checkpoint(path: Path) -> LoadedCheckpoint:
+    try:
+        state = json.loads((path / STATE).read_text(encoding="utf-8"))
+        weights = mx.load(str(path / "adapters.safetensors"))
+        opt_flat = mx.load(str(path / "optimizer.safetensors"))
+    except (OSError, ValueError, RuntimeError) as e:
+        raise TailorError(f"checkpoint {path} is unreadable: {e}") from e
+    return LoadedCheckpoint(path, state, weights, tree_unflatten(list(opt_flat.items())))
+
+
+def latest_checkpoint(adapter_dir: Path) -> LoadedCheckpoint | None:
+    for p in reversed(list_checkpoints(adapter_dir)):
+        try:
+            return load_checkpoint(p)
+        except TailorError:
+            continue  # a damaged one (disk trouble): fall back to the one before
+    return None
+
+
+def rng_key() -> list[int]:
+    return [int(v) for v in mx.random.state[0].tolist()]
+
+
+def set_rng_key(key: list[int]) -> None:
+    mx.random.state[0] = mx.array(key, dtype=mx.uint32)
+
+
+def remove_tree(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else os.unlink(path)

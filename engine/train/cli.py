@@ -1,0 +1,66 @@
+"""`tailor train`: train an adapter into the library, or resume one.
+
+    tailor train --model PATH_OR_ID --data FILE --name NAME [--iters N | --epochs E]
+                 [--preset quick-style|balanced|thorough] [--resume NAME] [--events -] ...
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..configs import add_dataclass_args, overrides_from_args
+from ..events import TailorError
+from .config import PRESET_HELP, PRESETS, TrainConfig, make_config
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="base model: a local folder or a Hugging Face repo id")
+    p.add_argument("--data", help="dataset file (JSONL, JSON, CSV, TSV, text) or folder")
+    p.add_argument("--name", help="name of the new adapter in the library")
+    p.add_argument("--resume", metavar="NAME",
+                   help="continue the adapter NAME from its latest checkpoint")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
+    add_dataclass_args(p, TrainConfig)
+    try:
+        from ..data import DataConfig
+    except ImportError:
+        return
+    g = p.add_argument_group("data")
+    add_dataclass_args(g, DataConfig, skip={"max_seq_length", "min_examples", "preview_count"})
+
+
+def run(args: argparse.Namespace, job) -> int:
+    from .run import train_adapter
+
+    overrides = overrides_from_args(TrainConfig, args)
+    data_config = None
+    try:
+        from ..data import DataConfig
+        data_over = overrides_from_args(DataConfig, args)
+        data_over.pop("max_seq_length", None)
+        data_config = DataConfig(**data_over)
+    except ImportError:
+        pass
+    if args.resume:
+        if args.name and args.name != args.resume:
+            raise TailorError("--name and --resume name different adapters",
+                              hint="to continue a run, give only --resume NAME")
+        cfg = None
+        if overrides or args.preset:
+            from .run import _saved_config
+            cfg = _saved_config(args.resume)
+            for k, v in (PRESETS.get(args.preset, {}) if args.preset else {}).items():
+                setattr(cfg, k, v)
+            for k, v in overrides.items():
+                setattr(cfg, k, v)
+        train_adapter(args.model, args.data, args.resume, cfg, data_config=data_config,
+                      resume=True, report=job.report, cancel=job.cancel, job=job.name)
+        return 0
+    missing = [f for f in ("model", "data", "name") if not getattr(args, f)]
+    if missing:
+        raise TailorError("missing " + ", ".join("--" + m for m in missing),
+                          hint="tailor train --model PATH --data FILE --name NAME")
+    cfg = make_config(args.preset, **overrides)
+    train_adapter(args.model, args.data, args.name, cfg, data_config=data_config,
+                  report=job.report, cancel=job.cancel, job=job.name)
+    return 0

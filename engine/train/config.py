@@ -1,0 +1,107 @@
+"""Training settings: one dataclass whose help text feeds `tailor train --help` and the GUI."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..configs import opt, validate_ranges
+from ..events import TailorError
+
+METHODS = ["lora", "dora", "full"]
+
+
+@dataclass
+class TrainConfig:
+    method: str = opt("lora", "what to train: lora (small adapter), dora (LoRA with learned "
+                      "magnitudes) or full (every weight)", choices=METHODS)
+    rank: int = opt(16, "LoRA rank: size of the adapter matrices", minimum=1, maximum=1024)
+    alpha: float = opt(32.0, "LoRA alpha: the adapter's output is scaled by alpha/rank",
+                       minimum=0.0, maximum=4096.0)
+    rslora: bool = opt(False, "rank-stabilised LoRA: scale by alpha/sqrt(rank) instead")
+    dropout: float = opt(0.05, "dropout on the adapter input", minimum=0.0, maximum=0.9)
+    targets: str = opt("all-linear", "which layers get adapters: attention, all-linear, or a "
+                       "comma-separated list of module names (e.g. q_proj,v_proj)")
+    num_layers: int = opt(-1, "adapt only the last N transformer blocks (-1: all)",
+                          minimum=-1, maximum=100000)
+    learning_rate: float = opt(1e-4, "peak learning rate", minimum=0.0, maximum=1.0)
+    warmup: float = opt(0.03, "fraction of the steps spent warming the learning rate up",
+                        minimum=0.0, maximum=0.5)
+    schedule: str = opt("cosine", "learning-rate decay after warm-up",
+                        choices=["cosine", "constant"])
+    weight_decay: float = opt(0.0, "AdamW weight decay", minimum=0.0, maximum=1.0)
+    epochs: float = opt(2.0, "passes over the training set (ignored when iters is set)",
+                        minimum=0.01, maximum=1000.0)
+    iters: int = opt(0, "optimizer steps to train (0: use epochs)", minimum=0, maximum=10**8)
+    batch_size: int = opt(4, "examples per micro-batch", minimum=1, maximum=4096)
+    grad_accumulation: int = opt(1, "micro-batches per optimizer step (effective batch = "
+                                 "batch size x this)", minimum=1, maximum=1024)
+    max_seq_length: int = opt(2048, "longest example in tokens (longer ones are truncated)",
+                              minimum=8, maximum=1 << 20)
+    grad_clip: float = opt(1.0, "clip the gradient norm to this (0: off)", minimum=0.0,
+                           maximum=1e6)
+    grad_checkpoint: bool = opt(False, "recompute activations in the backward pass: less "
+                                "memory, about 30% slower")
+    seed: int = opt(0, "random seed (data order, dropout, adapter init)", minimum=0,
+                    maximum=2**31 - 1)
+    eval_every: int = opt(100, "validate every N steps (0: only at the start and end)",
+                          minimum=0, maximum=10**8)
+    val_batches: int = opt(-1, "validation batches per evaluation (-1: the whole set)",
+                           minimum=-1, maximum=10**6)
+    patience: int = opt(0, "stop early after this many validations without improvement "
+                        "(0: never)", minimum=0, maximum=10**6)
+    save_every: int = opt(100, "write a resumable checkpoint every N steps", minimum=1,
+                          maximum=10**8)
+    keep_checkpoints: int = opt(2, "how many recent checkpoints to keep (plus the best)",
+                                minimum=1, maximum=1000)
+    report_every: int = opt(1, "emit a step event every N steps", minimum=1, maximum=10**6)
+    quantize_base: int | None = opt(None, "quantize a full-precision base to 4 or 8 bits on "
+                                    "load (QLoRA)", choices=[4, 8])
+
+    def validate(self) -> "TrainConfig":
+        problems = validate_ranges(self)
+        if self.method == "full" and self.quantize_base:
+            problems.append("full fine-tuning cannot train a quantized base; drop "
+                            "--quantize-base or use lora")
+        if not self.targets.strip():
+            problems.append("targets is empty")
+        if problems:
+            raise TailorError("invalid training settings: " + "; ".join(problems),
+                              hint="see `tailor train --help` for each setting's range")
+        return self
+
+    @property
+    def lora_scale(self) -> float:
+        return self.alpha / (self.rank ** 0.5 if self.rslora else self.rank)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# Three starting points with plain names; any explicit flag overrides them.
+PRESETS: dict[str, dict] = {
+    "quick-style": {"rank": 8, "alpha": 16.0, "epochs": 1.0, "learning_rate": 2e-4,
+                    "targets": "attention", "eval_every": 50},
+    "balanced": {},
+    "thorough": {"rank": 32, "alpha": 64.0, "epochs": 3.0, "learning_rate": 5e-5,
+                 "eval_every": 50, "patience": 3},
+}
+PRESET_HELP = {
+    "quick-style": "1 epoch, rank 8 on attention only: fast, for tone and format",
+    "balanced": "the defaults: rank 16 on all linear layers, 2 epochs",
+    "thorough": "rank 32, 3 epochs, lower learning rate, early stopping",
+}
+
+
+def make_config(preset: str | None = None, **overrides) -> TrainConfig:
+    if preset and preset not in PRESETS:
+        raise TailorError(f"unknown preset {preset!r}", hint="presets: " + ", ".join(PRESETS))
+    values = {**PRESETS.get(preset or "balanced", {}), **overrides}
+    try:
+        return TrainConfig(**values).validate()
+    except TypeError as e:
+        raise TailorError(f"invalid training settings: {e}") from e

@@ -1,0 +1,220 @@
+"""One training run from start to library entry: resolve and load the base, prepare the data,
+add adapters, train, and leave ``<library>/adapters/<name>/`` with mlx-lm's adapter files and
+Tailor's manifest. Also resumes such a run from its latest checkpoint.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import mlx.core as mx
+
+from .. import __version__, library
+from ..events import (Cancelled, CancelToken, Log, Progress, Reporter, Started, TailorError,
+                      Finished, null_reporter)
+from ..models import load_model, model_fingerprint, read_config, resolve_model
+from ..models.resolve import hf_cache_repo_id, hf_cache_revision, looks_like_path
+from . import checkpoint as ckpt
+from .adapters import adapter_shapes, apply_adapters, count, trainable_weights, \
+    write_adapter_files
+from .config import TrainConfig
+from .data_source import prepare
+from .estimate import estimate
+from .loop import NonFiniteLoss, Trainer
+
+# Settings that may differ on resume without changing what is computed.
+RESUME_FREE = {"report_every", "save_every", "keep_checkpoints"}
+
+
+def versions() -> dict:
+    import mlx_lm
+
+    return {"tailor": __version__, "mlx": mx.__version__, "mlx_lm": mlx_lm.__version__}
+
+
+def _base_model_record(given: str, folder: Path, config: dict) -> dict:
+    repo_id = None if looks_like_path(given) else given
+    return {"path": str(folder), "given": given,
+            "repo_id": repo_id or hf_cache_repo_id(folder),
+            "revision": hf_cache_revision(folder),
+            "sha256": model_fingerprint(folder),
+            "architecture": config.get("model_type", "")}
+
+
+def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
+                  cfg: TrainConfig | None = None, *, data_config=None, resume: bool = False,
+                  report: Reporter = null_reporter, cancel: CancelToken | None = None,
+                  job: str = "train", library_dir: Path | None = None,
+                  batch_hook: Callable | None = None) -> library.AdapterInfo:
+    """Train (or with ``resume``, continue) the adapter ``name``; return its library entry.
+
+    Raises TailorError (bad input, refused resume, non-finite loss) and Cancelled (after
+    saving a resumable checkpoint). Nothing already in the library is overwritten.
+    """
+    cancel = cancel or CancelToken()
+    folder = library.adapter_path(name, library_dir)
+    explicit_cfg = cfg
+    loaded = None
+    if resume:
+        info = library.get_adapter(name, library_dir)
+        loaded = ckpt.latest_checkpoint(info.path)
+        if loaded is None:
+            raise TailorError(f"adapter {name!r} has no checkpoint to resume from",
+                              hint="start a new run under another name")
+        saved_cfg = TrainConfig.from_dict(loaded.state["config"])
+        if explicit_cfg is not None:
+            changed = [k for k, v in explicit_cfg.to_dict().items()
+                       if k not in RESUME_FREE and v != getattr(saved_cfg, k)]
+            if changed:
+                raise TailorError(
+                    f"cannot resume {name!r} with changed settings: " + ", ".join(
+                        f"{k} {getattr(saved_cfg, k)!r} -> {getattr(explicit_cfg, k)!r}"
+                        for k in changed),
+                    hint="resume with the original settings, or start a new run")
+        cfg = saved_cfg
+        model = model or info.manifest["base_model"]["given"]
+        data = data or info.manifest["dataset"]["path"]
+    else:
+        if folder.exists():
+            raise TailorError(f"an adapter named {name!r} already exists in the library; "
+                              "nothing was changed",
+                              hint=f"choose another name, or continue it with --resume {name}")
+        cfg = cfg or TrainConfig()
+    cfg.validate()
+    if model is None or data is None:
+        raise TailorError("both a base model (--model) and a dataset (--data) are needed")
+
+    report(Progress(job=job, stage="load", done=0, total=3, message="resolving the model"))
+    model_dir = resolve_model(str(model), report=report, cancel=cancel, job=job)
+    data_path = Path(data).expanduser()
+    if not data_path.exists():
+        raise TailorError(f"dataset not found: {data_path}")
+    cancel.raise_if_cancelled()
+    report(Progress(job=job, stage="load", done=1, total=3, message="loading the model"))
+    net, tokenizer, model_config = load_model(model_dir, cfg.quantize_base)
+    base = _base_model_record(str(model), model_dir, model_config)
+    cancel.raise_if_cancelled()
+    report(Progress(job=job, stage="load", done=2, total=3, message="preparing the data"))
+    if data_config is not None and hasattr(data_config, "max_seq_length"):
+        data_config.max_seq_length = cfg.max_seq_length
+    elif data_config is None:
+        try:
+            from ..data import DataConfig
+            data_config = DataConfig(max_seq_length=cfg.max_seq_length)
+        except ImportError:
+            data_config = None
+    prepared, counts = prepare(data_path, tokenizer, data_config, report=report, cancel=cancel)
+    if len(prepared.train) == 0:
+        raise TailorError(f"{data_path}: no training examples left after validation")
+    dataset = {"path": str(data_path.resolve()), "sha256": prepared.sha256,
+               "schema": getattr(prepared, "schema", ""), **{"counts": counts}}
+
+    mx.random.seed(cfg.seed)  # adapter initialisation
+    adapter_config = apply_adapters(net, cfg)
+    shapes = adapter_shapes(trainable_weights(net))
+    run_state = {"dataset_sha256": prepared.sha256, "base_model_sha256": base["sha256"],
+                 "adapter_shapes": shapes}
+    if loaded is not None:
+        _check_resumable(name, loaded.state, run_state)
+
+    longest = max(len(e.tokens) for e in prepared.train)
+    mem = estimate(net, model_config, cfg, longest)
+    n_total = count(net.parameters())
+    info_block = {"parameters": {"total": int(n_total), "trainable": count(trainable_weights(net))}, "memory": mem, "dataset": dataset, "base_model": base,
+        "resumed_from": str(loaded.path) if loaded else None}
+    report(Started(job=job, config=cfg.to_dict(), info=info_block))
+    if not mem["fits"]:
+        report(Log(job=job, level="warning",
+                   message=f"this run needs about {mem['total_bytes'] / 1e9:.1f} GB, the "
+                           f"machine has {mem['machine_bytes'] / 1e9:.1f} GB; "
+                           + mem["suggestion"]))
+
+    now = time.time()
+    if loaded is None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir()  # fails if another run took the name meanwhile
+        except FileExistsError:
+            raise TailorError(f"an adapter named {name!r} already exists in the library; "
+                              "nothing was changed") from None
+        manifest = {"name": name, "status": "running", "base_model": base, "dataset": dataset,
+                    "settings": cfg.to_dict(), "adapter_config": adapter_config,
+                    "seed": cfg.seed, "loss_history": {"train": [], "valid": []},
+                    "best_val_loss": None, "versions": versions(), "created": now,
+                    "started": now, "finished": None, "parameters": info_block["parameters"],
+                    "memory_estimate": mem}
+    else:
+        manifest = library.read_manifest(folder)
+        manifest.update(status="running", resumed=now, versions=versions())
+    library.write_manifest(folder, manifest)
+
+    def record(status: str, trainer: Trainer, **extra) -> None:
+        h = trainer.history
+        manifest.update(status=status, loss_history={"train": h.train, "valid": h.valid},
+                        best_val_loss=h.best_val_loss, best_step=h.best_step,
+                        steps=trainer.step, total_steps=trainer.steps,
+                        trained_tokens=h.trained_tokens,
+                        last_checkpoint=trainer.last_checkpoint, **extra)
+        library.write_manifest(folder, manifest)
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    trainer = Trainer(net, cfg, prepared.train, prepared.valid, adapter_dir=folder,
+                      run_state=run_state, report=report, cancel=cancel, job=job,
+                      pad_id=int(pad_id), batch_hook=batch_hook,
+                      on_checkpoint=lambda step, h: record("running", trainer))
+    if loaded is not None:
+        trainer.restore(loaded)
+    try:
+        result = trainer.run()
+    except Cancelled as e:
+        record("cancelled", trainer, finished=time.time())
+        raise
+    except NonFiniteLoss as e:
+        # The weights in memory are poisoned; the adapter files keep the last finite state.
+        if e.checkpoint:
+            write_adapter_files(folder, mx.load(str(Path(e.checkpoint) /
+                                                    "adapters.safetensors")),
+                                adapter_config, str(model_dir))
+        record("failed", trainer, finished=time.time(), error=e.message)
+        raise
+    except TailorError as e:
+        record("failed", trainer, finished=time.time(), error=e.message)
+        raise
+    except BaseException as e:
+        record("failed", trainer, finished=time.time(), error=f"{type(e).__name__}: {e}")
+        raise
+    write_adapter_files(folder, trainable_weights(net), adapter_config, str(model_dir))
+    record("finished", trainer, finished=time.time(), stopped_early=result.stopped_early)
+    info = library.get_adapter(name, library_dir)
+    report(Finished(job=job, result={"adapter": name, "path": str(folder),
+                                     "steps": result.step,
+                                     "best_val_loss": result.history.best_val_loss,
+                                     "final_train_loss": (result.history.train[-1][1]
+                                                          if result.history.train else None),
+                                     "stopped_early": result.stopped_early}))
+    return info
+
+
+def _check_resumable(name: str, saved: dict, now: dict) -> None:
+    if saved.get("base_model_sha256") != now["base_model_sha256"]:
+        raise TailorError(f"cannot resume {name!r}: the base model differs from the one it was "
+                          "trained on", hint="resume with the original base model folder")
+    if saved.get("dataset_sha256") != now["dataset_sha256"]:
+        raise TailorError(f"cannot resume {name!r}: the dataset changed since the run started "
+                          f"(sha256 {str(saved.get('dataset_sha256'))[:12]}… now "
+                          f"{now['dataset_sha256'][:12]}…)",
+                          hint="resume with the original dataset file, or start a new run")
+    if saved.get("adapter_shapes") != now["adapter_shapes"]:
+        raise TailorError(f"cannot resume {name!r}: the adapter's shape differs from the "
+                          "checkpoint's (rank, targets or layers changed)")
+
+
+def _saved_config(name: str, library_dir: Path | None = None) -> TrainConfig:
+    """The settings a run was started with (from its latest checkpoint)."""
+    info = library.get_adapter(name, library_dir)
+    loaded = ckpt.latest_checkpoint(info.path)
+    if loaded is None:
+        raise TailorError(f"adapter {name!r} has no checkpoint to resume from")
+    return TrainConfig.from_dict(loaded.state["config"])
