@@ -1,0 +1,312 @@
+"""Chat-template rendering (sandboxed Jinja, as transformers does) and batched tokenization with
+a loss mask: 1 on each assistant turn's content and its end-of-turn token, 0 elsewhere.
+
+How the mask is found: the conversation is rendered once; for assistant turn i, the template
+renders ``messages[:i]`` with the generation prompt, which is (a prefix of) the text before
+that turn. The trained characters run from the turn's content to the end of the first
+end-of-turn token after it (``<|im_end|>``, ``<end_of_turn>``, ``</s>``, ``<|eot_id|>``,
+``<|end|>``...). One fast-tokenizer batch call then maps characters to tokens (offsets).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.ext import Extension
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ..events import TailorError
+from .report import PreviewExample
+from .schemas import BadExample, Example
+
+# Special tokens that can close a turn (matched by name; "header"/"start" ones never do).
+_END_NAME = re.compile(r"end|eot|eos|</s>", re.I)
+_NOT_END = re.compile(r"header|start|begin", re.I)
+
+
+class _GenerationTag(Extension):
+    """Accept `{% generation %}...{% endgeneration %}` (used by some templates) as plain text."""
+
+    tags = {"generation"}
+
+    def parse(self, parser):
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.Scope(body).set_lineno(lineno)
+
+
+def _raise_exception(message: str):
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    # Jinja's own tojson escapes HTML characters, which would change the rendered text.
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+@lru_cache(maxsize=16)
+def compile_template(source: str) -> jinja2.Template:
+    """A chat template compiled in an immutable sandbox; raises TailorError on bad syntax."""
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols, _GenerationTag])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise TailorError(f"chat template line {e.lineno}: {e.message}",
+                          hint="fix the template or choose another with --chat-template") from None
+
+
+def unwrap_tokenizer(tokenizer: Any) -> Any:
+    """The Hugging Face tokenizer inside mlx-lm's TokenizerWrapper (or the tokenizer itself)."""
+    return getattr(tokenizer, "_tokenizer", tokenizer)
+
+
+@dataclass
+class Rendered:
+    source: str
+    text: str
+    spans: list[tuple[int, int]]  # trained character spans
+    add_special_tokens: bool = False  # plain text: let the tokenizer add BOS
+    append_eos: bool = False
+
+
+@dataclass
+class Tokenized:
+    tokens: list[int]
+    loss_mask: list[int]
+    offsets: list[tuple[int, int]] | None = None
+
+
+class Renderer:
+    """Renders Examples with one tokenizer's chat template and tokenizes them in batches."""
+
+    def __init__(self, tokenizer: Any, chat_template: str = "", mask_prompt: bool = True):
+        self.tok = unwrap_tokenizer(tokenizer)
+        self.mask_prompt = mask_prompt
+        source = chat_template
+        if source and "{" not in source and Path(source).is_file():
+            source = Path(source).read_text(encoding="utf-8")
+        self.template_source = source or self._model_template()
+        self.template = compile_template(self.template_source) if self.template_source else None
+        self.special = {name: self._token_str(name) for name in
+                        ("bos_token", "eos_token", "unk_token", "pad_token")}
+        self.eos_id = self.tok.eos_token_id
+        self.end_tokens = self._end_tokens()
+        self.fast = bool(getattr(self.tok, "is_fast", False))
+        self.folded_system = 0  # conversations whose system turn was merged into the first user
+
+    def _model_template(self) -> str:
+        t = getattr(self.tok, "chat_template", None)
+        if isinstance(t, dict):
+            t = t.get("default") or next(iter(t.values()), None)
+        return t or ""
+
+    def _token_str(self, name: str) -> str:
+        value = getattr(self.tok, name, None)
+        return value if isinstance(value, str) else ""
+
+    def _end_tokens(self) -> list[str]:
+        names = [self.special["eos_token"]] + list(getattr(self.tok, "all_special_tokens", []))
+        decoder = getattr(self.tok, "added_tokens_decoder", {}) or {}
+        names += [getattr(t, "content", str(t)) for t in decoder.values()]
+        ends = []
+        for n in names:
+            if n and n not in ends and _END_NAME.search(n) and not _NOT_END.search(n):
+                ends.append(n)
+        return ends
+
+    # ------------------------------------------------------------------------------------------
+    # Rendering
+
+    def render_messages(self, messages: list[dict], tools: list | None = None,
+                        add_generation_prompt: bool = False) -> str:
+        if self.template is None:
+            raise TailorError("the model has no chat template, so chat data cannot be rendered",
+                              hint="use a text dataset, or give a template with "
+                                   "--chat-template FILE")
+        try:
+            return self.template.render(messages=messages, tools=tools,
+                                        add_generation_prompt=add_generation_prompt,
+                                        **self.special)
+        except Exception as e:  # noqa: BLE001 - third-party template code run on user data
+            raise BadExample(f"the model's chat template refused this conversation: "
+                             f"{type(e).__name__ if not str(e) else e}") from None
+
+    def render(self, ex: Example) -> Rendered:
+        """Text and trained spans of one example; raises BadExample."""
+        if ex.text is not None:
+            return Rendered(ex.source, ex.text, [(0, len(ex.text))], add_special_tokens=True,
+                            append_eos=True)
+        messages = ex.messages
+        try:
+            full = self.render_messages(messages, ex.tools)
+        except BadExample:
+            # Templates without a system role (Gemma) refuse it; fold it into the first user turn.
+            if len(messages) > 1 and messages[0]["role"] == "system" and \
+                    messages[1]["role"] == "user":
+                merged = dict(messages[1], content=messages[0]["content"].strip() + "\n\n"
+                              + messages[1]["content"])
+                messages = [merged] + messages[2:]
+                full = self.render_messages(messages, ex.tools)
+                self.folded_system += 1
+            else:
+                raise
+        if not self.mask_prompt:
+            return Rendered(ex.source, full, [(0, len(full))])
+        spans: list[tuple[int, int]] = []
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            floor = spans[-1][1] if spans else 0
+            start = max(self._prefix_length(messages[:i], ex.tools, full), floor)
+            content = m["content"].strip()
+            found = full.find(content, start) if content else -1
+            if found >= 0:
+                start, content_end = found, found + len(content)
+            else:  # content rewritten by the template (or a tool call): train the whole turn
+                content_end = start
+            end = self._end_of_turn(full, content_end)
+            if end is None:
+                end = self._turn_end_without_token(messages[:i + 1], ex.tools, full, content_end)
+            if end > start:
+                spans.append((start, end))
+        if not spans:
+            raise BadExample("no assistant text found in the rendered conversation (the chat "
+                             "template drops assistant turns?)")
+        return Rendered(ex.source, full, spans)
+
+    def _prefix_length(self, messages: list[dict], tools, full: str) -> int:
+        if not messages:
+            return 0
+        try:
+            prefix = self.render_messages(messages, tools, add_generation_prompt=True)
+        except BadExample:
+            return 0
+        if full.startswith(prefix):
+            return len(prefix)
+        n = 0
+        for a, b in zip(prefix, full):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def _end_of_turn(self, full: str, pos: int) -> int | None:
+        best = None
+        for tok in self.end_tokens:
+            at = full.find(tok, pos)
+            if at >= 0 and (best is None or at + len(tok) < best):
+                best = at + len(tok)
+        return best
+
+    def _turn_end_without_token(self, upto: list[dict], tools, full: str, content_end: int
+                                ) -> int:
+        try:
+            text = self.render_messages(upto, tools)
+        except BadExample:
+            return content_end
+        n = 0
+        for a, b in zip(text, full):
+            if a != b:
+                break
+            n += 1
+        return max(content_end, len(full[:n].rstrip()))
+
+    # ------------------------------------------------------------------------------------------
+    # Tokenization
+
+    def tokenize(self, items: list[Rendered], keep_offsets: bool = False) -> list[Tokenized]:
+        """Tokenize a batch (one fast-tokenizer call per kind of item)."""
+        out: list[Tokenized | None] = [None] * len(items)
+        for special in (False, True):
+            idx = [i for i, r in enumerate(items) if r.add_special_tokens == special]
+            if not idx:
+                continue
+            texts = [items[i].text for i in idx]
+            if self.fast:
+                enc = self.tok(texts, add_special_tokens=special, return_attention_mask=False,
+                               return_token_type_ids=False)
+                encodings = enc.encodings
+                for j, i in enumerate(idx):
+                    out[i] = self._masked_fast(items[i], encodings[j], keep_offsets)
+            else:
+                for i in idx:
+                    out[i] = self._masked_slow(items[i])
+        return out  # type: ignore[return-value]
+
+    def _masked_fast(self, item: Rendered, encoding, keep_offsets: bool) -> Tokenized:
+        ids = list(encoding.ids)
+        n = len(ids)
+        mask = [0] * n
+        for s, e in item.spans:
+            t0 = t1 = None
+            for c in range(s, e):
+                t0 = encoding.char_to_token(c)
+                if t0 is not None:
+                    break
+            for c in range(e - 1, s - 1, -1):
+                t1 = encoding.char_to_token(c)
+                if t1 is not None:
+                    break
+            if t0 is not None and t1 is not None and t1 >= t0:
+                # A byte-level BPE character may span several tokens: take them all.
+                while t1 + 1 < n:
+                    nxt = encoding.token_to_chars(t1 + 1)
+                    if nxt is None or nxt[0] >= e or nxt[1] <= nxt[0]:
+                        break
+                    t1 += 1
+                mask[t0:t1 + 1] = [1] * (t1 + 1 - t0)
+        offsets = list(encoding.offsets) if keep_offsets else None
+        if item.append_eos and self.eos_id is not None and (not ids or ids[-1] != self.eos_id):
+            ids.append(self.eos_id)
+            mask.append(1)
+            if offsets is not None:
+                offsets.append((len(item.text), len(item.text)))
+        return Tokenized(ids, mask, offsets)
+
+    def _masked_slow(self, item: Rendered) -> Tokenized:
+        # No offsets: count tokens of growing prefixes (slower; only for slow tokenizers).
+        def count(text: str) -> int:
+            return len(self.tok.encode(text, add_special_tokens=item.add_special_tokens))
+
+        ids = self.tok.encode(item.text, add_special_tokens=item.add_special_tokens)
+        mask = [0] * len(ids)
+        for s, e in item.spans:
+            t0, t1 = count(item.text[:s]), count(item.text[:e])
+            mask[t0:t1] = [1] * (min(t1, len(ids)) - min(t0, len(ids)))
+        if item.append_eos and self.eos_id is not None and (not ids or ids[-1] != self.eos_id):
+            ids.append(self.eos_id)
+            mask.append(1)
+        return Tokenized(ids, mask)
+
+    def preview(self, item: Rendered, tokenized: Tokenized) -> PreviewExample:
+        """Rendered text cut into (text, trained) segments along token boundaries."""
+        text = item.text
+        trained = [False] * len(text)
+        if tokenized.offsets is not None:
+            for (s, e), m in zip(tokenized.offsets, tokenized.loss_mask):
+                if m:
+                    trained[s:e] = [True] * (e - s)
+        else:
+            for s, e in item.spans:
+                trained[s:e] = [True] * (e - s)
+        segments: list[tuple[str, bool]] = []
+        start = 0
+        for i in range(1, len(text) + 1):
+            if i == len(text) or trained[i] != trained[start]:
+                segments.append((text[start:i], trained[start]))
+                start = i
+        if item.append_eos and tokenized.loss_mask and tokenized.tokens[-1] == self.eos_id and \
+                not text.endswith(self.special["eos_token"] or "\0"):
+            segments.append((self.special["eos_token"], True))
+        return PreviewExample(item.source, segments)
