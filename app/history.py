@@ -1,0 +1,77 @@
+"""Loss history for the chart: train and validation points, decimated for long runs (no Qt)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _finite_float(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+class LossHistory:
+    """Points ``(step, loss)`` for training and validation. ``version`` changes on every
+    change, so a view redraws only when something is new."""
+
+    def __init__(self) -> None:
+        self.train_steps: list[float] = []
+        self.train_loss: list[float] = []
+        self.valid_steps: list[float] = []
+        self.valid_loss: list[float] = []
+        self.version = 0
+
+    def clear(self) -> None:
+        self.__init__()
+
+    def add_train(self, step, loss) -> None:
+        v = _finite_float(loss)
+        if v is None:
+            return
+        self.train_steps.append(float(step))
+        self.train_loss.append(v)
+        self.version += 1
+
+    def add_valid(self, step, loss) -> None:
+        v = _finite_float(loss)
+        if v is None:
+            return
+        self.valid_steps.append(float(step))
+        self.valid_loss.append(v)
+        self.version += 1
+
+    def load(self, loss_history: dict | None) -> None:
+        """Replace the points with a manifest's ``loss_history`` ({train, valid: [[step, loss]]})."""
+        self.clear()
+        for step, loss in (loss_history or {}).get("train", []):
+            self.add_train(step, loss)
+        for step, loss in (loss_history or {}).get("valid", []):
+            self.add_valid(step, loss)
+
+    def __len__(self) -> int:
+        return len(self.train_loss)
+
+    def train_curve(self, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+        return decimate(self.train_steps, self.train_loss, max_points)
+
+    def valid_curve(self, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+        return decimate(self.valid_steps, self.valid_loss, max_points)
+
+
+def decimate(xs, ys, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points`` points: bucket means, so a 100k-step run draws as fast as a short
+    one and keeps its shape (the last point is always the latest value)."""
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    n = len(x)
+    if n <= max_points:
+        return x, y
+    buckets = max_points - 1
+    usable = (n - 1) // buckets * buckets
+    xm = x[:usable].reshape(buckets, -1).mean(axis=1)
+    ym = y[:usable].reshape(buckets, -1).mean(axis=1)
+    return np.append(xm, x[-1]), np.append(ym, y[-1])
