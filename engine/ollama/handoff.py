@@ -1,0 +1,251 @@
+"""Hand a GGUF (or a LoRA adapter GGUF on top of a base already in Ollama) to Ollama, or write
+the ready folder when no server is there.
+
+Order of work, so that nothing is uploaded for a request that will be refused anyway: check the
+name, read the GGUF (type, architecture, file type for ``quantize``), derive the Go template and
+stops, check the server and name collisions, then hash → HEAD → upload → create → show.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..events import CancelToken, Log, Reporter, TailorError, null_reporter, stage_progress
+from .client import QUANTIZABLE_FILE_TYPES, OllamaClient, OllamaError, normalize_quant
+from .modelfile import ModelfileSpec, write_modelfile_folder
+from .names import find_existing, parse_model_name
+from .templates import (OllamaTemplate, convert_chat_template, read_gguf_chat_info,
+                        read_hf_chat_info)
+
+JOB = "ollama"
+# Architectures whose GGUF LoRA adapters Ollama applies (llama.cpp engine); others: fuse.
+ADAPTER_ARCHITECTURES = {"llama", "qwen2", "gemma", "gemma2", "phi3"}
+
+
+@dataclass
+class ModelSettings:
+    """What the user chose besides the model: system prompt and sampling defaults."""
+
+    system: str | None = None
+    temperature: float | None = None
+    num_ctx: int | None = None
+
+    def parameters(self, stops: list[str]) -> dict[str, Any]:
+        params: dict[str, Any] = {"stop": list(stops)}
+        if self.temperature is not None:
+            params["temperature"] = float(self.temperature)
+        if self.num_ctx is not None:
+            params["num_ctx"] = int(self.num_ctx)
+        return params
+
+
+@dataclass
+class HandoffResult:
+    model: str
+    created: bool  # True only after /api/show confirmed the model
+    host: str = ""
+    digest: str = ""
+    uploaded: bool = False
+    gguf: str = ""
+    template: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)
+    quantize: str | None = None
+    modelfile_dir: str = ""
+    command: str = ""
+    statuses: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def derive_template(gguf: Path | None, fallback_model_dir: Path | str | None = None,
+                    report: Reporter = null_reporter) -> tuple[OllamaTemplate, dict]:
+    """The Go template and stops for ``gguf`` (its own chat template), else from
+    ``fallback_model_dir`` (the adapter's base tokenizer_config). -> (template, gguf facts)."""
+    template, info, facts = (None, None, {})
+    if gguf is not None:
+        template, info, facts = read_gguf_chat_info(gguf)
+    if not template and fallback_model_dir:
+        fb_template, fb_info = read_hf_chat_info(fallback_model_dir)
+        if fb_template:
+            report(Log(job=JOB, message=f"the GGUF has no chat template; using the one in "
+                                        f"{fallback_model_dir}"))
+            template = fb_template
+            if info is None or not info.eos_token:
+                info = fb_info
+            else:
+                info.extra_eos_tokens += [t for t in [fb_info.eos_token, *fb_info.extra_eos_tokens]
+                                          if t and t not in info.extra_eos_tokens]
+    result = convert_chat_template(template, info)
+    if not result.verified:
+        report(Log(job=JOB, level="warning",
+                   message=f"the Ollama template ({result.family}) could not be checked against "
+                           f"the model's chat template: {'; '.join(result.notes)[:300]}"))
+    return result, facts
+
+
+def check_quantize(quant: str | None, facts: dict, gguf: Path) -> str | None:
+    """Ollama-side quantization only from F32/F16/BF16 files (it refuses the rest)."""
+    q = normalize_quant(quant)
+    if q is None:
+        return None
+    ft = facts.get("file_type")
+    if ft not in QUANTIZABLE_FILE_TYPES:
+        raise TailorError(
+            f"{gguf.name} is already quantized (GGUF file type {ft}); Ollama can only quantize "
+            "F16, BF16 or F32 files", hint="leave out --quant, or export the model as f16 first")
+    return q
+
+
+def _check_collision(client: OllamaClient, name: str, replace: bool, cancel) -> None:
+    existing = find_existing(name, client.list_models(cancel))
+    if existing and not replace:
+        raise TailorError(f"Ollama already has a model named {existing}; it was left untouched",
+                          hint="choose another --name, or pass --replace to replace it")
+
+
+def send_gguf(client: OllamaClient, gguf: Path | str, name: str, *,
+              settings: ModelSettings | None = None, quant: str | None = None,
+              replace: bool = False, fallback_model_dir: Path | str | None = None,
+              report: Reporter = null_reporter, cancel: CancelToken | None = None,
+              progress_range: tuple[float, float] = (0.0, 1.0)) -> HandoffResult:
+    """Create Ollama model ``name`` from ``gguf``. Success only after /api/show confirms it.
+
+    Raises TailorError (OllamaError) with a message for every failure; the GGUF is never
+    modified or removed.
+    """
+    gguf = Path(gguf)
+    settings = settings or ModelSettings()
+    model = parse_model_name(name).full
+    if not gguf.is_file():
+        raise TailorError(f"{gguf} does not exist or is not a file")
+    tmpl, facts = derive_template(gguf, fallback_model_dir, report)
+    if facts.get("general_type") == "adapter":
+        raise TailorError(f"{gguf.name} is a LoRA adapter GGUF, not a model",
+                          hint="use --adapter NAME --adapter-only --base MODEL, or export the "
+                               "fused model")
+    quantize = check_quantize(quant, facts, gguf)
+    params = settings.parameters(tmpl.stops)
+    a, b = progress_range
+    span = b - a
+
+    client.version(cancel)  # reachable? (a clear message before any hashing)
+    _check_collision(client, model, replace, cancel)
+    upload = stage_progress(report, JOB, "upload", a, a + 0.7 * span)
+    digest, uploaded = client.ensure_blob(gguf, progress=upload, cancel=cancel)
+    report(Log(job=JOB, message=("uploaded " if uploaded else "Ollama already has ") +
+                                f"{gguf.name} ({digest[:19]}...)"))
+    create = stage_progress(report, JOB, "create", a + 0.7 * span, a + 0.95 * span)
+    statuses = client.create(model, files={gguf.name: digest}, template=tmpl.template,
+                             system=settings.system, parameters=params, quantize=quantize,
+                             progress=create, cancel=cancel)
+    confirm(client, model, tmpl.template, tmpl.stops, cancel)
+    stage_progress(report, JOB, "create", a, b)(1, 1, f"{model} is ready")
+    return HandoffResult(model=model, created=True, host=client.base_url, digest=digest,
+                         uploaded=uploaded, gguf=str(gguf), template=tmpl.to_dict(),
+                         parameters=params, quantize=quantize, statuses=statuses,
+                         command=f"ollama run {model}", notes=tmpl.notes)
+
+
+def send_adapter(client: OllamaClient, adapter_gguf: Path | str, name: str, base: str, *,
+                 settings: ModelSettings | None = None, replace: bool = False,
+                 fallback_model_dir: Path | str | None = None, report: Reporter = null_reporter,
+                 cancel: CancelToken | None = None,
+                 progress_range: tuple[float, float] = (0.0, 1.0)) -> HandoffResult:
+    """Create ``name`` as ``FROM base`` + ``ADAPTER adapter_gguf`` (base already in Ollama)."""
+    adapter_gguf = Path(adapter_gguf)
+    settings = settings or ModelSettings()
+    model = parse_model_name(name).full
+    base_name = parse_model_name(base).full
+    _, _, facts = read_gguf_chat_info(adapter_gguf)
+    check_adapter_architecture(facts.get("architecture", ""))
+    tmpl, _ = derive_template(None, fallback_model_dir, report)
+    params = settings.parameters(tmpl.stops)
+    a, b = progress_range
+    span = b - a
+
+    client.version(cancel)
+    models = client.list_models(cancel)
+    if not find_existing(base_name, models):
+        raise TailorError(f"Ollama has no model {base_name} to put the adapter on",
+                          hint=f"pull or create it first (`ollama pull {base}`), or leave out "
+                               "--adapter-only to send the fused model")
+    base_arch = (client.show(base_name, cancel).get("model_info") or {}).get(
+        "general.architecture")
+    if base_arch and facts.get("architecture") and base_arch != facts["architecture"]:
+        raise TailorError(f"the adapter is for {facts['architecture']} but {base_name} is "
+                          f"{base_arch}", hint="choose the base model the adapter was trained on")
+    _check_collision(client, model, replace, cancel)
+    upload = stage_progress(report, JOB, "upload", a, a + 0.7 * span)
+    digest, uploaded = client.ensure_blob(adapter_gguf, progress=upload, cancel=cancel)
+    create = stage_progress(report, JOB, "create", a + 0.7 * span, a + 0.95 * span)
+    statuses = client.create(model, from_model=base_name, adapters={adapter_gguf.name: digest},
+                             template=tmpl.template, system=settings.system, parameters=params,
+                             progress=create, cancel=cancel)
+    confirm(client, model, tmpl.template, tmpl.stops, cancel)
+    return HandoffResult(model=model, created=True, host=client.base_url, digest=digest,
+                         uploaded=uploaded, gguf=str(adapter_gguf), template=tmpl.to_dict(),
+                         parameters=params, statuses=statuses, command=f"ollama run {model}",
+                         notes=tmpl.notes)
+
+
+def check_adapter_architecture(arch: str) -> None:
+    if arch not in ADAPTER_ARCHITECTURES:
+        raise TailorError(
+            f"Ollama cannot apply a LoRA adapter to a {arch or 'unknown'} model",
+            hint="leave out --adapter-only: Tailor then fuses the adapter into the base and "
+                 "sends one GGUF, which works for every architecture")
+
+
+def confirm(client: OllamaClient, model: str, template: str, stops: list[str],
+            cancel: CancelToken | None = None) -> dict:
+    """/api/show must list the model with our template and every stop."""
+    shown = client.show(model, cancel)
+    got = shown.get("template")
+    if got is not None and got.strip() != template.strip():
+        raise OllamaError(f"Ollama created {model} but shows a different template than the one "
+                          "sent", hint="check `ollama show --template " + model + "`")
+    params_text = str(shown.get("parameters") or "") + str(shown.get("modelfile") or "")
+    missing = [s for s in stops if s not in params_text]
+    if missing:
+        raise OllamaError(f"Ollama created {model} but does not show the stop parameters "
+                          f"{missing}", hint=f"check `ollama show --parameters {model}`")
+    return shown
+
+
+def write_folder(out_dir: Path | str, name: str, *, gguf: Path | str | None = None,
+                 adapter_gguf: Path | str | None = None, base: str | None = None,
+                 settings: ModelSettings | None = None, fallback_model_dir=None,
+                 replace: bool = False, report: Reporter = null_reporter) -> HandoffResult:
+    """The no-server path: a folder with the GGUF, Modelfile and README.txt."""
+    settings = settings or ModelSettings()
+    model = parse_model_name(name).full
+    if adapter_gguf is not None:
+        _, _, facts = read_gguf_chat_info(adapter_gguf)
+        check_adapter_architecture(facts.get("architecture", ""))
+        if not base:
+            raise TailorError("--adapter-only needs --base MODEL (the base model's Ollama name)")
+        tmpl, _ = derive_template(None, fallback_model_dir, report)
+        from_ = parse_model_name(base).full
+    else:
+        tmpl, facts = derive_template(Path(gguf), fallback_model_dir, report)
+        from_ = f"./{Path(gguf).name}"
+    params = settings.parameters(tmpl.stops)
+    spec = ModelfileSpec(from_=from_, template=tmpl.template, stops=tmpl.stops,
+                         system=settings.system,
+                         parameters={k: v for k, v in params.items() if k != "stop"})
+    folder = write_modelfile_folder(out_dir, name=name, spec=spec, gguf=gguf,
+                                    adapter_gguf=adapter_gguf, overwrite=replace,
+                                    template_family=tmpl.family, verified=tmpl.verified)
+    command = f"cd {_shell_quote(str(folder))} && ollama create {name} -f Modelfile"
+    return HandoffResult(model=model, created=False, gguf=str(gguf or adapter_gguf),
+                         template=tmpl.to_dict(), parameters=params, modelfile_dir=str(folder),
+                         command=command, notes=tmpl.notes)
+
+
+def _shell_quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
