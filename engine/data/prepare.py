@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,26 +225,19 @@ def prepare_dataset(path: Path | str, tokenizer: Any, config: DataConfig | None 
     rep.leakage = sum(1 for ex in valid_ex if ex.prompt_key() in train_prompts)
 
     renderer = Renderer(tokenizer, config.chat_template, config.mask_prompt)
-    total = len(train_ex) + len(valid_ex) + len(test_ex)
-    done = 0
-    parts: dict[str, list[TokenizedExample]] = {}
-    lengths: dict[str, tuple[list[int], int]] = {}
-    for split, exs in (("train", train_ex), ("valid", valid_ex), ("test", test_ex)):
-        kept: list[TokenizedExample] = []
-        trained = 0
-        for b in range(0, len(exs), BATCH):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            rendered = _render_batch(renderer, exs[b:b + BATCH], log)
-            for item, tok in zip(rendered, renderer.tokenize(rendered)):
-                ex = _fit(item, tok.tokens, tok.loss_mask, config, rep, log)
-                if ex is not None:
-                    kept.append(ex)
-                    trained += sum(ex.loss_mask)
-            done += len(exs[b:b + BATCH])
-            tok_bar(done, total, f"{done}/{total} examples tokenized")
-        parts[split] = kept
-        lengths[split] = ([len(e.tokens) for e in kept], trained)
+    parts, lengths = _tokenize_splits(renderer, {"train": train_ex, "valid": valid_ex,
+                                                 "test": test_ex}, config, rep, log, tok_bar,
+                                      cancel)
+    if config.valid_fraction > 0 and not parts["valid"] and len(parts["train"]) >= 2 and \
+            "valid" not in files:
+        # Every held-out example was skipped: hold out one good one instead (seeded).
+        moved = parts["train"].pop(random.Random(config.split_seed).randrange(len(parts["train"])))
+        parts["valid"].append(moved)
+        lengths = {"train": ([len(e.tokens) for e in parts["train"]],
+                             sum(e.trained_tokens for e in parts["train"])),
+                   "valid": ([len(moved.tokens)], moved.trained_tokens), "test": lengths["test"]}
+        rep.notes.append(f"every validation example was skipped; {moved.source} was held out "
+                         "instead")
     rep.skipped = sum(1 for p in log.problems if p.severity == "error")
     rep.problems = log.problems
     rep.train_examples, rep.valid_examples = len(parts["train"]), len(parts["valid"])
@@ -275,6 +269,43 @@ def prepare_dataset(path: Path | str, tokenizer: Any, config: DataConfig | None 
     return PreparedDataset(train=parts["train"], valid=parts["valid"], test=parts["test"],
                            report=rep, sha256=rep.sha256, schema=rep.schema,
                            chat_template=renderer.template_source if rep.schema != "text" else "")
+
+
+def _tokenize_splits(renderer: Renderer, splits: dict[str, list[Example]], config: DataConfig,
+                     rep: DataReport, log: ProblemLog, bar, cancel: CancelToken | None):
+    """Render and tokenize every split in batches. The Rust tokenizer (which releases the GIL)
+    encodes batch k on a helper thread while this thread renders batch k + 1."""
+    batches = [(split, exs[b:b + BATCH]) for split, exs in splits.items()
+               for b in range(0, len(exs), BATCH)]
+    total = sum(len(exs) for exs in splits.values())
+    parts: dict[str, list[TokenizedExample]] = {split: [] for split in splits}
+    trained: dict[str, int] = {split: 0 for split in splits}
+    done = 0
+
+    def finish(split: str, rendered: list[Rendered], encodings) -> None:
+        nonlocal done
+        for item, tok in zip(rendered, renderer.tokenize(rendered, encodings=encodings)):
+            ex = _fit(item, tok.tokens, tok.loss_mask, config, rep, log)
+            if ex is not None:
+                parts[split].append(ex)
+                trained[split] += sum(ex.loss_mask)
+        done += len(rendered)
+        bar(done, total, f"{done}/{total} examples tokenized")
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tailor-tokenize") as pool:
+        pending = None
+        for split, exs in batches:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            rendered = _render_batch(renderer, exs, log)
+            future = pool.submit(renderer.encode, rendered)
+            if pending is not None:
+                finish(pending[0], pending[1], pending[2].result())
+            pending = (split, rendered, future)
+        if pending is not None:
+            finish(pending[0], pending[1], pending[2].result())
+    lengths = {split: ([len(e.tokens) for e in parts[split]], trained[split]) for split in splits}
+    return parts, lengths
 
 
 def _render_batch(renderer: Renderer, exs: list[Example], log: ProblemLog) -> list[Rendered]:

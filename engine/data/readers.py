@@ -341,13 +341,14 @@ def _array_items(text: str, pos: int, display: str, progress: Progress | None
                  ) -> Iterator[Record]:
     n = len(text)
     line, last = 1 + text.count("\n", 0, pos), pos
+    opened = line
     pos = _skip_ws(text, pos + 1)
     if pos < n and text[pos] == "]":
         return
     while True:
         if pos >= n:
-            raise TailorError(f"{display}:{_line(text, n)}: the JSON array is not closed "
-                              "(missing ']')")
+            raise TailorError(f"{display}:{opened}: the JSON array that starts here is not "
+                              "closed (missing ']')")
         line += text.count("\n", last, pos)
         last = pos
         value, end = _decode_at(text, pos, display)
@@ -356,8 +357,8 @@ def _array_items(text: str, pos: int, display: str, progress: Progress | None
             progress.tick(lambda: end)
         pos = _skip_ws(text, end)
         if pos >= n:
-            raise TailorError(f"{display}:{_line(text, n)}: the JSON array is not closed "
-                              "(missing ']')")
+            raise TailorError(f"{display}:{opened}: the JSON array that starts here is not "
+                              "closed (missing ']')")
         if text[pos] == "]":
             return
         if text[pos] != ",":
