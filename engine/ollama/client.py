@@ -395,6 +395,8 @@ class OllamaClient:
             if item is END:
                 break
             if isinstance(item, BaseException):
+                if isinstance(item, httpx.ReadTimeout):
+                    raise self._hang(what, self.stream_timeout)
                 if isinstance(item, (httpx.RemoteProtocolError, httpx.ReadError)):
                     raise OllamaError(
                         f"the create stream from Ollama was cut short while {what} (last status: "

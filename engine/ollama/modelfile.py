@@ -3,8 +3,8 @@ the GGUF (hard-linked or copied, never moved), a ``Modelfile`` and a ``README.tx
 command to run.
 
 Modelfile syntax (ollama ``parser/parser.go``): ``INSTRUCTION value`` per line; a value is
-trimmed, then unquoted from ``"..."`` or ``"""..."""`` (which may span lines). There is no
-escaping, so a value containing ``\"\"\"`` cannot be written: we refuse it.
+trimmed, then unquoted from one or three double quotes (three may span lines). There is no
+escaping, so a value containing three double quotes in a row cannot be written: we refuse it.
 """
 from __future__ import annotations
 
