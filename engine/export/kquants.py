@@ -1,0 +1,213 @@
+"""Q4_K, Q5_K and Q6_K encoders: llama.cpp's reference K-quants in vectorized numpy.
+
+Blocks of 256 values ("super-blocks"), laid out exactly as llama.cpp's `block_q4_K` (144
+bytes), `block_q5_K` (176) and `block_q6_K` (210) in `ggml/src/ggml-common.h`. The
+algorithms follow `quantize_row_q4_K_ref`, `quantize_row_q5_K_ref` and
+`quantize_row_q6_K_ref` (`ggml/src/ggml-quants.c`), which is what `llama-quantize` runs when
+no importance matrix is given; tests/export/test_kquants.py compares our bytes with
+llama.cpp's own quantizer.
+
+Each function takes float32 weights [rows, cols] with cols % 256 == 0 and returns uint8
+[rows, cols // 256 * block_bytes]: row r of the result is the GGUF tensor data of row r.
+Work is done a chunk of blocks at a time, so extra memory is a small multiple of one chunk
+and not of the tensor.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from engine.export.kquants_search import (
+    F32,
+    GROUP_MAX_EPS,
+    fit_min_scale,
+    fit_symmetric_scale,
+    nearest_int_exact,
+)
+
+QK_K = 256
+BLOCK_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
+# Super-blocks per chunk: 2048 blocks = 512k values, about 2 MiB of float32 per work array.
+# Small enough to stay near the CPU caches, large enough that numpy's per-call cost is noise.
+DEFAULT_CHUNK_BLOCKS = 2048
+
+ProgressFn = Callable[[float], None]
+
+
+def quantize_q4_k(weights: np.ndarray, *, progress: ProgressFn | None = None,
+                  chunk_blocks: int = DEFAULT_CHUNK_BLOCKS) -> np.ndarray:
+    """Q4_K blocks of `weights` [rows, cols] -> uint8 [rows, cols // 256 * 144].
+
+    `progress(fraction)` is called after each chunk (it may raise to cancel). Raises
+    ValueError when weights are not 2-D, cols % 256 != 0, or a value is NaN or infinite.
+    """
+    return _quantize(weights, "Q4_K", _encode_q4_k, progress, chunk_blocks)
+
+
+def quantize_q5_k(weights: np.ndarray, *, progress: ProgressFn | None = None,
+                  chunk_blocks: int = DEFAULT_CHUNK_BLOCKS) -> np.ndarray:
+    """Q5_K blocks of `weights` [rows, cols] -> uint8 [rows, cols // 256 * 176]. See q4_k."""
+    return _quantize(weights, "Q5_K", _encode_q5_k, progress, chunk_blocks)
+
+
+def quantize_q6_k(weights: np.ndarray, *, progress: ProgressFn | None = None,
+                  chunk_blocks: int = DEFAULT_CHUNK_BLOCKS) -> np.ndarray:
+    """Q6_K blocks of `weights` [rows, cols] -> uint8 [rows, cols // 256 * 210]. See q4_k."""
+    return _quantize(weights, "Q6_K", _encode_q6_k, progress, chunk_blocks)
+
+
+def _quantize(weights, type_name, encode, progress, chunk_blocks) -> np.ndarray:
+    weights = np.asarray(weights)
+    if weights.ndim != 2:
+        raise ValueError(f"{type_name} needs a 2-D weight matrix, got shape {weights.shape}")
+    rows, cols = weights.shape
+    if cols % QK_K:
+        raise ValueError(f"{type_name} needs a row length divisible by {QK_K}; got {cols} "
+                         f"(shape {rows}x{cols})")
+    if not np.issubdtype(weights.dtype, np.floating):
+        raise ValueError(f"{type_name} needs floating-point weights, got {weights.dtype}")
+    block_bytes = BLOCK_BYTES[type_name]
+    n_blocks = rows * cols // QK_K
+    out = np.empty((n_blocks, block_bytes), dtype=np.uint8)
+    blocks = weights.reshape(n_blocks, QK_K)
+    chunk_blocks = max(1, int(chunk_blocks))
+    for start in range(0, n_blocks, chunk_blocks):
+        chunk = np.ascontiguousarray(blocks[start:start + chunk_blocks], dtype=F32)
+        if not np.isfinite(chunk).all():
+            bad = start + int(np.argwhere(~np.isfinite(chunk))[0, 0])
+            raise ValueError(f"{type_name}: row {bad * QK_K // cols} holds a NaN or infinite "
+                             f"value; the weights are not quantizable")
+        out[start:start + len(chunk)] = encode(chunk)
+        if progress is not None:
+            progress(min(1.0, (start + len(chunk)) / n_blocks))
+    return out.reshape(rows, cols // QK_K * block_bytes)
+
+
+def _columns(blocks: np.ndarray, width: int) -> np.ndarray:
+    """[n_blocks, 256] -> C-contiguous [width, n_sub]: one sub-block per column."""
+    return np.ascontiguousarray(blocks.reshape(-1, width).T)
+
+
+def _fp16_bytes(values: np.ndarray) -> np.ndarray:
+    """float32 [n] -> round-to-nearest-even fp16, little-endian bytes [n, 2] (GGML_FP32_TO_FP16)."""
+    return values.astype("<f2").view(np.uint8).reshape(-1, 2)
+
+
+# ---------------------------------------------------------------- Q4_K and Q5_K (scale + min)
+
+def _min_scale_blocks(blocks: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int):
+    """Shared part of Q4_K/Q5_K: 6-bit sub-block scales/mins, fp16 d/dmin and the levels."""
+    n_blocks = len(blocks)
+    columns = _columns(blocks, 32)
+    fit = fit_min_scale(columns, nmax, rmin, rdelta, nstep)
+    scales = fit.scale.reshape(n_blocks, 8)
+    mins = fit.the_min.reshape(n_blocks, 8)
+
+    max_scale = np.maximum(scales.max(axis=1), F32(0))
+    max_min = np.maximum(mins.max(axis=1), F32(0))
+    with np.errstate(divide="ignore"):
+        inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0)).astype(F32)
+        inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0)).astype(F32)
+    # C stores nearest_int into a uint8_t (wraps) before MIN(63, .)
+    sub_scales = np.minimum(nearest_int_exact(inv_scale[:, None] * scales) & 0xFF, 63)
+    sub_mins = np.minimum(nearest_int_exact(inv_min[:, None] * mins) & 0xFF, 63)
+    d = (max_scale / F32(63)).astype(np.float16)
+    dmin = (max_min / F32(63)).astype(np.float16)
+
+    step = d.astype(F32)[:, None] * sub_scales.astype(F32)
+    offset = dmin.astype(F32)[:, None] * sub_mins.astype(F32)
+    x = blocks.reshape(n_blocks, 8, 32)
+    with np.errstate(all="ignore"):
+        levels = nearest_int_exact((x + offset[:, :, None]) / step[:, :, None])
+    np.clip(levels, 0, nmax, out=levels)
+    levels = levels.astype(np.uint8)
+
+    # A sub-block whose step is 0 keeps the levels of the search (the C `if (!d) continue`).
+    kept = (step == 0).reshape(-1)
+    if kept.any():
+        searched = fit.levels(columns, nmax, kept).T.astype(np.uint8)
+        levels.reshape(-1, 32)[kept] = searched
+
+    header = np.empty((n_blocks, 16), dtype=np.uint8)
+    header[:, 0:2] = _fp16_bytes(d)
+    header[:, 2:4] = _fp16_bytes(dmin)
+    header[:, 4:16] = _pack_scale_min_k4(sub_scales.astype(np.uint8), sub_mins.astype(np.uint8))
+    return header, levels.reshape(n_blocks, QK_K)
+
+
+def _pack_scale_min_k4(scales: np.ndarray, mins: np.ndarray) -> np.ndarray:
+    """Eight 6-bit scales and mins -> 12 bytes, the layout `get_scale_min_k4` reads."""
+    packed = np.empty((len(scales), 12), dtype=np.uint8)
+    packed[:, 0:4] = scales[:, 0:4] | ((scales[:, 4:8] >> 4) << 6)
+    packed[:, 4:8] = mins[:, 0:4] | ((mins[:, 4:8] >> 4) << 6)
+    packed[:, 8:12] = (scales[:, 4:8] & 0xF) | ((mins[:, 4:8] & 0xF) << 4)
+    return packed
+
+
+def _encode_q4_k(blocks: np.ndarray) -> np.ndarray:
+    header, levels = _min_scale_blocks(blocks, nmax=15, rmin=-1.0, rdelta=0.1, nstep=20)
+    # qs: for each 64 values, byte l = level[l] | level[l + 32] << 4
+    pairs = levels.reshape(len(blocks), 4, 2, 32)
+    qs = (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).reshape(len(blocks), 128)
+    return np.concatenate([header, qs], axis=1)
+
+
+def _encode_q5_k(blocks: np.ndarray) -> np.ndarray:
+    header, levels = _min_scale_blocks(blocks, nmax=31, rmin=-0.5, rdelta=0.1, nstep=15)
+    n_blocks = len(blocks)
+    low = levels & 0xF
+    pairs = low.reshape(n_blocks, 4, 2, 32)
+    qs = (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).reshape(n_blocks, 128)
+    # qh bit k of byte l is the fifth bit of value 32*k + l
+    high = (levels >> 4).reshape(n_blocks, 8, 32)
+    qh = np.zeros((n_blocks, 32), dtype=np.uint8)
+    for k in range(8):
+        qh |= high[:, k] << k
+    return np.concatenate([header, qh, qs], axis=1)
+
+
+# ---------------------------------------------------------------- Q6_K (signed scale)
+
+def _encode_q6_k(blocks: np.ndarray) -> np.ndarray:
+    n_blocks = len(blocks)
+    columns = _columns(blocks, 16)
+    fit = fit_symmetric_scale(columns, nmax=32)
+    scales = fit.scale.reshape(n_blocks, 16)
+
+    first_peak = np.abs(scales).argmax(axis=1)  # C keeps the first of equal |scale|
+    max_scale = scales[np.arange(n_blocks), first_peak]
+    zero_block = np.abs(max_scale) < GROUP_MAX_EPS
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iscale = F32(-128) / max_scale
+        d = (F32(1) / iscale).astype(np.float16)
+        sub_scales = np.minimum(nearest_int_exact(iscale[:, None] * scales), 127)
+    sub_scales = sub_scales.astype(np.int8)  # C assigns into int8_t: wraps like astype
+    step = d.astype(F32)[:, None] * sub_scales.astype(F32)
+    x = blocks.reshape(n_blocks, 16, 16)
+    with np.errstate(all="ignore"):
+        levels = nearest_int_exact(x / step[:, :, None])
+    np.clip(levels, -32, 31, out=levels)
+    levels += 32
+    levels = levels.astype(np.uint8)
+
+    kept = ((step == 0) & ~zero_block[:, None]).reshape(-1)
+    if kept.any():
+        searched = fit.levels(columns, 32, kept).T.astype(np.uint8)
+        levels.reshape(-1, 16)[kept] = searched
+
+    halves = levels.reshape(n_blocks, 2, 4, 32)
+    low = halves & 0xF
+    high = halves >> 4
+    ql = np.empty((n_blocks, 2, 2, 32), dtype=np.uint8)
+    ql[:, :, 0] = low[:, :, 0] | (low[:, :, 2] << 4)
+    ql[:, :, 1] = low[:, :, 1] | (low[:, :, 3] << 4)
+    qh = high[:, :, 0] | (high[:, :, 1] << 2) | (high[:, :, 2] << 4) | (high[:, :, 3] << 6)
+
+    out = np.empty((n_blocks, 210), dtype=np.uint8)
+    out[:, 0:128] = ql.reshape(n_blocks, 128)
+    out[:, 128:192] = qh.reshape(n_blocks, 64)
+    out[:, 192:208] = sub_scales.view(np.uint8)
+    out[:, 208:210] = _fp16_bytes(d.astype(F32))
+    out[zero_block] = 0
+    return out

@@ -1,0 +1,211 @@
+"""The per-sub-block scale searches behind llama.cpp's K-quants, vectorized over sub-blocks.
+
+Our own numpy formulation of `make_qkx2_quants` (Q4_K, Q5_K: scale and min per 32 values)
+and `make_qx_quants` with rmse_type 1 (Q6_K: signed scale per 16 values) from llama.cpp's
+`ggml/src/ggml-quants.c`. The goal is bit-identical output to llama.cpp's reference
+quantizers, so every float32 operation follows the C expression order:
+
+- Sub-blocks are the COLUMNS of a C-contiguous [n, N] array. numpy reduces axis 0 of such an
+  array row after row (strictly sequential float32 adds, like the C loops); reducing the
+  contiguous axis would use pairwise summation and change the last bits.
+- `a*b*c` in C is `(a*b)*c`; each product below keeps that grouping.
+- Rounding: C's `nearest_int` adds 1.5*2**23 and reads the mantissa, i.e. round half to
+  even for |v| < 2**22, which is `np.rint`. `nearest_int_exact` copies the bit trick for the
+  places where out-of-range or non-finite values can reach it.
+- The search steps of `make_qkx2_quants` are sequential: a step that improves the error also
+  moves `min`, and the next step's grid is built from the moved min. So the steps loop in
+  Python while every step works on all sub-blocks at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+F32 = np.float32
+ROUND_MAGIC = F32(12582912.0)  # 1.5 * 2**23
+GROUP_MAX_EPS = F32(1e-15)
+
+
+def nearest_int_exact(values: np.ndarray) -> np.ndarray:
+    """llama.cpp's `nearest_int` on float32 values, bit for bit (also for NaN and overflow)."""
+    bits = (np.asarray(values, dtype=F32) + ROUND_MAGIC).view(np.int32)
+    return (bits & 0x007FFFFF) - 0x00400000
+
+
+def sequential_sum(columns: np.ndarray) -> np.ndarray:
+    """Sum of a C-contiguous [n, N] array over axis 0, added strictly in row order."""
+    assert columns.flags.c_contiguous
+    return np.add.reduce(columns, axis=0)
+
+
+def _clamped_levels(scaled: np.ndarray, low: float, high: float) -> np.ndarray:
+    """round-half-even then clamp, in place; levels stay float32 (C converts int l to float)."""
+    np.rint(scaled, out=scaled)
+    np.maximum(scaled, F32(low), out=scaled)
+    np.minimum(scaled, F32(high), out=scaled)
+    return scaled
+
+
+@dataclass
+class MinScaleFit:
+    """Result of the asymmetric search for N sub-blocks (one value per sub-block).
+
+    `scale` and `the_min` are what `make_qkx2_quants` returns (the_min = -min >= 0). The
+    levels it chose are not kept; `levels()` rebuilds them from the grid of the winning step
+    (`grid_iscale`, `grid_min`) for the rare sub-blocks whose final scale is zero.
+    """
+
+    scale: np.ndarray
+    the_min: np.ndarray
+    grid_iscale: np.ndarray
+    grid_min: np.ndarray
+    flat: np.ndarray  # max == min (or a range so small that nmax/range overflows): levels 0
+
+    def levels(self, columns: np.ndarray, nmax: int, which: np.ndarray) -> np.ndarray:
+        """The levels `make_qkx2_quants` left in L for the sub-blocks `which` -> [n, k] float32."""
+        scaled = self.grid_iscale[which] * (columns[:, which] - self.grid_min[which])
+        levels = _clamped_levels(scaled, 0, nmax)
+        levels[:, self.flat[which]] = 0
+        return levels
+
+
+def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
+                  nstep: int) -> MinScaleFit:
+    """`make_qkx2_quants` with weights av_x + |x| for every column of `columns` ([32, N])."""
+    n = columns.shape[0]
+    x = columns
+    sum_x2 = sequential_sum(x * x)
+    av_x = np.sqrt(sum_x2 / F32(n))
+    weights = np.abs(x)
+    weights += av_x
+    sum_w = sequential_sum(weights)
+    sum_x = sequential_sum(weights * x)
+
+    x_max = x.max(axis=0)
+    cur_min = np.minimum(x.min(axis=0), F32(0))
+    with np.errstate(all="ignore"):
+        iscale = F32(nmax) / (x_max - cur_min)
+        flat = (x_max == cur_min) | ~np.isfinite(iscale)
+        scale = F32(1) / iscale
+
+        work = np.empty_like(x)
+        levels = np.empty_like(x)
+        weighted = np.empty_like(x)
+
+        np.subtract(x, cur_min, out=levels)
+        levels *= iscale
+        _clamped_levels(levels, 0, nmax)
+        np.multiply(levels, scale, out=work)
+        work += cur_min
+        work -= x
+        work *= work
+        work *= weights
+        best_error = sequential_sum(work)
+
+        grid_iscale = iscale.copy()
+        grid_min = cur_min.copy()
+        span = x_max - cur_min
+        for step in range(nstep + 1):
+            step_iscale = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / span
+            np.subtract(x, cur_min, out=levels)
+            levels *= step_iscale
+            _clamped_levels(levels, 0, nmax)
+            np.multiply(weights, levels, out=weighted)
+            sum_l = sequential_sum(weighted)
+            np.multiply(weighted, levels, out=work)
+            sum_l2 = sequential_sum(work)
+            np.multiply(weighted, x, out=work)
+            sum_xl = sequential_sum(work)
+
+            det = sum_w * sum_l2 - sum_l * sum_l
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
+            positive_min = this_min > 0
+            if positive_min.any():
+                this_min[positive_min] = 0
+                this_scale[positive_min] = (sum_xl / sum_l2)[positive_min]
+
+            np.multiply(levels, this_scale, out=work)
+            work += this_min
+            work -= x
+            work *= work
+            work *= weights
+            error = sequential_sum(work)
+
+            better = (det > 0) & (error < best_error)
+            if better.any():
+                best_error[better] = error[better]
+                scale[better] = this_scale[better]
+                grid_iscale[better] = step_iscale[better]
+                grid_min[better] = cur_min[better]
+                cur_min[better] = this_min[better]
+                span = x_max - cur_min
+
+    scale[flat] = 0
+    return MinScaleFit(scale=scale, the_min=-cur_min, grid_iscale=grid_iscale,
+                       grid_min=grid_min, flat=flat)
+
+
+@dataclass
+class SymmetricFit:
+    """Result of `make_qx_quants(n, nmax, x, L, rmse_type=1, NULL)` for N sub-blocks."""
+
+    scale: np.ndarray
+    grid_iscale: np.ndarray
+    zero: np.ndarray  # max |x| < GROUP_MAX_EPS: levels 0
+
+    def levels(self, columns: np.ndarray, nmax: int, which: np.ndarray) -> np.ndarray:
+        """The levels (offset by nmax, 0..2*nmax-1) it left in L for sub-blocks `which`."""
+        scaled = self.grid_iscale[which] * columns[:, which]
+        levels = _clamped_levels(scaled, -nmax, nmax - 1)
+        levels += F32(nmax)
+        levels[:, self.zero[which]] = 0
+        return levels
+
+
+def fit_symmetric_scale(columns: np.ndarray, nmax: int) -> SymmetricFit:
+    """`make_qx_quants` with rmse_type 1 (weights x*x) for every column of `columns`."""
+    x = columns
+    n_sub = x.shape[1]
+    magnitude = np.abs(x)
+    first_peak = magnitude.argmax(axis=0)  # the C loop keeps the first of equal |x|
+    lanes = np.arange(n_sub)
+    amax = magnitude[first_peak, lanes]
+    peak = x[first_peak, lanes]
+    zero = amax < GROUP_MAX_EPS
+    del magnitude
+
+    weights = x * x
+    weighted_x = weights * x
+    levels = np.empty_like(x)
+    work = np.empty_like(x)
+
+    def sums(iscale):
+        np.multiply(x, iscale, out=levels)
+        _clamped_levels(levels, -nmax, nmax - 1)
+        np.multiply(weighted_x, levels, out=work)
+        sum_lx = sequential_sum(work)
+        np.multiply(weights, levels, out=work)
+        np.multiply(work, levels, out=work)
+        return sum_lx, sequential_sum(work)
+
+    with np.errstate(all="ignore"):
+        iscale = F32(-nmax) / peak
+        sum_lx, sum_l2 = sums(iscale)
+        scale = np.where(sum_l2 != 0, sum_lx / sum_l2, F32(0)).astype(F32)
+        best = scale * sum_lx
+        grid_iscale = iscale.copy()
+        for step in range(-9, 10):
+            if step == 0:
+                continue
+            step_iscale = -(F32(nmax) + F32(0.1) * F32(step)) / peak
+            sum_lx, sum_l2 = sums(step_iscale)
+            better = (sum_l2 > 0) & (sum_lx * sum_lx > best * sum_l2)
+            if better.any():
+                scale[better] = (sum_lx / sum_l2)[better]
+                best[better] = scale[better] * sum_lx[better]
+                grid_iscale[better] = step_iscale[better]
+
+    scale[zero] = 0
+    return SymmetricFit(scale=scale, grid_iscale=grid_iscale, zero=zero)
