@@ -96,11 +96,8 @@ def latest_checkpoint(adapter_dir: Path) -> LoadedCheckpoint | None:
 
 
 def rng_key() -> list[int]:
+    """The MLX RNG key at save time (a record: the loop reseeds from (seed, micro-batch))."""
     return [int(v) for v in mx.random.state[0].tolist()]
-
-
-def set_rng_key(key: list[int]) -> None:
-    mx.random.state[0] = mx.array(key, dtype=mx.uint32)
 
 
 def remove_tree(path: Path) -> None:

@@ -123,7 +123,7 @@ class Trainer:
         self.optimizer.state = loaded.optimizer
         self.step = int(loaded.state["step"])
         self.history = History.from_dict(loaded.state.get("history", {}))
-        ckpt.set_rng_key(loaded.state["rng_key"])
+        # no RNG state to restore: dropout is reseeded from (seed, micro-batch) before each step
         self.last_checkpoint = str(loaded.path)
         mx.eval(self.model.parameters(), self.optimizer.state)
 
