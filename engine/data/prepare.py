@@ -160,14 +160,14 @@ def _dedupe(examples: list[Example]) -> tuple[list[Example], int]:
     return kept, len(examples) - len(kept)
 
 
-def split_examples(examples: list[Example], fraction: float, seed: int
+def split_examples(examples: list[Example], fraction: float, seed: int, name: str = "dataset"
                    ) -> tuple[list[Example], list[Example]]:
     """Seeded split, file order kept inside each part; at least one validation example."""
     if fraction <= 0:
         return examples, []
     n = len(examples)
     if n < 2:
-        raise TailorError(f"only {n} usable example: need at least 2 (one to train, one to "
+        raise TailorError(f"{name}: only {n} usable example: need at least 2 (one to train, one to "
                           "validate)", hint="add examples, or set the validation share to 0")
     n_valid = min(n - 1, max(1, round(n * fraction)))
     order = list(range(n))
@@ -206,7 +206,8 @@ def prepare_dataset(path: Path | str, tokenizer: Any, config: DataConfig | None 
         examples = by_split["all"]
         if config.dedupe:
             examples, rep.duplicates = _dedupe(examples)
-        train_ex, valid_ex = split_examples(examples, config.valid_fraction, config.split_seed)
+        train_ex, valid_ex = split_examples(examples, config.valid_fraction, config.split_seed,
+                                            path.name)
         test_ex: list[Example] = []
     else:
         train_ex = by_split.get("train", [])
@@ -219,7 +220,7 @@ def prepare_dataset(path: Path | str, tokenizer: Any, config: DataConfig | None 
             rep.duplicates = d1 + d2 + d3
         if not valid_ex and config.valid_fraction > 0:
             train_ex, valid_ex = split_examples(train_ex, config.valid_fraction,
-                                                config.split_seed)
+                                                config.split_seed, files["train"].name)
             rep.notes.append("no valid file: validation examples split from train")
     train_prompts = {ex.prompt_key() for ex in train_ex}
     rep.leakage = sum(1 for ex in valid_ex if ex.prompt_key() in train_prompts)

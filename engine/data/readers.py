@@ -234,7 +234,7 @@ def read_jsonl(path: Path, display: str, log: ProblemLog, max_line_bytes: int,
             meta["blank_lines"] += 1
             continue
         try:
-            value = parse_json_line(text)
+            value = parse_json_line(text.rstrip("\r\n"))
         except ValueError as e:
             log.error(display, line_no, str(e), getattr(e, "colno", None))
             continue

@@ -115,7 +115,7 @@ CASES = [
     ("unsupported file type", "data.parquet", b"PAR1",
      "data.parquet: unsupported file type '.parquet'", "fatal", {}),
     ("a single example cannot be split", "one.jsonl", jsonl([chat(1)]),
-     "only 1 usable example: need at least 2", "fatal", {}),
+     "one.jsonl: only 1 usable example: need at least 2", "fatal", {}),
     ("fewer examples than one batch", "few.jsonl", jsonl([chat(i) for i in range(4)]),
      "few.jsonl: 3 training examples, fewer than one batch (8)", "fatal", {"min_examples": 8}),
     ("every example bad", "allbad.jsonl", b'{"messages": []}\n{"messages": []}\n',
