@@ -82,10 +82,13 @@ def examples(seed: int = 0) -> list[dict]:
     return out
 
 
+def as_jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 def main() -> int:
     rows = examples()
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    OUT.write_text(text, encoding="utf-8")
+    OUT.write_text(as_jsonl(rows), encoding="utf-8")
     print(f"wrote {len(rows)} conversations to {OUT}")
     return 0
 
