@@ -78,7 +78,14 @@ def _quantize(weights, type_name, encode, progress, chunk_blocks) -> np.ndarray:
             bad = start + int(np.argwhere(~np.isfinite(chunk))[0, 0])
             raise ValueError(f"{type_name}: row {bad * QK_K // cols} holds a NaN or infinite "
                              f"value; the weights are not quantizable")
-        out[start:start + len(chunk)] = encode(chunk)
+        try:
+            out[start:start + len(chunk)] = encode(chunk)
+        except ScaleOverflow as overflow:
+            block = start + overflow.block
+            row = block * QK_K // cols
+            peak = float(np.abs(chunk[overflow.block]).max())
+            raise ValueError(f"{type_name}: row {row} has values up to {peak:.3g}, too large "
+                             f"for the format's fp16 scales (|w| up to about 1e6 works)") from None
         if progress is not None:
             progress(min(1.0, (start + len(chunk)) / n_blocks))
     return out.reshape(rows, cols // QK_K * block_bytes)
@@ -94,6 +101,22 @@ def _fp16_bytes(values: np.ndarray) -> np.ndarray:
     return values.astype("<f2").view(np.uint8).reshape(-1, 2)
 
 
+class ScaleOverflow(ValueError):
+    """A block's fp16 super-scale overflowed; `block` is its index within the chunk."""
+
+    def __init__(self, block: int):
+        super().__init__(block)
+        self.block = block
+
+
+def _check_fp16_scales(*scales: np.ndarray) -> None:
+    # llama.cpp writes such blocks, then refuses them ("found inf value"); so do we, earlier.
+    for values in scales:
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise ScaleOverflow(int(np.argmax(bad)))
+
+
 # ---------------------------------------------------------------- Q4_K and Q5_K (scale + min)
 
 def _min_scale_blocks(blocks: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int):
@@ -106,14 +129,16 @@ def _min_scale_blocks(blocks: np.ndarray, nmax: int, rmin: float, rdelta: float,
 
     max_scale = np.maximum(scales.max(axis=1), F32(0))
     max_min = np.maximum(mins.max(axis=1), F32(0))
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0)).astype(F32)
         inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0)).astype(F32)
     # C stores nearest_int into a uint8_t (wraps) before MIN(63, .)
     sub_scales = np.minimum(nearest_int_exact(inv_scale[:, None] * scales) & 0xFF, 63)
     sub_mins = np.minimum(nearest_int_exact(inv_min[:, None] * mins) & 0xFF, 63)
-    d = (max_scale / F32(63)).astype(np.float16)
-    dmin = (max_min / F32(63)).astype(np.float16)
+    with np.errstate(over="ignore"):
+        d = (max_scale / F32(63)).astype(np.float16)
+        dmin = (max_min / F32(63)).astype(np.float16)
+    _check_fp16_scales(d, dmin)
 
     step = d.astype(F32)[:, None] * sub_scales.astype(F32)
     offset = dmin.astype(F32)[:, None] * sub_mins.astype(F32)
@@ -178,9 +203,10 @@ def _encode_q6_k(blocks: np.ndarray) -> np.ndarray:
     first_peak = np.abs(scales).argmax(axis=1)  # C keeps the first of equal |scale|
     max_scale = scales[np.arange(n_blocks), first_peak]
     zero_block = np.abs(max_scale) < GROUP_MAX_EPS
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         iscale = F32(-128) / max_scale
         d = (F32(1) / iscale).astype(np.float16)
+        _check_fp16_scales(np.where(zero_block, np.float16(0), d))
         sub_scales = np.minimum(nearest_int_exact(iscale[:, None] * scales), 127)
     sub_scales = sub_scales.astype(np.int8)  # C assigns into int8_t: wraps like astype
     step = d.astype(F32)[:, None] * sub_scales.astype(F32)

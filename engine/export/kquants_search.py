@@ -64,7 +64,8 @@ class MinScaleFit:
 
     def levels(self, columns: np.ndarray, nmax: int, which: np.ndarray) -> np.ndarray:
         """The levels `make_qkx2_quants` left in L for the sub-blocks `which` -> [n, k] float32."""
-        scaled = self.grid_iscale[which] * (columns[:, which] - self.grid_min[which])
+        with np.errstate(all="ignore"):
+            scaled = self.grid_iscale[which] * (columns[:, which] - self.grid_min[which])
         levels = _clamped_levels(scaled, 0, nmax)
         levels[:, self.flat[which]] = 0
         return levels
@@ -157,7 +158,8 @@ class SymmetricFit:
 
     def levels(self, columns: np.ndarray, nmax: int, which: np.ndarray) -> np.ndarray:
         """The levels (offset by nmax, 0..2*nmax-1) it left in L for sub-blocks `which`."""
-        scaled = self.grid_iscale[which] * columns[:, which]
+        with np.errstate(all="ignore"):
+            scaled = self.grid_iscale[which] * columns[:, which]
         levels = _clamped_levels(scaled, -nmax, nmax - 1)
         levels += F32(nmax)
         levels[:, self.zero[which]] = 0
