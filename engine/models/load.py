@@ -9,7 +9,7 @@ from ..events import TailorError
 
 # Architectures whose fused model our GGUF exporter writes (see engine/export).
 GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text",
-                      "phi3", "mistral")
+                      "phi3")
 
 
 def read_config(folder: Path) -> dict:

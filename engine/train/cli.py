@@ -21,10 +21,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=list(PRESETS),
                    help="; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
     add_dataclass_args(p, TrainConfig)
-    try:
-        from ..data import DataConfig
-    except ImportError:
-        return
+    from ..data import DataConfig
+
     g = p.add_argument_group("data")
     add_dataclass_args(g, DataConfig, skip={"max_seq_length", "min_examples", "preview_count"})
 
@@ -33,14 +31,11 @@ def run(args: argparse.Namespace, job) -> int:
     from .run import train_adapter
 
     overrides = overrides_from_args(TrainConfig, args)
-    data_config = None
-    try:
-        from ..data import DataConfig
-        data_over = overrides_from_args(DataConfig, args)
-        data_over.pop("max_seq_length", None)
-        data_config = DataConfig(**data_over)
-    except ImportError:
-        pass
+    from ..data import DataConfig
+
+    data_over = overrides_from_args(DataConfig, args)
+    data_over.pop("max_seq_length", None)
+    data_config = DataConfig(**data_over)
     if args.resume:
         if args.name and args.name != args.resume:
             raise TailorError("--name and --resume name different adapters",

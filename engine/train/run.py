@@ -20,6 +20,7 @@ from . import checkpoint as ckpt
 from .adapters import adapter_shapes, apply_adapters, count, trainable_weights, \
     write_adapter_files
 from .config import TrainConfig
+from ..data import DataConfig
 from .data_source import prepare
 from .estimate import estimate
 from .loop import NonFiniteLoss, Trainer
@@ -97,15 +98,11 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
     base = _base_model_record(str(model), model_dir, model_config)
     cancel.raise_if_cancelled()
     report(Progress(job=job, stage="load", done=2, total=3, message="preparing the data"))
-    if data_config is not None and hasattr(data_config, "max_seq_length"):
-        data_config.max_seq_length = cfg.max_seq_length
-    elif data_config is None:
-        try:
-            from ..data import DataConfig
-            data_config = DataConfig(max_seq_length=cfg.max_seq_length)
-        except ImportError:
-            data_config = None
-    prepared, counts = prepare(data_path, tokenizer, data_config, report=report, cancel=cancel)
+    data_config = data_config or DataConfig()
+    data_config.max_seq_length = cfg.max_seq_length
+    data_config.min_examples = max(data_config.min_examples, 1)
+    prepared, counts = prepare(data_path, tokenizer, data_config, report=report, cancel=cancel,
+                               job=job)
     if len(prepared.train) == 0:
         raise TailorError(f"{data_path}: no training examples left after validation")
     dataset = {"path": str(data_path.resolve()), "sha256": prepared.sha256,

@@ -1,0 +1,104 @@
+"""`tailor library list|show|rename|delete|duplicate`: the adapters Tailor has trained."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from . import library
+from .events import Finished
+
+
+def _common_add(sub, *a, **k) -> argparse.ArgumentParser:
+    return _common(sub.add_parser(*a, **k))
+
+
+def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--events/--quiet after the action too (the app appends them); SUPPRESS keeps the
+    command-level values when they are not repeated here."""
+    p.add_argument("--events", metavar="FILE|-", default=argparse.SUPPRESS,
+                   help="write progress events as JSON lines to FILE, or '-' for stdout")
+    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no terminal progress view")
+    return p
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = _common_add(sub, "list", help="list adapters")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show = _common_add(sub, "show", help="print an adapter's manifest")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    ren = _common_add(sub, "rename", help="rename an adapter")
+    ren.add_argument("name")
+    ren.add_argument("new_name")
+    dup = _common_add(sub, "duplicate", help="copy an adapter under a new name (no checkpoints)")
+    dup.add_argument("name")
+    dup.add_argument("new_name")
+    rm = _common_add(sub, "delete", help="delete an adapter and its checkpoints")
+    rm.add_argument("name")
+
+
+def _summary(info: library.AdapterInfo) -> dict:
+    m = info.manifest
+    return {"name": info.name, "status": info.status,
+            "base_model": (m.get("base_model") or {}).get("repo_id")
+            or (m.get("base_model") or {}).get("path", ""),
+            "method": (m.get("settings") or {}).get("method", ""),
+            "steps": m.get("steps"), "best_val_loss": m.get("best_val_loss"),
+            "created": m.get("created"), "path": str(info.path)}
+
+
+def _when(t) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+
+def run(args: argparse.Namespace, job) -> int:
+    out = sys.stdout if args.events != "-" else sys.stderr
+    if args.action == "list":
+        rows = [_summary(a) for a in library.list_adapters()]
+        if getattr(args, "json", False):
+            print(json.dumps(rows, indent=2), file=out)
+        elif not rows:
+            print("no adapters yet (train one with `tailor train`)", file=out)
+        else:
+            print(f"{'NAME':24} {'STATUS':10} {'METHOD':6} {'STEPS':>6} {'BEST VAL':>9}  "
+                  f"{'CREATED':16}  BASE MODEL", file=out)
+            for r in rows:
+                val = f"{r['best_val_loss']:.4f}" if isinstance(r["best_val_loss"], float) \
+                    else "-"
+                print(f"{r['name'][:24]:24} {r['status']:10} {r['method']:6} "
+                      f"{r['steps'] if r['steps'] is not None else '-':>6} {val:>9}  "
+                      f"{_when(r['created']):16}  {r['base_model']}", file=out)
+        job.report(Finished(job=job.name, result={"adapters": rows}))
+    elif args.action == "show":
+        info = library.get_adapter(args.name)
+        if getattr(args, "json", False):
+            print(json.dumps(info.manifest, indent=2, default=str), file=out)
+        else:
+            m = info.manifest
+            s = _summary(info)
+            print(f"{info.name}  ({info.status})\n  folder      {info.path}\n"
+                  f"  base model  {s['base_model']}\n"
+                  f"  dataset     {(m.get('dataset') or {}).get('path', '-')}\n"
+                  f"  method      {s['method']}  settings: "
+                  + ", ".join(f"{k}={v}" for k, v in (m.get('settings') or {}).items())
+                  + f"\n  steps       {s['steps']}  best val loss {s['best_val_loss']}\n"
+                  f"  created     {_when(m.get('created'))}  finished "
+                  f"{_when(m.get('finished'))}", file=out)
+        job.report(Finished(job=job.name, result={"manifest": info.manifest}))
+    elif args.action == "rename":
+        info = library.rename_adapter(args.name, args.new_name)
+        print(f"renamed {args.name!r} to {info.name!r}", file=out)
+        job.report(Finished(job=job.name, result={"name": info.name, "path": str(info.path)}))
+    elif args.action == "duplicate":
+        info = library.duplicate_adapter(args.name, args.new_name)
+        print(f"copied {args.name!r} to {info.name!r}", file=out)
+        job.report(Finished(job=job.name, result={"name": info.name, "path": str(info.path)}))
+    elif args.action == "delete":
+        library.delete_adapter(args.name)
+        print(f"deleted {args.name!r}", file=out)
+        job.report(Finished(job=job.name, result={"deleted": args.name}))
+    return 0

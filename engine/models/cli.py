@@ -1,0 +1,98 @@
+"""`tailor model info PATH_OR_ID` and `tailor model download REPO_ID`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..events import Finished, TailorError
+from .load import GGUF_ARCHITECTURES, read_config
+from .resolve import resolve_model
+
+
+def _common_add(sub, *a, **k) -> argparse.ArgumentParser:
+    return _common(sub.add_parser(*a, **k))
+
+
+def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--events/--quiet after the action too (the app appends them); SUPPRESS keeps the
+    command-level values when they are not repeated here."""
+    p.add_argument("--events", metavar="FILE|-", default=argparse.SUPPRESS,
+                   help="write progress events as JSON lines to FILE, or '-' for stdout")
+    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no terminal progress view")
+    return p
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    info = _common_add(sub, "info", help="architecture, parameters, memory, GGUF export support")
+    info.add_argument("model", help="a model folder or Hugging Face repo id")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    dl = _common_add(sub, "download", help="fetch a model from Hugging Face into the local cache "
+                                         "(safetensors, configs and tokenizer only)")
+    dl.add_argument("repo_id")
+    dl.add_argument("--revision", default=None, help="branch, tag or commit")
+
+
+def model_info(folder: Path) -> dict:
+    """What a user wants to know before training on ``folder`` (weights are not read)."""
+    from mlx_lm.utils import get_total_parameters, load_model
+
+    cfg = read_config(folder)
+    text = cfg.get("text_config", cfg)
+    arch = cfg.get("model_type", "?")
+    try:
+        model, _ = load_model(folder, lazy=True, trust_remote_code=False)
+        params = int(get_total_parameters(model))
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        raise TailorError(f"cannot read {folder}: {e}",
+                          hint="this architecture may not be supported by mlx-lm") from e
+    weight_bytes = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    q = cfg.get("quantization") or cfg.get("quantization_config")
+    tok_cfg = folder / "tokenizer_config.json"
+    has_template = (folder / "chat_template.jinja").exists() or (folder / "chat_template.json"
+                                                                 ).exists()
+    if tok_cfg.exists():
+        has_template = has_template or "chat_template" in json.loads(tok_cfg.read_text("utf-8"))
+    return {"path": str(folder), "architecture": arch,
+            "architectures": cfg.get("architectures", []), "parameters": params,
+            "layers": text.get("num_hidden_layers"), "hidden_size": text.get("hidden_size"),
+            "vocab_size": text.get("vocab_size"),
+            "quantization": {"bits": q.get("bits"), "group_size": q.get("group_size")} if q
+            else None,
+            "weight_bytes": weight_bytes,
+            "memory_to_load_gb": round(weight_bytes / 1e9, 3),
+            "chat_template": has_template,
+            "gguf_export": arch in GGUF_ARCHITECTURES,
+            "gguf_supported_architectures": [a for a in GGUF_ARCHITECTURES]}
+
+
+def run(args: argparse.Namespace, job) -> int:
+    out = sys.stdout if args.events != "-" else sys.stderr
+    if args.action == "download":
+        from ..models.resolve import _snapshot
+        folder = _snapshot(args.repo_id, job.report, job.cancel, args.revision, job.name)
+        from .resolve import check_model_folder
+        check_model_folder(folder)
+        print(folder, file=out)
+        job.report(Finished(job=job.name, result={"path": str(folder)}))
+        return 0
+    folder = resolve_model(args.model, report=job.report, cancel=job.cancel, job=job.name)
+    info = model_info(folder)
+    if args.json:
+        print(json.dumps(info, indent=2), file=out)
+    else:
+        q = info["quantization"]
+        print(f"{folder}\n  architecture  {info['architecture']} "
+              f"({', '.join(info['architectures'])})\n"
+              f"  parameters    {info['parameters'] / 1e6:.2f} M, {info['layers']} layers, "
+              f"hidden {info['hidden_size']}, vocabulary {info['vocab_size']}\n"
+              f"  weights       {info['weight_bytes'] / 1e9:.3f} GB on disk"
+              + (f", {q['bits']}-bit quantized" if q else "") + "\n"
+              f"  chat template {'yes' if info['chat_template'] else 'no'}\n"
+              f"  GGUF export   {'supported' if info['gguf_export'] else 'not supported'} "
+              f"(supported: {', '.join(info['gguf_supported_architectures'])})", file=out)
+    job.report(Finished(job=job.name, result=info))
+    return 0
