@@ -240,7 +240,9 @@ def prepare_dataset(path: Path | str, tokenizer: Any, config: DataConfig | None 
         rep.notes.append(f"every validation example was skipped; {moved.source} was held out "
                          "instead")
     rep.skipped = sum(1 for p in log.problems if p.severity == "error")
-    rep.problems = log.problems
+    # Problems in file order (rendering found some in split order).
+    file_order = {f.name: i for i, f in enumerate(files.values())}
+    rep.problems = sorted(log.problems, key=lambda p: (file_order.get(p.file, -1), p.line))
     rep.train_examples, rep.valid_examples = len(parts["train"]), len(parts["valid"])
     rep.good = sum(len(v) for v in parts.values())
     rep.records = rep.good + rep.skipped + rep.duplicates + rep.dropped_too_long

@@ -281,9 +281,11 @@ def read_json(path: Path, display: str, log: ProblemLog, max_bytes: int,
                 meta["blank_lines"] += 1
                 continue
             try:
-                yield Record(line_no, parse_json_line(line))
+                value = parse_json_line(line)
             except ValueError as e:
-                raise TailorError(f"{display}:{line_no}: {e}") from None
+                log.error(display, line_no, str(e), getattr(e, "colno", None))
+                continue
+            yield Record(line_no, value)
         return
     key = _examples_key(value)
     if key is None:

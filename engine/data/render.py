@@ -68,7 +68,9 @@ def compile_template(source: str) -> jinja2.Template:
 
 def unwrap_tokenizer(tokenizer: Any) -> Any:
     """The Hugging Face tokenizer inside mlx-lm's TokenizerWrapper (or the tokenizer itself)."""
-    return getattr(tokenizer, "_tokenizer", tokenizer)
+    inner = getattr(tokenizer, "_tokenizer", None)
+    # A transformers fast tokenizer also has `_tokenizer` (its Rust backend): keep it whole.
+    return inner if inner is not None and hasattr(inner, "eos_token_id") else tokenizer
 
 
 @dataclass
