@@ -17,6 +17,7 @@ import re
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Optional
 
 from .. import paths
 from ..configs import add_dataclass_args, opt, validate_ranges
@@ -27,28 +28,30 @@ from .handoff import (JOB, ModelSettings, check_adapter_architecture, send_adapt
 from .names import parse_model_name
 
 
+# Optional[...] rather than "X | None": engine.configs._base_type does not unwrap PEP 604 unions
+# (str(types.UnionType) is "<class 'types.UnionType'>"), which would make every flag a string.
 @dataclass
 class OllamaConfig:
-    gguf: str | None = opt(None, "the GGUF file to hand to Ollama (it is never modified)")
-    adapter: str | None = opt(None, "a library adapter: fuse, export and verify a GGUF, then hand "
+    gguf: Optional[str] = opt(None, "the GGUF file to hand to Ollama (it is never modified)")
+    adapter: Optional[str] = opt(None, "a library adapter: fuse, export and verify a GGUF, then hand "
                                     "it to Ollama")
-    name: str | None = opt(None, "the Ollama model name: lowercase, [namespace/]model[:tag]")
-    quant: str | None = opt(None, "with --gguf: let Ollama quantize an F16/BF16/F32 file "
+    name: Optional[str] = opt(None, "the Ollama model name: lowercase, [namespace/]model[:tag]")
+    quant: Optional[str] = opt(None, "with --gguf: let Ollama quantize an F16/BF16/F32 file "
                                   "(q4_K_M, q8_0); with --adapter: the exported GGUF type")
-    system: str | None = opt(None, "a default system prompt for the model")
-    temperature: float | None = opt(None, "default sampling temperature", minimum=0.0,
+    system: Optional[str] = opt(None, "a default system prompt for the model")
+    temperature: Optional[float] = opt(None, "default sampling temperature", minimum=0.0,
                                     maximum=5.0)
-    num_ctx: int | None = opt(None, "context window Ollama allocates (tokens)", minimum=64,
+    num_ctx: Optional[int] = opt(None, "context window Ollama allocates (tokens)", minimum=64,
                               maximum=1048576)
-    host: str | None = opt(None, "Ollama address (default: $OLLAMA_HOST or 127.0.0.1:11434)")
+    host: Optional[str] = opt(None, "Ollama address (default: $OLLAMA_HOST or 127.0.0.1:11434)")
     allow_remote: bool = opt(False, "allow a host that is not this machine (the model file is "
                                     "uploaded to it)")
-    modelfile_dir: str | None = opt(None, "write a folder with the GGUF, a Modelfile and a README "
+    modelfile_dir: Optional[str] = opt(None, "write a folder with the GGUF, a Modelfile and a README "
                                           "instead of talking to Ollama")
     replace: bool = opt(False, "replace an Ollama model (or a folder) of the same name")
     adapter_only: bool = opt(False, "with --adapter: send only the LoRA adapter, on top of --base "
                                     "already in Ollama (llama, qwen2, gemma, gemma2, phi3)")
-    base: str | None = opt(None, "with --adapter-only: the Ollama name of the base model")
+    base: Optional[str] = opt(None, "with --adapter-only: the Ollama name of the base model")
     timeout: float = opt(30.0, "seconds to wait for an answer from Ollama", minimum=0.1)
 
 
