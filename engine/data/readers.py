@@ -439,13 +439,17 @@ def read_text(path: Path, display: str, log: ProblemLog, max_line_bytes: int,
                                           "MiB, skipped")
                 block = []
         elif block:
-            yield Record(start, {"text": "".join(block).rstrip("\r\n")})
+            yield Record(start, {"text": _join_block(block)})
             block = []
         if "\x00" in text:
             log.error(display, line_no, "NUL byte in text", text.index("\x00") + 1)
             block = []
     if block:
-        yield Record(start, {"text": "".join(block).rstrip("\r\n")})
+        yield Record(start, {"text": _join_block(block)})
+
+
+def _join_block(lines: list[str]) -> str:
+    return "".join(lines).replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
 
 
 def read_records(path: Path, fmt: str, display: str, log: ProblemLog, max_line_bytes: int,

@@ -182,6 +182,12 @@ class Renderer:
             else:  # content rewritten by the template (or a tool call): train the whole turn
                 content_end = start
             end = self._end_of_turn(full, content_end)
+            if end is not None and i + 1 < len(messages):
+                # An end token found only past the next turn's content is not this turn's.
+                following = messages[i + 1]["content"].strip()
+                at = full.find(following, content_end) if following else -1
+                if 0 <= at < end - 1:
+                    end = None
             if end is None:
                 end = self._turn_end_without_token(messages[:i + 1], ex.tools, full, content_end)
             if end > start:

@@ -178,4 +178,16 @@ def test_blank_lines_and_bom_are_harmless(write, tokenizer):
 
 
 def test_there_are_at_least_25_distinct_bad_inputs():
-    assert len({c[0] for c in CASES}) + 2 >= 25
+    assert len({c[0] for c in CASES}) + 4 >= 25  # + the four tests above
+
+
+def test_json_file_over_the_size_cap(tmp_path, tokenizer):
+    path = tmp_path / "huge.json"
+    with open(path, "wb") as f:  # sparse: 33 MiB on paper, nothing read
+        f.write(b"[")
+        f.seek(33 << 20)
+        f.write(b"]")
+    with pytest.raises(TailorError, match=r"huge.json: 33 MiB is too large for a JSON file "
+                                          r"\(limit 32 MiB\)") as err:
+        prepare_dataset(path, tokenizer(), DataConfig(max_line_mib=1))
+    assert "JSON Lines" in err.value.hint

@@ -88,3 +88,26 @@ def test_slow_tokenizer_fallback_matches_the_fast_path(write, tiny_model, kind):
     assert Renderer(SlowTokenizer(hf)).fast is False
     assert [(e.tokens, e.loss_mask) for e in slow.train] == \
         [(e.tokens, e.loss_mask) for e in fast.train]
+
+
+def test_generation_tags_and_turns_without_end_token(write, tokenizer):
+    # Some templates wrap assistant text in {% generation %}; this one also has no end token,
+    # so a turn is trained up to where the next one starts.
+    template = ("{% for m in messages %}{% if m['role'] == 'assistant' %}"
+                "{% generation %}A: {{ m['content'] }}{% endgeneration %}"
+                "{% else %}Q: {{ m['content'] }}{% endif %}{{ '\\n' }}{% endfor %}"
+                "{% if add_generation_prompt %}A: {% endif %}")
+    rows = [{"messages": [{"role": "user", "content": "one?"},
+                          {"role": "assistant", "content": "1."},
+                          {"role": "user", "content": "two?"},
+                          {"role": "assistant", "content": "2."}]}] * 1 + [chat(1)]
+    prepared = prepare_dataset(write("g.jsonl", jsonl(rows)), tokenizer("qwen2"),
+                               DataConfig(chat_template=template, preview_count=1,
+                                          valid_fraction=0))
+    assert prepared.report.preview[0].marked_text == "Q: one?\nA: ⟦1.⟧\nQ: two?\nA: ⟦2.⟧\n"
+
+
+def test_plain_text_line_endings_are_normalised(write, tokenizer):
+    prepared = prepare_dataset(write("w.txt", b"one\r\nline two\r\n\r\nthree\r\n"), tokenizer(),
+                               DataConfig(valid_fraction=0, preview_count=1))
+    assert prepared.report.preview[0].segments[0][0] == "one\nline two"
