@@ -99,14 +99,25 @@ def write_llama_gguf(path: Path, shape: LlamaShape, matrices: dict[str, np.ndarr
     writer.close()
 
 
-def llama_cpp_quantize(source: Path, target: Path, ftype: int, nthread: int = 1) -> None:
-    """Run llama.cpp's quantizer (no importance matrix) from `source` to `target`."""
+def llama_cpp_quantize(source: Path, target: Path, ftype: int, nthread: int = 1,
+                       quiet: bool = True) -> None:
+    """Run llama.cpp's quantizer (no importance matrix) from `source` to `target`.
+
+    `quiet` hides llama.cpp's per-tensor log lines (errors still show)."""
     import llama_cpp
+    from llama_cpp import _logger
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = nthread
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params)
+    level = _logger.logger.level
+    if quiet:
+        _logger.set_verbose(False)
+    try:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(),
+                                                params)
+    finally:
+        _logger.logger.setLevel(level)
     if status != 0:
         raise RuntimeError(f"llama_model_quantize({source} -> ftype {ftype}) returned {status}")
 

@@ -187,20 +187,21 @@ def test_all_zero_rows_give_all_zero_blocks(type_name):
 
 
 @pytest.mark.parametrize("type_name", list(ENCODERS))
-def test_chunking_and_input_dtype_do_not_change_the_bytes(type_name):
+def test_chunking_threads_and_input_dtype_do_not_change_the_bytes(type_name):
     weights = edge_case_rows(ROW_KINDS, 768, seed=3).astype(np.float16)
     encode = ENCODERS[type_name]
-    whole = encode(weights.astype(np.float32))
-    assert np.array_equal(encode(weights), whole)
-    assert np.array_equal(encode(weights.astype(np.float32), chunk_blocks=7), whole)
-    assert np.array_equal(encode(weights.astype(np.float32), chunk_blocks=1), whole)
+    whole = encode(weights.astype(np.float32), threads=1, chunk_blocks=10_000)
+    assert np.array_equal(encode(weights, threads=1), whole)
+    assert np.array_equal(encode(weights.astype(np.float32), chunk_blocks=7, threads=3), whole)
+    assert np.array_equal(encode(weights.astype(np.float32), chunk_blocks=1, threads=1), whole)
 
 
 def test_progress_reports_each_chunk_and_can_cancel():
     weights = np.ones((8, 512), dtype=np.float32)
-    seen = []
-    kquants.quantize_q4_k(weights, progress=seen.append, chunk_blocks=4)
-    assert seen == [0.25, 0.5, 0.75, 1.0]
+    for threads in (1, 2):
+        seen = []
+        kquants.quantize_q4_k(weights, progress=seen.append, chunk_blocks=4, threads=threads)
+        assert seen == [0.25, 0.5, 0.75, 1.0]
 
     class Stop(Exception):
         pass
@@ -210,6 +211,8 @@ def test_progress_reports_each_chunk_and_can_cancel():
 
     with pytest.raises(Stop):
         kquants.quantize_q6_k(weights, progress=stop, chunk_blocks=4)
+    with pytest.raises(Stop):
+        kquants.quantize_q6_k(weights, progress=stop, chunk_blocks=1, threads=2)
 
 
 # ---------------------------------------------------------------- refusals
