@@ -20,8 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="dataset file (.jsonl .json .csv .tsv .txt) or a folder "
                                      "with train/valid/test files")
     parser.add_argument("--model", required=True,
-                        help="base model folder (or Hugging Face id already downloaded): its "
-                             "tokenizer and chat template are used")
+                        help="base model folder or Hugging Face id: its tokenizer and chat "
+                             "template are used")
     parser.add_argument("--preview", type=int, default=None, metavar="N",
                         help="show the first N rendered examples with trained text marked")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

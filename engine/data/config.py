@@ -23,8 +23,9 @@ class DataConfig:
     too_long: str = opt("truncate", "what to do with examples over the max sequence length",
                         choices=TOO_LONG_CHOICES)
     dedupe: bool = opt(True, "remove exact duplicate examples (they are counted in the report)")
-    strict: bool = opt(False, "stop at the first bad example instead of skipping and "
-                              "reporting it")
+    strict: bool = opt(False, "treat any bad example as an error: an import stops at the "
+                              "first one (`tailor data check` lists them all and exits 1) "
+                              "instead of skipping and reporting it")
     min_examples: int = opt(1, "fail when fewer training examples than this remain (the "
                                "trainer sets it to its batch size)", minimum=1)
     chat_template: str = opt("", "a Jinja chat template (file path or template text) to use "

@@ -18,7 +18,7 @@ from ..atomic import sha256_file
 from ..configs import validate_ranges
 from ..events import CancelToken, Log, Reporter, TailorError, null_reporter, stage_progress
 from .config import DataConfig
-from .readers import FORMATS, ProblemLog, Progress, format_of, read_records
+from .readers import FORMATS, ProblemLog, ReadProgress, format_of, read_records
 from .render import Rendered, Renderer
 from .report import DataReport, TokenStats
 from .schemas import BadExample, Example, detect_schema, json_type, normalize
@@ -104,7 +104,7 @@ def read_examples(files: dict[str, Path], config: DataConfig, log: ProblemLog,
         if size == 0:
             raise TailorError(f"{name}: the file is empty", hint="add examples to it")
         meta: dict[str, Any] = {}
-        tick = Progress(total, (lambda pos, _t, b=done_before: progress(b + pos, total))
+        tick = ReadProgress(total, (lambda pos, _t, b=done_before: progress(b + pos, total))
                         if progress else None, cancel)
         examples: list[Example] = []
         for rec in read_records(f, fmt, name, log, config.max_line_mib << 20, tick, meta):

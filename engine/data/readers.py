@@ -52,7 +52,7 @@ class ProblemLog:
         self.problems.append(Problem(file, line, message, column, severity="warning"))
 
 
-class Progress:
+class ReadProgress:
     """Bytes read so far, for the progress bar; `tick` also checks for a stop request."""
 
     def __init__(self, total: int, callback: Callable[[int, int], None] | None = None,
@@ -120,7 +120,7 @@ def _decode_error(raw: bytes, start: int, encoding: str) -> tuple[int, str]:
 
 
 def iter_lines(path: Path, display: str, log: ProblemLog, max_line_bytes: int,
-               progress: Progress | None = None, meta: dict | None = None
+               progress: ReadProgress | None = None, meta: dict | None = None
                ) -> Iterator[tuple[int, str]]:
     """(line number, text with its line ending) for each line; undecodable lines are logged
     and skipped. ``meta['encoding']`` is set to the detected encoding."""
@@ -226,7 +226,7 @@ def parse_json_line(text: str) -> Any:
 
 
 def read_jsonl(path: Path, display: str, log: ProblemLog, max_line_bytes: int,
-               progress: Progress | None = None, meta: dict | None = None) -> Iterator[Record]:
+               progress: ReadProgress | None = None, meta: dict | None = None) -> Iterator[Record]:
     meta = meta if meta is not None else {}
     meta.setdefault("blank_lines", 0)
     for line_no, text in iter_lines(path, display, log, max_line_bytes, progress, meta):
@@ -242,7 +242,7 @@ def read_jsonl(path: Path, display: str, log: ProblemLog, max_line_bytes: int,
 
 
 def read_json(path: Path, display: str, log: ProblemLog, max_bytes: int,
-              progress: Progress | None = None, meta: dict | None = None) -> Iterator[Record]:
+              progress: ReadProgress | None = None, meta: dict | None = None) -> Iterator[Record]:
     """A JSON array of examples, or an object holding one (``{"data": [...]}``). Read whole
     (up to ``max_bytes``); elements are decoded one by one so each keeps its line number."""
     meta = meta if meta is not None else {}
@@ -339,7 +339,7 @@ def _find_key_value(text: str, pos: int, key: str, display: str) -> int:
     raise TailorError(f"{display}: key {key!r} not found")  # pragma: no cover - checked before
 
 
-def _array_items(text: str, pos: int, display: str, progress: Progress | None
+def _array_items(text: str, pos: int, display: str, progress: ReadProgress | None
                  ) -> Iterator[Record]:
     n = len(text)
     line, last = 1 + text.count("\n", 0, pos), pos
@@ -374,7 +374,7 @@ def _array_items(text: str, pos: int, display: str, progress: Progress | None
 
 
 def read_csv(path: Path, display: str, log: ProblemLog, max_line_bytes: int, delimiter: str,
-             progress: Progress | None = None, meta: dict | None = None) -> Iterator[Record]:
+             progress: ReadProgress | None = None, meta: dict | None = None) -> Iterator[Record]:
     meta = meta if meta is not None else {}
     meta.setdefault("blank_lines", 0)
     state = {"line": 0}
@@ -425,7 +425,7 @@ def read_csv(path: Path, display: str, log: ProblemLog, max_line_bytes: int, del
 
 
 def read_text(path: Path, display: str, log: ProblemLog, max_line_bytes: int,
-              progress: Progress | None = None, meta: dict | None = None) -> Iterator[Record]:
+              progress: ReadProgress | None = None, meta: dict | None = None) -> Iterator[Record]:
     """Plain text: each block of lines separated by a blank line is one example."""
     block: list[str] = []
     start = 0
@@ -453,7 +453,7 @@ def _join_block(lines: list[str]) -> str:
 
 
 def read_records(path: Path, fmt: str, display: str, log: ProblemLog, max_line_bytes: int,
-                 progress: Progress | None = None, meta: dict | None = None
+                 progress: ReadProgress | None = None, meta: dict | None = None
                  ) -> Iterator[Record]:
     if fmt == "jsonl":
         return read_jsonl(path, display, log, max_line_bytes, progress, meta)
