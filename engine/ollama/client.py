@@ -275,8 +275,8 @@ class OllamaClient:
             sent = 0
             with open(path, "rb") as f:
                 while True:
-                    if stop.is_set():
-                        raise Cancelled("upload stopped")
+                    if stop.is_set() or (cancel is not None and cancel.requested):
+                        raise Cancelled(f"stopped while uploading {path.name}")
                     block = f.read(1 << 20)
                     if not block:
                         break

@@ -256,3 +256,22 @@ def test_host_from_environment(monkeypatch):
     assert resolve_host(None) == "http://127.0.0.1:11434"
     assert resolve_host("localhost") == "http://localhost:11434"
     assert resolve_host("http://[::1]:8080") == "http://[::1]:8080"
+
+
+def test_upload_is_cancellable_and_leaves_no_blob(server, tmp_path):
+    big = make_gguf(tmp_path / "big.gguf", "qwen2", payload_bytes=6 << 20)
+    before = big.read_bytes()
+    cancel = CancelToken()
+    seen = []
+
+    def progress(done, total, message):
+        seen.append(message)
+        if message.startswith("uploading"):
+            cancel.cancel("user pressed stop")
+
+    with client_for(server) as c, pytest.raises(Cancelled):
+        c.ensure_blob(big, progress=progress, cancel=cancel)
+    assert any(m.startswith("hashing") for m in seen)
+    time.sleep(0.3)
+    assert server.blobs == {}  # the partial upload never became a blob
+    assert_kept(big, before)

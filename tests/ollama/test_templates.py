@@ -157,3 +157,51 @@ def test_literal_braces_in_a_template_are_escaped():
     assert result.verified
     go_text, jinja_text, _ = both(tmpl, {"eos_token": "</s>"}, TWO_TURNS)
     assert go_text == jinja_text and go_text.startswith("{{user}}: What is 2 + 2?\n")
+
+
+# Shapes of real templates outside the exact families (written after the published ones).
+MISTRAL_V01 = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}"
+    "{% endfor %}")
+ZEPHYR = (
+    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n"
+    "{{ '<|user|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'assistant' %}\n"
+    "{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n"
+    "{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n"
+    "{% endfor %}")
+LLAMA31_DEFAULT_SYSTEM = (
+    "{{- bos_token }}\n"
+    "{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content']|trim %}"
+    "{%- set messages = messages[1:] %}{%- else %}{%- set system_message = \"\" %}{%- endif %}\n"
+    "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\n"
+    "{{- \"Cutting Knowledge Date: December 2023\\n\" }}\n"
+    "{{- \"Today Date: \" + strftime_now(\"%d %b %Y\") + \"\\n\\n\" }}\n"
+    "{{- system_message }}{{- \"<|eot_id|>\" }}\n"
+    "{%- for message in messages %}\n"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+    "+ message['content'] | trim + '<|eot_id|>' }}\n{%- endfor %}\n"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{%- endif %}")
+
+
+@pytest.mark.parametrize("name,jinja,info,system_supported", [
+    ("mistral", MISTRAL_V01, {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True},
+     False),
+    ("zephyr", ZEPHYR, {"eos_token": "</s>"}, True),
+    ("llama3.1", LLAMA31_DEFAULT_SYSTEM, {"bos_token": "<|begin_of_text|>",
+                                          "eos_token": "<|eot_id|>", "add_bos_token": True}, True),
+])
+@pytest.mark.parametrize("with_system", [False, True])
+def test_real_world_shapes_convert_exactly(name, jinja, info, system_supported, with_system):
+    result = convert_chat_template(jinja, info)
+    assert result.verified and result.system_supported == system_supported, result.notes
+    messages = ([SYSTEM] if with_system else []) + TWO_TURNS
+    go_text, jinja_text, stops = both(jinja, info, messages, merge_system=not system_supported)
+    assert go_text == jinja_text and info["eos_token"] in stops
