@@ -80,11 +80,12 @@ def _print(args, text: str, obj: dict) -> None:
     sys.stdout.flush()
 
 
-def run(args: argparse.Namespace, job) -> int:
+def run(args: argparse.Namespace, job, export_fn=None) -> int:
+    """``export_fn``: the GGUF exporter for --adapter (default engine.export.export_gguf)."""
     cfg = _config(args)
     if args.action == "status":
         return _status(args, cfg, job)
-    return _create(args, cfg, job)
+    return _create(args, cfg, job, export_fn)
 
 
 def _status(args, cfg: OllamaConfig, job) -> int:
@@ -100,7 +101,7 @@ def _status(args, cfg: OllamaConfig, job) -> int:
     return 0 if st.reachable else 1
 
 
-def _create(args, cfg: OllamaConfig, job) -> int:
+def _create(args, cfg: OllamaConfig, job, export_fn=None) -> int:
     if bool(cfg.gguf) == bool(cfg.adapter):
         raise TailorError("give exactly one of --gguf FILE or --adapter NAME")
     if not cfg.name:
@@ -124,7 +125,7 @@ def _create(args, cfg: OllamaConfig, job) -> int:
             client.close()
             client = None
     try:
-        gguf, adapter_gguf, fallback = _source(cfg, job)
+        gguf, adapter_gguf, fallback = _source(cfg, job, export_fn)
         if client is None:
             out = Path(cfg.modelfile_dir) if cfg.modelfile_dir else _default_folder(cfg.name)
             result = write_folder(out, cfg.name, gguf=gguf, adapter_gguf=adapter_gguf,
@@ -162,7 +163,7 @@ def _default_folder(name: str) -> Path:
     return paths.exports_dir() / "ollama" / safe
 
 
-def _source(cfg: OllamaConfig, job):
+def _source(cfg: OllamaConfig, job, export_fn=None):
     """(gguf, adapter_gguf, fallback tokenizer folder) for the request; exports when needed."""
     if cfg.gguf:
         gguf = Path(cfg.gguf).expanduser()
@@ -178,16 +179,18 @@ def _source(cfg: OllamaConfig, job):
         arch = (info.manifest.get("base_model") or {}).get("architecture") or ""
         if arch:
             check_adapter_architecture(_gguf_arch(arch))
-    try:
-        from ..export import export_gguf
-    except ImportError as e:
-        raise TailorError("the GGUF export (engine.export.export_gguf) is not available in this "
-                          f"build: {e}", hint="export with `tailor export` and use --gguf") from e
+    if export_fn is None:
+        try:
+            from ..export import export_gguf as export_fn
+        except ImportError as e:
+            raise TailorError("the GGUF export (engine.export.export_gguf) is not available in "
+                              f"this build: {e}", hint="export with `tailor export` and use "
+                                                       "--gguf") from e
     quant = cfg.quant or ("f16" if cfg.adapter_only else "q8_0")
     suffix = "lora" if cfg.adapter_only else quant.lower()
     out = _fresh(paths.exports_dir() / cfg.adapter / f"{cfg.adapter}-{suffix}.gguf")
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = export_gguf(info, out, quant, adapter_only=cfg.adapter_only, verify=True,
+    result = export_fn(info, out, quant, adapter_only=cfg.adapter_only, verify=True,
                          report=_scaled(job.report, 0.0, 0.6), cancel=job.cancel)
     verification = getattr(result, "verification", None) or {}
     if verification and not verification.get("passed", False):
