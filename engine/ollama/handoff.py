@@ -7,6 +7,7 @@ stops, check the server and name collisions, then hash → HEAD → upload → c
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,19 @@ def check_quantize(quant: str | None, facts: dict, gguf: Path) -> str | None:
     return q
 
 
+MIN_VERSION = (0, 5, 0)  # /api/create with "files" (older servers took a Modelfile text)
+
+
+def check_version(client: OllamaClient, cancel) -> str:
+    version = client.version(cancel)
+    nums = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+    if nums and nums != (0, 0, 0) and nums < MIN_VERSION:
+        raise TailorError(f"Ollama {version} at {client.base_url} is too old for Tailor (it needs "
+                          f"{'.'.join(map(str, MIN_VERSION))} or later)",
+                          hint="update Ollama, or use --modelfile-dir and `ollama create`")
+    return version
+
+
 def _check_collision(client: OllamaClient, name: str, replace: bool, cancel) -> None:
     existing = find_existing(name, client.list_models(cancel))
     if existing and not replace:
@@ -131,7 +145,7 @@ def send_gguf(client: OllamaClient, gguf: Path | str, name: str, *,
     a, b = progress_range
     span = b - a
 
-    client.version(cancel)  # reachable? (a clear message before any hashing)
+    check_version(client, cancel)  # reachable and new enough, before any hashing
     _check_collision(client, model, replace, cancel)
     upload = stage_progress(report, JOB, "upload", a, a + 0.7 * span)
     digest, uploaded = client.ensure_blob(gguf, progress=upload, cancel=cancel)
@@ -166,7 +180,7 @@ def send_adapter(client: OllamaClient, adapter_gguf: Path | str, name: str, base
     a, b = progress_range
     span = b - a
 
-    client.version(cancel)
+    check_version(client, cancel)
     models = client.list_models(cancel)
     if not find_existing(base_name, models):
         raise TailorError(f"Ollama has no model {base_name} to put the adapter on",

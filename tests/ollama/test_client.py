@@ -275,3 +275,10 @@ def test_upload_is_cancellable_and_leaves_no_blob(server, tmp_path):
     time.sleep(0.3)
     assert server.blobs == {}  # the partial upload never became a blob
     assert_kept(big, before)
+
+
+def test_old_ollama_is_refused_with_a_hint(gguf):
+    with FakeOllama(version="0.3.14") as old, client_for(old) as c:
+        with pytest.raises(TailorError, match="Ollama 0.3.14 .* too old") as e:
+            send_gguf(c, gguf, "m")
+        assert "update Ollama" in e.value.hint and old.count("POST", "/api/blobs/") == 0
