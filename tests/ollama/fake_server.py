@@ -17,7 +17,8 @@ Faults, set per endpoint with ``server.fault(endpoint, kind)``: ``hang`` (sleep 
 ends), ``hang_mid_stream``, ``status:400|404|500``, ``digest_mismatch`` (a byte flipped on
 arrival, so the re-hash fails), ``cut_short`` (the chunked stream stops without its final
 chunk), ``no_success`` (the stream ends cleanly without success), ``error_mid_stream`` (an
-``{"error": ...}`` line inside a 200 stream).
+``{"error": ...}`` line inside a 200 stream), ``stale`` (show answers with another template
+and no stops).
 """
 from __future__ import annotations
 
@@ -357,6 +358,8 @@ class FakeOllama:
                 m = server.models.get(name)
                 if m is None:
                     return self.send_json(404, {"error": f"model '{name}' not found"})
+                if server.faults.get("show") == "stale":  # as if an older model of that name
+                    m = {**m, "template": "{{ .Prompt }}", "parameters": {}}
                 plines = []
                 for k, v in m["parameters"].items():
                     for item in (v if isinstance(v, list) else [v]):

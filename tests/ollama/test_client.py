@@ -282,3 +282,18 @@ def test_old_ollama_is_refused_with_a_hint(gguf):
         with pytest.raises(TailorError, match="Ollama 0.3.14 .* too old") as e:
             send_gguf(c, gguf, "m")
         assert "update Ollama" in e.value.hint and old.count("POST", "/api/blobs/") == 0
+
+
+def test_show_must_confirm_template_and_stops(server, gguf):
+    server.fault("show", "stale")
+    with client_for(server) as c, pytest.raises(OllamaError, match="shows a different template"):
+        send_gguf(c, gguf, "m")
+
+
+def test_delete(server, gguf):
+    with client_for(server) as c:
+        send_gguf(c, gguf, "gone")
+        c.delete("gone")
+        assert c.list_models() == []
+        with pytest.raises(OllamaError, match="404 while deleting gone"):
+            c.delete("gone")
