@@ -6,8 +6,9 @@
     tailor ollama status [--host URL]
 
 With ``--gguf``, ``--quant`` asks Ollama to quantize an F16/BF16/F32 file; with ``--adapter`` it
-is the export's GGUF type. Without a reachable Ollama (or with ``--modelfile-dir``) the folder
-(GGUF + Modelfile + README.txt) is written and the one ``ollama create`` command printed.
+is the export's GGUF type. Without a reachable Ollama (or with ``--offline``) the folder (GGUF +
+Modelfile + README.txt) is written and the one ``ollama create`` command printed;
+``--modelfile-dir DIR`` chooses that folder, and writes it also when Ollama is reachable.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Optional
 from .. import paths
 from ..configs import add_dataclass_args, opt, validate_ranges
 from ..events import Finished, Log, Started, TailorError
-from .client import OllamaClient, OllamaUnreachable
+from .client import OllamaClient
 from .handoff import (JOB, ModelSettings, check_adapter_architecture, send_adapter, send_gguf,
                       write_folder)
 from .names import parse_model_name
@@ -46,8 +47,10 @@ class OllamaConfig:
     host: Optional[str] = opt(None, "Ollama address (default: $OLLAMA_HOST or 127.0.0.1:11434)")
     allow_remote: bool = opt(False, "allow a host that is not this machine (the model file is "
                                     "uploaded to it)")
-    modelfile_dir: Optional[str] = opt(None, "write a folder with the GGUF, a Modelfile and a README "
-                                          "instead of talking to Ollama")
+    modelfile_dir: Optional[str] = opt(None, "also write a folder with the GGUF (linked), a Modelfile "
+                                             "and a README here (always written when Ollama is "
+                                             "not reachable)")
+    offline: bool = opt(False, "do not contact Ollama: only write the Modelfile folder")
     replace: bool = opt(False, "replace an Ollama model (or a folder) of the same name")
     adapter_only: bool = opt(False, "with --adapter: send only the LoRA adapter, on top of --base "
                                     "already in Ollama (llama, qwen2, gemma, gemma2, phi3)")
@@ -116,7 +119,7 @@ def _create(args, cfg: OllamaConfig, job, export_fn=None) -> int:
     job.report(Started(job=JOB, config={k: v for k, v in vars(cfg).items()}))
 
     client = None
-    if not cfg.modelfile_dir:
+    if not cfg.offline:
         client = OllamaClient(cfg.host, allow_remote=cfg.allow_remote, timeout=cfg.timeout)
         status = client.status(job.cancel)
         if not status.reachable:
@@ -126,11 +129,16 @@ def _create(args, cfg: OllamaConfig, job, export_fn=None) -> int:
             client = None
     try:
         gguf, adapter_gguf, fallback = _source(cfg, job, export_fn)
-        if client is None:
+        folder = None
+        if cfg.modelfile_dir or client is None:
+            # Written first: if Ollama then fails, the folder is there to import by hand.
             out = Path(cfg.modelfile_dir) if cfg.modelfile_dir else _default_folder(cfg.name)
-            result = write_folder(out, cfg.name, gguf=gguf, adapter_gguf=adapter_gguf,
+            folder = write_folder(out, cfg.name, gguf=gguf, adapter_gguf=adapter_gguf,
                                   base=cfg.base, settings=settings, fallback_model_dir=fallback,
                                   replace=cfg.replace, report=job.report)
+            job.report(Log(job=JOB, message=f"wrote {folder.modelfile_dir}"))
+        if client is None:
+            result = folder
             text = (f"Wrote {result.modelfile_dir} (GGUF, Modelfile, README.txt).\n"
                     f"To import it into Ollama, run:\n  {result.command}")
         else:
@@ -145,9 +153,9 @@ def _create(args, cfg: OllamaConfig, job, export_fn=None) -> int:
                                    replace=cfg.replace, fallback_model_dir=fallback,
                                    report=job.report, cancel=job.cancel, progress_range=span)
             text = f"Created {result.model} in Ollama. Try it:\n  {result.command} \"Hello!\""
-    except OllamaUnreachable as e:
-        e.hint = e.hint or "start Ollama, or pass --modelfile-dir DIR"
-        raise
+            if folder is not None:
+                result.modelfile_dir = folder.modelfile_dir
+                text += f"\nModelfile folder (also for LM Studio and llama.cpp): {folder.modelfile_dir}"
     finally:
         if client is not None:
             client.close()

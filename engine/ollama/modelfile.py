@@ -113,6 +113,19 @@ Ollama
 {check}{lms}"""
 
 
+def _written_by_tailor(folder: Path) -> bool:
+    """A folder this module wrote earlier (Modelfile with our header, README, GGUFs only): it
+    holds nothing of the user's that is not elsewhere, so writing it again is safe."""
+    names = {p.name for p in folder.iterdir()}
+    try:
+        ours = (folder / MODELFILE).read_text(encoding="utf-8").startswith(
+            "# Modelfile written by Tailor")
+    except OSError:
+        return False
+    return ours and all(n in (MODELFILE, README) or n.endswith(".gguf") for n in names) and all(
+        (folder / n).is_file() for n in names)
+
+
 def write_modelfile_folder(out_dir: Path | str, *, name: str, spec: ModelfileSpec,
                            gguf: Path | str | None = None, adapter_gguf: Path | str | None = None,
                            overwrite: bool = False, template_family: str = "",
@@ -129,7 +142,7 @@ def write_modelfile_folder(out_dir: Path | str, *, name: str, spec: ModelfileSpe
             raise TailorError(f"{p} does not exist or is not a file")
     if out.exists() and not out.is_dir():
         raise TailorError(f"{out} exists and is not a folder; it was left untouched")
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if out.exists() and any(out.iterdir()) and not (overwrite or _written_by_tailor(out)):
         raise TailorError(f"{out} already exists and is not empty; it was left untouched",
                           hint="choose another folder, or pass --replace to replace it")
     for p in (gguf, adapter_gguf):

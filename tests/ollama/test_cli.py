@@ -65,11 +65,23 @@ def test_no_server_writes_the_folder_and_prints_the_command(gguf, capsys, tailor
     assert snapshot_tree(gguf.parent) == before
 
 
-def test_modelfile_dir_skips_the_server(server, gguf, capsys, tmp_path):
+def test_offline_skips_the_server(server, gguf, capsys, tmp_path):
     code, out, _ = run(capsys, "--gguf", str(gguf), "--name", "m", "--host", server.host,
-                       "--modelfile-dir", str(tmp_path / "folder"))
+                       "--offline", "--modelfile-dir", str(tmp_path / "folder"))
     assert code == 0 and "ollama create m -f Modelfile" in out
     assert server.requests == [] and (tmp_path / "folder" / "Modelfile").exists()
+
+
+def test_modelfile_dir_with_a_server_creates_and_writes_the_folder(server, gguf, capsys,
+                                                                   tmp_path):
+    folder = tmp_path / "folder"
+    for attempt in range(2):  # the app sends twice to the same folder: ours, so rewritten
+        code, out, _ = run(capsys, "--gguf", str(gguf), "--name", f"m{attempt}",
+                           "--host", server.host, "--modelfile-dir", str(folder), "--json")
+        result = json.loads(out)
+        assert code == 0 and result["created"] and result["modelfile_dir"] == str(folder)
+        assert f"ollama create m{attempt} -f Modelfile" in (folder / "README.txt").read_text()
+    assert set(server.models) == {"m0:latest", "m1:latest"}
 
 
 def test_status(server, capsys):
