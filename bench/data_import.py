@@ -1,7 +1,7 @@
 """Benchmark: import + tokenize N generated chat examples with Tailor and with mlx-lm's own loader.
 
 Both read the same JSONL file with the same tokenizer (a tiny model's real tokenizer and chat
-template) in one run. mlx-lm: ``mlx_lm.tuner.datasets.load_dataset`` + ``CacheDataset``, every
+template) in one run; each contender is timed in its own fresh interpreter. mlx-lm: ``mlx_lm.tuner.datasets.load_dataset`` + ``CacheDataset``, every
 item processed as its trainer does (``iterate_batches`` reads each item's tokens). Tailor:
 ``prepare_dataset`` (validation, dedupe, split, rendering with masks, statistics).
 
@@ -15,6 +15,7 @@ import gc
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,49 +89,72 @@ def run_tailor(path: Path, tokenizer) -> tuple[float, int, object]:
     return seconds, tokens, prepared
 
 
+def measure(which: str, path: Path, model: str) -> dict:
+    """One contender, timed in this (fresh) process; the tokenizer loads before the clock."""
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    from engine.tiny_models import cached_tiny_model
+
+    tokenizer = load_tokenizer(cached_tiny_model(model))
+    gc.collect()
+    if which == "tailor":
+        seconds, tokens, prepared = run_tailor(path, tokenizer)
+        rep = prepared.report
+        return {"seconds": seconds, "tokens": tokens,
+                "trained": rep.train_stats.trained_tokens + rep.valid_stats.trained_tokens,
+                "train": rep.train_examples, "valid": rep.valid_examples,
+                "errors": len(rep.errors), "duplicates": rep.duplicates}
+    seconds, tokens = run_mlx_lm(path.parent, tokenizer, mask_prompt=which == "mlx-masked")
+    return {"seconds": seconds, "tokens": tokens}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000, help="examples to generate")
     ap.add_argument("--model", default="qwen2", help="tiny model kind whose tokenizer is used")
     ap.add_argument("--skip-unmasked", action="store_true",
                     help="skip mlx-lm without prompt masking (its default)")
+    ap.add_argument("--only", choices=["tailor", "mlx-masked", "mlx-default"],
+                    help=argparse.SUPPRESS)  # internal: one contender in a child process
+    ap.add_argument("--file", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
-    from mlx_lm.tokenizer_utils import load as load_tokenizer
+    if args.only:
+        print(json.dumps(measure(args.only, Path(args.file), args.model)))
+        return 0
 
-    from engine.tiny_models import cached_tiny_model
-
-    tokenizer = load_tokenizer(cached_tiny_model(args.model))
+    contenders = ["tailor", "mlx-masked"] + ([] if args.skip_unmasked else ["mlx-default"])
     with tempfile.TemporaryDirectory(prefix="tailor-bench-") as tmp:
-        folder = Path(tmp)
-        path = folder / "train.jsonl"  # mlx-lm reads <folder>/train.jsonl; Tailor the same file
+        path = Path(tmp) / "train.jsonl"  # mlx-lm reads <folder>/train.jsonl; Tailor the same
         t0 = time.perf_counter()
         write_examples(path, args.n)
         print(f"generated {args.n} chat examples ({path.stat().st_size / 2**20:.1f} MiB) in "
-              f"{time.perf_counter() - t0:.1f} s; tokenizer: tiny {args.model}")
-
-        gc.collect()
-        t_tailor, tok_tailor, prepared = run_tailor(path, tokenizer)
-        rep = prepared.report
-        print(f"tailor prepare_dataset        {t_tailor:7.2f} s  {tok_tailor} tokens, "
-              f"{rep.train_stats.trained_tokens + rep.valid_stats.trained_tokens} trained, "
-              f"{rep.train_examples} train / {rep.valid_examples} valid, "
-              f"{len(rep.errors)} errors, {rep.duplicates} duplicates")
-        del prepared
-        gc.collect()
-        t_mask, tok_mask = run_mlx_lm(folder, tokenizer, mask_prompt=True)
-        print(f"mlx-lm load_dataset (masked)  {t_mask:7.2f} s  {tok_mask} tokens")
-        results = {"n": args.n, "tailor_s": t_tailor, "mlx_lm_masked_s": t_mask}
-        if not args.skip_unmasked:
-            gc.collect()
-            t_plain, tok_plain = run_mlx_lm(folder, tokenizer, mask_prompt=False)
-            print(f"mlx-lm load_dataset (default) {t_plain:7.2f} s  {tok_plain} tokens")
-            results["mlx_lm_default_s"] = t_plain
-        print(f"ratio tailor / mlx-lm (masked)  = {t_tailor / t_mask:.2f}  "
-              f"(below 1: Tailor is faster)")
-        if "mlx_lm_default_s" in results:
-            print(f"ratio tailor / mlx-lm (default) = {t_tailor / results['mlx_lm_default_s']:.2f}")
-        print(json.dumps(results))
+              f"{time.perf_counter() - t0:.1f} s; tokenizer: tiny {args.model}; "
+              f"{os.cpu_count()} CPUs", flush=True)
+        results = {}
+        for which in contenders:
+            # A fresh interpreter each, so one's garbage (55M Python ints) never slows another.
+            proc = subprocess.run([sys.executable, __file__, "--only", which, "--file",
+                                   str(path), "--model", args.model],
+                                  capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                print(proc.stderr, file=sys.stderr)
+                return 1
+            results[which] = json.loads(proc.stdout.strip().splitlines()[-1])
+            r = results[which]
+            label = {"tailor": "tailor prepare_dataset       ",
+                     "mlx-masked": "mlx-lm load_dataset (masked) ",
+                     "mlx-default": "mlx-lm load_dataset (default)"}[which]
+            extra = (f", {r['trained']} trained, {r['train']} train / {r['valid']} valid, "
+                     f"{r['errors']} errors, {r['duplicates']} duplicates"
+                     if which == "tailor" else "")
+            print(f"{label} {r['seconds']:7.2f} s  {r['tokens']} tokens{extra}", flush=True)
+    t = results["tailor"]["seconds"]
+    print(f"ratio tailor / mlx-lm (masked)  = {t / results['mlx-masked']['seconds']:.2f}  "
+          "(below 1: Tailor is faster)")
+    if "mlx-default" in results:
+        print(f"ratio tailor / mlx-lm (default) = {t / results['mlx-default']['seconds']:.2f}")
+    print(json.dumps({"n": args.n, **{k: v["seconds"] for k, v in results.items()}}))
     return 0
 
 
