@@ -26,7 +26,9 @@ class LossHistory:
         self.version = 0
 
     def clear(self) -> None:
+        version = self.version  # never goes back, so a view cannot mistake new data for old
         self.__init__()
+        self.version = version + 1
 
     def add_train(self, step, loss) -> None:
         v = _finite_float(loss)

@@ -109,7 +109,10 @@ class EngineWorker(QObject):
             return
         self._stop_requested = True
         self.state = "stopping"
-        self.proc.write(b"stop\n")
+        if self.proc.state() == QProcess.ProcessState.Running:
+            self.proc.write(b"stop\n")
+        else:  # still starting: a write now would be lost, so send it once it runs
+            self.proc.started.connect(lambda: self.proc.write(b"stop\n"))
         QTimer.singleShot(self.stop_grace_ms, self._escalate_terminate)
 
     def _escalate_terminate(self) -> None:

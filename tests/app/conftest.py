@@ -15,3 +15,55 @@ def fake_argv():
     def make(*args: str) -> list[str]:
         return [sys.executable, str(FAKE_ENGINE), *args]
     return make
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    """The main window with its own settings file; questions answered "yes"."""
+    from PySide6.QtCore import QSettings
+
+    from app.main import make_app
+    from app.main_window import MainWindow
+
+    make_app([])
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings, confirm=lambda title, text: True, first_run_sample=False)
+    w.resize(1280, 800)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    # Leave no worker behind: stop every job and wait for it to end.
+    w.state.queue.stop_all()
+    qtbot.waitUntil(lambda: not w.state.queue.running, timeout=30000)
+
+
+def screenshot(widget, folder: Path, name: str) -> Path:
+    """Save ``widget`` as PNG under ``folder/screenshots`` and check it is not blank."""
+    import numpy as np
+
+    out = folder / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    image = widget.grab().toImage()
+    path = out / f"{name}.png"
+    assert image.save(str(path)), path
+    image = image.convertToFormat(image.Format.Format_RGB32)
+    ptr = image.constBits()
+    arr = np.frombuffer(ptr, dtype=np.uint8, count=image.sizeInBytes()).reshape(
+        image.height(), image.bytesPerLine())
+    assert arr.std() > 10, f"{path} looks blank (pixel std {arr.std():.1f})"
+    return path
+
+
+def small_chat_dataset(folder: Path, n: int = 40, bad_lines: int = 0) -> Path:
+    import json
+
+    path = folder / "chat.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"messages": [
+                {"role": "user", "content": f"What is {i} plus one?"},
+                {"role": "assistant", "content": f"{i} plus one is {i + 1}."}]}) + "\n")
+            if i < bad_lines:
+                f.write('{"messages": [oops\n')
+    return path

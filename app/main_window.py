@@ -1,0 +1,272 @@
+"""The window: a sidebar of pages (Model, Data, Train, Library, Playground, Export), the menu
+bar, drops anywhere, window state kept in QSettings, and a question before quitting mid-run."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer
+from PySide6.QtGui import QAction, QIcon, QKeySequence
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QListWidget, QListWidgetItem, QMainWindow,
+                               QMessageBox, QStackedWidget, QWidget)
+
+from engine import __version__
+from engine.paths import RESOURCES
+
+from .pages.data import DataPage
+from .pages.export import ExportPage
+from .pages.library import LibraryPage
+from .pages.model import ModelPage
+from .pages.playground import PlaygroundPage
+from .pages.train import TrainPage
+from .state import AppState
+
+PAGES = ("Model", "Data", "Train", "Library", "Playground", "Export")
+ICONS = RESOURCES / "icons"
+SAMPLES = RESOURCES / "samples"
+DATA_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv", ".txt"}
+
+
+def icon(name: str) -> QIcon:
+    p = ICONS / f"{name.lower()}.svg"
+    return QIcon(str(p)) if p.exists() else QIcon()
+
+
+def classify_drop(paths: list[Path]) -> tuple[str, Path] | None:
+    """What a drop means: ("model", folder) for a folder with config.json, else ("data", path)
+    for a dataset file or folder; None for nothing usable."""
+    for p in paths:
+        if p.is_dir() and (p / "config.json").exists():
+            return "model", p
+    for p in paths:
+        if p.is_dir() or p.suffix.lower() in DATA_SUFFIXES:
+            return "data", p
+    return ("data", paths[0]) if paths else None
+
+
+def sample_dataset() -> Path | None:
+    """The bundled first-run dataset, if the resources hold one."""
+    if not SAMPLES.is_dir():
+        return None
+    found = sorted(p for p in SAMPLES.iterdir() if p.suffix.lower() in DATA_SUFFIXES)
+    return found[0] if found else None
+
+
+class PreferencesDialog(QDialog):
+    def __init__(self, settings: QSettings, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Preferences")
+        self.settings = settings
+        form = QFormLayout(self)
+        self.library = QLineEdit(str(settings.value("library/folder", "") or ""))
+        self.library.setPlaceholderText(os.environ.get("TAILOR_HOME", "the default folder"))
+        self.library.setToolTip("where adapters, runs and exports are kept (takes effect at the "
+                                "next start)")
+        form.addRow("Library folder", self.library)
+        self.host = QLineEdit(str(settings.value("ollama/host", "") or ""))
+        self.host.setPlaceholderText("127.0.0.1:11434")
+        form.addRow("Ollama host", self.host)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok |
+                                   QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def accept(self) -> None:
+        self.settings.setValue("library/folder", self.library.text().strip())
+        self.settings.setValue("ollama/host", self.host.text().strip())
+        super().accept()
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None, state: AppState | None = None,
+                 confirm: Callable[[str, str], bool] | None = None, first_run_sample: bool = True):
+        super().__init__()
+        self.settings = settings or QSettings()
+        self.state = state or AppState(parent=self)
+        self.confirm = confirm or self._confirm_dialog
+        self._quitting = False
+        self.setWindowTitle("Tailor")
+        self.setWindowIcon(icon("tailor"))
+        self.setAcceptDrops(True)
+        self.setMinimumSize(QSize(1000, 640))
+
+        self.sidebar = QListWidget()
+        self.sidebar.setIconSize(QSize(22, 22))
+        self.sidebar.setFixedWidth(168)
+        self.sidebar.setObjectName("sidebar")
+        self.sidebar.setFrameShape(QListWidget.Shape.NoFrame)
+        self.stack = QStackedWidget()
+        self.pages: dict[str, QWidget] = {
+            "Model": ModelPage(self.state),
+            "Data": DataPage(self.state),
+            "Train": TrainPage(self.state),
+            "Library": LibraryPage(self.state, confirm=self.confirm),
+            "Playground": PlaygroundPage(self.state),
+            "Export": ExportPage(self.state, settings=self.settings),
+        }
+        for name in PAGES:
+            item = QListWidgetItem(icon(name), name)
+            item.setSizeHint(QSize(150, 40))
+            self.sidebar.addItem(item)
+            page = self.pages[name]
+            page.layout().setContentsMargins(18, 14, 18, 14)
+            self.stack.addWidget(page)
+        self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self.sidebar)
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self.job_label = QLabel("Idle")
+        self.statusBar().addPermanentWidget(self.job_label)
+        self.state.queue.changed.connect(
+            lambda: self.job_label.setText(self.state.queue.describe()))
+        self.state.page_requested.connect(self.show_page)
+        self.state.adapter_requested.connect(self._on_adapter_request)
+        self.state.model_changed.connect(lambda m: self.settings.setValue("model/last", m))
+        self._build_menus()
+        self._restore(first_run_sample)
+
+    # -- pages -------------------------------------------------------------------------------
+
+    def show_page(self, name: str) -> None:
+        self.sidebar.setCurrentRow(PAGES.index(name))
+
+    def current_page(self) -> str:
+        return PAGES[self.stack.currentIndex()]
+
+    def _on_adapter_request(self, action: str, name: str) -> None:
+        if action == "try":
+            self.pages["Playground"].select_adapter(name)
+            self.show_page("Playground")
+        elif action == "export":
+            self.pages["Export"].select_adapter(name)
+            self.show_page("Export")
+        elif action == "resume":
+            self.show_page("Train")
+            self.pages["Train"].resume(name)
+
+    # -- menus -------------------------------------------------------------------------------
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self._action(file_menu, "Open Dataset…", QKeySequence.StandardKey.Open,
+                     self.pages["Data"].open_dialog)
+        self._action(file_menu, "Choose Model Folder…", "Ctrl+Shift+O",
+                     self.pages["Model"].browse)
+        file_menu.addSeparator()
+        self._action(file_menu, "Quit", QKeySequence.StandardKey.Quit, self.close,
+                     role=QAction.MenuRole.QuitRole)
+        edit = bar.addMenu("&Edit")
+        self._action(edit, "Preferences…", QKeySequence.StandardKey.Preferences,
+                     self.preferences, role=QAction.MenuRole.PreferencesRole)
+        view = bar.addMenu("&View")
+        for i, name in enumerate(PAGES, 1):
+            self._action(view, name, f"Ctrl+{i}", lambda n=name: self.show_page(n))
+        run = bar.addMenu("&Run")
+        self._action(run, "Start Training", "Ctrl+R", self.pages["Train"].start)
+        self._action(run, "Stop", "Ctrl+.", self.pages["Train"].stop)
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "About Tailor", None, self.about,
+                     role=QAction.MenuRole.AboutRole)
+
+    def _action(self, menu, text, shortcut, slot, role=None) -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(QKeySequence(shortcut))
+        if role is not None:
+            a.setMenuRole(role)
+        a.triggered.connect(lambda *_: slot())
+        menu.addAction(a)
+        return a
+
+    def preferences(self) -> None:
+        PreferencesDialog(self.settings, self).exec()
+
+    def about(self) -> None:
+        QMessageBox.about(self, "About Tailor",
+                          f"<h3>Tailor {__version__}</h3><p>Fine-tune language models on your "
+                          "Mac with LoRA (MLX), keep the adapters, export GGUF and run them in "
+                          "Ollama.</p><p>Open source, MIT licence.</p>")
+
+    # -- drops -------------------------------------------------------------------------------
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:
+        paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        what = classify_drop(paths)
+        if what is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        kind, path = what
+        if kind == "model":
+            self.state.set_model(str(path))
+            self.show_page("Model")
+        else:
+            self.show_page("Data")
+            self.state.set_data(str(path))
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _restore(self, first_run_sample: bool) -> None:
+        geometry = self.settings.value("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 800)
+        state = self.settings.value("window/state")
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+        page = str(self.settings.value("window/page", "Model"))
+        self.show_page(page if page in PAGES else "Model")
+        model = str(self.settings.value("model/last", "") or "")
+        if model:
+            self.state.set_model(model)
+        first = not self.settings.value("app/first_run_done", False, type=bool)
+        sample = sample_dataset()
+        if first and first_run_sample and sample is not None:
+            self.state.set_data(str(sample))
+            self.statusBar().showMessage("Welcome! A sample dataset is loaded: choose a base "
+                                         "model, then press Start on the Train page.", 15000)
+        self.settings.setValue("app/first_run_done", True)
+
+    def save_state(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("window/page", self.current_page())
+        self.settings.sync()
+
+    def closeEvent(self, event) -> None:
+        queue = self.state.queue
+        if queue.busy and not self._quitting:
+            if not self.confirm("Quit Tailor?",
+                                "A job is still running. Stop it and quit? A training run "
+                                "saves a checkpoint first, so you can resume it later."):
+                event.ignore()
+                return
+            self._quitting = True
+            queue.stop_all()
+            self.statusBar().showMessage("Stopping the running job before quitting…")
+            queue.changed.connect(lambda: (not queue.busy) and QTimer.singleShot(0, self.close))
+            event.ignore()
+            return
+        self.save_state()
+        event.accept()
+
+    def _confirm_dialog(self, title: str, text: str) -> bool:
+        return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes

@@ -1,0 +1,311 @@
+"""Export: an adapter and a GGUF type (with the expected size of each), the verification result,
+and "Send to Ollama" (name, optional system prompt), with Ollama's status; without Ollama, the
+Modelfile folder and the command to run."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
+                               QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+                               QHeaderView)
+
+from engine import library, paths
+
+from .. import commands
+from ..estimate import GIB, estimate, read_model_config
+from ..widgets import Banner, page_header
+
+# Bits per weight of each GGUF type (K-quant mixtures: llama.cpp's typical figures).
+QUANTS = [("q4_k_m", 4.85, "smallest that keeps quality; the usual choice"),
+          ("q5_k_m", 5.69, "a little larger, a little closer to the original"),
+          ("q6_k", 6.56, "near-lossless"),
+          ("q8_0", 8.5, "practically lossless"),
+          ("q4_0", 4.5, "legacy 4-bit"),
+          ("f16", 16.0, "unquantized half precision"),
+          ("bf16", 16.0, "unquantized bfloat16"),
+          ("f32", 32.0, "full precision (large)")]
+
+
+def expected_size(base_params: int, bits_per_weight: float) -> int:
+    return int(base_params * bits_per_weight / 8)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def ollama_name_for(adapter: str) -> str:
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in adapter.lower()).strip("-._")
+    return name or "my-model"
+
+
+class ExportPage(QWidget):
+    TITLE = "Export"
+    EXPLANATION = ("Write your fine-tuned model as one GGUF file (llama.cpp, LM Studio, Ollama), "
+                   "checked after writing, and hand it to Ollama in one click.")
+
+    def __init__(self, state, settings=None, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.settings = settings
+        self.export_job = None
+        self.ollama_job = None
+        self.last_export: dict | None = None
+        self.verified = False
+        self._build()
+        state.library_changed.connect(self.refresh_adapters)
+        self.refresh_adapters()
+
+    def _build(self) -> None:
+        lay = QVBoxLayout(self)
+        lay.addWidget(page_header(self.TITLE, self.EXPLANATION))
+        self.banner = Banner()
+        lay.addWidget(self.banner)
+        row = QHBoxLayout()
+        gguf = QGroupBox("GGUF file")
+        form = QFormLayout(gguf)
+        self.adapter_box = QComboBox()
+        self.adapter_box.currentIndexChanged.connect(self._update_sizes)
+        form.addRow("Adapter", self.adapter_box)
+        self.quant_box = QComboBox()
+        self.quant_box.currentIndexChanged.connect(self._update_out)
+        form.addRow("Type", self.quant_box)
+        self.adapter_only = QCheckBox("Adapter only (small file for Ollama ADAPTER / llama.cpp "
+                                      "--lora)")
+        form.addRow("", self.adapter_only)
+        self.out_edit = QLineEdit()
+        form.addRow("Save as", self.out_edit)
+        self.export_button = QPushButton("Write GGUF")
+        self.export_button.clicked.connect(self.export)
+        form.addRow("", self.export_button)
+        self.progress = QProgressBar()
+        self.progress.hide()
+        form.addRow("", self.progress)
+        row.addWidget(gguf, 1)
+
+        ollama = QGroupBox("Send to Ollama")
+        of = QFormLayout(ollama)
+        self.ollama_status = QLabel("Ollama: not checked yet")
+        self.ollama_status.setWordWrap(True)
+        check = QPushButton("Check")
+        check.clicked.connect(self.check_ollama)
+        srow = QHBoxLayout()
+        srow.addWidget(self.ollama_status, 1)
+        srow.addWidget(check)
+        of.addRow("Status", srow)
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("my-model")
+        of.addRow("Model name", self.name_edit)
+        self.system_edit = QPlainTextEdit()
+        self.system_edit.setPlaceholderText("optional system prompt")
+        self.system_edit.setMaximumHeight(70)
+        of.addRow("System prompt", self.system_edit)
+        self.send_button = QPushButton("Send to Ollama")
+        self.send_button.setEnabled(False)
+        self.send_button.setToolTip("write a GGUF first")
+        self.send_button.clicked.connect(self.send_to_ollama)
+        of.addRow("", self.send_button)
+        row.addWidget(ollama, 1)
+        lay.addLayout(row)
+
+        lay.addWidget(QLabel("<b>Verification</b>"))
+        self.checks = QTableWidget(0, 3)
+        self.checks.setHorizontalHeaderLabels(["Check", "Result", "Detail"])
+        self.checks.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.checks.verticalHeader().hide()
+        lay.addWidget(self.checks, 1)
+        self.ollama_result = QPlainTextEdit()
+        self.ollama_result.setReadOnly(True)
+        self.ollama_result.setMaximumHeight(110)
+        self.ollama_result.hide()
+        lay.addWidget(self.ollama_result)
+
+    # -- choices -----------------------------------------------------------------------------
+
+    def refresh_adapters(self) -> None:
+        keep = self.adapter_box.currentData()
+        self.adapter_box.blockSignals(True)
+        self.adapter_box.clear()
+        for a in library.list_adapters():
+            if a.weights.exists():
+                self.adapter_box.addItem(a.name, a.name)
+        i = self.adapter_box.findData(keep)
+        self.adapter_box.setCurrentIndex(max(i, 0))
+        self.adapter_box.blockSignals(False)
+        self._update_sizes()
+
+    def select_adapter(self, name: str) -> None:
+        self.refresh_adapters()
+        i = self.adapter_box.findData(name)
+        if i >= 0:
+            self.adapter_box.setCurrentIndex(i)
+
+    def _base_params(self) -> int:
+        name = self.adapter_box.currentData()
+        if not name:
+            return 0
+        try:
+            a = library.get_adapter(name)
+        except Exception:  # noqa: BLE001
+            return 0
+        est = estimate(read_model_config(a.base_model), {}) if a.base_model else None
+        return est.base_params if est else 0
+
+    def _update_sizes(self) -> None:
+        keep = self.quant_box.currentData() or "q4_k_m"
+        params = self._base_params()
+        self.quant_box.blockSignals(True)
+        self.quant_box.clear()
+        for key, bpw, note in QUANTS:
+            size = f" · about {human_bytes(expected_size(params, bpw))}" if params else ""
+            self.quant_box.addItem(f"{key.upper()}{size} — {note}", key)
+        self.quant_box.setCurrentIndex(max(self.quant_box.findData(keep), 0))
+        self.quant_box.blockSignals(False)
+        name = self.adapter_box.currentData() or ""
+        if name and not self.name_edit.isModified():
+            self.name_edit.setText(ollama_name_for(name))
+        self._update_out()
+
+    def _update_out(self) -> None:
+        name = self.adapter_box.currentData() or ""
+        quant = self.quant_box.currentData() or "q4_k_m"
+        if name:
+            self.out_edit.setText(str(paths.exports_dir() / f"{name}-{quant}.gguf"))
+
+    # -- export ------------------------------------------------------------------------------
+
+    def export(self) -> None:
+        name = self.adapter_box.currentData()
+        if not name:
+            self.banner.show_message("warn", "No adapter to export yet: train one first.")
+            return
+        out = self.out_edit.text().strip()
+        if Path(out).exists():
+            self.banner.show_message("warn", f"{html.escape(out)} already exists; choose "
+                                     "another file name (nothing is overwritten).")
+            return
+        argv = commands.export_command(name, self.quant_box.currentData(), out,
+                                       adapter_only=self.adapter_only.isChecked())
+        self.export_job = job = self.state.queue.submit(f"Export {name}", argv)
+        self.verified = False
+        self.last_export = None
+        self.send_button.setEnabled(False)
+        self.checks.setRowCount(0)
+        self.progress.setValue(0)
+        self.progress.show()
+        self.export_button.setEnabled(False)
+        w = job.worker
+        w.progressed.connect(self._on_progress)
+        w.finished.connect(lambda e: self._on_exported(e.result or {}))
+        w.failed.connect(lambda e: self._error("Export failed", e.message, e.hint))
+        w.crashed.connect(lambda m, h: self._error("The export worker crashed", m, h))
+        w.cancelled.connect(lambda e: self.banner.show_message("warn", "Export cancelled; "
+                                                               "nothing was written."))
+        w.ended.connect(lambda _: (self.progress.hide(), self.export_button.setEnabled(True)))
+        self.banner.show_message("info", f"Exporting {html.escape(name)}…")
+
+    def _on_progress(self, e) -> None:
+        if e.total:
+            self.progress.setMaximum(1000)
+            self.progress.setValue(int(1000 * e.done / e.total))
+        self.progress.setFormat(f"{e.message or e.stage} %p%")
+
+    def _error(self, title: str, message: str, hint: str) -> None:
+        self.banner.show_message("error", f"{title}: {html.escape(message)}"
+                                 + (f"<br>{html.escape(hint)}" if hint else ""))
+
+    def _on_exported(self, result: dict) -> None:
+        self.last_export = result
+        ver = result.get("verification") or {}
+        checks = ver.get("checks") or []
+        self.checks.setRowCount(len(checks))
+        for i, c in enumerate(checks):
+            self.checks.setItem(i, 0, QTableWidgetItem(str(c.get("name", ""))))
+            ok = QTableWidgetItem("passed" if c.get("passed") else "FAILED")
+            ok.setForeground(Qt.GlobalColor.darkGreen if c.get("passed") else Qt.GlobalColor.red)
+            self.checks.setItem(i, 1, ok)
+            self.checks.setItem(i, 2, QTableWidgetItem(str(c.get("detail", ""))))
+        self.checks.resizeColumnsToContents()
+        self.verified = bool(ver.get("passed"))
+        path = result.get("path", "")
+        size = result.get("size_bytes") or (Path(path).stat().st_size if path and
+                                            Path(path).exists() else 0)
+        if self.verified:
+            self.banner.show_message("ok", f"Verified: {html.escape(Path(path).name)} "
+                                     f"({human_bytes(size)}) loads and matches the trained "
+                                     "model. Next: Send to Ollama.")
+            self.send_button.setEnabled(True)
+            self.send_button.setToolTip("")
+        else:
+            self.banner.show_message("error", f"{html.escape(Path(path).name)} was written but "
+                                     "did not pass verification; see the checks below.")
+
+    # -- Ollama ------------------------------------------------------------------------------
+
+    def host(self) -> str:
+        return str(self.settings.value("ollama/host", "") or "") if self.settings else ""
+
+    def check_ollama(self) -> None:
+        job = self.state.queue.submit("Ollama status",
+                                      commands.ollama_status_command(self.host()), heavy=False)
+        job.worker.finished.connect(lambda e: self._show_status(e.result or {}))
+        job.worker.failed.connect(lambda e: self.ollama_status.setText(
+            f"not reachable: {html.escape(e.message)}"))
+        job.worker.crashed.connect(lambda m, h: self.ollama_status.setText(html.escape(m)))
+
+    def _show_status(self, r: dict) -> None:
+        if r.get("reachable", True) and r.get("version"):
+            self.ollama_status.setText(f"running (version {html.escape(str(r['version']))}, "
+                                       f"{len(r.get('models', []))} models) at "
+                                       f"{html.escape(str(r.get('host', '')))}")
+        else:
+            self.ollama_status.setText("not running: “Send to Ollama” writes a folder with the "
+                                       "GGUF and a Modelfile, and shows the command to run")
+
+    def send_to_ollama(self) -> None:
+        if not (self.last_export and self.verified):
+            return
+        name = self.name_edit.text().strip() or ollama_name_for(self.adapter_box.currentData())
+        gguf = self.last_export.get("path", "")
+        folder = str(Path(gguf).with_suffix("")) + "-ollama"
+        argv = commands.ollama_command(gguf, name, system=self.system_edit.toPlainText().strip(),
+                                       host=self.host(), modelfile_dir=folder)
+        self.ollama_job = job = self.state.queue.submit(f"Ollama {name}", argv)
+        self.send_button.setEnabled(False)
+        w = job.worker
+        w.progressed.connect(self._on_progress)
+        w.finished.connect(lambda e: self._on_sent(name, e.result or {}))
+        w.failed.connect(lambda e: self._on_send_failed(e.message, e.hint))
+        w.crashed.connect(lambda m, h: self._on_send_failed(m, h))
+        w.ended.connect(lambda _: (self.send_button.setEnabled(True), self.progress.hide()))
+        self.progress.setValue(0)
+        self.progress.show()
+        self.banner.show_message("info", f"Sending {html.escape(name)} to Ollama…")
+
+    def _on_sent(self, name: str, r: dict) -> None:
+        folder = r.get("modelfile_dir") or r.get("folder") or ""
+        command = r.get("command") or (f"ollama create {name} -f {folder}/Modelfile"
+                                       if folder else "")
+        if r.get("created", r.get("ollama", True)) and not r.get("offline"):
+            self.banner.show_message("ok", f"In Ollama: run <code>ollama run "
+                                     f"{html.escape(name)}</code>.")
+            text = f"ollama run {name}"
+        else:
+            self.banner.show_message("warn", "Ollama is not running, so Tailor wrote a ready "
+                                     f"folder: {html.escape(folder)}<br>Start Ollama and run "
+                                     f"<code>{html.escape(command)}</code>")
+            text = command
+        if folder:
+            text += f"\n\nModelfile folder (also for LM Studio and llama.cpp): {folder}"
+        self.ollama_result.setPlainText(text)
+        self.ollama_result.show()
+
+    def _on_send_failed(self, message: str, hint: str) -> None:
+        self._error("Ollama refused the model", message, hint)

@@ -1,0 +1,293 @@
+"""Library: every adapter as a row; details (settings, loss curve, record); rename, duplicate,
+delete (confirmed), resume, try, export; a second run's curves overlaid to compare."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView,
+                               QInputDialog, QLabel, QMessageBox, QPushButton, QSplitter,
+                               QTableView, QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
+
+from engine import library
+from engine.events import TailorError
+
+from ..history import LossHistory
+from ..widgets import Banner, LossChart, page_header
+
+
+def _when(ts) -> str:
+    try:
+        return dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError, OSError):
+        return ""
+
+
+class AdapterTableModel(QAbstractTableModel):
+    """Adapters in the library, one per row (tested without a view)."""
+
+    NAME, BASE, DATASET, DATE, STEPS, BEST_VAL, STATUS = range(7)
+    HEADERS = ("Name", "Base model", "Dataset", "Date", "Steps", "Best val loss", "Status")
+
+    def __init__(self, lister: Callable[[], list] = library.list_adapters, parent=None):
+        super().__init__(parent)
+        self.lister = lister
+        self.adapters: list[library.AdapterInfo] = []
+
+    def refresh(self) -> None:
+        self.beginResetModel()
+        try:
+            self.adapters = self.lister()
+        except (OSError, TailorError):
+            self.adapters = []
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.adapters)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return len(self.HEADERS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.HEADERS[section]
+        return None
+
+    def value(self, row: int, col: int):
+        """The raw value of a cell (what sorting uses)."""
+        a = self.adapters[row]
+        m = a.manifest
+        base = m.get("base_model") or {}
+        if col == self.NAME:
+            return a.name
+        if col == self.BASE:
+            return base.get("repo_id") or Path(base.get("path") or "").name
+        if col == self.DATASET:
+            return Path((m.get("dataset") or {}).get("path") or "").name
+        if col == self.DATE:
+            return m.get("finished") or m.get("created") or 0
+        if col == self.STEPS:
+            return m.get("steps") or 0
+        if col == self.BEST_VAL:
+            return m.get("best_val_loss")
+        return m.get("status", "unknown")
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        v = self.value(index.row(), index.column())
+        if role == Qt.ItemDataRole.DisplayRole:
+            if index.column() == self.DATE:
+                return _when(v)
+            if index.column() == self.BEST_VAL:
+                return "" if v is None else f"{float(v):.4f}"
+            return str(v)
+        if role == Qt.ItemDataRole.UserRole:
+            return v if v is not None else float("inf")
+        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() in (self.STEPS,
+                                                                            self.BEST_VAL):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def row_of(self, name: str) -> int:
+        return next((i for i, a in enumerate(self.adapters) if a.name == name), -1)
+
+
+class LibraryPage(QWidget):
+    TITLE = "Library"
+    EXPLANATION = ("Every adapter you trained, with its settings and loss curve. Select one "
+                   "to try it, export it, or compare it with another.")
+
+    def __init__(self, state, confirm: Callable[[str, str], bool] | None = None,
+                 ask_text: Callable[[str, str, str], str | None] | None = None, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.confirm = confirm or self._confirm_dialog
+        self.ask_text = ask_text or self._text_dialog
+        self.model = AdapterTableModel(parent=self)
+        self.history = LossHistory()
+        self.compare_history = LossHistory()
+        self._build()
+        state.library_changed.connect(self.refresh)
+        self.refresh()
+
+    def _build(self) -> None:
+        lay = QVBoxLayout(self)
+        lay.addWidget(page_header(self.TITLE, self.EXPLANATION))
+        self.banner = Banner()
+        lay.addWidget(self.banner)
+        split = QSplitter(Qt.Orientation.Vertical)
+        lay.addWidget(split, 1)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(Qt.ItemDataRole.UserRole)
+        self.view = QTableView()
+        self.view.setModel(self.proxy)
+        self.view.setSortingEnabled(True)
+        self.view.sortByColumn(AdapterTableModel.DATE, Qt.SortOrder.DescendingOrder)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.verticalHeader().hide()
+        self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.view.horizontalHeader().setStretchLastSection(True)
+        self.view.selectionModel().selectionChanged.connect(self._on_selection)
+        self.view.doubleClicked.connect(lambda _: self._act("try"))
+        split.addWidget(self.view)
+
+        detail = QWidget()
+        dl = QVBoxLayout(detail)
+        dl.setContentsMargins(0, 0, 0, 0)
+        buttons = QHBoxLayout()
+        self.buttons: dict[str, QPushButton] = {}
+        for key, label in (("try", "Try"), ("export", "Export…"), ("resume", "Resume"),
+                           ("rename", "Rename…"), ("duplicate", "Duplicate…"),
+                           ("delete", "Delete…")):
+            b = QPushButton(label)
+            b.clicked.connect(lambda _=False, k=key: self._act(k))
+            buttons.addWidget(b)
+            self.buttons[key] = b
+        buttons.addStretch(1)
+        buttons.addWidget(QLabel("Compare with"))
+        self.compare_box = QComboBox()
+        self.compare_box.setMinimumWidth(160)
+        self.compare_box.currentIndexChanged.connect(self._on_compare)
+        buttons.addWidget(self.compare_box)
+        dl.addLayout(buttons)
+        self.tabs = QTabWidget()
+        self.chart = LossChart(self.history)
+        self.settings_view = QTextBrowser()
+        self.record_view = QTextBrowser()
+        self.tabs.addTab(self.chart, "Loss curve")
+        self.tabs.addTab(self.settings_view, "Settings")
+        self.tabs.addTab(self.record_view, "Record")
+        dl.addWidget(self.tabs, 1)
+        split.addWidget(detail)
+        split.setSizes([260, 420])
+        self._enable(None)
+
+    # -- data --------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        keep = self.selected_name()
+        self.model.refresh()
+        for c in range(self.model.columnCount()):
+            self.view.resizeColumnToContents(c)
+        self.compare_box.blockSignals(True)
+        self.compare_box.clear()
+        self.compare_box.addItem("—", "")
+        for a in self.model.adapters:
+            self.compare_box.addItem(a.name, a.name)
+        self.compare_box.blockSignals(False)
+        if keep:
+            self.select(keep)
+        elif self.model.adapters:
+            self.view.selectRow(0)
+        else:
+            self._show(None)
+
+    def select(self, name: str) -> bool:
+        row = self.model.row_of(name)
+        if row < 0:
+            return False
+        idx = self.proxy.mapFromSource(self.model.index(row, 0))
+        self.view.selectRow(idx.row())
+        return True
+
+    def selected(self) -> library.AdapterInfo | None:
+        rows = self.view.selectionModel().selectedRows() if self.view.selectionModel() else []
+        if not rows:
+            return None
+        return self.model.adapters[self.proxy.mapToSource(rows[0]).row()]
+
+    def selected_name(self) -> str:
+        a = self.selected()
+        return a.name if a else ""
+
+    def _on_selection(self, *_) -> None:
+        self._show(self.selected())
+
+    def _enable(self, a) -> None:
+        running = a is not None and a.status == "running"
+        for key, b in self.buttons.items():
+            b.setEnabled(a is not None and not (running and key in ("rename", "delete",
+                                                                      "resume")))
+        if a is not None:
+            self.buttons["resume"].setEnabled(a.status in ("cancelled", "failed"))
+            self.buttons["try"].setEnabled(a.weights.exists())
+            self.buttons["export"].setEnabled(a.weights.exists())
+
+    def _show(self, a) -> None:
+        self._enable(a)
+        if a is None:
+            self.history.clear()
+            self.settings_view.setHtml("<p style='color:gray'>No adapter selected. Train one on "
+                                       "the Train page.</p>")
+            self.record_view.clear()
+            return
+        m = a.manifest
+        self.history.load(m.get("loss_history"))
+        rows = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>"
+                       for k, v in (m.get("settings") or {}).items())
+        base = m.get("base_model") or {}
+        ds = m.get("dataset") or {}
+        self.settings_view.setHtml(
+            f"<h3>{a.name}</h3><p>Status: <b>{a.status}</b> · base "
+            f"{base.get('repo_id') or base.get('path', '')} ({base.get('architecture', '?')}) · "
+            f"dataset {ds.get('path', '')}</p><table cellspacing=6>{rows}</table>")
+        self.record_view.setPlainText(json.dumps(
+            {k: v for k, v in m.items() if k != "loss_history"}, indent=2, default=str))
+
+    def _on_compare(self) -> None:
+        name = self.compare_box.currentData()
+        if not name:
+            self.chart.set_compare([])
+            return
+        try:
+            self.compare_history.load(library.get_adapter(name).manifest.get("loss_history"))
+        except TailorError:
+            return
+        self.chart.set_compare([(name, self.compare_history)])
+        self.tabs.setCurrentWidget(self.chart)
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _act(self, key: str) -> None:
+        a = self.selected()
+        if a is None:
+            return
+        try:
+            if key in ("try", "export", "resume"):
+                self.state.adapter_requested.emit(key, a.name)
+            elif key == "rename":
+                new = self.ask_text("Rename adapter", "New name:", a.name)
+                if new and new != a.name:
+                    library.rename_adapter(a.name, new)
+                    self._changed(new, f"Renamed “{a.name}” to “{new}”.")
+            elif key == "duplicate":
+                new = self.ask_text("Duplicate adapter", "Name of the copy:", f"{a.name}-copy")
+                if new:
+                    library.duplicate_adapter(a.name, new)
+                    self._changed(new, f"Copied “{a.name}” to “{new}”.")
+            elif key == "delete":
+                if self.confirm("Delete adapter",
+                                f"Delete “{a.name}” and its checkpoints? This cannot be undone."):
+                    library.delete_adapter(a.name)
+                    self._changed("", f"Deleted “{a.name}”.")
+        except TailorError as e:
+            self.banner.show_message("error", e.message + (f"<br>{e.hint}" if e.hint else ""))
+
+    def _changed(self, select: str, message: str) -> None:
+        self.state.library_changed.emit()
+        if select:
+            self.select(select)
+        self.banner.show_message("ok", message)
+
+    def _confirm_dialog(self, title: str, text: str) -> bool:
+        return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes
+
+    def _text_dialog(self, title: str, label: str, default: str) -> str | None:
+        text, ok = QInputDialog.getText(self, title, label, text=default)
+        return text.strip() if ok else None

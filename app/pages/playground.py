@@ -1,0 +1,184 @@
+"""Playground: chat with the base model or base + adapter, streamed from `tailor generate`;
+side by side sends one prompt to both."""
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QPlainTextEdit,
+                               QPushButton, QSpinBox, QSplitter, QTextBrowser, QVBoxLayout,
+                               QWidget)
+
+from engine import library
+
+from .. import commands
+from ..widgets import Banner, page_header
+
+BASE = ""  # the adapter combo's data for "base model only"
+
+
+def stream_piece(event) -> str | None:
+    """The generated text an event carries, if any (`tailor generate` streams Progress events
+    with stage "token" and the new text as the message)."""
+    if getattr(event, "stage", "") in ("token", "text", "generate") and event.message:
+        return event.message
+    return None
+
+
+class ChatPane(QWidget):
+    """One conversation column: a title and the transcript."""
+
+    def __init__(self, title: str, parent=None):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.title = QLabel(f"<b>{html.escape(title)}</b>")
+        lay.addWidget(self.title)
+        self.view = QTextBrowser()
+        lay.addWidget(self.view, 1)
+        self.turns: list[tuple[str, str]] = []
+        self.current = ""
+
+    def set_title(self, title: str) -> None:
+        self.title.setText(f"<b>{html.escape(title)}</b>")
+
+    def begin(self, prompt: str) -> None:
+        self.turns.append((prompt, ""))
+        self.current = ""
+        self._render()
+
+    def append(self, text: str) -> None:
+        self.current += text
+        self.turns[-1] = (self.turns[-1][0], self.current)
+        self._render()
+
+    def end(self, text: str | None = None, error: str = "") -> None:
+        if text is not None:
+            self.current = text
+        if error:
+            self.current += f"\n[{error}]"
+        if self.turns:
+            self.turns[-1] = (self.turns[-1][0], self.current)
+        self._render()
+
+    def text(self) -> str:
+        return self.current
+
+    def _render(self) -> None:
+        parts = []
+        for prompt, answer in self.turns:
+            parts.append(f"<p><b>You</b><br>{html.escape(prompt)}</p>"
+                         f"<p><b>Model</b><br>{html.escape(answer).replace(chr(10), '<br>')}</p>")
+        self.view.setHtml("<hr>".join(parts))
+        self.view.verticalScrollBar().setValue(self.view.verticalScrollBar().maximum())
+
+
+class PlaygroundPage(QWidget):
+    TITLE = "Playground"
+    EXPLANATION = ("Try what you trained: chat with the base model or with your adapter, or "
+                   "side by side to see the difference.")
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.jobs = []
+        self._build()
+        state.library_changed.connect(self.refresh_adapters)
+        state.model_changed.connect(lambda _: self._titles())
+        self.refresh_adapters()
+
+    def _build(self) -> None:
+        lay = QVBoxLayout(self)
+        lay.addWidget(page_header(self.TITLE, self.EXPLANATION))
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Adapter"))
+        self.adapter_box = QComboBox()
+        self.adapter_box.setMinimumWidth(220)
+        self.adapter_box.currentIndexChanged.connect(self._titles)
+        row.addWidget(self.adapter_box)
+        self.side_by_side = QCheckBox("Side by side with the base model")
+        self.side_by_side.toggled.connect(self._titles)
+        row.addWidget(self.side_by_side)
+        row.addStretch(1)
+        row.addWidget(QLabel("Max tokens"))
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(1, 8192)
+        self.max_tokens.setValue(256)
+        row.addWidget(self.max_tokens)
+        lay.addLayout(row)
+        self.banner = Banner()
+        lay.addWidget(self.banner)
+        self.panes = QSplitter(Qt.Orientation.Horizontal)
+        self.left = ChatPane("Base model")
+        self.right = ChatPane("Adapter")
+        self.panes.addWidget(self.left)
+        self.panes.addWidget(self.right)
+        lay.addWidget(self.panes, 1)
+        prow = QHBoxLayout()
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("Write a message… (⌘/Ctrl+Enter sends)")
+        self.prompt.setMaximumHeight(90)
+        prow.addWidget(self.prompt, 1)
+        self.send_button = QPushButton("Send")
+        self.send_button.clicked.connect(self.send)
+        prow.addWidget(self.send_button)
+        lay.addLayout(prow)
+        QShortcut(QKeySequence("Ctrl+Return"), self.prompt, activated=self.send)
+        self._titles()
+
+    def refresh_adapters(self) -> None:
+        keep = self.adapter_box.currentData()
+        self.adapter_box.blockSignals(True)
+        self.adapter_box.clear()
+        self.adapter_box.addItem("None (base model only)", BASE)
+        for a in library.list_adapters():
+            if a.weights.exists():
+                self.adapter_box.addItem(a.name, a.name)
+        i = self.adapter_box.findData(keep)
+        self.adapter_box.setCurrentIndex(max(i, 0))
+        self.adapter_box.blockSignals(False)
+        self._titles()
+
+    def select_adapter(self, name: str) -> None:
+        self.refresh_adapters()
+        i = self.adapter_box.findData(name)
+        if i >= 0:
+            self.adapter_box.setCurrentIndex(i)
+
+    def _titles(self, *_) -> None:
+        adapter = self.adapter_box.currentData()
+        both = self.side_by_side.isChecked() and bool(adapter)
+        self.right.setVisible(both)
+        self.left.set_title("Base model" if not adapter or both else f"Adapter: {adapter}")
+        self.right.set_title(f"Adapter: {adapter}")
+
+    def send(self) -> None:
+        prompt = self.prompt.toPlainText().strip()
+        if not prompt:
+            return
+        adapter = self.adapter_box.currentData()
+        if not adapter and not self.state.model:
+            self.banner.show_message("warn", "Choose a base model (Model page) or an adapter.")
+            return
+        self.banner.hide()
+        self.prompt.clear()
+        both = self.side_by_side.isChecked() and bool(adapter)
+        targets = [(self.left, "" if both else adapter)]
+        if both:
+            targets.append((self.right, adapter))
+        for pane, ad in targets:
+            self._generate(pane, prompt, ad)
+
+    def _generate(self, pane: ChatPane, prompt: str, adapter: str) -> None:
+        argv = commands.generate_command(self.state.model, prompt, adapter=adapter,
+                                         max_tokens=self.max_tokens.value())
+        job = self.state.queue.submit(f"Generate ({adapter or 'base'})", argv, heavy=False)
+        pane.begin(prompt)
+        w = job.worker
+        w.progressed.connect(lambda e: (p := stream_piece(e)) and pane.append(p))
+        w.finished.connect(lambda e: pane.end((e.result or {}).get("text")))
+        w.failed.connect(lambda e: pane.end(error=e.message))
+        w.crashed.connect(lambda m, h: pane.end(error=m))
+        w.cancelled.connect(lambda e: pane.end(error="stopped"))
+        self.jobs.append(job)

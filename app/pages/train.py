@@ -1,0 +1,517 @@
+"""Train: settings (presets, a tooltip on every field from the engine's config help), the
+parameter/memory estimate, Start/Stop/Resume, and the live run: chart, progress, log."""
+from __future__ import annotations
+
+import dataclasses
+import time
+import typing
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout,
+                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit,
+                               QProgressBar, QPushButton, QScrollArea, QSpinBox, QSplitter,
+                               QToolButton, QVBoxLayout, QWidget)
+
+from engine.train.config import PRESET_HELP, PRESETS, TrainConfig
+
+from .. import commands
+from ..estimate import estimate, read_model_config
+from ..history import LossHistory
+from ..widgets import Banner, LossChart, page_header
+
+BASIC_FIELDS = ("method", "rank", "alpha", "learning_rate", "epochs", "iters", "batch_size",
+                "max_seq_length", "grad_checkpoint")
+# quantize_base: engine/configs.py turns `int | None` into a str flag that argparse refuses,
+# so the form leaves it out until that is fixed (see tests/app/test_worker.py).
+HIDDEN_FIELDS = ("quantize_base",)
+LABELS = {"learning_rate": "Learning rate", "max_seq_length": "Max sequence length",
+          "grad_checkpoint": "Gradient checkpointing", "grad_accumulation": "Gradient accumulation",
+          "rslora": "rsLoRA scaling", "num_layers": "Layers (last N)", "iters": "Steps (0: epochs)",
+          "eval_every": "Validate every", "save_every": "Checkpoint every",
+          "val_batches": "Validation batches", "keep_checkpoints": "Checkpoints kept",
+          "report_every": "Report every", "grad_clip": "Gradient clip"}
+
+
+def _label(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+class FloatBox(QDoubleSpinBox):
+    """A float field that shows 1e-04 as 0.0001 and 32.0 as 32 (no fixed decimals)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setDecimals(8)
+
+    def textFromValue(self, value: float) -> str:
+        return f"{value:.6g}"
+
+
+class SettingsForm(QWidget):
+    """One widget per ``TrainConfig`` field, built from ``dataclasses.fields`` and its help."""
+
+    changed = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.hints = typing.get_type_hints(TrainConfig)
+        self.widgets: dict[str, QWidget] = {}
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        basic = QFormLayout()
+        basic.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        lay.addLayout(basic)
+        self.more = QToolButton(text="More settings", checkable=True)
+        self.more.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.more.setArrowType(Qt.ArrowType.RightArrow)
+        lay.addWidget(self.more)
+        self.advanced = QWidget()
+        adv = QFormLayout(self.advanced)
+        adv.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.advanced)
+        self.advanced.hide()
+        self.more.toggled.connect(self._toggle_more)
+        fields = [f for f in dataclasses.fields(TrainConfig) if f.name not in HIDDEN_FIELDS]
+        for f in sorted(fields, key=lambda f: BASIC_FIELDS.index(f.name)
+                        if f.name in BASIC_FIELDS else 99):
+            w = self._make(f)
+            w.setToolTip(f.metadata.get("help", ""))
+            if not isinstance(w, QCheckBox):
+                w.setMinimumWidth(130)
+            self.widgets[f.name] = w
+            label = QLabel(_label(f.name))
+            label.setToolTip(w.toolTip())
+            (basic if f.name in BASIC_FIELDS else adv).addRow(label, w)
+        lay.addStretch(1)
+        self.set_values(TrainConfig().to_dict())
+
+    def _toggle_more(self, on: bool) -> None:
+        self.advanced.setVisible(on)
+        self.more.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
+    def _make(self, f: dataclasses.Field) -> QWidget:
+        tp = self.hints[f.name]
+        meta = f.metadata
+        if meta.get("choices"):
+            w = QComboBox()
+            for c in meta["choices"]:
+                w.addItem(str(c), c)
+            w.currentIndexChanged.connect(self.changed)
+        elif tp is bool:
+            w = QCheckBox()
+            w.toggled.connect(self.changed)
+        elif tp is int:
+            w = QSpinBox()
+            w.setRange(int(meta.get("min") if meta.get("min") is not None else -2**31),
+                       int(min(meta.get("max") if meta.get("max") is not None else 2**31 - 1,
+                               2**31 - 1)))
+            w.valueChanged.connect(self.changed)
+        elif tp is float:
+            w = FloatBox()
+            w.setRange(float(meta.get("min") or 0.0), float(meta.get("max") or 1e9))
+            w.setSingleStep(1e-5 if f.name == "learning_rate" else 0.05 if
+                            (meta.get("max") or 2) <= 1 else 1.0)
+            w.valueChanged.connect(self.changed)
+        else:
+            w = QLineEdit()
+            w.textChanged.connect(self.changed)
+        return w
+
+    def values(self) -> dict:
+        out = {}
+        for name, w in self.widgets.items():
+            if isinstance(w, QComboBox):
+                out[name] = w.currentData()
+            elif isinstance(w, QCheckBox):
+                out[name] = w.isChecked()
+            elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
+                out[name] = w.value()
+            else:
+                out[name] = w.text().strip()
+        return out
+
+    def set_values(self, values: dict) -> None:
+        self.blockSignals(True)
+        try:
+            for name, v in values.items():
+                w = self.widgets.get(name)
+                if w is None or v is None:
+                    continue
+                if isinstance(w, QComboBox):
+                    w.setCurrentIndex(max(0, w.findData(v)))
+                elif isinstance(w, QCheckBox):
+                    w.setChecked(bool(v))
+                elif isinstance(w, QSpinBox):
+                    w.setValue(int(v))
+                elif isinstance(w, QDoubleSpinBox):
+                    w.setValue(float(v))
+                else:
+                    w.setText(str(v))
+        finally:
+            self.blockSignals(False)
+        self.changed.emit()
+
+
+def _fmt_eta(seconds: float) -> str:
+    if not seconds or seconds < 0:
+        return "–"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+class TrainPage(QWidget):
+    """Set up a run, start it, watch it, and say plainly how it ended."""
+
+    TITLE = "Train"
+    EXPLANATION = ("Pick a preset (hover a setting to see what it does), name the adapter and "
+                   "press Start. Stop keeps a checkpoint you can resume.")
+
+    def __init__(self, state, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.history = LossHistory()
+        self.job = None
+        self.run_name = ""
+        self.last_step = None
+        self.last_valid = None
+        self.log_lines: list[str] = []
+        self.run_state = "idle"
+        self._build()
+        state.model_changed.connect(self._on_inputs_changed)
+        state.data_changed.connect(self._on_inputs_changed)
+        state.library_changed.connect(self._suggest_name)
+        self.ui_timer = QTimer(self, interval=100, timeout=self._refresh_live)
+        self.ui_timer.start()
+        self._on_inputs_changed()
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.addWidget(page_header(self.TITLE, self.EXPLANATION))
+        split = QSplitter(Qt.Orientation.Horizontal)
+        outer.addWidget(split, 1)
+
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 6, 0)
+        self.inputs_label = QLabel()
+        self.inputs_label.setWordWrap(True)
+        self.inputs_label.setTextFormat(Qt.TextFormat.RichText)
+        ll.addWidget(self.inputs_label)
+        top = QFormLayout()
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("my-adapter")
+        self.name_edit.setToolTip("the adapter's name in the library (letters, digits, - _ .)")
+        top.addRow("Adapter name", self.name_edit)
+        self.preset = QComboBox()
+        for key in PRESETS:
+            self.preset.addItem(key.replace("-", " ").capitalize(), key)
+            self.preset.setItemData(self.preset.count() - 1, PRESET_HELP.get(key, ""),
+                                    Qt.ItemDataRole.ToolTipRole)
+        self.preset.setCurrentIndex(self.preset.findData("balanced"))
+        self.preset.currentIndexChanged.connect(self._apply_preset)
+        top.addRow("Preset", self.preset)
+        ll.addLayout(top)
+        self.preset_help = QLabel(PRESET_HELP.get("balanced", ""))
+        self.preset_help.setWordWrap(True)
+        ll.addWidget(self.preset_help)
+        self.form = SettingsForm()
+        self.form.changed.connect(self._update_estimate)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(self.form)
+        ll.addWidget(scroll, 1)
+        self.estimate_label = QLabel()
+        self.estimate_label.setWordWrap(True)
+        ll.addWidget(self.estimate_label)
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start")
+        self.start_button.setDefault(True)
+        self.start_button.clicked.connect(self.start)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("continue the last stopped run from its checkpoint")
+        self.resume_button.clicked.connect(lambda: self.resume(self.run_name))
+        for b in (self.start_button, self.stop_button, self.resume_button):
+            buttons.addWidget(b)
+        ll.addLayout(buttons)
+        left.setMinimumWidth(330)
+        split.addWidget(left)
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(6, 0, 0, 0)
+        self.banner = Banner()
+        self.banner.action_clicked.connect(self._on_banner_action)
+        rl.addWidget(self.banner)
+        stats = QGridLayout()
+        self.stat_labels: dict[str, QLabel] = {}
+        for i, (key, title) in enumerate((("step", "Step"), ("epoch", "Epoch"),
+                                          ("loss", "Train loss"), ("val", "Val loss"),
+                                          ("tps", "Tokens/s"), ("eta", "ETA"),
+                                          ("mem", "Peak memory"))):
+            t = QLabel(title)
+            t.setEnabled(False)
+            v = QLabel("–")
+            f = v.font()
+            f.setPointSizeF(f.pointSizeF() * 1.25)
+            f.setBold(True)
+            v.setFont(f)
+            stats.addWidget(t, 0, i)
+            stats.addWidget(v, 1, i)
+            self.stat_labels[key] = v
+        rl.addLayout(stats)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%p%")
+        rl.addWidget(self.progress)
+        self.chart = LossChart(self.history)
+        rl.addWidget(self.chart, 3)
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(2000)
+        self.log.setPlaceholderText("The run's log appears here.")
+        rl.addWidget(self.log, 1)
+        split.addWidget(right)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setSizes([360, 900])
+        self._set_running(False)
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def _on_inputs_changed(self, *_) -> None:
+        model = self.state.model or "none chosen (Model page)"
+        data = Path(self.state.data).name if self.state.data else "none chosen (Data page)"
+        self.inputs_label.setText(f"<b>Base model:</b> {_short(model)}<br>"
+                                  f"<b>Dataset:</b> {data}")
+        self._suggest_name()
+        self._update_estimate()
+
+    def _suggest_name(self) -> None:
+        if self.name_edit.text().strip() and self.name_edit.isModified():
+            return
+        stem = Path(self.state.data).stem if self.state.data else "adapter"
+        stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem).strip("-._")
+        base = f"{stem or 'adapter'}-{time.strftime('%m%d')}"
+        name, i = base, 2
+        from engine.library import adapter_path
+        try:
+            while adapter_path(name).exists():
+                name, i = f"{base}-{i}", i + 1
+        except Exception:  # noqa: BLE001  (an odd library folder must not break the form)
+            pass
+        self.name_edit.setText(name)
+
+    def _apply_preset(self) -> None:
+        key = self.preset.currentData()
+        self.preset_help.setText(PRESET_HELP.get(key, ""))
+        self.form.set_values({**TrainConfig().to_dict(), **PRESETS.get(key, {})})
+
+    def settings(self) -> dict:
+        return self.form.values()
+
+    def _update_estimate(self) -> None:
+        folder = self.state.model_folder
+        if folder is None:
+            self.estimate_label.setText("Choose a base model to see the trainable parameters "
+                                        "and memory needed.")
+            return
+        est = estimate(read_model_config(folder), self.settings())
+        if est is None:
+            self.estimate_label.setText("No estimate: the model's config.json is unreadable.")
+            return
+        self.estimate_label.setText(est.summary(_machine_memory()))
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        self.resume_button.setEnabled(not running and self.run_state in ("cancelled", "crashed",
+                                                                         "failed")
+                                      and bool(self.run_name))
+        self.form.setEnabled(not running)
+        self.name_edit.setEnabled(not running)
+        self.preset.setEnabled(not running)
+
+    def start(self) -> bool:
+        """Start a new run from the form; False (with a message) when something is missing."""
+        name = self.name_edit.text().strip()
+        problem = None
+        if not self.state.model:
+            problem = "Choose a base model first (Model page)."
+        elif not self.state.data:
+            problem = "Choose a dataset first (Data page, or drop a file on the window)."
+        else:
+            from engine.events import TailorError
+            from engine.library import adapter_path
+            try:
+                if adapter_path(name).exists():
+                    problem = (f"An adapter named “{name}” already exists; choose another "
+                               "name (nothing is ever overwritten).")
+            except TailorError as e:
+                problem = e.message
+        if problem:
+            self.banner.show_message("warn", problem)
+            return False
+        argv = commands.train_command(self.state.model, self.state.data, name, self.settings())
+        if not self.state.skip_bad_lines:
+            argv[-3:-3] = ["--strict"]  # before `--events - --quiet`
+        self._launch(f"Train {name}", argv, name)
+        return True
+
+    def resume(self, name: str) -> None:
+        if not name:
+            return
+        self._launch(f"Resume {name}", commands.resume_command(name), name, keep_history=True)
+
+    def _launch(self, title: str, argv: list[str], name: str, keep_history: bool = False) -> None:
+        self.run_name = name
+        if not keep_history:
+            self.history.clear()
+        self.last_step = self.last_valid = None
+        self.progress.setValue(0)
+        self.log.clear()
+        for v in self.stat_labels.values():
+            v.setText("–")
+        self.run_state = "queued"
+        self.job = job = self.state.queue.submit(title, argv, heavy=True)
+        w = job.worker
+        w.started.connect(self._on_started)
+        w.stepped.connect(self._on_step)
+        w.validated.connect(self._on_validation)
+        w.progressed.connect(self._on_progress)
+        w.checkpointed.connect(lambda e: self._log(f"checkpoint at step {e.iteration}"))
+        w.logged.connect(lambda e: self._log(e.message if e.level in ("info", "stderr")
+                                             else f"{e.level}: {e.message}"))
+        w.finished.connect(self._on_finished)
+        w.failed.connect(self._on_failed)
+        w.cancelled.connect(self._on_cancelled)
+        w.crashed.connect(self._on_crashed)
+        w.ended.connect(self._on_ended)
+        busy = self.state.queue.busy
+        self.banner.show_message("info", f"Training “{name}”…" if not busy else
+                                 f"“{name}” is queued: it starts when the current job ends.")
+        self._set_running(True)
+
+    def stop(self) -> None:
+        if self.job is not None and not self.job.done:
+            self.state.queue.cancel(self.job)
+            self.banner.show_message("info", "Stopping: saving a checkpoint you can resume…")
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None and not self.job.done
+
+    def _log(self, line: str) -> None:
+        self.log_lines.append(line)
+
+    def _on_started(self, e) -> None:
+        self.run_state = "running"
+        info = e.info or {}
+        trainable = info.get("trainable_parameters") or info.get("trainable")
+        if trainable:
+            self._log(f"started: {trainable:,} trainable parameters")
+        else:
+            self._log("started")
+
+    def _on_progress(self, e) -> None:
+        if self.last_step is None and e.total:
+            self.progress.setFormat(f"{e.stage}: %p%")
+            self.progress.setValue(int(100 * e.done / e.total))
+        if e.message:
+            self._log(f"{e.stage}: {e.message}")
+
+    def _on_step(self, e) -> None:
+        self.last_step = e
+        self.history.add_train(e.iteration, e.train_loss)
+
+    def _on_validation(self, e) -> None:
+        self.last_valid = e
+        self.history.add_valid(e.iteration, e.val_loss)
+        self._log(f"step {e.iteration}: validation loss {float(e.val_loss):.4f}"
+                  + (" (best so far)" if e.is_best else ""))
+
+    def _refresh_live(self) -> None:
+        """Labels, progress and log at ~10 Hz, however fast the events arrive."""
+        e = self.last_step
+        if e is not None:
+            total = max(int(e.total_iterations), 1)
+            self.progress.setFormat("step %v of %m")
+            self.progress.setMaximum(total)
+            self.progress.setValue(int(e.iteration))
+            self.stat_labels["step"].setText(f"{e.iteration}/{e.total_iterations}")
+            self.stat_labels["epoch"].setText(f"{float(e.epoch):.2f}")
+            self.stat_labels["loss"].setText(_num(e.train_loss))
+            self.stat_labels["tps"].setText(f"{float(e.tokens_per_second):,.0f}")
+            self.stat_labels["eta"].setText(_fmt_eta(float(e.eta_seconds)))
+            self.stat_labels["mem"].setText(f"{float(e.peak_memory_gb):.2f} GB")
+        if self.last_valid is not None:
+            self.stat_labels["val"].setText(_num(self.last_valid.val_loss))
+        if self.log_lines:
+            self.log.appendPlainText("\n".join(self.log_lines[-2000:]))
+            self.log_lines = []
+
+    def _on_finished(self, e) -> None:
+        r = e.result or {}
+        best = r.get("best_val_loss")
+        self.banner.show_message(
+            "ok", f"Finished: “{self.run_name}” is in the Library after {r.get('steps', '?')} "
+                  f"steps" + (f", best validation loss {_num(best)}." if best else "."),
+            [("try", "Try it"), ("export", "Export it")])
+
+    def _on_failed(self, e) -> None:
+        self.banner.show_message("error", f"Training failed: {e.message}"
+                                 + (f"<br>{e.hint}" if e.hint else ""),
+                                 [("resume", "Resume")] if self._has_checkpoint() else [])
+
+    def _on_cancelled(self, e) -> None:
+        step = self.last_step.iteration if self.last_step else 0
+        self.banner.show_message("warn", f"Stopped at step {step}. A checkpoint was saved: "
+                                 "Resume continues where it left off.",
+                                 [("resume", "Resume")])
+
+    def _on_crashed(self, message: str, hint: str) -> None:
+        self.banner.show_message("error", f"The training worker crashed: {message}"
+                                 + (f"<br>Suggestion: {hint}" if hint else ""),
+                                 [("resume", "Resume")] if self._has_checkpoint() else [])
+
+    def _has_checkpoint(self) -> bool:
+        return bool(self.job and self.job.worker.last_checkpoint)
+
+    def _on_ended(self, state: str) -> None:
+        self.run_state = state
+        self._refresh_live()
+        self._set_running(False)
+        self.state.library_changed.emit()
+
+    def _on_banner_action(self, key: str) -> None:
+        if key == "resume":
+            self.resume(self.run_name)
+        else:
+            self.state.adapter_requested.emit(key, self.run_name)
+
+
+def _num(v) -> str:
+    try:
+        return f"{float(v):.4f}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _short(model: str) -> str:
+    p = Path(model)
+    return f"{p.name} <span style='color:gray'>({p.parent})</span>" if p.is_absolute() else model
+
+
+def _machine_memory() -> int:
+    import os
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0

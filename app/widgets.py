@@ -1,0 +1,156 @@
+"""Small widgets the pages share: the live loss chart, a state banner, page headers."""
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy,
+                               QVBoxLayout, QWidget)
+
+from .history import LossHistory
+
+pg.setConfigOptions(antialias=True)
+
+TRAIN_COLOR = "#3b82f6"
+VALID_COLOR = "#f97316"
+COMPARE_COLORS = ("#a855f7", "#22c55e")
+
+
+def page_header(title: str, explanation: str) -> QWidget:
+    """A page title and the one-line explanation of the step (first-run help stays visible)."""
+    w = QWidget()
+    lay = QVBoxLayout(w)
+    lay.setContentsMargins(0, 0, 0, 6)
+    t = QLabel(title)
+    f = t.font()
+    f.setPointSizeF(f.pointSizeF() * 1.6)
+    f.setBold(True)
+    t.setFont(f)
+    e = QLabel(explanation)
+    e.setWordWrap(True)
+    e.setObjectName("explanation")
+    e.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+    lay.addWidget(t)
+    lay.addWidget(e)
+    return w
+
+
+class LossChart(pg.PlotWidget):
+    """Train and validation loss from one or more ``LossHistory`` objects, redrawn at most
+    ``fps`` times a second and only when a history changed (keeps long runs smooth)."""
+
+    def __init__(self, history: LossHistory | None = None, fps: int = 10, parent=None):
+        super().__init__(parent=parent)
+        self.setMinimumHeight(180)
+        self.setLabel("bottom", "step")
+        self.setLabel("left", "loss")
+        self.showGrid(x=True, y=True, alpha=0.15)
+        self.addLegend(offset=(-10, 10))
+        self.history = history if history is not None else LossHistory()  # empty is falsy
+        self.train_curve = self.plot([], [], name="train", pen=pg.mkPen(TRAIN_COLOR, width=2))
+        self.valid_curve = self.plot([], [], name="validation",
+                                     pen=pg.mkPen(VALID_COLOR, width=2),
+                                     symbol="o", symbolSize=6, symbolBrush=VALID_COLOR)
+        self.compare: list[tuple[LossHistory, object, object]] = []
+        self._drawn = -1
+        self.redraws = 0
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(1000 / fps))
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+        self._apply_palette()
+
+    def _apply_palette(self) -> None:
+        pal = self.palette()
+        self.setBackground(pal.color(QPalette.ColorRole.Base))
+        fg = pal.color(QPalette.ColorRole.Text)
+        for axis in ("left", "bottom"):
+            self.getAxis(axis).setTextPen(fg)
+            self.getAxis(axis).setPen(pg.mkPen(fg.darker(130) if fg.lightness() > 128
+                                               else fg.lighter(200)))
+
+    def changeEvent(self, ev) -> None:
+        super().changeEvent(ev)
+        # pyqtgraph changes the palette inside its own __init__, before the plot exists.
+        if ev.type() == ev.Type.PaletteChange and hasattr(self, "train_curve"):
+            self._apply_palette()
+
+    def set_compare(self, histories: list[tuple[str, LossHistory]]) -> None:
+        """Overlay other runs' curves (dashed), e.g. to compare two adapters."""
+        for _, tc, vc in self.compare:
+            self.removeItem(tc)
+            self.removeItem(vc)
+        self.compare = []
+        for i, (name, h) in enumerate(histories):
+            color = COMPARE_COLORS[i % len(COMPARE_COLORS)]
+            tc = self.plot([], [], name=f"{name} train",
+                           pen=pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine))
+            vc = self.plot([], [], name=f"{name} validation", pen=None, symbol="t",
+                           symbolSize=7, symbolBrush=color)
+            self.compare.append((h, tc, vc))
+        self._drawn = -1
+        self.refresh()
+
+    def version(self) -> int:
+        return self.history.version + sum(h.version for h, _, _ in self.compare) * 7919 + \
+            len(self.compare)
+
+    def refresh(self) -> None:
+        v = self.version()
+        if v == self._drawn:
+            return
+        self._drawn = v
+        self.redraws += 1
+        self.train_curve.setData(*self.history.train_curve())
+        self.valid_curve.setData(*self.history.valid_curve())
+        for h, tc, vc in self.compare:
+            tc.setData(*h.train_curve())
+            vc.setData(*h.valid_curve())
+
+    def point_count(self) -> int:
+        x, _ = self.train_curve.getData()
+        return 0 if x is None else len(x)
+
+
+class Banner(QFrame):
+    """A plain sentence about how something ended, with buttons for the next action."""
+
+    action_clicked = Signal(str)
+
+    STYLES = {"info": ("#1e40af", "#dbeafe"), "ok": ("#166534", "#dcfce7"),
+              "warn": ("#92400e", "#fef3c7"), "error": ("#991b1b", "#fee2e2")}
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(10, 6, 10, 6)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        lay.addWidget(self.label, 1)
+        self.buttons: dict[str, QPushButton] = {}
+        self.button_row = QHBoxLayout()
+        lay.addLayout(self.button_row)
+        self.kind = ""
+        self.hide()
+
+    def show_message(self, kind: str, text: str, actions: list[tuple[str, str]] = ()) -> None:
+        fg, bg = self.STYLES.get(kind, self.STYLES["info"])
+        self.kind = kind
+        self.setStyleSheet(f"Banner {{ background: {bg}; border: 1px solid {fg}; "
+                           f"border-radius: 6px; }} QLabel {{ color: {fg}; }}")
+        self.label.setText(text)
+        for b in self.buttons.values():
+            b.deleteLater()
+        self.buttons = {}
+        for key, label in actions:
+            b = QPushButton(label)
+            b.clicked.connect(lambda _=False, k=key: self.action_clicked.emit(k))
+            self.button_row.addWidget(b)
+            self.buttons[key] = b
+        self.show()
+
+    def text(self) -> str:
+        return self.label.text()

@@ -1,0 +1,211 @@
+"""The app driven like a user: real widgets offscreen, real engine workers on a tiny model."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from .conftest import screenshot, small_chat_dataset
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+FAST = {"batch_size": 2, "learning_rate": 1e-3, "eval_every": 20, "save_every": 10,
+        "max_seq_length": 128}
+
+
+def drop_files(target, paths: list[Path]) -> QDropEvent:
+    """Deliver a real drag-enter and drop carrying file URLs, as the OS would."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    pos = QPoint(target.width() // 2, target.height() // 2)
+    enter = QDragEnterEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(target, enter)
+    assert enter.isAccepted(), "the window refused a drag of local files"
+    drop = QDropEvent(QPointF(pos), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(target, drop)
+    return drop
+
+
+def start_training(qtbot, window, name: str, **settings):
+    page = window.pages["Train"]
+    window.show_page("Train")
+    page.form.set_values({**FAST, **settings})
+    page.name_edit.setText(name)
+    qtbot.mouseClick(page.start_button, Qt.MouseButton.LeftButton)
+    assert page.job is not None, page.banner.text()
+    return page
+
+
+def test_dropping_a_file_fills_the_data_page(qtbot, window, tiny_model, tmp_path, test_output):
+    window.state.set_model(str(tiny_model("qwen2")))
+    data = small_chat_dataset(tmp_path, n=30, bad_lines=2)
+    before = data.read_bytes()
+    window.show_page("Train")  # a drop anywhere opens the Data page
+    drop = drop_files(window, [data])
+    assert drop.isAccepted()
+    assert window.current_page() == "Data"
+    page = window.pages["Data"]
+    qtbot.waitUntil(lambda: page.report is not None, timeout=60000)
+    assert page.fields["format"].text().startswith("jsonl · schema chat")
+    assert page.problems.rowCount() == 2
+    row0 = [page.problems.data(page.problems.index(0, c)) for c in range(3)]
+    assert row0[0] == "chat.jsonl" and row0[1].startswith("2") and "JSON" in row0[2]
+    assert "2 bad line(s) will be skipped" in page.banner.text()
+    import re
+    highlighted = re.findall(r"background-color:rgba\(59,130,246[^>]*>([^<]*)<", page.preview.toHtml())
+    assert highlighted and all("plus one is" in h for h in highlighted), highlighted
+    assert data.read_bytes() == before
+    page.tabs.setCurrentIndex(0)
+    screenshot(window, test_output, "data")
+
+
+def test_training_through_the_real_worker_charts_and_lands_in_the_library(
+        qtbot, window, tiny_model, tmp_path, test_output):
+    window.state.set_model(str(tiny_model("qwen2")))
+    window.state.set_data(str(small_chat_dataset(tmp_path, n=40)))
+    page = start_training(qtbot, window, "pip-style", iters=160)
+    qtbot.waitUntil(lambda: page.chart.point_count() >= 30 or page.job.done, timeout=90000)
+    assert not page.job.done, ("the run ended before the chart could be seen mid-run",
+                               len(page.history), page.chart.point_count(), page.chart.redraws, page.history.version, page.chart._drawn, page.chart.timer.isActive())
+    qtbot.waitUntil(lambda: page.chart.point_count() >= 30, timeout=5000)
+    shot = screenshot(window, test_output, "train-mid-run")
+    assert page.stop_button.isEnabled() and not page.start_button.isEnabled()
+    qtbot.waitUntil(lambda: page.job.done, timeout=120000)
+    assert page.job.state == "finished", page.banner.text()
+    if os.environ.get("TAILOR_SAVE_DOCS_SCREENSHOT"):
+        shutil.copy(shot, REPO / "docs" / "screenshot-train.png")
+    assert page.chart.point_count() >= 100
+    assert len(page.history.valid_loss) >= 8
+    assert "Finished" in page.banner.text() and "Library" in page.banner.text()
+    assert set(page.banner.buttons) == {"try", "export"}
+    assert page.stat_labels["step"].text() == "160/160"
+
+    library = window.pages["Library"]
+    row = library.model.row_of("pip-style")
+    assert row >= 0
+    assert library.model.value(row, library.model.STATUS) == "finished"
+    assert library.model.value(row, library.model.STEPS) == 160
+    qtbot.mouseClick(page.banner.buttons["export"], Qt.MouseButton.LeftButton)
+    assert window.current_page() == "Export"
+    assert window.pages["Export"].adapter_box.currentData() == "pip-style"
+    window.show_page("Library")
+    assert library.select("pip-style")
+    qtbot.waitUntil(lambda: library.chart.point_count() >= 100, timeout=5000)
+    for name in ("Model", "Library", "Playground", "Export"):
+        window.show_page(name)
+        qtbot.wait(150)
+        screenshot(window, test_output, name.lower())
+
+
+def test_stop_leaves_a_resumable_run(qtbot, window, tiny_model, tmp_path):
+    window.state.set_model(str(tiny_model("qwen2")))
+    window.state.set_data(str(small_chat_dataset(tmp_path, n=40)))
+    page = start_training(qtbot, window, "stop-me", iters=400)
+    qtbot.waitUntil(lambda: page.job.worker.last_checkpoint is not None, timeout=90000)
+    qtbot.mouseClick(page.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.job.done, timeout=60000)
+    assert page.job.state == "cancelled", page.banner.text()
+    assert "Stopped at step" in page.banner.text()
+    assert page.resume_button.isEnabled()
+    manifest = json.loads((Path(os.environ["TAILOR_HOME"]) / "adapters" / "stop-me" /
+                           "manifest.json").read_text())
+    assert manifest["status"] == "cancelled"
+    stopped_at = manifest["steps"]
+    assert 0 < stopped_at < 400
+    points_before = len(page.history)
+
+    qtbot.mouseClick(page.resume_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.job.done, timeout=120000)
+    assert page.job.state == "finished", page.banner.text()
+    assert len(page.history) > points_before  # the curve continued, it did not restart
+    manifest = json.loads((Path(os.environ["TAILOR_HOME"]) / "adapters" / "stop-me" /
+                           "manifest.json").read_text())
+    assert (manifest["status"], manifest["steps"]) == ("finished", 400)
+
+
+def test_a_killed_worker_leaves_the_app_responsive_with_an_error(qtbot, window, tiny_model,
+                                                                  tmp_path):
+    window.state.set_model(str(tiny_model("qwen2")))
+    window.state.set_data(str(small_chat_dataset(tmp_path, n=40)))
+    page = start_training(qtbot, window, "doomed", iters=5000)
+    qtbot.waitUntil(lambda: len(page.history) >= 3, timeout=90000)
+    os.kill(page.job.worker.pid(), signal.SIGKILL)  # as the OS does when memory runs out
+    qtbot.waitUntil(lambda: page.job.done, timeout=30000)
+    assert page.job.state == "crashed"
+    assert page.banner.kind == "error"
+    assert "crashed" in page.banner.text() and "memory" in page.banner.text()
+    # Still responsive: the sidebar works and a new run can be started.
+    qtbot.mouseClick(window.sidebar.viewport(), Qt.MouseButton.LeftButton,
+                     pos=window.sidebar.visualItemRect(window.sidebar.item(3)).center())
+    assert window.current_page() == "Library"
+    assert page.start_button.isEnabled() and not page.stop_button.isEnabled()
+    assert not window.state.queue.busy  # no heavy job left (a data check may still run)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("engine.export.cli") is None,
+                    reason="tailor export has not landed yet")
+def test_export_writes_a_gguf_the_app_marks_verified(qtbot, window, tiny_model, tmp_path,
+                                                     test_output):
+    _trained_adapter(qtbot, window, tiny_model, tmp_path, "to-export")
+    page = window.pages["Export"]
+    window.show_page("Export")
+    page.select_adapter("to-export")
+    page.quant_box.setCurrentIndex(page.quant_box.findData("f16"))
+    qtbot.mouseClick(page.export_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.export_job.done, timeout=180000)
+    assert page.export_job.state == "finished", page.banner.text()
+    assert page.verified, page.banner.text()
+    assert Path(page.last_export["path"]).exists()
+    assert page.checks.rowCount() >= 1
+    assert "Verified" in page.banner.text()
+    assert page.send_button.isEnabled()
+    screenshot(window, test_output, "export-verified")
+
+
+def _trained_adapter(qtbot, window, tiny_model, tmp_path, name: str) -> None:
+    window.state.set_model(str(tiny_model("qwen2")))
+    window.state.set_data(str(small_chat_dataset(tmp_path, n=20)))
+    page = start_training(qtbot, window, name, iters=10)
+    qtbot.waitUntil(lambda: page.job.done, timeout=120000)
+    assert page.job.state == "finished", page.banner.text()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("engine.ollama.cli") is None or
+                    importlib.util.find_spec("engine.export.cli") is None,
+                    reason="tailor ollama / tailor export have not landed yet")
+def test_send_to_ollama_succeeds_and_a_refusal_reads_clearly(qtbot, window, tiny_model,
+                                                             tmp_path):
+    from tests.ollama.fake_server import FakeOllama
+
+    _trained_adapter(qtbot, window, tiny_model, tmp_path, "for-ollama")
+    page = window.pages["Export"]
+    page.select_adapter("for-ollama")
+    page.quant_box.setCurrentIndex(page.quant_box.findData("f16"))
+    qtbot.mouseClick(page.export_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.export_job.done, timeout=180000)
+    assert page.verified, page.banner.text()
+    with FakeOllama() as server:
+        window.settings.setValue("ollama/host", server.host)
+        page.name_edit.setText("pip-test")
+        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: page.ollama_job.done, timeout=120000)
+        assert page.ollama_job.state == "finished", page.banner.text()
+        assert "ollama run pip-test" in page.banner.text()
+
+        server.fault("create", "status:400")
+        page.name_edit.setText("pip-test-2")
+        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: page.ollama_job.done, timeout=120000)
+        assert page.ollama_job.state == "failed"
+        assert page.banner.kind == "error"
+        assert "Ollama refused the model" in page.banner.text()

@@ -1,0 +1,120 @@
+"""Models and pure helpers behind the pages, tested without views."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from app.history import LossHistory, decimate
+
+
+def _adapter(home, name, status="finished", best=1.5, steps=10, when=None, weights=True):
+    folder = home / "adapters" / name
+    folder.mkdir(parents=True)
+    if weights:
+        (folder / "adapters.safetensors").write_bytes(b"x")
+    (folder / "manifest.json").write_text(json.dumps({
+        "name": name, "status": status, "best_val_loss": best, "steps": steps,
+        "created": when or time.time(), "base_model": {"path": "/models/Qwen2.5-0.5B"},
+        "dataset": {"path": "/data/chat.jsonl"},
+        "loss_history": {"train": [[1, 3.0], [2, 2.5]], "valid": [[2, 2.7]]}}))
+
+
+def test_adapter_table_model_columns(qapp, tailor_home):
+    from app.pages.library import AdapterTableModel as M
+
+    _adapter(tailor_home, "alpha", best=1.25, steps=40, when=1_700_000_000)
+    _adapter(tailor_home, "beta", status="cancelled", best=None, steps=7)
+    m = M()
+    m.refresh()
+    assert m.rowCount() == 2 and m.columnCount() == 7
+    a = m.row_of("alpha")
+    cell = lambda row, col: m.data(m.index(row, col))
+    assert cell(a, M.NAME) == "alpha"
+    assert cell(a, M.BASE) == "Qwen2.5-0.5B"
+    assert cell(a, M.DATASET) == "chat.jsonl"
+    assert cell(a, M.STEPS) == "40"
+    assert cell(a, M.BEST_VAL) == "1.2500"
+    assert cell(a, M.STATUS) == "finished"
+    assert cell(a, M.DATE).startswith("2023-11-1")
+    b = m.row_of("beta")
+    assert cell(b, M.BEST_VAL) == "" and cell(b, M.STATUS) == "cancelled"
+    assert m.headerData(M.BEST_VAL, __import__("PySide6.QtCore").QtCore.Qt.Orientation.Horizontal) \
+        == "Best val loss"
+
+
+def test_library_page_rename_and_delete_need_confirmation(qtbot, tailor_home):
+    from app.pages.library import LibraryPage
+    from app.state import AppState
+
+    _adapter(tailor_home, "keep-me")
+    answers = {"confirm": False}
+    page = LibraryPage(AppState(), confirm=lambda t, x: answers["confirm"],
+                       ask_text=lambda t, l, d: "renamed")
+    qtbot.addWidget(page)
+    assert page.select("keep-me")
+    page._act("delete")
+    assert (tailor_home / "adapters" / "keep-me").is_dir()  # said no: nothing deleted
+    page._act("rename")
+    assert page.model.row_of("renamed") >= 0 and page.selected_name() == "renamed"
+    _adapter(tailor_home, "other")
+    page.refresh()
+    page.select("other")
+    page.ask_text = lambda t, l, d: "renamed"
+    page._act("rename")  # a name in use is refused, with the engine's message
+    assert page.banner.kind == "error" and "already exists" in page.banner.text()
+    assert (tailor_home / "adapters" / "other").is_dir()
+    answers["confirm"] = True
+    page.select("renamed")
+    page._act("delete")
+    assert not (tailor_home / "adapters" / "renamed").exists()
+    assert page.model.row_of("renamed") == -1
+
+
+def test_loss_history_decimates_long_runs_and_skips_non_finite():
+    h = LossHistory()
+    for i in range(100_000):
+        h.add_train(i + 1, 5.0 - i * 1e-5)
+    h.add_train(100_001, "nan")
+    x, y = h.train_curve(max_points=2000)
+    assert len(x) == 2000 and x[-1] == 100_000 and y[-1] == pytest.approx(5.0 - 99_999e-5)
+    assert np.all(np.diff(x) > 0)
+    xs, ys = decimate([1, 2, 3], [3, 2, 1], 10)
+    assert list(xs) == [1, 2, 3]
+
+
+def test_estimate_counts_lora_parameters_like_the_engine(tiny_model):
+    """The preview's trainable count equals the engine's exact count for the same settings."""
+    import subprocess
+    import sys
+
+    from app.estimate import estimate, read_model_config
+
+    folder = tiny_model("qwen2")
+    est = estimate(read_model_config(folder), {"method": "lora", "rank": 8,
+                                               "targets": "all-linear", "num_layers": -1})
+    code = ("import json,sys; from engine.models import load_model; "
+            "from engine.train.config import TrainConfig; "
+            "from engine.train.adapters import apply_adapters; "
+            "from mlx.utils import tree_flatten; "
+            "m,_,_ = load_model(sys.argv[1]); apply_adapters(m, TrainConfig(rank=8)); "
+            "print(sum(v.size for _, v in tree_flatten(m.trainable_parameters())))")
+    exact = int(subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                               text=True, check=True).stdout.split()[-1])
+    assert est.trainable_params == exact
+
+
+def test_drop_classification(tmp_path):
+    from app.main_window import classify_drop
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    data = tmp_path / "d.jsonl"
+    data.write_text("")
+    assert classify_drop([data]) == ("data", data)
+    assert classify_drop([data, model]) == ("model", model)
+    assert classify_drop([tmp_path / "folder-of-files"]) == ("data", tmp_path / "folder-of-files")
+    assert classify_drop([]) is None
