@@ -96,16 +96,29 @@ class Renderer:
         self.tok = unwrap_tokenizer(tokenizer)
         self.mask_prompt = mask_prompt
         source = chat_template
-        if source and "{" not in source and Path(source).is_file():
-            source = Path(source).read_text(encoding="utf-8")
+        if source and "{" not in source:  # no Jinja in it: a file name
+            file = Path(source).expanduser()
+            if not file.is_file():
+                raise TailorError(f"{source}: chat template file not found")
+            try:
+                source = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise TailorError(f"{source}: cannot read the chat template ({e})") from None
         self.template_source = source or self._model_template()
-        self.template = compile_template(self.template_source) if self.template_source else None
+        self._template: jinja2.Template | None = None
         self.special = {name: self._token_str(name) for name in
                         ("bos_token", "eos_token", "unk_token", "pad_token")}
         self.eos_id = self.tok.eos_token_id
         self.end_tokens = self._end_tokens()
         self.fast = bool(getattr(self.tok, "is_fast", False))
         self.folded_system = 0  # conversations whose system turn was merged into the first user
+
+    @property
+    def template(self) -> jinja2.Template | None:
+        """Compiled on first use, so a text dataset never depends on the template."""
+        if self._template is None and self.template_source:
+            self._template = compile_template(self.template_source)
+        return self._template
 
     def _model_template(self) -> str:
         t = getattr(self.tok, "chat_template", None)

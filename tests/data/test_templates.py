@@ -111,3 +111,9 @@ def test_plain_text_line_endings_are_normalised(write, tokenizer):
     prepared = prepare_dataset(write("w.txt", b"one\r\nline two\r\n\r\nthree\r\n"), tokenizer(),
                                DataConfig(valid_fraction=0, preview_count=1))
     assert prepared.report.preview[0].segments[0][0] == "one\nline two"
+
+
+def test_missing_template_file(write, tokenizer):
+    path = write("x.jsonl", jsonl([chat(i) for i in range(3)]))
+    with pytest.raises(TailorError, match="nope.jinja: chat template file not found"):
+        prepare_dataset(path, tokenizer(), DataConfig(chat_template="nope.jinja"))
