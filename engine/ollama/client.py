@@ -34,8 +34,8 @@ QUANT_TYPES = {"q4_k_m": "q4_K_M", "q4_k_s": "q4_K_S", "q8_0": "q8_0"}
 QUANTIZABLE_FILE_TYPES = {0: "F32", 1: "F16", 32: "BF16"}
 
 ProgressFn = Callable[[float, float, str], None]
-_START_HINT = ("start Ollama (open the Ollama app, or run `ollama serve`), or write a folder to "
-               "import later with --modelfile-dir")
+_START_HINT = ("start Ollama (open the Ollama app, or run `ollama serve`); without it, "
+               "`tailor ollama` writes a Modelfile folder to import later")
 
 
 class OllamaError(TailorError):

@@ -109,7 +109,7 @@ def check_version(client: OllamaClient, cancel) -> str:
     if nums and nums != (0, 0, 0) and nums < MIN_VERSION:
         raise TailorError(f"Ollama {version} at {client.base_url} is too old for Tailor (it needs "
                           f"{'.'.join(map(str, MIN_VERSION))} or later)",
-                          hint="update Ollama, or use --modelfile-dir and `ollama create`")
+                          hint="update Ollama, or use --offline and `ollama create`")
     return version
 
 
