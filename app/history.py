@@ -57,10 +57,10 @@ class LossHistory:
     def __len__(self) -> int:
         return len(self.train_loss)
 
-    def train_curve(self, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    def train_curve(self, max_points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
         return decimate(self.train_steps, self.train_loss, max_points)
 
-    def valid_curve(self, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    def valid_curve(self, max_points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
         return decimate(self.valid_steps, self.valid_loss, max_points)
 
 

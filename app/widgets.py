@@ -39,12 +39,16 @@ class LossChart(pg.PlotWidget):
     """Train and validation loss from one or more ``LossHistory`` objects, redrawn at most
     ``fps`` times a second and only when a history changed (keeps long runs smooth)."""
 
-    def __init__(self, history: LossHistory | None = None, fps: int = 10, parent=None):
+    def __init__(self, history: LossHistory | None = None, fps: int = 10, grid: bool = False,
+                 parent=None):
         super().__init__(parent=parent)
         self.setMinimumHeight(180)
         self.setLabel("bottom", "step")
         self.setLabel("left", "loss")
-        self.showGrid(x=True, y=True, alpha=0.15)
+        # The grid costs ~10 ms a repaint in software rendering (bench/ui_latency.py): only
+        # for charts that do not redraw live.
+        if grid:
+            self.showGrid(x=True, y=True, alpha=0.15)
         self.addLegend(offset=(-10, 10))
         self.history = history if history is not None else LossHistory()  # empty is falsy
         self.train_curve = self.plot([], [], name="train", pen=pg.mkPen(TRAIN_COLOR, width=2))

@@ -157,7 +157,7 @@ class LibraryPage(QWidget):
         buttons.addWidget(self.compare_box)
         dl.addLayout(buttons)
         self.tabs = QTabWidget()
-        self.chart = LossChart(self.history)
+        self.chart = LossChart(self.history, grid=True)
         self.settings_view = QTextBrowser()
         self.record_view = QTextBrowser()
         self.tabs.addTab(self.chart, "Loss curve")
