@@ -1,8 +1,10 @@
 """Load a resolved model folder with mlx-lm (never trusting remote code), optionally quantized."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from ..events import TailorError
@@ -44,7 +46,9 @@ def load_model(folder: Path | str, quantize_bits: int | None = None, group_size:
             raise TailorError(f"{folder} is already quantized "
                               f"({config['quantization'].get('bits')} bits); "
                               "--quantize-base applies to full-precision models only")
-        model, config = quantize_model(model, config, group_size, quantize_bits)
+        # mlx-lm prints an [INFO] line; stdout may be the JSON event stream, so divert it
+        with contextlib.redirect_stdout(sys.stderr):
+            model, config = quantize_model(model, config, group_size, quantize_bits)
     return model, tokenizer, config
 
 

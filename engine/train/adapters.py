@@ -63,10 +63,10 @@ def apply_adapters(model, cfg: TrainConfig) -> dict:
         if any(isinstance(m, nn.QuantizedLinear) for _, m in model.named_modules()):
             raise TailorError("full fine-tuning needs a full-precision base; this one is "
                               "quantized", hint="use --method lora (QLoRA) on a quantized base")
-        model.unfreeze()
-        # freeze the blocks that are not trained, as mlx-lm does for num_layers
-        for layer in model.layers[: n_blocks - num_layers]:
-            layer.freeze()
+        # as mlx-lm's full fine-tune: the last N blocks train, embeddings and head stay fixed
+        model.freeze()
+        for layer in model.layers[n_blocks - num_layers:]:
+            layer.unfreeze()
     else:
         model.freeze()
         linear_to_lora_layers(model, num_layers, lora_parameters,

@@ -15,7 +15,8 @@ def machine_memory_bytes() -> int:
         return 0
 
 
-def estimate(model, model_config: dict, cfg: TrainConfig, longest: int) -> dict:
+def estimate(model, model_config: dict, cfg: TrainConfig, longest: int,
+             machine_bytes: int | None = None) -> dict:
     """Bytes for weights, adapters, gradients, optimizer state and activations.
 
     Activations are the rough per-token cost of a transformer block kept for the backward pass
@@ -43,7 +44,7 @@ def estimate(model, model_config: dict, cfg: TrainConfig, longest: int) -> dict:
         else per_layer * layers
     logits = tokens * vocab * 4 * 3
     total = weights + trainable_bytes * 3 + activations + logits  # grads + Adam m, v
-    machine = machine_memory_bytes()
+    machine = machine_memory_bytes() if machine_bytes is None else machine_bytes
     out = {"weights_bytes": weights, "trainable_bytes": trainable_bytes,
            "optimizer_bytes": 2 * trainable_bytes, "gradient_bytes": trainable_bytes,
            "activation_bytes": activations + logits, "total_bytes": total,

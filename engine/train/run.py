@@ -48,11 +48,14 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
                   cfg: TrainConfig | None = None, *, data_config=None, resume: bool = False,
                   report: Reporter = null_reporter, cancel: CancelToken | None = None,
                   job: str = "train", library_dir: Path | None = None,
-                  batch_hook: Callable | None = None) -> library.AdapterInfo:
+                  batch_hook: Callable | None = None,
+                  machine_memory: Callable[[], int] | None = None) -> library.AdapterInfo:
     """Train (or with ``resume``, continue) the adapter ``name``; return its library entry.
 
     Raises TailorError (bad input, refused resume, non-finite loss) and Cancelled (after
     saving a resumable checkpoint). Nothing already in the library is overwritten.
+    ``batch_hook(micro, batch) -> batch`` and ``machine_memory() -> bytes`` are injection
+    points for tests (faults, a small machine).
     """
     cancel = cancel or CancelToken()
     folder = library.adapter_path(name, library_dir)
@@ -117,7 +120,8 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
         _check_resumable(name, loaded.state, run_state)
 
     longest = max(len(e.tokens) for e in prepared.train)
-    mem = estimate(net, model_config, cfg, longest)
+    mem = estimate(net, model_config, cfg, longest,
+                   machine_memory() if machine_memory is not None else None)
     n_total = count(net.parameters())
     info_block = {"parameters": {"total": int(n_total), "trainable": count(trainable_weights(net))}, "memory": mem, "dataset": dataset, "base_model": base,
         "resumed_from": str(loaded.path) if loaded else None}
