@@ -30,7 +30,7 @@ def load_model(folder: Path | str, quantize_bits: int | None = None, group_size:
     from mlx_lm.utils import load_model as mlx_load_model, load_tokenizer, quantize_model
 
     folder = Path(folder)
-    if quantize_bits not in (None, 4, 8):
+    if quantize_bits not in (None, 0, 4, 8):
         raise TailorError(f"--quantize-base must be 4 or 8, not {quantize_bits}")
     try:
         model, config = mlx_load_model(folder, trust_remote_code=False)

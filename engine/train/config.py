@@ -54,8 +54,8 @@ class TrainConfig:
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep (plus the best)",
                                 minimum=1, maximum=1000)
     report_every: int = opt(1, "emit a step event every N steps", minimum=1, maximum=10**6)
-    quantize_base: int | None = opt(None, "quantize a full-precision base to 4 or 8 bits on "
-                                    "load (QLoRA)", choices=[4, 8])
+    quantize_base: int = opt(0, "quantize a full-precision base to 4 or 8 bits on load "
+                             "(QLoRA; 0: no)", choices=[0, 4, 8])
 
     def validate(self) -> "TrainConfig":
         problems = validate_ranges(self)

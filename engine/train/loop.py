@@ -201,6 +201,16 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> LoopResult:
+        try:
+            return self._run()
+        except Cancelled as e:
+            # a stop during validation or between steps: make sure the latest step is saved
+            if not getattr(e, "checkpoint", "") and self.step > 0:
+                e.checkpoint = self._save() if self.last_checkpoint_step() != self.step \
+                    else self.last_checkpoint
+            raise
+
+    def _run(self) -> LoopResult:
         cfg, model = self.cfg, self.model
         if cfg.grad_checkpoint:
             from mlx_lm.tuner.trainer import grad_checkpoint

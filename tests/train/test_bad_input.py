@@ -117,3 +117,18 @@ def test_repo_id_is_served_from_the_local_hf_cache(tiny_model, tmp_path, monkeyp
 
 def test_local_folder_resolves_to_itself(tiny_model):
     assert resolve_model(str(tiny_model("llama2"))) == tiny_model("llama2").resolve()
+
+
+def test_bad_dataset_fails_before_anything_is_created(tiny_model, tmp_path, tailor_home):
+    data = tmp_path / "broken.jsonl"
+    data.write_bytes(b"")
+    r = run_tailor("train", "--model", str(tiny_model("qwen2")), "--data", str(data),
+                   "--name", "x", "--iters", "2", "--quiet", "--events", "-")
+    assert r.returncode == 1
+    failed = [e for e in events_of(r.stdout) if e["event"] == "failed"][0]
+    assert "broken.jsonl" in failed["message"]
+    assert data.read_bytes() == b"" and library.list_adapters() == []
+    r = run_tailor("train", "--model", str(tiny_model("qwen2")), "--data",
+                   str(tmp_path / "missing.jsonl"), "--name", "x", "--quiet", "--events", "-")
+    assert "dataset not found" in [e for e in events_of(r.stdout)
+                                   if e["event"] == "failed"][0]["message"]

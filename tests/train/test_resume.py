@@ -164,3 +164,36 @@ def test_non_finite_loss_stops_and_keeps_last_finite_checkpoint(tiny_model, tmp_
         assert np.isfinite(np.array(v)).all()
         np.testing.assert_array_equal(np.array(v), np.array(final[k]))
     assert all(math.isfinite(l) for _, l in info.manifest["loss_history"]["train"])
+
+
+def test_sigint_cancels_with_a_checkpoint_and_exit_130(tiny_model, tmp_path):
+    data = write_toy_chat(tmp_path / "toy.jsonl", n=40)
+    proc = _start(tiny_model("qwen2"), data, "interrupted")
+    _read_until(proc, "step", min_iteration=3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    cancelled = [e for e in events_of(out) if e["event"] == "cancelled"][0]
+    assert "interrupted (Ctrl-C)" in cancelled["message"] or "stopped at step" in \
+        cancelled["message"]
+    assert os.path.isdir(cancelled["checkpoint"])
+    assert library.get_adapter("interrupted").manifest["status"] == "cancelled"
+
+
+def test_resume_on_another_base_model_is_refused(tiny_model, tmp_path):
+    data = write_toy_chat(tmp_path / "toy.jsonl", n=24)
+    train_adapter(str(tiny_model("qwen2")), data, "run", _small())
+    before = snapshot_tree(library.get_adapter("run").path)
+    with pytest.raises(TailorError, match="base model differs"):
+        train_adapter(str(tiny_model("qwen3")), None, "run", resume=True)
+    assert snapshot_tree(library.get_adapter("run").path) == before
+
+
+def test_event_stream_is_pure_json_lines(tiny_model, tmp_path):
+    data = write_toy_chat(tmp_path / "toy.jsonl", n=24)
+    r = run_tailor("train", "--model", str(tiny_model("qwen2")), "--data", str(data),
+                   "--name", "pure", "--iters", "3", "--quantize-base", "4", "--events", "-")
+    assert r.returncode == 0, r.stderr
+    kinds = [json.loads(line)["event"] for line in r.stdout.splitlines()]  # every line parses
+    assert kinds[0] == "progress" and "started" in kinds and kinds[-1] == "finished"
+    assert "step 3/3" in r.stderr  # the terminal view went to stderr
