@@ -29,7 +29,7 @@ class Estimate:
     def summary(self, machine_bytes: int | None = None) -> str:
         text = (f"{human_count(self.trainable_params)} trainable of "
                 f"{human_count(self.base_params)} parameters · about "
-                f"{self.total_bytes / GIB:.1f} GB memory")
+                f"{human_bytes(self.total_bytes)} memory")
         if machine_bytes and self.total_bytes > 0.75 * machine_bytes:
             text += (f" — more than this Mac can spare ({machine_bytes / GIB:.0f} GB): use a "
                      "smaller batch or sequence length, gradient checkpointing, or a 4-bit base")
@@ -41,6 +41,14 @@ def human_count(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f}{unit}"
     return str(n)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 def read_model_config(folder: str | Path) -> dict:

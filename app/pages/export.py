@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHB
 from engine import library, paths
 
 from .. import commands
-from ..estimate import GIB, estimate, read_model_config
+from ..estimate import estimate, human_bytes, read_model_config
 from ..widgets import Banner, page_header
 
 # Bits per weight of each GGUF type (K-quant mixtures: llama.cpp's typical figures).
@@ -31,14 +31,6 @@ QUANTS = [("q4_k_m", 4.85, "smallest that keeps quality; the usual choice"),
 
 def expected_size(base_params: int, bits_per_weight: float) -> int:
     return int(base_params * bits_per_weight / 8)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 def ollama_name_for(adapter: str) -> str:
@@ -59,6 +51,7 @@ class ExportPage(QWidget):
         self.ollama_job = None
         self.last_export: dict | None = None
         self.verified = False
+        self._status_checked = False
         self._build()
         state.library_changed.connect(self.refresh_adapters)
         self.refresh_adapters()
@@ -126,6 +119,12 @@ class ExportPage(QWidget):
         self.ollama_result.setMaximumHeight(110)
         self.ollama_result.hide()
         lay.addWidget(self.ollama_result)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._status_checked:  # Ollama's status when the page is first opened
+            self._status_checked = True
+            self.check_ollama()
 
     # -- choices -----------------------------------------------------------------------------
 

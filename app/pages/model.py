@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import (QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QListWidget, QListWidgetItem, QProgressBar, QPushButton,
                                QVBoxLayout, QWidget)
@@ -93,7 +93,8 @@ class ModelPage(QWidget):
         left.addWidget(QLabel("<b>Suggested models</b>"))
         self.curated = QListWidget()
         for repo, note in CURATED:
-            item = QListWidgetItem(f"{repo}\n{note}")
+            item = QListWidgetItem(f"{repo}  —  {note}")
+            item.setSizeHint(QSize(0, 30))
             item.setData(Qt.ItemDataRole.UserRole, repo)
             self.curated.addItem(item)
         self.curated.itemDoubleClicked.connect(lambda it: self.choose_repo(

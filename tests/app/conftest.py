@@ -22,6 +22,8 @@ def window(qtbot, tmp_path):
     """The main window with its own settings file; questions answered "yes"."""
     from PySide6.QtCore import QSettings
 
+    from pytestqt.exceptions import TimeoutError as TimeoutError_
+
     from app.main import make_app
     from app.main_window import MainWindow
 
@@ -33,9 +35,15 @@ def window(qtbot, tmp_path):
     w.show()
     qtbot.waitExposed(w)
     yield w
-    # Leave no worker behind: stop every job and wait for it to end.
-    w.state.queue.stop_all()
-    qtbot.waitUntil(lambda: not w.state.queue.running, timeout=30000)
+    # Leave no worker behind: ask every job to stop; kill what has not ended in 10 s.
+    queue = w.state.queue
+    queue.stop_all()
+    try:
+        qtbot.waitUntil(lambda: not queue.running, timeout=10000)
+    except TimeoutError_:
+        for job in queue.running:
+            job.worker.proc.kill()
+        qtbot.waitUntil(lambda: not queue.running, timeout=20000)
 
 
 def screenshot(widget, folder: Path, name: str) -> Path:
