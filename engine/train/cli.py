@@ -36,6 +36,14 @@ def run(args: argparse.Namespace, job) -> int:
     data_over = overrides_from_args(DataConfig, args)
     data_over.pop("max_seq_length", None)
     data_config = DataConfig(**data_over)
+    if args.resume and data_over:
+        # only the data flags given now are checked against the run's own settings
+        from .. import library
+
+        saved = library.get_adapter(args.resume).manifest.get("data_settings") or {}
+        data_config = DataConfig(**{**saved, **data_over})
+    elif args.resume:
+        data_config = None
     if args.resume:
         if args.name and args.name != args.resume:
             raise TailorError("--name and --resume name different adapters",

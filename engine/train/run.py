@@ -4,7 +4,7 @@ Tailor's manifest. Also resumes such a run from its latest checkpoint.
 """
 from __future__ import annotations
 
-import shutil
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
@@ -78,6 +78,18 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
                         for k in changed),
                     hint="resume with the original settings, or start a new run")
         cfg = saved_cfg
+        saved_data = info.manifest.get("data_settings") or {}
+        if data_config is not None and saved_data:
+            now = dataclasses.asdict(data_config)
+            changed = [k for k, v in saved_data.items()
+                       if k not in ("max_seq_length", "preview_count") and now.get(k) != v]
+            if changed:
+                raise TailorError(f"cannot resume {name!r} with changed data settings: "
+                                  + ", ".join(f"{k} {saved_data[k]!r} -> {now[k]!r}"
+                                              for k in changed),
+                                  hint="resume with the original settings, or start a new run")
+        if saved_data:
+            data_config = DataConfig(**saved_data)
         model = model or info.manifest["base_model"]["given"]
         data = data or info.manifest["dataset"]["path"]
     else:
@@ -142,6 +154,7 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
                               "nothing was changed") from None
         manifest = {"name": name, "status": "running", "base_model": base, "dataset": dataset,
                     "settings": cfg.to_dict(), "adapter_config": adapter_config,
+                    "data_settings": dataclasses.asdict(data_config),
                     "seed": cfg.seed, "loss_history": {"train": [], "valid": []},
                     "best_val_loss": None, "versions": versions(), "created": now,
                     "started": now, "finished": None, "parameters": info_block["parameters"],

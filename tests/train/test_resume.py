@@ -197,3 +197,18 @@ def test_event_stream_is_pure_json_lines(tiny_model, tmp_path):
     kinds = [json.loads(line)["event"] for line in r.stdout.splitlines()]  # every line parses
     assert kinds[0] == "progress" and "started" in kinds and kinds[-1] == "finished"
     assert "step 3/3" in r.stderr  # the terminal view went to stderr
+
+
+def test_resume_keeps_the_runs_data_split_and_refuses_a_changed_one(tiny_model, tmp_path):
+    from engine.data import DataConfig
+
+    data = write_toy_chat(tmp_path / "toy.jsonl", n=24)
+    train_adapter(str(tiny_model("qwen2")), data, "run", _small(),
+                  data_config=DataConfig(split_seed=7, valid_fraction=0.25))
+    m = library.get_adapter("run").manifest
+    assert m["data_settings"]["split_seed"] == 7 and m["dataset"]["counts"]["valid"] == 6
+    before = snapshot_tree(library.get_adapter("run").path)
+    r = run_tailor("train", "--resume", "run", "--split-seed", "8", "--quiet", "--events", "-")
+    assert r.returncode == 1
+    assert "changed data settings: split_seed 7 -> 8" in events_of(r.stdout)[-1]["message"]
+    assert snapshot_tree(library.get_adapter("run").path) == before
