@@ -22,15 +22,14 @@ from ..widgets import Banner, LossChart, page_header
 
 BASIC_FIELDS = ("method", "rank", "alpha", "learning_rate", "epochs", "iters", "batch_size",
                 "max_seq_length", "grad_checkpoint")
-# quantize_base: engine/configs.py turns `int | None` into a str flag that argparse refuses,
-# so the form leaves it out until that is fixed (see tests/app/test_worker.py).
-HIDDEN_FIELDS = ("quantize_base",)
+HIDDEN_FIELDS: tuple[str, ...] = ()
 LABELS = {"learning_rate": "Learning rate", "max_seq_length": "Max sequence length",
           "grad_checkpoint": "Gradient checkpointing", "grad_accumulation": "Gradient accumulation",
           "rslora": "rsLoRA scaling", "num_layers": "Layers (last N)", "iters": "Steps (0: epochs)",
           "eval_every": "Validate every", "save_every": "Checkpoint every",
           "val_batches": "Validation batches", "keep_checkpoints": "Checkpoints kept",
-          "report_every": "Report every", "grad_clip": "Gradient clip"}
+          "report_every": "Report every", "grad_clip": "Gradient clip",
+          "quantize_base": "Quantize base (bits)"}
 
 
 def _label(name: str) -> str:

@@ -67,3 +67,18 @@ def test_every_engine_module_imports_with_qt_blocked():
     assert "FAILED []" in r.stdout and "QT []" in r.stdout, r.stdout
     count = int(r.stdout.split("MODULES ")[1].split()[0])
     assert count >= 10, r.stdout
+
+
+def test_the_frozen_entry_point_runs_engine_workers():
+    """In the .app, ``sys.executable -m engine ...`` reaches packaging/entry.py, which must run
+    the engine CLI (not open a second window)."""
+    r = subprocess.run([sys.executable, str(REPO / "packaging" / "entry.py"), "-m", "engine",
+                        "library", "list", "--events", "-", "--quiet"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120,
+                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
+                            "TAILOR_HOME": str(REPO / "test-output" / "boundary-home")})
+    assert r.returncode == 0, r.stderr[-2000:]
+    from engine.events import Finished, decode_event
+
+    events = [decode_event(l) for l in r.stdout.splitlines() if l.strip()]
+    assert isinstance(events[-1], Finished)
