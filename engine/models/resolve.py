@@ -54,58 +54,28 @@ def check_model_folder(folder: Path) -> Path:
     return folder
 
 
-class _ProgressBar:
-    """A tqdm stand-in that turns huggingface_hub's byte counts into Progress events."""
+def progress_bar_class(report: Reporter, cancel: CancelToken | None, job: str):
+    """A tqdm class for huggingface_hub that turns its byte counts into Progress events (and
+    notices a cancel between chunks) instead of drawing on the terminal."""
+    import io
 
-    report: Reporter = null_reporter
-    cancel: CancelToken | None = None
-    job: str = "model"
+    from tqdm import tqdm
 
-    def __init__(self, *args, total=None, initial=0, desc="", **kwargs):
-        self.total = total or 0
-        self.n = initial or 0
-        self.desc = desc or kwargs.get("name", "") or ""
+    class TailorBar(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs.pop("name", None)
+            kwargs.update(file=io.StringIO(), disable=False)
+            super().__init__(*args, **kwargs)
 
-    def update(self, n=1):
-        self.n += n or 0
-        if self.cancel is not None and self.cancel.requested:
-            raise Cancelled(self.cancel.reason)
-        type(self).report(Progress(job=self.job, stage="download", done=self.n, total=self.total,
-                                   message=str(self.desc)))
+        def update(self, n=1):
+            result = super().update(n)
+            if cancel is not None and cancel.requested:
+                raise Cancelled(cancel.reason)
+            report(Progress(job=job, stage="download", done=float(self.n),
+                            total=float(self.total or 0), message=str(self.desc or "")))
+            return result
 
-    def close(self):
-        pass
-
-    def refresh(self, *a, **k):
-        pass
-
-    def set_description(self, desc=None, *a, **k):
-        self.desc = desc or ""
-
-    def set_postfix(self, *a, **k):
-        pass
-
-    def reset(self, total=None):
-        self.total = total or 0
-        self.n = 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def __iter__(self):
-        return iter(())
-
-    @classmethod
-    def get_lock(cls):
-        import threading
-        return threading.RLock()
-
-    @classmethod
-    def set_lock(cls, lock):
-        pass
+    return TailorBar
 
 
 def resolve_model(path_or_repo_id: str | os.PathLike, report: Reporter = null_reporter,
@@ -148,8 +118,7 @@ def _snapshot(repo_id: str, report: Reporter, cancel: CancelToken | None, revisi
                           "off (HF_HUB_OFFLINE is set)",
                           hint="connect to the internet and unset HF_HUB_OFFLINE, or download "
                                "the model folder and pass its path")
-    bar = type("TailorBar", (_ProgressBar,), {"report": staticmethod(report), "cancel": cancel,
-                                              "job": job})
+    bar = progress_bar_class(report, cancel, job)
     report(Progress(job=job, stage="download", done=0, total=0, message=f"fetching {repo_id}"))
     try:
         path = snapshot_download(repo_id, revision=revision, allow_patterns=ALLOW_PATTERNS,

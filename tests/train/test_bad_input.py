@@ -132,3 +132,24 @@ def test_bad_dataset_fails_before_anything_is_created(tiny_model, tmp_path, tail
                    str(tmp_path / "missing.jsonl"), "--name", "x", "--quiet", "--events", "-")
     assert "dataset not found" in [e for e in events_of(r.stdout)
                                    if e["event"] == "failed"][0]["message"]
+
+
+def test_download_progress_bar_speaks_huggingface_hubs_tqdm_protocol():
+    """The bar class given to snapshot_download, driven the way huggingface_hub drives it."""
+    from huggingface_hub.utils.tqdm import _create_progress_bar, hf_thread_map
+
+    from engine.events import CancelToken, Cancelled, ListReporter, Progress
+    from engine.models.resolve import progress_bar_class
+
+    rep, cancel = ListReporter(), CancelToken()
+    bar_cls = progress_bar_class(rep, cancel, "model")
+    bytes_bar = _create_progress_bar(cls=bar_cls, log_level=30, name="x", desc="Downloading",
+                                     total=0, initial=0, unit="B", unit_scale=True)
+    bytes_bar.total = 300
+    assert hf_thread_map(lambda n: bytes_bar.update(n) or n, [100, 100, 100], desc="files",
+                         max_workers=1, tqdm_class=bar_cls) == [100, 100, 100]
+    done = [e for e in rep.of(Progress) if e.total == 300]
+    assert done[-1].done == 300 and done[-1].stage == "download"
+    cancel.cancel("stop requested")
+    with pytest.raises(Cancelled):
+        bytes_bar.update(1)
