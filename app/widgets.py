@@ -45,8 +45,6 @@ class LossChart(pg.PlotWidget):
         self.setMinimumHeight(180)
         self.setLabel("bottom", "step")
         self.setLabel("left", "loss")
-        # Log scale: the first steps' loss is often 10x the rest; the tail must stay readable.
-        self.setLogMode(y=True)
         # The grid costs ~10 ms a repaint in software rendering (bench/ui_latency.py): only
         # for charts that do not redraw live.
         if grid:

@@ -73,34 +73,34 @@ def test_training_through_the_real_worker_charts_and_lands_in_the_library(
         qtbot, window, tiny_model, tmp_path, test_output):
     window.state.set_model(str(tiny_model("qwen2")))
     window.state.set_data(str(small_chat_dataset(tmp_path, n=40)))
-    page = start_training(qtbot, window, "pip-style", iters=160)
-    qtbot.waitUntil(lambda: page.chart.point_count() >= 30 or page.job.done, timeout=90000)
+    page = start_training(qtbot, window, "pip-style", iters=200)
+    qtbot.waitUntil(lambda: page.chart.point_count() >= 80 or page.job.done, timeout=90000)
     assert not page.job.done, ("the run ended before the chart could be seen mid-run",
                                len(page.history), page.chart.point_count(), page.chart.redraws, page.history.version, page.chart._drawn, page.chart.timer.isActive())
-    qtbot.waitUntil(lambda: page.chart.point_count() >= 30, timeout=5000)
+    qtbot.waitUntil(lambda: page.chart.point_count() >= 80, timeout=5000)
     shot = screenshot(window, test_output, "train-mid-run")
     assert page.stop_button.isEnabled() and not page.start_button.isEnabled()
     qtbot.waitUntil(lambda: page.job.done, timeout=120000)
     assert page.job.state == "finished", page.banner.text()
     if os.environ.get("TAILOR_SAVE_DOCS_SCREENSHOT"):
         shutil.copy(shot, REPO / "docs" / "screenshot-train.png")
-    assert page.chart.point_count() >= 100
-    assert len(page.history.valid_loss) >= 8
+    qtbot.waitUntil(lambda: page.chart.point_count() == 200, timeout=5000)
+    assert len(page.history.valid_loss) >= 10
     assert "Finished" in page.banner.text() and "Library" in page.banner.text()
     assert set(page.banner.buttons) == {"try", "export"}
-    assert page.stat_labels["step"].text() == "160/160"
+    assert page.stat_labels["step"].text() == "200/200"
 
     library = window.pages["Library"]
     row = library.model.row_of("pip-style")
     assert row >= 0
     assert library.model.value(row, library.model.STATUS) == "finished"
-    assert library.model.value(row, library.model.STEPS) == 160
+    assert library.model.value(row, library.model.STEPS) == 200
     qtbot.mouseClick(page.banner.buttons["export"], Qt.MouseButton.LeftButton)
     assert window.current_page() == "Export"
     assert window.pages["Export"].adapter_box.currentData() == "pip-style"
     window.show_page("Library")
     assert library.select("pip-style")
-    qtbot.waitUntil(lambda: library.chart.point_count() >= 100, timeout=5000)
+    qtbot.waitUntil(lambda: library.chart.point_count() == 200, timeout=5000)
     for name in ("Model", "Library", "Playground", "Export"):
         window.show_page(name)
         qtbot.wait(150)
