@@ -39,6 +39,7 @@ class ChatPane(QWidget):
         lay.addWidget(self.view, 1)
         self.turns: list[tuple[str, str]] = []
         self.current = ""
+        self.pieces = 0  # streamed pieces of the current answer
 
     def set_title(self, title: str) -> None:
         self.title.setText(f"<b>{html.escape(title)}</b>")
@@ -46,9 +47,11 @@ class ChatPane(QWidget):
     def begin(self, prompt: str) -> None:
         self.turns.append((prompt, ""))
         self.current = ""
+        self.pieces = 0
         self._render()
 
     def append(self, text: str) -> None:
+        self.pieces += 1
         self.current += text
         self.turns[-1] = (self.turns[-1][0], self.current)
         self._render()

@@ -209,3 +209,34 @@ def test_send_to_ollama_succeeds_and_a_refusal_reads_clearly(qtbot, window, tiny
         assert page.ollama_job.state == "failed"
         assert page.banner.kind == "error"
         assert "Ollama refused the model" in page.banner.text()
+
+
+def test_quitting_during_a_run_asks_first_and_stops_it_cleanly(qtbot, window, fake_argv):
+    page = window.pages["Train"]
+    page._launch("Train fake", fake_argv("--steps", "3", "--then", "wait-stop"), "fake")
+    qtbot.waitUntil(lambda: page.job.worker.last_checkpoint is not None, timeout=30000)
+    asked = []
+    window.confirm = lambda title, text: asked.append(text) and False
+    window.close()
+    assert asked and "checkpoint" in asked[0]
+    assert window.isVisible() and page.running  # "no": nothing stopped, nothing closed
+    window.confirm = lambda title, text: True
+    window.close()
+    qtbot.waitUntil(lambda: page.job.done, timeout=30000)
+    assert page.job.state == "cancelled"
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=10000)
+
+
+def test_playground_streams_a_reply_from_the_base_model(qtbot, window, tiny_model):
+    window.state.set_model(str(tiny_model("qwen2")))
+    page = window.pages["Playground"]
+    window.show_page("Playground")
+    page.max_tokens.setValue(8)
+    page.prompt.setPlainText("Hello there")
+    qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
+    job = page.jobs[-1]
+    qtbot.waitUntil(lambda: job.done, timeout=120000)
+    assert job.state == "finished", page.left.text()
+    assert page.left.turns[-1][0] == "Hello there"
+    assert page.left.pieces >= 1  # streamed, not only delivered at the end
+    assert page.left.text() == job.worker.final_event.result["text"]
