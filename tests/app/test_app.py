@@ -64,6 +64,10 @@ def test_dropping_a_file_fills_the_data_page(qtbot, window, tiny_model, tmp_path
     import re
     highlighted = re.findall(r"background-color:rgba\(59,130,246[^>]*>([^<]*)<", page.preview.toHtml())
     assert highlighted and all("plus one is" in h for h in highlighted), highlighted
+    import pyqtgraph as pg
+    bars = [i for i in page.histogram.getPlotItem().items if isinstance(i, pg.BarGraphItem)]
+    assert bars and sum(bars[0].opts["height"]) == 27  # every training example counted
+    assert page.fields["split"].text() == "27 train · 3 validation"
     assert data.read_bytes() == before
     page.tabs.setCurrentIndex(0)
     screenshot(window, test_output, "data")

@@ -118,3 +118,38 @@ def test_drop_classification(tmp_path):
     assert classify_drop([data, model]) == ("model", model)
     assert classify_drop([tmp_path / "folder-of-files"]) == ("data", tmp_path / "folder-of-files")
     assert classify_drop([]) is None
+
+
+def test_library_overlays_a_second_run(qtbot, tailor_home):
+    from app.pages.library import LibraryPage
+    from app.state import AppState
+
+    _adapter(tailor_home, "one")
+    _adapter(tailor_home, "two")
+    page = LibraryPage(AppState())
+    qtbot.addWidget(page)
+    page.select("one")
+    page.compare_box.setCurrentIndex(page.compare_box.findData("two"))
+    assert len(page.chart.compare) == 1
+    history, train_item, valid_item = page.chart.compare[0]
+    page.chart.refresh()
+    assert list(train_item.getData()[1]) == [3.0, 2.5] and list(valid_item.getData()[1]) == [2.7]
+    page.compare_box.setCurrentIndex(0)
+    assert page.chart.compare == []
+
+
+def test_model_page_describes_a_local_model_and_offers_a_download_for_an_id(qtbot, tiny_model):
+    from app.pages.model import ModelPage
+    from app.state import AppState
+
+    state = AppState()
+    page = ModelPage(state)
+    qtbot.addWidget(page)
+    state.set_model(str(tiny_model("qwen2")))
+    assert page.info_labels["architecture"].text().startswith("qwen2")
+    assert page.info_labels["gguf"].text() == "yes"
+    assert page.info_labels["parameters"].text().endswith("k")
+    state.set_model("mlx-community/Qwen2.5-0.5B-Instruct-4bit")
+    assert "Hugging Face id" in page.banner.text() and "download" in page.banner.buttons
+    state.set_model("/no/such/folder")
+    assert page.banner.kind == "error" and "no such folder" in page.banner.text()
