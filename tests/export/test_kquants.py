@@ -257,3 +257,55 @@ def test_sequential_sum_adds_in_row_order_like_the_c_loops():
     for row in columns[1:]:
         expected = expected + row
     assert np.array_equal(sequential_sum(columns), expected)
+
+
+# ---------------------------------------------------------------- arbitrary rows vs llama.cpp
+
+def _rows_strategy():
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+
+    finite = st.floats(min_value=-1e5, max_value=1e5, width=32, allow_nan=False,
+                       allow_infinity=False)
+    # small integers times a power of two: exact rounding ties and repeated values
+    on_grid = st.builds(lambda k, e: float(np.float32(k * 2.0 ** e)),
+                        st.integers(-40, 40), st.integers(-30, 4))
+    elements = st.one_of(finite, on_grid, st.sampled_from([0.0, -0.0, 1.0, -1.0]))
+    return st.integers(1, 3).flatmap(
+        lambda rows: arrays(np.float32, (rows, 256), elements=elements))
+
+
+PROBE_SHAPE = LlamaShape(n_layers=1, hidden=256, ffn=256, n_heads=2, n_kv_heads=2, vocab=260)
+
+
+def test_arbitrary_rows_are_byte_identical_to_llama_cpp(tmp_path):
+    """Hypothesis picks the rows (any finite float32 up to 1e5, ties, zeros, subnormals)."""
+    pytest.importorskip("llama_cpp")
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    @settings(max_examples=25, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure stays quick
+              suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                     HealthCheck.too_slow])
+    @given(rows=_rows_strategy())
+    def check(rows):
+        vocab, hidden = PROBE_SHAPE.vocab, PROBE_SHAPE.hidden
+        tiled = np.resize(rows, (vocab, hidden)).astype(np.float32)
+        matrices = {name: np.zeros(shape, dtype=np.float32)
+                    for name, shape in PROBE_SHAPE.matrix_shapes().items()}
+        matrices["token_embd.weight"] = tiled
+        matrices["output.weight"] = tiled
+        source = tmp_path / "probe.gguf"
+        write_llama_gguf(source, PROBE_SHAPE, matrices)
+        for ftype, embd_type in ((FTYPE_Q4_K_M, "Q4_K"), (FTYPE_Q5_K_M, "Q5_K")):
+            target = tmp_path / f"probe-{ftype}.gguf"
+            llama_cpp_quantize(source, target, ftype)
+            tensors = read_tensor_blocks(target)
+            for name, type_name in (("token_embd.weight", embd_type),
+                                    ("output.weight", "Q6_K")):
+                found_type, theirs = tensors[name]
+                assert found_type == type_name
+                ours = ENCODERS[type_name](rows)
+                assert np.array_equal(ours, theirs[:len(rows)]), (type_name, rows)
+
+    check()
