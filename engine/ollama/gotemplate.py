@@ -325,6 +325,28 @@ def _to_str(value: Any) -> str:
     return str(value)
 
 
+_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+            "\\": "\\", '"': '"'}
+_ESCAPE_RE = re.compile(r'\\(?:([abfnrtv\\"])|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})'
+                        r'|U([0-9a-fA-F]{8})|([0-7]{3}))')
+
+
+def _unescape(body: str) -> str:
+    """Go interpreted string literal escapes (\\n, \\", \\u00e9, \\x41, \\101 ...)."""
+    def sub(m: re.Match) -> str:
+        simple, hex2, u4, u8, octal = m.groups()
+        if simple:
+            return _ESCAPES[simple]
+        if hex2 or octal:  # bytes in Go; only ASCII ones appear in our templates
+            return chr(int(hex2, 16) if hex2 else int(octal, 8))
+        code = int(u4 or u8, 16)
+        if 0xD800 <= code <= 0xDFFF:
+            raise GoTemplateError(f"invalid Unicode escape {m.group(0)!r} (a surrogate half)")
+        return chr(code)
+
+    return _ESCAPE_RE.sub(sub, body)
+
+
 def _eval(cmd: list, dot: Any, scopes: list[dict]) -> Any:
     def operand(tok) -> Any:
         if isinstance(tok, list):
@@ -333,8 +355,7 @@ def _eval(cmd: list, dot: Any, scopes: list[dict]) -> Any:
         if kind == "str":
             if value.startswith("`"):
                 return value[1:-1]
-            return bytes(value[1:-1], "utf-8").decode("unicode_escape").encode(
-                "latin-1").decode("utf-8")
+            return _unescape(value[1:-1])
         if kind == "num":
             return float(value) if "." in value else int(value)
         if kind == "field":

@@ -169,7 +169,8 @@ def _lit(text: str) -> str:
     """Literal text for a Go template ('{{'/'}}' inside it go through a string literal)."""
     if "{{" not in text and "}}" not in text:
         return text
-    return "{{ " + json.dumps(text) + " }}"
+    # Non-ASCII stays literal: json's \ud83d\ude00 surrogate pairs are invalid in Go strings.
+    return "{{ " + json.dumps(text, ensure_ascii=False) + " }}"
 
 
 def detect_family(jinja_template: str) -> str:

@@ -44,6 +44,28 @@ def full_name(name: str) -> str:
     return name if ":" in name.split("/")[-1] else name + ":latest"
 
 
+def _action_end(text: str, i: int) -> int:
+    """Index of the '}}' closing the action opened before ``i``, skipping string literals;
+    -1 when the action is not closed (or another '{{' comes first)."""
+    quote = ""
+    while i < len(text) - 1:
+        c = text[i]
+        if quote:
+            if c == "\\" and quote == '"':
+                i += 2
+                continue
+            if c == quote:
+                quote = ""
+        elif c in "\"`":
+            quote = c
+        elif text.startswith("}}", i):
+            return i
+        elif text.startswith("{{", i):
+            return -1
+        i += 1
+    return -1
+
+
 def check_go_template(text: str) -> str | None:
     """An independent balance check of Go template actions; the error text or None."""
     depth: list[str] = []
@@ -51,15 +73,12 @@ def check_go_template(text: str) -> str | None:
     while True:
         i = text.find("{{", pos)
         stray = text.find("}}", pos)
-        if i < 0:
-            if stray >= 0:
-                return f"template: unexpected \"}}}}\" at offset {stray}"
-            break
-        if 0 <= stray < i:
+        if 0 <= stray and (i < 0 or stray < i):
             return f"template: unexpected \"}}}}\" at offset {stray}"
-        j = text.find("}}", i + 2)
-        nxt = text.find("{{", i + 2)
-        if j < 0 or (0 <= nxt < j):
+        if i < 0:
+            break
+        j = _action_end(text, i + 2)
+        if j < 0:
             return f"template: unclosed action at offset {i}"
         inner = text[i + 2:j].strip().lstrip("-").rstrip("-").strip()
         word = inner.split()[0] if inner.split() else ""

@@ -297,3 +297,13 @@ def test_delete(server, gguf):
         assert c.list_models() == []
         with pytest.raises(OllamaError, match="404 while deleting gone"):
             c.delete("gone")
+
+
+def test_template_with_literal_braces_is_accepted_end_to_end(server, tmp_path):
+    jinja = ("{% for m in messages %}{{ '{{' + m['role'] + '}}: ' + m['content'] + '\n' }}"
+             "{% endfor %}{{ '{{assistant}}: ' }}")
+    g = make_gguf(tmp_path / "braces.gguf", "qwen2", chat_template=jinja)
+    with client_for(server) as c:
+        r = send_gguf(c, g, "braces")
+    assert r.created and r.template["verified"]
+    assert "{{assistant}}: " in server.models["braces:latest"]["template"]  # inside a literal

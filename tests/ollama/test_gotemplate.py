@@ -58,6 +58,9 @@ def test_if_truthiness_and_not_or():
 
 def test_string_literals_with_braces_and_escapes():
     assert render('{{ "{{" }}x{{ "}}\\n" }}', {}) == "{{x}}\n"
+    assert render('{{ "\\u00e9\\t\\"q\\" \\x41 🙂" }}', {}) == 'é\t"q" A 🙂'
+    with pytest.raises(GoTemplateError, match="surrogate"):
+        render('{{ "\\ud83d" }}', {})
 
 
 @pytest.mark.parametrize("bad,words", [

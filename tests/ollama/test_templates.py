@@ -151,12 +151,12 @@ def test_tiny_models_tokenizer_config_gives_turn_end_stop(kind, tiny_model):
 
 
 def test_literal_braces_in_a_template_are_escaped():
-    tmpl = ("{% for m in messages %}{{ '{{' + m['role'] + '}}: ' + m['content'] + '\n' }}"
-            "{% endfor %}{{ '{{assistant}}: ' }}")
+    tmpl = ("{% for m in messages %}{{ '{{' + m['role'] + '}} 🙂 \"é\": ' + m['content'] + '\n' }}"
+            "{% endfor %}{{ '{{assistant}} 🙂 \"é\": ' }}")
     result = convert_chat_template(tmpl, {"eos_token": "</s>"})
     assert result.verified
     go_text, jinja_text, _ = both(tmpl, {"eos_token": "</s>"}, TWO_TURNS)
-    assert go_text == jinja_text and go_text.startswith("{{user}}: What is 2 + 2?\n")
+    assert go_text == jinja_text and go_text.startswith('{{user}} 🙂 "é": What is 2 + 2?\n')
 
 
 # Shapes of real templates outside the exact families (written after the published ones).
