@@ -307,4 +307,4 @@ class ExportPage(QWidget):
         self.ollama_result.show()
 
     def _on_send_failed(self, message: str, hint: str) -> None:
-        self._error("Ollama refused the model", message, hint)
+        self._error("Sending to Ollama failed", message, hint)

@@ -184,27 +184,37 @@ def _trained_adapter(qtbot, window, tiny_model, tmp_path, name: str) -> None:
     assert page.job.state == "finished", page.banner.text()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("engine.ollama.cli") is None or
-                    importlib.util.find_spec("engine.export.cli") is None,
-                    reason="tailor ollama / tailor export have not landed yet")
-def test_send_to_ollama_succeeds_and_a_refusal_reads_clearly(qtbot, window, tiny_model,
-                                                             tmp_path):
+def _exported(page, tmp_path) -> Path:
+    """Put the Export page in the state a verified export leaves it in, with a small real
+    GGUF (the Ollama tests' own), so the hand-off is tested without waiting on an export."""
+    from tests.ollama.ggufs import make_gguf
+
+    gguf = make_gguf(tmp_path / "pip-f16.gguf", "qwen2")
+    page._on_exported({"path": str(gguf), "size_bytes": gguf.stat().st_size,
+                       "verification": {"passed": True, "checks": [
+                           {"name": "structure", "passed": True, "detail": "re-read"}]}})
+    assert page.send_button.isEnabled()
+    return gguf
+
+
+def test_send_to_ollama_succeeds_and_a_refusal_reads_clearly(qtbot, window, tmp_path):
     from tests.ollama.fake_server import FakeOllama
 
-    _trained_adapter(qtbot, window, tiny_model, tmp_path, "for-ollama")
     page = window.pages["Export"]
-    page.select_adapter("for-ollama")
-    page.quant_box.setCurrentIndex(page.quant_box.findData("f16"))
-    qtbot.mouseClick(page.export_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: page.export_job.done, timeout=180000)
-    assert page.verified, page.banner.text()
+    window.show_page("Export")
+    gguf = _exported(page, tmp_path)
+    before = gguf.read_bytes()
     with FakeOllama() as server:
         window.settings.setValue("ollama/host", server.host)
+        page.check_ollama()
+        qtbot.waitUntil(lambda: "running (version 0.6.8" in page.ollama_status.text(),
+                        timeout=60000)
         page.name_edit.setText("pip-test")
         qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(lambda: page.ollama_job.done, timeout=120000)
         assert page.ollama_job.state == "finished", page.banner.text()
-        assert "ollama run pip-test" in page.banner.text()
+        assert page.banner.kind == "ok" and "ollama run pip-test" in page.banner.text()
+        assert "pip-test:latest" in server.models
 
         server.fault("create", "status:400")
         page.name_edit.setText("pip-test-2")
@@ -212,7 +222,29 @@ def test_send_to_ollama_succeeds_and_a_refusal_reads_clearly(qtbot, window, tiny
         qtbot.waitUntil(lambda: page.ollama_job.done, timeout=120000)
         assert page.ollama_job.state == "failed"
         assert page.banner.kind == "error"
-        assert "Ollama refused the model" in page.banner.text()
+        assert "Sending to Ollama failed" in page.banner.text() and "400" in page.banner.text()
+        assert "pip-test-2:latest" not in server.models
+    assert gguf.read_bytes() == before  # the user's file is never touched
+
+
+def test_without_ollama_the_app_shows_the_modelfile_folder_and_command(qtbot, window,
+                                                                         tmp_path):
+    from tests.ollama.fake_server import free_port
+
+    page = window.pages["Export"]
+    window.show_page("Export")
+    _exported(page, tmp_path)
+    window.settings.setValue("ollama/host", f"127.0.0.1:{free_port()}")  # nobody listens
+    page.name_edit.setText("pip-offline")
+    qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.ollama_job.done, timeout=120000)
+    assert page.ollama_job.state == "finished", page.banner.text()
+    assert page.banner.kind == "warn" and "not running" in page.banner.text()
+    result = page.ollama_job.worker.final_event.result
+    folder = Path(result["modelfile_dir"])
+    assert (folder / "Modelfile").exists()
+    assert "ollama create pip-offline" in page.ollama_result.toPlainText()
+    assert str(folder) in page.ollama_result.toPlainText()
 
 
 def test_quitting_during_a_run_asks_first_and_stops_it_cleanly(qtbot, window, fake_argv):
