@@ -1,6 +1,6 @@
 """Tailor's trainer against `mlx_lm lora` on the same model, data and settings, one epoch each.
 
-    .venv/bin/python bench/train_vs_mlx_lm.py [--train-examples 240] [--keep DIR]
+    .venv/bin/python bench/train_vs_mlx_lm.py [--train-examples 80] [--keep DIR]
 
 Builds (no downloads) a Qwen2-style model of a few million parameters with a byte-level BPE
 vocabulary of 8192 tokens, so the output layer weighs as in real small models, and a chat
@@ -170,7 +170,7 @@ def evaluate_adapter(model_dir: Path, adapter_dir: Path, valid_file: Path) -> fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train-examples", type=int, default=240)
+    ap.add_argument("--train-examples", type=int, default=80)
     ap.add_argument("--valid-examples", type=int, default=24)
     ap.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
     a = ap.parse_args()

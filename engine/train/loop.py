@@ -90,6 +90,20 @@ def micro_seed(seed: int, micro: int) -> int:
     return (seed * 1_000_003 + micro * 7919 + 12345) % (2**63)
 
 
+_CHECKPOINTED: set[type] = set()
+
+
+def _checkpoint_blocks(model) -> None:
+    """mlx-lm's grad_checkpoint patches the block *class*; patch each class once per process
+    (a second patch would nest checkpoints). Unpatched blocks compute the same values."""
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    cls = type(model.layers[0])
+    if cls not in _CHECKPOINTED:
+        grad_checkpoint(model.layers[0])
+        _CHECKPOINTED.add(cls)
+
+
 class Trainer:
     """Trains ``model`` (adapters already applied) on ``train``; see module doc."""
 
@@ -213,8 +227,7 @@ class Trainer:
     def _run(self) -> LoopResult:
         cfg, model = self.cfg, self.model
         if cfg.grad_checkpoint:
-            from mlx_lm.tuner.trainer import grad_checkpoint
-            grad_checkpoint(model.layers[0])
+            _checkpoint_blocks(model)
         model.train()
         state, step_fn = self._compiled_step()
         if self.step == 0 and self.valid is not None:

@@ -5,6 +5,8 @@ Tailor's manifest. Also resumes such a run from its latest checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Callable
@@ -158,10 +160,13 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
                     "seed": cfg.seed, "loss_history": {"train": [], "valid": []},
                     "best_val_loss": None, "versions": versions(), "created": now,
                     "started": now, "finished": None, "parameters": info_block["parameters"],
-                    "memory_estimate": mem}
+                    "memory_estimate": mem,
+                    # a reader seeing "running" can check that this process still exists
+                    "pid": os.getpid(), "host": socket.gethostname()}
     else:
         manifest = library.read_manifest(folder)
-        manifest.update(status="running", resumed=now, versions=versions())
+        manifest.update(status="running", resumed=now, versions=versions(), pid=os.getpid(),
+                        host=socket.gethostname())
     library.write_manifest(folder, manifest)
 
     def record(status: str, trainer: Trainer, **extra) -> None:
