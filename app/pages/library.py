@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +19,23 @@ from engine.events import TailorError
 
 from ..history import LossHistory
 from ..widgets import Banner, LossChart, page_header
+
+
+def effective_status(manifest: dict) -> str:
+    """The manifest's status, except that a "running" run whose process is gone (killed, out
+    of memory, the Mac restarted) is "interrupted": resumable from its last checkpoint."""
+    status = manifest.get("status", "unknown")
+    if status != "running" or not manifest.get("pid"):
+        return status
+    if manifest.get("host") and manifest.get("host") != socket.gethostname():
+        return status  # another machine's run: we cannot tell
+    try:
+        os.kill(int(manifest["pid"]), 0)
+    except ProcessLookupError:
+        return "interrupted"
+    except (PermissionError, OSError, ValueError):
+        pass
+    return status
 
 
 def _when(ts) -> str:
@@ -73,7 +92,7 @@ class AdapterTableModel(QAbstractTableModel):
             return m.get("steps") or 0
         if col == self.BEST_VAL:
             return m.get("best_val_loss")
-        return m.get("status", "unknown")
+        return effective_status(m)
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
@@ -210,12 +229,13 @@ class LibraryPage(QWidget):
         self._show(self.selected())
 
     def _enable(self, a) -> None:
-        running = a is not None and a.status == "running"
+        status = effective_status(a.manifest) if a is not None else ""
+        running = status == "running"
         for key, b in self.buttons.items():
             b.setEnabled(a is not None and not (running and key in ("rename", "delete",
                                                                       "resume")))
         if a is not None:
-            self.buttons["resume"].setEnabled(a.status in ("cancelled", "failed"))
+            self.buttons["resume"].setEnabled(status in ("cancelled", "failed", "interrupted"))
             self.buttons["try"].setEnabled(a.weights.exists())
             self.buttons["export"].setEnabled(a.weights.exists())
 
@@ -234,7 +254,7 @@ class LibraryPage(QWidget):
         base = m.get("base_model") or {}
         ds = m.get("dataset") or {}
         self.settings_view.setHtml(
-            f"<h3>{a.name}</h3><p>Status: <b>{a.status}</b> · base "
+            f"<h3>{a.name}</h3><p>Status: <b>{effective_status(m)}</b> · base "
             f"{base.get('repo_id') or base.get('path', '')} ({base.get('architecture', '?')}) · "
             f"dataset {ds.get('path', '')}</p><table cellspacing=6>{rows}</table>")
         self.record_view.setPlainText(json.dumps(

@@ -198,3 +198,33 @@ def test_first_run_loads_the_sample_dataset_once(qtbot, tmp_path):
     again = MainWindow(settings, confirm=lambda *_: True)
     qtbot.addWidget(again)
     assert again.state.data == ""
+
+
+def test_a_run_whose_process_died_shows_as_interrupted_and_resumable(qtbot, tailor_home):
+    import socket
+    import subprocess
+    import sys
+
+    from app.pages.library import AdapterTableModel as M
+    from app.pages.library import LibraryPage
+    from app.state import AppState
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _adapter(tailor_home, "killed", status="running")
+    m = json.loads((tailor_home / "adapters" / "killed" / "manifest.json").read_text())
+    m.update(pid=dead.pid, host=socket.gethostname())
+    (tailor_home / "adapters" / "killed" / "manifest.json").write_text(json.dumps(m))
+    _adapter(tailor_home, "alive", status="running")
+    m = json.loads((tailor_home / "adapters" / "alive" / "manifest.json").read_text())
+    m.update(pid=__import__("os").getpid(), host=socket.gethostname())
+    (tailor_home / "adapters" / "alive" / "manifest.json").write_text(json.dumps(m))
+    page = LibraryPage(AppState())
+    qtbot.addWidget(page)
+    model = page.model
+    assert model.value(model.row_of("killed"), M.STATUS) == "interrupted"
+    assert model.value(model.row_of("alive"), M.STATUS) == "running"
+    page.select("killed")
+    assert page.buttons["resume"].isEnabled()
+    page.select("alive")
+    assert not page.buttons["resume"].isEnabled() and not page.buttons["delete"].isEnabled()
