@@ -182,7 +182,13 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
     trainer = Trainer(net, cfg, prepared.train, prepared.valid, adapter_dir=folder,
                       run_state=run_state, report=report, cancel=cancel, job=job,
                       pad_id=int(pad_id), batch_hook=batch_hook,
-                      on_checkpoint=lambda step, h: record("running", trainer))
+                      on_checkpoint=lambda step, h: on_checkpoint())
+
+    def on_checkpoint() -> None:
+        # the folder always holds a loadable adapter: the latest checkpoint's weights
+        write_adapter_files(folder, trainable_weights(net), adapter_config, str(model_dir))
+        record("running", trainer)
+
     if loaded is not None:
         trainer.restore(loaded)
     try:

@@ -63,6 +63,9 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tiny_model, tmp_path):
     killed = library.get_adapter("killed")
     assert killed.manifest["status"] == "running"      # it never got to say otherwise
     assert os.path.isdir(first["path"])                 # the checkpoint survived the kill
+    # and the folder still holds an adapter mlx-lm loads: the latest checkpoint's weights
+    import mlx_lm
+    mlx_lm.load(str(model_dir), adapter_path=str(killed.path))
 
     resumed = run_tailor("train", "--resume", "killed", "--quiet", "--events", "-")
     assert resumed.returncode == 0, resumed.stderr
@@ -97,6 +100,9 @@ def test_stop_on_stdin_leaves_resumable_checkpoint(tiny_model, tmp_path):
     info = library.get_adapter("stopped")
     assert info.manifest["status"] == "cancelled"
     stopped_at = info.manifest["steps"]
+    saved = mx.load(os.path.join(cancelled[0]["checkpoint"], "adapters.safetensors"))
+    kept = mx.load(str(info.path / "adapters.safetensors"))  # the stopped state, loadable
+    assert all(np.array_equal(np.array(saved[k]), np.array(kept[k])) for k in saved)
     assert 5 <= stopped_at < 24
     resumed = run_tailor("train", "--resume", "stopped", "--quiet", "--events", "-")
     assert resumed.returncode == 0, resumed.stderr
