@@ -5,6 +5,7 @@ import os
 import sys
 
 from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
 
@@ -15,10 +16,37 @@ def make_app(argv: list[str]) -> QApplication:
     app.setApplicationName("Tailor")
     app.setApplicationDisplayName("Tailor")
     if sys.platform != "darwin":
-        # Fusion follows the system colour scheme (dark mode) on Linux and Windows; on macOS
-        # the native style does that itself.
+        # On macOS the native style follows the system's dark mode by itself; elsewhere Fusion
+        # gets a palette for the scheme the platform reports, and changes with it.
         app.setStyle("Fusion")
+        apply_color_scheme(app)
+        app.styleHints().colorSchemeChanged.connect(lambda _: apply_color_scheme(app))
     return app
+
+
+def dark_palette() -> QPalette:
+    p = QPalette()
+    base, window, text = QColor(30, 31, 34), QColor(43, 45, 48), QColor(223, 225, 229)
+    R = QPalette.ColorRole
+    for role, color in ((R.Window, window), (R.WindowText, text), (R.Base, base),
+                        (R.AlternateBase, window), (R.ToolTipBase, window),
+                        (R.ToolTipText, text), (R.Text, text), (R.Button, window),
+                        (R.ButtonText, text), (R.BrightText, QColor(255, 90, 90)),
+                        (R.Highlight, QColor(47, 101, 202)), (R.HighlightedText, Qt.white),
+                        (R.Link, QColor(110, 160, 255)),
+                        (R.PlaceholderText, QColor(140, 143, 150))):
+        p.setColor(role, color)
+    for role in (R.WindowText, R.Text, R.ButtonText):
+        p.setColor(QPalette.ColorGroup.Disabled, role, QColor(120, 122, 128))
+    return p
+
+
+def apply_color_scheme(app: QApplication) -> None:
+    """Dark palette when the platform says dark (or $TAILOR_COLOR_SCHEME=dark overrides)."""
+    forced = os.environ.get("TAILOR_COLOR_SCHEME", "").lower()
+    dark = forced == "dark" if forced in ("dark", "light") else \
+        app.styleHints().colorScheme() == Qt.ColorScheme.Dark
+    app.setPalette(dark_palette() if dark else app.style().standardPalette())
 
 
 def apply_library_folder(settings: QSettings) -> None:

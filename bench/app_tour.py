@@ -22,6 +22,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--size", default="1280x800")
     p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--dark", action="store_true", help="ask Qt for the dark colour scheme")
     a = p.parse_args()
     w, h = map(int, a.size.split("x"))
     home = tempfile.mkdtemp(prefix="tailor-tour-")
@@ -32,8 +33,10 @@ def main() -> int:
     from app.main_window import MainWindow
     from engine.tiny_models import cached_tiny_model
 
+    if a.dark:
+        os.environ["TAILOR_COLOR_SCHEME"] = "dark"
     app = make_app([])
-    out = REPO / "test-output" / f"tour-{a.size}"
+    out = REPO / "test-output" / f"tour-{a.size}{'-dark' if a.dark else ''}"
     out.mkdir(parents=True, exist_ok=True)
     win = MainWindow(QSettings(str(Path(home) / "s.ini"), QSettings.Format.IniFormat),
                      confirm=lambda *_: True, first_run_sample=True)
