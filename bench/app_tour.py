@@ -69,6 +69,15 @@ def main() -> int:
     win.grab().save(str(out / "train-finished.png"))
     for name in ("Model", "Data", "Library", "Playground", "Export"):
         win.show_page(name)
+        if name == "Playground":
+            play = win.pages["Playground"]
+            play.refresh_adapters()
+            play.select_adapter(train.run_name)
+            play.side_by_side.setChecked(True)
+            play.max_tokens.setValue(24)
+            play.prompt.setPlainText("What comes before three?")
+            play.send()
+            until(lambda: all(j.done for j in play.jobs))
         wait(300)
         win.grab().save(str(out / f"{name.lower()}.png"))
     print(json.dumps({"out": str(out), "state": train.job.state}))

@@ -16,6 +16,7 @@ from .. import commands
 from ..widgets import Banner, page_header
 
 BASE = ""  # the adapter combo's data for "base model only"
+BLANK_REPLY = "(the reply was empty or only blank space)"
 
 
 def stream_piece(event) -> str | None:
@@ -36,6 +37,7 @@ class ChatPane(QWidget):
         self.title = QLabel(f"<b>{html.escape(title)}</b>")
         lay.addWidget(self.title)
         self.view = QTextBrowser()
+        self.view.setPlaceholderText("Write a message below; the answer streams in here.")
         lay.addWidget(self.view, 1)
         self.turns: list[tuple[str, str]] = []
         self.current = ""
@@ -61,6 +63,8 @@ class ChatPane(QWidget):
             self.current = text
         if error:
             self.current += f"\n[{error}]"
+        elif not self.current.strip():
+            self.current = BLANK_REPLY
         if self.turns:
             self.turns[-1] = (self.turns[-1][0], self.current)
         self._render()
@@ -135,9 +139,13 @@ class PlaygroundPage(QWidget):
         self.adapter_box.blockSignals(True)
         self.adapter_box.clear()
         self.adapter_box.addItem("None (base model only)", BASE)
-        for a in library.list_adapters():
-            if a.weights.exists():
-                self.adapter_box.addItem(a.name, a.name)
+        ready = [a for a in library.list_adapters() if a.weights.exists()]
+        for a in ready:
+            self.adapter_box.addItem(a.name, a.name)
+        if keep is None and ready:  # first fill: the newest adapter is what one wants to try
+            newest = max(ready, key=lambda a: a.manifest.get("finished") or
+                         a.manifest.get("created") or 0)
+            keep = newest.name
         i = self.adapter_box.findData(keep)
         self.adapter_box.setCurrentIndex(max(i, 0))
         self.adapter_box.blockSignals(False)

@@ -105,6 +105,23 @@ def test_training_through_the_real_worker_charts_and_lands_in_the_library(
     window.show_page("Library")
     assert library.select("pip-style")
     qtbot.waitUntil(lambda: library.chart.point_count() == 200, timeout=5000)
+    # Try it: the Playground opens on the new adapter; side by side sends one prompt to both.
+    page.banner.show_message("ok", "again", [("try", "Try it")])
+    qtbot.mouseClick(page.banner.buttons["try"], Qt.MouseButton.LeftButton)
+    play = window.pages["Playground"]
+    assert window.current_page() == "Playground"
+    assert play.adapter_box.currentData() == "pip-style"
+    play.side_by_side.setChecked(True)
+    play.max_tokens.setValue(8)
+    play.prompt.setPlainText("What is 3 plus one?")
+    qtbot.mouseClick(play.send_button, Qt.MouseButton.LeftButton)
+    assert len(play.jobs) == 2
+    qtbot.waitUntil(lambda: all(j.done for j in play.jobs), timeout=120000)
+    assert [j.state for j in play.jobs] == ["finished", "finished"]
+    assert "--adapter" not in play.jobs[0].worker.argv
+    assert play.jobs[1].worker.argv[play.jobs[1].worker.argv.index("--adapter") + 1] == \
+        "pip-style"
+    assert play.left.turns and play.right.turns and play.right.isVisible()
     for name in ("Model", "Library", "Playground", "Export"):
         window.show_page(name)
         qtbot.wait(150)
@@ -275,4 +292,7 @@ def test_playground_streams_a_reply_from_the_base_model(qtbot, window, tiny_mode
     assert job.state == "finished", page.left.text()
     assert page.left.turns[-1][0] == "Hello there"
     assert page.left.pieces >= 1  # streamed, not only delivered at the end
-    assert page.left.text() == job.worker.final_event.result["text"]
+    from app.pages.playground import BLANK_REPLY
+
+    reply = job.worker.final_event.result["text"]
+    assert page.left.text() == (reply if reply.strip() else BLANK_REPLY)
