@@ -62,6 +62,8 @@ class TrainConfig:
         if self.method == "full" and self.quantize_base:
             problems.append("full fine-tuning cannot train a quantized base; drop "
                             "--quantize-base or use lora")
+        if self.val_batches == 0:
+            problems.append("val_batches = 0 would validate on nothing; use -1 (all) or 1 or more")
         if not self.targets.strip():
             problems.append("targets is empty")
         if problems:

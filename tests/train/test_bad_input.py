@@ -68,6 +68,7 @@ def test_pickle_only_model_folder_is_refused(tiny_model, toy_data, tmp_path, tai
     ("--rank", "0", "rank = 0 is below the minimum 1"),
     ("--learning-rate", "2", "learning_rate = 2.0 is above the maximum 1.0"),
     ("--dropout", "-0.5", "dropout = -0.5 is below the minimum 0.0"),
+    ("--val-batches", "0", "val_batches = 0 would validate on nothing"),
 ])
 def test_out_of_range_setting_is_refused(tiny_model, toy_data, tailor_home, flag, value,
                                          message):
