@@ -114,8 +114,9 @@ def _snapshot(repo_id: str, report: Reporter, cancel: CancelToken | None, revisi
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        raise TailorError(f"{repo_id} is not in the local Hugging Face cache and downloads are "
-                          "off (HF_HUB_OFFLINE is set)",
+        raise TailorError(f"{repo_id} is not in the local Hugging Face cache (and there is no "
+                          f"local folder ./{repo_id}) and downloads are off (HF_HUB_OFFLINE is "
+                          "set)",
                           hint="connect to the internet and unset HF_HUB_OFFLINE, or download "
                                "the model folder and pass its path")
     bar = progress_bar_class(report, cancel, job)
@@ -126,7 +127,8 @@ def _snapshot(repo_id: str, report: Reporter, cancel: CancelToken | None, revisi
     except Cancelled:
         raise
     except Exception as e:  # network, 404, gated repo: all end as one message for the user
-        raise TailorError(f"could not download {repo_id}: {type(e).__name__}: {e}",
+        raise TailorError(f"could not download {repo_id} (there is no local folder ./{repo_id} "
+                          f"either): {type(e).__name__}: {e}",
                           hint="check the repo id and your connection; gated models need "
                                "`huggingface-cli login`") from e
     return Path(path)
