@@ -1,0 +1,190 @@
+"""Hugging Face architectures -> llama.cpp (GGUF) architectures: hyper-parameter metadata and the
+per-tensor changes llama.cpp expects (after llama.cpp's `convert_hf_to_gguf.py`; names from
+gguf-py's tensor map, so only tensors llama.cpp knows are written).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..events import TailorError
+
+# HF model_type -> GGUF architecture name
+SUPPORTED = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
+             "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "phi3": "phi3"}
+GEMMAS = ("gemma", "gemma2", "gemma3")
+# Tensors in HF checkpoints that llama.cpp computes itself.
+SKIP_RE = re.compile(r"(rotary_emb\.inv_freq|\.attention\.masked_bias|\.attn\.bias)$")
+
+
+@dataclass
+class ArchInfo:
+    model_type: str
+    arch: str  # GGUF architecture
+    config: dict
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.config["num_hidden_layers"])
+
+    @property
+    def n_head(self) -> int:
+        return int(self.config["num_attention_heads"])
+
+    @property
+    def n_kv_head(self) -> int:
+        return int(self.config.get("num_key_value_heads") or self.n_head)
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.config.get("head_dim") or self.config["hidden_size"] // self.n_head)
+
+    @property
+    def tied(self) -> bool:
+        default = self.arch in GEMMAS  # Gemma configs tie by default; the others do not
+        return bool(self.config.get("tie_word_embeddings", default))
+
+
+def arch_info(config: dict, source: str = "") -> ArchInfo:
+    """The architecture of a model config, or TailorError naming an unsupported one."""
+    model_type = config.get("model_type", "")
+    if model_type == "gemma3" and "text_config" in config:
+        raise TailorError(f"{source}: Gemma 3 with a vision tower (model_type 'gemma3') is not "
+                          "supported; only the text model (gemma3_text) is",
+                          hint="use a text-only Gemma 3 checkpoint (1B, or a text extraction)")
+    if model_type not in SUPPORTED:
+        archs = ", ".join(config.get("architectures") or []) or "unknown"
+        raise TailorError(
+            f"{source}: architecture {model_type or '?'!r} ({archs}) is not supported for GGUF "
+            f"export; supported: {', '.join(sorted(SUPPORTED))}",
+            hint="export a model of a supported family, or use llama.cpp's own converter")
+    if config.get("quantization") or config.get("quantization_config"):
+        raise TailorError(f"{source} holds quantized weights; GGUF export needs full-precision "
+                          "weights",
+                          hint="export an adapter (Tailor dequantizes the base when fusing) or "
+                               "the original full-precision model")
+    return ArchInfo(model_type, SUPPORTED[model_type], config)
+
+
+def _py(v):
+    """Python scalars for gguf-py (numpy scalars fail late with 'Unknown type')."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
+    """Hyper-parameter metadata for architecture ``a``."""
+    c = a.config
+    w = writer
+    w.add_block_count(a.n_layers)
+    ctx = c.get("max_position_embeddings") or 4096
+    w.add_context_length(int(ctx))
+    w.add_embedding_length(int(c["hidden_size"]))
+    w.add_feed_forward_length(int(c["intermediate_size"]))
+    w.add_head_count(a.n_head)
+    w.add_head_count_kv(a.n_kv_head)
+    w.add_layer_norm_rms_eps(float(c.get("rms_norm_eps", 1e-6)))
+    w.add_rope_freq_base(float(c.get("rope_theta", 10000.0)))
+    w.add_vocab_size(int(n_vocab))
+    if a.head_dim * a.n_head != int(c["hidden_size"]) or a.arch in ("qwen3",) + GEMMAS:
+        w.add_key_length(a.head_dim)
+        w.add_value_length(a.head_dim)
+    if a.arch in ("llama", "qwen2", "qwen3", "phi3"):
+        w.add_rope_dimension_count(a.head_dim)
+    rs = c.get("rope_scaling") or {}
+    rtype = rs.get("rope_type") or rs.get("type")
+    if rtype == "linear" and rs.get("factor"):
+        import gguf
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(rs["factor"]))
+    elif rtype == "yarn" and rs.get("factor"):
+        import gguf
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(float(rs["factor"]))
+        w.add_rope_scaling_orig_ctx_len(int(rs["original_max_position_embeddings"]))
+    elif rtype not in (None, "default", "llama3"):
+        raise TailorError(f"rope scaling {rtype!r} of this {a.model_type} model is not supported "
+                          "for GGUF export")
+    if a.arch == "gemma2":
+        if c.get("attn_logit_softcapping"):
+            w.add_attn_logit_softcapping(float(c["attn_logit_softcapping"]))
+        if c.get("final_logit_softcapping"):
+            w.add_final_logit_softcapping(float(c["final_logit_softcapping"]))
+        w.add_sliding_window(int(c.get("sliding_window") or 4096))
+    if a.arch == "gemma3":
+        w.add_sliding_window(int(c.get("sliding_window") or 512))
+        w.add_rope_freq_base_swa(float(c.get("rope_local_base_freq", 10000.0)))
+        pattern = int(c.get("sliding_window_pattern") or 6)
+        # llama.cpp reads a per-layer list: True = sliding-window (local) layer.
+        w.add_sliding_window_pattern([bool((i + 1) % pattern) for i in range(a.n_layers)])
+    if a.arch == "phi3":
+        orig = c.get("original_max_position_embeddings") or ctx
+        w.add_rope_scaling_orig_ctx_len(int(orig))
+        if c.get("sliding_window"):
+            w.add_sliding_window(int(c["sliding_window"]))
+        if rs.get("long_factor") or rtype in ("longrope", "su"):
+            raise TailorError("Phi-3 long-context (longrope) models are not supported for GGUF "
+                              "export yet", hint="use a 4k-context Phi-3 model")
+
+
+def llama3_rope_factors(a: ArchInfo) -> np.ndarray | None:
+    """Llama 3.1+ frequency factors (llama.cpp's `rope_freqs.weight`), or None."""
+    rs = a.config.get("rope_scaling") or {}
+    if a.arch != "llama" or (rs.get("rope_type") or rs.get("type")) != "llama3":
+        return None
+    base = float(a.config.get("rope_theta", 10000.0))
+    dim = a.head_dim
+    factor = float(rs.get("factor", 8.0))
+    low, high = float(rs.get("low_freq_factor", 1.0)), float(rs.get("high_freq_factor", 4.0))
+    old_ctx = float(rs.get("original_max_position_embeddings", 8192))
+    low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+    out = []
+    for freq in 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)):
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(factor)
+        else:
+            smooth = (old_ctx / wavelen - low) / (high - low)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.asarray(out, dtype=np.float32)
+
+
+def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF's rotate-half Q/K rows -> llama.cpp's interleaved rotary layout (llama only)."""
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def transform(a: ArchInfo, hf_name: str, w: np.ndarray) -> np.ndarray:
+    """The tensor as llama.cpp wants it (float32 in, float32 out)."""
+    if a.arch == "llama":
+        if hf_name.endswith("q_proj.weight"):
+            return permute_rows(w, a.n_head)
+        if hf_name.endswith("k_proj.weight"):
+            return permute_rows(w, a.n_kv_head)
+    if a.arch in GEMMAS and hf_name.endswith("norm.weight"):
+        return w + 1.0  # HF Gemma stores w, the model multiplies by (1 + w)
+    return w
+
+
+def row_local(a: ArchInfo, hf_name: str) -> bool:
+    """True when `transform` works row by row (so a tensor may be converted in row chunks)."""
+    return not (a.arch == "llama" and re.search(r"[qk]_proj\.weight$", hf_name))
+
+
+def gguf_name(a: ArchInfo, name_map, hf_name: str) -> str | None:
+    """The GGUF tensor name, None for a tensor to drop; TailorError for one llama.cpp lacks."""
+    if SKIP_RE.search(hf_name):
+        return None
+    if hf_name.startswith("lm_head.") and a.tied:
+        return None  # tied: llama.cpp reuses token_embd
+    name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+    if name is None:
+        raise TailorError(f"tensor {hf_name!r} of this {a.model_type} model has no llama.cpp "
+                          "counterpart; the export would not load",
+                          hint="this checkpoint has parts llama.cpp's architecture does not know")
+    return name

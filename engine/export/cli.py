@@ -1,0 +1,48 @@
+"""`tailor export`: write a GGUF file from a library adapter or a model folder, verify it, and
+print the verification."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .mixtures import QUANTS
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--adapter", help="an adapter in the library (fused into its base)")
+    src.add_argument("--model", help="a Hugging Face / MLX model folder (e.g. a fused one)")
+    p.add_argument("--quant", default="f16", choices=QUANTS, help="tensor type mixture")
+    p.add_argument("--out", required=True, help="the .gguf file to write (must not exist)")
+    p.add_argument("--adapter-only", action="store_true",
+                   help="write the LoRA adapter alone as a GGUF adapter (llama.cpp --lora, "
+                        "Ollama ADAPTER)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip loading the file in llama.cpp (the structure is still checked)")
+    p.add_argument("--threads", type=int, default=None, help="K-quant encoder threads")
+
+
+def format_verification(v: dict) -> str:
+    lines = [f"verification: {'PASSED' if v.get('passed') else 'FAILED'}"]
+    for c in v.get("checks", []):
+        mark = {True: "ok  ", False: "FAIL", None: "--  "}[c["passed"]]
+        lines.append(f"  {mark} {c['name']}: {c['detail']}")
+    if v.get("note"):
+        lines.append(f"  note: {v['note']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, job) -> int:
+    from .gguf_export import export_gguf, record_path
+
+    source = Path(args.model) if args.model else args.adapter
+    result = export_gguf(source, Path(args.out), args.quant, adapter_only=args.adapter_only,
+                         verify=not args.no_verify, report=job.report, cancel=job.cancel,
+                         job=job.name, threads=args.threads)
+    out = sys.stderr if args.events == "-" else sys.stdout
+    print(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, {result.quant}) in "
+          f"{result.seconds:.1f} s; record: {record_path(result.path)}", file=out)
+    print(format_verification(result.verification), file=out)
+    return 0 if result.verification.get("passed") else 1

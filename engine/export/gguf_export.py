@@ -1,0 +1,300 @@
+"""`export_gguf`: a model folder, or a library adapter fused on the fly, to one GGUF file.
+
+Tensors are read, converted and written one at a time (row chunks for big ones), so peak memory
+stays near one chunk of the largest tensor, not the model. The file is written under a
+temporary name beside the target and renamed; the free space is checked before anything is
+written; every export is verified (see verify.py) and the record is written beside the file as
+``<file>.gguf.json``.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_path, check_free_space, write_json_atomic
+from ..events import (CancelToken, Finished, Log, Reporter, Started, TailorError, null_reporter,
+                      stage_progress)
+from .architectures import (ArchInfo, add_hparams, arch_info, gguf_name, llama3_rope_factors,
+                            row_local, transform)
+from .mixtures import BYTES_PER_WEIGHT, FILE_TYPE, QUANTS, TypePlanner, encode, nbytes_of
+from .safetensors_stream import TensorRef, list_tensors
+from .vocab import VocabInfo, read_vocab
+
+# Elements converted at once (32 MiB of float32): bounds the working memory of a big tensor.
+CHUNK_ELEMS = 8 * 1024 * 1024
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    quant: str
+    size_bytes: int
+    verification: dict = field(default_factory=dict)
+    source: str = ""
+    kind: str = "model"  # "model" | "adapter"
+    seconds: float = 0.0
+    tensors: list[dict] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        d["schema"] = "tailor.export/1"
+        return d
+
+
+@dataclass
+class PlannedTensor:
+    name: str  # GGUF name
+    shape: tuple[int, ...]  # numpy order
+    ggml_type: Any
+    nbytes: int
+    ref: TensorRef | None = None  # None: generated (rope_freqs)
+    data: np.ndarray | None = None
+    hf_name: str = ""
+
+
+def record_path(out: Path) -> Path:
+    return out.with_name(out.name + ".json")
+
+
+def _order_key(name: str) -> tuple:
+    m = re.match(r"blk\.(\d+)\.(.*)", name)
+    if m:
+        return (1, int(m.group(1)), m.group(2))
+    first = {"token_embd.weight": 0, "rope_freqs.weight": 0}
+    return (first.get(name, 2), 0, name)
+
+
+def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str) -> list[PlannedTensor]:
+    import gguf
+
+    name_map = gguf.get_tensor_name_map(
+        next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == a.arch), a.n_layers)
+    planned: list[PlannedTensor] = []
+    for ref in refs:
+        name = gguf_name(a, name_map, ref.name)
+        if name is not None:
+            planned.append(PlannedTensor(name, ref.shape, None, 0, ref, hf_name=ref.name))
+    factors = llama3_rope_factors(a)
+    if factors is not None:
+        planned.append(PlannedTensor("rope_freqs.weight", factors.shape, None, 0, data=factors))
+    planned.sort(key=lambda p: _order_key(p.name))
+    names = [p.name for p in planned]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise TailorError(f"tensors map to the same GGUF name twice: {', '.join(dup[:3])}")
+    planner = TypePlanner(quant, a.n_layers, has_output="output.weight" in names)
+    for p in planned:
+        p.ggml_type = planner.type_for(p.name, p.shape)
+        p.nbytes = nbytes_of(p.shape, p.ggml_type)
+    return planned
+
+
+def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Reporter,
+                     cancel: CancelToken | None, job: str, threads: int | None = None,
+                     progress=None, name: str | None = None
+                     ) -> tuple[ArchInfo, VocabInfo, list[PlannedTensor]]:
+    """Write the GGUF of the HF folder ``model_dir`` to ``out_tmp`` (streamed)."""
+    import gguf
+
+    from ..models.load import read_config
+
+    config = read_config(model_dir)
+    a = arch_info(config, str(model_dir))
+    refs = list_tensors(model_dir)
+    planned = plan_tensors(a, refs, quant)
+    embd = next((p for p in planned if p.name == "token_embd.weight"), None)
+    if embd is None:
+        raise TailorError(f"{model_dir}: no token embedding tensor found")
+    vocab = read_vocab(model_dir, config, embd.shape[0])
+
+    w = gguf.GGUFWriter(str(out_tmp), a.arch)
+    try:
+        w.add_type(gguf.GGUFType.MODEL)
+        w.add_name(name or model_dir.name)
+        w.add_file_type(int(FILE_TYPE[quant]))
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        add_hparams(w, a, len(vocab.tokens))
+        vocab.add_to(w)
+        for p in planned:
+            w.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.nbytes,
+                              raw_dtype=p.ggml_type)
+        w.write_header_to_file(path=Path(out_tmp))
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        fout = w.fout[0]
+        total = sum(p.nbytes for p in planned)
+        done = 0
+        for i, p in enumerate(planned):
+            if cancel:
+                cancel.raise_if_cancelled()
+            w.write_padding(fout, fout.tell())
+            written = _write_tensor(fout, a, p, threads, cancel)
+            if written != p.nbytes:  # pragma: no cover - a planner/encoder disagreement
+                raise TailorError(f"internal error: {p.name} wrote {written} bytes, "
+                                  f"planned {p.nbytes}")
+            w.write_padding(fout, p.nbytes)
+            done += p.nbytes
+            if progress:
+                progress(done, total, f"{p.name} ({p.ggml_type.name}) {i + 1}/{len(planned)}")
+        fout.flush()
+    finally:
+        w.close()
+    return a, vocab, planned
+
+
+def _write_tensor(fout, a: ArchInfo, p: PlannedTensor, threads, cancel) -> int:
+    if p.data is not None:
+        data = encode(p.data, p.ggml_type, threads)
+        data.tofile(fout)
+        return data.nbytes
+    ref = p.ref
+    if len(ref.shape) < 2 or not row_local(a, ref.name):
+        data = encode(transform(a, ref.name, ref.read()), p.ggml_type, threads)
+        data.tofile(fout)
+        return data.nbytes
+    step = max(1, CHUNK_ELEMS // max(1, ref.row_elems))
+    written = 0
+    for r0 in range(0, ref.rows, step):
+        if cancel:
+            cancel.raise_if_cancelled()
+        chunk = transform(a, ref.name, ref.read(r0, min(ref.rows, r0 + step)))
+        data = encode(chunk, p.ggml_type, threads)
+        del chunk
+        data.tofile(fout)
+        written += data.nbytes
+        del data
+    return written
+
+
+def _source_params(folder: Path) -> int:
+    return sum(int(np.prod(r.shape)) for r in list_tensors(folder))
+
+
+def _resolve_source(source):
+    """('adapter', AdapterInfo) or ('model', Path)."""
+    from ..library import AdapterInfo
+
+    if isinstance(source, AdapterInfo):
+        return "adapter", source
+    if isinstance(source, Path):
+        return "model", source.expanduser()
+    return "adapter", str(source)
+
+
+def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = False,
+                verify: bool = True, report: Reporter = null_reporter,
+                cancel: CancelToken | None = None, free_bytes_fn=None, job: str = "export",
+                threads: int | None = None) -> ExportResult:
+    """Write ``source`` (an adapter name or AdapterInfo, or a model folder Path) as GGUF."""
+    from ..fuse import check_output_outside, fused_model, resolve_adapter, write_hf_folder
+    from ..models.resolve import check_model_folder
+    from .lora_gguf import write_lora_gguf
+
+    t0 = time.time()
+    quant = str(quant).lower()
+    if quant not in QUANTS:
+        raise TailorError(f"unknown --quant {quant!r}; choose one of {', '.join(QUANTS)}")
+    out = Path(out).expanduser()
+    if out.suffix.lower() != ".gguf":
+        raise TailorError(f"the output file {out} should end in .gguf")
+    kind, src = _resolve_source(source)
+    info = adapter_config = None
+    if kind == "adapter":
+        info, adapter_config, base_dir = resolve_adapter(src)
+        model_dir = base_dir
+    else:
+        if adapter_only:
+            raise TailorError("--adapter-only needs --adapter NAME, not a model folder")
+        model_dir = base_dir = src
+        check_model_folder(model_dir)
+    check_output_outside(out, base_dir, "output file")
+    if info is not None:
+        check_output_outside(out, info.path, "output file")
+    if out.exists():
+        raise TailorError(f"{out} already exists; it was left untouched",
+                          hint="choose another file name or remove the old file first")
+    from ..models.load import read_config
+
+    arch_info(read_config(base_dir), str(base_dir))  # refuse unsupported models up front
+    params = _source_params(base_dir)
+    if adapter_only:
+        needed = int(info.weights.stat().st_size * 1.1) + (1 << 20)
+    else:
+        needed = int(params * BYTES_PER_WEIGHT[quant]) + (1 << 20)
+        if kind == "adapter":
+            needed += params * 4  # the fused model, in a temporary folder beside the output
+    check_free_space(out.parent if out.parent.exists() else out.parent.parent, needed,
+                     what=f"the {quant.upper()} GGUF file", free_bytes_fn=free_bytes_fn)
+    report(Started(job=job, config={"source": str(getattr(src, "name", src)), "quant": quant,
+                                    "out": str(out), "adapter_only": adapter_only},
+                   info={"base_model": str(base_dir)}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fused_dir: Path | None = None
+    try:
+        with atomic_path(out) as tmp:
+            if adapter_only:
+                prog = stage_progress(report, job, "export", 0.0, 0.5)
+                a, planned, meta = write_lora_gguf(info, adapter_config, base_dir, tmp, quant)
+                prog(1, 1, "adapter written")
+                vocab = None
+            else:
+                if kind == "adapter":
+                    prog_f = stage_progress(report, job, "fuse", 0.0, 0.2)
+                    prog_f(0, 1, "fusing the adapter into its base")
+                    model, config = fused_model(info, adapter_config, base_dir)
+                    fused_dir = out.parent / f".{out.name}.fused-{uuid.uuid4().hex[:8]}"
+                    fused_dir.mkdir()
+                    write_hf_folder(model, config, base_dir, fused_dir)
+                    del model
+                    model_dir = fused_dir
+                    prog_f(1, 1, "fused")
+                    if cancel:
+                        cancel.raise_if_cancelled()
+                start = 0.2 if kind == "adapter" else 0.0
+                prog = stage_progress(report, job, "export", start, 0.7 if verify else 1.0)
+                a, vocab, planned = write_model_gguf(
+                    model_dir, tmp, quant, report=report, cancel=cancel, job=job,
+                    threads=threads, progress=prog,
+                    name=info.name if info is not None else model_dir.name)
+                meta = {"architecture": a.arch, "tokenizer": vocab.model,
+                        "pre_tokenizer": vocab.pre, "pre_tokenizer_source": vocab.pre_source,
+                        "eos_token": vocab.eos_text, "bos_id": vocab.bos_id,
+                        "eos_id": vocab.eos_id, "add_bos": vocab.add_bos,
+                        "chat_template": bool(vocab.chat_template), "n_vocab": len(vocab.tokens)}
+            from .verify import verify_export
+
+            vprog = stage_progress(report, job, "verify", 0.7, 1.0)
+            vprog(0, 1, "re-reading the file")
+            verification = verify_export(
+                tmp, planned=planned, arch=a, vocab=vocab, model_dir=model_dir,
+                quant=quant, adapter_dir=info.path if adapter_only else None,
+                base_dir=base_dir, run_llama=verify, report=report, job=job)
+            vprog(1, 1, "verified")
+            size = tmp.stat().st_size
+        result = ExportResult(
+            path=out, quant=quant, size_bytes=size, verification=verification,
+            source=str(getattr(src, "name", src)), kind="adapter" if adapter_only else "model",
+            seconds=round(time.time() - t0, 3),
+            tensors=[{"name": p.name, "shape": list(p.shape), "type": p.ggml_type.name}
+                     for p in planned],
+            metadata=meta)
+        write_json_atomic(record_path(out), result.to_dict())
+    finally:
+        if fused_dir is not None:
+            shutil.rmtree(fused_dir, ignore_errors=True)
+    if not verification.get("passed"):
+        report(Log(job=job, level="warning",
+                   message="verification found differences: " + "; ".join(
+                       f"{c['name']}: {c['detail']}" for c in verification["checks"]
+                       if c["passed"] is False)))
+    report(Finished(job=job, result=result.to_dict() | {"tensors": len(planned)}))
+    return result

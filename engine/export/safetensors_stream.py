@@ -1,0 +1,77 @@
+"""Read safetensors tensors one at a time (and in row chunks) with plain file reads, so memory
+holds only the piece being converted, never the model (no mmap pages pile up in RSS either)."""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..events import TailorError
+
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
+
+
+@dataclass
+class TensorRef:
+    name: str
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in the file
+    nbytes: int
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0] if self.shape else 1
+
+    @property
+    def row_elems(self) -> int:
+        return int(np.prod(self.shape[1:])) if len(self.shape) > 1 else (
+            self.shape[0] if len(self.shape) == 1 else 1)
+
+    def read(self, row0: int = 0, row1: int | None = None) -> np.ndarray:
+        """Rows [row0, row1) as float32 (the whole tensor by default)."""
+        if self.dtype not in _DTYPES:
+            raise TailorError(f"{self.file}: tensor {self.name} has dtype {self.dtype}, which "
+                              "GGUF export does not read (F32, F16, BF16 only)")
+        np_dtype = _DTYPES[self.dtype]
+        item = np.dtype(np_dtype).itemsize
+        if len(self.shape) <= 1:
+            row0, row1, per_row = 0, 1, int(np.prod(self.shape)) if self.shape else 1
+        else:
+            row1 = self.rows if row1 is None else row1
+            per_row = self.row_elems
+        count = (row1 - row0) * per_row
+        with open(self.file, "rb") as f:
+            f.seek(self.start + row0 * per_row * item)
+            buf = f.read(count * item)
+        if len(buf) != count * item:
+            raise TailorError(f"{self.file} is truncated (tensor {self.name})",
+                              hint="download or copy the model again")
+        arr = np.frombuffer(buf, dtype=np_dtype)
+        if self.dtype == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        else:
+            arr = arr.astype(np.float32)
+        shape = self.shape if len(self.shape) <= 1 else (row1 - row0, *self.shape[1:])
+        return arr.reshape(shape)
+
+
+def list_tensors(folder: Path) -> list[TensorRef]:
+    """Every tensor of the model folder's *.safetensors files (headers only)."""
+    refs = []
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with open(file, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+        except (OSError, struct.error, ValueError) as e:
+            raise TailorError(f"{file} is not a readable safetensors file ({e})") from e
+        header.pop("__metadata__", None)
+        for name, h in header.items():
+            a, b = h["data_offsets"]
+            refs.append(TensorRef(name, file, h["dtype"], tuple(h["shape"]), 8 + n + a, b - a))
+    return refs

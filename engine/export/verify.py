@@ -1,0 +1,250 @@
+"""Verification after every export.
+
+1. Structure: the file is re-read with gguf-py's reader; tensor names, shapes and types must be
+   the planned ones, the required metadata keys present, the token list as long as the
+   embedding, the chat template and EOS the training ones.
+2. When `llama_cpp` is importable: llama.cpp loads the file, tokenizes a fixed set of strings
+   exactly as the training tokenizer does, and picks the same next token as MLX on every
+   position of a few prompts (agreement thresholds by type: F32 exact; quantized types lose
+   bits, so they must agree on most positions).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..events import Log, Reporter, null_reporter
+
+TOKENIZE_STRINGS = [
+    "Hello, world!",
+    "  two  spaces,\tand a tab\n\nnew lines\r\n end",
+    "Numbers 7 42 123 4567 3.14159 1,000,000",
+    "Ünïcödé: café, naïve, Straße, 東京, Привет, مرحبا",
+    "Emoji 🚀🦙😁 and 👩‍👩‍👧 family",
+    "    indented code:\n\tdef f(x):\n\t\treturn x * 2",
+]
+PROMPTS = ["The quick brown fox jumps over the lazy dog.",
+           "def add(a, b):\n    return a + b",
+           "Tailor trains adapters; 12 apples and 3 pears."]
+# Share of positions where llama.cpp's argmax must equal MLX's, by export type.
+MIN_AGREEMENT = {"f32": 1.0, "f16": 0.95, "bf16": 0.9, "q8_0": 0.95, "q6_k": 0.85,
+                 "q5_k_m": 0.8, "q4_k_m": 0.7, "q4_0": 0.6}
+MAX_REL_F32 = 1e-3
+
+
+def _check(checks: list, name: str, passed: bool | None, detail: str, **data) -> None:
+    checks.append({"name": name, "passed": passed, "detail": detail, **data})
+
+
+def special_strings(vocab) -> list[str]:
+    """Strings with the model's own special tokens (BOS/EOS/turn markers)."""
+    out = []
+    if vocab is not None:
+        specials = [t for t, ty in zip(vocab.tokens, vocab.types) if ty == 3 and
+                    not t.startswith("[PAD")][:6]
+        if specials:
+            out.append("x " + " y ".join(specials) + " z")
+    return out
+
+
+def verify_structure(path: Path, planned, arch, vocab, quant: str) -> list[dict]:
+    import gguf
+
+    checks: list[dict] = []
+    r = gguf.GGUFReader(str(path))
+    got = {t.name: t for t in r.tensors}
+    want = {p.name: p for p in planned}
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    _check(checks, "tensor names", not missing and not extra,
+           f"{len(got)} tensors" + (f"; missing {missing[:3]}" if missing else "")
+           + (f"; unexpected {extra[:3]}" if extra else ""))
+    bad = [n for n, p in want.items() if n in got and
+           (list(got[n].shape) != list(reversed(p.shape)) or got[n].tensor_type != p.ggml_type)]
+    _check(checks, "tensor shapes and types", not bad,
+           "all as planned" if not bad else f"differ: {bad[:3]}")
+    allowed = {gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[
+        next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch.arch)]}
+    unknown = [n for n in got if _base_pattern(n) not in allowed]
+    _check(checks, "tensor names known to llama.cpp", not unknown,
+           "all allowed for " + arch.arch if not unknown else f"unknown: {unknown[:3]}")
+    fields = r.fields
+    a = arch.arch
+    if vocab is None:  # adapter file
+        need = ["general.architecture", "general.type", "adapter.type", "adapter.lora.alpha"]
+    else:
+        need = ["general.architecture", "general.file_type", f"{a}.block_count",
+                f"{a}.context_length", f"{a}.embedding_length", f"{a}.feed_forward_length",
+                f"{a}.attention.head_count", f"{a}.attention.head_count_kv",
+                f"{a}.attention.layer_norm_rms_epsilon", "tokenizer.ggml.model",
+                "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+                "tokenizer.ggml.eos_token_id", "tokenizer.ggml.add_bos_token"]
+        if vocab.model == "gpt2":
+            need += ["tokenizer.ggml.merges", "tokenizer.ggml.pre"]
+        if vocab.chat_template:
+            need.append("tokenizer.chat_template")
+        if a == "phi3":
+            need.append("phi3.rope.scaling.original_context_length")
+    missing_keys = [k for k in need if k not in fields]
+    _check(checks, "metadata keys", not missing_keys,
+           f"{len(fields)} keys" + (f"; missing {missing_keys}" if missing_keys else ""))
+    if vocab is not None:
+        tok_field = fields["tokenizer.ggml.tokens"]
+        n_tokens = len(tok_field.data)
+        embd = got.get("token_embd.weight")
+        rows = int(embd.shape[1]) if embd is not None else -1
+        _check(checks, "token list length", n_tokens == rows,
+               f"{n_tokens} tokens, token_embd has {rows} rows")
+        tt = fields["tokenizer.ggml.token_type"]
+        _check(checks, "token types INT32", tt.types[-1] == gguf.GGUFValueType.INT32,
+               f"array of {tt.types[-1].name}")
+        tpl = fields.get("tokenizer.chat_template")
+        got_tpl = bytes(tpl.parts[tpl.data[0]]).decode("utf-8") if tpl else None
+        _check(checks, "chat template", got_tpl == vocab.chat_template,
+               "the training template" if got_tpl == vocab.chat_template else
+               "differs from the training template")
+        eos = int(fields["tokenizer.ggml.eos_token_id"].parts[-1][0])
+        _check(checks, "eos token", eos == vocab.eos_id,
+               f"{eos} ({vocab.tokens[eos] if 0 <= eos < n_tokens else '?'})")
+    return checks
+
+
+def _base_pattern(name: str) -> str:
+    import re
+
+    base = re.sub(r"\.(weight|bias|lora_a|lora_b)$", "", name)
+    base = re.sub(r"\.(weight|bias)$", "", base)
+    return re.sub(r"^blk\.\d+\.", "blk.{bid}.", base)
+
+
+def mlx_logits(model_dir: Path, token_lists: list[list[int]], adapter_dir: Path | None = None,
+               weight_fn=None) -> list[np.ndarray]:
+    """Float32 logits of every position, from MLX (optionally with an adapter, or weights
+    passed through ``weight_fn`` first: e.g. F16 rounding)."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_unflatten
+    from mlx_lm import load
+
+    model, _ = load(str(model_dir), adapter_path=str(adapter_dir) if adapter_dir else None)
+    if weight_fn is not None:
+        params = [(k, weight_fn(v)) for k, v in tree_flatten(model.parameters())]
+        model.update(tree_unflatten(params))
+    out = []
+    for toks in token_lists:
+        logits = model(mx.array([toks]))
+        out.append(np.array(logits[0].astype(mx.float32)))
+    return out
+
+
+def llama_logits(llm, toks: list[int]) -> np.ndarray:
+    llm.reset()
+    llm.eval(toks)
+    return np.array(llm.scores[: len(toks)], dtype=np.float32)
+
+
+def open_llama(path: Path, lora_path: Path | None = None):
+    import contextlib
+    import os
+
+    from llama_cpp import Llama
+
+    # llama.cpp prints to fd 2 even when verbose=False; keep the event stream clean.
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+        return Llama(str(path), n_ctx=256, logits_all=True, verbose=False, n_threads=1,
+                     lora_path=str(lora_path) if lora_path else None)
+
+
+def compare_logits(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
+    agree = total = 0
+    rel = 0.0
+    for a, b in zip(ref, got):
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        total += a.shape[0]
+        rel = max(rel, float(np.abs(a - b).max() / max(1e-6, np.abs(a).max())))
+    return {"agreement": agree / max(1, total), "positions": total, "max_rel_diff": rel}
+
+
+def verify_llama_cpp(path: Path, *, vocab, model_dir: Path, quant: str,
+                     adapter_dir: Path | None, base_dir: Path) -> list[dict]:
+    from transformers import AutoTokenizer
+
+    checks: list[dict] = []
+    tok = AutoTokenizer.from_pretrained(str(model_dir if adapter_dir is None else base_dir))
+    if adapter_dir is not None:
+        return _verify_adapter(path, tok, adapter_dir, base_dir, checks)
+    llm = open_llama(path)
+    try:
+        strings = TOKENIZE_STRINGS + special_strings(vocab)
+        bad = []
+        for s in strings:
+            want = tok.encode(s, add_special_tokens=True)
+            got = llm.tokenize(s.encode("utf-8"), add_bos=True, special=True)
+            if list(want) != list(got):
+                bad.append(s)
+        _check(checks, "llama.cpp tokenization", not bad,
+               f"{len(strings) - len(bad)}/{len(strings)} strings tokenized as in training"
+               + (f"; differs on {bad[0]!r}" if bad else ""))
+        token_lists = [tok.encode(p, add_special_tokens=True) for p in PROMPTS]
+        ref = mlx_logits(model_dir, token_lists)
+        got = [llama_logits(llm, t) for t in token_lists]
+    finally:
+        llm.close()
+    stats = compare_logits(ref, got)
+    need = MIN_AGREEMENT[quant]
+    ok = stats["agreement"] >= need and (quant != "f32" or stats["max_rel_diff"] < MAX_REL_F32)
+    _check(checks, "llama.cpp next token = MLX", ok,
+           f"argmax agrees on {stats['agreement']:.1%} of {stats['positions']} positions "
+           f"(needs {need:.0%}); max relative logit difference {stats['max_rel_diff']:.2e}",
+           **stats)
+    return checks
+
+
+def _verify_adapter(path: Path, tok, adapter_dir: Path, base_dir: Path, checks) -> list[dict]:
+    """Apply the adapter GGUF in llama.cpp on an F32 base and compare with MLX + adapter."""
+    import tempfile
+
+    from ..events import null_reporter as _null
+    from .gguf_export import write_model_gguf
+
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".verify-") as td:
+        base_gguf = Path(td) / "base-f32.gguf"
+        write_model_gguf(base_dir, base_gguf, "f32", report=_null, cancel=None, job="verify")
+        token_lists = [tok.encode(p, add_special_tokens=True) for p in PROMPTS]
+        llm = open_llama(base_gguf, lora_path=path)
+        try:
+            got = [llama_logits(llm, t) for t in token_lists]
+        finally:
+            llm.close()
+    ref = mlx_logits(base_dir, token_lists, adapter_dir=adapter_dir)
+    stats = compare_logits(ref, got)
+    ok = stats["agreement"] >= 0.98 and stats["max_rel_diff"] < 1e-2
+    _check(checks, "llama.cpp base + adapter = MLX base + adapter", ok,
+           f"argmax agrees on {stats['agreement']:.1%} of {stats['positions']} positions; "
+           f"max relative logit difference {stats['max_rel_diff']:.2e}", **stats)
+    return checks
+
+
+def verify_export(path: Path, *, planned, arch, vocab, model_dir: Path, quant: str,
+                  adapter_dir: Path | None, base_dir: Path, run_llama: bool = True,
+                  report: Reporter = null_reporter, job: str = "export") -> dict[str, Any]:
+    checks = verify_structure(Path(path), planned, arch, vocab, quant)
+    llama_note = ""
+    if run_llama:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            llama_note = "llama_cpp not installed: llama.cpp load not checked"
+        else:
+            try:
+                checks += verify_llama_cpp(Path(path), vocab=vocab, model_dir=model_dir,
+                                           quant=quant, adapter_dir=adapter_dir,
+                                           base_dir=base_dir)
+            except (ValueError, RuntimeError, OSError) as e:
+                _check(checks, "llama.cpp load", False, f"llama.cpp could not load it: {e}")
+    else:
+        llama_note = "llama.cpp check skipped (--no-verify)"
+    if llama_note:
+        report(Log(job=job, level="info", message=llama_note))
+    return {"passed": all(c["passed"] for c in checks if c["passed"] is not None),
+            "checks": checks, "llama_cpp": not llama_note, "note": llama_note}

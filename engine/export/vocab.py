@@ -1,0 +1,275 @@
+"""Tokenizer metadata for GGUF: the token list, scores and types, BPE merges, the pre-tokenizer,
+special ids and add-flags, and the chat template, read from a Hugging Face model folder.
+
+SentencePiece models ("llama") are read from ``tokenizer.model`` (as llama.cpp's converter does);
+byte-level BPE ("gpt2") from ``tokenizer.json``. Flags are measured on the training tokenizer
+itself (does encode("a") start with BOS?), so the GGUF tokenizes as training did.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+
+from ..events import TailorError
+
+# Token types (llama.cpp llama_token_type)
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+# The turn-end tokens of the chat families we know: the model's EOS in the GGUF is the one its
+# chat template ends a turn with (llama.cpp finds other end tokens by text, Ollama does not).
+TURN_END_TOKENS = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>")
+
+# llama.cpp's pre-tokenizer detection text (convert_hf_to_gguf.py get_vocab_base_pre) and the
+# hashes of the tokenizations of it for the families we export.
+CHKTXT = ('\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis '
+          'concatenated) ✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 '
+          'កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ ------======= нещо на Български '
+          '\'\'\'\'\'\'```````""""......!!!!!!?????? I\'ve been \'told he\'s there, \'RE you '
+          'sure? \'M not sure I\'ll make it, \'D you like some tea? We\'Ve a\'lL')
+KNOWN_PRE_HASHES = {
+    "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": "llama-bpe",
+    "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea": "qwen2",
+    "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454": "gpt-2",
+    "b3f499bb4255f8ca19fccd664443283318f2fd2414d5e0b040fbdd0cc195d6c5": "deepseek-r1-qwen",
+    "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",
+    "63b97e4253352e6f357cc59ea5b583e3a680eaeaf2632188c2b952de2588485e": "tekken",
+}
+# Model type -> pre-tokenizer, the last resort.
+PRE_BY_MODEL_TYPE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2",
+                     "mistral": "tekken"}
+
+
+@dataclass
+class VocabInfo:
+    model: str  # "llama" | "gpt2"
+    tokens: list[str]
+    types: list[int]
+    scores: list[float] | None = None
+    merges: list[str] = field(default_factory=list)
+    pre: str = "default"
+    pre_source: str = ""  # how the pre-tokenizer was chosen
+    bos_id: int | None = None
+    eos_id: int | None = None
+    unk_id: int | None = None
+    pad_id: int | None = None
+    add_bos: bool = False
+    add_eos: bool = False
+    add_space_prefix: bool | None = None
+    chat_template: str | None = None
+    eos_text: str = ""
+
+    def add_to(self, w) -> None:
+        w.add_tokenizer_model(self.model)
+        w.add_tokenizer_pre(self.pre)
+        w.add_token_list(self.tokens)
+        w.add_token_types([int(t) for t in self.types])
+        if self.scores is not None:
+            w.add_token_scores([float(s) for s in self.scores])
+        if self.merges:
+            w.add_token_merges(self.merges)
+        for fn, value in ((w.add_bos_token_id, self.bos_id), (w.add_eos_token_id, self.eos_id),
+                          (w.add_unk_token_id, self.unk_id), (w.add_pad_token_id, self.pad_id)):
+            if value is not None:
+                fn(int(value))
+        w.add_add_bos_token(bool(self.add_bos))
+        w.add_add_eos_token(bool(self.add_eos))
+        if self.add_space_prefix is not None:
+            w.add_add_space_prefix(bool(self.add_space_prefix))
+        if self.chat_template:
+            w.add_chat_template(self.chat_template)
+
+
+def _token_text(value) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+def load_hf_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as e:  # noqa: BLE001 - any loader failure is the user's file
+        raise TailorError(f"{folder}: the tokenizer does not load ({type(e).__name__}: {e})",
+                          hint="the folder needs tokenizer.json or tokenizer.model and "
+                               "tokenizer_config.json") from e
+
+
+def chat_template_of(folder: Path, tok_cfg: dict) -> str | None:
+    for name in ("chat_template.jinja",):
+        if (folder / name).is_file():
+            return (folder / name).read_text(encoding="utf-8")
+    if (folder / "chat_template.json").is_file():
+        data = json.loads((folder / "chat_template.json").read_text(encoding="utf-8"))
+        return data.get("chat_template")
+    tpl = tok_cfg.get("chat_template")
+    if isinstance(tpl, list):  # named templates: the default one
+        tpl = next((t["template"] for t in tpl if t.get("name") == "default"), None)
+    return tpl
+
+
+def read_vocab(folder: Path, config: dict, n_rows: int) -> VocabInfo:
+    """The tokenizer metadata; the token list has exactly ``n_rows`` entries (the embedding's)."""
+    folder = Path(folder)
+    tok_cfg_path = folder / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8")) if tok_cfg_path.exists() else {}
+    tok_json_path = folder / "tokenizer.json"
+    tok_json = json.loads(tok_json_path.read_text(encoding="utf-8")) \
+        if tok_json_path.exists() else None
+    hf = load_hf_tokenizer(folder)
+    if (folder / "tokenizer.model").is_file() and not _is_byte_level(tok_json):
+        info = _sentencepiece(folder, n_rows, tok_json, tok_cfg)
+    elif tok_json and tok_json.get("model", {}).get("type") == "BPE":
+        info = _bpe(tok_json, n_rows, hf, config)
+    else:
+        raise TailorError(f"{folder}: tokenizer kind not supported for GGUF export (neither a "
+                          "SentencePiece tokenizer.model nor a byte-level BPE tokenizer.json)")
+    ids = {t: i for i, t in enumerate(info.tokens)}
+    _special_ids(info, hf, tok_cfg, config, ids)
+    info.chat_template = chat_template_of(folder, tok_cfg)
+    _turn_end_eos(info, ids)
+    return info
+
+
+def _is_byte_level(tok_json: dict | None) -> bool:
+    return bool(tok_json) and "ByteLevel" in json.dumps(tok_json.get("pre_tokenizer") or {}) \
+        and tok_json.get("model", {}).get("type") == "BPE"
+
+
+def _pad_to(info: VocabInfo, n_rows: int) -> None:
+    n = len(info.tokens)
+    if n > n_rows:
+        # Tokens past the embedding can never be produced; llama.cpp needs equal counts.
+        del info.tokens[n_rows:], info.types[n_rows:]
+        if info.scores is not None:
+            del info.scores[n_rows:]
+    for i in range(n, n_rows):
+        info.tokens.append(f"[PAD{i}]")
+        info.types.append(UNUSED)
+        if info.scores is not None:
+            info.scores.append(-10000.0)
+
+
+def _added_tokens(tok_json: dict | None, tok_cfg: dict) -> dict[int, tuple[str, bool]]:
+    added: dict[int, tuple[str, bool]] = {}
+    for t in (tok_json or {}).get("added_tokens", []):
+        added[int(t["id"])] = (t["content"], bool(t.get("special")))
+    for k, t in (tok_cfg.get("added_tokens_decoder") or {}).items():
+        added.setdefault(int(k), (t["content"], bool(t.get("special"))))
+    return added
+
+
+def _sentencepiece(folder: Path, n_rows: int, tok_json, tok_cfg) -> VocabInfo:
+    from sentencepiece import SentencePieceProcessor
+
+    sp = SentencePieceProcessor()
+    sp.LoadFromFile(str(folder / "tokenizer.model"))
+    tokens, scores, types = [], [], []
+    for i in range(sp.vocab_size()):
+        tokens.append(sp.IdToPiece(i))
+        scores.append(float(sp.GetScore(i)))
+        types.append(UNKNOWN if sp.IsUnknown(i) else CONTROL if sp.IsControl(i) else
+                     UNUSED if sp.IsUnused(i) else BYTE if sp.IsByte(i) else NORMAL)
+    info = VocabInfo("llama", tokens, types, scores, pre="default", pre_source="sentencepiece")
+    for i, (text, special) in sorted(_added_tokens(tok_json, tok_cfg).items()):
+        while i >= len(info.tokens):
+            info.tokens.append(f"[PAD{len(info.tokens)}]")
+            info.types.append(UNUSED)
+            info.scores.append(-10000.0)
+        info.tokens[i] = text
+        info.scores[i] = -1000.0
+        info.types[i] = CONTROL if special else USER_DEFINED
+    _pad_to(info, n_rows)
+    return info
+
+
+def _bpe(tok_json: dict, n_rows: int, hf, config: dict) -> VocabInfo:
+    model = tok_json["model"]
+    vocab: dict[str, int] = dict(model["vocab"])
+    added = {i: v for i, v in _added_tokens(tok_json, {}).items()}
+    for i, (text, _special) in added.items():
+        vocab[text] = i
+    by_id = {i: t for t, i in vocab.items()}
+    n = max(n_rows, max(by_id) + 1)
+    tokens, types = [], []
+    for i in range(n):
+        if i not in by_id:
+            tokens.append(f"[PAD{i}]")
+            types.append(UNUSED)
+        elif i in added:
+            tokens.append(added[i][0])
+            types.append(CONTROL if added[i][1] else USER_DEFINED)
+        else:
+            tokens.append(by_id[i])
+            types.append(NORMAL)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    if not merges:
+        raise TailorError("the BPE tokenizer has no merges; llama.cpp cannot tokenize without them")
+    info = VocabInfo("gpt2", tokens, types, None, merges)
+    info.pre, info.pre_source = choose_pre_tokenizer(hf, tok_json, config.get("model_type", ""))
+    _pad_to(info, n_rows)
+    return info
+
+
+def choose_pre_tokenizer(hf, tok_json: dict, model_type: str) -> tuple[str, str]:
+    """llama.cpp's pre-tokenizer name: known hash, then the Split regex, then the model type."""
+    h = sha256(str(hf.encode(CHKTXT)).encode()).hexdigest()
+    if h in KNOWN_PRE_HASHES:
+        return KNOWN_PRE_HASHES[h], f"known tokenizer hash {h[:12]}"
+    pre = json.dumps(tok_json.get("pre_tokenizer") or {})
+    regexes = re.findall(r'"Regex": "((?:[^"\\]|\\.)*)"', pre)
+    for rx in regexes:
+        rx = json.loads(f'"{rx}"')
+        if r"\p{N}{1,3}" in rx:
+            return "llama-bpe", "tokenizer.json split regex (digits in groups of 1-3)"
+        if r"\p{N}" in rx and "(?i:" in rx:
+            return "qwen2", "tokenizer.json split regex (single digits)"
+        if r"\p{N}+" in rx or r"?\p{N}+" in rx:
+            return "gpt-2", "tokenizer.json split regex (GPT-2)"
+    if not regexes and '"use_regex": true' in pre:
+        return "gpt-2", "ByteLevel pre-tokenizer with GPT-2's built-in regex"
+    if model_type in PRE_BY_MODEL_TYPE:
+        return PRE_BY_MODEL_TYPE[model_type], f"model type {model_type}"
+    raise TailorError(f"cannot tell which pre-tokenizer this {model_type} BPE tokenizer uses "
+                      "(unknown hash, no recognizable split regex)",
+                      hint="llama.cpp would tokenize differently from training; not exported")
+
+
+def _special_ids(info: VocabInfo, hf, tok_cfg: dict, config: dict, ids: dict[str, int]) -> None:
+    def id_of(value) -> int | None:
+        text = _token_text(value)
+        return ids.get(text) if text else None
+
+    info.bos_id = id_of(tok_cfg.get("bos_token"))
+    if info.bos_id is None and isinstance(config.get("bos_token_id"), int):
+        info.bos_id = config["bos_token_id"]
+    info.eos_id = id_of(tok_cfg.get("eos_token"))
+    if info.eos_id is None:
+        eos = config.get("eos_token_id")
+        info.eos_id = eos[0] if isinstance(eos, list) and eos else eos
+    info.unk_id = id_of(tok_cfg.get("unk_token"))
+    info.pad_id = id_of(tok_cfg.get("pad_token"))
+    # Measure the add-flags on the training tokenizer itself.
+    plain = hf.encode("a", add_special_tokens=False)
+    full = hf.encode("a", add_special_tokens=True)
+    info.add_bos = bool(info.bos_id is not None and len(full) > len(plain)
+                        and full[0] == info.bos_id)
+    info.add_eos = bool(len(full) > len(plain) and full[-1] == hf.eos_token_id
+                        and full[-1] not in plain[-1:])
+    if info.model == "llama":
+        pieces = hf.convert_ids_to_tokens(plain)
+        info.add_space_prefix = bool(pieces) and pieces[0].startswith("\u2581")
+
+
+def _turn_end_eos(info: VocabInfo, ids: dict[str, int]) -> None:
+    tpl = info.chat_template or ""
+    for text in TURN_END_TOKENS:
+        if text in tpl and text in ids:
+            info.eos_id = ids[text]
+            break
+    if info.eos_id is not None and 0 <= info.eos_id < len(info.tokens):
+        info.eos_text = info.tokens[info.eos_id]
