@@ -10,7 +10,12 @@ llama.cpp's own quantizer.
 Each function takes float32 weights [rows, cols] with cols % 256 == 0 and returns uint8
 [rows, cols // 256 * block_bytes]: row r of the result is the GGUF tensor data of row r.
 Work is done a chunk of blocks at a time, so extra memory is a small multiple of one chunk
-and not of the tensor.
+and not of the tensor (plus the output). float16 input is converted chunk by chunk.
+
+Bytes equal those of llama.cpp builds whose compiler does not fuse multiply-adds (the x86-64
+wheels: libggml-base has no FMA instructions). numpy never fuses, so our bytes are the same
+on every platform; a llama.cpp built with FMA contraction (clang on arm64 contracts by
+default) may differ from both in rare last-bit ties.
 """
 from __future__ import annotations
 
@@ -64,6 +69,16 @@ def quantize_q6_k(weights: np.ndarray, *, progress: ProgressFn | None = None,
                   chunk_blocks: int = DEFAULT_CHUNK_BLOCKS) -> np.ndarray:
     """Q6_K blocks of `weights` [rows, cols] -> uint8 [rows, cols // 256 * 210]. See q4_k."""
     return _quantize(weights, "Q6_K", _encode_q6_k, progress, threads, chunk_blocks)
+
+
+def quantize_k(weights: np.ndarray, type_name: str, **options) -> np.ndarray:
+    """Dispatch by GGML type name ("Q4_K", "Q5_K", "Q6_K"); options as for quantize_q4_k."""
+    try:
+        encoder = QUANTIZERS[type_name]
+    except KeyError:
+        raise ValueError(f"no K-quant encoder for {type_name!r}; "
+                         f"known: {', '.join(QUANTIZERS)}") from None
+    return encoder(weights, **options)
 
 
 def _quantize(weights, type_name, encode, progress, threads, chunk_blocks) -> np.ndarray:
@@ -270,3 +285,6 @@ def _encode_q6_k(blocks: np.ndarray) -> np.ndarray:
     out[:, 208:210] = _fp16_bytes(d.astype(F32))
     out[zero_block] = 0
     return out
+
+
+QUANTIZERS = {"Q4_K": quantize_q4_k, "Q5_K": quantize_q5_k, "Q6_K": quantize_q6_k}

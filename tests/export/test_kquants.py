@@ -309,3 +309,12 @@ def test_arbitrary_rows_are_byte_identical_to_llama_cpp(tmp_path):
                 assert np.array_equal(ours, theirs[:len(rows)]), (type_name, rows)
 
     check()
+
+
+def test_quantize_k_dispatches_by_type_name():
+    weights = edge_case_rows(4, 256, seed=5)
+    for type_name, encoder in ENCODERS.items():
+        assert np.array_equal(kquants.quantize_k(weights, type_name, threads=1),
+                              encoder(weights))
+    with pytest.raises(ValueError, match="no K-quant encoder for 'Q3_K'"):
+        kquants.quantize_k(weights, "Q3_K")
