@@ -189,7 +189,7 @@ def _source(cfg: OllamaConfig, job, export_fn=None):
             check_adapter_architecture(_gguf_arch(arch))
     if export_fn is None:
         try:
-            from ..export import export_gguf as export_fn
+            export_fn = load_export_gguf()
         except ImportError as e:
             raise TailorError("the GGUF export (engine.export.export_gguf) is not available in "
                               f"this build: {e}", hint="export with `tailor export` and use "
@@ -202,12 +202,22 @@ def _source(cfg: OllamaConfig, job, export_fn=None):
                          report=_scaled(job.report, 0.0, 0.6), cancel=job.cancel)
     verification = getattr(result, "verification", None) or {}
     if verification and not verification.get("passed", False):
-        failed = [c.get("name") for c in verification.get("checks", []) if not c.get("passed")]
+        failed = [c.get("name") for c in verification.get("checks", [])
+                  if c.get("passed") is False]
         raise TailorError(f"the exported GGUF {result.path} failed verification ({failed}); it "
                           "was not sent to Ollama", hint="see the .gguf.json record beside it")
     path = Path(result.path)
     job.report(Log(job=JOB, message=f"exported {path}"))
     return (None, path, fallback) if cfg.adapter_only else (path, None, fallback)
+
+
+def load_export_gguf():
+    """engine.export.export_gguf (the package re-export, else its module)."""
+    try:
+        from ..export import export_gguf
+    except ImportError:
+        from ..export.gguf_export import export_gguf
+    return export_gguf
 
 
 def _gguf_arch(model_type: str) -> str:

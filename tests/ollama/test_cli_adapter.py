@@ -125,7 +125,9 @@ def test_adapter_only_on_a_base_in_ollama(server, qwen_adapter, tmp_path):
 def test_adapter_end_to_end_with_the_real_export(server, qwen_adapter, capsys):
     """Fuse + export + llama.cpp verification (engine.export), then create and confirm."""
     try:
-        from engine.export import export_gguf
+        from engine.ollama.cli import load_export_gguf
+
+        export_gguf = load_export_gguf()
     except ImportError as e:
         pytest.fail(f"engine.export.export_gguf is not available yet ({e}): the one-step "
                     "--adapter hand-off cannot run without the export engineer's writer")

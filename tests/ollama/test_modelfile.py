@@ -106,7 +106,9 @@ def test_parser_rejects_broken_modelfiles():
 def test_folder_gguf_loads_in_llama_cpp(tmp_path, tiny_model):
     """The GGUF the folder points at loads in llama.cpp and answers in chat mode."""
     try:
-        from engine.export import export_gguf
+        from engine.ollama.cli import load_export_gguf
+
+        export_gguf = load_export_gguf()
     except ImportError as e:
         pytest.fail(f"engine.export.export_gguf is not available yet ({e}); this test needs the "
                     "export engineer's GGUF writer to produce a llama.cpp-loadable file")
@@ -124,3 +126,53 @@ def test_folder_gguf_loads_in_llama_cpp(tmp_path, tiny_model):
     out = llm.create_chat_completion([{"role": "user", "content": "hello"}], max_tokens=4,
                                      temperature=0.0)
     assert out["choices"][0]["message"]["role"] == "assistant"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["qwen2", "llama3", "llama2", "gemma", "phi3"])
+def test_modelfile_template_matches_llama_cpp_rendering_of_the_gguf(tmp_path, tiny_model, kind):
+    """Export a tiny model (engine.export), write the folder from the GGUF alone, and compare
+    the Modelfile's Go template with llama-cpp-python's own Jinja rendering of the chat
+    template stored in that GGUF, for a two-turn conversation."""
+    try:
+        from engine.ollama.cli import load_export_gguf
+
+        export_gguf = load_export_gguf()
+    except ImportError as e:
+        pytest.fail(f"engine.export.export_gguf is not available yet ({e})")
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from engine.tiny_models import SPECS
+
+    result = export_gguf(tiny_model(kind), tmp_path / f"{kind}.gguf", "q8_0", verify=False)
+    folder = write_folder(tmp_path / "out", f"tiny-{kind}", gguf=result.path)
+    mf = parse_modelfile((tmp_path / "out" / "Modelfile").read_text())
+    assert folder.template["verified"]
+    assert SPECS[kind].eos_token in mf.parameters("stop")
+
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "out" / mf.get("from")[0]), vocab_only=True,
+                          verbose=False)
+    meta = llm.metadata
+
+    def text(token_id: int) -> str:
+        return llm.detokenize([token_id], special=True).decode("utf-8")
+
+    bos = text(llm.token_bos()) if llm.token_bos() >= 0 else ""
+    eos = text(llm.token_eos())
+    messages = [{"role": "user", "content": "What is 2 + 2?"},
+                {"role": "assistant", "content": "Four."},
+                {"role": "user", "content": "And 3 + 3?"}]
+    system = [{"role": "system", "content": "Answer briefly."}]
+    jinja_messages = messages
+    if folder.template["system_supported"]:
+        jinja_messages = system + messages
+    else:  # Gemma: no system role; Tailor opens the first user turn with the system text
+        jinja_messages = [dict(messages[0], content="Answer briefly.\n\n" + messages[0]["content"]),
+                          *messages[1:]]
+    prompt = Jinja2ChatFormatter(template=meta["tokenizer.chat_template"], eos_token=eos,
+                                 bos_token=bos)(messages=jinja_messages).prompt
+    if meta.get("tokenizer.ggml.add_bos_token") == "true" and bos and prompt.startswith(bos):
+        prompt = prompt[len(bos):]  # llama.cpp and Ollama add BOS when tokenizing
+    go_text = parse(mf.get("template")[0]).render(go_messages(system + messages))
+    assert go_text == prompt
