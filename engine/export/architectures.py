@@ -180,8 +180,10 @@ def gguf_name(a: ArchInfo, name_map, hf_name: str) -> str | None:
     """The GGUF tensor name, None for a tensor to drop; TailorError for one llama.cpp lacks."""
     if SKIP_RE.search(hf_name):
         return None
-    if hf_name.startswith("lm_head.") and a.tied:
-        return None  # tied: llama.cpp reuses token_embd
+    if hf_name.startswith("lm_head.") and a.tied and a.arch != "gemma3":
+        # Tied: llama.cpp reuses token_embd. mlx-lm's Gemma 3 uses lm_head whenever the
+        # checkpoint has one (whatever the config says), so the export follows the training.
+        return None
     name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
     if name is None:
         raise TailorError(f"tensor {hf_name!r} of this {a.model_type} model has no llama.cpp "
