@@ -85,8 +85,9 @@ class ExportPage(QWidget):
 
         ollama = QGroupBox("Send to Ollama")
         of = QFormLayout(ollama)
-        self.ollama_status = QLabel("Ollama: not checked yet")
+        self.ollama_status = QLabel("not checked yet")
         self.ollama_status.setWordWrap(True)
+        self.ollama_status.setMinimumHeight(36)
         check = QPushButton("Check")
         check.clicked.connect(self.check_ollama)
         srow = QHBoxLayout()
@@ -227,11 +228,14 @@ class ExportPage(QWidget):
         self.checks.setRowCount(len(checks))
         for i, c in enumerate(checks):
             self.checks.setItem(i, 0, QTableWidgetItem(str(c.get("name", ""))))
-            ok = QTableWidgetItem("passed" if c.get("passed") else "FAILED")
-            ok.setForeground(Qt.GlobalColor.darkGreen if c.get("passed") else Qt.GlobalColor.red)
+            passed = c.get("passed")  # None: the check could not run here (e.g. no llama.cpp)
+            ok = QTableWidgetItem({True: "passed", False: "FAILED", None: "skipped"}[passed])
+            ok.setForeground({True: Qt.GlobalColor.darkGreen, False: Qt.GlobalColor.red,
+                              None: Qt.GlobalColor.gray}[passed])
             self.checks.setItem(i, 1, ok)
             self.checks.setItem(i, 2, QTableWidgetItem(str(c.get("detail", ""))))
         self.checks.resizeColumnsToContents()
+        self.checks.horizontalHeader().setStretchLastSection(True)
         self.verified = bool(ver.get("passed"))
         path = result.get("path", "")
         size = result.get("size_bytes") or (Path(path).stat().st_size if path and
@@ -265,8 +269,8 @@ class ExportPage(QWidget):
                                        f"{len(r.get('models', []))} models) at "
                                        f"{html.escape(str(r.get('host', '')))}")
         else:
-            self.ollama_status.setText("not running: “Send to Ollama” writes a folder with the "
-                                       "GGUF and a Modelfile, and shows the command to run")
+            self.ollama_status.setText("not running. “Send to Ollama” then writes a "
+                                       "Modelfile folder to import later.")
 
     def send_to_ollama(self) -> None:
         if not (self.last_export and self.verified):
@@ -296,6 +300,7 @@ class ExportPage(QWidget):
             self.banner.show_message("ok", f"In Ollama: run <code>ollama run "
                                      f"{html.escape(name)}</code>.")
             text = f"ollama run {name}"
+            self.check_ollama()  # the status line now lists the new model
         else:
             self.banner.show_message("warn", "Ollama is not running, so Tailor wrote a ready "
                                      f"folder: {html.escape(folder)}<br>Start Ollama and run "

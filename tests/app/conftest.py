@@ -31,7 +31,8 @@ def window(qtbot, tmp_path):
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     w = MainWindow(settings, confirm=lambda title, text: True, first_run_sample=False)
     w.resize(1280, 800)
-    qtbot.addWidget(w)
+    # Not qtbot.addWidget: pytest-qt closes and deletes registered widgets before fixture
+    # teardown, which would destroy the workers' QProcess objects under running jobs.
     w.show()
     qtbot.waitExposed(w)
     yield w
@@ -44,6 +45,8 @@ def window(qtbot, tmp_path):
         for job in queue.running:
             job.worker.proc.kill()
         qtbot.waitUntil(lambda: not queue.running, timeout=20000)
+    w.close()
+    w.deleteLater()
 
 
 def screenshot(widget, folder: Path, name: str) -> Path:

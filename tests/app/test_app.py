@@ -192,6 +192,18 @@ def test_export_writes_a_gguf_the_app_marks_verified(qtbot, window, tiny_model, 
     assert page.send_button.isEnabled()
     screenshot(window, test_output, "export-verified")
 
+    # The file just written goes on to (the strict fake) Ollama in one click.
+    from tests.ollama.fake_server import FakeOllama
+
+    with FakeOllama() as server:
+        window.settings.setValue("ollama/host", server.host)
+        page.name_edit.setText("to-export")
+        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: page.ollama_job.done, timeout=120000)
+        assert page.ollama_job.state == "finished", page.banner.text()
+        assert "ollama run to-export" in page.banner.text()
+        assert "to-export:latest" in server.models
+
 
 def _trained_adapter(qtbot, window, tiny_model, tmp_path, name: str) -> None:
     window.state.set_model(str(tiny_model("qwen2")))
