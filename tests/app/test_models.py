@@ -228,3 +228,20 @@ def test_a_run_whose_process_died_shows_as_interrupted_and_resumable(qtbot, tail
     assert page.buttons["resume"].isEnabled()
     page.select("alive")
     assert not page.buttons["resume"].isEnabled() and not page.buttons["delete"].isEnabled()
+
+
+def test_a_download_that_cannot_happen_says_why(qtbot, monkeypatch):
+    """Offline (as every test is: HF_HUB_OFFLINE=1), the download worker's failure reaches
+    the Model page as a plain message and the buttons come back."""
+    from app.pages.model import ModelPage
+    from app.state import AppState
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    page = ModelPage(AppState())
+    qtbot.addWidget(page)
+    page.download("mlx-community/Qwen2.5-0.5B-Instruct-4bit")
+    assert not page.download_button.isEnabled() and page.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: page.job.done, timeout=60000)
+    assert page.job.state == "failed"
+    assert page.banner.kind == "error" and "downloads are off" in page.banner.text()
+    assert page.download_button.isEnabled() and not page.cancel_button.isEnabled()
