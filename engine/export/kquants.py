@@ -32,6 +32,7 @@ from engine.export.kquants_search import (
     fit_min_scale,
     fit_symmetric_scale,
     nearest_int_exact,
+    signed_peak,
 )
 
 QK_K = 256
@@ -248,8 +249,7 @@ def _encode_q6_k(blocks: np.ndarray) -> np.ndarray:
     fit = fit_symmetric_scale(columns, nmax=32)
     scales = fit.scale.reshape(n_blocks, 16)
 
-    first_peak = np.abs(scales).argmax(axis=1)  # C keeps the first of equal |scale|
-    max_scale = scales[np.arange(n_blocks), first_peak]
+    max_scale, _ = signed_peak(np.ascontiguousarray(scales.T))  # first of equal |scale|
     zero_block = np.abs(max_scale) < GROUP_MAX_EPS
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         iscale = F32(-128) / max_scale

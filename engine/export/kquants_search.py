@@ -170,17 +170,28 @@ class SymmetricFit:
         return levels
 
 
+def signed_peak(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: the value of largest |x| (the first one, as the C loop keeps) and |x|.
+
+    argmax over axis 0 is slow in numpy; max plus two equality tests is not, and only
+    columns holding both +peak and -peak need the first index.
+    """
+    amax = np.abs(columns).max(axis=0)
+    has_positive = (columns == amax).any(axis=0)
+    peak = np.where(has_positive, amax, -amax)
+    both = np.flatnonzero(has_positive & (columns == -amax).any(axis=0) & (amax > 0))
+    if len(both):
+        sub = columns[:, both]
+        first = np.abs(sub).argmax(axis=0)
+        peak[both] = sub[first, np.arange(len(both))]
+    return peak, amax
+
+
 def fit_symmetric_scale(columns: np.ndarray, nmax: int) -> SymmetricFit:
     """`make_qx_quants` with rmse_type 1 (weights x*x) for every column of `columns`."""
     x = columns
-    n_sub = x.shape[1]
-    magnitude = np.abs(x)
-    first_peak = magnitude.argmax(axis=0)  # the C loop keeps the first of equal |x|
-    lanes = np.arange(n_sub)
-    amax = magnitude[first_peak, lanes]
-    peak = x[first_peak, lanes]
+    peak, amax = signed_peak(x)
     zero = amax < GROUP_MAX_EPS
-    del magnitude
 
     weights = x * x
     weighted_x = weights * x

@@ -25,7 +25,7 @@ from engine.export.kquants_llamacpp import (
     read_tensor_blocks,
     write_llama_gguf,
 )
-from engine.export.kquants_search import sequential_sum
+from engine.export.kquants_search import sequential_sum, signed_peak
 
 ENCODERS = {
     "Q4_K": kquants.quantize_q4_k,
@@ -318,3 +318,12 @@ def test_quantize_k_dispatches_by_type_name():
                               encoder(weights))
     with pytest.raises(ValueError, match="no K-quant encoder for 'Q3_K'"):
         kquants.quantize_k(weights, "Q3_K")
+
+
+def test_signed_peak_keeps_the_first_of_equal_magnitudes_like_the_c_loop():
+    columns = np.array([[0.0, -2.0, 2.0, 1.0],
+                        [0.0, 2.0, -2.0, -3.0],
+                        [0.0, 1.0, 2.0, 3.0]], dtype=np.float32)
+    peak, amax = signed_peak(columns)
+    assert peak.tolist() == [0.0, -2.0, 2.0, -3.0]
+    assert amax.tolist() == [0.0, 2.0, 2.0, 3.0]
