@@ -197,7 +197,7 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
     """Write ``source`` (an adapter name or AdapterInfo, or a model folder Path) as GGUF."""
     from ..fuse import check_output_outside, fused_model, resolve_adapter, write_hf_folder
     from ..models.resolve import check_model_folder
-    from .lora_gguf import write_lora_gguf
+    from .lora_gguf import check_lora_exportable, write_lora_gguf
 
     t0 = time.time()
     quant = str(quant).lower()
@@ -211,6 +211,8 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
     if kind == "adapter":
         info, adapter_config, base_dir = resolve_adapter(src)
         model_dir = base_dir
+        if adapter_only:
+            check_lora_exportable(info, adapter_config)
     else:
         if adapter_only:
             raise TailorError("--adapter-only needs --adapter NAME, not a model folder")

@@ -25,13 +25,7 @@ def lora_alpha(adapter_config: dict) -> tuple[float, int]:
     return scale * rank, rank
 
 
-def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, quant: str):
-    """Write the adapter GGUF; returns (ArchInfo, planned tensors, metadata)."""
-    import gguf
-
-    from .gguf_export import PlannedTensor
-    from ..models.load import read_config
-
+def check_lora_exportable(info, adapter_config: dict) -> None:
     kind = adapter_config.get("fine_tune_type", "lora")
     if kind == "dora":
         raise TailorError(f"adapter {info.name!r} is a DoRA adapter; DoRA cannot be written as a "
@@ -40,6 +34,16 @@ def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, q
     if kind != "lora":
         raise TailorError(f"adapter {info.name!r} is a {kind} fine-tune, not a LoRA adapter",
                           hint="export the fused model instead: leave out --adapter-only")
+
+
+def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, quant: str):
+    """Write the adapter GGUF; returns (ArchInfo, planned tensors, metadata)."""
+    import gguf
+
+    from .gguf_export import PlannedTensor
+    from ..models.load import read_config
+
+    check_lora_exportable(info, adapter_config)
     a: ArchInfo = arch_info(read_config(base_dir), str(base_dir))
     alpha, rank = lora_alpha(adapter_config)
     name_map = gguf.get_tensor_name_map(
