@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from engine.train.config import PRESET_HELP, PRESETS, TrainConfig
 
 from .. import commands
-from ..estimate import estimate, read_model_config
+from ..estimate import estimate, human_bytes, human_count, read_model_config
 from ..history import LossHistory
 from ..widgets import Banner, LossChart, page_header
 
@@ -411,11 +411,20 @@ class TrainPage(QWidget):
         self.log_lines.append(line)
 
     def _on_started(self, e) -> None:
+        """The engine's exact counts and memory estimate replace the page's preview."""
         self.run_state = "running"
         info = e.info or {}
-        trainable = info.get("trainable_parameters") or info.get("trainable")
-        if trainable:
-            self._log(f"started: {trainable:,} trainable parameters")
+        params = info.get("parameters") or {}
+        mem = info.get("memory") or {}
+        if params.get("trainable"):
+            text = (f"{human_count(int(params['trainable']))} trainable of "
+                    f"{human_count(int(params.get('total') or 0))} parameters (exact)")
+            if mem.get("total_bytes"):
+                text += f" · about {human_bytes(mem['total_bytes'])} memory"
+            if mem.get("fits") is False and mem.get("suggestion"):
+                text += f" — may not fit: {mem['suggestion']}"
+            self.estimate_label.setText(text)
+            self._log(f"started: {int(params['trainable']):,} trainable parameters")
         else:
             self._log("started")
 

@@ -93,6 +93,7 @@ def test_training_through_the_real_worker_charts_and_lands_in_the_library(
     assert "Finished" in page.banner.text() and "Library" in page.banner.text()
     assert set(page.banner.buttons) == {"try", "export"}
     assert page.stat_labels["step"].text() == "200/200"
+    assert "(exact)" in page.estimate_label.text()  # the engine's count replaced the preview
 
     library = window.pages["Library"]
     row = library.model.row_of("pip-style")
