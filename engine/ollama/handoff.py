@@ -71,8 +71,9 @@ def derive_template(gguf: Path | None, fallback_model_dir: Path | str | None = N
     if not template and fallback_model_dir:
         fb_template, fb_info = read_hf_chat_info(fallback_model_dir)
         if fb_template:
-            report(Log(job=JOB, message=f"the GGUF has no chat template; using the one in "
-                                        f"{fallback_model_dir}"))
+            if gguf is not None:
+                report(Log(job=JOB, message=f"the GGUF has no chat template; using the one in "
+                                            f"{fallback_model_dir}"))
             template = fb_template
             if info is None or not info.eos_token:
                 info = fb_info
@@ -176,7 +177,15 @@ def send_adapter(client: OllamaClient, adapter_gguf: Path | str, name: str, base
     _, _, facts = read_gguf_chat_info(adapter_gguf)
     check_adapter_architecture(facts.get("architecture", ""))
     tmpl, _ = derive_template(None, fallback_model_dir, report)
-    params = settings.parameters(tmpl.stops)
+    # Without the base's chat template, keep the one the base already has in Ollama.
+    inherit = tmpl.family == "none"
+    template = None if inherit else tmpl.template
+    params = settings.parameters([] if inherit else tmpl.stops)
+    if inherit:
+        params.pop("stop")
+        report(Log(job=JOB, level="warning", message="no chat template found for the adapter's "
+                                                     "base; the model keeps the base's template "
+                                                     "and stops from Ollama"))
     a, b = progress_range
     span = b - a
 
@@ -196,11 +205,12 @@ def send_adapter(client: OllamaClient, adapter_gguf: Path | str, name: str, base
     digest, uploaded = client.ensure_blob(adapter_gguf, progress=upload, cancel=cancel)
     create = stage_progress(report, JOB, "create", a + 0.7 * span, a + 0.95 * span)
     statuses = client.create(model, from_model=base_name, adapters={adapter_gguf.name: digest},
-                             template=tmpl.template, system=settings.system, parameters=params,
+                             template=template, system=settings.system, parameters=params,
                              progress=create, cancel=cancel)
-    confirm(client, model, tmpl.template, tmpl.stops, cancel)
+    confirm(client, model, template, params.get("stop", []), cancel)
     return HandoffResult(model=model, created=True, host=client.base_url, digest=digest,
-                         uploaded=uploaded, gguf=str(adapter_gguf), template=tmpl.to_dict(),
+                         uploaded=uploaded, gguf=str(adapter_gguf),
+                         template={} if inherit else tmpl.to_dict(),
                          parameters=params, statuses=statuses, command=f"ollama run {model}",
                          notes=tmpl.notes)
 
@@ -213,12 +223,12 @@ def check_adapter_architecture(arch: str) -> None:
                  "sends one GGUF, which works for every architecture")
 
 
-def confirm(client: OllamaClient, model: str, template: str, stops: list[str],
+def confirm(client: OllamaClient, model: str, template: str | None, stops: list[str],
             cancel: CancelToken | None = None) -> dict:
-    """/api/show must list the model with our template and every stop."""
+    """/api/show must list the model with our template (when one was sent) and every stop."""
     shown = client.show(model, cancel)
     got = shown.get("template")
-    if got is not None and got.strip() != template.strip():
+    if template is not None and got is not None and got.strip() != template.strip():
         raise OllamaError(f"Ollama created {model} but shows a different template than the one "
                           "sent", hint="check `ollama show --template " + model + "`")
     params_text = str(shown.get("parameters") or "") + str(shown.get("modelfile") or "")
@@ -246,8 +256,10 @@ def write_folder(out_dir: Path | str, name: str, *, gguf: Path | str | None = No
     else:
         tmpl, facts = derive_template(Path(gguf), fallback_model_dir, report)
         from_ = f"./{Path(gguf).name}"
-    params = settings.parameters(tmpl.stops)
-    spec = ModelfileSpec(from_=from_, template=tmpl.template, stops=tmpl.stops,
+    inherit = adapter_gguf is not None and tmpl.family == "none"  # keep the base's template
+    params = settings.parameters([] if inherit else tmpl.stops)
+    spec = ModelfileSpec(from_=from_, template=None if inherit else tmpl.template,
+                         stops=[] if inherit else tmpl.stops,
                          system=settings.system,
                          parameters={k: v for k, v in params.items() if k != "stop"})
     folder = write_modelfile_folder(out_dir, name=name, spec=spec, gguf=gguf,

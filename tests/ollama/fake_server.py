@@ -316,6 +316,10 @@ class FakeOllama:
                     if base is None:
                         return self.send_json(400, {"error": f"model '{req['from']}' not found"})
                     arch, size, file_digest = base["arch"], base["size"], base["digest"]
+                    # Like Ollama: layers not given in the request come from the base model.
+                    req.setdefault("template", base["template"])
+                    params = {**base["parameters"], **(req.get("parameters") or {})}
+                    req["parameters"] = params
                 q = req.get("quantize")
                 if q:
                     if q not in QUANTS:
@@ -405,12 +409,16 @@ def free_port() -> int:
     return port
 
 
+BASE_TEMPLATE = "{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+
+
 def add_base_model(server: FakeOllama, name: str, gguf_path: Path) -> None:
     """Register a model as if pulled (for --adapter-only tests)."""
     data = Path(gguf_path).read_bytes()
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     server.blobs[digest] = data
-    server.models[full_name(name)] = {"template": "{{ .Prompt }}", "system": None,
-                                      "parameters": {}, "arch": gguf_facts(data)["architecture"],
+    server.models[full_name(name)] = {"template": BASE_TEMPLATE, "system": None,
+                                      "parameters": {"stop": ["<|im_end|>"]},
+                                      "arch": gguf_facts(data)["architecture"],
                                       "size": len(data), "digest": digest, "adapters": {},
                                       "from": None, "quantize": None}

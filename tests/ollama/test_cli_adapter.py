@@ -138,3 +138,21 @@ def test_adapter_end_to_end_with_the_real_export(server, qwen_adapter, capsys):
     assert result["created"] and result["template"]["family"] == "chatml"
     assert result["template"]["verified"]
     assert "<|im_end|>" in server.models["style:latest"]["parameters"]["stop"]
+
+
+@pytest.mark.slow
+def test_adapter_only_with_the_real_export(server, qwen_adapter, tiny_model, tmp_path):
+    """A LoRA GGUF from engine.export on top of a base model already in Ollama."""
+    from engine.ollama.cli import load_export_gguf
+
+    export_gguf = load_export_gguf()
+    base = export_gguf(tiny_model("qwen2"), tmp_path / "base-f16.gguf", "f16", verify=False)
+    add_base_model(server, "tiny-qwen:f16", base.path)
+    code, rep = run_cli(["--adapter", qwen_adapter, "--adapter-only", "--base", "tiny-qwen:f16",
+                         "--name", "style-lora", "--host", server.host], export_gguf)
+    assert code == 0
+    m = server.models["style-lora:latest"]
+    assert m["from"] == "tiny-qwen:f16" and list(m["adapters"]) == ["style-lora.gguf"]
+    adapter_blob = server.blobs[m["adapters"]["style-lora.gguf"]]
+    assert b"adapter" in adapter_blob[:4096]  # general.type = adapter
+    assert "<|im_end|>" in m["parameters"]["stop"]

@@ -14,7 +14,7 @@ from engine.events import CancelToken, Cancelled, ListReporter, Progress, Tailor
 from engine.ollama.client import OllamaClient, OllamaError, resolve_host
 from engine.ollama.handoff import ModelSettings, send_adapter, send_gguf
 
-from .fake_server import FakeOllama, add_base_model, free_port
+from .fake_server import BASE_TEMPLATE, FakeOllama, add_base_model, free_port
 from .ggufs import make_gguf
 
 
@@ -307,3 +307,16 @@ def test_template_with_literal_braces_is_accepted_end_to_end(server, tmp_path):
         r = send_gguf(c, g, "braces")
     assert r.created and r.template["verified"]
     assert "{{assistant}}: " in server.models["braces:latest"]["template"]  # inside a literal
+
+
+def test_adapter_only_without_a_known_template_keeps_the_bases(server, tmp_path):
+    base = make_gguf(tmp_path / "base.gguf", "qwen2")
+    add_base_model(server, "qwen-base", base)
+    lora = make_gguf(tmp_path / "lora.gguf", "qwen2", general_type="adapter", chat_template=None)
+    rep = ListReporter()
+    with client_for(server) as c:
+        r = send_adapter(c, lora, "tuned", "qwen-base", fallback_model_dir=None, report=rep)
+    m = server.models["tuned:latest"]
+    assert r.created and m["template"] == BASE_TEMPLATE  # inherited, not replaced
+    assert m["parameters"]["stop"] == ["<|im_end|>"]
+    assert any("keeps the base's template" in getattr(e, "message", "") for e in rep.events)
