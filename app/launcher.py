@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("tailor: no display found; running the built-in demo headless instead "
               "(`tailor demo`).", file=sys.stderr)
+    import importlib.util
+
+    if importlib.util.find_spec("engine.demo") is None:
+        print("tailor: this build has no demo; see `tailor --help` for the engine commands",
+              file=sys.stderr)
+        return 2
     return engine_main(["demo"])
 
 
