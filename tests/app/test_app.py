@@ -309,3 +309,18 @@ def test_playground_streams_a_reply_from_the_base_model(qtbot, window, tiny_mode
 
     reply = job.worker.final_event.result["text"]
     assert page.left.text() == (reply if reply.strip() else BLANK_REPLY)
+
+
+def test_strict_data_stops_the_run_naming_the_file_and_line(qtbot, window, tiny_model, tmp_path):
+    window.state.set_model(str(tiny_model("qwen2")))
+    data = small_chat_dataset(tmp_path, n=20, bad_lines=1)
+    before = data.read_bytes()
+    window.state.set_data(str(data))
+    window.pages["Data"].skip_box.setChecked(False)  # "Skip bad lines" off: strict
+    page = start_training(qtbot, window, "strict-run", iters=5)
+    assert "--strict" in page.job.worker.argv
+    qtbot.waitUntil(lambda: page.job.done, timeout=120000)
+    assert page.job.state == "failed"
+    assert page.banner.kind == "error" and "chat.jsonl:2" in page.banner.text()
+    assert data.read_bytes() == before
+    assert page.start_button.isEnabled()
