@@ -52,7 +52,8 @@ class TypePlanner:
         if is_output:
             t = T.Q6_K  # llama.cpp: the output tensor gets Q6_K unless the file type is Q8_0
         elif q in ("q4_k_m", "q5_k_m"):
-            if "attn_v.weight" in name:
+            # llama.cpp counts a fused attn_qkv (Phi-3) as the layer's attn_v.
+            if "attn_v.weight" in name or "attn_qkv.weight" in name:
                 if use_more_bits(self.i_attn_v, self.n_layers):
                     t = T.Q6_K
                 self.i_attn_v += 1
@@ -60,8 +61,6 @@ class TypePlanner:
                 if use_more_bits(self.i_ffn_down, self.n_layers):
                     t = T.Q6_K
                 self.i_ffn_down += 1
-            elif "attn_qkv.weight" in name:
-                t = T.Q5_K if q == "q4_k_m" else T.Q6_K
         if t in K_TYPES and cols % 256 != 0:
             t = FALLBACK[t]
         if t not in (T.F32, T.F16, T.BF16) and cols % 32 != 0:
