@@ -1,0 +1,68 @@
+"""Shared helpers for the export tests: llama.cpp and MLX logits, F16 model copies."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from engine.export.verify import llama_logits, mlx_logits, open_llama  # noqa: F401
+
+# Strings with Unicode, emoji, runs of spaces, tabs, newlines and digits (no leading space:
+# see test_sentencepiece_space_prefix_divergence for that case).
+TOKENIZER_STRINGS = [
+    "Hello, world!",
+    "Ünïcödé café naïve Straße 東京 Привет مرحبا",
+    "Emoji 🚀🦙😁 👩‍👩‍👧 ✅",
+    "runs of  spaces   and    more\tand\ttabs\t\tend",
+    "lines\n\nand\r\nwindows\n\n\n",
+    "digits 0 12 345 6789 3.14159 1,000,000 2024-01-01",
+    "def f(x):\n    return x * 2  # comment",
+]
+PROMPTS = ["The quick brown fox jumps over the lazy dog.",
+           "def add(a, b):\n    return a + b",
+           "Tailor trains adapters; 12 apples and 3 pears."]
+
+
+def llama(path: Path, lora: Path | None = None):
+    return open_llama(path, lora_path=lora)
+
+
+def llama_tokenize(llm, text: str) -> list[int]:
+    return list(llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+
+
+def rel_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+    return max(float(np.abs(a - b).max() / np.abs(a).max()) for a, b in zip(ref, got))
+
+
+def agreement(ref: list[np.ndarray], got: list[np.ndarray]) -> tuple[int, int]:
+    same = sum(int((a.argmax(-1) == b.argmax(-1)).sum()) for a, b in zip(ref, got))
+    return same, sum(a.shape[0] for a in ref)
+
+
+def f16_copy(src: Path, dst: Path) -> Path:
+    """The model folder with its weights rounded to float16 (as a real F16 checkpoint)."""
+    import mlx.core as mx
+
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.safetensors"):
+        weights = mx.load(str(f))
+        mx.save_safetensors(str(f), {k: v.astype(mx.float16) for k, v in weights.items()},
+                            metadata={"format": "mlx"})
+    return dst
+
+
+@contextlib.contextmanager
+def quiet_fd2():
+    """llama.cpp writes to fd 2 directly; keep test output readable."""
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
