@@ -25,7 +25,9 @@ def test_the_app_process_never_imports_mlx():
         from app.main import make_app
         app = make_app([])
         import app.main_window, app.worker, app.jobs, app.commands
-        w = app.main_window.MainWindow(QSettings("x.ini", QSettings.Format.IniFormat),
+        import tempfile
+        ini = tempfile.mkdtemp() + "/settings.ini"
+        w = app.main_window.MainWindow(QSettings(ini, QSettings.Format.IniFormat),
                                        first_run_sample=False)
         for page in app.main_window.PAGES:
             w.show_page(page)
