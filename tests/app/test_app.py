@@ -159,59 +159,34 @@ def test_a_killed_worker_leaves_the_app_responsive_with_an_error(qtbot, window, 
                                                                   tmp_path):
     window.state.set_model(str(tiny_model("qwen2")))
     window.state.set_data(str(small_chat_dataset(tmp_path, n=40)))
-    page = start_training(qtbot, window, "doomed", iters=5000)
-    qtbot.waitUntil(lambda: len(page.history) >= 3, timeout=90000)
+    page = start_training(qtbot, window, "doomed", iters=5000, save_every=5)
+    qtbot.waitUntil(lambda: page.job.worker.last_checkpoint is not None, timeout=90000)
     os.kill(page.job.worker.pid(), signal.SIGKILL)  # as the OS does when memory runs out
     qtbot.waitUntil(lambda: page.job.done, timeout=30000)
     assert page.job.state == "crashed"
     assert page.banner.kind == "error"
     assert "crashed" in page.banner.text() and "memory" in page.banner.text()
-    # Still responsive: the sidebar works and a new run can be started.
+    # Still responsive: the sidebar works and nothing is left running.
     qtbot.mouseClick(window.sidebar.viewport(), Qt.MouseButton.LeftButton,
                      pos=window.sidebar.visualItemRect(window.sidebar.item(3)).center())
     assert window.current_page() == "Library"
     assert page.start_button.isEnabled() and not page.stop_button.isEnabled()
     assert not window.state.queue.busy  # no heavy job left (a data check may still run)
+    library = window.pages["Library"]
+    library.refresh()
+    assert library.model.value(library.model.row_of("doomed"), library.model.STATUS) == \
+        "interrupted"
 
-
-@pytest.mark.skipif(importlib.util.find_spec("engine.export.cli") is None,
-                    reason="tailor export has not landed yet")
-def test_export_writes_a_gguf_the_app_marks_verified(qtbot, window, tiny_model, tmp_path,
-                                                     test_output):
-    _trained_adapter(qtbot, window, tiny_model, tmp_path, "to-export")
-    page = window.pages["Export"]
-    window.show_page("Export")
-    page.select_adapter("to-export")
-    page.quant_box.setCurrentIndex(page.quant_box.findData("f16"))
-    qtbot.mouseClick(page.export_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: page.export_job.done, timeout=180000)
-    assert page.export_job.state == "finished", page.banner.text()
-    assert page.verified, page.banner.text()
-    assert Path(page.last_export["path"]).exists()
-    assert page.checks.rowCount() >= 1
-    assert "Verified" in page.banner.text()
-    assert page.send_button.isEnabled()
-    screenshot(window, test_output, "export-verified")
-
-    # The file just written goes on to (the strict fake) Ollama in one click.
-    from tests.ollama.fake_server import FakeOllama
-
-    with FakeOllama() as server:
-        window.settings.setValue("ollama/host", server.host)
-        page.name_edit.setText("to-export")
-        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: page.ollama_job.done, timeout=120000)
-        assert page.ollama_job.state == "finished", page.banner.text()
-        assert "ollama run to-export" in page.banner.text()
-        assert "to-export:latest" in server.models
-
-
-def _trained_adapter(qtbot, window, tiny_model, tmp_path, name: str) -> None:
-    window.state.set_model(str(tiny_model("qwen2")))
-    window.state.set_data(str(small_chat_dataset(tmp_path, n=20)))
-    page = start_training(qtbot, window, name, iters=10)
-    qtbot.waitUntil(lambda: page.job.done, timeout=120000)
-    assert page.job.state == "finished", page.banner.text()
+    # The last checkpoint is offered, and resuming continues from it.
+    checkpoint_step = page.job.worker.last_checkpoint.iteration
+    qtbot.mouseClick(page.banner.buttons["resume"], Qt.MouseButton.LeftButton)
+    resumed_steps = []
+    page.job.worker.stepped.connect(lambda e: resumed_steps.append(e.iteration))
+    qtbot.waitUntil(lambda: len(resumed_steps) >= 3, timeout=90000)
+    assert resumed_steps[0] == checkpoint_step + 1
+    qtbot.mouseClick(page.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.job.done, timeout=60000)
+    assert page.job.state == "cancelled"
 
 
 def _exported(page, tmp_path) -> Path:
