@@ -149,8 +149,10 @@ class OllamaClient:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _in_thread(self, fn: Callable[[], Any], *, what: str, timeout: float,
-                   cancel: CancelToken | None, on_cancel: Callable[[], None] | None = None) -> Any:
-        """Run ``fn`` in a helper thread; stop waiting on cancel or after ``timeout`` s."""
+                   cancel: CancelToken | None, on_cancel: Callable[[], None] | None = None,
+                   last_activity: Callable[[], float] | None = None) -> Any:
+        """Run ``fn`` in a helper thread; stop waiting on cancel or after ``timeout`` s without
+        activity (``last_activity()`` -> monotonic time of the last progress, if given)."""
         box: dict[str, Any] = {}
         done = threading.Event()
 
@@ -163,13 +165,14 @@ class OllamaClient:
                 done.set()
 
         threading.Thread(target=target, name=f"ollama-{what}", daemon=True).start()
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
         while not done.wait(0.05):
             if cancel is not None and cancel.requested:
                 if on_cancel:
                     on_cancel()
                 raise Cancelled(f"stopped while {what}")
-            if time.monotonic() > deadline:
+            since = max(start, last_activity()) if last_activity else start
+            if time.monotonic() - since > timeout:
                 if on_cancel:
                     on_cancel()
                 raise self._hang(what, timeout)
@@ -270,6 +273,7 @@ class OllamaClient:
         path = Path(path)
         total = path.stat().st_size
         stop = threading.Event()
+        activity = [time.monotonic()]
 
         def body() -> Iterator[bytes]:
             sent = 0
@@ -282,6 +286,7 @@ class OllamaClient:
                         break
                     sent += len(block)
                     yield block
+                    activity[0] = time.monotonic()
                     if progress:
                         progress(sent, total, f"uploading {path.name}")
 
@@ -301,9 +306,9 @@ class OllamaClient:
             if resp.status_code not in (200, 201):
                 raise self._status_error(resp, what)
 
-        # Upload time grows with the file: allow 30 s plus 1 s per 20 MB of silence-free work.
-        budget = self.timeout + total / 20e6
-        self._in_thread(call, what=what, timeout=budget, cancel=cancel, on_cancel=stop.set)
+        # A slow link is fine as long as bytes move: the limit is on silence, not on the total.
+        self._in_thread(call, what=what, timeout=self.timeout, cancel=cancel, on_cancel=stop.set,
+                        last_activity=lambda: activity[0])
 
     def ensure_blob(self, path: Path | str, *, progress: ProgressFn | None = None,
                     cancel: CancelToken | None = None) -> tuple[str, bool]:

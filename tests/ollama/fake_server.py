@@ -18,7 +18,7 @@ ends), ``hang_mid_stream``, ``status:400|404|500``, ``digest_mismatch`` (a byte 
 arrival, so the re-hash fails), ``cut_short`` (the chunked stream stops without its final
 chunk), ``no_success`` (the stream ends cleanly without success), ``error_mid_stream`` (an
 ``{"error": ...}`` line inside a 200 stream), ``stale`` (show answers with another template
-and no stops).
+and no stops), ``slow`` (uploads are read at about 5 MB/s).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import json
 import re
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -177,7 +178,16 @@ class FakeOllama:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def read_body(self) -> bytes:
+            def read_body(self, slow: bool = False) -> bytes:
+                if slow:  # a slow link: 256 KB every 50 ms, through a small receive buffer
+                    import socket
+
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+                    n, out = int(self.headers.get("Content-Length") or 0), b""
+                    while len(out) < n:
+                        out += self.rfile.read(min(1 << 18, n - len(out)))
+                        time.sleep(0.05)
+                    return out
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
                     out = b""
                     while True:
@@ -266,7 +276,7 @@ class FakeOllama:
                 self.send_json(200, {})
 
             def post_blob(self, digest: str) -> None:
-                data = self.read_body()
+                data = self.read_body(slow=server.faults.get("blob_post") == "slow")
                 if self.injected("blob_post"):
                     return
                 if not DIGEST.match(digest):

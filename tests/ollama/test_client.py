@@ -320,3 +320,19 @@ def test_adapter_only_without_a_known_template_keeps_the_bases(server, tmp_path)
     assert r.created and m["template"] == BASE_TEMPLATE  # inherited, not replaced
     assert m["parameters"]["stop"] == ["<|im_end|>"]
     assert any("keeps the base's template" in getattr(e, "message", "") for e in rep.events)
+
+
+def test_slow_upload_is_not_a_hang_while_bytes_move(server, tmp_path):
+    big = make_gguf(tmp_path / "big.gguf", "qwen2", payload_bytes=8 << 20)
+    server.fault("blob_post", "slow")
+    import socket
+
+    import httpx
+
+    # Small socket buffers, so "bytes move" on the client means they reach the server.
+    transport = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)])
+    t0 = time.monotonic()
+    with client_for(server, timeout=1.0, transport=transport) as c:
+        digest, uploaded = c.ensure_blob(big)
+    assert uploaded and digest in server.blobs
+    assert time.monotonic() - t0 > 1.0  # longer than the timeout in total, never silent that long
