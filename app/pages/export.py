@@ -77,7 +77,13 @@ class ExportPage(QWidget):
         form.addRow("Save as", self.out_edit)
         self.export_button = QPushButton("Write GGUF")
         self.export_button.clicked.connect(self.export)
-        form.addRow("", self.export_button)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        brow = QHBoxLayout()
+        brow.addWidget(self.export_button, 1)
+        brow.addWidget(self.cancel_button)
+        form.addRow("", brow)
         self.progress = QProgressBar()
         self.progress.hide()
         form.addRow("", self.progress)
@@ -208,8 +214,14 @@ class ExportPage(QWidget):
         w.crashed.connect(lambda m, h: self._error("The export worker crashed", m, h))
         w.cancelled.connect(lambda e: self.banner.show_message("warn", "Export cancelled; "
                                                                "nothing was written."))
-        w.ended.connect(lambda _: (self.progress.hide(), self.export_button.setEnabled(True)))
+        w.ended.connect(lambda _: (self.progress.hide(), self.export_button.setEnabled(True),
+                                   self.cancel_button.setEnabled(False)))
+        self.cancel_button.setEnabled(True)
         self.banner.show_message("info", f"Exporting {html.escape(name)}…")
+
+    def cancel(self) -> None:
+        if self.export_job is not None and not self.export_job.done:
+            self.state.queue.cancel(self.export_job)
 
     def _on_progress(self, e) -> None:
         if e.total:
@@ -240,7 +252,15 @@ class ExportPage(QWidget):
         path = result.get("path", "")
         size = result.get("size_bytes") or (Path(path).stat().st_size if path and
                                             Path(path).exists() else 0)
-        if self.verified:
+        adapter_only = bool(result.get("adapter_only")) or self.adapter_only.isChecked()
+        if self.verified and adapter_only:
+            self.banner.show_message("ok", f"Verified: {html.escape(Path(path).name)} "
+                                     f"({human_bytes(size)}), a LoRA adapter file for "
+                                     "llama.cpp --lora or an Ollama ADAPTER line on its base.")
+            self.send_button.setEnabled(False)
+            self.send_button.setToolTip("Ollama needs the base model for an adapter file: "
+                                        "write a full GGUF to send it from here")
+        elif self.verified:
             self.banner.show_message("ok", f"Verified: {html.escape(Path(path).name)} "
                                      f"({human_bytes(size)}) loads and matches the trained "
                                      "model. Next: Send to Ollama.")

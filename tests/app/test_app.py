@@ -1,7 +1,6 @@
 """The app driven like a user: real widgets offscreen, real engine workers on a tiny model."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -187,6 +186,44 @@ def test_a_killed_worker_leaves_the_app_responsive_with_an_error(qtbot, window, 
     qtbot.mouseClick(page.stop_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.job.done, timeout=60000)
     assert page.job.state == "cancelled"
+
+
+def test_export_writes_a_gguf_the_app_marks_verified(qtbot, window, tiny_model, tmp_path,
+                                                     test_output):
+    _trained_adapter(qtbot, window, tiny_model, tmp_path, "to-export")
+    page = window.pages["Export"]
+    window.show_page("Export")
+    page.select_adapter("to-export")
+    page.quant_box.setCurrentIndex(page.quant_box.findData("f16"))
+    qtbot.mouseClick(page.export_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.export_job.done, timeout=180000)
+    assert page.export_job.state == "finished", page.banner.text()
+    assert page.verified, page.banner.text()
+    assert Path(page.last_export["path"]).exists()
+    assert page.checks.rowCount() >= 1
+    assert "Verified" in page.banner.text()
+    assert page.send_button.isEnabled()
+    screenshot(window, test_output, "export-verified")
+
+    # The file just written goes on to (the strict fake) Ollama in one click.
+    from tests.ollama.fake_server import FakeOllama
+
+    with FakeOllama() as server:
+        window.settings.setValue("ollama/host", server.host)
+        page.name_edit.setText("to-export")
+        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: page.ollama_job.done, timeout=120000)
+        assert page.ollama_job.state == "finished", page.banner.text()
+        assert "ollama run to-export" in page.banner.text()
+        assert "to-export:latest" in server.models
+
+
+def _trained_adapter(qtbot, window, tiny_model, tmp_path, name: str) -> None:
+    window.state.set_model(str(tiny_model("qwen2")))
+    window.state.set_data(str(small_chat_dataset(tmp_path, n=20)))
+    page = start_training(qtbot, window, name, iters=10)
+    qtbot.waitUntil(lambda: page.job.done, timeout=120000)
+    assert page.job.state == "finished", page.banner.text()
 
 
 def _exported(page, tmp_path) -> Path:
