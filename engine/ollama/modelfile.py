@@ -83,19 +83,22 @@ def link_or_copy(src: Path, dst: Path) -> str:
 
 def readme_text(name: str, gguf_name: str, *, adapter_only: bool = False,
                 template_family: str = "", verified: bool = True) -> str:
+    import shlex
+
+    arg = shlex.quote(gguf_name)  # a file name with spaces still pastes as one argument
     check = "" if verified else (
         "\nNote: Tailor could not check that the TEMPLATE reproduces the model's own chat "
         "template exactly; try a short chat before relying on it.\n")
     lms = ("" if adapter_only else f"""
 LM Studio
   Copy or link {gguf_name} into LM Studio's models folder
-  (~/.lmstudio/models/<publisher>/<model>/{gguf_name}), or use "lms import {gguf_name}".
+  (~/.lmstudio/models/<publisher>/<model>/{gguf_name}), or run: lms import {arg}
   LM Studio reads the chat template stored inside the GGUF.
 
 llama.cpp
-  llama-cli -m {gguf_name} -cnv
+  llama-cli -m {arg} -cnv
   (chat mode uses the chat template stored inside the GGUF)
-  llama-server -m {gguf_name}    # OpenAI-compatible server on http://127.0.0.1:8080
+  llama-server -m {arg}    # OpenAI-compatible server on http://127.0.0.1:8080
 """)
     return f"""Made by Tailor: {name}
 

@@ -176,3 +176,11 @@ def test_modelfile_template_matches_llama_cpp_rendering_of_the_gguf(tmp_path, ti
         prompt = prompt[len(bos):]  # llama.cpp and Ollama add BOS when tokenizing
     go_text = parse(mf.get("template")[0]).render(go_messages(system + messages))
     assert go_text == prompt
+
+
+def test_gguf_name_with_spaces(tmp_path):
+    gguf = make_gguf(tmp_path / "my tuned model.gguf", "qwen2")
+    write_folder(tmp_path / "out", "spaces", gguf=gguf)
+    mf = parse_modelfile((tmp_path / "out" / "Modelfile").read_text())
+    assert (tmp_path / "out" / mf.get("from")[0]).is_file()
+    assert "llama-cli -m 'my tuned model.gguf' -cnv" in (tmp_path / "out" / "README.txt").read_text()
