@@ -128,3 +128,27 @@ def test_unknown_adapter_is_named(server, capsys):
                        "--events", "-")
     failed = decode_event(out.splitlines()[-1])
     assert code == 1 and "no adapter named 'nope'" in failed.message
+
+
+def test_stop_on_stdin_cancels_a_hung_create(server, gguf):
+    """The app's path: a child process with --events -, told to stop on stdin."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    server.fault("create", "hang")
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "ollama", "--gguf", str(gguf),
+                             "--name", "m", "--host", server.host, "--events", "-", "--quiet"],
+                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while server.count("POST", "/api/create") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.stdin.write("stop\n")
+    proc.stdin.flush()
+    out, _ = proc.communicate(timeout=30)
+    events = [decode_event(line) for line in out.splitlines()]
+    assert proc.returncode == 130 and events[-1].kind == "cancelled"
+    assert "creating m:latest" in events[-1].message
+    assert server.models == {} and gguf.exists()
