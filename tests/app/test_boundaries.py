@@ -84,3 +84,18 @@ def test_the_frozen_entry_point_runs_engine_workers():
 
     events = [decode_event(l) for l in r.stdout.splitlines() if l.strip()]
     assert isinstance(events[-1], Finished)
+
+
+def test_packaging_files_parse():
+    """The macOS build cannot run here; at least the spec is valid Python, the script valid
+    bash, the entitlements valid plist, and the spec puts mlx.metallib in the bundle."""
+    import plistlib
+
+    spec = (REPO / "packaging" / "tailor.spec").read_text()
+    compile(spec, "tailor.spec", "exec")
+    assert "mlx.metallib" in spec and "BUNDLE(" in spec and "info_plist" in spec
+    r = subprocess.run(["bash", "-n", str(REPO / "packaging" / "build_macos.sh")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ent = plistlib.loads((REPO / "packaging" / "entitlements.plist").read_bytes())
+    assert ent["com.apple.security.cs.allow-jit"] is True
