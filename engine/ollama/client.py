@@ -133,8 +133,10 @@ class OllamaClient:
         self.base_url = resolve_host(host, allow_remote)
         self.timeout = timeout
         self.stream_timeout = stream_timeout
+        # Proxies from the environment apply to a remote server, never to this machine.
+        local = is_loopback(urlsplit(self.base_url).hostname or "")
         self._http = httpx.Client(
-            base_url=self.base_url, transport=transport, trust_env=False,
+            base_url=self.base_url, transport=transport, trust_env=not local,
             timeout=httpx.Timeout(max(timeout, stream_timeout), connect=connect_timeout))
 
     def close(self) -> None:
