@@ -257,10 +257,13 @@ def _common_prefix(a: str, b: str) -> str:
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
-    for text in (a, b):
-        for m in _TOKENISH.finditer(text):
-            if m.start() < n < m.end():
-                n = m.start()
+    changed = True
+    while changed:  # backing off in one string can make a token straddle in the other
+        changed = False
+        for text in (a, b):
+            for m in _TOKENISH.finditer(text):
+                if m.start() < n < m.end():
+                    n, changed = m.start(), True
     return a[:n]
 
 
