@@ -135,7 +135,8 @@ def _create(args, cfg: OllamaConfig, job, export_fn=None) -> int:
             out = Path(cfg.modelfile_dir) if cfg.modelfile_dir else _default_folder(cfg.name)
             folder = write_folder(out, cfg.name, gguf=gguf, adapter_gguf=adapter_gguf,
                                   base=cfg.base, settings=settings, fallback_model_dir=fallback,
-                                  replace=cfg.replace, report=job.report)
+                                  replace=cfg.replace, report=job.report,
+                                  quant=cfg.quant if cfg.gguf and client is None else None)
             job.report(Log(job=JOB, message=f"wrote {folder.modelfile_dir}"))
         if client is None:
             result = folder

@@ -242,8 +242,10 @@ def confirm(client: OllamaClient, model: str, template: str | None, stops: list[
 def write_folder(out_dir: Path | str, name: str, *, gguf: Path | str | None = None,
                  adapter_gguf: Path | str | None = None, base: str | None = None,
                  settings: ModelSettings | None = None, fallback_model_dir=None,
-                 replace: bool = False, report: Reporter = null_reporter) -> HandoffResult:
-    """The no-server path: a folder with the GGUF, Modelfile and README.txt."""
+                 replace: bool = False, quant: str | None = None,
+                 report: Reporter = null_reporter) -> HandoffResult:
+    """The no-server path: a folder with the GGUF, Modelfile and README.txt. ``quant`` (Ollama
+    side, F16/BF16/F32 files only) goes into the printed ``ollama create --quantize`` command."""
     settings = settings or ModelSettings()
     model = parse_model_name(name).full
     if adapter_gguf is not None:
@@ -256,19 +258,22 @@ def write_folder(out_dir: Path | str, name: str, *, gguf: Path | str | None = No
     else:
         tmpl, facts = derive_template(Path(gguf), fallback_model_dir, report)
         from_ = f"./{Path(gguf).name}"
+    quantize = check_quantize(quant, facts, Path(gguf)) if gguf is not None else None
     inherit = adapter_gguf is not None and tmpl.family == "none"  # keep the base's template
     params = settings.parameters([] if inherit else tmpl.stops)
     spec = ModelfileSpec(from_=from_, template=None if inherit else tmpl.template,
                          stops=[] if inherit else tmpl.stops,
                          system=settings.system,
                          parameters={k: v for k, v in params.items() if k != "stop"})
+    create = f"ollama create {name}" + (f" --quantize {quantize}" if quantize else "")
     folder = write_modelfile_folder(out_dir, name=name, spec=spec, gguf=gguf,
                                     adapter_gguf=adapter_gguf, overwrite=replace,
-                                    template_family=tmpl.family, verified=tmpl.verified)
-    command = f"cd {_shell_quote(str(folder))} && ollama create {name} -f Modelfile"
+                                    template_family=tmpl.family, verified=tmpl.verified,
+                                    create_command=create)
+    command = f"cd {_shell_quote(str(folder))} && {create} -f Modelfile"
     return HandoffResult(model=model, created=False, gguf=str(gguf or adapter_gguf),
                          template=tmpl.to_dict(), parameters=params, modelfile_dir=str(folder),
-                         command=command, notes=tmpl.notes)
+                         quantize=quantize, command=command, notes=tmpl.notes)
 
 
 def _shell_quote(s: str) -> str:

@@ -82,7 +82,8 @@ def link_or_copy(src: Path, dst: Path) -> str:
 
 
 def readme_text(name: str, gguf_name: str, *, adapter_only: bool = False,
-                template_family: str = "", verified: bool = True) -> str:
+                template_family: str = "", verified: bool = True,
+                create_command: str = "") -> str:
     import shlex
 
     arg = shlex.quote(gguf_name)  # a file name with spaces still pastes as one argument
@@ -105,7 +106,7 @@ llama.cpp
 Ollama
   In this folder, run:
 
-    ollama create {name} -f Modelfile
+    {create_command or f"ollama create {name}"} -f Modelfile
 
   then try it:
 
@@ -132,7 +133,7 @@ def _written_by_tailor(folder: Path) -> bool:
 def write_modelfile_folder(out_dir: Path | str, *, name: str, spec: ModelfileSpec,
                            gguf: Path | str | None = None, adapter_gguf: Path | str | None = None,
                            overwrite: bool = False, template_family: str = "",
-                           verified: bool = True) -> Path:
+                           verified: bool = True, create_command: str = "") -> Path:
     """Write ``out_dir`` (atomically: built under a temporary name, then renamed) holding the
     GGUF (and/or adapter GGUF) linked or copied from the user's file, ``Modelfile`` and
     ``README.txt``. ``spec.from_``/``spec.adapter`` are rewritten to the files' local names.
@@ -168,5 +169,6 @@ def write_modelfile_folder(out_dir: Path | str, *, name: str, spec: ModelfileSpe
                                                              if adapter_gguf else "")
         (tmp / README).write_text(readme_text(name, gguf_name, adapter_only=gguf is None,
                                               template_family=template_family,
-                                              verified=verified), encoding="utf-8")
+                                              verified=verified, create_command=create_command),
+                                  encoding="utf-8")
     return out

@@ -152,3 +152,11 @@ def test_stop_on_stdin_cancels_a_hung_create(server, gguf):
     assert proc.returncode == 130 and events[-1].kind == "cancelled"
     assert "creating m:latest" in events[-1].message
     assert server.models == {} and gguf.exists()
+
+
+def test_no_server_with_quant_prints_ollama_create_quantize(gguf, capsys, tailor_home):
+    code, out, _ = run(capsys, "--gguf", str(gguf), "--name", "small", "--quant", "q4_k_m",
+                       "--offline")
+    assert code == 0 and "ollama create small --quantize q4_K_M -f Modelfile" in out
+    readme = (tailor_home / "exports" / "ollama" / "small" / "README.txt").read_text()
+    assert "ollama create small --quantize q4_K_M -f Modelfile" in readme
