@@ -201,11 +201,11 @@ def fit_symmetric_scale(columns: np.ndarray, nmax: int) -> SymmetricFit:
     def sums(iscale):
         np.multiply(x, iscale, out=levels)
         _clamped_levels(levels, -nmax, nmax - 1)
-        np.multiply(weighted_x, levels, out=work)
-        sum_lx = sequential_sum(work)
         np.multiply(weights, levels, out=work)
         np.multiply(work, levels, out=work)
-        return sum_lx, sequential_sum(work)
+        sum_l2 = sequential_sum(work)
+        np.multiply(levels, weighted_x, out=levels)  # last use of levels: in place is cheaper
+        return sequential_sum(levels), sum_l2
 
     with np.errstate(all="ignore"):
         iscale = F32(-nmax) / peak
@@ -218,9 +218,9 @@ def fit_symmetric_scale(columns: np.ndarray, nmax: int) -> SymmetricFit:
                 continue
             step_iscale = -(F32(nmax) + F32(0.1) * F32(step)) / peak
             sum_lx, sum_l2 = sums(step_iscale)
-            better = (sum_l2 > 0) & (sum_lx * sum_lx > best * sum_l2)
-            if better.any():
-                scale[better] = (sum_lx / sum_l2)[better]
+            better = np.flatnonzero((sum_l2 > 0) & (sum_lx * sum_lx > best * sum_l2))
+            if len(better):
+                scale[better] = sum_lx[better] / sum_l2[better]
                 best[better] = scale[better] * sum_lx[better]
                 grid_iscale[better] = step_iscale[better]
 
