@@ -55,16 +55,18 @@ def special_strings(vocab) -> list[str]:
 def verify_structure(path: Path, planned, arch, vocab, quant: str) -> list[dict]:
     import gguf
 
+    from .gguf_read import read_header
+
     checks: list[dict] = []
-    r = gguf.GGUFReader(str(path))
-    got = {t.name: t for t in r.tensors}
+    h = read_header(path)
+    got = {t.name: t for t in h.tensors}
     want = {p.name: p for p in planned}
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     _check(checks, "tensor names", not missing and not extra,
            f"{len(got)} tensors" + (f"; missing {missing[:3]}" if missing else "")
            + (f"; unexpected {extra[:3]}" if extra else ""))
     bad = [n for n, p in want.items() if n in got and
-           (list(got[n].shape) != list(reversed(p.shape)) or got[n].tensor_type != p.ggml_type)]
+           (list(got[n].shape) != list(reversed(p.shape)) or got[n].ggml_type != int(p.ggml_type))]
     _check(checks, "tensor shapes and types", not bad,
            "all as planned" if not bad else f"differ: {bad[:3]}")
     allowed = {gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[
@@ -72,7 +74,7 @@ def verify_structure(path: Path, planned, arch, vocab, quant: str) -> list[dict]
     unknown = [n for n in got if _base_pattern(n) not in allowed]
     _check(checks, "tensor names known to llama.cpp", not unknown,
            "all allowed for " + arch.arch if not unknown else f"unknown: {unknown[:3]}")
-    fields = r.fields
+    kv = h.kv
     a = arch.arch
     if vocab is None:  # adapter file
         need = ["general.architecture", "general.type", "adapter.type", "adapter.lora.alpha"]
@@ -89,27 +91,25 @@ def verify_structure(path: Path, planned, arch, vocab, quant: str) -> list[dict]
             need.append("tokenizer.chat_template")
         if a == "phi3":
             need.append("phi3.rope.scaling.original_context_length")
-    missing_keys = [k for k in need if k not in fields]
+    missing_keys = [k for k in need if k not in kv]
     _check(checks, "metadata keys", not missing_keys,
-           f"{len(fields)} keys" + (f"; missing {missing_keys}" if missing_keys else ""))
+           f"{len(kv)} keys" + (f"; missing {missing_keys}" if missing_keys else ""))
     if vocab is not None:
-        tok_field = fields["tokenizer.ggml.tokens"]
-        n_tokens = len(tok_field.data)
+        n_tokens = len(kv.get("tokenizer.ggml.tokens", []))
         embd = got.get("token_embd.weight")
         rows = int(embd.shape[1]) if embd is not None else -1
         _check(checks, "token list length", n_tokens == rows,
                f"{n_tokens} tokens, token_embd has {rows} rows")
-        tt = fields["tokenizer.ggml.token_type"]
-        _check(checks, "token types INT32", tt.types[-1] == gguf.GGUFValueType.INT32,
-               f"array of {tt.types[-1].name}")
-        tpl = fields.get("tokenizer.chat_template")
-        got_tpl = bytes(tpl.parts[tpl.data[0]]).decode("utf-8") if tpl else None
+        tt = h.kv_types.get("tokenizer.ggml.token_type", "")
+        _check(checks, "token types INT32", tt == "ARRAY[INT32]", tt)
+        got_tpl = kv.get("tokenizer.chat_template")
         _check(checks, "chat template", got_tpl == vocab.chat_template,
                "the training template" if got_tpl == vocab.chat_template else
                "differs from the training template")
-        eos = int(fields["tokenizer.ggml.eos_token_id"].parts[-1][0])
+        eos = kv.get("tokenizer.ggml.eos_token_id", -1)
+        tokens = kv.get("tokenizer.ggml.tokens", [])
         _check(checks, "eos token", eos == vocab.eos_id,
-               f"{eos} ({vocab.tokens[eos] if 0 <= eos < n_tokens else '?'})")
+               f"{eos} ({tokens[eos] if 0 <= eos < n_tokens else '?'})")
     return checks
 
 
