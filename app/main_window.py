@@ -102,7 +102,7 @@ class MainWindow(QMainWindow):
         self.pages: dict[str, QWidget] = {
             "Model": ModelPage(self.state),
             "Data": DataPage(self.state),
-            "Train": TrainPage(self.state),
+            "Train": TrainPage(self.state, settings=self.settings),
             "Library": LibraryPage(self.state, confirm=self.confirm),
             "Playground": PlaygroundPage(self.state),
             "Export": ExportPage(self.state, settings=self.settings),

@@ -167,9 +167,10 @@ class TrainPage(QWidget):
     EXPLANATION = ("Pick a preset (hover a setting to see what it does), name the adapter and "
                    "press Start. Stop keeps a checkpoint you can resume.")
 
-    def __init__(self, state, parent=None):
+    def __init__(self, state, settings=None, parent=None):
         super().__init__(parent)
         self.state = state
+        self.settings = settings  # QSettings: the last run's preset and values are the defaults
         self.history = LossHistory()
         self.job = None
         self.run_name = ""
@@ -183,7 +184,29 @@ class TrainPage(QWidget):
         state.library_changed.connect(self._suggest_name)
         self.ui_timer = QTimer(self, interval=100, timeout=self._refresh_live)
         self.ui_timer.start()
+        self._restore_defaults()
         self._on_inputs_changed()
+
+    def _restore_defaults(self) -> None:
+        if self.settings is None:
+            return
+        import json
+        preset = str(self.settings.value("train/preset", "") or "")
+        if preset in PRESETS:
+            self.preset.setCurrentIndex(self.preset.findData(preset))
+        try:
+            values = json.loads(str(self.settings.value("train/values", "") or "{}"))
+        except ValueError:
+            values = {}
+        known = {k: v for k, v in values.items() if k in self.form.widgets}
+        if known:
+            self.form.set_values(known)
+
+    def _remember_defaults(self) -> None:
+        if self.settings is not None:
+            import json
+            self.settings.setValue("train/preset", self.preset.currentData())
+            self.settings.setValue("train/values", json.dumps(self.settings_values()))
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -311,7 +334,7 @@ class TrainPage(QWidget):
         self.preset_help.setText(PRESET_HELP.get(key, ""))
         self.form.set_values({**TrainConfig().to_dict(), **PRESETS.get(key, {})})
 
-    def settings(self) -> dict:
+    def settings_values(self) -> dict:
         return self.form.values()
 
     def _update_estimate(self) -> None:
@@ -320,7 +343,7 @@ class TrainPage(QWidget):
             self.estimate_label.setText("Choose a base model to see the trainable parameters "
                                         "and memory needed.")
             return
-        est = estimate(read_model_config(folder), self.settings())
+        est = estimate(read_model_config(folder), self.settings_values())
         if est is None:
             self.estimate_label.setText("No estimate: the model's config.json is unreadable.")
             return
@@ -358,7 +381,9 @@ class TrainPage(QWidget):
         if problem:
             self.banner.show_message("warn", problem)
             return False
-        argv = commands.train_command(self.state.model, self.state.data, name, self.settings())
+        argv = commands.train_command(self.state.model, self.state.data, name,
+                                      self.settings_values())
+        self._remember_defaults()
         if not self.state.skip_bad_lines:
             argv[-3:-3] = ["--strict"]  # before `--events - --quiet`
         self._launch(f"Train {name}", argv, name)

@@ -245,3 +245,23 @@ def test_a_download_that_cannot_happen_says_why(qtbot, monkeypatch):
     assert page.job.state == "failed"
     assert page.banner.kind == "error" and "downloads are off" in page.banner.text()
     assert page.download_button.isEnabled() and not page.cancel_button.isEnabled()
+
+
+def test_train_settings_are_remembered_as_the_next_defaults(qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from app.pages.train import TrainPage
+    from app.state import AppState
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    page = TrainPage(AppState(), settings=settings)
+    qtbot.addWidget(page)
+    page.preset.setCurrentIndex(page.preset.findData("thorough"))
+    page.form.set_values({"rank": 12, "learning_rate": 3e-4})
+    page._remember_defaults()
+    again = TrainPage(AppState(), settings=settings)
+    qtbot.addWidget(again)
+    assert again.preset.currentData() == "thorough"
+    assert again.settings_values()["rank"] == 12
+    assert again.settings_values()["learning_rate"] == pytest.approx(3e-4)
+    assert again.settings_values()["epochs"] == 3.0  # the preset's own value
