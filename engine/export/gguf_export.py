@@ -133,46 +133,92 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
         fout = w.fout[0]
         total = sum(p.nbytes for p in planned)
         done = 0
-        for i, p in enumerate(planned):
-            if cancel:
-                cancel.raise_if_cancelled()
-            w.write_padding(fout, fout.tell())
-            written = _write_tensor(fout, a, p, threads, cancel)
-            if written != p.nbytes:  # pragma: no cover - a planner/encoder disagreement
-                raise TailorError(f"internal error: {p.name} wrote {written} bytes, "
-                                  f"planned {p.nbytes}")
-            w.write_padding(fout, p.nbytes)
-            done += p.nbytes
-            if progress:
-                progress(done, total, f"{p.name} ({p.ggml_type.name}) {i + 1}/{len(planned)}")
+        written = 0
+        index = {id(p): i for i, p in enumerate(planned)}
+        w.write_padding(fout, fout.tell())
+        for p, chunk in _prefetched(_source_chunks(a, planned), cancel):
+            if chunk is None:  # end of tensor p
+                if written != p.nbytes:  # pragma: no cover - a planner/encoder disagreement
+                    raise TailorError(f"internal error: {p.name} wrote {written} bytes, "
+                                      f"planned {p.nbytes}")
+                w.write_padding(fout, p.nbytes)
+                done += p.nbytes
+                written = 0
+                if progress:
+                    progress(done, total, f"{p.name} ({p.ggml_type.name}) "
+                                          f"{index[id(p)] + 1}/{len(planned)}")
+                continue
+            data = encode(chunk, p.ggml_type, threads)
+            del chunk
+            data.tofile(fout)
+            written += data.nbytes
+            del data
         fout.flush()
     finally:
         w.close()
     return a, vocab, planned
 
 
-def _write_tensor(fout, a: ArchInfo, p: PlannedTensor, threads, cancel) -> int:
-    if p.data is not None:
-        data = encode(p.data, p.ggml_type, threads)
-        data.tofile(fout)
-        return data.nbytes
-    ref = p.ref
-    if len(ref.shape) < 2 or not row_local(a, ref.name):
-        data = encode(transform(a, ref.name, ref.read()), p.ggml_type, threads)
-        data.tofile(fout)
-        return data.nbytes
-    step = max(1, CHUNK_ELEMS // max(1, ref.row_elems))
-    written = 0
-    for r0 in range(0, ref.rows, step):
-        if cancel:
-            cancel.raise_if_cancelled()
-        chunk = transform(a, ref.name, ref.read(r0, min(ref.rows, r0 + step)))
-        data = encode(chunk, p.ggml_type, threads)
-        del chunk
-        data.tofile(fout)
-        written += data.nbytes
-        del data
-    return written
+def _source_chunks(a: ArchInfo, planned: list[PlannedTensor]):
+    """(tensor, float32 rows ready to encode) pieces in file order; (tensor, None) ends one."""
+    for p in planned:
+        if p.data is not None:
+            yield p, p.data
+        elif len(p.ref.shape) < 2 or not row_local(a, p.ref.name):
+            yield p, transform(a, p.ref.name, p.ref.read())
+        else:
+            ref = p.ref
+            step = max(1, CHUNK_ELEMS // max(1, ref.row_elems))
+            for r0 in range(0, ref.rows, step):
+                yield p, transform(a, ref.name, ref.read(r0, min(ref.rows, r0 + step)))
+        yield p, None
+
+
+def _prefetched(pieces, cancel: CancelToken | None, depth: int = 1):
+    """Read and convert the next piece in a thread while the caller encodes this one (numpy
+    and file reads release the GIL). At most ``depth`` + 1 pieces are in memory at once."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    END = object()
+
+    def produce() -> None:
+        try:
+            for item in pieces:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(END)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    t = threading.Thread(target=produce, name="gguf-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            if cancel:
+                cancel.raise_if_cancelled()
+            item = q.get()
+            if item is END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            t.join(timeout=0.05)
 
 
 def _source_params(folder: Path) -> int:

@@ -133,3 +133,25 @@ def test_cli_refusal_is_a_failed_event_with_exit_status_1(model_copy, tmp_path):
     assert proc.returncode == 1
     last = json.loads(proc.stdout.splitlines()[-1])
     assert last["event"] == "failed" and "inside the base model folder" in last["message"]
+
+
+def test_cancel_mid_export_leaves_no_file_and_no_temporaries(model_copy, tmp_path):
+    from engine.events import CancelToken, Cancelled, Progress
+
+    out_dir = tmp_path / "exports"
+    out_dir.mkdir()
+    make_library_adapter("style", model_copy)
+    cancel = CancelToken()
+    seen = []
+
+    def report(event):
+        seen.append(event)
+        if isinstance(event, Progress) and event.stage == "export":
+            cancel.cancel("user pressed stop")
+
+    before = snapshot_tree(model_copy)
+    with pytest.raises(Cancelled):
+        export_gguf("style", out_dir / "s.gguf", "q8_0", report=report, cancel=cancel)
+    assert _leftovers(out_dir) == []  # no GGUF, no temporary GGUF, no fused temp folder
+    assert snapshot_tree(model_copy) == before
+    assert any(isinstance(e, Progress) and e.stage == "fuse" for e in seen)
