@@ -215,11 +215,12 @@ def _bpe(tok_json: dict, n_rows: int, hf, config: dict) -> VocabInfo:
     return info
 
 
-def choose_pre_tokenizer(hf, tok_json: dict, model_type: str) -> tuple[str, str]:
+def choose_pre_tokenizer(hf, tok_json: dict, model_type: str,
+                         known: dict[str, str] = KNOWN_PRE_HASHES) -> tuple[str, str]:
     """llama.cpp's pre-tokenizer name: known hash, then the Split regex, then the model type."""
-    h = sha256(str(hf.encode(CHKTXT)).encode()).hexdigest()
-    if h in KNOWN_PRE_HASHES:
-        return KNOWN_PRE_HASHES[h], f"known tokenizer hash {h[:12]}"
+    h = pre_tokenizer_hash(hf)
+    if h in known:
+        return known[h], f"known tokenizer hash {h[:12]}"
     pre = json.dumps(tok_json.get("pre_tokenizer") or {})
     regexes = re.findall(r'"Regex": "((?:[^"\\]|\\.)*)"', pre)
     for rx in regexes:
@@ -237,6 +238,11 @@ def choose_pre_tokenizer(hf, tok_json: dict, model_type: str) -> tuple[str, str]
     raise TailorError(f"cannot tell which pre-tokenizer this {model_type} BPE tokenizer uses "
                       "(unknown hash, no recognizable split regex)",
                       hint="llama.cpp would tokenize differently from training; not exported")
+
+
+def pre_tokenizer_hash(hf) -> str:
+    """llama.cpp's fingerprint of a BPE tokenizer: sha256 of str(encode(CHKTXT))."""
+    return sha256(str(hf.encode(CHKTXT)).encode()).hexdigest()
 
 
 def _special_ids(info: VocabInfo, hf, tok_cfg: dict, config: dict, ids: dict[str, int]) -> None:

@@ -160,3 +160,21 @@ def test_cli_export_streams_events_and_prints_the_verification(tiny_model, tmp_p
     assert events[-1]["result"]["verification"]["passed"]
     assert "verification: PASSED" in proc.stderr
     assert "llama.cpp next token = MLX" in proc.stderr
+
+
+def test_cli_fuse_then_export_the_fused_folder(tiny_model, tmp_path, tailor_home):
+    base = tiny_model("gemma2")
+    make_library_adapter("style", base, scale=10.0)
+    env = {**__import__("os").environ, "TAILOR_HOME": str(tailor_home)}
+    fused = tmp_path / "fused"
+    proc = subprocess.run([sys.executable, "-m", "engine", "fuse", "--adapter", "style",
+                           "--out", str(fused), "--events", "-", "--quiet"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert events[-1]["event"] == "finished" and events[-1]["result"]["path"] == str(fused)
+    proc = subprocess.run([sys.executable, "-m", "engine", "export", "--model", str(fused),
+                           "--quant", "f32", "--out", str(tmp_path / "fused.gguf")],
+                          capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "verification: PASSED" in proc.stdout

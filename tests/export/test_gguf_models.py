@@ -94,7 +94,7 @@ def test_sentencepiece_space_prefix_divergence_is_recorded(tiny_model, tmp_path)
         llm.close()
 
 
-@pytest.mark.parametrize("kind", ["llama3", "qwen3", "gemma2", "phi3"])
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_f16_differs_only_by_what_f16_weight_rounding_explains(kind, tiny_model, tmp_path):
     folder = tiny_model(kind)
     out = tmp_path / f"{kind}-f16.gguf"
