@@ -115,6 +115,14 @@ def fuse_adapter(name_or_info, out_dir: Path | str, report: Reporter = null_repo
     if out_dir.exists():
         raise TailorError(f"{out_dir} already exists; it was left untouched",
                           hint="choose a new folder name or remove the old one first")
+    # Before loading anything: the fused weights take about the base's size (4x for a 4-bit
+    # base, which is dequantized); checked again with the exact size before writing.
+    base_bytes = sum(p.stat().st_size for p in base_dir.glob("*.safetensors"))
+    from .models.load import read_config
+
+    factor = 4 if read_config(base_dir).get("quantization") else 1
+    check_free_space(out_dir.parent, base_bytes * factor, what="the fused model",
+                     free_bytes_fn=free_bytes_fn)
     report(Started(job=job, config={"adapter": info.name, "out": str(out_dir)},
                    info={"base_model": str(base_dir)}))
     progress = stage_progress(report, job, "fuse")

@@ -61,12 +61,16 @@ def arch_info(config: dict, source: str = "") -> ArchInfo:
             f"{source}: architecture {model_type or '?'!r} ({archs}) is not supported for GGUF "
             f"export; supported: {', '.join(sorted(SUPPORTED))}",
             hint="export a model of a supported family, or use llama.cpp's own converter")
-    if config.get("quantization") or config.get("quantization_config"):
-        raise TailorError(f"{source} holds quantized weights; GGUF export needs full-precision "
-                          "weights",
-                          hint="export an adapter (Tailor dequantizes the base when fusing) or "
-                               "the original full-precision model")
+    if config.get("quantization_config") and not config.get("quantization"):
+        method = (config["quantization_config"] or {}).get("quant_method", "?")
+        raise TailorError(f"{source} holds {method}-quantized weights, which Tailor cannot "
+                          "dequantize", hint="export the original full-precision model")
     return ArchInfo(model_type, SUPPORTED[model_type], config)
+
+
+def is_mlx_quantized(config: dict) -> bool:
+    """An MLX-quantized folder (e.g. mlx-community 4-bit): dequantized before export."""
+    return bool(config.get("quantization"))
 
 
 def _py(v):

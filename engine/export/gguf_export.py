@@ -21,8 +21,8 @@ import numpy as np
 from ..atomic import atomic_path, check_free_space, write_json_atomic
 from ..events import (CancelToken, Finished, Log, Reporter, Started, TailorError, null_reporter,
                       stage_progress)
-from .architectures import (ArchInfo, add_hparams, arch_info, gguf_name, llama3_rope_factors,
-                            row_local, transform)
+from .architectures import (ArchInfo, add_hparams, arch_info, gguf_name, is_mlx_quantized,
+                            llama3_rope_factors, row_local, transform)
 from .mixtures import BYTES_PER_WEIGHT, FILE_TYPE, QUANTS, TypePlanner, encode, nbytes_of
 from .safetensors_stream import TensorRef, list_tensors
 from .vocab import VocabInfo, read_vocab
@@ -221,6 +221,22 @@ def _prefetched(pieces, cancel: CancelToken | None, depth: int = 1):
             t.join(timeout=0.05)
 
 
+def dequantize_folder(src: Path, dst: Path) -> None:
+    """An MLX-quantized model folder as a full-precision HF folder at ``dst`` (new)."""
+    from mlx_lm.utils import dequantize_model
+
+    from ..fuse import write_hf_folder
+    from ..models.load import load_model
+
+    model, _tok, config = load_model(src)
+    model = dequantize_model(model)
+    config = dict(config)
+    config.pop("quantization", None)
+    config.pop("quantization_config", None)
+    dst.mkdir()
+    write_hf_folder(model, config, src, dst)
+
+
 def _source_params(folder: Path) -> int:
     return sum(int(np.prod(r.shape)) for r in list_tensors(folder))
 
@@ -272,14 +288,17 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
                           hint="choose another file name or remove the old file first")
     from ..models.load import read_config
 
-    arch_info(read_config(base_dir), str(base_dir))  # refuse unsupported models up front
-    params = _source_params(base_dir)
+    base_config = read_config(base_dir)
+    arch_info(base_config, str(base_dir))  # refuse unsupported models up front
+    quantized = is_mlx_quantized(base_config)
+    # packed 4-bit weights count 8 to a uint32: a generous estimate of the real parameters
+    params = _source_params(base_dir) * (8 if quantized else 1)
     if adapter_only:
         needed = int(info.weights.stat().st_size * 1.1) + (1 << 20)
     else:
         needed = int(params * BYTES_PER_WEIGHT[quant]) + (1 << 20)
-        if kind == "adapter":
-            needed += params * 4  # the fused model, in a temporary folder beside the output
+        if kind == "adapter" or quantized:
+            needed += params * 4  # the fused/dequantized model, in a temporary folder
     check_free_space(out.parent if out.parent.exists() else out.parent.parent, needed,
                      what=f"the {quant.upper()} GGUF file", free_bytes_fn=free_bytes_fn)
     report(Started(job=job, config={"source": str(getattr(src, "name", src)), "quant": quant,
@@ -295,6 +314,13 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
                 prog(1, 1, "adapter written")
                 vocab = None
             else:
+                if kind == "model" and quantized:
+                    prog_f = stage_progress(report, job, "dequantize", 0.0, 0.2)
+                    prog_f(0, 1, "dequantizing the MLX-quantized model")
+                    fused_dir = out.parent / f".{out.name}.dequantized-{uuid.uuid4().hex[:8]}"
+                    dequantize_folder(model_dir, fused_dir)
+                    model_dir = fused_dir
+                    prog_f(1, 1, "dequantized")
                 if kind == "adapter":
                     prog_f = stage_progress(report, job, "fuse", 0.0, 0.2)
                     prog_f(0, 1, "fusing the adapter into its base")
@@ -307,7 +333,7 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
                     prog_f(1, 1, "fused")
                     if cancel:
                         cancel.raise_if_cancelled()
-                start = 0.2 if kind == "adapter" else 0.0
+                start = 0.2 if fused_dir is not None else 0.0
                 prog = stage_progress(report, job, "export", start, 0.7 if verify else 1.0)
                 a, vocab, planned = write_model_gguf(
                     model_dir, tmp, quant, report=report, cancel=cancel, job=job,

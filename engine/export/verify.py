@@ -232,9 +232,17 @@ def _verify_adapter(path: Path, tok, adapter_dir: Path, base_dir: Path, checks) 
     from ..events import null_reporter as _null
     from .gguf_export import write_model_gguf
 
+    from ..models.load import read_config
+    from .architectures import is_mlx_quantized
+    from .gguf_export import dequantize_folder
+
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".verify-") as td:
         base_gguf = Path(td) / "base-f32.gguf"
-        write_model_gguf(base_dir, base_gguf, "f32", report=_null, cancel=None, job="verify")
+        plain_base = base_dir
+        if is_mlx_quantized(read_config(base_dir)):  # QLoRA: llama.cpp gets the dequantized base
+            plain_base = Path(td) / "base"
+            dequantize_folder(base_dir, plain_base)
+        write_model_gguf(plain_base, base_gguf, "f32", report=_null, cancel=None, job="verify")
         token_lists = [tok.encode(p, add_special_tokens=True) for p in PROMPTS]
         llm = open_llama(base_gguf, lora_path=path)
         try:

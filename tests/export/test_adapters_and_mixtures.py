@@ -96,7 +96,7 @@ def test_fuse_writes_a_hf_folder_mlx_and_transformers_load(tiny_model, tmp_path)
     assert set(index["weight_map"].values()) == {"model.safetensors"}
 
 
-def test_fuse_dequantizes_a_quantized_base(tiny_model, tmp_path):
+def test_quantized_base_fuses_and_exports_dequantized(tiny_model, tmp_path):
     from mlx_lm import load
     from mlx_lm.utils import quantize_model, save_config, save_model
     import shutil
@@ -116,6 +116,12 @@ def test_fuse_dequantizes_a_quantized_base(tiny_model, tmp_path):
     assert "quantization" not in cfg
     result = export_gguf(out, tmp_path / "qlora.gguf", "f16")
     assert result.verification["passed"], result.verification
+    # the quantized folder itself exports (dequantized first), and so does the QLoRA adapter
+    direct = export_gguf(q_dir, tmp_path / "q4-base.gguf", "f32")
+    assert direct.verification["passed"], direct.verification
+    lora = export_gguf("qlora", tmp_path / "qlora-lora.gguf", "f32", adapter_only=True)
+    assert lora.verification["passed"], lora.verification
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 @pytest.mark.parametrize("kind,quant", [("llama3", "q4_k_m"), ("phi3", "q4_k_m"),
