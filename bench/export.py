@@ -109,7 +109,8 @@ def _child(step: str, args: dict, q) -> None:
     import llama_cpp  # noqa: F401
 
     import transformers  # noqa: F401
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    base_rss, cpu0 = ru.ru_maxrss * 1024, ru.ru_utime + ru.ru_stime
     t0 = time.perf_counter()
     if step.startswith("llama.cpp"):
         import ctypes
@@ -124,8 +125,9 @@ def _child(step: str, args: dict, q) -> None:
         export_gguf(Path(args["src"]), Path(args["out"]), args["quant"], verify=False,
                     threads=args["threads"])
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    q.put({"step": step, "wall_s": wall, "peak_rss": peak, "base_rss": base_rss})
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    q.put({"step": step, "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime - cpu0,
+           "peak_rss": ru.ru_maxrss * 1024, "base_rss": base_rss})
 
 
 def run_step(step: str, **args) -> dict:
@@ -189,18 +191,21 @@ def main() -> None:
                run_step("llama.cpp Q4_K_M", src=str(work / "f16.gguf"),
                         out=str(work / "llama-q4km.gguf"), threads=args.threads)]
         res[2]["step"] = "llama.cpp Q4_K_M"
-        print(f"{'step':<18}{'wall s':>9}{'peak RSS MB':>13}{'constant MB':>13}"
+        print(f"{'step':<18}{'wall s':>9}{'CPU s':>8}{'peak RSS MB':>13}{'constant MB':>13}"
               f"{'work MB':>10}{'work/largest':>14}")
         for r in res:
             work_mb = (r["peak_rss"] - r["base_rss"]) / 1e6
-            print(f"{r['step']:<18}{r['wall_s']:>9.1f}{r['peak_rss'] / 1e6:>13.0f}"
+            print(f"{r['step']:<18}{r['wall_s']:>9.1f}{r['cpu_s']:>8.1f}"
+                  f"{r['peak_rss'] / 1e6:>13.0f}"
                   f"{r['base_rss'] / 1e6:>13.0f}{work_mb:>10.0f}"
                   f"{work_mb * 1e6 / largest:>14.2f}")
         ratio = res[1]["wall_s"] / res[2]["wall_s"]
+        cpu_ratio = res[1]["cpu_s"] / res[2]["cpu_s"]
         same, total, diff = compare(work / "q4km.gguf", work / "llama-q4km.gguf")
         print(f"Q4_K_M wall time: Tailor / llama.cpp = {ratio:.2f} "
               f"({'no slower' if ratio <= 1 else 'slower'} than llama.cpp's C quantizer; note "
-              "Tailor reads safetensors while llama.cpp reads the F16 GGUF)")
+              "Tailor reads safetensors while llama.cpp reads the F16 GGUF); CPU time ratio "
+              f"{cpu_ratio:.2f}")
         print(f"Q4_K_M files: {same}/{total} tensors byte-identical"
               + (f"; differ: {diff[:5]}" if diff else ""))
         sizes = {f: (work / f).stat().st_size / 1e6 for f in
@@ -209,7 +214,7 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(
                 {"params": params, "largest_tensor_bytes": largest, "steps": res,
-                 "q4km_ratio": ratio, "identical_tensors": [same, total],
+                 "q4km_ratio": ratio, "q4km_cpu_ratio": cpu_ratio, "identical_tensors": [same, total],
                  "sizes_mb": sizes}, indent=2))
     finally:
         if not args.keep:
