@@ -120,9 +120,15 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
     if a.arch == "gemma3":
         w.add_sliding_window(int(c.get("sliding_window") or 512))
         w.add_rope_freq_base_swa(float(c.get("rope_local_base_freq", 10000.0)))
-        pattern = int(c.get("sliding_window_pattern") or 6)
-        # llama.cpp reads a per-layer list: True = sliding-window (local) layer.
-        w.add_sliding_window_pattern([bool((i + 1) % pattern) for i in range(a.n_layers)])
+        # llama.cpp reads a per-layer list: True = sliding-window (local) layer. Newer configs
+        # list the layer types; older ones give the period (mlx-lm's default: 6).
+        types = c.get("layer_types")
+        if isinstance(types, list) and len(types) == a.n_layers:
+            local = [t == "sliding_attention" for t in types]
+        else:
+            pattern = int(c.get("sliding_window_pattern") or 6)
+            local = [bool((i + 1) % pattern) for i in range(a.n_layers)]
+        w.add_sliding_window_pattern(local)
     if a.arch == "phi3":
         orig = c.get("original_max_position_embeddings") or ctx
         w.add_rope_scaling_orig_ctx_len(int(orig))

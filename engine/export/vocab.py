@@ -123,11 +123,13 @@ def read_vocab(folder: Path, config: dict, n_rows: int) -> VocabInfo:
     hf = load_hf_tokenizer(folder)
     if (folder / "tokenizer.model").is_file() and not _is_byte_level(tok_json):
         info = _sentencepiece(folder, n_rows, tok_json, tok_cfg)
-    elif tok_json and tok_json.get("model", {}).get("type") == "BPE":
+    elif _is_byte_level(tok_json):
         info = _bpe(tok_json, n_rows, hf, config)
     else:
         raise TailorError(f"{folder}: tokenizer kind not supported for GGUF export (neither a "
-                          "SentencePiece tokenizer.model nor a byte-level BPE tokenizer.json)")
+                          "SentencePiece tokenizer.model nor a byte-level BPE tokenizer.json)",
+                          hint="a SentencePiece model needs its tokenizer.model file in the "
+                               "folder; copy it from the original model")
     ids = {t: i for i, t in enumerate(info.tokens)}
     _special_ids(info, hf, tok_cfg, config, ids)
     info.chat_template = chat_template_of(folder, tok_cfg)

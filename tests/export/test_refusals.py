@@ -155,3 +155,15 @@ def test_cancel_mid_export_leaves_no_file_and_no_temporaries(model_copy, tmp_pat
     assert _leftovers(out_dir) == []  # no GGUF, no temporary GGUF, no fused temp folder
     assert snapshot_tree(model_copy) == before
     assert any(isinstance(e, Progress) and e.stage == "fuse" for e in seen)
+
+
+def test_sentencepiece_model_without_tokenizer_model_is_refused(tiny_model, tmp_path):
+    folder = tmp_path / "spm-no-model"
+    shutil.copytree(tiny_model("llama2"), folder)
+    (folder / "tokenizer.model").unlink()
+    with pytest.raises(TailorError) as e:
+        export_gguf(folder, tmp_path / "x.gguf", "f16")
+    assert "tokenizer kind not supported" in e.value.message
+    assert "tokenizer.model" in e.value.hint
+    assert not (tmp_path / "x.gguf").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
