@@ -16,13 +16,15 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, demo_argv: tuple[str, ...] = ("demo",),
+         display: bool | None = None) -> int:
+    """``demo_argv`` and ``display`` let tests run a short demo and force the headless path."""
     from engine.cli import main as engine_main
 
     argv = sys.argv[1:] if argv is None else argv
     if argv:
         return engine_main(argv)
-    if has_display():
+    if has_display() if display is None else display:
         try:
             from app.main import main as app_main
         except ImportError as e:
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print("tailor: this build has no demo; see `tailor --help` for the engine commands",
               file=sys.stderr)
         return 2
-    return engine_main(["demo"])
+    return engine_main(list(demo_argv))
 
 
 if __name__ == "__main__":

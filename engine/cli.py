@@ -106,7 +106,7 @@ def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[0] in COMMANDS:
+    if argv and argv[0] in COMMANDS:
         sys.argv = [sys.argv[0], *argv]
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -344,10 +344,13 @@ def _vocab_size(out: Path) -> int:
 
 def build_tiny_model(kind: str, out: Path | str, *, seed: int = 0, hidden_size: int | None = None,
                      num_hidden_layers: int | None = None, intermediate_size: int | None = None,
-                     num_attention_heads: int | None = None, vocab_multiple: int = 1) -> Path:
+                     num_attention_heads: int | None = None, vocab_multiple: int = 1,
+                     embed_std: float = 1.0) -> Path:
     """Build the tiny model ``kind`` (see SPECS) into the new folder ``out``; return ``out``.
 
     Size overrides let benchmarks build bigger siblings with the same tokenizer and template.
+    ``embed_std`` 1.0 (tests) gives peaked logits, so a wrong export shows at once; the demo uses
+    a small one, like real initialisations, so a LoRA adapter can learn within a minute.
     """
     import mlx.core as mx
     import numpy as np
@@ -395,12 +398,13 @@ def build_tiny_model(kind: str, out: Path | str, *, seed: int = 0, hidden_size: 
             fan_in = shape[-1]
             arr = rng.normal(0, 1.0 / np.sqrt(fan_in), shape)
             if "embed_tokens" in name:
-                arr = rng.normal(0, 1.0, shape)
+                arr = rng.normal(0, embed_std, shape)
         weights[name] = mx.array(arr.astype(np.float32))
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
     (out / "TINY_MODEL.json").write_text(json.dumps(
         {"kind": kind, "builder_version": BUILDER_VERSION, "seed": seed,
-         "description": spec.description, "eos_token": spec.eos_token}, indent=2))
+         "description": spec.description, "eos_token": spec.eos_token,
+         "embed_std": embed_std}, indent=2))
     return out
 
 

@@ -1,0 +1,93 @@
+"""`tailor demo` and the headless `tailor`: the whole product end to end on the sample data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.launcher import main as launcher_main
+from engine import library
+from engine.atomic import sha256_file
+from engine.cli import main as cli_main
+from engine.demo import SAMPLE_DATASET
+from tests.ollama.modelfile_parser import parse_modelfile
+
+SHORT_DEMO = ["demo", "--iters", "6", "--quant", "f16"]
+
+
+def _events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.xdist_group("demo")
+def test_demo_trains_exports_verifies_and_writes_modelfile(tmp_path, capsys):
+    sample_before = sha256_file(SAMPLE_DATASET)
+    events_file = tmp_path / "events.jsonl"
+    out = tmp_path / "demo-out"
+    rc = cli_main([*SHORT_DEMO, "--out", str(out), "--events", str(events_file), "--quiet"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+
+    runs = list(out.iterdir())
+    assert len(runs) == 1
+    run_dir = runs[0]
+    gguf = next(run_dir.glob("*.gguf"))
+    modelfile = parse_modelfile((run_dir / "ollama" / "Modelfile").read_text())
+    assert modelfile.get("from") == [f"./{gguf.name}"]
+    assert "<|im_end|>" in modelfile.parameters("stop")
+    assert (run_dir / "ollama" / gguf.name).stat().st_size == gguf.stat().st_size
+
+    adapters = library.list_adapters()
+    assert [a.status for a in adapters] == ["finished"]
+    assert adapters[0].weights.exists()
+
+    # the summary names every place something was written
+    for where in (str(gguf), str(run_dir / "ollama"), str(adapters[0].path), "verification: PASSED",
+                  "ollama create"):
+        assert where in printed
+
+    events = _events(events_file)
+    demo_stages = [e["stage"] for e in events if e["job"] == "demo" and e["event"] == "progress"]
+    assert demo_stages == ["model", "data", "train", "try", "export", "modelfile"]
+    finished = [e for e in events if e["job"] == "demo" and e["event"] == "finished"]
+    assert finished and finished[0]["result"]["verification"]["passed"] is True
+    assert any(e["event"] == "step" and e["job"] == "demo:train" for e in events)
+    assert sha256_file(SAMPLE_DATASET) == sample_before
+
+
+@pytest.mark.xdist_group("demo")
+def test_second_demo_never_overwrites_the_first(tmp_path, capsys):
+    out = tmp_path / "demo-out"
+    assert cli_main([*SHORT_DEMO, "--iters", "2", "--out", str(out), "--quiet",
+                     "--no-verify"]) == 0
+    first = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert cli_main([*SHORT_DEMO, "--iters", "2", "--out", str(out), "--quiet",
+                     "--no-verify"]) == 0
+    assert len(list(out.iterdir())) == 2
+    assert len(library.list_adapters()) == 2
+    assert all(p.read_bytes() == data for p, data in first.items())
+
+
+def test_demo_with_a_missing_dataset_says_which_file(tmp_path, capsys):
+    missing = tmp_path / "nope.jsonl"
+    rc = cli_main(["demo", "--dataset", str(missing), "--out", str(tmp_path / "o"), "--iters", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert str(missing) in err
+    assert library.list_adapters() == []
+
+
+@pytest.mark.xdist_group("demo")
+def test_tailor_without_a_display_runs_the_demo(tmp_path, capsys):
+    rc = launcher_main([], display=False,
+                       demo_argv=(*SHORT_DEMO, "--iters", "2", "--out", str(tmp_path), "--quiet"))
+    captured = capsys.readouterr()
+    assert rc == 0
+    assert "no display found" in captured.err
+    assert "Tailor demo finished" in captured.out
+
+
+def test_cli_without_arguments_prints_help(capsys):
+    assert cli_main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
