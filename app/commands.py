@@ -76,8 +76,11 @@ def export_command(adapter: str, quant: str, out: str, adapter_only: bool = Fals
 
 
 def ollama_command(gguf: str, name: str, system: str = "", host: str = "",
-                   modelfile_dir: str = "", python: str | None = None) -> list[str]:
+                   modelfile_dir: str = "", replace: bool = False,
+                   python: str | None = None) -> list[str]:
     args = ["--gguf", str(gguf), "--name", name]
+    if replace:
+        args.append("--replace")
     if system:
         args += ["--system", system]
     if host:

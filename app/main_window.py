@@ -105,7 +105,7 @@ class MainWindow(QMainWindow):
             "Train": TrainPage(self.state, settings=self.settings),
             "Library": LibraryPage(self.state, confirm=self.confirm),
             "Playground": PlaygroundPage(self.state),
-            "Export": ExportPage(self.state, settings=self.settings),
+            "Export": ExportPage(self.state, settings=self.settings, confirm=self.confirm),
         }
         for name in PAGES:
             item = QListWidgetItem(icon(name), name)

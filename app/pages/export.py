@@ -6,11 +6,13 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from typing import Callable
+
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
                                QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
-                               QHeaderView)
+                               QMessageBox, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                               QWidget, QHeaderView)
 
 from engine import library, paths
 
@@ -43,10 +45,12 @@ class ExportPage(QWidget):
     EXPLANATION = ("Write your fine-tuned model as one GGUF file (llama.cpp, LM Studio, Ollama), "
                    "checked after writing, and hand it to Ollama in one click.")
 
-    def __init__(self, state, settings=None, parent=None):
+    def __init__(self, state, settings=None, confirm: Callable[[str, str], bool] | None = None,
+                 parent=None):
         super().__init__(parent)
         self.state = state
         self.settings = settings
+        self.confirm = confirm or self._confirm_dialog
         self.export_job = None
         self.ollama_job = None
         self.last_export: dict | None = None
@@ -110,7 +114,7 @@ class ExportPage(QWidget):
         self.send_button = QPushButton("Send to Ollama")
         self.send_button.setEnabled(False)
         self.send_button.setToolTip("write a GGUF first")
-        self.send_button.clicked.connect(self.send_to_ollama)
+        self.send_button.clicked.connect(lambda: self.send_to_ollama())
         of.addRow("", self.send_button)
         row.addWidget(ollama, 1)
         lay.addLayout(row)
@@ -292,20 +296,21 @@ class ExportPage(QWidget):
             self.ollama_status.setText("not running. “Send to Ollama” then writes a "
                                        "Modelfile folder to import later.")
 
-    def send_to_ollama(self) -> None:
+    def send_to_ollama(self, replace: bool = False) -> None:
         if not (self.last_export and self.verified):
             return
         name = self.name_edit.text().strip() or ollama_name_for(self.adapter_box.currentData())
         gguf = self.last_export.get("path", "")
         folder = str(Path(gguf).with_suffix("")) + "-ollama"
         argv = commands.ollama_command(gguf, name, system=self.system_edit.toPlainText().strip(),
-                                       host=self.host(), modelfile_dir=folder)
+                                       host=self.host(), modelfile_dir=folder, replace=replace)
         self.ollama_job = job = self.state.queue.submit(f"Ollama {name}", argv)
         self.send_button.setEnabled(False)
         w = job.worker
         w.progressed.connect(self._on_progress)
         w.finished.connect(lambda e: self._on_sent(name, e.result or {}))
-        w.failed.connect(lambda e: self._on_send_failed(e.message, e.hint))
+        w.failed.connect(lambda e: self._on_send_failed(e.message, e.hint, name,
+                                                         e.error_type == "OllamaNameTaken"))
         w.crashed.connect(lambda m, h: self._on_send_failed(m, h))
         w.ended.connect(lambda _: (self.send_button.setEnabled(True), self.progress.hide()))
         self.progress.setValue(0)
@@ -331,5 +336,23 @@ class ExportPage(QWidget):
         self.ollama_result.setPlainText(text)
         self.ollama_result.show()
 
-    def _on_send_failed(self, message: str, hint: str) -> None:
+    def _on_send_failed(self, message: str, hint: str, name: str = "",
+                        name_taken: bool = False) -> None:
+        if name_taken:
+            # Asked after the job ended (a queued callback), so the dialog never nests in the
+            # worker's signal handler; "No" leaves Ollama's model as it was.
+            QTimer.singleShot(0, lambda: self._offer_replace(name, message))
+            return
         self._error("Sending to Ollama failed", message, hint)
+
+    def _offer_replace(self, name: str, message: str) -> None:
+        if self.confirm("Replace the model in Ollama?",
+                        f"{message}.\n\nReplace {name} with this export? The GGUF stays "
+                        "either way."):
+            self.send_to_ollama(replace=True)
+        else:
+            self.banner.show_message("warn", f"{html.escape(message)}. Choose another model "
+                                     "name to keep both.")
+
+    def _confirm_dialog(self, title: str, text: str) -> bool:
+        return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes

@@ -42,6 +42,10 @@ class OllamaError(TailorError):
     """Ollama could not be reached, or refused or failed a request."""
 
 
+class OllamaNameTaken(OllamaError):
+    """The model name is in use and replacing it was not asked for (the app then offers to)."""
+
+
 class OllamaUnreachable(OllamaError):
     """No server answered at the host (connection refused, unknown host)."""
 

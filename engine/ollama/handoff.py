@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..events import CancelToken, Log, Reporter, TailorError, null_reporter, stage_progress
-from .client import QUANTIZABLE_FILE_TYPES, OllamaClient, OllamaError, normalize_quant
+from .client import (QUANTIZABLE_FILE_TYPES, OllamaClient, OllamaError, OllamaNameTaken,
+                     normalize_quant)
 from .modelfile import ModelfileSpec, write_modelfile_folder
 from .names import find_existing, parse_model_name
 from .templates import (OllamaTemplate, convert_chat_template, read_gguf_chat_info,
@@ -117,8 +118,9 @@ def check_version(client: OllamaClient, cancel) -> str:
 def _check_collision(client: OllamaClient, name: str, replace: bool, cancel) -> None:
     existing = find_existing(name, client.list_models(cancel))
     if existing and not replace:
-        raise TailorError(f"Ollama already has a model named {existing}; it was left untouched",
-                          hint="choose another --name, or pass --replace to replace it")
+        raise OllamaNameTaken(f"Ollama already has a model named {existing}; it was left "
+                              "untouched", hint="choose another --name, or pass --replace to "
+                                                "replace it")
 
 
 def send_gguf(client: OllamaClient, gguf: Path | str, name: str, *,

@@ -269,6 +269,41 @@ def test_send_to_ollama_succeeds_and_a_refusal_reads_clearly(qtbot, window, tmp_
     assert gguf.read_bytes() == before  # the user's file is never touched
 
 
+def test_a_name_in_use_in_ollama_is_replaced_only_when_the_user_says_so(qtbot, window,
+                                                                         tmp_path):
+    from tests.ollama.fake_server import FakeOllama
+
+    page = window.pages["Export"]
+    window.show_page("Export")
+    _exported(page, tmp_path)
+    answers, asked = [False, True], []
+
+    def confirm(title, text):
+        asked.append(text)
+        return answers.pop(0)
+
+    page.confirm = confirm
+    with FakeOllama() as server:
+        window.settings.setValue("ollama/host", server.host)
+        page.name_edit.setText("pip-taken")
+        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: page.ollama_job.done, timeout=120000)
+        assert server.models["pip-taken:latest"]["system"] is None
+
+        page.system_edit.setPlainText("You are Pip, and you changed.")
+        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)  # "No": nothing replaced
+        qtbot.waitUntil(lambda: len(asked) == 1 and page.banner.kind == "warn", timeout=120000)
+        assert "already has a model named pip-taken:latest" in asked[0]
+        assert "another model name" in page.banner.text()
+        assert server.models["pip-taken:latest"]["system"] is None
+
+        qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)  # "Yes": replaced
+        qtbot.waitUntil(lambda: len(asked) == 2 and page.ollama_job.done
+                        and page.banner.kind == "ok", timeout=120000)
+        assert "--replace" in page.ollama_job.worker.argv
+        assert server.models["pip-taken:latest"]["system"] == "You are Pip, and you changed."
+
+
 def test_without_ollama_the_app_shows_the_modelfile_folder_and_command(qtbot, window,
                                                                          tmp_path):
     from tests.ollama.fake_server import free_port
