@@ -30,7 +30,8 @@ class DataConfig:
                                "trainer sets it to its batch size)", minimum=1)
     chat_template: str = opt("", "a Jinja chat template (file path or template text) to use "
                                  "instead of the model's own")
-    max_line_mib: int = opt(16, "longest single line (or JSON file, x32) accepted, in MiB",
+    max_line_mib: int = opt(16, "longest single line (or example in a .json file) accepted, "
+                                "in MiB",
                             minimum=1, maximum=4096)
     preview_count: int = opt(3, "how many rendered examples the report previews",
                              minimum=0, maximum=1000, flag="--preview-count")

@@ -2,9 +2,10 @@
 
 Formats: JSON Lines, JSON (an array, or an object holding one), CSV/TSV with a header row, plain
 text (blank-line separated blocks). Encodings: UTF-8 (BOM optional), UTF-16 LE/BE with a BOM;
-anything else is an error naming the line. Lines are read one at a time with a length cap, so a
-huge or binary file is an error, never an out-of-memory. Per-example problems go to a
-``ProblemLog`` (strict mode turns the first into a ``TailorError``); whole-file problems raise.
+anything else is an error naming the line. Lines (and JSON array elements) are read one at a
+time with a length cap, so a huge or binary file is an error, never an out-of-memory.
+Per-example problems go to a ``ProblemLog`` (strict mode turns the first into a
+``TailorError``); whole-file problems raise.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..events import TailorError
+from .json_stream import CHUNK_BYTES, DECODER, TOO_LONG, JsonWindow, size_text
 from .report import Problem
 
 MiB = 1 << 20
@@ -165,13 +167,17 @@ def _utf16_lines(f, encoding, display, log, cap, progress):
     stream = io.TextIOWrapper(f, encoding=encoding, errors="strict", newline="")
     line_no = 0
     cap_chars = cap // 2
-    while True:
+
+    def readline(limit: int, line: int) -> str:
         try:
-            text = stream.readline(cap_chars + 1)
+            return stream.readline(limit)
         except UnicodeDecodeError as e:
-            raise TailorError(f"{display}:{line_no + 1}: bytes that are not valid "
+            raise TailorError(f"{display}:{line}: bytes that are not valid "
                               f"{encoding.upper()} ({e.reason})",
                               hint="save the file as UTF-8") from None
+
+    while True:
+        text = readline(cap_chars + 1, line_no + 1)
         if not text:
             return
         line_no += 1
@@ -179,7 +185,7 @@ def _utf16_lines(f, encoding, display, log, cap, progress):
             progress.tick(lambda: f.tell() if not f.closed else 0)
         if len(text) > cap_chars and not text.endswith(("\n", "\r")):
             while True:
-                chunk = stream.readline(MiB)
+                chunk = readline(MiB, line_no)
                 if not chunk or chunk.endswith(("\n", "\r")):
                     break
             log.error(display, line_no, f"line longer than {cap // MiB} MiB, skipped")
@@ -191,25 +197,10 @@ def _utf16_lines(f, encoding, display, log, cap, progress):
 # JSON
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON (use null or a number)")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_WS = " \t\r\n"
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    n = len(text)
-    while pos < n and text[pos] in _WS:
-        pos += 1
-    return pos
-
-
 def parse_json_line(text: str) -> Any:
     """Parse one JSON value; raises ValueError with ``.colno`` set when known."""
     try:
-        return _DECODER.decode(text)
+        return DECODER.decode(text)
     except json.JSONDecodeError as e:
         err = ValueError(f"invalid JSON: {e.msg}")
         err.colno = e.colno  # type: ignore[attr-defined]
@@ -242,58 +233,170 @@ def read_jsonl(path: Path, display: str, log: ProblemLog, max_line_bytes: int,
 
 
 def read_json(path: Path, display: str, log: ProblemLog, max_bytes: int,
-              progress: ReadProgress | None = None, meta: dict | None = None) -> Iterator[Record]:
-    """A JSON array of examples, or an object holding one (``{"data": [...]}``). Read whole
-    (up to ``max_bytes``); elements are decoded one by one so each keeps its line number."""
+              progress: ReadProgress | None = None, meta: dict | None = None,
+              chunk_bytes: int = CHUNK_BYTES) -> Iterator[Record]:
+    """A JSON array of examples, or an object holding one (``{"data": [...]}``), streamed in
+    chunks of ``chunk_bytes``: one example is decoded at a time with its line number, and one
+    longer than ``max_bytes`` characters is skipped and reported. ``meta['largest_buffer']``:
+    the most text held at once. An object too long to be one example is walked twice more
+    (pick the list, then stream it) rather than loaded."""
     meta = meta if meta is not None else {}
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise TailorError(f"{display}: {size / MiB:.0f} MiB is too large for a JSON file "
-                          f"(limit {max_bytes // MiB} MiB)",
-                          hint="convert it to JSON Lines (one example per line), which is "
-                               "read as a stream")
-    raw = path.read_bytes()
-    encoding, bom = sniff_encoding(raw[:8192], display)
-    meta["encoding"] = encoding + ("-bom" if bom else "")
+    meta["largest_buffer"] = 0
+    windows: list[JsonWindow] = []
+
+    def open_window(f) -> JsonWindow:
+        head = f.read(8192)
+        encoding, bom = sniff_encoding(head, display)
+        meta["encoding"] = encoding + ("-bom" if bom else "")
+        f.seek(bom)
+        windows.append(JsonWindow(f, encoding, display, chunk_bytes))
+        return windows[-1]
+
+    def too_long(line: int) -> None:
+        log.error(display, line, f"example longer than {size_text(max_bytes)}, skipped")
+
+    def ticker(f, share: float = 1.0, before: float = 0.0):
+        if progress is None:
+            return None
+        size = max(1, path.stat().st_size)
+        return lambda: progress.tick(lambda: int(size * before + f.tell() * share))
+
     try:
-        text = raw[bom:].decode(encoding)
-    except UnicodeDecodeError as e:
-        line = raw[bom:e.start].decode(encoding, "replace").count("\n") + 1
-        raise TailorError(f"{display}:{line}: bytes that are not valid {encoding.upper()} "
-                          f"(0x{raw[bom + e.start]:02x})", hint="save the file as UTF-8") from None
-    del raw
-    pos = _skip_ws(text, 0)
-    if pos == len(text):
-        raise TailorError(f"{display}: the file is empty", hint="add examples to it")
-    if text[pos] == "[":
-        yield from _array_items(text, pos, display, progress)
-        return
-    if text[pos] != "{":
-        raise TailorError(f"{display}:{_line(text, pos)}: expected a JSON array of examples "
-                          f"or an object holding one, found {text[pos]!r}")
-    value, end = _decode_at(text, pos, display)
-    if _skip_ws(text, end) < len(text):
-        # More values follow the first object: this is JSON Lines with a .json name.
-        meta["note"] = "the .json file holds one object per line; read as JSON Lines"
-        meta.setdefault("blank_lines", 0)
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                meta["blank_lines"] += 1
-                continue
+        with open(path, "rb") as f:
+            win = open_window(f)
+            pos = win.skip_ws(0)
+            c = win.char(pos)
+            if not c:
+                raise TailorError(f"{display}: the file is empty", hint="add examples to it")
+            if c == "[":
+                end = yield from _records(win.items(pos, max_bytes, too_long, ticker(f)))
+                _no_trailing_data(win, end)
+                return
+            if c != "{":
+                raise TailorError(f"{display}:{win.line_at(pos)}: expected a JSON array of "
+                                  f"examples or an object holding one, found {c!r}")
+            line = win.line_at(pos)
+            value, end = win.value(pos, max_bytes, line)
+            if value is not TOO_LONG:
+                # One example, or a holder of a list: keep its text to find the list in it.
+                win.hold_from = pos
+                if win.char(win.skip_ws(end)):
+                    yield from _as_json_lines(path, display, log, max_bytes, progress, meta)
+                    return
+                key = _examples_key(value)
+                if key is None:
+                    yield Record(line, value)
+                    return
+                del value
+                win.hold_from = None
+                meta["note"] = f"examples read from the list under the key {key!r}"
+                yield from _records(_holder_items(win, pos, key, max_bytes, too_long,
+                                                  ticker(f)))
+                return
+        # Too long for one example: find the list of examples, then stream it.
+        with open(path, "rb") as f:
+            win = open_window(f)
+            pos = win.skip_ws(0)
+            keys, end = _list_keys(win, pos, max_bytes, ticker(f, 0.5))
+            if win.char(win.skip_ws(end)):
+                yield from _as_json_lines(path, display, log, max_bytes, progress, meta)
+                return
+        key = _pick_key(keys)
+        if key is None:
+            raise TailorError(f"{display}:{line}: this JSON object is longer than "
+                              f"{size_text(max_bytes)} and holds no list of examples",
+                              hint="a .json file holds an array of examples, or an object "
+                                   "with one such array (e.g. under \"data\")")
+        meta["note"] = f"examples read from the list under the key {key!r}"
+        with open(path, "rb") as f:
+            win = open_window(f)
+            yield from _records(_holder_items(win, win.skip_ws(0), key, max_bytes, too_long,
+                                              ticker(f, 0.5, 0.5)))
+    finally:
+        meta["largest_buffer"] = max([w.largest for w in windows] or [0])
+
+
+def _records(items) -> Iterator[Record]:
+    """Records from ``JsonWindow.items``, passing on its return value (the end position)."""
+    while True:
+        try:
+            line, value = next(items)
+        except StopIteration as stop:
+            return stop.value
+        yield Record(line, value)
+
+
+def _no_trailing_data(win: JsonWindow, end: int) -> None:
+    last_line = win.line_at(end - 1)  # of the closing ']', still in the window
+    pos = win.skip_ws(end)
+    c = win.char(pos)
+    if c:
+        raise TailorError(f"{win.display}:{win.line_at(pos)}:{win.column_at(pos)}: unexpected "
+                          f"{c!r} after the JSON array of examples (which ends on line "
+                          f"{last_line})",
+                          hint="a .json file holds one array of examples: remove what "
+                               "follows it, or save one example per line as JSON Lines "
+                               "(.jsonl)")
+
+
+def _as_json_lines(path, display, log, max_bytes, progress, meta) -> Iterator[Record]:
+    # More values follow the first object: this is JSON Lines with a .json name.
+    meta["note"] = "the .json file holds one object per line; read as JSON Lines"
+    return read_jsonl(path, display, log, max_bytes, progress, meta)
+
+
+def _holder_items(win: JsonWindow, start: int, key: str, cap: int, too_long, tick):
+    """Elements of the list under ``key`` in the (already validated) object at ``start``."""
+    pos, first = start + 1, True
+    while True:
+        member = win.next_member(pos, first, cap)
+        first = False
+        if isinstance(member, int):  # pragma: no cover - the key was found in this object
+            raise TailorError(f"{win.display}: key {key!r} not found")
+        name, pos = member
+        if name == key:
+            return (yield from win.items(pos, cap, too_long, tick))
+        _, pos = win.value(pos, cap, win.line_at(pos))
+
+
+def _list_keys(win: JsonWindow, start: int, cap: int, tick) -> tuple[dict[str, bool], int]:
+    """Walk (and validate) the object at ``start`` without holding it: {key: whether its value
+    is a non-empty list whose first elements are objects} for each list member, and its end."""
+    keys: dict[str, bool] = {}
+    pos, first = start + 1, True
+    while True:
+        member = win.next_member(pos, first, cap)
+        first = False
+        if isinstance(member, int):
+            return keys, member
+        name, pos = member
+        if win.char(pos) != "[":
+            _, pos = win.value(pos, cap, win.line_at(pos))
+            continue
+        head: list = []
+        items = win.items(pos, cap, lambda line: None, tick)
+        while True:
             try:
-                value = parse_json_line(line)
-            except ValueError as e:
-                log.error(display, line_no, str(e), getattr(e, "colno", None))
-                continue
-            yield Record(line_no, value)
-        return
-    key = _examples_key(value)
-    if key is None:
-        # One object that is itself a single example (or nothing we know).
-        yield Record(_line(text, pos), value)
-        return
-    meta["note"] = f"examples read from the list under the key {key!r}"
-    yield from _array_items(text, _find_key_value(text, pos, key, display), display, progress)
+                _line, value = next(items)
+            except StopIteration as stop:
+                pos = stop.value
+                break
+            if len(head) < 10:
+                head.append(value)
+        if isinstance(name, str):
+            keys[name] = bool(head) and all(isinstance(x, dict) for x in head)
+
+
+EXAMPLE_KEYS = ("data", "examples", "train", "rows", "records", "items", "dataset")
+
+
+def _pick_key(lists: dict[str, bool]) -> str | None:
+    """The key of the list of examples, among {key: is a list of objects}."""
+    candidates = [k for k, ok in lists.items() if ok]
+    for preferred in EXAMPLE_KEYS:
+        if preferred in candidates:
+            return preferred
+    return candidates[0] if candidates else None
 
 
 def _examples_key(obj: dict) -> str | None:
@@ -301,72 +404,8 @@ def _examples_key(obj: dict) -> str | None:
 
     if detect_schema(obj) is not None:
         return None
-    lists = [k for k, v in obj.items() if isinstance(v, list) and v and
-             all(isinstance(x, dict) for x in v[:10])]
-    for preferred in ("data", "examples", "train", "rows", "records", "items", "dataset"):
-        if preferred in lists:
-            return preferred
-    return lists[0] if lists else None
-
-
-def _line(text: str, pos: int) -> int:
-    return text.count("\n", 0, pos) + 1
-
-
-def _decode_at(text: str, pos: int, display: str) -> tuple[Any, int]:
-    try:
-        return _DECODER.raw_decode(text, pos)
-    except json.JSONDecodeError as e:
-        raise TailorError(f"{display}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-    except RecursionError:
-        raise TailorError(f"{display}:{_line(text, pos)}: JSON nested too deeply") from None
-    except ValueError as e:  # NaN / Infinity
-        raise TailorError(f"{display}:{_line(text, pos)}: {e}") from None
-
-
-def _find_key_value(text: str, pos: int, key: str, display: str) -> int:
-    """Position of the value of ``key`` in the object starting at ``pos`` (already valid)."""
-    pos = _skip_ws(text, pos + 1)
-    while text[pos] != "}":
-        k, pos = _decode_at(text, pos, display)
-        pos = _skip_ws(text, _skip_ws(text, pos) + 1)  # past ':'
-        if k == key:
-            return pos
-        _, pos = _decode_at(text, pos, display)
-        pos = _skip_ws(text, pos)
-        if text[pos] == ",":
-            pos = _skip_ws(text, pos + 1)
-    raise TailorError(f"{display}: key {key!r} not found")  # pragma: no cover - checked before
-
-
-def _array_items(text: str, pos: int, display: str, progress: ReadProgress | None
-                 ) -> Iterator[Record]:
-    n = len(text)
-    line, last = 1 + text.count("\n", 0, pos), pos
-    opened = line
-    pos = _skip_ws(text, pos + 1)
-    if pos < n and text[pos] == "]":
-        return
-    while True:
-        if pos >= n:
-            raise TailorError(f"{display}:{opened}: the JSON array that starts here is not "
-                              "closed (missing ']')")
-        line += text.count("\n", last, pos)
-        last = pos
-        value, end = _decode_at(text, pos, display)
-        yield Record(line, value)
-        if progress is not None:
-            progress.tick(lambda: end)
-        pos = _skip_ws(text, end)
-        if pos >= n:
-            raise TailorError(f"{display}:{opened}: the JSON array that starts here is not "
-                              "closed (missing ']')")
-        if text[pos] == "]":
-            return
-        if text[pos] != ",":
-            raise TailorError(f"{display}:{_line(text, pos)}: expected ',' or ']' between "
-                              f"examples, found {text[pos]!r}")
-        pos = _skip_ws(text, pos + 1)
+    return _pick_key({k: isinstance(v, list) and bool(v) and
+                      all(isinstance(x, dict) for x in v[:10]) for k, v in obj.items()})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -458,7 +497,7 @@ def read_records(path: Path, fmt: str, display: str, log: ProblemLog, max_line_b
     if fmt == "jsonl":
         return read_jsonl(path, display, log, max_line_bytes, progress, meta)
     if fmt == "json":
-        return read_json(path, display, log, max_line_bytes * 32, progress, meta)
+        return read_json(path, display, log, max_line_bytes, progress, meta)
     if fmt in ("csv", "tsv"):
         return read_csv(path, display, log, max_line_bytes, "," if fmt == "csv" else "\t",
                         progress, meta)

@@ -110,6 +110,17 @@ CASES = [
      "open.json:1: the JSON array that starts here is not closed (missing ']')", "fatal", {}),
     ("invalid element in a JSON array", "bad.json", b'[\n{"text": "a"},\n{"text": b}\n]',
      "bad.json:3:10: invalid JSON: Expecting value", "fatal", {}),
+    ("JSON array element over the length cap", "big.json",
+     ("[\n" + ",\n".join(GOOD[:2] + [json.dumps(chat(9, "x" * (1 << 20)))] + GOOD[2:])
+      + "\n]\n").encode(), "big.json:4: example longer than 1 MiB, skipped", "problem",
+     {"max_line_mib": 1}),
+    ("data after the JSON array", "after.json",
+     ("[" + ",".join(GOOD) + "]\n\n[" + GOOD[0] + "]").encode(),
+     "after.json:3:1: unexpected '[' after the JSON array of examples (which ends on line 1)",
+     "fatal", {}),
+    ("JSON array cut short inside an example", "cut.json",
+     ("[\n" + ",\n".join(GOOD) + ",\n" + GOOD[0][:45]).encode(),
+     "cut.json:6:43: invalid JSON: Unterminated string starting at", "fatal", {}),
     ("JSON file holding a scalar", "num.json", b"42\n",
      "num.json:1: expected a JSON array of examples or an object holding one", "fatal", {}),
     ("unsupported file type", "data.parquet", b"PAR1",
@@ -179,15 +190,3 @@ def test_blank_lines_and_bom_are_harmless(write, tokenizer):
 
 def test_there_are_at_least_25_distinct_bad_inputs():
     assert len({c[0] for c in CASES}) + 4 >= 25  # + the four tests above
-
-
-def test_json_file_over_the_size_cap(tmp_path, tokenizer):
-    path = tmp_path / "huge.json"
-    with open(path, "wb") as f:  # sparse: 33 MiB on paper, nothing read
-        f.write(b"[")
-        f.seek(33 << 20)
-        f.write(b"]")
-    with pytest.raises(TailorError, match=r"huge.json: 33 MiB is too large for a JSON file "
-                                          r"\(limit 32 MiB\)") as err:
-        prepare_dataset(path, tokenizer(), DataConfig(max_line_mib=1))
-    assert "JSON Lines" in err.value.hint
