@@ -262,10 +262,17 @@ def prepare_dataset(path: Path | str, tokenizer: Any, config: DataConfig | None 
     if not parts["train"]:
         raise TailorError(f"{name}: no training examples left after skipping bad ones",
                           hint=str(rep.errors[0]) if rep.errors else "")
-    if len(parts["train"]) < config.min_examples:
-        raise TailorError(f"{name}: {len(parts['train'])} training examples, fewer than one "
-                          f"batch ({config.min_examples})",
-                          hint="add examples or lower the batch size")
+    n_train = len(parts["train"])
+    if n_train < config.min_examples:
+        where = [f"{rep.records} examples read", f"{len(parts['valid'])} held out for validation"]
+        for count, what in ((rep.skipped, "skipped as bad"), (rep.duplicates, "duplicates"),
+                            (rep.dropped_too_long, "dropped as too long")):
+            if count:
+                where.append(f"{count} {what}")
+        raise TailorError(f"{name}: {n_train} training examples, fewer than one batch "
+                          f"({config.min_examples}); " + ", ".join(where),
+                          hint=f"add examples (at least {config.min_examples - n_train} more "
+                               f"for training), or use a batch size of {n_train} or less")
     if config.valid_fraction > 0 and not parts["valid"]:
         raise TailorError(f"{name}: no validation examples left after skipping bad ones",
                           hint="add examples, or set the validation share to 0")

@@ -46,6 +46,17 @@ def _base_model_record(given: str, folder: Path, config: dict) -> dict:
             "architecture": config.get("model_type", "")}
 
 
+def _tokenizer_alone(folder: Path):
+    """The model's tokenizer without its weights, as ``load_model`` loads it; None when that
+    fails (``load_model`` then says why)."""
+    from mlx_lm.utils import load_config, load_tokenizer
+
+    try:
+        return load_tokenizer(folder, eos_token_ids=load_config(folder).get("eos_token_id"))
+    except Exception:  # noqa: BLE001 - any failure is reported by load_model next
+        return None
+
+
 def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
                   cfg: TrainConfig | None = None, *, data_config=None, resume: bool = False,
                   report: Reporter = null_reporter, cancel: CancelToken | None = None,
@@ -83,8 +94,9 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
         saved_data = info.manifest.get("data_settings") or {}
         if data_config is not None and saved_data:
             now = dataclasses.asdict(data_config)
-            changed = [k for k, v in saved_data.items()
-                       if k not in ("max_seq_length", "preview_count") and now.get(k) != v]
+            changed = [k for k, v in saved_data.items()  # (min_examples: the batch size)
+                       if k not in ("max_seq_length", "preview_count", "min_examples")
+                       and now.get(k) != v]
             if changed:
                 raise TailorError(f"cannot resume {name!r} with changed data settings: "
                                   + ", ".join(f"{k} {saved_data[k]!r} -> {now[k]!r}"
@@ -110,16 +122,25 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
     if not data_path.exists():
         raise TailorError(f"dataset not found: {data_path}")
     cancel.raise_if_cancelled()
-    report(Progress(job=job, stage="load", done=1, total=3, message="loading the model"))
+    data_config = data_config or DataConfig()
+    data_config.max_seq_length = cfg.max_seq_length
+    # A training set smaller than one batch is refused by prepare_dataset, which names the file
+    # and the counts; with the tokenizer alone, before the weights load (that can take minutes).
+    data_config.min_examples = max(data_config.min_examples, cfg.batch_size)
+    prepared = counts = None
+    tokenizer = _tokenizer_alone(model_dir)
+    if tokenizer is not None:
+        report(Progress(job=job, stage="load", done=1, total=3, message="preparing the data"))
+        prepared, counts = prepare(data_path, tokenizer, data_config, report=report,
+                                   cancel=cancel, job=job)
+        cancel.raise_if_cancelled()
+    report(Progress(job=job, stage="load", done=2, total=3, message="loading the model"))
     net, tokenizer, model_config = load_model(model_dir, cfg.quantize_base)
     base = _base_model_record(str(model), model_dir, model_config)
     cancel.raise_if_cancelled()
-    report(Progress(job=job, stage="load", done=2, total=3, message="preparing the data"))
-    data_config = data_config or DataConfig()
-    data_config.max_seq_length = cfg.max_seq_length
-    data_config.min_examples = max(data_config.min_examples, 1)
-    prepared, counts = prepare(data_path, tokenizer, data_config, report=report, cancel=cancel,
-                               job=job)
+    if prepared is None:
+        prepared, counts = prepare(data_path, tokenizer, data_config, report=report,
+                                   cancel=cancel, job=job)
     if len(prepared.train) == 0:
         raise TailorError(f"{data_path}: no training examples left after validation")
     dataset = {"path": str(data_path.resolve()), "sha256": prepared.sha256,
