@@ -140,12 +140,12 @@ class JsonWindow:
                 return self._fits(value, i, end, cap, container, line)
         except (ValueError, RecursionError):
             pass  # cut by the window's end, or invalid: delimit it, then decide
+        cut_short = False
         if container:
             end, too_long = self.value_end(start, cap, line)
             if too_long:
                 return TOO_LONG, end
-        cut_short = False
-        if not container:  # a number or literal: the decoder decides within cap + 3 characters
+        else:  # a number or literal: the decoder decides within cap + 3 characters
             want = max(cap, 16) + 3
             while len(self.buf) - (start - self.offset) < want and not self.eof:
                 if self._bad_bytes is not None:
@@ -178,9 +178,10 @@ class JsonWindow:
 
     def value_end(self, start: int, cap: int, line: int) -> tuple[int, bool]:
         """(end, too_long): where the array, object or string at ``start`` ends by its brackets
-        and quotes (not validated), reading on as needed. Past ``cap`` characters the text is dropped as it is
-        scanned (``too_long``); a value that is then still open at the end of the file raises.
-        Otherwise the window holds the value's text from ``start`` to ``end``."""
+        and quotes (not validated), reading on as needed. Past ``cap`` characters the text is
+        dropped as it is scanned (``too_long``); a value that is then still open at the end of
+        the file raises. Otherwise the window holds the value's text from ``start`` to ``end``
+        (an unfinished one ends at the end of the file: decoding it reports where)."""
         in_string = self.char(start) == '"'
         depth = 0 if in_string else 1
         pos, too_long = start + 1, False
@@ -218,13 +219,13 @@ class JsonWindow:
                             return pos, too_long or pos - start > cap
                     continue
             pos = i + off
+            too_long = too_long or pos - start > cap
             if self.eof:
                 if too_long:
                     raise TailorError(f"{self.display}:{line}: the example that starts here is "
                                       f"longer than {size_text(cap)} and not closed before "
                                       "the end of the file")
-                return pos, False  # unfinished: decoding it reports where
-            too_long = too_long or pos - start > cap
+                return pos, False
             self._read_more(pos if too_long else start)
 
     # -- arrays and objects --------------------------------------------------------------------
@@ -256,8 +257,7 @@ class JsonWindow:
                 raise self._not_closed(opened)
             if c != ",":
                 raise TailorError(f"{self.display}:{self.line_at(pos)}:{self.column_at(pos)}: "
-                                  "expected ',' or ']' "
-                                  f"between examples, found {c!r}")
+                                  f"expected ',' or ']' between examples, found {c!r}")
             pos = self.skip_ws(pos + 1)
 
     def _not_closed(self, line: int) -> TailorError:
