@@ -72,22 +72,29 @@ class TypePlanner:
 
 
 def encode(w: np.ndarray, t: T, threads: int | None = None) -> np.ndarray:
-    """float32 [rows, cols] -> the tensor data of type ``t`` (uint8 bytes, or F32/F16)."""
+    """float32 or float16 [rows, cols] -> the tensor data of type ``t`` (uint8 bytes, or
+    F32/F16). float16 input gives the bytes float32 input of the same values gives."""
     if t == T.F32:
         return np.ascontiguousarray(w, dtype=np.float32)
     if t == T.F16:
-        return w.astype(np.float16)
+        return np.ascontiguousarray(w, dtype=np.float16)  # float16 in: no conversion at all
     w2 = w.reshape(-1, w.shape[-1])
     if t in K_TYPES:
         from . import kquants
 
         fn = {T.Q4_K: kquants.quantize_q4_k, T.Q5_K: kquants.quantize_q5_k,
               T.Q6_K: kquants.quantize_q6_k}[t]
-        return fn(np.ascontiguousarray(w2, dtype=np.float32), threads=threads)
+        return fn(w2, threads=threads)  # converts float16 chunk by chunk
+    if t in (T.Q8_0, T.Q5_0):
+        from . import block_quants
+
+        fn = block_quants.quantize_q8_0 if t == T.Q8_0 else block_quants.quantize_q5_0
+        return fn(w2)  # one thread: the export runs pieces side by side instead
     from gguf import quants
 
     # gguf-py's encoders are numpy: whole slices of 256 rows per call (fewer Python round
     # trips than its 16-row groups), slices encoded side by side in threads.
+    w2 = w2.astype(np.float32, copy=False)
     rows_fn = getattr(quants, t.name).quantize_rows
     parts = np.array_split(w2, max(1, w2.shape[0] // 256))
     n = min(threads or os.cpu_count() or 1, len(parts))
