@@ -170,7 +170,8 @@ def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def transform(a: ArchInfo, hf_name: str, w: np.ndarray) -> np.ndarray:
-    """The tensor as llama.cpp wants it (float32 in, float32 out)."""
+    """The tensor as llama.cpp wants it (float32 in, float32 out; 2-D float16 rows are only
+    moved, so they may come in and go out as float16)."""
     if a.arch == "llama":
         if hf_name.endswith("q_proj.weight"):
             return permute_rows(w, a.n_head)

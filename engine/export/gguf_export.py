@@ -1,10 +1,11 @@
 """`export_gguf`: a model folder, or a library adapter fused on the fly, to one GGUF file.
 
-Tensors are read, converted and written one at a time (row chunks for big ones), so peak memory
-stays near one chunk of the largest tensor, not the model. The file is written under a
-temporary name beside the target and renamed; the free space is checked before anything is
-written; every export is verified (see verify.py) and the record is written beside the file as
-``<file>.gguf.json``.
+Tensors are cut into pieces of rows (about a million values), read, converted and encoded by
+a pool of threads and written in file order, so peak memory stays near a few pieces plus a
+bounded run-ahead, not the model; encoding starts while the tokenizer and header are done.
+The file is written under a temporary name beside the target and renamed; the free space is
+checked before anything is written; every export is verified (see verify.py) and the record
+is written beside the file as ``<file>.gguf.json``.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import re
 import shutil
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,12 @@ from .mixtures import BYTES_PER_WEIGHT, FILE_TYPE, QUANTS, TypePlanner, encode, 
 from .safetensors_stream import TensorRef, list_tensors
 from .vocab import VocabInfo, read_vocab
 
-# Elements converted at once (32 MiB of float32): bounds the working memory of a big tensor.
-CHUNK_ELEMS = 8 * 1024 * 1024
+# Values read and encoded as one piece (2 MiB of float16): small enough that a worker's
+# working set stays small, large enough that per-piece Python costs vanish.
+PIECE_ELEMS = 1024 * 1024
+# How far encoding may run ahead of the file: encoded bytes and pieces waiting to be written.
+AHEAD_BYTES = 64 * 1024 * 1024
+AHEAD_PIECES = 64
 
 
 @dataclass
@@ -106,6 +112,7 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
     import gguf
 
     from ..models.load import read_config
+    from .gguf_write import FastGGUFWriter
 
     config = read_config(model_dir)
     a = arch_info(config, str(model_dir))
@@ -114,30 +121,36 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
     embd = next((p for p in planned if p.name == "token_embd.weight"), None)
     if embd is None:
         raise TailorError(f"{model_dir}: no token embedding tensor found")
-    vocab = read_vocab(model_dir, config, embd.shape[0])
-
-    w = gguf.GGUFWriter(str(out_tmp), a.arch)
-    try:
-        w.add_type(gguf.GGUFType.MODEL)
-        w.add_name(name or model_dir.name)
-        w.add_file_type(int(FILE_TYPE[quant]))
-        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        add_hparams(w, a, len(vocab.tokens))
-        vocab.add_to(w)
-        for p in planned:
-            w.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.nbytes,
-                              raw_dtype=p.ggml_type)
-        w.write_header_to_file(path=Path(out_tmp))
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        fout = w.fout[0]
-        total = sum(p.nbytes for p in planned)
-        done = 0
-        written = 0
-        index = {id(p): i for i, p in enumerate(planned)}
-        w.write_padding(fout, fout.tell())
-        for p, chunk in _prefetched(_source_chunks(a, planned), cancel):
-            if chunk is None:  # end of tensor p
+    total = sum(p.nbytes for p in planned)
+    index = {id(p): i for i, p in enumerate(planned)}
+    # Encoding starts now, while the tokenizer is read and the header written (bounded by
+    # AHEAD_BYTES of encoded pieces waiting for the file).
+    with _Encoded(a, planned, threads, cancel) as pieces:
+        vocab = read_vocab(model_dir, config, embd.shape[0])
+        w = FastGGUFWriter(str(out_tmp), a.arch)
+        try:
+            w.add_type(gguf.GGUFType.MODEL)
+            w.add_name(name or model_dir.name)
+            w.add_file_type(int(FILE_TYPE[quant]))
+            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+            add_hparams(w, a, len(vocab.tokens))
+            vocab.add_to(w)
+            for p in planned:
+                w.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.nbytes,
+                                  raw_dtype=p.ggml_type)
+            w.write_header_to_file(path=Path(out_tmp))
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+            fout = w.fout[0]
+            done = written = 0
+            w.write_padding(fout, fout.tell())
+            for piece, data in pieces:
+                p = piece.tensor
+                fout.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+                written += data.nbytes
+                del data
+                if not piece.last:
+                    continue
                 if written != p.nbytes:  # pragma: no cover - a planner/encoder disagreement
                     raise TailorError(f"internal error: {p.name} wrote {written} bytes, "
                                       f"planned {p.nbytes}")
@@ -147,78 +160,107 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
                 if progress:
                     progress(done, total, f"{p.name} ({p.ggml_type.name}) "
                                           f"{index[id(p)] + 1}/{len(planned)}")
-                continue
-            data = encode(chunk, p.ggml_type, threads)
-            del chunk
-            data.tofile(fout)
-            written += data.nbytes
-            del data
-        fout.flush()
-    finally:
-        w.close()
+            fout.flush()
+        finally:
+            w.close()
     return a, vocab, planned
 
 
-def _source_chunks(a: ArchInfo, planned: list[PlannedTensor]):
-    """(tensor, float32 rows ready to encode) pieces in file order; (tensor, None) ends one."""
+@dataclass
+class Piece:
+    """Rows [row0, row1) of one planned tensor: the unit read, encoded and written."""
+
+    tensor: PlannedTensor
+    row0: int
+    row1: int
+    last: bool  # the tensor's last piece
+    nbytes: int  # encoded size
+
+
+def plan_pieces(a: ArchInfo, planned: list[PlannedTensor],
+                piece_elems: int | None = None) -> list[Piece]:
+    """Every tensor in file order, cut into row ranges of about ``piece_elems`` values
+    (default PIECE_ELEMS; whole tensors where the transform needs all rows, e.g. llama's Q/K
+    permutation)."""
+    piece_elems = piece_elems or PIECE_ELEMS
+    pieces = []
     for p in planned:
-        if p.data is not None:
-            yield p, p.data
-        elif len(p.ref.shape) < 2 or not row_local(a, p.ref.name):
-            yield p, transform(a, p.ref.name, p.ref.read())
+        rows = p.shape[0] if len(p.shape) > 1 else 1
+        if p.data is not None or len(p.shape) < 2 or not row_local(a, p.ref.name):
+            step = rows
         else:
-            ref = p.ref
-            step = max(1, CHUNK_ELEMS // max(1, ref.row_elems))
-            for r0 in range(0, ref.rows, step):
-                yield p, transform(a, ref.name, ref.read(r0, min(ref.rows, r0 + step)))
-        yield p, None
+            step = max(1, piece_elems // max(1, p.ref.row_elems))
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            pieces.append(Piece(p, r0, r1, r1 == rows, p.nbytes * (r1 - r0) // rows))
+    return pieces
 
 
-def _prefetched(pieces, cancel: CancelToken | None, depth: int = 1):
-    """Read and convert the next piece in a thread while the caller encodes this one (numpy
-    and file reads release the GIL). At most ``depth`` + 1 pieces are in memory at once."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    END = object()
-
-    def produce() -> None:
-        try:
-            for item in pieces:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(END)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            q.put(e)
-
-    t = threading.Thread(target=produce, name="gguf-reader", daemon=True)
-    t.start()
+def encode_piece(a: ArchInfo, piece: Piece) -> np.ndarray:
+    """Read, convert and encode one piece (runs in a worker thread)."""
+    p = piece.tensor
+    if p.data is not None:
+        w = p.data
+    elif len(p.ref.shape) < 2:
+        w = transform(a, p.ref.name, p.ref.read())  # norms and biases: float32 arithmetic
+    else:
+        # float16 stays float16 until the encoder (2-D transforms only move rows)
+        w = transform(a, p.ref.name, p.ref.read(piece.row0, piece.row1, keep_f16=True))
     try:
-        while True:
-            if cancel:
-                cancel.raise_if_cancelled()
-            item = q.get()
-            if item is END:
+        return encode(w, p.ggml_type, threads=1)
+    except ValueError as e:  # NaN/inf weights, values too large for the format's scales
+        raise TailorError(f"{p.hf_name or p.name} cannot be written as {p.ggml_type.name}: {e} "
+                          f"(counting rows from row {piece.row0} of the tensor)",
+                          hint="the model's weights hold values no GGUF file can carry in "
+                               "this type; try --quant f16 or f32, or check the model") from e
+
+
+class _Encoded:
+    """Pieces encoded by a pool of threads (numpy and file reads release the GIL), handed
+    back in file order. Encoding runs ahead of the writer by at most AHEAD_BYTES of encoded
+    data (and AHEAD_PIECES pieces), so memory stays near threads x one piece plus that."""
+
+    def __init__(self, a: ArchInfo, planned: list[PlannedTensor], threads: int | None,
+                 cancel: CancelToken | None):
+        import os
+
+        self.a, self.cancel = a, cancel
+        self.todo = iter(plan_pieces(a, planned))
+        self.workers = max(1, int(threads or os.cpu_count() or 1))
+        self.pending: deque = deque()  # (piece, future)
+        self.ahead = 0  # encoded bytes submitted and not yet handed back
+
+    def __enter__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gguf-encode")
+        self._fill()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for _, future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True)  # a running piece finishes: at most one per worker
+        self.pending.clear()
+
+    def _fill(self) -> None:
+        while len(self.pending) < max(2 * self.workers, AHEAD_PIECES) \
+                and (self.ahead < AHEAD_BYTES or len(self.pending) < 2 * self.workers):
+            piece = next(self.todo, None)
+            if piece is None:
                 return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
-            t.join(timeout=0.05)
+            self.pending.append((piece, self.pool.submit(encode_piece, self.a, piece)))
+            self.ahead += piece.nbytes
+
+    def __iter__(self):
+        while self.pending:
+            if self.cancel:
+                self.cancel.raise_if_cancelled()
+            piece, future = self.pending.popleft()
+            data = future.result()
+            self.ahead -= piece.nbytes
+            self._fill()
+            yield piece, data
 
 
 def dequantize_folder(src: Path, dst: Path) -> None:

@@ -32,8 +32,11 @@ class TensorRef:
         return int(np.prod(self.shape[1:])) if len(self.shape) > 1 else (
             self.shape[0] if len(self.shape) == 1 else 1)
 
-    def read(self, row0: int = 0, row1: int | None = None) -> np.ndarray:
-        """Rows [row0, row1) as float32 (the whole tensor by default)."""
+    def read(self, row0: int = 0, row1: int | None = None, *,
+             keep_f16: bool = False) -> np.ndarray:
+        """Rows [row0, row1) as float32 (the whole tensor by default); float16 tensors stay
+        float16 (read-only, no copy) with ``keep_f16``, for encoders that convert piece by
+        piece in cache instead of through a float32 copy of the rows."""
         if self.dtype not in _DTYPES:
             raise TailorError(f"{self.file}: tensor {self.name} has dtype {self.dtype}, which "
                               "GGUF export does not read (F32, F16, BF16 only)")
@@ -54,6 +57,8 @@ class TensorRef:
         arr = np.frombuffer(buf, dtype=np_dtype)
         if self.dtype == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        elif keep_f16 and self.dtype == "F16":
+            pass
         else:
             arr = arr.astype(np.float32)
         shape = self.shape if len(self.shape) <= 1 else (row1 - row0, *self.shape[1:])
