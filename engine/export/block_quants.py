@@ -10,8 +10,7 @@ worth being fast: about 2-3x gguf-py's encoders, with the same bytes.
 Why it is faster: the per-block max/min run on a transposed copy of the piece (value j of
 every block in one contiguous row), not as numpy's slow reductions over rows of 32; float16
 input is converted with integer bit operations (twice numpy's astype here); the 5-bit
-packing works on 8 values at once in uint64 lanes; pieces of 4096 blocks keep every
-temporary in cache.
+packing works on 8 values at once in uint64 lanes.
 
 Exactness (every step is a float32 operation in the C code's order, no fused multiply-add):
 - roundf (half away from zero) is trunc(x + copysign(0.49999997, x)): exact for |x| < 2^22
@@ -32,8 +31,10 @@ import numpy as np
 
 QK = 32
 BLOCK_BYTES = {"Q8_0": 34, "Q5_0": 22}
-# Blocks per piece: 4096 blocks = 128k values, 512 KiB per float32 work array (cache-sized).
-PIECE_BLOCKS = 4096
+# Blocks per numpy pass: 16384 blocks = 512k values, 2 MiB per float32 work array. Alone,
+# 4096 is ~10% faster (cache); in an export, threads encode side by side and fewer, longer
+# numpy calls mean fewer GIL hand-overs (Q4_K_M of a 0.5B model: 2.9 -> 2.8 s).
+PIECE_BLOCKS = 16384
 # The float32 just below 0.5: adding it and truncating rounds half away from zero exactly.
 _HALF_DOWN = np.float32(np.nextafter(np.float32(0.5), np.float32(0)))
 _HALF_DOWN_BITS = np.float32(_HALF_DOWN).view(np.uint32)

@@ -225,3 +225,15 @@ def test_arbitrary_rows_are_byte_identical_to_llama_cpp(tmp_path):
                                                                                    rows)
 
     check()
+
+
+def test_bytes_do_not_depend_on_how_the_blocks_are_cut(monkeypatch):
+    from engine.export import block_quants
+
+    w = block_edge_rows(40, 96, seed=11)
+    whole = {name: encode(w) for name, encode in ENCODERS.items()}
+    monkeypatch.setattr(block_quants, "PIECE_BLOCKS", 7)  # pieces end mid-row
+    for name, encode in ENCODERS.items():
+        assert np.array_equal(encode(w), whole[name])
+        h = np.clip(w, -65504, 65504).astype(np.float16)
+        assert np.array_equal(encode(h), encode(h.astype(np.float32)))
