@@ -179,6 +179,12 @@ def main() -> None:
             if p.exitcode != 0:
                 raise SystemExit("writing the model failed")
         params, largest = _model_size(model)
+        import os
+
+        # Same thread count for both: llama.cpp's nthread 0 means hardware_concurrency(),
+        # Tailor's None means os.cpu_count().
+        print(f"threads: Tailor {args.threads or os.cpu_count()}, llama.cpp nthread "
+              f"{args.threads or 0} (= {args.threads or os.cpu_count()})")
         print(f"model: {params / 1e6:.1f} M parameters ({args.layers} layers), F16 "
               f"safetensors {params * 2 / 1e9:.2f} GB, largest tensor {largest / 1e6:.0f} MB")
         for f in ("f16.gguf", "q4km.gguf", "llama-q4km.gguf"):
