@@ -14,16 +14,46 @@ def _finite_float(value) -> float | None:
     return v if math.isfinite(v) else None
 
 
+class _Series:
+    """Growing float64 columns ``(step, loss)``; capacity doubles, so appends are amortised O(1)
+    and reading the points is a view, not a list-to-array copy of the whole run."""
+
+    def __init__(self) -> None:
+        self._data = np.empty((2, 256), dtype=np.float64)
+        self.n = 0
+
+    def append(self, step: float, loss: float) -> None:
+        if self.n == self._data.shape[1]:
+            grown = np.empty((2, 2 * self.n), dtype=np.float64)
+            grown[:, :self.n] = self._data
+            self._data = grown
+        self._data[0, self.n] = step
+        self._data[1, self.n] = loss
+        self.n += 1
+
+    @property
+    def steps(self) -> np.ndarray:
+        return self._data[0, :self.n]
+
+    @property
+    def losses(self) -> np.ndarray:
+        return self._data[1, :self.n]
+
+
 class LossHistory:
     """Points ``(step, loss)`` for training and validation. ``version`` changes on every
     change, so a view redraws only when something is new."""
 
     def __init__(self) -> None:
-        self.train_steps: list[float] = []
-        self.train_loss: list[float] = []
-        self.valid_steps: list[float] = []
-        self.valid_loss: list[float] = []
+        self._train = _Series()
+        self._valid = _Series()
         self.version = 0
+
+    # Read-only views (numpy arrays) of the points so far.
+    train_steps = property(lambda self: self._train.steps)
+    train_loss = property(lambda self: self._train.losses)
+    valid_steps = property(lambda self: self._valid.steps)
+    valid_loss = property(lambda self: self._valid.losses)
 
     def clear(self) -> None:
         version = self.version  # never goes back, so a view cannot mistake new data for old
@@ -34,16 +64,14 @@ class LossHistory:
         v = _finite_float(loss)
         if v is None:
             return
-        self.train_steps.append(float(step))
-        self.train_loss.append(v)
+        self._train.append(float(step), v)
         self.version += 1
 
     def add_valid(self, step, loss) -> None:
         v = _finite_float(loss)
         if v is None:
             return
-        self.valid_steps.append(float(step))
-        self.valid_loss.append(v)
+        self._valid.append(float(step), v)
         self.version += 1
 
     def load(self, loss_history: dict | None) -> None:
@@ -55,7 +83,7 @@ class LossHistory:
             self.add_valid(step, loss)
 
     def __len__(self) -> int:
-        return len(self.train_loss)
+        return self._train.n
 
     def train_curve(self, max_points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
         return decimate(self.train_steps, self.train_loss, max_points)

@@ -78,6 +78,8 @@ def test_loss_history_decimates_long_runs_and_skips_non_finite():
     for i in range(100_000):
         h.add_train(i + 1, 5.0 - i * 1e-5)
     h.add_train(100_001, "nan")
+    # Every point survives the buffer's growth, in order (non-finite ones are not points).
+    assert len(h) == 100_000 and h.train_steps[0] == 1 and h.train_loss[12_345] == 5.0 - 12_345e-5
     x, y = h.train_curve(max_points=2000)
     assert len(x) == 2000 and x[-1] == 100_000 and y[-1] == pytest.approx(5.0 - 99_999e-5)
     assert np.all(np.diff(x) > 0)
