@@ -47,6 +47,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no terminal progress view")
 
 
+def add_action(sub, *args, **kwargs) -> argparse.ArgumentParser:
+    """A sub-action parser (``tailor library list``) that takes --events/--quiet after the action
+    too, as the app appends them; SUPPRESS keeps the command-level values when not repeated."""
+    p = sub.add_parser(*args, **kwargs)
+    p.add_argument("--events", metavar="FILE|-", default=argparse.SUPPRESS,
+                   help="write progress events as JSON lines to FILE, or '-' for stdout")
+    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no terminal progress view")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tailor", description=__doc__.splitlines()[0])
     from . import __version__

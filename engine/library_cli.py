@@ -7,37 +7,24 @@ import sys
 import time
 
 from . import library
+from .cli import add_action
 from .events import Finished
-
-
-def _common_add(sub, *a, **k) -> argparse.ArgumentParser:
-    return _common(sub.add_parser(*a, **k))
-
-
-def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """--events/--quiet after the action too (the app appends them); SUPPRESS keeps the
-    command-level values when they are not repeated here."""
-    p.add_argument("--events", metavar="FILE|-", default=argparse.SUPPRESS,
-                   help="write progress events as JSON lines to FILE, or '-' for stdout")
-    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="no terminal progress view")
-    return p
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ls = _common_add(sub, "list", help="list adapters")
+    ls = add_action(sub, "list", help="list adapters")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    show = _common_add(sub, "show", help="print an adapter's manifest")
+    show = add_action(sub, "show", help="print an adapter's manifest")
     show.add_argument("name")
     show.add_argument("--json", action="store_true", help="print the manifest as JSON")
-    ren = _common_add(sub, "rename", help="rename an adapter")
+    ren = add_action(sub, "rename", help="rename an adapter")
     ren.add_argument("name")
     ren.add_argument("new_name")
-    dup = _common_add(sub, "duplicate", help="copy an adapter under a new name (no checkpoints)")
+    dup = add_action(sub, "duplicate", help="copy an adapter under a new name (no checkpoints)")
     dup.add_argument("name")
     dup.add_argument("new_name")
-    rm = _common_add(sub, "delete", help="delete an adapter and its checkpoints")
+    rm = add_action(sub, "delete", help="delete an adapter and its checkpoints")
     rm.add_argument("name")
 
 

@@ -6,31 +6,18 @@ import json
 import sys
 from pathlib import Path
 
+from ..cli import add_action
 from ..events import Finished, TailorError
 from .load import GGUF_ARCHITECTURES, read_config
 from .resolve import resolve_model
 
 
-def _common_add(sub, *a, **k) -> argparse.ArgumentParser:
-    return _common(sub.add_parser(*a, **k))
-
-
-def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """--events/--quiet after the action too (the app appends them); SUPPRESS keeps the
-    command-level values when they are not repeated here."""
-    p.add_argument("--events", metavar="FILE|-", default=argparse.SUPPRESS,
-                   help="write progress events as JSON lines to FILE, or '-' for stdout")
-    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="no terminal progress view")
-    return p
-
-
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    info = _common_add(sub, "info", help="architecture, parameters, memory, GGUF export support")
+    info = add_action(sub, "info", help="architecture, parameters, memory, GGUF export support")
     info.add_argument("model", help="a model folder or Hugging Face repo id")
     info.add_argument("--json", action="store_true", help="print JSON")
-    dl = _common_add(sub, "download", help="fetch a model from Hugging Face into the local cache "
+    dl = add_action(sub, "download", help="fetch a model from Hugging Face into the local cache "
                                          "(safetensors, configs and tokenizer only)")
     dl.add_argument("repo_id")
     dl.add_argument("--revision", default=None, help="branch, tag or commit")
