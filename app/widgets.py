@@ -1,8 +1,9 @@
-"""Small widgets the pages share: the live loss chart, a state banner, page headers."""
+"""Small widgets the pages share: the live loss chart, a state banner, page headers, a table
+model base."""
 from __future__ import annotations
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy,
                                QVBoxLayout, QWidget)
@@ -14,6 +15,26 @@ pg.setConfigOptions(antialias=True)
 TRAIN_COLOR = "#3b82f6"
 VALID_COLOR = "#f97316"
 COMPARE_COLORS = ("#a855f7", "#22c55e")
+
+
+class RowTableModel(QAbstractTableModel):
+    """A table of ``row_items()`` with the column titles ``HEADERS``; subclasses give ``data``."""
+
+    HEADERS: tuple[str, ...] = ()
+
+    def row_items(self) -> list:
+        raise NotImplementedError
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.row_items())
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return len(self.HEADERS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.HEADERS[section]
+        return None
 
 
 def page_header(title: str, explanation: str) -> QWidget:

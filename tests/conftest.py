@@ -14,7 +14,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from engine.tiny_models import ALL_KINDS, SPECS, cached_tiny_model  # noqa: E402
+from engine.tiny_models import ALL_KINDS, cached_tiny_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_OUTPUT = REPO / "test-output"

@@ -7,19 +7,19 @@ import html
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
                                QLabel, QPushButton, QSplitter, QTableView, QTabWidget,
                                QTextBrowser, QVBoxLayout, QWidget)
 
 from .. import commands
-from ..widgets import TRAIN_COLOR, Banner, page_header
+from ..widgets import TRAIN_COLOR, Banner, RowTableModel, page_header
 
 
 HIGHLIGHT = "rgba(59, 130, 246, 0.28)"  # the train colour, light enough for dark mode too
 
 
-class ProblemTableModel(QAbstractTableModel):
+class ProblemTableModel(RowTableModel):
     """The report's problems as rows: file, line, problem."""
 
     FILE, LINE, PROBLEM = range(3)
@@ -34,16 +34,8 @@ class ProblemTableModel(QAbstractTableModel):
         self.rows = list(problems)
         self.endResetModel()
 
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return len(self.HEADERS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.HEADERS[section]
-        return None
+    def row_items(self) -> list:
+        return self.rows
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():

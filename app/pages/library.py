@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QSortFilterProxyModel, Qt
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView,
                                QInputDialog, QLabel, QMessageBox, QPushButton, QSplitter,
                                QTableView, QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
@@ -18,7 +18,7 @@ from engine import library
 from engine.events import TailorError
 
 from ..history import LossHistory
-from ..widgets import Banner, LossChart, page_header
+from ..widgets import Banner, LossChart, RowTableModel, page_header
 
 
 def effective_status(manifest: dict) -> str:
@@ -45,7 +45,7 @@ def _when(ts) -> str:
         return ""
 
 
-class AdapterTableModel(QAbstractTableModel):
+class AdapterTableModel(RowTableModel):
     """Adapters in the library, one per row (tested without a view)."""
 
     NAME, BASE, DATASET, DATE, STEPS, BEST_VAL, STATUS = range(7)
@@ -64,16 +64,8 @@ class AdapterTableModel(QAbstractTableModel):
             self.adapters = []
         self.endResetModel()
 
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.adapters)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return len(self.HEADERS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self.HEADERS[section]
-        return None
+    def row_items(self) -> list:
+        return self.adapters
 
     def value(self, row: int, col: int):
         """The raw value of a cell (what sorting uses)."""

@@ -16,7 +16,7 @@ import mlx.core as mx
 from .. import __version__, library
 from ..events import (Cancelled, CancelToken, Log, Progress, Reporter, Started, TailorError,
                       Finished, null_reporter)
-from ..models import load_model, model_fingerprint, read_config, resolve_model
+from ..models import load_model, model_fingerprint, resolve_model
 from ..models.resolve import hf_cache_repo_id, hf_cache_revision, looks_like_path
 from . import checkpoint as ckpt
 from .adapters import adapter_shapes, apply_adapters, count, trainable_weights, \
@@ -214,7 +214,7 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
         trainer.restore(loaded)
     try:
         result = trainer.run()
-    except Cancelled as e:
+    except Cancelled:
         record("cancelled", trainer, finished=time.time())
         raise
     except NonFiniteLoss as e:

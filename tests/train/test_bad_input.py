@@ -1,7 +1,6 @@
 """Every refusal says why and leaves what was there untouched."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
@@ -13,7 +12,7 @@ from engine.train.config import make_config
 from engine.train.run import train_adapter
 from tests.conftest import snapshot_tree
 
-from .conftest import events_of, run_tailor, write_toy_chat
+from .conftest import events_of, run_tailor
 
 
 def _cfg(**kw):
