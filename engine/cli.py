@@ -40,21 +40,21 @@ class Job:
     cancel: CancelToken = field(default_factory=CancelToken)
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--events", metavar="FILE|-", default=None,
+def _add_common(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """--events and --quiet; with ``suppress`` they default to SUPPRESS, so an action's parser
+    keeps the command-level values when they are not repeated after the action."""
+    default = {"default": argparse.SUPPRESS} if suppress else {}
+    p.add_argument("--events", metavar="FILE|-", **default,
                    help="write progress events as JSON lines to FILE, or '-' for stdout "
                         "(the terminal view then goes to stderr)")
-    p.add_argument("--quiet", action="store_true", help="no terminal progress view")
+    p.add_argument("--quiet", action="store_true", **default, help="no terminal progress view")
 
 
 def add_action(sub, *args, **kwargs) -> argparse.ArgumentParser:
     """A sub-action parser (``tailor library list``) that takes --events/--quiet after the action
-    too, as the app appends them; SUPPRESS keeps the command-level values when not repeated."""
+    too, as the app appends them."""
     p = sub.add_parser(*args, **kwargs)
-    p.add_argument("--events", metavar="FILE|-", default=argparse.SUPPRESS,
-                   help="write progress events as JSON lines to FILE, or '-' for stdout")
-    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="no terminal progress view")
+    _add_common(p, suppress=True)
     return p
 
 
