@@ -26,8 +26,9 @@ def make_library_adapter(name: str, base_dir: Path, *, rank: int = 4, scale: flo
     model.freeze()
     params = {"rank": rank, "scale": scale, "dropout": 0.0,
               "keys": KEYS.get(config["model_type"], DEFAULT_KEYS)}
-    linear_to_lora_layers(model, len(model.layers), params, use_dora=dora)
+    # Seeded before the LoRA layers are made: their lora_a is random too.
     mx.random.seed(seed)
+    linear_to_lora_layers(model, len(model.layers), params, use_dora=dora)
     for _, module in model.named_modules():
         if hasattr(module, "lora_b"):
             module.lora_b = mx.random.normal(module.lora_b.shape) * std

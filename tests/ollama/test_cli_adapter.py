@@ -17,7 +17,7 @@ from engine.cli import Job, _add_common
 from engine.events import Finished, ListReporter, Progress, TailorError
 from engine.ollama import cli as ollama_cli
 
-from .adapters import make_library_adapter
+from tests.export.adapters import make_library_adapter
 from .fake_server import FakeOllama, add_base_model
 from .ggufs import make_gguf
 
@@ -64,7 +64,7 @@ def server():
 
 @pytest.fixture
 def qwen_adapter(tiny_model):
-    make_library_adapter("style", tiny_model("qwen2"), "qwen2")
+    make_library_adapter("style", tiny_model("qwen2"), scale=10.0)
     return "style"
 
 
@@ -99,7 +99,7 @@ def test_failed_verification_is_not_sent(server, qwen_adapter):
 
 
 def test_adapter_only_needs_base_and_a_supported_architecture(server, tiny_model, tmp_path):
-    make_library_adapter("q3", tiny_model("qwen3"), "qwen3")
+    make_library_adapter("q3", tiny_model("qwen3"), scale=10.0)
     export = FakeExport(arch="qwen3")
     with pytest.raises(TailorError, match="cannot apply a LoRA adapter to a qwen3") as e:
         run_cli(["--adapter", "q3", "--adapter-only", "--base", "qwen3:0.6b", "--name", "x",
