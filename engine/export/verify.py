@@ -3,13 +3,16 @@
 1. Structure: the file is re-read with gguf-py's reader; tensor names, shapes and types must be
    the planned ones, the required metadata keys present, the token list as long as the
    embedding, the chat template and EOS the training ones.
-2. When `llama_cpp` is importable: llama.cpp loads the file, tokenizes a fixed set of strings
-   exactly as the training tokenizer does, and picks the same next token as MLX on every
-   position of a few prompts (agreement thresholds by type: F32 exact; quantized types lose
-   bits, so they must agree on most positions).
+2. When `llama_cpp` is importable: llama.cpp loads the file (with an F32 KV cache, so the
+   check measures the file, not the runtime's cache precision), tokenizes a fixed set of
+   strings exactly as the training tokenizer does, and its next-token choice on every position
+   of a few prompts follows MLX's within the export type's `TOLERANCES`: near-ties that the
+   type's rounding may flip count as agreeing, clear winners must match; at F32 the logits
+   must also be within 1e-3 relative.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +34,29 @@ LEADING_SPACE = "  leading spaces"
 PROMPTS = ["The quick brown fox jumps over the lazy dog.",
            "def add(a, b):\n    return a + b",
            "Tailor trains adapters; 12 apples and 3 pears."]
-# Share of positions where llama.cpp's argmax must equal MLX's, by export type.
-MIN_AGREEMENT = {"f32": 1.0, "f16": 0.95, "bf16": 0.9, "q8_0": 0.95, "q6_k": 0.85,
-                 "q5_k_m": 0.8, "q4_k_m": 0.7, "q4_0": 0.6}
-MAX_REL_F32 = 1e-3
+
+
+@dataclass(frozen=True)
+class LogitTolerance:
+    """How closely llama.cpp's next-token logits must follow MLX's for one export type.
+
+    A position counts as agreeing when llama.cpp's top token is MLX's, or when MLX had the two
+    nearly tied: llama.cpp's pick at most ``tie_rel`` (a share of the largest |logit|) below
+    MLX's best. Rounding flips such ties on flat distributions; a broken file flips clear
+    winners. Values: bench/verify_tolerances.py on the eight fixture architectures, the
+    demo's trained model and a file with two blocks swapped (README, "What export
+    verification checks")."""
+    min_agreement: float             # share of positions that must agree (near-ties included)
+    tie_rel: float                   # how near a tie may be and still count as agreeing
+    max_rel: float | None = None     # bound on the largest relative logit difference
+
+
+TOLERANCES = {"f32": LogitTolerance(1.0, 1e-4, max_rel=1e-3),  # the bound issue 4 sets
+              "f16": LogitTolerance(0.98, 2e-3), "bf16": LogitTolerance(0.95, 1e-2),
+              "q8_0": LogitTolerance(0.95, 1.5e-2), "q6_k": LogitTolerance(0.95, 1.5e-2),
+              "q5_k_m": LogitTolerance(0.9, 3e-2), "q4_k_m": LogitTolerance(0.9, 4e-2),
+              "q4_0": LogitTolerance(0.8, 6e-2)}
+GGML_TYPE_F32 = 0  # ggml_type of an F32 KV cache (llama.cpp's type_k / type_v)
 
 
 def _check(checks: list, name: str, passed: bool | None, detail: str, **data) -> None:
@@ -153,19 +175,52 @@ def open_llama(path: Path, lora_path: Path | None = None):
     from llama_cpp import Llama
 
     # llama.cpp prints to fd 2 even when verbose=False; keep the event stream clean.
+    # Its KV cache is F16 by default, which alone moves logits by ~5e-4 of their range: an
+    # F32 cache measures the file, not the runtime's cache precision.
     with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
         return Llama(str(path), n_ctx=256, logits_all=True, verbose=False, n_threads=1,
+                     type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32,
                      lora_path=str(lora_path) if lora_path else None)
 
 
-def compare_logits(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
-    agree = total = 0
-    rel = 0.0
+def compare_logits(ref: list[np.ndarray], got: list[np.ndarray],
+                   tolerance: LogitTolerance) -> dict[str, Any]:
+    """Argmax agreement, near-ties and the largest relative difference of llama.cpp's logits
+    (``got``) against MLX's (``ref``), one [positions, vocab] array per prompt."""
+    scale = max(1e-6, max(float(np.abs(a).max()) for a in ref))
+    agree = ties = total = 0
+    rel = worst_gap = 0.0
     for a, b in zip(ref, got):
-        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        pick = b.argmax(-1)
+        # how far MLX's best logit beats the logit MLX gives llama.cpp's pick (0 where equal)
+        gap = (a.max(-1) - a[np.arange(a.shape[0]), pick]) / scale
+        agree += int((gap == 0).sum())
+        ties += int(((gap > 0) & (gap <= tolerance.tie_rel)).sum())
+        worst_gap = max(worst_gap, float(gap.max()))
         total += a.shape[0]
-        rel = max(rel, float(np.abs(a - b).max() / max(1e-6, np.abs(a).max())))
-    return {"agreement": agree / max(1, total), "positions": total, "max_rel_diff": rel}
+        rel = max(rel, float(np.abs(a - b).max()) / scale)
+    passed = (agree + ties) / max(1, total) >= tolerance.min_agreement and \
+        (tolerance.max_rel is None or rel < tolerance.max_rel)
+    return {"agreement": agree / max(1, total), "near_ties": ties, "positions": total,
+            "max_rel_diff": rel, "worst_gap": worst_gap, "passed": passed}
+
+
+def describe_logits(stats: dict[str, Any], tolerance: LogitTolerance) -> str:
+    """One line for the export record: agreement, near-ties and the largest difference."""
+    def pct(x: float) -> str:
+        return f"{x * 100:.2g}%"
+
+    n = stats["positions"]
+    others = n - round(stats["agreement"] * n)
+    text = f"argmax agrees on {stats['agreement']:.1%} of {n} positions"
+    if others:
+        text += (f"; {stats['near_ties']} of the other {others} were near-ties in MLX "
+                 f"(within {pct(tolerance.tie_rel)} of the logit range)")
+    text += f" (needs {pct(tolerance.min_agreement)} with near-ties)"
+    text += f"; max relative logit difference {stats['max_rel_diff']:.2e}"
+    if tolerance.max_rel is not None:
+        text += f" (allowed {tolerance.max_rel:.2g})"
+    return text
 
 
 def verify_llama_cpp(path: Path, *, vocab, model_dir: Path, quant: str,
@@ -215,13 +270,10 @@ def verify_llama_cpp(path: Path, *, vocab, model_dir: Path, quant: str,
         got = [llama_logits(llm, t) for t in token_lists]
     finally:
         llm.close()
-    stats = compare_logits(ref, got)
-    need = MIN_AGREEMENT[quant]
-    ok = stats["agreement"] >= need and (quant != "f32" or stats["max_rel_diff"] < MAX_REL_F32)
-    _check(checks, "llama.cpp next token = MLX", ok,
-           f"argmax agrees on {stats['agreement']:.1%} of {stats['positions']} positions "
-           f"(needs {need:.0%}); max relative logit difference {stats['max_rel_diff']:.2e}",
-           **stats)
+    tolerance = TOLERANCES[quant]
+    stats = compare_logits(ref, got, tolerance)
+    _check(checks, "llama.cpp next token = MLX", stats.pop("passed"),
+           describe_logits(stats, tolerance), **stats)
     return checks
 
 
@@ -250,11 +302,11 @@ def _verify_adapter(path: Path, tok, adapter_dir: Path, base_dir: Path, checks) 
         finally:
             llm.close()
     ref = mlx_logits(base_dir, token_lists, adapter_dir=adapter_dir)
-    stats = compare_logits(ref, got)
-    ok = stats["agreement"] >= 0.98 and stats["max_rel_diff"] < 1e-2
-    _check(checks, "llama.cpp base + adapter = MLX base + adapter", ok,
-           f"argmax agrees on {stats['agreement']:.1%} of {stats['positions']} positions; "
-           f"max relative logit difference {stats['max_rel_diff']:.2e}", **stats)
+    # llama.cpp adds x·A·B beside an F32 base: F32 tolerances apply.
+    tolerance = TOLERANCES["f32"]
+    stats = compare_logits(ref, got, tolerance)
+    _check(checks, "llama.cpp base + adapter = MLX base + adapter", stats.pop("passed"),
+           describe_logits(stats, tolerance), **stats)
     return checks
 
 

@@ -66,3 +66,8 @@ def quiet_fd2():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def failed_checks(verification: dict) -> list[dict]:
+    """The checks that failed, whole (for an assertion message that names the failing one)."""
+    return [c for c in verification["checks"] if c["passed"] is False]

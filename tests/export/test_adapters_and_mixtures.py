@@ -20,7 +20,8 @@ from engine.fuse import fuse_adapter
 from engine.tiny_models import cached_tiny_model
 
 from .adapters import make_library_adapter
-from .helpers import PROMPTS, agreement, f16_copy, llama, llama_logits, mlx_logits, rel_diff
+from .helpers import (PROMPTS, agreement, f16_copy, failed_checks, llama, llama_logits,
+                      mlx_logits, rel_diff)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,8 +33,8 @@ def test_adapter_only_gguf_applied_by_llama_cpp_equals_fused_export(kind, tiny_m
     lora = export_gguf("style", tmp_path / "style-lora.gguf", "f32", adapter_only=True)
     fused = export_gguf("style", tmp_path / "style-fused.gguf", "f32")
     base_gguf = export_gguf(base, tmp_path / "base.gguf", "f32", verify=False)
-    assert lora.verification["passed"], lora.verification
-    assert fused.verification["passed"], fused.verification
+    assert lora.verification["passed"], failed_checks(lora.verification)
+    assert fused.verification["passed"], failed_checks(fused.verification)
     assert lora.kind == "adapter" and lora.size_bytes < base_gguf.size_bytes
 
     tok = AutoTokenizer.from_pretrained(str(base))
@@ -63,7 +64,7 @@ def test_dora_adapter_only_is_refused_and_fused_export_works(tiny_model, tmp_pat
     assert "DoRA" in e.value.message and "leave out --adapter-only" in e.value.hint
     assert list(tmp_path.iterdir()) == []
     fused = export_gguf("dora-style", tmp_path / "dora-fused.gguf", "f32")
-    assert fused.verification["passed"], fused.verification
+    assert fused.verification["passed"], failed_checks(fused.verification)
     checks = {c["name"]: c for c in fused.verification["checks"]}
     assert checks["llama.cpp next token = MLX"]["agreement"] == 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dora-fused.gguf",
@@ -115,12 +116,12 @@ def test_quantized_base_fuses_and_exports_dequantized(tiny_model, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert "quantization" not in cfg
     result = export_gguf(out, tmp_path / "qlora.gguf", "f16")
-    assert result.verification["passed"], result.verification
+    assert result.verification["passed"], failed_checks(result.verification)
     # the quantized folder itself exports (dequantized first), and so does the QLoRA adapter
     direct = export_gguf(q_dir, tmp_path / "q4-base.gguf", "f32")
-    assert direct.verification["passed"], direct.verification
+    assert direct.verification["passed"], failed_checks(direct.verification)
     lora = export_gguf("qlora", tmp_path / "qlora-lora.gguf", "f32", adapter_only=True)
-    assert lora.verification["passed"], lora.verification
+    assert lora.verification["passed"], failed_checks(lora.verification)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 

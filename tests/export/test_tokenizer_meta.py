@@ -13,6 +13,8 @@ from engine.events import TailorError
 from engine.export.gguf_export import export_gguf
 from engine.export.vocab import choose_pre_tokenizer, pre_tokenizer_hash
 
+from .helpers import failed_checks
+
 
 @pytest.mark.parametrize("kind,pre", [("llama3", "llama-bpe"), ("qwen2", "qwen2"),
                                       ("qwen3", "qwen2")])
@@ -49,4 +51,4 @@ def test_mistral_exports_as_llama(tiny_model, tmp_path):
     (folder / "config.json").write_text(json.dumps(cfg))
     result = export_gguf(folder, tmp_path / "mistral.gguf", "f32")
     assert result.metadata["architecture"] == "llama"
-    assert result.verification["passed"], result.verification
+    assert result.verification["passed"], failed_checks(result.verification)
