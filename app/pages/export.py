@@ -124,6 +124,7 @@ class ExportPage(QWidget):
         self.checks.setHorizontalHeaderLabels(["Check", "Result", "Detail"])
         self.checks.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.checks.verticalHeader().hide()
+        self.checks.setWordWrap(True)
         lay.addWidget(self.checks, 1)
         self.ollama_result = QPlainTextEdit()
         self.ollama_result.setReadOnly(True)
@@ -244,14 +245,17 @@ class ExportPage(QWidget):
         self.checks.setRowCount(len(checks))
         for i, c in enumerate(checks):
             self.checks.setItem(i, 0, QTableWidgetItem(str(c.get("name", ""))))
-            passed = c.get("passed")  # None: the check could not run here (e.g. no llama.cpp)
-            ok = QTableWidgetItem({True: "passed", False: "FAILED", None: "skipped"}[passed])
+            passed = c.get("passed")  # None: a known difference, recorded, not failed
+            ok = QTableWidgetItem({True: "passed", False: "FAILED", None: "noted"}[passed])
             ok.setForeground({True: Qt.GlobalColor.darkGreen, False: Qt.GlobalColor.red,
                               None: Qt.GlobalColor.gray}[passed])
             self.checks.setItem(i, 1, ok)
-            self.checks.setItem(i, 2, QTableWidgetItem(str(c.get("detail", ""))))
-        self.checks.resizeColumnsToContents()
-        self.checks.horizontalHeader().setStretchLastSection(True)
+            detail = QTableWidgetItem(str(c.get("detail", "")))
+            detail.setToolTip(detail.text())  # the logit line is long; the cell wraps it too
+            self.checks.setItem(i, 2, detail)
+        self.checks.resizeColumnToContents(0)
+        self.checks.resizeColumnToContents(1)
+        self.checks.resizeRowsToContents()
         self.verified = bool(ver.get("passed"))
         path = result.get("path", "")
         size = result.get("size_bytes") or (Path(path).stat().st_size if path and

@@ -200,7 +200,10 @@ def test_export_writes_a_gguf_the_app_marks_verified(qtbot, window, tiny_model, 
     assert page.export_job.state == "finished", page.banner.text()
     assert page.verified, page.banner.text()
     assert Path(page.last_export["path"]).exists()
-    assert page.checks.rowCount() >= 1
+    rows = {page.checks.item(i, 0).text(): i for i in range(page.checks.rowCount())}
+    logits = rows["llama.cpp next token = MLX"]
+    assert page.checks.item(logits, 1).text() == "passed"
+    assert "argmax agrees on" in page.checks.item(logits, 2).toolTip()  # the whole line
     assert "Verified" in page.banner.text()
     assert page.send_button.isEnabled()
     screenshot(window, test_output, "export-verified")
