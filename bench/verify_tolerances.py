@@ -15,7 +15,6 @@ counted, the largest relative logit difference, and the broken file's figures.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -26,28 +25,20 @@ from engine.export.gguf_export import export_gguf  # noqa: E402
 from engine.export.verify import (PROMPTS, TOLERANCES, compare_logits,  # noqa: E402
                                   llama_logits, mlx_logits, open_llama)
 from engine.tiny_models import ALL_KINDS, cached_tiny_model  # noqa: E402
+from tests.export.helpers import swapped_blocks_copy  # noqa: E402
 
 
-def swapped_blocks_copy(src: Path, dst: Path) -> Path:
-    """``src`` with layers 0 and 1 trading their mlp.down_proj (a plausible mapping bug)."""
-    import mlx.core as mx
-
-    shutil.copytree(src, dst)
-    a, b = "model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"
-    for f in dst.glob("*.safetensors"):
-        w = mx.load(str(f))
-        if a in w and b in w:
-            w[a], w[b] = w[b], w[a]
-            mx.save_safetensors(str(f), w, metadata={"format": "mlx"})
-    return dst
-
-
-def measure(src: Path, ref_dir: Path, quant: str, work: Path) -> dict:
+def reference(model_dir: Path) -> tuple[list[list[int]], list]:
+    """The verification prompts' tokens and MLX's logits on them (the same for every type)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(ref_dir))
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
     token_lists = [tok.encode(p, add_special_tokens=True) for p in PROMPTS]
-    ref = mlx_logits(ref_dir, token_lists)
+    return token_lists, mlx_logits(model_dir, token_lists)
+
+
+def measure(src: Path, ref: tuple[list[list[int]], list], quant: str, work: Path) -> dict:
+    token_lists, ref_logits = ref
     out = work / f"{src.name}-{quant}.gguf"
     export_gguf(src, out, quant, verify=False)
     llm = open_llama(out)
@@ -56,7 +47,7 @@ def measure(src: Path, ref_dir: Path, quant: str, work: Path) -> dict:
     finally:
         llm.close()
     out.unlink()
-    return compare_logits(ref, got, TOLERANCES[quant])
+    return compare_logits(ref_logits, got, TOLERANCES[quant])
 
 
 def main() -> int:
@@ -81,26 +72,24 @@ def main() -> int:
                 models[name] = (fused, fused)
         llama3 = cached_tiny_model("llama3")
         broken = swapped_blocks_copy(llama3, work / "llama3-swapped-blocks")
+        refs = {name: reference(ref_dir) for name, (_, ref_dir) in models.items()}
 
         print(f"{'type':7} {'strict (lowest)':>22} {'with near-ties':>22} {'max rel diff':>13}"
               f" {'all good pass':>13} {'broken: agree / passed':>23}")
         failures = 0
         for quant in args.quant:
-            stats = {name: measure(src, ref, quant, work) for name, (src, ref) in models.items()}
-            bad = measure(broken, llama3, quant, work)
-
-            def with_ties(s):
-                return s["agreement"] + s["near_ties"] / s["positions"]
-
+            stats = {name: measure(src, refs[name], quant, work)
+                     for name, (src, _) in models.items()}
+            bad = measure(broken, refs["llama3"], quant, work)
             low = min(stats, key=lambda n: stats[n]["agreement"])
-            low_t = min(stats, key=lambda n: with_ties(stats[n]))
+            low_t = min(stats, key=lambda n: stats[n]["agreement_with_ties"])
             high = max(stats, key=lambda n: stats[n]["max_rel_diff"])
             all_pass = all(s["passed"] for s in stats.values())
             failures += (not all_pass) + bad["passed"]
             print(f"{quant:7} {stats[low]['agreement']:>12.1%} ({low[:7]:>7})"
-                  f" {with_ties(stats[low_t]):>12.1%} ({low_t[:7]:>7})"
+                  f" {stats[low_t]['agreement_with_ties']:>12.1%} ({low_t[:7]:>7})"
                   f" {stats[high]['max_rel_diff']:>13.1e} {str(all_pass):>13}"
-                  f" {with_ties(bad):>15.1%} / {str(bad['passed']):5}", flush=True)
+                  f" {bad['agreement_with_ties']:>15.1%} / {str(bad['passed']):5}", flush=True)
             for name, s in stats.items():
                 if not s["passed"]:
                     print(f"        FAILS on {name}: {s}")

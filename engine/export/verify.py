@@ -56,7 +56,6 @@ TOLERANCES = {"f32": LogitTolerance(1.0, 1e-4, max_rel=1e-3),  # the bound issue
               "q8_0": LogitTolerance(0.95, 1.5e-2), "q6_k": LogitTolerance(0.95, 1.5e-2),
               "q5_k_m": LogitTolerance(0.9, 3e-2), "q4_k_m": LogitTolerance(0.9, 4e-2),
               "q4_0": LogitTolerance(0.8, 6e-2)}
-GGML_TYPE_F32 = 0  # ggml_type of an F32 KV cache (llama.cpp's type_k / type_v)
 
 
 def _check(checks: list, name: str, passed: bool | None, detail: str, **data) -> None:
@@ -172,7 +171,7 @@ def open_llama(path: Path, lora_path: Path | None = None):
     import contextlib
     import os
 
-    from llama_cpp import Llama
+    from llama_cpp import GGML_TYPE_F32, Llama
 
     # llama.cpp prints to fd 2 even when verbose=False; keep the event stream clean.
     # Its KV cache is F16 by default, which alone moves logits by ~5e-4 of their range: an
@@ -199,9 +198,11 @@ def compare_logits(ref: list[np.ndarray], got: list[np.ndarray],
         worst_gap = max(worst_gap, float(gap.max()))
         total += a.shape[0]
         rel = max(rel, float(np.abs(a - b).max()) / scale)
-    passed = (agree + ties) / max(1, total) >= tolerance.min_agreement and \
+    with_ties = (agree + ties) / max(1, total)
+    passed = with_ties >= tolerance.min_agreement and \
         (tolerance.max_rel is None or rel < tolerance.max_rel)
-    return {"agreement": agree / max(1, total), "near_ties": ties, "positions": total,
+    return {"agreement": agree / max(1, total), "agreement_with_ties": with_ties,
+            "differing": total - agree, "near_ties": ties, "positions": total,
             "max_rel_diff": rel, "worst_gap": worst_gap, "passed": passed}
 
 
@@ -210,17 +211,21 @@ def describe_logits(stats: dict[str, Any], tolerance: LogitTolerance) -> str:
     def pct(x: float) -> str:
         return f"{x * 100:.2g}%"
 
-    n = stats["positions"]
-    others = n - round(stats["agreement"] * n)
-    text = f"argmax agrees on {stats['agreement']:.1%} of {n} positions"
-    if others:
-        text += (f"; {stats['near_ties']} of the other {others} were near-ties in MLX "
+    text = f"argmax agrees on {stats['agreement']:.1%} of {stats['positions']} positions"
+    if stats["differing"]:
+        text += (f"; {stats['near_ties']} of the other {stats['differing']} were near-ties in MLX "
                  f"(within {pct(tolerance.tie_rel)} of the logit range)")
     text += f" (needs {pct(tolerance.min_agreement)} with near-ties)"
     text += f"; max relative logit difference {stats['max_rel_diff']:.2e}"
     if tolerance.max_rel is not None:
         text += f" (allowed {tolerance.max_rel:.2g})"
     return text
+
+
+def _check_logits(checks: list, name: str, ref: list[np.ndarray], got: list[np.ndarray],
+                  tolerance: LogitTolerance) -> None:
+    stats = compare_logits(ref, got, tolerance)
+    _check(checks, name, stats.pop("passed"), describe_logits(stats, tolerance), **stats)
 
 
 def verify_llama_cpp(path: Path, *, vocab, model_dir: Path, quant: str,
@@ -270,10 +275,7 @@ def verify_llama_cpp(path: Path, *, vocab, model_dir: Path, quant: str,
         got = [llama_logits(llm, t) for t in token_lists]
     finally:
         llm.close()
-    tolerance = TOLERANCES[quant]
-    stats = compare_logits(ref, got, tolerance)
-    _check(checks, "llama.cpp next token = MLX", stats.pop("passed"),
-           describe_logits(stats, tolerance), **stats)
+    _check_logits(checks, "llama.cpp next token = MLX", ref, got, TOLERANCES[quant])
     return checks
 
 
@@ -303,10 +305,8 @@ def _verify_adapter(path: Path, tok, adapter_dir: Path, base_dir: Path, checks) 
             llm.close()
     ref = mlx_logits(base_dir, token_lists, adapter_dir=adapter_dir)
     # llama.cpp adds x·A·B beside an F32 base: F32 tolerances apply.
-    tolerance = TOLERANCES["f32"]
-    stats = compare_logits(ref, got, tolerance)
-    _check(checks, "llama.cpp base + adapter = MLX base + adapter", stats.pop("passed"),
-           describe_logits(stats, tolerance), **stats)
+    _check_logits(checks, "llama.cpp base + adapter = MLX base + adapter", ref, got,
+                  TOLERANCES["f32"])
     return checks
 
 

@@ -71,3 +71,18 @@ def quiet_fd2():
 def failed_checks(verification: dict) -> list[dict]:
     """The checks that failed, whole (for an assertion message that names the failing one)."""
     return [c for c in verification["checks"] if c["passed"] is False]
+
+
+def swapped_blocks_copy(src: Path, dst: Path) -> Path:
+    """``src`` with layers 0 and 1 trading their mlp.down_proj: a file llama.cpp loads and
+    runs, as an exporter that maps a tensor to the wrong block would write."""
+    import mlx.core as mx
+
+    shutil.copytree(src, dst)
+    a, b = "model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"
+    for f in dst.glob("*.safetensors"):
+        w = mx.load(str(f))
+        if a in w and b in w:
+            w[a], w[b] = w[b], w[a]
+            mx.save_safetensors(str(f), w, metadata={"format": "mlx"})
+    return dst
