@@ -51,7 +51,8 @@ class OllamaConfig:
                                              "and a README here (always written when Ollama is "
                                              "not reachable)")
     offline: bool = opt(False, "do not contact Ollama: only write the Modelfile folder")
-    replace: bool = opt(False, "replace an Ollama model (or a folder) of the same name")
+    replace: bool = opt(False, "replace an Ollama model of the same name (a --modelfile-dir "
+                               "folder only when Tailor wrote it)")
     adapter_only: bool = opt(False, "with --adapter: send only the LoRA adapter, on top of --base "
                                     "already in Ollama (llama, qwen2, gemma, gemma2, phi3)")
     base: Optional[str] = opt(None, "with --adapter-only: the Ollama name of the base model")
@@ -132,7 +133,8 @@ def _create(args, cfg: OllamaConfig, job, export_fn=None) -> int:
         folder = None
         if cfg.modelfile_dir or client is None:
             # Written first: if Ollama then fails, the folder is there to import by hand.
-            out = Path(cfg.modelfile_dir) if cfg.modelfile_dir else _default_folder(cfg.name)
+            out = (Path(cfg.modelfile_dir).expanduser() if cfg.modelfile_dir
+                   else _default_folder(cfg.name))
             folder = write_folder(out, cfg.name, gguf=gguf, adapter_gguf=adapter_gguf,
                                   base=cfg.base, settings=settings, fallback_model_dir=fallback,
                                   replace=cfg.replace, report=job.report,

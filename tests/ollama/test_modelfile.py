@@ -67,8 +67,15 @@ def test_existing_folder_is_kept_unless_replace(tmp_path):
         write_folder(out, "m", gguf=gguf)
     assert "--replace" in e.value.hint
     assert snapshot_tree(out) == {"notes.txt": b"mine"}
-    write_folder(out, "m", gguf=gguf, replace=True)
-    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "README.txt", "m.gguf"]
+    # --replace does not widen it: the folder is not one Tailor wrote (tests/ollama/
+    # test_replace_guard.py covers what --replace may replace)
+    with pytest.raises(TailorError, match="only replaces a Modelfile folder Tailor wrote"):
+        write_folder(out, "m", gguf=gguf, replace=True)
+    assert snapshot_tree(out) == {"notes.txt": b"mine"}
+    (out / "notes.txt").unlink()
+    write_folder(out, "m", gguf=gguf)  # an empty folder is filled
+    assert sorted(p.name for p in out.iterdir()) == [".tailor-modelfile.json", "Modelfile",
+                                                     "README.txt", "m.gguf"]
     assert gguf.exists()
 
 
