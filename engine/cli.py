@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .atomic import translate_write_faults, write_fault
 from .events import (CancelToken, Cancelled, CancelledEvent, Failed, JsonLinesReporter,
                      Reporter, TailorError, TerminalReporter, fan_out)
 
@@ -81,7 +82,8 @@ def make_job(name: str, events: str | None, quiet: bool) -> tuple[Job, Callable[
     if events == "-":
         reporters.append(JsonLinesReporter(sys.stdout))
     elif events:
-        f = open(events, "a", encoding="utf-8")
+        with translate_write_faults(events):
+            f = open(events, "a", encoding="utf-8")
         reporters.append(JsonLinesReporter(f))
         closers.append(f.close)
     if not quiet:
@@ -113,6 +115,14 @@ def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
                           hint="use a smaller batch or sequence length, gradient checkpointing, "
                                "or a 4-bit base", error_type="MemoryError"))
         return 1
+    except OSError as e:
+        # A write site that does not translate its faults itself (engine/atomic.py does).
+        fault = write_fault(e, e.filename or "the output", action="write")
+        if fault is None:
+            raise
+        job.report(Failed(job=job.name, message=fault.message, hint=fault.hint,
+                          error_type=type(fault).__name__))
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    job, close = make_job(args.command, args.events, args.quiet)
+    try:
+        job, close = make_job(args.command, args.events, args.quiet)
+    except TailorError as e:
+        print(f"[{args.command}] FAILED: {e}", file=sys.stderr)
+        return 1
     # First Ctrl-C asks politely (the job checkpoints and exits); a second one kills.
     def on_sigint(signum, frame):
         if job.cancel.requested:

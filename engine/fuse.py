@@ -94,9 +94,11 @@ def fused_model(info, adapter_config: dict, base_dir: Path):
 
 def write_hf_folder(model, config: dict, base_dir: Path, out_dir: Path) -> None:
     """Write weights (mlx-lm's sharding and index), config and the base's tokenizer files."""
-    from mlx_lm.utils import save_config, save_model
+    from mlx_lm.utils import save_config
 
-    save_model(out_dir, model, donate_model=False)
+    from .atomic import save_model_shards
+
+    save_model_shards(out_dir, model)  # mlx-lm's save_model, but a full disk raises OSError
     save_config(dict(config), config_path=out_dir / "config.json")
     for name in TOKENIZER_FILES:
         if (base_dir / name).is_file():
@@ -134,7 +136,7 @@ def fuse_adapter(name_or_info, out_dir: Path | str, report: Reporter = null_repo
     check_free_space(out_dir.parent, sum(v.nbytes for v in weights.values()),
                      what="the fused model", free_bytes_fn=free_bytes_fn)
     progress(1, 3, "writing the fused model")
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, needed_bytes=sum(v.nbytes for v in weights.values())) as tmp:
         tmp.mkdir()
         write_hf_folder(model, config, base_dir, tmp)
         if cancel:

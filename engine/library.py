@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .atomic import write_json_atomic
+from .atomic import atomic_path, translate_write_faults, write_json_atomic
 from .events import TailorError
 
 MANIFEST_NAME = "manifest.json"
@@ -122,10 +122,15 @@ def rename_adapter(old: str, new: str, library: Path | None = None) -> AdapterIn
     dst = adapter_path(new, library)
     if dst.exists():
         raise TailorError(f"an adapter named {new!r} already exists; nothing was renamed")
-    src.path.rename(dst)
+    with translate_write_faults(src.path, action="rename"):
+        src.path.rename(dst)
     m = read_manifest(dst)
     m["name"] = new
-    write_manifest(dst, m)
+    try:
+        write_manifest(dst, m)
+    except BaseException:
+        dst.rename(src.path)  # the manifest would name the old folder: undo
+        raise
     return AdapterInfo(new, dst, m)
 
 
@@ -134,19 +139,19 @@ def duplicate_adapter(old: str, new: str, library: Path | None = None) -> Adapte
     dst = adapter_path(new, library)
     if dst.exists():
         raise TailorError(f"an adapter named {new!r} already exists; nothing was copied")
-    tmp = dst.parent / f".{new}.tmp-copy"
-    shutil.copytree(src.path, tmp, ignore=shutil.ignore_patterns("checkpoints"))
-    tmp.rename(dst)
-    m = read_manifest(dst)
+    m = read_manifest(src.path)
     m["name"] = new
     m["duplicated_from"] = old
-    write_manifest(dst, m)
-    return AdapterInfo(new, dst, m)
+    with atomic_path(dst) as tmp:  # a failed copy leaves nothing behind
+        shutil.copytree(src.path, tmp, ignore=shutil.ignore_patterns("checkpoints"))
+        write_manifest(tmp, m)
+    return AdapterInfo(new, dst, read_manifest(dst))
 
 
 def delete_adapter(name: str, library: Path | None = None) -> None:
     info = get_adapter(name, library)
     # Move aside first so a half-deleted folder never looks like a valid adapter.
     trash = info.path.parent / f".{name}.deleting"
-    info.path.rename(trash)
+    with translate_write_faults(info.path, action="delete"):
+        info.path.rename(trash)
     shutil.rmtree(trash, ignore_errors=True)

@@ -349,7 +349,7 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
     out.parent.mkdir(parents=True, exist_ok=True)
     fused_dir: Path | None = None
     try:
-        with atomic_path(out) as tmp:
+        with atomic_path(out, needed_bytes=needed) as tmp:
             if adapter_only:
                 prog = stage_progress(report, job, "export", 0.0, 0.5)
                 a, planned, meta = write_lora_gguf(info, adapter_config, base_dir, tmp, quant)

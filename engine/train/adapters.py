@@ -86,14 +86,12 @@ def count(tree_or_dict) -> int:
 def write_adapter_files(folder: Path, weights: dict[str, mx.array], adapter_config: dict,
                         base_model_path: str) -> None:
     """Write ``adapters.safetensors`` + ``adapter_config.json`` (temp names, then rename)."""
-    from ..atomic import temp_sibling, write_json_atomic
-    import os
+    from ..atomic import atomic_path, save_safetensors, write_json_atomic
 
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / "adapters.safetensors"
-    tmp = temp_sibling(target, ".safetensors")
-    mx.save_safetensors(str(tmp), weights, metadata={"format": "mlx"})
-    os.replace(tmp, target)
+    with atomic_path(target, overwrite=True,
+                     needed_bytes=sum(v.nbytes for v in weights.values())) as tmp:
+        save_safetensors(tmp, weights, metadata={"format": "mlx"})
     write_json_atomic(folder / "adapter_config.json",
                       {**adapter_config, "model": base_model_path})
 

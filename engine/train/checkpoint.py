@@ -15,7 +15,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, save_safetensors
 from ..events import TailorError
 
 STATE = "state.json"
@@ -39,11 +39,12 @@ def save_checkpoint(adapter_dir: Path, step: int, weights: dict[str, mx.array],
     root = checkpoints_dir(adapter_dir)
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"step-{step:07d}"
-    with atomic_path(target, overwrite=True) as tmp:
+    opt_flat = dict(tree_flatten(optimizer_state))
+    needed = _nbytes(weights) + _nbytes(opt_flat)
+    with atomic_path(target, overwrite=True, needed_bytes=needed) as tmp:
         tmp.mkdir()
-        mx.save_safetensors(str(tmp / "adapters.safetensors"), weights)
-        opt_flat = dict(tree_flatten(optimizer_state))
-        mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt_flat)
+        save_safetensors(tmp / "adapters.safetensors", weights)
+        save_safetensors(tmp / "optimizer.safetensors", opt_flat)
         (tmp / STATE).write_text(json.dumps({"schema": CHECKPOINT_SCHEMA, **state}, indent=1,
                                             default=str), encoding="utf-8")
     _prune(root, keep)
@@ -53,11 +54,15 @@ def save_checkpoint(adapter_dir: Path, step: int, weights: dict[str, mx.array],
 def save_best(adapter_dir: Path, weights: dict[str, mx.array], state: dict) -> Path:
     target = checkpoints_dir(adapter_dir) / "best"
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target, overwrite=True) as tmp:
+    with atomic_path(target, overwrite=True, needed_bytes=_nbytes(weights)) as tmp:
         tmp.mkdir()
-        mx.save_safetensors(str(tmp / "adapters.safetensors"), weights)
+        save_safetensors(tmp / "adapters.safetensors", weights)
         (tmp / STATE).write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
     return target
+
+
+def _nbytes(arrays: dict) -> int:
+    return int(sum(v.nbytes for v in arrays.values()))
 
 
 def list_checkpoints(adapter_dir: Path) -> list[Path]:

@@ -16,6 +16,7 @@ import mlx.core as mx
 from .. import __version__, library
 from ..events import (Cancelled, CancelToken, Log, Progress, Reporter, Started, TailorError,
                       Finished, null_reporter)
+from ..sizes import format_bytes
 from ..models import load_model, model_fingerprint, resolve_model
 from ..models.resolve import hf_cache_repo_id, hf_cache_revision, looks_like_path
 from . import checkpoint as ckpt
@@ -51,8 +52,11 @@ def _tokenizer_alone(folder: Path):
     fails (``load_model`` then says why)."""
     from mlx_lm.utils import load_config, load_tokenizer
 
+    from ..models.folder_files import readable_view
+
     try:
-        return load_tokenizer(folder, eos_token_ids=load_config(folder).get("eos_token_id"))
+        with readable_view(folder) as view:  # files linked out of the folder are not read
+            return load_tokenizer(view, eos_token_ids=load_config(view).get("eos_token_id"))
     except Exception:  # noqa: BLE001 - any failure is reported by load_model next
         return None
 
@@ -118,6 +122,9 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
 
     report(Progress(job=job, stage="load", done=0, total=3, message="resolving the model"))
     model_dir = resolve_model(str(model), report=report, cancel=cancel, job=job)
+    from ..models.folder_files import model_files
+
+    model_files(model_dir).report_skipped(report, job)  # linked out of the folder: not read
     data_path = Path(data).expanduser()
     if not data_path.exists():
         raise TailorError(f"dataset not found: {data_path}")
@@ -163,8 +170,8 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
     report(Started(job=job, config=cfg.to_dict(), info=info_block))
     if not mem["fits"]:
         report(Log(job=job, level="warning",
-                   message=f"this run needs about {mem['total_bytes'] / 1e9:.1f} GB, the "
-                           f"machine has {mem['machine_bytes'] / 1e9:.1f} GB; "
+                   message=f"this run needs about {format_bytes(mem['total_bytes'])}, the "
+                           f"machine has {format_bytes(mem['machine_bytes'])}; "
                            + mem["suggestion"]))
 
     now = time.time()
@@ -188,7 +195,12 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
         manifest = library.read_manifest(folder)
         manifest.update(status="running", resumed=now, versions=versions(), pid=os.getpid(),
                         host=socket.gethostname())
-    library.write_manifest(folder, manifest)
+    try:
+        library.write_manifest(folder, manifest)
+    except BaseException:
+        if loaded is None:  # the folder made above is empty: a full disk leaves no husk
+            ckpt.remove_tree(folder)
+        raise
 
     def record(status: str, trainer: Trainer, **extra) -> None:
         h = trainer.history
@@ -210,12 +222,21 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
         write_adapter_files(folder, trainable_weights(net), adapter_config, str(model_dir))
         record("running", trainer)
 
+    def record_end(status: str, **extra) -> None:
+        """Best effort: the manifest write may fail for the same reason the run did (a full
+        disk); the run's own error is the one to report."""
+        try:
+            record(status, trainer, finished=time.time(), **extra)
+        except (TailorError, OSError) as e:
+            report(Log(job=job, level="warning",
+                       message=f"the manifest could not record the run's end: {e}"))
+
     if loaded is not None:
         trainer.restore(loaded)
     try:
         result = trainer.run()
-    except Cancelled:
-        record("cancelled", trainer, finished=time.time())
+    except (Cancelled, KeyboardInterrupt):
+        record_end("cancelled")
         raise
     except NonFiniteLoss as e:
         # The weights in memory are poisoned; the adapter files keep the last finite state.
@@ -223,13 +244,13 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
             write_adapter_files(folder, mx.load(str(Path(e.checkpoint) /
                                                     "adapters.safetensors")),
                                 adapter_config, str(model_dir))
-        record("failed", trainer, finished=time.time(), error=e.message)
+        record_end("failed", error=e.message)
         raise
     except TailorError as e:
-        record("failed", trainer, finished=time.time(), error=e.message)
+        record_end("failed", error=e.message)
         raise
     except BaseException as e:
-        record("failed", trainer, finished=time.time(), error=f"{type(e).__name__}: {e}")
+        record_end("failed", error=f"{type(e).__name__}: {e}")
         raise
     write_adapter_files(folder, trainable_weights(net), adapter_config, str(model_dir))
     record("finished", trainer, finished=time.time(), stopped_early=result.stopped_early)
