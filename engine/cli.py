@@ -48,7 +48,8 @@ def _add_common(p: argparse.ArgumentParser, suppress: bool = False) -> None:
     p.add_argument("--events", metavar="FILE|-", **default,
                    help="write progress events as JSON lines to FILE, or '-' for stdout "
                         "(the terminal view then goes to stderr)")
-    p.add_argument("--quiet", action="store_true", **default, help="no terminal progress view")
+    p.add_argument("--quiet", action="store_true", **default,
+                   help="no terminal progress view (failures and cancellations still print)")
 
 
 def add_action(sub, *args, **kwargs) -> argparse.ArgumentParser:
@@ -86,8 +87,7 @@ def make_job(name: str, events: str | None, quiet: bool) -> tuple[Job, Callable[
             f = open(events, "a", encoding="utf-8")
         reporters.append(JsonLinesReporter(f))
         closers.append(f.close)
-    if not quiet:
-        reporters.append(TerminalReporter(sys.stderr))
+    reporters.append(TerminalReporter(sys.stderr, errors_only=quiet))
     job = Job(name=name, report=fan_out(*reporters))
 
     def close() -> None:

@@ -213,14 +213,22 @@ def fan_out(*reporters: Reporter | None) -> Reporter:
 
 
 class TerminalReporter:
-    """A human view of the same events, for `tailor ...` run in a terminal."""
+    """A human view of the same events, for `tailor ...` run in a terminal.
 
-    def __init__(self, stream: IO[str] | None = None, min_interval: float = 0.5):
+    ``errors_only`` (``--quiet``): no progress, but failures and cancellations still print;
+    quiet never means a silent exit 1.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, min_interval: float = 0.5,
+                 errors_only: bool = False):
         self.stream = stream or sys.stderr
         self.min_interval = min_interval
+        self.errors_only = errors_only
         self._last_progress = 0.0
 
     def __call__(self, e: Event) -> None:
+        if self.errors_only and not isinstance(e, (Failed, CancelledEvent)):
+            return
         w = self.stream.write
         if isinstance(e, Step):
             eta = f"{e.eta_seconds / 60:.1f} min" if e.eta_seconds else "-"
