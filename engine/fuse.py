@@ -18,6 +18,7 @@ from pathlib import Path
 from .atomic import atomic_path, check_free_space
 from .events import CancelToken, Finished, Reporter, Started, TailorError, null_reporter, \
     stage_progress
+from .models.folder_files import model_files
 
 # Files copied byte for byte from the base, so the fused model tokenizes exactly as trained.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
@@ -92,17 +93,24 @@ def fused_model(info, adapter_config: dict, base_dir: Path):
     return model, config
 
 
-def write_hf_folder(model, config: dict, base_dir: Path, out_dir: Path) -> None:
-    """Write weights (mlx-lm's sharding and index), config and the base's tokenizer files."""
+def write_hf_folder(model, config: dict, base_dir: Path, out_dir: Path) -> list[str]:
+    """Write weights (mlx-lm's sharding and index), config and the base's tokenizer files.
+
+    Returns the tokenizer files not copied because they link out of the base folder (each
+    "name (reason)"); see engine/models/folder_files.py.
+    """
     from mlx_lm.utils import save_config
 
     from .atomic import save_model_shards
 
     save_model_shards(out_dir, model)  # mlx-lm's save_model, but a full disk raises OSError
     save_config(dict(config), config_path=out_dir / "config.json")
+    files = model_files(base_dir)
     for name in TOKENIZER_FILES:
-        if (base_dir / name).is_file():
-            shutil.copy2(base_dir / name, out_dir / name)
+        src = files.get(name)
+        if src is not None:
+            shutil.copy2(src, out_dir / name)
+    return [str(s) for s in files.skipped if s.name in TOKENIZER_FILES]
 
 
 def fuse_adapter(name_or_info, out_dir: Path | str, report: Reporter = null_reporter,
@@ -119,7 +127,7 @@ def fuse_adapter(name_or_info, out_dir: Path | str, report: Reporter = null_repo
                           hint="choose a new folder name or remove the old one first")
     # Before loading anything: the fused weights take about the base's size (4x for a 4-bit
     # base, which is dequantized); checked again with the exact size before writing.
-    base_bytes = sum(p.stat().st_size for p in base_dir.glob("*.safetensors"))
+    base_bytes = sum(p.stat().st_size for p in model_files(base_dir).glob("*.safetensors"))
     from .models.load import read_config
 
     factor = 4 if read_config(base_dir).get("quantization") else 1
@@ -127,6 +135,7 @@ def fuse_adapter(name_or_info, out_dir: Path | str, report: Reporter = null_repo
                      free_bytes_fn=free_bytes_fn)
     report(Started(job=job, config={"adapter": info.name, "out": str(out_dir)},
                    info={"base_model": str(base_dir)}))
+    model_files(base_dir).report_skipped(report, job)
     progress = stage_progress(report, job, "fuse")
     progress(0, 3, "loading the base model and adapter")
     model, config = fused_model(info, adapter_config, base_dir)
@@ -138,12 +147,13 @@ def fuse_adapter(name_or_info, out_dir: Path | str, report: Reporter = null_repo
     progress(1, 3, "writing the fused model")
     with atomic_path(out_dir, needed_bytes=sum(v.nbytes for v in weights.values())) as tmp:
         tmp.mkdir()
-        write_hf_folder(model, config, base_dir, tmp)
+        skipped = write_hf_folder(model, config, base_dir, tmp)
         if cancel:
             cancel.raise_if_cancelled()
         (tmp / "tailor_fused.json").write_text(json.dumps(
             {"adapter": info.name, "adapter_path": str(info.path), "base_model": str(base_dir),
-             "fine_tune_type": adapter_config.get("fine_tune_type", "lora")}, indent=2))
+             "fine_tune_type": adapter_config.get("fine_tune_type", "lora"),
+             "skipped_base_files": skipped}, indent=2))
     progress(3, 3, "done")
     report(Finished(job=job, result={"path": str(out_dir)}))
     return out_dir

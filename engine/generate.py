@@ -44,6 +44,9 @@ def generate_text(model_or_folder: str | None, adapter: str | None, prompt: str,
         adapter_dir = info.path
         model_or_folder = info.base_model or (info.manifest.get("base_model") or {}).get("given")
     folder = resolve_model(str(model_or_folder), report=report, cancel=cancel, job=job)
+    from .models.folder_files import model_files
+
+    model_files(folder).report_skipped(report, job)  # linked out of the folder: not read
     quant = ((library.get_adapter(adapter).manifest.get("settings") or {}).get("quantize_base")
              if adapter else None)
     model, tokenizer, _ = load_model(folder, quant)

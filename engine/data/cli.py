@@ -28,9 +28,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_dataclass_args(parser, DataConfig, skip={"preview_count"})
 
 
-def load_tokenizer(model: str, report=None, cancel=None):
+def load_tokenizer(model: str, report=None, cancel=None, job: str = "data"):
     """mlx-lm's tokenizer wrapper for a model folder (or a resolvable Hugging Face id)."""
     from mlx_lm.tokenizer_utils import load as load_mlx_tokenizer
+
+    from ..models.folder_files import model_files, readable_view
 
     folder = Path(model).expanduser()
     if not folder.is_dir():
@@ -40,8 +42,12 @@ def load_tokenizer(model: str, report=None, cancel=None):
             raise TailorError(f"{model}: no such model folder") from None
         kwargs = {k: v for k, v in (("report", report), ("cancel", cancel)) if v is not None}
         folder = Path(resolve_model(model, **kwargs))
+    files = model_files(folder)  # a chat template or tokenizer file linked outside: not read
+    if report is not None:
+        files.report_skipped(report, job)
     try:
-        return load_mlx_tokenizer(folder)
+        with readable_view(folder, files) as view:
+            return load_mlx_tokenizer(view)
     except (OSError, ValueError) as e:
         raise TailorError(f"{folder}: cannot load the tokenizer ({e})",
                           hint="point --model at a Hugging Face model folder") from None

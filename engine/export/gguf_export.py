@@ -346,6 +346,10 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
     report(Started(job=job, config={"source": str(getattr(src, "name", src)), "quant": quant,
                                     "out": str(out), "adapter_only": adapter_only},
                    info={"base_model": str(base_dir)}))
+    from ..models.folder_files import model_files
+
+    skipped_files = model_files(base_dir)  # files linked out of the base folder: never read
+    skipped_files.report_skipped(report, job)
     out.parent.mkdir(parents=True, exist_ok=True)
     fused_dir: Path | None = None
     try:
@@ -386,6 +390,7 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
                         "eos_token": vocab.eos_text, "bos_id": vocab.bos_id,
                         "eos_id": vocab.eos_id, "add_bos": vocab.add_bos,
                         "chat_template": bool(vocab.chat_template), "n_vocab": len(vocab.tokens)}
+            meta["skipped_base_files"] = [str(f) for f in skipped_files.skipped]
             from .verify import verify_export
 
             vprog = stage_progress(report, job, "verify", 0.7, 1.0)

@@ -67,8 +67,14 @@ class TensorRef:
 
 def list_tensors(folder: Path) -> list[TensorRef]:
     """Every tensor of the model folder's *.safetensors files (headers only)."""
+    from ..models.folder_files import model_files
+
+    files = model_files(folder)
+    for s in files.skipped_matching("*.safetensors"):  # a weight file outside is not read
+        raise TailorError(f"{Path(folder) / s.name} is not read: {s.reason}",
+                          hint="copy the weight file itself into the model folder")
     refs = []
-    for file in sorted(Path(folder).glob("*.safetensors")):
+    for file in files.glob("*.safetensors"):
         try:
             with open(file, "rb") as f:
                 (n,) = struct.unpack("<Q", f.read(8))

@@ -150,7 +150,10 @@ def mlx_logits(model_dir: Path, token_lists: list[list[int]], adapter_dir: Path 
     from mlx.utils import tree_flatten, tree_unflatten
     from mlx_lm import load
 
-    model, _ = load(str(model_dir), adapter_path=str(adapter_dir) if adapter_dir else None)
+    from ..models.folder_files import readable_view
+
+    with readable_view(model_dir) as view:  # files linked out of the folder are not read
+        model, _ = load(str(view), adapter_path=str(adapter_dir) if adapter_dir else None)
     if weight_fn is not None:
         params = [(k, weight_fn(v)) for k, v in tree_flatten(model.parameters())]
         model.update(tree_unflatten(params))
@@ -233,7 +236,10 @@ def verify_llama_cpp(path: Path, *, vocab, model_dir: Path, quant: str,
     from transformers import AutoTokenizer
 
     checks: list[dict] = []
-    tok = AutoTokenizer.from_pretrained(str(model_dir if adapter_dir is None else base_dir))
+    from ..models.folder_files import readable_view
+
+    with readable_view(model_dir if adapter_dir is None else base_dir) as view:
+        tok = AutoTokenizer.from_pretrained(str(view))
     if adapter_dir is not None:
         return _verify_adapter(path, tok, adapter_dir, base_dir, checks)
     llm = open_llama(path)

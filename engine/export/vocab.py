@@ -14,6 +14,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from ..events import TailorError
+from ..models.folder_files import model_files, readable_view
 
 # Token types (llama.cpp llama_token_type)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -100,11 +101,11 @@ def load_hf_tokenizer(folder: Path):
 
 
 def chat_template_of(folder: Path, tok_cfg: dict) -> str | None:
-    for name in ("chat_template.jinja",):
-        if (folder / name).is_file():
-            return (folder / name).read_text(encoding="utf-8")
-    if (folder / "chat_template.json").is_file():
-        data = json.loads((folder / "chat_template.json").read_text(encoding="utf-8"))
+    files = model_files(folder)  # a template linked out of the folder is never embedded
+    if files.get("chat_template.jinja") is not None:
+        return files.get("chat_template.jinja").read_text(encoding="utf-8")
+    if files.get("chat_template.json") is not None:
+        data = json.loads(files.get("chat_template.json").read_text(encoding="utf-8"))
         return data.get("chat_template")
     tpl = tok_cfg.get("chat_template")
     if isinstance(tpl, list):  # named templates: the default one
@@ -115,13 +116,15 @@ def chat_template_of(folder: Path, tok_cfg: dict) -> str | None:
 def read_vocab(folder: Path, config: dict, n_rows: int) -> VocabInfo:
     """The tokenizer metadata; the token list has exactly ``n_rows`` entries (the embedding's)."""
     folder = Path(folder)
-    tok_cfg_path = folder / "tokenizer_config.json"
-    tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8")) if tok_cfg_path.exists() else {}
-    tok_json_path = folder / "tokenizer.json"
+    files = model_files(folder)  # files linked out of the folder are not read
+    tok_cfg_path = files.get("tokenizer_config.json")
+    tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8")) if tok_cfg_path else {}
+    tok_json_path = files.get("tokenizer.json")
     tok_json = json.loads(tok_json_path.read_text(encoding="utf-8")) \
-        if tok_json_path.exists() else None
-    hf = load_hf_tokenizer(folder)
-    if (folder / "tokenizer.model").is_file() and not _is_byte_level(tok_json):
+        if tok_json_path else None
+    with readable_view(folder, files) as view:
+        hf = load_hf_tokenizer(view)
+    if files.get("tokenizer.model") is not None and not _is_byte_level(tok_json):
         info = _sentencepiece(folder, n_rows, tok_json, tok_cfg)
     elif _is_byte_level(tok_json):
         info = _bpe(tok_json, n_rows, hf, config)

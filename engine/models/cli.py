@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..cli import add_action
 from ..events import Finished, TailorError
+from .folder_files import model_files, readable_view
 from .load import GGUF_ARCHITECTURES, read_config
 from .resolve import resolve_model
 
@@ -31,17 +32,18 @@ def model_info(folder: Path) -> dict:
     text = cfg.get("text_config", cfg)
     arch = cfg.get("model_type", "?")
     try:
-        model, _ = load_model(folder, lazy=True, trust_remote_code=False)
-        params = int(get_total_parameters(model))
+        with readable_view(folder) as view:  # mlx-lm reads generation_config.json by name
+            model, _ = load_model(view, lazy=True, trust_remote_code=False)
+            params = int(get_total_parameters(model))
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise TailorError(f"cannot read {folder}: {e}",
                           hint="this architecture may not be supported by mlx-lm") from e
-    weight_bytes = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    files = model_files(folder)  # files linked out of the folder are not read
+    weight_bytes = sum(p.stat().st_size for p in files.glob("*.safetensors"))
     q = cfg.get("quantization") or cfg.get("quantization_config")
-    tok_cfg = folder / "tokenizer_config.json"
-    has_template = (folder / "chat_template.jinja").exists() or (folder / "chat_template.json"
-                                                                 ).exists()
-    if tok_cfg.exists():
+    tok_cfg = files.get("tokenizer_config.json")
+    has_template = bool(files.get("chat_template.jinja") or files.get("chat_template.json"))
+    if tok_cfg:
         has_template = has_template or "chat_template" in json.loads(tok_cfg.read_text("utf-8"))
     return {"path": str(folder), "architecture": arch,
             "architectures": cfg.get("architectures", []), "parameters": params,
@@ -53,7 +55,8 @@ def model_info(folder: Path) -> dict:
             "memory_to_load_gb": round(weight_bytes / 1e9, 3),
             "chat_template": has_template,
             "gguf_export": arch in GGUF_ARCHITECTURES,
-            "gguf_supported_architectures": [a for a in GGUF_ARCHITECTURES]}
+            "gguf_supported_architectures": [a for a in GGUF_ARCHITECTURES],
+            "skipped_files": [str(f) for f in files.skipped]}
 
 
 def run(args: argparse.Namespace, job) -> int:
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace, job) -> int:
               + (f", {q['bits']}-bit quantized" if q else "") + "\n"
               f"  chat template {'yes' if info['chat_template'] else 'no'}\n"
               f"  GGUF export   {'supported' if info['gguf_export'] else 'not supported'} "
-              f"(supported: {', '.join(info['gguf_supported_architectures'])})", file=out)
+              f"(supported: {', '.join(info['gguf_supported_architectures'])})"
+              + "".join(f"\n  not read      {f}" for f in info["skipped_files"]), file=out)
     job.report(Finished(job=job.name, result=info))
     return 0

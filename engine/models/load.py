@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..events import TailorError
+from .folder_files import model_files, readable_view
 
 # Architectures whose fused model our GGUF exporter writes (see engine/export).
 GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text",
@@ -15,9 +16,11 @@ GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "g
 
 
 def read_config(folder: Path) -> dict:
+    """config.json as a dict; TailorError when it is unreadable or links out of the folder."""
+    path = model_files(folder).require("config.json")
     try:
-        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise TailorError(f"{folder}/config.json is unreadable: {e}") from e
 
 
@@ -29,18 +32,24 @@ def load_model(folder: Path | str, quantize_bits: int | None = None, group_size:
     """
     from mlx_lm.utils import load_model as mlx_load_model, load_tokenizer, quantize_model
 
+    from .resolve import check_model_folder
+
     folder = Path(folder)
     if quantize_bits not in (None, 0, 4, 8):
         raise TailorError(f"--quantize-base must be 4 or 8, not {quantize_bits}")
-    try:
-        model, config = mlx_load_model(folder, trust_remote_code=False)
-    except ValueError as e:
-        mt = read_config(folder).get("model_type", "?")
-        raise TailorError(f"cannot load {folder}: model type {mt!r} is not supported by mlx-lm "
-                          f"({e})") from e
-    except FileNotFoundError as e:
-        raise TailorError(f"cannot load {folder}: {e}") from e
-    tokenizer = load_tokenizer(folder, eos_token_ids=config.get("eos_token_id"))
+    check_model_folder(folder)
+    files = model_files(folder)
+    # mlx-lm and transformers read files by name: they get a view without the skipped ones
+    with readable_view(folder, files) as view:
+        try:
+            model, config = mlx_load_model(view, trust_remote_code=False)
+        except ValueError as e:
+            mt = read_config(folder).get("model_type", "?")
+            raise TailorError(f"cannot load {folder}: model type {mt!r} is not supported by "
+                              f"mlx-lm ({e})") from e
+        except FileNotFoundError as e:
+            raise TailorError(f"cannot load {folder}: {e}") from e
+        tokenizer = load_tokenizer(view, eos_token_ids=config.get("eos_token_id"))
     if quantize_bits:
         if config.get("quantization"):
             raise TailorError(f"{folder} is already quantized "
@@ -58,11 +67,8 @@ def model_fingerprint(folder: Path | str) -> str:
     Hashing every byte of a multi-GB model at each run start would take minutes, so files over
     64 MB contribute their size and their first and last 4 MB.
     """
-    folder = Path(folder)
     h = hashlib.sha256()
-    for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.name.startswith("."):
-            continue
+    for p in model_files(folder).glob("*"):  # files linked out of the folder are not read
         size = p.stat().st_size
         h.update(f"{p.name}\0{size}\0".encode())
         with open(p, "rb") as f:

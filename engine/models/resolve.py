@@ -37,10 +37,20 @@ def check_model_folder(folder: Path) -> Path:
     if not folder.is_dir():
         raise TailorError(f"model folder not found: {folder}",
                           hint="give the folder that holds config.json and *.safetensors")
-    if not (folder / "config.json").exists():
+    from .folder_files import model_files
+
+    files = model_files(folder)
+    if not (folder / "config.json").exists() and not os.path.islink(folder / "config.json"):
         raise TailorError(f"{folder} has no config.json, so it is not a Hugging Face model folder",
                           hint="point at the folder that holds config.json and *.safetensors")
-    weights = list(folder.glob("*.safetensors"))
+    files.require("config.json")
+    # A weight file that resolves outside the folder is refused, not skipped: a model loaded
+    # with some weights missing would be a different model.
+    for s in files.skipped_matching("*.safetensors"):
+        raise TailorError(f"{folder / s.name} is not loaded: {s.reason}; Tailor loads weights "
+                          "only from inside the model folder",
+                          hint="copy the weight file itself into the model folder")
+    weights = files.glob("*.safetensors")
     if not weights:
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         if pickles:

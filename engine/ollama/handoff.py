@@ -70,7 +70,12 @@ def derive_template(gguf: Path | None, fallback_model_dir: Path | str | None = N
     if gguf is not None:
         template, info, facts = read_gguf_chat_info(gguf)
     if not template and fallback_model_dir:
-        fb_template, fb_info = read_hf_chat_info(fallback_model_dir)
+        from ..models.folder_files import model_files, readable_view
+
+        fb_files = model_files(fallback_model_dir)  # files linked out of the folder: not read
+        fb_files.report_skipped(report, JOB)
+        with readable_view(fallback_model_dir, fb_files) as view:
+            fb_template, fb_info = read_hf_chat_info(view)
         if fb_template:
             if gguf is not None:
                 report(Log(job=JOB, message=f"the GGUF has no chat template; using the one in "
