@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from .atomic import translate_write_faults, write_fault
@@ -98,13 +99,22 @@ def make_job(name: str, events: str | None, quiet: bool) -> tuple[Job, Callable[
 
 
 def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
-    module = importlib.import_module(module_name)
+    """Run one command; every way it can end becomes an exit status and one event, never a
+    traceback on the terminal (an unexpected exception's traceback goes to a log file)."""
     try:
+        module = importlib.import_module(module_name)
         result = module.run(args, job)
         return int(result or 0)
     except Cancelled as e:
         job.report(CancelledEvent(job=job.name, message=str(e) or "stopped",
                                   checkpoint=getattr(e, "checkpoint", "") or ""))
+        return 130
+    except KeyboardInterrupt:
+        # A second Ctrl-C (the first asks politely): stop now, and ignore a third one while
+        # the message goes out.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        job.report(CancelledEvent(job=job.name, message="interrupted (second Ctrl-C); "
+                                                        "stopped at once"))
         return 130
     except TailorError as e:
         job.report(Failed(job=job.name, message=e.message, hint=e.hint,
@@ -119,13 +129,58 @@ def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
         # A write site that does not translate its faults itself (engine/atomic.py does).
         fault = write_fault(e, e.filename or "the output", action="write")
         if fault is None:
-            raise
+            return internal_error(job, e)
         job.report(Failed(job=job.name, message=fault.message, hint=fault.hint,
                           error_type=type(fault).__name__))
         return 1
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        return internal_error(job, e)
+
+
+def write_error_log(exc: BaseException, job_name: str) -> Path:
+    """Write ``exc``'s traceback, the command line and versions to
+    ``<TAILOR_HOME>/logs/internal-error-<time>-<pid>.log``; return the file."""
+    import time
+    import traceback
+
+    from . import __version__, paths
+
+    folder = paths.tailor_home() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder / f"internal-error-{stamp}-{os.getpid()}.log"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"tailor {__version__}, python {sys.version.split()[0]}, {sys.platform}\n"
+                f"job: {job_name}\ncommand: {' '.join(sys.argv)}\n\n")
+        f.write("".join(traceback.format_exception(exc)))
+    return path
+
+
+def internal_error(job: Job, exc: BaseException) -> int:
+    """An exception no code path expected: a one-line message, the traceback in a log file."""
+    if os.environ.get("TAILOR_DEBUG"):
+        raise exc
+    first = (str(exc).strip().splitlines() or [""])[0]
+    message = f"internal error: {type(exc).__name__}: {first[:300]}".rstrip(": ")
+    try:
+        log = write_error_log(exc, job.name)
+        hint = f"this is a bug in Tailor; please report it with the log {log}"
+    except Exception as e:  # noqa: BLE001 - e.g. the disk is full
+        hint = (f"this is a bug in Tailor; please report it (the traceback could not be saved: "
+                f"{e}; run with TAILOR_DEBUG=1 to see it)")
+    job.report(Failed(job=job.name, message=message, hint=hint, error_type="InternalError"))
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the job's handler is in place (imports)
+        print("[tailor] cancelled.", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in COMMANDS:
         sys.argv = [sys.argv[0], *argv]
@@ -139,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     except TailorError as e:
         print(f"[{args.command}] FAILED: {e}", file=sys.stderr)
         return 1
+    except OSError as e:
+        print(f"[{args.command}] FAILED: cannot open the events file {args.events}: "
+              f"{e.strerror or e}", file=sys.stderr)
+        return 1
     # First Ctrl-C asks politely (the job checkpoints and exits); a second one kills.
     def on_sigint(signum, frame):
         if job.cancel.requested:
@@ -150,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         job.cancel.watch_stdin()
     try:
         return run_command(args._module, args, job)
+    except KeyboardInterrupt:  # a Ctrl-C while the last message went out
+        return 130
     finally:
         close()
 
