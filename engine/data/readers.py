@@ -13,6 +13,7 @@ import codecs
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -83,12 +84,80 @@ def format_of(path: Path) -> str:
 # Encodings
 
 
+_UNPACK = "unpack it first and choose the dataset file inside"
+_EXPORT = "export the data as JSON Lines (.jsonl), CSV or text"
+_NOT_DATA = "choose the dataset file (.jsonl, .json, .csv or .txt) instead"
+
+
+def _zip_kind(head: bytes) -> str:
+    # The first member's name (local file header, offset 30) tells Office files from plain zips.
+    name = head[30:30 + int.from_bytes(head[26:28], "little")] if len(head) >= 30 else b""
+    if name.startswith((b"[Content_Types].xml", b"xl/", b"word/", b"ppt/", b"docProps/")):
+        return "an Office document (xlsx/docx, a ZIP archive inside)"
+    if name == b"mimetype" and b"opendocument" in head[30:200]:
+        return "an OpenDocument file (ods/odt, a ZIP archive inside)"
+    return "a ZIP archive"
+
+
+# (test on the first bytes, what the file is, hint). Checked before any text decoding: an
+# uncompressed (stored) zip holds its members' text verbatim, so it otherwise reads as text.
+_CONTAINERS: list[tuple[Callable[[bytes], bool], Callable[[bytes], str] | str, str]] = [
+    (lambda h: h.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")), _zip_kind,
+     _UNPACK + " (an Office file: save it as CSV)"),
+    (lambda h: h.startswith(b"\x1f\x8b"), "a gzip-compressed file",
+     "decompress it first (gunzip FILE) and choose the result"),
+    (lambda h: h[:3] == b"BZh" and h[3:4].isdigit() and h[4:10] in (b"1AY&SY", b"\x17rE8P\x90"),
+     "a bzip2-compressed file", "decompress it first (bunzip2 FILE) and choose the result"),
+    (lambda h: h.startswith(b"\xfd7zXZ\x00"), "an xz-compressed file",
+     "decompress it first (unxz FILE) and choose the result"),
+    (lambda h: h.startswith(b"\x28\xb5\x2f\xfd"), "a zstd-compressed file",
+     "decompress it first (unzstd FILE) and choose the result"),
+    (lambda h: h.startswith(b"7z\xbc\xaf\x27\x1c"), "a 7-Zip archive", _UNPACK),
+    (lambda h: h.startswith(b"Rar!\x1a\x07"), "a RAR archive", _UNPACK),
+    (lambda h: h[257:262] == b"ustar", "a tar archive", _UNPACK),
+    (lambda h: re.match(rb"%PDF-\d", h) is not None, "a PDF document",
+     "copy its text into a .txt file (a blank line between examples), or " + _EXPORT),
+    (lambda h: h.startswith(b"SQLite format 3\x00"), "an SQLite database",
+     "export the table as .jsonl or .csv (e.g. sqlite3 -csv -header DB 'select ...')"),
+    (lambda h: h.startswith(b"PAR1") and (b"\x00" in h or _looks_binary(h[4:])),
+     "a Parquet file", "export it as .jsonl (e.g. pandas.read_parquet(f).to_json(out, "
+                       "orient='records', lines=True))"),
+    (lambda h: h.startswith(b"ARROW1"), "an Arrow/Feather file", "export it as .jsonl"),
+    (lambda h: h.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"),
+     "an old Microsoft Office file (.xls/.doc)", "save it as CSV"),
+    (lambda h: len(h) >= 10 and h[8:10] in (b'{"', b"{}") and
+     int.from_bytes(h[:8], "little") < 1 << 30, "a safetensors file (model weights)", _NOT_DATA),
+    (lambda h: h.startswith(b"GGUF") and h[5:8] == b"\x00\x00\x00", "a GGUF file (model weights)",
+     _NOT_DATA),
+    (lambda h: h[:1] == b"\x80" and h[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"),
+     "a Python pickle", _NOT_DATA + "; a pickle is never opened (it can run code)"),
+    (lambda h: h.startswith(b"\x93NUMPY"), "a NumPy array file", _NOT_DATA),
+    (lambda h: h.startswith(b"\x89HDF\r\n\x1a\n"), "an HDF5 file", _EXPORT),
+    (lambda h: h.startswith(b"\x89PNG\r\n\x1a\n"), "a PNG image", _NOT_DATA),
+    (lambda h: h.startswith(b"\xff\xd8\xff"), "a JPEG image", _NOT_DATA),
+    (lambda h: h[:6] in (b"GIF87a", b"GIF89a"), "a GIF image", _NOT_DATA),
+    (lambda h: h.startswith(b"\x7fELF"), "a program (ELF executable)", _NOT_DATA),
+]
+
+
+def sniff_container(head: bytes, display: str) -> None:
+    """Raise when the first bytes are an archive, a compressed file or another binary format
+    (names what it is, with what to do)."""
+    for test, what, hint in _CONTAINERS:
+        if test(head):
+            kind = what(head) if callable(what) else what
+            raise TailorError(f"{display}: this is {kind}, not a text dataset", hint=hint)
+
+
 def sniff_encoding(head: bytes, display: str) -> tuple[str, int]:
-    """(codec, BOM length) from the first bytes; raises on UTF-32 and on binary data."""
+    """(codec, BOM length) from the first bytes; raises on archives and other binary formats,
+    on UTF-32 and on binary data."""
+    sniff_container(head, display)
     if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
         raise TailorError(f"{display}:1: UTF-32 text is not supported",
                           hint="save the file as UTF-8")
     if head.startswith(codecs.BOM_UTF8):
+        _no_nul_in_first_line(head[3:], display)
         return "utf-8", 3
     if head.startswith(codecs.BOM_UTF16_LE):
         return "utf-16-le", 2
@@ -103,7 +172,18 @@ def sniff_encoding(head: bytes, display: str) -> tuple[str, int]:
         raise TailorError(f"{display}:1: this is not a text file (binary data: control bytes "
                           "or invalid UTF-8 in the first bytes)",
                           hint="export the dataset as UTF-8 JSON Lines, JSON, CSV or text")
+    _no_nul_in_first_line(head, display)
     return "utf-8", 0
+
+
+def _no_nul_in_first_line(head: bytes, display: str) -> None:
+    # UTF-8 text never holds NUL bytes; one in a later line is that line's problem (reported
+    # per line), but one in the first line is a binary header of a format not listed above.
+    at = head.find(b"\x00", 0, (head.find(b"\n") + 1) or len(head))
+    if at >= 0:
+        raise TailorError(f"{display}:1: this is not a text file (a NUL byte at byte {at + 1}: "
+                          "binary data)",
+                          hint="export the dataset as UTF-8 JSON Lines, JSON, CSV or text")
 
 
 def _looks_binary(head: bytes) -> bool:
