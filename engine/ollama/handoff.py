@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..events import CancelToken, Log, Reporter, TailorError, null_reporter, stage_progress
+from ..export.gguf_check import check_gguf
 from .client import (QUANTIZABLE_FILE_TYPES, OllamaClient, OllamaError, OllamaNameTaken,
                      normalize_quant)
 from .modelfile import ModelfileSpec, write_modelfile_folder
@@ -143,6 +144,7 @@ def send_gguf(client: OllamaClient, gguf: Path | str, name: str, *,
     model = parse_model_name(name).full
     if not gguf.is_file():
         raise TailorError(f"{gguf} does not exist or is not a file")
+    check_gguf(gguf)  # a malformed file is refused before anything reads or uploads it
     tmpl, facts = derive_template(gguf, fallback_model_dir, report)
     if facts.get("general_type") == "adapter":
         raise TailorError(f"{gguf.name} is a LoRA adapter GGUF, not a model",
@@ -181,6 +183,7 @@ def send_adapter(client: OllamaClient, adapter_gguf: Path | str, name: str, base
     settings = settings or ModelSettings()
     model = parse_model_name(name).full
     base_name = parse_model_name(base).full
+    check_gguf(adapter_gguf)
     _, _, facts = read_gguf_chat_info(adapter_gguf)
     check_adapter_architecture(facts.get("architecture", ""))
     tmpl, _ = derive_template(None, fallback_model_dir, report)
@@ -255,6 +258,9 @@ def write_folder(out_dir: Path | str, name: str, *, gguf: Path | str | None = No
     side, F16/BF16/F32 files only) goes into the printed ``ollama create --quantize`` command."""
     settings = settings or ModelSettings()
     model = parse_model_name(name).full
+    for path in (gguf, adapter_gguf):
+        if path is not None and Path(path).is_file():
+            check_gguf(path)
     if adapter_gguf is not None:
         _, _, facts = read_gguf_chat_info(adapter_gguf)
         check_adapter_architecture(facts.get("architecture", ""))
