@@ -80,7 +80,10 @@ def fused_model(info, adapter_config: dict, base_dir: Path):
 
     from .models.load import load_model
 
+    from .models.safetensors_check import check_adapter_file
+
     model, _tokenizer, config = load_model(base_dir)
+    check_adapter_file(info.weights)  # a damaged adapter: its name, not MLX's RuntimeError
     with contextlib.redirect_stdout(sys.stderr):
         load_adapters(model, str(info.path))
     fused = [(n, m.fuse(dequantize=True)) for n, m in model.named_modules() if hasattr(m, "fuse")]

@@ -51,6 +51,9 @@ def generate_text(model_or_folder: str | None, adapter: str | None, prompt: str,
              if adapter else None)
     model, tokenizer, _ = load_model(folder, quant)
     if adapter_dir is not None:
+        from .models.safetensors_check import check_adapter_file
+
+        check_adapter_file(adapter_dir / "adapters.safetensors")  # named, not MLX's RuntimeError
         load_adapters(model, str(adapter_dir))
     model.eval()
     if raw or tokenizer.chat_template is None:

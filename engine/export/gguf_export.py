@@ -314,6 +314,9 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
     info = adapter_config = None
     if kind == "adapter":
         info, adapter_config, base_dir = resolve_adapter(src)
+        from ..models.safetensors_check import check_adapter_file
+
+        check_adapter_file(info.weights)  # a damaged adapter is named before any work
         model_dir = base_dir
         if adapter_only:
             check_lora_exportable(info, adapter_config)

@@ -2,8 +2,6 @@
 holds only the piece being converted, never the model (no mmap pages pile up in RSS either)."""
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,21 +66,19 @@ class TensorRef:
 def list_tensors(folder: Path) -> list[TensorRef]:
     """Every tensor of the model folder's *.safetensors files (headers only)."""
     from ..models.folder_files import model_files
+    from ..models.safetensors_check import check_weight_files
 
     files = model_files(folder)
     for s in files.skipped_matching("*.safetensors"):  # a weight file outside is not read
         raise TailorError(f"{Path(folder) / s.name} is not read: {s.reason}",
                           hint="copy the weight file itself into the model folder")
+    # Headers checked against the file size and each other (no overlaps), shards against the
+    # index: a damaged file is refused by name before a byte of it is converted.
+    headers = check_weight_files(files.glob("*.safetensors"),
+                                 files.glob("*.safetensors.index.json"))
     refs = []
-    for file in files.glob("*.safetensors"):
-        try:
-            with open(file, "rb") as f:
-                (n,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(n))
-        except (OSError, struct.error, ValueError) as e:
-            raise TailorError(f"{file} is not a readable safetensors file ({e})") from e
-        header.pop("__metadata__", None)
-        for name, h in header.items():
-            a, b = h["data_offsets"]
-            refs.append(TensorRef(name, file, h["dtype"], tuple(h["shape"]), 8 + n + a, b - a))
+    for file, header in headers.items():
+        for t in header.tensors.values():
+            refs.append(TensorRef(t.name, file, t.dtype, t.shape, header.data_start + t.begin,
+                                  t.end - t.begin))
     return refs

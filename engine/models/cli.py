@@ -10,6 +10,7 @@ from ..cli import add_action
 from ..events import Finished, TailorError
 from .folder_files import model_files, readable_view
 from .load import GGUF_ARCHITECTURES, read_config
+from .safetensors_check import check_model_weights
 from .resolve import resolve_model
 
 
@@ -31,6 +32,7 @@ def model_info(folder: Path) -> dict:
     cfg = read_config(folder)
     text = cfg.get("text_config", cfg)
     arch = cfg.get("model_type", "?")
+    check_model_weights(folder)  # MLX's loader turns a bad header into a raw RuntimeError
     try:
         with readable_view(folder) as view:  # mlx-lm reads generation_config.json by name
             model, _ = load_model(view, lazy=True, trust_remote_code=False)

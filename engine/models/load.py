@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..events import TailorError
 from .folder_files import model_files, readable_view
+from .safetensors_check import check_model_weights
 
 # Architectures whose fused model our GGUF exporter writes (see engine/export).
 GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text",
@@ -38,6 +39,7 @@ def load_model(folder: Path | str, quantize_bits: int | None = None, group_size:
     if quantize_bits not in (None, 0, 4, 8):
         raise TailorError(f"--quantize-base must be 4 or 8, not {quantize_bits}")
     check_model_folder(folder)
+    check_model_weights(folder)  # MLX's loader turns a bad header into a raw RuntimeError
     files = model_files(folder)
     # mlx-lm and transformers read files by name: they get a view without the skipped ones
     with readable_view(folder, files) as view:

@@ -82,8 +82,12 @@ def _prune(root: Path, keep: int) -> None:
 
 
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
+    from ..models.safetensors_check import check_adapter_file
+
     try:
         state = json.loads((path / STATE).read_text(encoding="utf-8"))
+        for name in ("adapters.safetensors", "optimizer.safetensors"):
+            check_adapter_file(path / name)  # overlapping tensors load silently otherwise
         weights = mx.load(str(path / "adapters.safetensors"))
         opt_flat = mx.load(str(path / "optimizer.safetensors"))
     except (OSError, ValueError, RuntimeError) as e:
