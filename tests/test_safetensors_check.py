@@ -185,3 +185,21 @@ def test_sharded_index_must_match_the_shards(tmp_path):
         index.write_text(json.dumps({"weight_map": weight_map}))
         with pytest.raises(TailorError, match=problem):
             check_weight_files([shard], [index])
+
+
+def test_a_checkpoint_with_overlapping_tensors_is_not_resumed_from(tmp_path):
+    import mlx.core as mx
+
+    from engine.train.checkpoint import STATE, load_checkpoint
+
+    step = tmp_path / "step-2"
+    step.mkdir()
+    (step / STATE).write_text("{}")
+    mx.save_safetensors(str(step / "optimizer.safetensors"), {"m": mx.zeros((2,))})
+    mx.save_safetensors(str(step / "adapters.safetensors"),
+                        {"a": mx.zeros((2, 2)), "b": mx.ones((2, 2))})
+    header, data = _split(step / "adapters.safetensors")
+    header["b"]["data_offsets"] = list(header["a"]["data_offsets"])
+    (step / "adapters.safetensors").write_bytes(_join(header, data))
+    with pytest.raises(TailorError, match="tensors 'a' .* and 'b' .* overlap"):
+        load_checkpoint(step)
