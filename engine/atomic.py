@@ -194,8 +194,9 @@ def atomic_path(target: Path | str, overwrite: bool = False,
 
 def write_text_atomic(target: Path | str, text: str, overwrite: bool = True) -> Path:
     target = Path(target)
-    with atomic_path(target, overwrite=overwrite) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    data = text.encode("utf-8")
+    with atomic_path(target, overwrite=overwrite, needed_bytes=len(data)) as tmp:
+        tmp.write_bytes(data)
     return target
 
 

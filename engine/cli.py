@@ -7,6 +7,7 @@ Exit status: 0 success, 1 a failure the user can act on, 2 usage, 130 cancelled.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
@@ -78,6 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _EventsFile:
+    """``--events FILE``: a write that fails (full disk...) is a WriteFailed naming the file;
+    after it the file is left alone, so the failure itself still reaches the terminal."""
+
+    def __init__(self, stream, path: str):
+        self.reporter = JsonLinesReporter(stream)
+        self.path = path
+        self.broken = False
+
+    def __call__(self, event) -> None:
+        if self.broken:
+            return
+        try:
+            self.reporter(event)
+        except OSError as e:
+            self.broken = True
+            raise (write_fault(e, self.path) or TailorError(
+                f"cannot write the events file {self.path}: {e}")) from e
+        except BaseException:
+            self.broken = True  # interrupted mid-line: the file's last line is partial
+            raise
+
+
 def make_job(name: str, events: str | None, quiet: bool) -> tuple[Job, Callable[[], None]]:
     reporters: list[Reporter] = []
     closers: list[Callable[[], None]] = []
@@ -86,14 +110,15 @@ def make_job(name: str, events: str | None, quiet: bool) -> tuple[Job, Callable[
     elif events:
         with translate_write_faults(events):
             f = open(events, "a", encoding="utf-8")
-        reporters.append(JsonLinesReporter(f))
+        reporters.append(_EventsFile(f, events))
         closers.append(f.close)
     reporters.append(TerminalReporter(sys.stderr, errors_only=quiet))
     job = Job(name=name, report=fan_out(*reporters))
 
     def close() -> None:
         for c in closers:
-            c()
+            with contextlib.suppress(OSError):  # each event was flushed when written
+                c()
 
     return job, close
 

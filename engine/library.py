@@ -142,10 +142,25 @@ def duplicate_adapter(old: str, new: str, library: Path | None = None) -> Adapte
     m = read_manifest(src.path)
     m["name"] = new
     m["duplicated_from"] = old
-    with atomic_path(dst) as tmp:  # a failed copy leaves nothing behind
-        shutil.copytree(src.path, tmp, ignore=shutil.ignore_patterns("checkpoints"))
+    size = sum(p.stat().st_size for p in src.path.rglob("*")
+               if p.is_file() and "checkpoints" not in p.relative_to(src.path).parts)
+    with atomic_path(dst, needed_bytes=size) as tmp:  # a failed copy leaves nothing behind
+        _copy_folder(src.path, tmp, skip={"checkpoints"})
         write_manifest(tmp, m)
     return AdapterInfo(new, dst, read_manifest(dst))
+
+
+def _copy_folder(src: Path, dst: Path, skip: set[str]) -> None:
+    """``shutil.copytree`` without the top-level ``skip`` names, raising the first OSError as
+    it is (copytree gathers them into a shutil.Error of strings, losing the errno)."""
+    dst.mkdir()
+    for entry in sorted(src.iterdir()):
+        if entry.name in skip:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            _copy_folder(entry, dst / entry.name, set())
+        else:
+            shutil.copy2(entry, dst / entry.name, follow_symlinks=False)
 
 
 def delete_adapter(name: str, library: Path | None = None) -> None:
