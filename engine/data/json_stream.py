@@ -22,11 +22,74 @@ MiB = 1 << 20
 TOO_LONG = object()  # stands for a value longer than the cap (skipped, not decoded)
 
 
+class BadValue:
+    """Stands for a value that decodes but cannot be used (an object with a duplicate key):
+    where (line, column, depth of the object in the value) and why."""
+
+    def __init__(self, line: int, column: int, depth: int, message: str):
+        self.line, self.column, self.depth, self.message = line, column, depth, message
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON (use null or a number)")
 
 
-DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice (``json`` would silently keep the last value)."""
+
+    def __init__(self, key: str):
+        super().__init__(f"duplicate key {key!r} in a JSON object (only the last value would "
+                         "be kept)")
+        self.key = key
+
+
+def _unique_keys(pairs: list) -> dict:
+    # dict() in C, then one length compare: the common case costs little over a plain decode.
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return d
+
+
+DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+# Only to see what a value with a duplicate key holds (whether it is a holder of examples).
+LAST_WINS_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[][{}:]')
+
+
+def find_duplicate_key(text: str, start: int = 0) -> tuple[int, str, int] | None:
+    """(position, key, depth) of the first key repeated in one object of the JSON value at
+    ``start`` of ``text`` (depth 1: the outermost object), or None. Only run once a decode
+    has found a duplicate (rare), to say where it is."""
+    stack: list[set | None] = []
+    pending: tuple[int, str] | None = None  # a string that may be a key (a ':' follows)
+    for m in _TOKEN.finditer(text, start):
+        tok = m.group()
+        if tok == ":":
+            if pending is not None and stack and stack[-1] is not None:
+                at, key = pending
+                if key in stack[-1]:
+                    return at, key, len(stack)
+                stack[-1].add(key)
+            pending = None
+            continue
+        pending = None
+        if tok[0] == '"':
+            try:
+                pending = (m.start(), json.loads(tok))
+            except ValueError:
+                pending = None
+        elif tok in "[{":
+            stack.append(set() if tok == "{" else None)
+        else:
+            stack.pop()
+            if not stack:
+                return None
+    return None
 _DECODERS = {"utf-8": codecs.utf_8_decode, "utf-16-le": codecs.utf_16_le_decode,
              "utf-16-be": codecs.utf_16_be_decode}
 _WS = re.compile(r"[ \t\n\r]*")
@@ -155,6 +218,8 @@ class JsonWindow:
         i = start - self.offset
         try:
             value, end = DECODER.raw_decode(self.buf, i)
+        except DuplicateKey as e:
+            return self._duplicate(i, e), end
         except json.JSONDecodeError as e:
             if cut_short:
                 raise self._bad_bytes from None
@@ -168,6 +233,12 @@ class JsonWindow:
                 raise self._bad_bytes
             end = i + cap + 1  # a number running on past the cap
         return self._fits(value, i, end, cap, container, line)
+
+    def _duplicate(self, i: int, e: DuplicateKey) -> BadValue:
+        found = find_duplicate_key(self.buf, i)
+        at, depth = (found[0], found[2]) if found else (i, 1)
+        pos = at + self.offset
+        return BadValue(self.line_at(pos), self.column_at(pos), depth, str(e))
 
     def _fits(self, value, i: int, end: int, cap: int, container: bool, line: int):
         if end - i <= cap:
@@ -231,9 +302,11 @@ class JsonWindow:
     # -- arrays and objects --------------------------------------------------------------------
 
     def items(self, start: int, cap: int, on_too_long: Callable[[int], None],
-              tick: Callable[[], None] | None = None) -> Iterator[tuple[int, Any]]:
+              tick: Callable[[], None] | None = None,
+              on_bad: Callable[[BadValue], None] | None = None) -> Iterator[tuple[int, Any]]:
         """(line, value) of each element of the array at ``start``; elements over ``cap`` go
-        to ``on_too_long(line)``. Returns (StopIteration.value) the position after ']'."""
+        to ``on_too_long(line)``, unusable ones (BadValue) to ``on_bad`` (or are yielded when
+        it is None). Returns (StopIteration.value) the position after ']'."""
         opened = self.line_at(start)
         pos = self.skip_ws(start + 1)
         if self.char(pos) == "]":
@@ -245,6 +318,8 @@ class JsonWindow:
             value, end = self.value(pos, cap, line)
             if value is TOO_LONG:
                 on_too_long(line)
+            elif on_bad is not None and isinstance(value, BadValue):
+                on_bad(value)
             else:
                 yield line, value
             if tick is not None:

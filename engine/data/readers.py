@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..events import TailorError
-from .json_stream import CHUNK_BYTES, DECODER, TOO_LONG, JsonWindow, size_text
+from .json_stream import (CHUNK_BYTES, DECODER, LAST_WINS_DECODER, TOO_LONG, BadValue,
+                          DuplicateKey, JsonWindow, find_duplicate_key, size_text)
 from .report import Problem
 
 MiB = 1 << 20
@@ -281,6 +282,11 @@ def parse_json_line(text: str) -> Any:
     """Parse one JSON value; raises ValueError with ``.colno`` set when known."""
     try:
         return DECODER.decode(text)
+    except DuplicateKey as e:
+        err = ValueError(str(e))
+        found = find_duplicate_key(text)
+        err.colno = found[0] + 1 if found else None  # type: ignore[attr-defined]
+        raise err from None
     except json.JSONDecodeError as e:
         err = ValueError(f"invalid JSON: {e.msg}")
         err.colno = e.colno  # type: ignore[attr-defined]
@@ -335,6 +341,9 @@ def read_json(path: Path, display: str, log: ProblemLog, max_bytes: int,
     def too_long(line: int) -> None:
         log.error(display, line, f"example longer than {size_text(max_bytes)}, skipped")
 
+    def bad(value: BadValue) -> None:
+        log.error(display, value.line, value.message, value.column)
+
     def ticker(f, share: float = 1.0, before: float = 0.0):
         if progress is None:
             return None
@@ -349,7 +358,7 @@ def read_json(path: Path, display: str, log: ProblemLog, max_bytes: int,
             if not c:
                 raise TailorError(f"{display}: the file is empty", hint="add examples to it")
             if c == "[":
-                end = yield from _records(win.items(pos, max_bytes, too_long, ticker(f)))
+                end = yield from _records(win.items(pos, max_bytes, too_long, ticker(f), bad))
                 _no_trailing_data(win, end)
                 return
             if c != "{":
@@ -363,7 +372,14 @@ def read_json(path: Path, display: str, log: ProblemLog, max_bytes: int,
                 if win.char(win.skip_ws(end)):
                     yield from _as_json_lines(path, display, log, max_bytes, progress, meta)
                     return
+                duplicate = value if isinstance(value, BadValue) else None
+                if duplicate is not None:  # decode it as before to see what it holds
+                    value = LAST_WINS_DECODER.raw_decode(win.buf, pos - win.offset)[0]
                 key = _examples_key(value)
+                if duplicate is not None and (key is None or duplicate.depth == 1):
+                    _holder_duplicate(display, duplicate, key)
+                    bad(duplicate)  # one example with a duplicate key
+                    return
                 if key is None:
                     yield Record(line, value)
                     return
@@ -371,7 +387,7 @@ def read_json(path: Path, display: str, log: ProblemLog, max_bytes: int,
                 win.hold_from = None
                 meta["note"] = f"examples read from the list under the key {key!r}"
                 yield from _records(_holder_items(win, pos, key, max_bytes, too_long,
-                                                  ticker(f)))
+                                                  ticker(f), bad))
                 return
         # Too long for one example: find the list of examples, then stream it.
         with open(path, "rb") as f:
@@ -391,7 +407,7 @@ def read_json(path: Path, display: str, log: ProblemLog, max_bytes: int,
         with open(path, "rb") as f:
             win = open_window(f)
             yield from _records(_holder_items(win, win.skip_ws(0), key, max_bytes, too_long,
-                                              ticker(f, 0.5, 0.5)))
+                                              ticker(f, 0.5, 0.5), bad))
     finally:
         meta["largest_buffer"] = max([w.largest for w in windows] or [0])
 
@@ -425,7 +441,16 @@ def _as_json_lines(path, display, log, max_bytes, progress, meta) -> Iterator[Re
     return read_jsonl(path, display, log, max_bytes, progress, meta)
 
 
-def _holder_items(win: JsonWindow, start: int, key: str, cap: int, too_long, tick):
+def _holder_duplicate(display: str, duplicate: BadValue, key: str | None) -> None:
+    """Raise when the object holding the list of examples names a key twice (which list or
+    setting was meant is unknown); a duplicate inside one example is that example's problem."""
+    if key is not None and duplicate.depth == 1:
+        where = f"{duplicate.line}:{duplicate.column}" if duplicate.column else duplicate.line
+        raise TailorError(f"{display}:{where}: {duplicate.message}",
+                          hint="the object that holds the examples must name each key once")
+
+
+def _holder_items(win: JsonWindow, start: int, key: str, cap: int, too_long, tick, bad=None):
     """Elements of the list under ``key`` in the (already validated) object at ``start``."""
     pos, first = start + 1, True
     while True:
@@ -435,7 +460,7 @@ def _holder_items(win: JsonWindow, start: int, key: str, cap: int, too_long, tic
             raise TailorError(f"{win.display}: key {key!r} not found")
         name, pos = member
         if name == key:
-            return (yield from win.items(pos, cap, too_long, tick))
+            return (yield from win.items(pos, cap, too_long, tick, bad))
         _, pos = win.value(pos, cap, win.line_at(pos))
 
 
@@ -443,6 +468,7 @@ def _list_keys(win: JsonWindow, start: int, cap: int, tick) -> tuple[dict[str, b
     """Walk (and validate) the object at ``start`` without holding it: {key: whether its value
     is a non-empty list whose first elements are objects} for each list member, and its end."""
     keys: dict[str, bool] = {}
+    names: set = set()
     pos, first = start + 1, True
     while True:
         member = win.next_member(pos, first, cap)
@@ -450,6 +476,10 @@ def _list_keys(win: JsonWindow, start: int, cap: int, tick) -> tuple[dict[str, b
         if isinstance(member, int):
             return keys, member
         name, pos = member
+        if name in names:
+            at = win.line_at(pos)
+            _holder_duplicate(win.display, BadValue(at, 0, 1, str(DuplicateKey(name))), name)
+        names.add(name)
         if win.char(pos) != "[":
             _, pos = win.value(pos, cap, win.line_at(pos))
             continue
@@ -462,7 +492,7 @@ def _list_keys(win: JsonWindow, start: int, cap: int, tick) -> tuple[dict[str, b
                 pos = stop.value
                 break
             if len(head) < 10:
-                head.append(value)
+                head.append({} if isinstance(value, BadValue) else value)
         if isinstance(name, str):
             keys[name] = bool(head) and all(isinstance(x, dict) for x in head)
 
