@@ -28,8 +28,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_dataclass_args(parser, DataConfig, skip={"preview_count"})
 
 
-def load_tokenizer(model: str, report=None, cancel=None, job: str = "data"):
-    """mlx-lm's tokenizer wrapper for a model folder (or a resolvable Hugging Face id)."""
+def load_tokenizer(model: str, report=None, cancel=None, job: str = "data",
+                   notes: list[str] | None = None):
+    """mlx-lm's tokenizer wrapper for a model folder (or a resolvable Hugging Face id); lines
+    the user should read about the model (custom code asked for, files not read) are appended
+    to ``notes``."""
     from mlx_lm.tokenizer_utils import load as load_mlx_tokenizer
 
     from ..models.folder_files import model_files, readable_view
@@ -45,12 +48,23 @@ def load_tokenizer(model: str, report=None, cancel=None, job: str = "data"):
     files = model_files(folder)  # a chat template or tokenizer file linked outside: not read
     if report is not None:
         files.report_skipped(report, job)
+    if notes is not None:
+        notes += [n for n in (_custom_code_note(folder), files.note()) if n]
     try:
         with readable_view(folder, files) as view:
             return load_mlx_tokenizer(view)
     except (OSError, ValueError) as e:
         raise TailorError(f"{folder}: cannot load the tokenizer ({e})",
                           hint="point --model at a Hugging Face model folder") from None
+
+
+def _custom_code_note(folder: Path) -> str:
+    from ..models.load import custom_code_note, read_config
+
+    try:
+        return custom_code_note(read_config(folder))
+    except TailorError:  # no readable config.json: a tokenizer-only folder
+        return ""
 
 
 def run(args: argparse.Namespace, job) -> int:
@@ -63,10 +77,12 @@ def run(args: argparse.Namespace, job) -> int:
         config.preview_count = max(0, args.preview)
     job.report(Started(job=job.name, config={"file": args.file, "model": args.model,
                                              **vars(config)}))
-    tokenizer = load_tokenizer(args.model, job.report, job.cancel)
+    model_notes: list[str] = []
+    tokenizer = load_tokenizer(args.model, job.report, job.cancel, notes=model_notes)
     prepared = prepare_dataset(args.file, tokenizer, config, report=job.report,
                                cancel=job.cancel, job=job.name)
     rep = prepared.report
+    rep.notes += model_notes
     rep.strict = strict
     result = rep.to_dict()
     job.report(Finished(job=job.name, result=result))

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..cli import add_action
 from ..events import Finished, TailorError
 from .folder_files import model_files, readable_view
-from .load import GGUF_ARCHITECTURES, read_config
+from .load import GGUF_ARCHITECTURES, custom_code_note, read_config
 from .safetensors_check import check_model_weights
 from .resolve import resolve_model
 
@@ -58,7 +58,8 @@ def model_info(folder: Path) -> dict:
             "chat_template": has_template,
             "gguf_export": arch in GGUF_ARCHITECTURES,
             "gguf_supported_architectures": [a for a in GGUF_ARCHITECTURES],
-            "skipped_files": [str(f) for f in files.skipped]}
+            "skipped_files": [str(f) for f in files.skipped],
+            "notes": [n for n in (custom_code_note(cfg),) if n]}
 
 
 def run(args: argparse.Namespace, job) -> int:
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace, job) -> int:
               f"  chat template {'yes' if info['chat_template'] else 'no'}\n"
               f"  GGUF export   {'supported' if info['gguf_export'] else 'not supported'} "
               f"(supported: {', '.join(info['gguf_supported_architectures'])})"
-              + "".join(f"\n  not read      {f}" for f in info["skipped_files"]), file=out)
+              + "".join(f"\n  not read      {f}" for f in info["skipped_files"])
+              + "".join(f"\n  note          {n}" for n in info["notes"]), file=out)
     job.report(Finished(job=job.name, result=info))
     return 0

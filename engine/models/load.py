@@ -25,6 +25,36 @@ def read_config(folder: Path) -> dict:
         raise TailorError(f"{folder}/config.json is unreadable: {e}") from e
 
 
+def mlx_implementation(config: dict) -> str | None:
+    """The name of mlx-lm's module for this config (e.g. "llama" for a Mistral), else None."""
+    try:
+        from mlx_lm.utils import _get_classes
+
+        model_class, _ = _get_classes(config=config)
+    except Exception:  # noqa: BLE001 - an unknown or broken model type: no implementation
+        return None
+    return model_class.__module__.rsplit(".", 1)[-1]
+
+
+def custom_code_note(config: dict) -> str:
+    """A line for the user when config.json asks for the model's own Python code (``auto_map``,
+    transformers' trust_remote_code path), which Tailor never runs; "" otherwise."""
+    auto_map = config.get("auto_map")
+    if not auto_map:
+        return ""
+    if isinstance(auto_map, dict):
+        entries = ", ".join(f"{k}: {v}" for k, v in auto_map.items())
+    else:
+        entries = str(auto_map)
+    if len(entries) > 200:
+        entries = entries[:197] + "..."
+    impl = mlx_implementation(config)
+    uses = (f"uses mlx-lm's own {impl} implementation" if impl else
+            f"mlx-lm has no implementation of model type {config.get('model_type')!r}")
+    return (f"config.json asks for custom code (auto_map: {entries}); Tailor never runs code "
+            f"from a model folder and {uses}")
+
+
 def load_model(folder: Path | str, quantize_bits: int | None = None, group_size: int = 64):
     """(model, tokenizer, config) for a model folder; ``quantize_bits`` 4 or 8 quantizes on load.
 
@@ -39,6 +69,11 @@ def load_model(folder: Path | str, quantize_bits: int | None = None, group_size:
     if quantize_bits not in (None, 0, 4, 8):
         raise TailorError(f"--quantize-base must be 4 or 8, not {quantize_bits}")
     check_model_folder(folder)
+    model_file = read_config(folder).get("model_file")
+    if model_file:  # mlx-lm's own custom-module key (it refuses it without trust_remote_code)
+        raise TailorError(f"{folder}/config.json names a custom model module ({model_file!r}) "
+                          "to build the architecture; Tailor never runs code from a model folder",
+                          hint="use a model whose architecture mlx-lm implements")
     check_model_weights(folder)  # MLX's loader turns a bad header into a raw RuntimeError
     files = model_files(folder)
     # mlx-lm and transformers read files by name: they get a view without the skipped ones

@@ -123,8 +123,14 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
     report(Progress(job=job, stage="load", done=0, total=3, message="resolving the model"))
     model_dir = resolve_model(str(model), report=report, cancel=cancel, job=job)
     from ..models.folder_files import model_files
+    from ..models.load import custom_code_note, read_config
 
-    model_files(model_dir).report_skipped(report, job)  # linked out of the folder: not read
+    base_files = model_files(model_dir)
+    base_files.report_skipped(report, job)  # linked out of the folder: not read
+    code_note = custom_code_note(read_config(model_dir))  # auto_map: never run, say so
+    if code_note:
+        report(Log(job=job, message=code_note))
+    model_notes = [n for n in (code_note, base_files.note()) if n]  # also in the Started info
     data_path = Path(data).expanduser()
     if not data_path.exists():
         raise TailorError(f"dataset not found: {data_path}")
@@ -167,6 +173,7 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
     n_total = count(net.parameters())
     info_block = {"parameters": {"total": int(n_total), "trainable": count(trainable_weights(net))}, "memory": mem, "dataset": dataset, "base_model": base,
         "resumed_from": str(loaded.path) if loaded else None}
+    info_block["model_notes"] = model_notes
     report(Started(job=job, config=cfg.to_dict(), info=info_block))
     if not mem["fits"]:
         report(Log(job=job, level="warning",
