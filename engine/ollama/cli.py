@@ -56,7 +56,9 @@ class OllamaConfig:
     adapter_only: bool = opt(False, "with --adapter: send only the LoRA adapter, on top of --base "
                                     "already in Ollama (llama, qwen2, gemma, gemma2, phi3)")
     base: Optional[str] = opt(None, "with --adapter-only: the Ollama name of the base model")
-    timeout: float = opt(30.0, "seconds to wait for an answer from Ollama", minimum=0.1)
+    timeout: float = opt(30.0, "seconds Ollama may stay silent (connecting, answering, during "
+                               "an upload or between progress lines) before Tailor gives up",
+                         minimum=0.1)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -7,6 +7,8 @@ server that hangs, 4xx/5xx, a digest mismatch, a stream cut short).
 
 Every request runs in a helper thread while the calling thread waits on it in short slices, so
 a ``CancelToken`` stops a hung request at once and our own deadline catches a silent server.
+One ``timeout`` (the user's ``--timeout``) bounds the connect and every silence: an ordinary
+answer, a stalled upload, and the gap between two lines of a create stream.
 """
 from __future__ import annotations
 
@@ -126,22 +128,25 @@ class CreateResult:
 class OllamaClient:
     """``OllamaClient(host=None, allow_remote=False)``; see the module docstring.
 
-    ``timeout`` bounds one ordinary request; ``stream_timeout`` the silence allowed between two
-    lines of a create stream (Ollama sends progress lines while it works); ``transport`` is an
-    httpx transport for tests.
+    ``timeout`` is the silence allowed anywhere: waiting for an answer, between the bytes of an
+    upload, between two lines of a create stream (Ollama sends progress lines while it works);
+    ``stream_timeout`` overrides it for the create stream only; ``connect_timeout`` caps the
+    connect (never above ``timeout``); ``transport`` is an httpx transport for tests.
     """
 
     def __init__(self, host: str | None = None, *, allow_remote: bool = False,
                  timeout: float = 30.0, connect_timeout: float = 5.0,
-                 stream_timeout: float = 600.0, transport: httpx.BaseTransport | None = None):
+                 stream_timeout: float | None = None,
+                 transport: httpx.BaseTransport | None = None):
         self.base_url = resolve_host(host, allow_remote)
         self.timeout = timeout
-        self.stream_timeout = stream_timeout
+        self.stream_timeout = timeout if stream_timeout is None else stream_timeout
+        self.connect_timeout = min(connect_timeout, timeout)
         # Proxies from the environment apply to a remote server, never to this machine.
         local = is_loopback(urlsplit(self.base_url).hostname or "")
         self._http = httpx.Client(
             base_url=self.base_url, transport=transport, trust_env=not local,
-            timeout=httpx.Timeout(max(timeout, stream_timeout), connect=connect_timeout))
+            timeout=self._timeouts(timeout))
 
     def close(self) -> None:
         self._http.close()
@@ -153,6 +158,10 @@ class OllamaClient:
         self.close()
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    def _timeouts(self, idle: float) -> httpx.Timeout:
+        """httpx's read/write/pool limits are per operation, so ``idle`` bounds each silence."""
+        return httpx.Timeout(idle, connect=self.connect_timeout)
 
     def _in_thread(self, fn: Callable[[], Any], *, what: str, timeout: float,
                    cancel: CancelToken | None, on_cancel: Callable[[], None] | None = None,
@@ -225,7 +234,7 @@ class OllamaClient:
     def _request(self, method: str, path: str, *, what: str, cancel: CancelToken | None = None,
                  ok: tuple[int, ...] = (200,), **kw) -> httpx.Response:
         def call() -> httpx.Response:
-            resp = self._http.request(method, path, timeout=self.timeout, **kw)
+            resp = self._http.request(method, path, timeout=self._timeouts(self.timeout), **kw)
             if resp.status_code not in ok:
                 raise self._status_error(resp, what)
             return resp
@@ -301,7 +310,7 @@ class OllamaClient:
         def call() -> None:
             resp = self._http.post(f"/api/blobs/{digest}", content=body(),
                                    headers={"Content-Length": str(total)},
-                                   timeout=httpx.Timeout(self.timeout, connect=5.0))
+                                   timeout=self._timeouts(self.timeout))
             if resp.status_code == 400:
                 detail = _error_text(resp)
                 raise OllamaError(
@@ -375,8 +384,7 @@ class OllamaClient:
         def reader() -> None:
             try:
                 with self._http.stream("POST", "/api/create", json=payload,
-                                       timeout=httpx.Timeout(self.stream_timeout, connect=5.0)
-                                       ) as resp:
+                                       timeout=self._timeouts(self.stream_timeout)) as resp:
                     holder["resp"] = resp
                     if resp.status_code != 200:
                         raise self._status_error(resp, what)

@@ -18,7 +18,9 @@ ends), ``hang_mid_stream``, ``status:400|404|500``, ``digest_mismatch`` (a byte 
 arrival, so the re-hash fails), ``cut_short`` (the chunked stream stops without its final
 chunk), ``no_success`` (the stream ends cleanly without success), ``error_mid_stream`` (an
 ``{"error": ...}`` line inside a 200 stream), ``stale`` (show answers with another template
-and no stops), ``slow`` (uploads are read at about 5 MB/s).
+and no stops), ``slow`` (uploads are read at about 5 MB/s), ``stall_after_first_line`` (a 200
+and the first line of the answer, then silence until the test ends; for a blob upload, after the
+body was read).
 """
 from __future__ import annotations
 
@@ -217,6 +219,18 @@ class FakeOllama:
                     code = int(kind.split(":")[1])
                     self.send_json(code, {"error": f"injected {code} for {endpoint}"})
                     return True
+                if kind == "stall_after_first_line" and endpoint != "create":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        line = b'{"status": "working"\n'  # the answer's first line, unfinished
+                        self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                        self.wfile.flush()
+                    server.release.wait(60)
+                    self.close_connection = True
+                    return True
                 return False
 
             def chunk(self, obj) -> None:
@@ -353,7 +367,7 @@ class FakeOllama:
                 self.end_headers()
                 fault = server.faults.get("create", "")
                 self.chunk({"status": "parsing GGUF"})
-                if fault == "hang_mid_stream":
+                if fault in ("hang_mid_stream", "stall_after_first_line"):
                     server.release.wait(60)
                     self.close_connection = True
                     return
