@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import shlex
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -123,12 +124,33 @@ def make_job(name: str, events: str | None, quiet: bool) -> tuple[Job, Callable[
     return job, close
 
 
+def job_locks(args: argparse.Namespace, job_name: str):
+    """The locks a fuse, export or Ollama hand-off holds for its whole run (engine/locks.py):
+    its adapter (exclusive: training replaces the weights it reads) and its output path.
+    Training and library changes lock inside engine/train/run.py and engine/library.py."""
+    from . import locks
+
+    command = getattr(args, "command", None)
+    wanted: list = []
+    if command in ("fuse", "export", "ollama") and getattr(args, "adapter", None):
+        from .library import validate_name
+
+        with contextlib.suppress(TailorError):  # a bad name: the command itself says why
+            wanted.append(locks.adapter_lock(validate_name(args.adapter), job_name))
+    out = getattr(args, "out", None) if command in ("fuse", "export") else \
+        getattr(args, "modelfile_dir", None) if command == "ollama" else None
+    if out:
+        wanted.append(locks.output_lock(out, job_name))
+    return locks.holding(*wanted)
+
+
 def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
     """Run one command; every way it can end becomes an exit status and one event, never a
     traceback on the terminal (an unexpected exception's traceback goes to a log file)."""
     try:
         module = importlib.import_module(module_name)
-        result = module.run(args, job)
+        with job_locks(args, job.name):
+            result = module.run(args, job)
         return int(result or 0)
     except Cancelled as e:
         job.report(CancelledEvent(job=job.name, message=str(e) or "stopped",
@@ -214,6 +236,9 @@ def _main(argv: list[str] | None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from . import locks
+
+    locks.CURRENT_COMMAND = shlex.join(["tailor", *argv])  # named by a refused second job
     try:
         job, close = make_job(args.command, args.events, args.quiet)
     except TailorError as e:

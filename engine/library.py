@@ -117,7 +117,24 @@ def get_adapter(name: str, library: Path | None = None) -> AdapterInfo:
     return AdapterInfo(name, p, read_manifest(p))
 
 
+def _locked(*names: str, library: Path | None, job: str):
+    """Exclusive locks on the adapters ``names`` (engine/locks.py): refused with a message
+    naming the running job while one trains, resumes, or is fused or exported."""
+    from . import locks
+
+    for n in names:
+        validate_name(n)
+    return locks.holding(*(locks.adapter_lock(n, job, library) for n in names))
+
+
 def rename_adapter(old: str, new: str, library: Path | None = None) -> AdapterInfo:
+    get_adapter(old, library)
+    adapter_path(new, library)
+    with _locked(old, new, library=library, job="library rename"):
+        return _rename(old, new, library)
+
+
+def _rename(old: str, new: str, library: Path | None) -> AdapterInfo:
     src = get_adapter(old, library)
     dst = adapter_path(new, library)
     if dst.exists():
@@ -135,6 +152,13 @@ def rename_adapter(old: str, new: str, library: Path | None = None) -> AdapterIn
 
 
 def duplicate_adapter(old: str, new: str, library: Path | None = None) -> AdapterInfo:
+    get_adapter(old, library)
+    adapter_path(new, library)
+    with _locked(old, new, library=library, job="library duplicate"):
+        return _duplicate(old, new, library)
+
+
+def _duplicate(old: str, new: str, library: Path | None) -> AdapterInfo:
     src = get_adapter(old, library)
     dst = adapter_path(new, library)
     if dst.exists():
@@ -164,6 +188,12 @@ def _copy_folder(src: Path, dst: Path, skip: set[str]) -> None:
 
 
 def delete_adapter(name: str, library: Path | None = None) -> None:
+    get_adapter(name, library)
+    with _locked(name, library=library, job="library delete"):
+        _delete(name, library)
+
+
+def _delete(name: str, library: Path | None) -> None:
     info = get_adapter(name, library)
     # Move aside first so a half-deleted folder never looks like a valid adapter.
     trash = info.path.parent / f".{name}.deleting"

@@ -13,7 +13,7 @@ from typing import Callable
 
 import mlx.core as mx
 
-from .. import __version__, library
+from .. import __version__, library, locks
 from ..events import (Cancelled, CancelToken, Log, Progress, Reporter, Started, TailorError,
                       Finished, null_reporter)
 from ..sizes import format_bytes
@@ -69,11 +69,22 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
                   machine_memory: Callable[[], int] | None = None) -> library.AdapterInfo:
     """Train (or with ``resume``, continue) the adapter ``name``; return its library entry.
 
-    Raises TailorError (bad input, refused resume, non-finite loss) and Cancelled (after
-    saving a resumable checkpoint). Nothing already in the library is overwritten.
-    ``batch_hook(micro, batch) -> batch`` and ``machine_memory() -> bytes`` are injection
-    points for tests (faults, a small machine).
+    Raises TailorError (bad input, refused resume, non-finite loss, the adapter locked by
+    another job: locks.Busy) and Cancelled (after saving a resumable checkpoint). Nothing
+    already in the library is overwritten. ``batch_hook(micro, batch) -> batch`` and
+    ``machine_memory() -> bytes`` are injection points for tests (faults, a small machine).
     """
+    library.adapter_path(name, library_dir)  # a bad name is refused before any lock file
+    # The adapter is this job's until it ends (SIGKILL included): a second train/resume or a
+    # rename/delete meanwhile is refused, naming this job.
+    with locks.adapter_lock(name, job, library_dir):
+        return _train_locked(model, data, name, cfg, data_config=data_config, resume=resume,
+                             report=report, cancel=cancel, job=job, library_dir=library_dir,
+                             batch_hook=batch_hook, machine_memory=machine_memory)
+
+
+def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel, job,
+                  library_dir, batch_hook, machine_memory) -> library.AdapterInfo:
     cancel = cancel or CancelToken()
     folder = library.adapter_path(name, library_dir)
     explicit_cfg = cfg

@@ -1,0 +1,166 @@
+"""One job at a time per adapter and per output path: an exclusive OS file lock held for the
+life of the job.
+
+``fcntl.flock`` on ``<TAILOR_HOME>/locks/<key>.lock`` (macOS and Linux): the kernel drops the
+lock when the holder exits in any way, SIGKILL included, so a killed job never leaves a stale
+lock (a PID file would). The holder writes its command line and start time into the file, so a
+refused job can say which job is running. Lock files are never deleted: unlinking a lock file
+while another process waits on it would let two processes hold "the" lock at once.
+
+Readers (fuse, export, an Ollama hand-off of an adapter) take the same exclusive lock as
+writers (train, resume, rename, delete, duplicate): a reader spends minutes on the adapter's
+weights and manifest while a training run replaces them at every checkpoint, and a rename or
+delete would pull the folder away mid-read. Two exports of one adapter at once are refused too,
+which costs little and keeps one rule and one message.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+from .events import TailorError
+
+# Set by engine/cli.py to the command line being run ("tailor train --resume x"), so the
+# holder's description names what the user typed; in-process callers give a job name instead.
+CURRENT_COMMAND: str | None = None
+
+
+class Busy(TailorError):
+    """The adapter or output is locked by another running job."""
+
+
+def locks_dir(library_dir: Path | None = None) -> Path:
+    """``<TAILOR_HOME>/locks`` (next to the library's ``adapters`` folder)."""
+    from . import paths
+
+    root = Path(library_dir).parent if library_dir is not None else paths.tailor_home()
+    return root / "locks"
+
+
+def adapter_lock_path(name: str, library_dir: Path | None = None) -> Path:
+    return locks_dir(library_dir) / f"adapter-{name}.lock"
+
+
+def output_lock_path(target: Path | str, library_dir: Path | None = None) -> Path:
+    resolved = str(Path(target).expanduser().resolve())
+    digest = hashlib.sha256(resolved.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    return locks_dir(library_dir) / f"output-{digest}.lock"
+
+
+def describe_holder(text: str) -> str:
+    try:
+        h = json.loads(text)
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(h["started"])))
+        return f"{h['command']} (pid {h['pid']} on {h['host']}, started {started})"
+    except (ValueError, KeyError, TypeError):
+        return "another Tailor job (it is starting up)"
+
+
+class JobLock:
+    """An exclusive, non-blocking lock on one key; use as a context manager."""
+
+    def __init__(self, path: Path, what: str, job: str = ""):
+        self.path = Path(path)
+        self.what = what  # "the adapter 'x'", "the output /a/b.gguf"
+        self.job = job
+        self.fd: int | None = None
+        self.started = 0.0
+
+    def acquire(self) -> "JobLock":
+        """Take the lock or raise Busy naming the running job (TailorError if the lock file
+        cannot be made, e.g. a read-only library)."""
+        from .atomic import translate_write_faults
+
+        with translate_write_faults(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = describe_holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+            os.close(fd)
+            raise Busy(f"{self.what} is in use by another job: {holder}; nothing was changed",
+                       hint="wait for that job to finish, or stop it (in the app, or with "
+                            "Ctrl-C in its terminal), then try again") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.started = time.time()
+        command = CURRENT_COMMAND or f"{self.job or 'a job'} in {os.path.basename(sys.argv[0])}"
+        info = json.dumps({"command": command, "job": self.job, "pid": os.getpid(),
+                           "host": socket.gethostname(), "started": self.started,
+                           "what": self.what})
+        with contextlib.suppress(OSError):  # the lock holds even if the note cannot be written
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info.encode("utf-8"), 0)
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # closing the descriptor drops the flock
+
+    def __enter__(self) -> "JobLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def adapter_lock(name: str, job: str = "", library_dir: Path | None = None) -> JobLock:
+    return JobLock(adapter_lock_path(name, library_dir), f"the adapter {name!r}", job)
+
+
+def output_lock(target: Path | str, job: str = "", library_dir: Path | None = None) -> JobLock:
+    return JobLock(output_lock_path(target, library_dir), f"the output {target}", job)
+
+
+@contextlib.contextmanager
+def holding(*locks: JobLock) -> Iterator[tuple[JobLock, ...]]:
+    """Acquire every lock (all or none), release them all when the block ends."""
+    with contextlib.ExitStack() as stack:
+        taken: list[JobLock] = []
+        for lock in locks:
+            # "A" and "a" are one file on a case-insensitive disk (macOS): lock it once
+            if any(_same_file(lock.path, t.path) for t in taken):
+                continue
+            stack.enter_context(lock)
+            taken.append(lock)
+        yield locks
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def is_held(lock_path: Path) -> bool:
+    """Whether a live process holds the lock at ``lock_path`` (this one included, through
+    another descriptor). A missing lock file is not held."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also drops the probe's own lock
+    return False
