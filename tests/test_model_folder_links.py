@@ -206,3 +206,14 @@ def test_ollama_fallback_template_is_not_read_through_a_link(linked_model):
     template, _facts = derive_template(None, linked_model, report=events.append)
     assert SECRET not in json.dumps(template.__dict__, default=str)
     assert "chat_template.jinja (a link to" in _logs(events)
+
+
+def test_model_info_lists_the_files_it_did_not_read(linked_model, private, capsys):
+    assert main(["model", "info", str(linked_model)]) == 0
+    out = capsys.readouterr().out
+    for name in LINKED:
+        assert f"  not read      {name} (a link to {private / name}, outside the model folder)" \
+            in out
+    assert main(["model", "info", str(linked_model), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert sorted(s.split(" ")[0] for s in info["skipped_files"]) == sorted(LINKED)
