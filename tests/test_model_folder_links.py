@@ -217,3 +217,19 @@ def test_model_info_lists_the_files_it_did_not_read(linked_model, private, capsy
     assert main(["model", "info", str(linked_model), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert sorted(s.split(" ")[0] for s in info["skipped_files"]) == sorted(LINKED)
+
+
+def test_training_start_records_the_files_not_read(linked_model, private, tmp_path, capsys):
+    from tests.train.conftest import write_toy_chat
+
+    before, before_private = _tree(linked_model), _tree(private)
+    data = write_toy_chat(tmp_path / "toy.jsonl", n=8)
+    events = tmp_path / "events.jsonl"
+    assert main(["train", "--model", str(linked_model), "--data", str(data), "--name", "l",
+                 "--iters", "1", "--batch-size", "1", "--events", str(events)]) == 0
+    assert "chat_template.jinja (a link to" in capsys.readouterr().err
+    started = next(e for e in map(json.loads, events.read_text().splitlines())
+                   if e["event"] == "started")
+    (note,) = started["info"]["model_notes"]
+    assert note.startswith(f"not read from {linked_model}: ") and "merges.txt (a link" in note
+    assert _tree(linked_model) == before and _tree(private) == before_private
