@@ -65,7 +65,22 @@ def main(argv: list[str] | None = None) -> int:
 
     window = MainWindow(settings)
     window.show()
+    sweep_at_start(window)
     return app.exec()
+
+
+def sweep_at_start(window) -> str:
+    """Remove what killed jobs left in the library (engine/sweep.py); say so in the status
+    bar. Returns the message ("" when nothing was removed)."""
+    from engine import sweep
+
+    try:
+        message = sweep.summary(sweep.sweep_library())
+    except Exception:  # noqa: BLE001 - tidying up must never stop the app from starting
+        return ""
+    if message:
+        window.statusBar().showMessage(message[0].upper() + message[1:], 30_000)
+    return message
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .atomic import translate_write_faults, write_fault
-from .events import (CancelToken, Cancelled, CancelledEvent, Failed, JsonLinesReporter,
+from .events import (CancelToken, Cancelled, CancelledEvent, Failed, JsonLinesReporter, Log,
                      Reporter, TailorError, TerminalReporter, fan_out)
 
 # command name -> (module, one-line help)
@@ -137,11 +137,44 @@ def job_locks(args: argparse.Namespace, job_name: str):
 
         with contextlib.suppress(TailorError):  # a bad name: the command itself says why
             wanted.append(locks.adapter_lock(validate_name(args.adapter), job_name))
-    out = getattr(args, "out", None) if command in ("fuse", "export") else \
-        getattr(args, "modelfile_dir", None) if command == "ollama" else None
+    out = job_output(args)
     if out:
         wanted.append(locks.output_lock(out, job_name))
     return locks.holding(*wanted)
+
+
+def job_output(args: argparse.Namespace) -> str | None:
+    """The file or folder a fuse, export or Ollama hand-off writes (None for the others)."""
+    command = getattr(args, "command", None)
+    if command in ("fuse", "export"):
+        return getattr(args, "out", None)
+    if command == "ollama":
+        return getattr(args, "modelfile_dir", None)
+    return None
+
+
+# commands that write: their start sweeps what killed jobs left (engine/sweep.py)
+SWEEPING = {"train", "fuse", "export", "ollama", "demo", "library rename", "library delete",
+            "library duplicate"}
+
+
+def sweep_leftovers(args: argparse.Namespace, job: Job) -> None:
+    """Remove stale temporaries of killed jobs in the library and next to this job's output,
+    and say so; never fails the job."""
+    from . import sweep
+
+    command = getattr(args, "command", None)
+    if command not in SWEEPING and f"{command} {getattr(args, 'action', '')}" not in SWEEPING:
+        return
+    try:
+        removed = sweep.sweep_library()
+        out = job_output(args)
+        if out:
+            removed += sweep.sweep_output_folder(out, held=True)
+    except Exception as e:  # noqa: BLE001 - tidying up must not stop the job
+        job.report(Log(job=job.name, level="debug", message=f"sweep skipped: {e}"))
+        return
+    sweep.report_removed(removed, job.report, job.name)
 
 
 def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
@@ -150,6 +183,7 @@ def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
     try:
         module = importlib.import_module(module_name)
         with job_locks(args, job.name):
+            sweep_leftovers(args, job)
             result = module.run(args, job)
         return int(result or 0)
     except Cancelled as e:

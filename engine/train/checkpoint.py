@@ -77,8 +77,7 @@ def _prune(root: Path, keep: int) -> None:
     steps = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
     for old in steps[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".*.tmp-*"):  # left by a killed process
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+    # (what a killed process left is swept when the next run takes the lock: engine/sweep.py)
 
 
 def load_checkpoint(path: Path) -> LoadedCheckpoint:

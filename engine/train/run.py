@@ -13,7 +13,7 @@ from typing import Callable
 
 import mlx.core as mx
 
-from .. import __version__, library, locks
+from .. import __version__, library, locks, sweep
 from ..events import (Cancelled, CancelToken, Log, Progress, Reporter, Started, TailorError,
                       Finished, null_reporter)
 from ..sizes import format_bytes
@@ -78,6 +78,9 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
     # The adapter is this job's until it ends (SIGKILL included): a second train/resume or a
     # rename/delete meanwhile is refused, naming this job.
     with locks.adapter_lock(name, job, library_dir):
+        # what a killed run of this adapter left (none of it is live: we hold the lock)
+        sweep.report_removed(sweep.sweep_adapter_folder(
+            library.adapter_path(name, library_dir)), report, job)
         return _train_locked(model, data, name, cfg, data_config=data_config, resume=resume,
                              report=report, cancel=cancel, job=job, library_dir=library_dir,
                              batch_hook=batch_hook, machine_memory=machine_memory)
