@@ -3,9 +3,11 @@
 1. Structure: the file is re-read with gguf-py's reader; tensor names, shapes and types must be
    the planned ones, the required metadata keys present, the token list as long as the
    embedding, the chat template and EOS the training ones.
-2. When `llama_cpp` is importable: llama.cpp loads the file (with an F32 KV cache, so the
-   check measures the file, not the runtime's cache precision), tokenizes a fixed set of
-   strings exactly as the training tokenizer does, and its next-token choice on every position
+2. When `llama_cpp` is importable: llama.cpp, loading the vocabulary alone, tokenizes the
+   built-in corpus (tokenizer_corpus.py: a few hundred strings that exercise digit grouping,
+   scripts, emoji, code, whitespace and the model's special tokens) exactly as the training
+   tokenizer does; then it loads the file (with an F32 KV cache, so the check measures the
+   file, not the runtime's cache precision), and its next-token choice on every position
    of a few prompts follows MLX's within the export type's `TOLERANCES`: near-ties that the
    type's rounding may flip count as agreeing, clear winners must match; at F32 the logits
    must also be within 1e-3 relative.
@@ -20,17 +22,9 @@ import numpy as np
 
 from ..events import Log, Reporter, null_reporter
 
-TOKENIZE_STRINGS = [
-    "Hello, world!",
-    "two  spaces,\tand a tab\n\nnew lines\r\n end   ",
-    "Numbers 7 42 123 4567 3.14159 1,000,000",
-    "Ünïcödé: café, naïve, Straße, 東京, Привет, مرحبا",
-    "Emoji 🚀🦙😁 and 👩‍👩‍👧 family",
-    "code:\n    indented\n\tdef f(x):\n\t\treturn x * 2",
-]
-# HF tokenizers' Metaspace (prepend_scheme "first") adds no "▁" before a leading space, while
-# SentencePiece itself and llama.cpp do: recorded, not failed (chat prompts start with a marker).
-LEADING_SPACE = "  leading spaces"
+# Shown per differing string in the check's detail (the record keeps a few more).
+SHOW_DIFFERENCES = 3
+KEEP_DIFFERENCES = 10
 PROMPTS = ["The quick brown fox jumps over the lazy dog.",
            "def add(a, b):\n    return a + b",
            "Tailor trains adapters; 12 apples and 3 pears."]
@@ -62,15 +56,113 @@ def _check(checks: list, name: str, passed: bool | None, detail: str, **data) ->
     checks.append({"name": name, "passed": passed, "detail": detail, **data})
 
 
-def special_strings(vocab) -> list[str]:
-    """Strings with the model's own special tokens (BOS/EOS/turn markers)."""
-    out = []
-    if vocab is not None:
-        specials = [t for t, ty in zip(vocab.tokens, vocab.types) if ty in (3, 4) and
-                    not t.startswith("[PAD") and t != "<unk>"][:8]
-        if specials:
-            out.append("x " + " y ".join(specials) + " z")
-    return out
+def special_tokens_of(vocab) -> list[str]:
+    """The model's own special tokens (BOS/EOS/turn markers, added tokens), at most 12."""
+    if vocab is None:
+        return []
+    return [t for t, ty in zip(vocab.tokens, vocab.types) if ty in (3, 4) and
+            not t.startswith("[PAD") and t != "<unk>"][:12]
+
+
+def _pieces_text(pieces: list[str], specials: set[str]) -> str:
+    """SentencePiece pieces joined, with the whitespace llama.cpp handles its own way around
+    special tokens taken out: the "▁" prefix it adds at the start and after every special
+    token, and (for models named phi3) the whitespace it strips after special tokens."""
+    import re
+
+    text = "".join(re.sub(r"^<0x([0-9A-Fa-f]{2})>$", lambda m: chr(int(m.group(1), 16)), p)
+                   if p not in specials else "\x00" + p + "\x00" for p in pieces)
+    text = re.sub("\x00[▁\\s]+", "\x00", text)
+    return re.sub("^[▁\\s]+", "", text).replace("\x00", "")
+
+
+def compare_tokenization(tok, llm, vocab, strings: list[str]) -> dict[str, Any]:
+    """Every string tokenized by the training tokenizer ``tok`` and by llama.cpp ``llm``.
+
+    Returns ``total``, ``differing`` (strings whose ids differ, each with both id lists) and,
+    for SentencePiece vocabularies, ``space_prefix``: the differing strings whose only
+    difference is the whitespace around special tokens and at the start (llama.cpp's space
+    prefix, see ``_pieces_text``), which is recorded, not failed."""
+    import contextlib
+    import os
+
+    differing, space_prefix = [], []
+    specials = set(special_tokens_of(vocab)) | {vocab.tokens[i] for i in (vocab.bos_id,
+                                                vocab.eos_id) if i is not None}
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+        for s in strings:
+            want = [int(t) for t in tok.encode(s, add_special_tokens=True)]
+            got = [int(t) for t in llm.tokenize(s.encode("utf-8"), add_bos=True, special=True)]
+            if want == got:
+                continue
+            entry = {"text": s, "training": want, "llama_cpp": got}
+            if vocab.model == "llama" and _pieces_text(
+                    [vocab.tokens[i] for i in want if 0 <= i < len(vocab.tokens)], specials) == \
+                    _pieces_text([vocab.tokens[i] for i in got], specials):
+                space_prefix.append(entry)
+            else:
+                differing.append(entry)
+    return {"total": len(strings), "differing": differing, "space_prefix": space_prefix}
+
+
+def describe_differences(entries: list[dict], n: int = SHOW_DIFFERENCES) -> str:
+    return "; ".join(f"{e['text']!r}: training {e['training']}, llama.cpp {e['llama_cpp']}"
+                     for e in entries[:n])
+
+
+def open_vocab(path: Path):
+    """llama.cpp with the vocabulary alone (no weights: milliseconds even for large files)."""
+    import contextlib
+    import os
+
+    from llama_cpp import Llama
+
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+        return Llama(str(path), vocab_only=True, verbose=False)
+
+
+def check_tokenization(checks: list, path: Path, tok, vocab, strings: list[str] | None = None
+                       ) -> dict[str, Any]:
+    """The corpus check: fails on any string llama.cpp tokenizes differently from training,
+    naming the first few with both id lists. A pre-tokenizer exported as the closest match
+    (``--allow-tokenizer-mismatch``) is recorded with its measured mismatch rate instead."""
+    from .tokenizer_corpus import tokenizer_corpus
+
+    import time
+
+    t0 = time.perf_counter()
+    strings = strings if strings is not None else tokenizer_corpus(special_tokens_of(vocab))
+    llm = open_vocab(path)
+    try:
+        result = compare_tokenization(tok, llm, vocab, strings)
+    finally:
+        llm.close()
+    n, bad = result["total"], result["differing"]
+    rate = len(bad) / max(1, n)
+    result["mismatch_rate"] = rate
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    detail = f"{n - len(bad)}/{n} corpus strings tokenized as in training"
+    if bad:
+        detail += f"; {len(bad)} differ ({rate:.1%}): " + describe_differences(bad)
+    accepted = bool(bad) and getattr(vocab, "pre_mismatch_allowed", False)
+    if accepted:
+        detail += (f" (pre-tokenizer {vocab.pre!r} is the closest llama.cpp has, exported with "
+                   "--allow-tokenizer-mismatch)")
+    _check(checks, "llama.cpp tokenization", None if accepted else not bad, detail,
+           strings=n, mismatch_rate=rate, differing=bad[:KEEP_DIFFERENCES],
+           seconds=result["seconds"])
+    sp = result["space_prefix"]
+    if sp:
+        # llama.cpp (like SentencePiece itself) puts its space prefix at the start and after
+        # every special token; Hugging Face's Metaspace(prepend_scheme="first") only at the
+        # very start of plain text. Recorded, not failed.
+        _check(checks, "leading whitespace", None,
+               f"{len(sp)} strings equal except the space prefix: llama.cpp adds "
+               "SentencePiece's space prefix before leading spaces and after special tokens "
+               "(and strips whitespace after them for models named phi3), the training "
+               "tokenizer does not; e.g. " + describe_differences(sp, 2),
+               differing=sp[:KEEP_DIFFERENCES])
+    return result
 
 
 def verify_structure(path: Path, planned, arch, vocab, quant: str) -> list[dict]:
@@ -242,40 +334,9 @@ def verify_llama_cpp(path: Path, *, vocab, model_dir: Path, quant: str,
         tok = AutoTokenizer.from_pretrained(str(view))
     if adapter_dir is not None:
         return _verify_adapter(path, tok, adapter_dir, base_dir, checks)
+    check_tokenization(checks, path, tok, vocab)
     llm = open_llama(path)
     try:
-        strings = TOKENIZE_STRINGS
-        bad = []
-        for s in strings:
-            want = tok.encode(s, add_special_tokens=True)
-            got = llm.tokenize(s.encode("utf-8"), add_bos=True, special=True)
-            if list(want) != list(got):
-                bad.append(s)
-        _check(checks, "llama.cpp tokenization", not bad,
-               f"{len(strings) - len(bad)}/{len(strings)} strings tokenized as in training"
-               + (f"; differs on {bad[0]!r}" if bad else ""))
-        space_id = vocab.tokens.index("\u2581") if "\u2581" in vocab.tokens else None
-        for name, s in (("special tokens", " ".join(special_strings(vocab))),
-                        ("leading whitespace", LEADING_SPACE)):
-            if not s:
-                continue
-            want = list(tok.encode(s, add_special_tokens=True))
-            got = list(llm.tokenize(s.encode("utf-8"), add_bos=True, special=True))
-            if want == got:
-                _check(checks, name, True, f"{s!r} tokenized as in training")
-            elif space_id is not None and [t for t in want if t != space_id] == \
-                    [t for t in got if t != space_id]:
-                # llama.cpp (like SentencePiece itself) puts its space prefix at the start and
-                # after every special token; Hugging Face's Metaspace(prepend_scheme="first")
-                # only at the very start of plain text. Recorded, not failed.
-                _check(checks, name, None,
-                       f"{s!r}: equal except {abs(len(got) - len(want))} extra space-prefix "
-                       "token(s): llama.cpp adds SentencePiece's space prefix before leading "
-                       "spaces and after special tokens, the training tokenizer does not",
-                       training=want, llama_cpp=got)
-            else:
-                _check(checks, name, False, f"{s!r} tokenized differently",
-                       training=want, llama_cpp=got)
         token_lists = [tok.encode(p, add_special_tokens=True) for p in PROMPTS]
         ref = mlx_logits(model_dir, token_lists)
         got = [llama_logits(llm, t) for t in token_lists]
