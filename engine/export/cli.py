@@ -21,6 +21,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="skip loading the file in llama.cpp (the structure is still checked)")
     p.add_argument("--threads", type=int, default=None, help="K-quant encoder threads")
+    p.add_argument("--allow-tokenizer-mismatch", action="store_true",
+                   help="write the GGUF even when llama.cpp has no pre-tokenizer that "
+                        "reproduces the model's: the closest type is used and the measured "
+                        "mismatch rate recorded (the model will see text split differently "
+                        "from training)")
 
 
 def format_verification(v: dict) -> str:
@@ -39,7 +44,8 @@ def run(args: argparse.Namespace, job) -> int:
     source = Path(args.model) if args.model else args.adapter
     result = export_gguf(source, Path(args.out), args.quant, adapter_only=args.adapter_only,
                          verify=not args.no_verify, report=job.report, cancel=job.cancel,
-                         job=job.name, threads=args.threads)
+                         job=job.name, threads=args.threads,
+                         allow_tokenizer_mismatch=args.allow_tokenizer_mismatch)
     out = sys.stderr if args.events == "-" else sys.stdout
     print(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, {result.quant}) in "
           f"{result.seconds:.1f} s; record: {record_path(result.path)}", file=out)

@@ -106,9 +106,12 @@ def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str) -> list[Planned
 
 def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Reporter,
                      cancel: CancelToken | None, job: str, threads: int | None = None,
-                     progress=None, name: str | None = None
+                     progress=None, name: str | None = None,
+                     allow_tokenizer_mismatch: bool = False,
+                     force_pre_tokenizer: str | None = None
                      ) -> tuple[ArchInfo, VocabInfo, list[PlannedTensor]]:
-    """Write the GGUF of the HF folder ``model_dir`` to ``out_tmp`` (streamed)."""
+    """Write the GGUF of the HF folder ``model_dir`` to ``out_tmp`` (streamed). The tokenizer
+    options go to ``read_vocab``."""
     import gguf
 
     from ..models.load import read_config
@@ -126,7 +129,9 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
     # Encoding starts now, while the tokenizer is read and the header written (bounded by
     # AHEAD_BYTES of encoded pieces waiting for the file).
     with _Encoded(a, planned, threads, cancel) as pieces:
-        vocab = read_vocab(model_dir, config, embd.shape[0])
+        vocab = read_vocab(model_dir, config, embd.shape[0],
+                           allow_tokenizer_mismatch=allow_tokenizer_mismatch,
+                           force_pre_tokenizer=force_pre_tokenizer)
         w = FastGGUFWriter(str(out_tmp), a.arch)
         try:
             w.add_type(gguf.GGUFType.MODEL)
@@ -297,8 +302,13 @@ def _resolve_source(source):
 def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = False,
                 verify: bool = True, report: Reporter = null_reporter,
                 cancel: CancelToken | None = None, free_bytes_fn=None, job: str = "export",
-                threads: int | None = None) -> ExportResult:
-    """Write ``source`` (an adapter name or AdapterInfo, or a model folder Path) as GGUF."""
+                threads: int | None = None, allow_tokenizer_mismatch: bool = False,
+                force_pre_tokenizer: str | None = None) -> ExportResult:
+    """Write ``source`` (an adapter name or AdapterInfo, or a model folder Path) as GGUF.
+
+    A tokenizer whose pre-tokenizer llama.cpp cannot reproduce is refused unless
+    ``allow_tokenizer_mismatch`` (then the closest type is written and the measured mismatch
+    rate recorded); ``force_pre_tokenizer`` writes a named type regardless (tests)."""
     from ..fuse import check_output_outside, fused_model, resolve_adapter, write_hf_folder
     from ..models.resolve import check_model_folder
     from .lora_gguf import check_lora_exportable, write_lora_gguf
@@ -387,9 +397,13 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
                 a, vocab, planned = write_model_gguf(
                     model_dir, tmp, quant, report=report, cancel=cancel, job=job,
                     threads=threads, progress=prog,
-                    name=info.name if info is not None else model_dir.name)
+                    name=info.name if info is not None else model_dir.name,
+                    allow_tokenizer_mismatch=allow_tokenizer_mismatch,
+                    force_pre_tokenizer=force_pre_tokenizer)
                 meta = {"architecture": a.arch, "tokenizer": vocab.model,
                         "pre_tokenizer": vocab.pre, "pre_tokenizer_source": vocab.pre_source,
+                        "pre_tokenizer_match": vocab.pre_record,
+                        "pre_tokenizer_mismatch_allowed": vocab.pre_mismatch_allowed,
                         "eos_token": vocab.eos_text, "bos_id": vocab.bos_id,
                         "eos_id": vocab.eos_id, "add_bos": vocab.add_bos,
                         "chat_template": bool(vocab.chat_template), "n_vocab": len(vocab.tokens)}
@@ -403,6 +417,11 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
                 quant=quant, adapter_dir=info.path if adapter_only else None,
                 base_dir=base_dir, run_llama=verify, report=report, job=job)
             vprog(1, 1, "verified")
+            tokenization = next((c for c in verification["checks"]
+                                 if c["name"] == "llama.cpp tokenization"), None)
+            if tokenization is not None:  # the corpus figures, for the record
+                meta["tokenizer_mismatch_rate"] = tokenization["mismatch_rate"]
+                meta["tokenizer_corpus_strings"] = tokenization["strings"]
             size = tmp.stat().st_size
         result = ExportResult(
             path=out, quant=quant, size_bytes=size, verification=verification,

@@ -8,7 +8,6 @@ itself (does encode("a") start with BOS?), so the GGUF tokenizes as training did
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -38,11 +37,6 @@ KNOWN_PRE_HASHES = {
     "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",
     "63b97e4253352e6f357cc59ea5b583e3a680eaeaf2632188c2b952de2588485e": "tekken",
 }
-# Model type -> pre-tokenizer, the last resort.
-PRE_BY_MODEL_TYPE = {"llama": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2",
-                     "mistral": "tekken"}
-
-
 @dataclass
 class VocabInfo:
     model: str  # "llama" | "gpt2"
@@ -52,6 +46,10 @@ class VocabInfo:
     merges: list[str] = field(default_factory=list)
     pre: str = "default"
     pre_source: str = ""  # how the pre-tokenizer was chosen
+    # The export record's account of the choice (structure, hash opinion, deviations).
+    pre_record: dict = field(default_factory=dict)
+    # The pre-tokenizer is only the closest llama.cpp has, exported by the user's choice.
+    pre_mismatch_allowed: bool = False
     bos_id: int | None = None
     eos_id: int | None = None
     unk_id: int | None = None
@@ -113,8 +111,14 @@ def chat_template_of(folder: Path, tok_cfg: dict) -> str | None:
     return tpl
 
 
-def read_vocab(folder: Path, config: dict, n_rows: int) -> VocabInfo:
-    """The tokenizer metadata; the token list has exactly ``n_rows`` entries (the embedding's)."""
+def read_vocab(folder: Path, config: dict, n_rows: int, *,
+               allow_tokenizer_mismatch: bool = False,
+               force_pre_tokenizer: str | None = None) -> VocabInfo:
+    """The tokenizer metadata; the token list has exactly ``n_rows`` entries (the embedding's).
+
+    A byte-level BPE tokenizer whose pre-tokenizer llama.cpp cannot reproduce is refused
+    (TailorError) unless ``allow_tokenizer_mismatch``; ``force_pre_tokenizer`` writes the named
+    type whatever the tokenizer is (for tests that check the verification catches it)."""
     folder = Path(folder)
     files = model_files(folder)  # files linked out of the folder are not read
     tok_cfg_path = files.get("tokenizer_config.json")
@@ -128,6 +132,8 @@ def read_vocab(folder: Path, config: dict, n_rows: int) -> VocabInfo:
         info = _sentencepiece(folder, n_rows, tok_json, tok_cfg)
     elif _is_byte_level(tok_json):
         info = _bpe(tok_json, n_rows, hf, config)
+        _choose_pre(info, folder, tok_json, tok_cfg, hf, allow_tokenizer_mismatch,
+                    force_pre_tokenizer)
     else:
         raise TailorError(f"{folder}: tokenizer kind not supported for GGUF export (neither a "
                           "SentencePiece tokenizer.model nor a byte-level BPE tokenizer.json)",
@@ -215,34 +221,103 @@ def _bpe(tok_json: dict, n_rows: int, hf, config: dict) -> VocabInfo:
     if not merges:
         raise TailorError("the BPE tokenizer has no merges; llama.cpp cannot tokenize without them")
     info = VocabInfo("gpt2", tokens, types, None, merges)
-    info.pre, info.pre_source = choose_pre_tokenizer(hf, tok_json, config.get("model_type", ""))
     _pad_to(info, n_rows)
     return info
 
 
-def choose_pre_tokenizer(hf, tok_json: dict, model_type: str,
-                         known: dict[str, str] = KNOWN_PRE_HASHES) -> tuple[str, str]:
-    """llama.cpp's pre-tokenizer name: known hash, then the Split regex, then the model type."""
+def whole_word_differences(tok_json: dict) -> int:
+    """How many vocabulary entries BPE's merges do not rebuild as themselves: the words whose
+    ids llama.cpp's ``ignore_merges`` flag would change (0: the flag changes nothing)."""
+    from tokenizers import Tokenizer
+
+    model = dict(tok_json["model"], ignore_merges=False, dropout=None)
+    bare = Tokenizer.from_str(json.dumps({
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+        "normalizer": None, "pre_tokenizer": None, "post_processor": None, "decoder": None,
+        "model": model}))
+    bpe = bare.model
+    # added (special) tokens are matched before BPE ever sees the text
+    added = {t["content"] for t in tok_json.get("added_tokens", [])}
+    return sum(1 for token in model["vocab"]
+               if token not in added and len(bpe.tokenize(token)) != 1)
+
+
+def choose_pre_tokenizer(hf, tok_json: dict, tok_cfg: dict | None = None, *,
+                         known: dict[str, str] = KNOWN_PRE_HASHES, corpus: list[str] | None = None
+                         ) -> tuple[str | None, str, dict]:
+    """llama.cpp's pre-tokenizer for a byte-level BPE tokenizer: (name, how it was chosen,
+    record). The name is None when no type reproduces the tokenizer exactly; the record then
+    names the closest type and how many corpus strings it splits differently.
+
+    The tokenizer.json structure decides (pretokenizers.py); the known-hash table is a second
+    opinion, recorded, and used only to choose among types that tokenize alike."""
+    from .pretokenizers import closest_pre_type, describe_tokenizer_json, identify_pre_tokenizer
+
     h = pre_tokenizer_hash(hf)
-    if h in known:
-        return known[h], f"known tokenizer hash {h[:12]}"
-    pre = json.dumps(tok_json.get("pre_tokenizer") or {})
-    regexes = re.findall(r'"Regex": "((?:[^"\\]|\\.)*)"', pre)
-    for rx in regexes:
-        rx = json.loads(f'"{rx}"')
-        if r"\p{N}{1,3}" in rx:
-            return "llama-bpe", "tokenizer.json split regex (digits in groups of 1-3)"
-        if r"\p{N}" in rx and "(?i:" in rx:
-            return "qwen2", "tokenizer.json split regex (single digits)"
-        if r"\p{N}+" in rx or r"?\p{N}+" in rx:
-            return "gpt-2", "tokenizer.json split regex (GPT-2)"
-    if not regexes and '"use_regex": true' in pre:
-        return "gpt-2", "ByteLevel pre-tokenizer with GPT-2's built-in regex"
-    if model_type in PRE_BY_MODEL_TYPE:
-        return PRE_BY_MODEL_TYPE[model_type], f"model type {model_type}"
-    raise TailorError(f"cannot tell which pre-tokenizer this {model_type} BPE tokenizer uses "
-                      "(unknown hash, no recognizable split regex)",
-                      hint="llama.cpp would tokenize differently from training; not exported")
+    opinion = known.get(h)
+    structure = describe_tokenizer_json(tok_json, tok_cfg)
+    found = identify_pre_tokenizer(structure, hash_opinion=opinion,
+                                   whole_word_differences=lambda: whole_word_differences(tok_json))
+    record: dict = {"structure": structure.describe(), "hash": h[:16], "hash_opinion": opinion,
+                    "exact_matches": [t.name for t in found.candidates],
+                    "deviations": found.deviations}
+    if found.exact is not None:
+        name = found.exact.name
+        source = (f"tokenizer.json structure (normalizer, split regexes, ByteLevel, BPE flags) "
+                  f"matches llama.cpp's {name}")
+        if opinion is None:
+            record["opinions"] = "hash not in the table; structure alone"
+        elif opinion == name:
+            record["opinions"] = "hash and structure agree"
+            source += "; the tokenizer hash agrees"
+        else:
+            record["opinions"] = (f"DISAGREE: the hash names {opinion!r}, the structure "
+                                  f"{name!r}; the structure is used")
+            source += f"; the tokenizer hash names {opinion!r} (disagrees, not used)"
+        return name, source, record
+    from .tokenizer_corpus import tokenizer_corpus
+
+    texts = corpus if corpus is not None else tokenizer_corpus()
+    closest, n_diff = closest_pre_type(tok_json, texts)
+    record.update(closest=closest.name, closest_differing_splits=n_diff,
+                  closest_of_strings=len(texts), problems=structure.problems,
+                  opinions=f"hash names {opinion!r}" if opinion else "hash not in the table")
+    return None, f"no exact match; closest {closest.name}", record
+
+
+def _choose_pre(info: VocabInfo, folder: Path, tok_json: dict, tok_cfg: dict, hf,
+                allow_mismatch: bool, force: str | None) -> None:
+    from .pretokenizers import PRE_TYPES_BY_NAME
+
+    name, source, record = choose_pre_tokenizer(hf, tok_json, tok_cfg)
+    info.pre_record = record
+    if force is not None:
+        if force not in PRE_TYPES_BY_NAME:
+            raise TailorError(f"unknown pre-tokenizer {force!r}",
+                              hint="one of: " + ", ".join(PRE_TYPES_BY_NAME))
+        record["forced"] = force
+        info.pre, info.pre_source = force, f"forced to {force} (structure says {name})"
+        info.pre_mismatch_allowed = allow_mismatch
+        return
+    if name is not None:
+        info.pre, info.pre_source = name, source
+        return
+    what = record["structure"]
+    why = "; ".join(record.get("problems") or []) or "no llama.cpp type has these split regexes"
+    closest = (f"the closest, {record['closest']!r}, splits {record['closest_differing_splits']} "
+               f"of {record['closest_of_strings']} corpus strings differently")
+    if not allow_mismatch:
+        raise TailorError(
+            f"{folder / 'tokenizer.json'}: llama.cpp has no pre-tokenizer that reproduces this "
+            f"one ({what}; {why}); {closest}. A GGUF file would tokenize text differently from "
+            "training, so it was not written",
+            hint="the fused model folder (tailor fuse) and the MLX adapter work with this "
+                 "tokenizer as they are; to write the GGUF anyway with the closest type, pass "
+                 "--allow-tokenizer-mismatch (the measured mismatch rate is recorded)")
+    info.pre = record["closest"]
+    info.pre_source = (f"NOT an exact match ({why}); closest llama.cpp type {info.pre}, "
+                       "exported with --allow-tokenizer-mismatch")
+    info.pre_mismatch_allowed = True
 
 
 def pre_tokenizer_hash(hf) -> str:
