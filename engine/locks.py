@@ -79,9 +79,15 @@ class JobLock:
         cannot be made, e.g. a read-only library)."""
         from .atomic import translate_write_faults
 
-        with translate_write_faults(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            try:  # a read-only library: an existing lock file still locks (without the note),
+                fd = os.open(self.path, os.O_RDONLY)  # and the job's own write says why
+            except OSError:
+                with translate_write_faults(self.path):
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
