@@ -215,8 +215,8 @@ class MainWindow(QMainWindow):
         event.acceptProposedAction()
         kind, path = what
         if kind == "model":
-            self.state.set_model(str(path))
             self.show_page("Model")
+            self.pages["Model"].choose(str(path))  # refused, with the reason, if unusable
         else:
             self.show_page("Data")
             self.state.set_data(str(path))

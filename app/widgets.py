@@ -162,9 +162,24 @@ class Banner(QFrame):
         self.button_row = QHBoxLayout()
         lay.addLayout(self.button_row)
         self.kind = ""
+        self._shown: tuple | None = None
+        self.hide()
+
+    def clear(self) -> None:
+        """No message: hidden, and ``kind``/``text()`` empty, so nothing stale is read back."""
+        self._shown = None
+        self.kind = ""
+        self.label.setText("")
+        for b in self.buttons.values():
+            b.deleteLater()
+        self.buttons = {}
         self.hide()
 
     def show_message(self, kind: str, text: str, actions: list[tuple[str, str]] = ()) -> None:
+        shown = (kind, text, tuple(actions))
+        if shown == self._shown and not self.isHidden():
+            return  # pages re-derive their banner on every refresh: keep the same buttons
+        self._shown = shown
         fg, bg = self.STYLES.get(kind, self.STYLES["info"])
         self.kind = kind
         self.setStyleSheet(f"Banner {{ background: {bg}; border: 1px solid {fg}; "

@@ -73,6 +73,13 @@ def preview_html(preview: list[dict]) -> str:
             "is context.</p>" + "<hr>".join(parts))
 
 
+def check_argv(path: str, model: str) -> list[str]:
+    """`tailor data check PATH --model M --preview 5`: the page shows five rendered examples."""
+    argv = commands.data_check_command(path, model)
+    argv[-3:-3] = ["--preview", "5"]  # before `--events - --quiet`
+    return argv
+
+
 class DataPage(QWidget):
     TITLE = "Data"
     EXPLANATION = ("Drop a JSONL, JSON, CSV or text file (or a folder) anywhere on the window. "
@@ -82,7 +89,11 @@ class DataPage(QWidget):
         super().__init__(parent)
         self.state = state
         self.job = None
+        # What the page shows is derived from these three in refresh():
+        self.status = "none"   # none, no-model, checking, ok, failed
         self.report: dict | None = None
+        self.error: tuple[str, str] | None = None
+        self.check_command = check_argv  # tests give a replaying worker
         self._build()
         state.data_changed.connect(self.check)
         state.model_changed.connect(lambda _: self.check() if self.state.data else None)
@@ -154,43 +165,99 @@ class DataPage(QWidget):
             self.state.set_data(path)
 
     def check(self, *_) -> None:
-        """Run `tailor data check` on the current dataset (needs a base model's tokenizer)."""
+        """Run `tailor data check` on the current dataset (needs a base model's tokenizer).
+        The previous dataset's counts, preview and problems go at once, not when it ends."""
         path = self.state.data
-        if not path:
-            return
-        self.path_label.setText(f"<b>{html.escape(Path(path).name)}</b>  "
-                                f"<span style='color:gray'>{html.escape(str(Path(path).parent))}"
-                                "</span>")
-        if not self.state.model:
-            self.banner.show_message("info", "Choose a base model (Model page): the check uses "
-                                     "its tokenizer and chat template.")
-            return
+        self.report, self.error = None, None
         if self.job is not None and not self.job.done:
             self.state.queue.cancel(self.job)
-        argv = commands.data_check_command(path, self.state.model)
-        argv[-3:-3] = ["--preview", "5"]
-        self.job = job = self.state.queue.submit(f"Check {Path(path).name}", argv, heavy=False)
-        job.worker.finished.connect(lambda e, j=job: self._on_report(j, e.result))
-        job.worker.failed.connect(lambda e, j=job: self._on_error(j, e.message, e.hint))
-        job.worker.crashed.connect(lambda m, h, j=job: self._on_error(j, m, h))
-        self.banner.show_message("info", f"Checking {Path(path).name}…")
+        self.job = None
+        if not path:
+            self.status = "none"
+        elif not self.state.model:
+            self.status = "no-model"
+        else:
+            argv = self.check_command(path, self.state.model)
+            self.job = job = self.state.queue.submit(f"Check {Path(path).name}", argv,
+                                                     heavy=False)
+            job.worker.finished.connect(lambda e, j=job: self._on_report(j, e.result))
+            job.worker.failed.connect(lambda e, j=job: self._on_error(j, e.message, e.hint))
+            job.worker.crashed.connect(lambda m, h, j=job: self._on_error(j, m, h))
+            self.status = "checking"
+            self.state.set_data_status("checking")
+        self.refresh()
 
     def _on_error(self, job, message: str, hint: str) -> None:
         if job is not self.job:
             return
-        self.banner.show_message("error", html.escape(message) +
-                                 (f"<br>{html.escape(hint)}" if hint else ""))
+        self.status, self.error, self.report = "failed", (message, hint), None
+        self.state.set_data_status("failed", message)
+        self.refresh()
 
     def _on_report(self, job, report: dict) -> None:
         if job is not self.job:
             return
-        self.show_report(report)
-        self.state.set_report(report)
+        self.report = report or {}
+        if not self.report.get("train_examples"):
+            self.status = "failed"
+            self.error = ("no usable training examples in this dataset",
+                          "see Problems for what is wrong with each line")
+            self.state.set_data_status("failed", self.error[0])
+        else:
+            self.status, self.error = "ok", None
+            self.state.set_report(report)
+            self.state.set_data_status("ok")
+        self.refresh()
 
     def show_report(self, r: dict) -> None:
-        self.report = r
-        errors = r.get("errors", 0)
-        st, sv = r.get("train_stats", {}), r.get("valid_stats", {})
+        """Show a report as if a check had just produced it (tests, the first-run sample)."""
+        self.job = None
+        self._on_report(None, r)
+
+    def refresh(self) -> None:
+        """Every widget from (status, report, error): nothing is left from an earlier file."""
+        path = self.state.data
+        if path:
+            self.path_label.setText(f"<b>{html.escape(Path(path).name)}</b>  "
+                                    f"<span style='color:gray'>"
+                                    f"{html.escape(str(Path(path).parent))}</span>")
+        else:
+            self.path_label.setText("No dataset yet: drop a file here, or open one.")
+        r = self.report or {}
+        self._show_summary(r if self.report is not None else None)
+        problems = r.get("problems", [])
+        self.problems.set_problems(problems)
+        self.tabs.setTabText(1, f"Problems ({len(problems)})" if problems else "Problems")
+        self.preview.setHtml(preview_html(r.get("preview", [])) if self.status == "ok" else "")
+        name = html.escape(Path(path).name) if path else ""
+        if self.status == "none":
+            self.banner.clear()
+        elif self.status == "no-model":
+            self.banner.show_message("info", "Choose a base model (Model page): the check uses "
+                                     "its tokenizer and chat template.")
+        elif self.status == "checking":
+            self.banner.show_message("info", f"Checking {name}…")
+        elif self.status == "failed":
+            message, hint = self.error or ("the check failed", "")
+            self.banner.show_message("error", f"{name} cannot be used: {html.escape(message)}"
+                                     + (f"<br>{html.escape(hint)}" if hint else ""))
+            self.tabs.setCurrentIndex(1 if problems else 0)
+        elif r.get("errors"):
+            self.banner.show_message("warn", f"{r['errors']} bad line(s) will be skipped; see "
+                                     "Problems for the file and line of each.")
+            self.tabs.setCurrentIndex(1)
+        else:
+            self.banner.show_message("ok", f"Ready: {r.get('train_examples', 0)} training "
+                                     "examples. Next: the Train page.", [("train", "Go to Train")])
+            self.tabs.setCurrentIndex(0)
+
+    def _show_summary(self, r: dict | None) -> None:
+        self.histogram.clear()
+        if r is None:
+            for v in self.fields.values():
+                v.setText("–")
+            return
+        st = r.get("train_stats", {})
         self.fields["format"].setText(f"{r.get('format', '?')} · schema {r.get('schema', '?')} · "
                                       f"{r.get('encoding', '?')}")
         self.fields["counts"].setText(f"{r.get('good', 0)} good, {r.get('skipped', 0)} skipped "
@@ -209,23 +276,9 @@ class DataPage(QWidget):
                                         f"{r.get('truncated', 0)} truncated, "
                                         f"{r.get('dropped_too_long', 0)} dropped as too long, "
                                         f"{r.get('leakage', 0)} leaked into validation")
-        self.histogram.clear()
         edges, counts = st.get("histogram_edges", []), st.get("histogram_counts", [])
         if counts and len(edges) >= len(counts) + 1:
             width = edges[1] - edges[0]
             self.histogram.addItem(pg.BarGraphItem(
                 x=[e + width / 2 for e in edges[:-1]], height=counts, width=width * 0.9,
                 brush=TRAIN_COLOR))
-            if sv.get("histogram_counts"):
-                pass  # validation shares the axis scale poorly when tiny; train is what counts
-        self.problems.set_problems(r.get("problems", []))
-        self.tabs.setTabText(1, f"Problems ({len(r.get('problems', []))})")
-        self.preview.setHtml(preview_html(r.get("preview", [])))
-        if errors:
-            self.banner.show_message("warn", f"{errors} bad line(s) will be skipped; see "
-                                     "Problems for the file and line of each.")
-            self.tabs.setCurrentIndex(1)
-        else:
-            self.banner.show_message("ok", f"Ready: {r.get('train_examples', 0)} training "
-                                     "examples. Next: the Train page.", [("train", "Go to Train")])
-            self.tabs.setCurrentIndex(0)

@@ -55,6 +55,7 @@ class ExportPage(QWidget):
         self.ollama_job = None
         self.last_export: dict | None = None
         self.verified = False
+        self.ollama: dict | None = None  # Ollama's last known status (see set_ollama)
         self._status_checked = False
         self._build()
         state.library_changed.connect(self.refresh_adapters)
@@ -286,19 +287,35 @@ class ExportPage(QWidget):
     def check_ollama(self) -> None:
         job = self.state.queue.submit("Ollama status",
                                       commands.ollama_status_command(self.host()), heavy=False)
-        job.worker.finished.connect(lambda e: self._show_status(e.result or {}))
-        job.worker.failed.connect(lambda e: self.ollama_status.setText(
-            f"not reachable: {html.escape(e.message)}"))
-        job.worker.crashed.connect(lambda m, h: self.ollama_status.setText(html.escape(m)))
+        job.worker.finished.connect(lambda e: self.set_ollama(e.result or {}))
+        job.worker.failed.connect(lambda e: self.set_ollama(
+            {"reachable": False, "error": e.message}))
+        job.worker.crashed.connect(lambda m, h: self.set_ollama(
+            {"reachable": False, "error": m}))
 
-    def _show_status(self, r: dict) -> None:
-        if r.get("reachable", True) and r.get("version"):
-            self.ollama_status.setText(f"running (version {html.escape(str(r['version']))}, "
-                                       f"{len(r.get('models', []))} models) at "
-                                       f"{html.escape(str(r.get('host', '')))}")
+    def set_ollama(self, status: dict | None) -> None:
+        """The one record of Ollama's status (from a check, or what a hand-off found); the
+        status line is derived from it, so it never contradicts a banner."""
+        self.ollama = status
+        self.refresh_ollama()
+
+    def ollama_running(self) -> bool:
+        r = self.ollama or {}
+        return bool(r.get("reachable", True) and r.get("version"))
+
+    def refresh_ollama(self) -> None:
+        r = self.ollama
+        if r is None:
+            text = "not checked yet"
+        elif self.ollama_running():
+            text = (f"running (version {html.escape(str(r['version']))}, "
+                    f"{len(r.get('models', []))} models) at "
+                    f"{html.escape(str(r.get('host', '')))}")
         else:
-            self.ollama_status.setText("not running. “Send to Ollama” then writes a "
-                                       "Modelfile folder to import later.")
+            text = ("not running" + (f" at {html.escape(str(r['host']))}" if r.get("host")
+                                     else "")
+                    + ". “Send to Ollama” then writes a Modelfile folder to import later.")
+        self.ollama_status.setText(text)
 
     def send_to_ollama(self, replace: bool = False) -> None:
         if not (self.last_export and self.verified):
@@ -331,6 +348,7 @@ class ExportPage(QWidget):
             text = f"ollama run {name}"
             self.check_ollama()  # the status line now lists the new model
         else:
+            self.set_ollama({"reachable": False, "host": r.get("host") or self.host()})
             self.banner.show_message("warn", "Ollama is not running, so Tailor wrote a ready "
                                      f"folder: {html.escape(folder)}<br>Start Ollama and run "
                                      f"<code>{html.escape(command)}</code>")

@@ -56,6 +56,26 @@ def describe_model(folder: Path) -> dict[str, str]:
     return out
 
 
+def is_repo_id(model: str) -> bool:
+    """``owner/name`` that is not a path on this machine: a Hugging Face id."""
+    return (bool(model) and not model.startswith(("/", "~", ".")) and model.count("/") == 1
+            and not Path(model).expanduser().exists())
+
+
+def model_problem(model: str) -> str | None:
+    """Why ``model`` cannot be trained on, in one sentence; None for a usable model folder or
+    a Hugging Face id (the engine fetches or finds it in the cache)."""
+    model = model.strip()
+    if not model:
+        return "no base model chosen"
+    if is_repo_id(model):
+        return None
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return f"{model}: no such folder"
+    return describe_model(folder).get("error")
+
+
 class ModelPage(QWidget):
     TITLE = "Model"
     EXPLANATION = ("Choose the base model to fine-tune: a model folder on this Mac, or one of "
@@ -75,13 +95,13 @@ class ModelPage(QWidget):
         self.edit = QLineEdit()
         self.edit.setPlaceholderText("a model folder, or a Hugging Face id such as "
                                      "mlx-community/Qwen2.5-0.5B-Instruct-4bit")
-        self.edit.returnPressed.connect(lambda: self.state.set_model(self.edit.text()))
+        self.edit.returnPressed.connect(lambda: self.choose(self.edit.text()))
         row.addWidget(self.edit, 1)
         browse = QPushButton("Choose Folder…")
         browse.clicked.connect(self.browse)
         row.addWidget(browse)
         use = QPushButton("Use")
-        use.clicked.connect(lambda: self.state.set_model(self.edit.text()))
+        use.clicked.connect(lambda: self.choose(self.edit.text()))
         row.addWidget(use)
         lay.addLayout(row)
         self.banner = Banner()
@@ -134,11 +154,25 @@ class ModelPage(QWidget):
     def browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a model folder")
         if folder:
-            self.state.set_model(folder)
+            self.choose(folder)
 
     def choose_repo(self, repo: str) -> None:
         self.edit.setText(repo)
-        self.state.set_model(repo)
+        self.choose(repo)
+
+    def choose(self, model: str) -> bool:
+        """Use ``model`` if it is a usable model; otherwise say why and keep the one in use
+        (an invalid folder never replaces a good one, and is never remembered)."""
+        model = str(model).strip()
+        problem = model_problem(model)
+        if problem is None:
+            self.state.set_model(model)
+            return True
+        keep = self.state.model
+        still = (f"<br>Still using {html.escape(Path(keep).name or keep)}." if keep and
+                 model_problem(keep) is None else "")
+        self.banner.show_message("error", f"Not a usable model: {html.escape(problem)}." + still)
+        return False
 
     def _show(self, model: str) -> None:
         self.edit.setText(model)

@@ -3,6 +3,7 @@ parameter/memory estimate, Start/Stop/Resume, and the live run: chart, progress,
 from __future__ import annotations
 
 import dataclasses
+import html
 import time
 import typing
 from pathlib import Path
@@ -173,19 +174,24 @@ class TrainPage(QWidget):
         self.settings = settings  # QSettings: the last run's preset and values are the defaults
         self.history = LossHistory()
         self.job = None
-        self.run_name = ""
+        self.view = RunView()
         self.last_step = None
         self.last_valid = None
         self.log_lines: list[str] = []
-        self.run_state = "idle"
+        self._model_problem: tuple[str, str | None] = ("", None)
         self._build()
         state.model_changed.connect(self._on_inputs_changed)
-        state.data_changed.connect(self._on_inputs_changed)
+        state.data_changed.connect(self._on_data_changed)
+        state.data_status_changed.connect(lambda _: self.refresh())
         state.library_changed.connect(self._suggest_name)
         self.ui_timer = QTimer(self, interval=100, timeout=self._refresh_live)
         self.ui_timer.start()
         self._restore_defaults()
         self._on_inputs_changed()
+
+    # The run's facts; refresh() derives the buttons, banner, progress and counters from them.
+    run_name = property(lambda self: self.view.name)
+    run_state = property(lambda self: self.view.state)
 
     def _restore_defaults(self) -> None:
         if self.settings is None:
@@ -302,7 +308,7 @@ class TrainPage(QWidget):
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setSizes([360, 900])
-        self._set_running(False)
+        self.refresh()
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -313,6 +319,35 @@ class TrainPage(QWidget):
                                   f"<b>Dataset:</b> {data}")
         self._suggest_name()
         self._update_estimate()
+        self.refresh()
+
+    def _on_data_changed(self, *_) -> None:
+        # A new dataset starts a new story: an old run's ending is no longer news (Resume
+        # stays offered if that run has a checkpoint).
+        if not self.running:
+            self.view.banner = None
+        self._on_inputs_changed()
+
+    def model_problem(self) -> str | None:
+        model = self.state.model
+        if self._model_problem[0] != model:  # refresh runs at 10 Hz: read the folder once
+            from .model import model_problem
+            self._model_problem = (model, model_problem(model) if model else None)
+        return self._model_problem[1]
+
+    def start_problem(self) -> str | None:
+        """Why Start is disabled, as the button's tooltip and the banner say it."""
+        if not self.state.model:
+            return "Choose a base model first (Model page)."
+        problem = self.model_problem()
+        if problem:
+            return f"The base model cannot be used: {problem}. Choose another (Model page)."
+        if not self.state.data:
+            return "Choose a dataset first (Data page, or drop a file on the window)."
+        if self.state.data_status == "failed":
+            return (f"The dataset did not pass its check: {self.state.data_problem}. Fix it "
+                    "or choose another (Data page).")
+        return None
 
     def _suggest_name(self) -> None:
         if self.name_edit.text().strip() and self.name_edit.isModified():
@@ -351,25 +386,64 @@ class TrainPage(QWidget):
 
     # -- running ---------------------------------------------------------------------------
 
-    def _set_running(self, running: bool) -> None:
-        self.start_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
-        self.resume_button.setEnabled(not running and self.run_state in ("cancelled", "crashed",
-                                                                         "failed")
-                                      and bool(self.run_name))
-        self.form.setEnabled(not running)
-        self.name_edit.setEnabled(not running)
-        self.preset.setEnabled(not running)
+    def refresh(self) -> None:
+        """Buttons, banner, progress and counters from ``self.view`` and the last events."""
+        v = self.view
+        running = self.running
+        problem = self.start_problem()
+        self.start_button.setEnabled(not running and problem is None)
+        self.start_button.setToolTip(problem or "start a new run with these settings")
+        self.stop_button.setEnabled(running and v.state != "stopping")
+        can_resume = (not running and v.resumable and bool(v.name)
+                      and v.state in ("cancelled", "failed", "crashed"))
+        self.resume_button.setEnabled(can_resume)
+        self.resume_button.setToolTip(
+            f"continue “{v.name}” from its last checkpoint" if can_resume else
+            "nothing to resume: no stopped run with a saved checkpoint")
+        for w in (self.form, self.name_edit, self.preset):
+            w.setEnabled(not running)
+        e = self.last_step
+        if e is not None:
+            self.progress.setFormat("step %v of %m")
+            self.progress.setMaximum(max(int(e.total_iterations), 1))
+            self.progress.setValue(int(e.iteration))
+        elif running and v.load is not None:
+            self.progress.setMaximum(100)
+            self.progress.setFormat(f"{v.load[0]}: %p%")
+            self.progress.setValue(int(v.load[1]))
+        else:  # nothing measured: no stale "load: 33%" after a failure
+            self.progress.setMaximum(100)
+            self.progress.setValue(0)
+            self.progress.setFormat("starting…" if running else "")
+        stats = dict.fromkeys(self.stat_labels, "–")
+        if e is not None:
+            stats.update(step=f"{e.iteration}/{e.total_iterations}",
+                         epoch=f"{float(e.epoch):.2f}", loss=_num(e.train_loss),
+                         mem=f"{float(e.peak_memory_gb):.2f} GB")
+            if running:  # a speed and time left only while something is running
+                stats.update(tps=f"{float(e.tokens_per_second):,.0f}",
+                             eta=_fmt_eta(float(e.eta_seconds)))
+        if self.last_valid is not None:
+            stats["val"] = _num(self.last_valid.val_loss)
+        for key, text in stats.items():
+            if self.stat_labels[key].text() != text:
+                self.stat_labels[key].setText(text)
+        if v.banner is None:
+            self.banner.clear()
+        else:
+            self.banner.show_message(*v.banner)
+
+    def _say(self, kind: str, text: str, actions: list[tuple[str, str]] = ()) -> None:
+        self.view.banner = (kind, text, list(actions))
+        self.refresh()
 
     def start(self) -> bool:
         """Start a new run from the form; False (with a message) when something is missing."""
+        if self.running:
+            return False
         name = self.name_edit.text().strip()
-        problem = None
-        if not self.state.model:
-            problem = "Choose a base model first (Model page)."
-        elif not self.state.data:
-            problem = "Choose a dataset first (Data page, or drop a file on the window)."
-        else:
+        problem = self.start_problem()
+        if problem is None:
             from engine.events import TailorError
             from engine.library import adapter_path
             try:
@@ -379,7 +453,7 @@ class TrainPage(QWidget):
             except TailorError as e:
                 problem = e.message
         if problem:
-            self.banner.show_message("warn", problem)
+            self._say("warn", problem)
             return False
         argv = commands.train_command(self.state.model, self.state.data, name,
                                       self.settings_values())
@@ -390,27 +464,24 @@ class TrainPage(QWidget):
         return True
 
     def resume(self, name: str) -> None:
-        if not name:
+        if not name or self.running:
             return
         self._launch(f"Resume {name}", commands.resume_command(name), name, keep_history=True)
 
     def _launch(self, title: str, argv: list[str], name: str, keep_history: bool = False) -> None:
-        self.run_name = name
         if not keep_history:
             self.history.clear()
         self.last_step = self.last_valid = None
-        self.progress.setValue(0)
         self.log.clear()
-        for v in self.stat_labels.values():
-            v.setText("–")
-        self.run_state = "queued"
         self.job = job = self.state.queue.submit(title, argv, heavy=True)
+        self.view = RunView(state="queued", name=name,
+                            resumable=keep_history and self.view.resumable)
         w = job.worker
         w.started.connect(self._on_started)
         w.stepped.connect(self._on_step)
         w.validated.connect(self._on_validation)
         w.progressed.connect(self._on_progress)
-        w.checkpointed.connect(lambda e: self._log(f"checkpoint at step {e.iteration}"))
+        w.checkpointed.connect(self._on_checkpoint)
         w.logged.connect(lambda e: self._log(e.message if e.level in ("info", "stderr")
                                              else f"{e.level}: {e.message}"))
         w.finished.connect(self._on_finished)
@@ -419,14 +490,14 @@ class TrainPage(QWidget):
         w.crashed.connect(self._on_crashed)
         w.ended.connect(self._on_ended)
         busy = self.state.queue.busy
-        self.banner.show_message("info", f"Training “{name}”…" if not busy else
-                                 f"“{name}” is queued: it starts when the current job ends.")
-        self._set_running(True)
+        self._say("info", f"Training “{name}”…" if not busy else
+                  f"“{name}” is queued: it starts when the current job ends.")
 
     def stop(self) -> None:
         if self.job is not None and not self.job.done:
             self.state.queue.cancel(self.job)
-            self.banner.show_message("info", "Stopping: saving a checkpoint you can resume…")
+            self.view.state = "stopping"
+            self._say("info", "Stopping: saving a checkpoint you can resume…")
 
     @property
     def running(self) -> bool:
@@ -437,7 +508,9 @@ class TrainPage(QWidget):
 
     def _on_started(self, e) -> None:
         """The engine's exact counts and memory estimate replace the page's preview."""
-        self.run_state = "running"
+        if self.view.state == "queued":
+            self.view.state = "running"
+            self._say("info", f"Training “{self.view.name}”…")
         info = e.info or {}
         params = info.get("parameters") or {}
         mem = info.get("memory") or {}
@@ -455,10 +528,13 @@ class TrainPage(QWidget):
 
     def _on_progress(self, e) -> None:
         if self.last_step is None and e.total:
-            self.progress.setFormat(f"{e.stage}: %p%")
-            self.progress.setValue(int(100 * e.done / e.total))
+            self.view.load = (e.stage, 100 * e.done / e.total)
         if e.message:
             self._log(f"{e.stage}: {e.message}")
+
+    def _on_checkpoint(self, e) -> None:
+        self.view.resumable = True
+        self._log(f"checkpoint at step {e.iteration}")
 
     def _on_step(self, e) -> None:
         self.last_step = e
@@ -472,20 +548,8 @@ class TrainPage(QWidget):
 
     def _refresh_live(self) -> None:
         """Labels, progress and log at ~10 Hz, however fast the events arrive."""
-        e = self.last_step
-        if e is not None:
-            total = max(int(e.total_iterations), 1)
-            self.progress.setFormat("step %v of %m")
-            self.progress.setMaximum(total)
-            self.progress.setValue(int(e.iteration))
-            self.stat_labels["step"].setText(f"{e.iteration}/{e.total_iterations}")
-            self.stat_labels["epoch"].setText(f"{float(e.epoch):.2f}")
-            self.stat_labels["loss"].setText(_num(e.train_loss))
-            self.stat_labels["tps"].setText(f"{float(e.tokens_per_second):,.0f}")
-            self.stat_labels["eta"].setText(_fmt_eta(float(e.eta_seconds)))
-            self.stat_labels["mem"].setText(f"{float(e.peak_memory_gb):.2f} GB")
-        if self.last_valid is not None:
-            self.stat_labels["val"].setText(_num(self.last_valid.val_loss))
+        if self.running or self.log_lines:
+            self.refresh()
         if self.log_lines:
             self.log.appendPlainText("\n".join(self.log_lines[-2000:]))
             self.log_lines = []
@@ -493,34 +557,49 @@ class TrainPage(QWidget):
     def _on_finished(self, e) -> None:
         r = e.result or {}
         best = r.get("best_val_loss")
-        self.banner.show_message(
+        self.view.banner = (
             "ok", f"Finished: “{self.run_name}” is in the Library after {r.get('steps', '?')} "
                   f"steps" + (f", best validation loss {_num(best)}." if best else "."),
             [("try", "Try it"), ("export", "Export it")])
 
     def _on_failed(self, e) -> None:
-        self.banner.show_message("error", f"Training failed: {e.message}"
-                                 + (f"<br>{e.hint}" if e.hint else ""),
-                                 [("resume", "Resume")] if self._has_checkpoint() else [])
+        self.view.resumable = self._has_checkpoint()
+        self.view.banner = ("error", f"Training failed: {html.escape(e.message)}"
+                            + (f"<br>{html.escape(e.hint)}" if e.hint else ""),
+                            [("resume", "Resume")] if self.view.resumable else [])
 
     def _on_cancelled(self, e) -> None:
         step = self.last_step.iteration if self.last_step else 0
-        self.banner.show_message("warn", f"Stopped at step {step}. A checkpoint was saved: "
-                                 "Resume continues where it left off.",
-                                 [("resume", "Resume")])
+        self.view.resumable = self._has_checkpoint()
+        if self.view.resumable:
+            self.view.banner = ("warn", f"Stopped at step {step}. A checkpoint was saved: "
+                                "Resume continues where it left off.", [("resume", "Resume")])
+        else:
+            self.view.banner = ("warn", "Stopped before the first checkpoint: nothing to "
+                                "resume; Start begins again.", [])
 
     def _on_crashed(self, message: str, hint: str) -> None:
-        self.banner.show_message("error", f"The training worker crashed: {message}"
-                                 + (f"<br>Suggestion: {hint}" if hint else ""),
-                                 [("resume", "Resume")] if self._has_checkpoint() else [])
+        self.view.resumable = self._has_checkpoint()
+        self.view.banner = ("error", f"The training worker crashed: {html.escape(message)}"
+                            + (f"<br>Suggestion: {html.escape(hint)}" if hint else ""),
+                            [("resume", "Resume")] if self.view.resumable else [])
 
     def _has_checkpoint(self) -> bool:
-        return bool(self.job and self.job.worker.last_checkpoint)
+        """A checkpoint this run wrote, or one left in the adapter's folder (a resumed run)."""
+        if self.job is not None and self.job.worker.last_checkpoint is not None:
+            return True
+        from engine.library import adapter_path
+        try:
+            folder = adapter_path(self.view.name) / "checkpoints"
+            return folder.is_dir() and any(folder.iterdir())
+        except Exception:  # noqa: BLE001  (an unreadable library: nothing to offer)
+            return False
 
     def _on_ended(self, state: str) -> None:
-        self.run_state = state
+        self.view.state = state
+        self.view.load = None
         self._refresh_live()
-        self._set_running(False)
+        self.refresh()
         self.state.library_changed.emit()
 
     def _on_banner_action(self, key: str) -> None:
@@ -528,6 +607,17 @@ class TrainPage(QWidget):
             self.resume(self.run_name)
         else:
             self.state.adapter_requested.emit(key, self.run_name)
+
+
+@dataclasses.dataclass
+class RunView:
+    """The facts about the Train page's run that the widgets are derived from."""
+
+    state: str = "idle"   # idle, queued, running, stopping, finished, failed, cancelled, crashed
+    name: str = ""
+    resumable: bool = False            # a checkpoint exists to continue from
+    load: tuple[str, float] | None = None   # (stage, percent) before the first step
+    banner: tuple[str, str, list] | None = None
 
 
 def _num(v) -> str:
