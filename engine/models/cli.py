@@ -11,7 +11,7 @@ from ..events import Finished, TailorError
 from .folder_files import model_files, readable_view
 from .load import GGUF_ARCHITECTURES, custom_code_note, read_config
 from .safetensors_check import check_model_weights
-from .resolve import resolve_model
+from .resolve import HUB_TIMEOUT, resolve_model
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -19,10 +19,29 @@ def configure(p: argparse.ArgumentParser) -> None:
     info = add_action(sub, "info", help="architecture, parameters, memory, GGUF export support")
     info.add_argument("model", help="a model folder or Hugging Face repo id")
     info.add_argument("--json", action="store_true", help="print JSON")
+    _add_timeout(info)
     dl = add_action(sub, "download", help="fetch a model from Hugging Face into the local cache "
                                          "(safetensors, configs and tokenizer only)")
     dl.add_argument("repo_id")
     dl.add_argument("--revision", default=None, help="branch, tag or commit")
+    _add_timeout(dl)
+
+
+def _add_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=_seconds, default=HUB_TIMEOUT,
+                   help="seconds the Hugging Face Hub may stay silent (connecting, answering, "
+                        f"between downloaded bytes) before Tailor gives up (default "
+                        f"{HUB_TIMEOUT:g})")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of seconds")
+    return value
 
 
 def model_info(folder: Path) -> dict:
@@ -65,14 +84,16 @@ def model_info(folder: Path) -> dict:
 def run(args: argparse.Namespace, job) -> int:
     out = sys.stdout if args.events != "-" else sys.stderr
     if args.action == "download":
-        from ..models.resolve import _snapshot
-        folder = _snapshot(args.repo_id, job.report, job.cancel, args.revision, job.name)
-        from .resolve import check_model_folder
+        from .resolve import _snapshot, check_model_folder
+
+        folder = _snapshot(args.repo_id, job.report, job.cancel, args.revision, job.name,
+                           timeout=args.timeout)
         check_model_folder(folder)
         print(folder, file=out)
         job.report(Finished(job=job.name, result={"path": str(folder)}))
         return 0
-    folder = resolve_model(args.model, report=job.report, cancel=job.cancel, job=job.name)
+    folder = resolve_model(args.model, report=job.report, cancel=job.cancel, job=job.name,
+                           timeout=args.timeout)
     info = model_info(folder)
     if args.json:
         print(json.dumps(info, indent=2), file=out)
