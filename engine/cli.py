@@ -193,7 +193,8 @@ def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
     except KeyboardInterrupt:
         # A second Ctrl-C (the first asks politely): stop now, and ignore a third one while
         # the message goes out.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with contextlib.suppress(ValueError):  # (not the main thread: no handler to change)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         job.report(CancelledEvent(job=job.name, message="interrupted (second Ctrl-C); "
                                                         "stopped at once"))
         return 130

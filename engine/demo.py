@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .sizes import format_bytes
 from . import paths
 from .events import CancelToken, Finished, Progress, Reporter, Started, TailorError, null_reporter
 
@@ -163,7 +164,7 @@ def format_summary(r: DemoResult) -> str:
         f"  try it          {r.prompt!r}",
         f"    base model    {r.base_reply.strip()!r}",
         f"    + adapter     {r.adapter_reply.strip()!r}",
-        f"  GGUF            {r.gguf} ({r.gguf_bytes / 1e6:.1f} MB)",
+        f"  GGUF            {r.gguf} ({format_bytes(r.gguf_bytes)})",
         f"  Modelfile       {r.modelfile_dir}",
         format_verification(r.verification),
         "With Ollama installed, load it with:",

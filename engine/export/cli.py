@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..sizes import format_bytes
 from .mixtures import QUANTS
 
 
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace, job) -> int:
                          job=job.name, threads=args.threads,
                          allow_tokenizer_mismatch=args.allow_tokenizer_mismatch)
     out = sys.stderr if args.events == "-" else sys.stdout
-    print(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, {result.quant}) in "
+    print(f"wrote {result.path} ({format_bytes(result.size_bytes)}, {result.quant}) in "
           f"{result.seconds:.1f} s; record: {record_path(result.path)}", file=out)
     print(format_verification(result.verification), file=out)
     return 0 if result.verification.get("passed") else 1

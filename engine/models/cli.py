@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..sizes import format_bytes
 from ..cli import add_action
 from ..events import Finished, TailorError
 from .folder_files import model_files, readable_view
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace, job) -> int:
               f"({', '.join(info['architectures'])})\n"
               f"  parameters    {info['parameters'] / 1e6:.2f} M, {info['layers']} layers, "
               f"hidden {info['hidden_size']}, vocabulary {info['vocab_size']}\n"
-              f"  weights       {info['weight_bytes'] / 1e9:.3f} GB on disk"
+              f"  weights       {format_bytes(info['weight_bytes'])} on disk"
               + (f", {q['bits']}-bit quantized" if q else "") + "\n"
               f"  chat template {'yes' if info['chat_template'] else 'no'}\n"
               f"  GGUF export   {'supported' if info['gguf_export'] else 'not supported'} "
