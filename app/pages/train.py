@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 import time
 import typing
 from pathlib import Path
@@ -26,11 +27,21 @@ BASIC_FIELDS = ("method", "rank", "alpha", "learning_rate", "epochs", "iters", "
 HIDDEN_FIELDS: tuple[str, ...] = ()
 LABELS = {"learning_rate": "Learning rate", "max_seq_length": "Max sequence length",
           "grad_checkpoint": "Gradient checkpointing", "grad_accumulation": "Gradient accumulation",
-          "rslora": "rsLoRA scaling", "num_layers": "Layers (last N)", "iters": "Steps (0: epochs)",
+          "rslora": "rsLoRA scaling", "num_layers": "Layers (last N)", "iters": "Steps",
           "eval_every": "Validate every", "save_every": "Checkpoint every",
           "val_batches": "Validation batches", "keep_checkpoints": "Checkpoints kept",
           "report_every": "Report every", "grad_clip": "Gradient clip",
           "quantize_base": "Quantize base (bits)"}
+
+
+VALIDATIONS_PER_RUN = 15
+
+
+def auto_eval_every(total_steps: int) -> int:
+    """Validate every N steps so a run of any length draws about VALIDATIONS_PER_RUN points
+    (a 108-step run validated every 100 steps drew three points joined by lines); bounded so
+    a very long run still validates at least every 1000 steps."""
+    return max(1, min(1000, round(total_steps / VALIDATIONS_PER_RUN)))
 
 
 def _label(name: str) -> str:
@@ -55,6 +66,7 @@ class SettingsForm(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.train_examples = 0  # from the data check; sizes an epoch for auto validation
         self.hints = typing.get_type_hints(TrainConfig)
         self.widgets: dict[str, QWidget] = {}
         lay = QVBoxLayout(self)
@@ -73,18 +85,86 @@ class SettingsForm(QWidget):
         self.advanced.hide()
         self.more.toggled.connect(self._toggle_more)
         fields = [f for f in dataclasses.fields(TrainConfig) if f.name not in HIDDEN_FIELDS]
-        for f in sorted(fields, key=lambda f: BASIC_FIELDS.index(f.name)
-                        if f.name in BASIC_FIELDS else 99):
+        fields.sort(key=lambda f: BASIC_FIELDS.index(f.name) if f.name in BASIC_FIELDS else 99)
+        for f in fields:
             w = self._make(f)
             w.setToolTip(f.metadata.get("help", ""))
             if not isinstance(w, QCheckBox):
                 w.setMinimumWidth(130)
             self.widgets[f.name] = w
+        for f in fields:
+            w = self.widgets[f.name]
+            if f.name == "iters":
+                continue  # shares the "Length" row with epochs
             label = QLabel(_label(f.name))
             label.setToolTip(w.toolTip())
-            (basic if f.name in BASIC_FIELDS else adv).addRow(label, w)
+            field: QWidget = w
+            if f.name == "epochs":
+                label.setText("Length")
+                field = self._length_row()
+            elif f.name == "eval_every":
+                field = self._eval_row(w)
+            (basic if f.name in BASIC_FIELDS else adv).addRow(label, field)
         lay.addStretch(1)
         self.set_values(TrainConfig().to_dict())
+
+    # A run's length is either epochs or steps, never both at once: the mode is explicit, so a
+    # Steps value typed once cannot silently override a preset's epochs (issue 14).
+    def _length_row(self) -> QWidget:
+        row = QWidget()
+        h = QHBoxLayout(row)
+        h.setContentsMargins(0, 0, 0, 0)
+        self.length_mode = QComboBox()
+        self.length_mode.addItem("Epochs", "epochs")
+        self.length_mode.addItem("Steps", "iters")
+        self.length_mode.setToolTip("train for a number of passes over the data (epochs) or "
+                                    "for an exact number of optimizer steps")
+        self.length_mode.currentIndexChanged.connect(self._show_length)
+        self.length_mode.currentIndexChanged.connect(self.changed)
+        h.addWidget(self.length_mode)
+        h.addWidget(self.widgets["epochs"], 1)
+        h.addWidget(self.widgets["iters"], 1)
+        self.widgets["iters"].setMinimum(1)
+        self._show_length()
+        return row
+
+    def _show_length(self, *_) -> None:
+        steps = self.length_mode.currentData() == "iters"
+        if steps and self.widgets["epochs"].isVisibleTo(self) and not self.signalsBlocked():
+            total = self.total_steps_for_epochs()  # switching: the same run, counted in steps
+            if total:
+                self.widgets["iters"].setValue(total)
+        self.widgets["iters"].setVisible(steps)
+        self.widgets["epochs"].setVisible(not steps)
+
+    def _eval_row(self, spin: QWidget) -> QWidget:
+        row = QWidget()
+        h = QHBoxLayout(row)
+        h.setContentsMargins(0, 0, 0, 0)
+        h.addWidget(spin, 1)
+        self.eval_auto = QCheckBox("auto")
+        self.eval_auto.setToolTip(f"validate about {VALIDATIONS_PER_RUN} times per run, "
+                                  "whatever its length")
+        self.eval_auto.setChecked(True)
+        self.eval_auto.toggled.connect(self.changed)
+        self.eval_auto.toggled.connect(lambda on: spin.setEnabled(not on))
+        spin.setEnabled(False)
+        h.addWidget(self.eval_auto)
+        return row
+
+    def total_steps(self) -> int | None:
+        """The run's optimizer steps, as the engine will count them (None: data not checked)."""
+        if self.length_mode.currentData() == "iters":
+            return int(self.widgets["iters"].value())
+        return self.total_steps_for_epochs()
+
+    def total_steps_for_epochs(self) -> int | None:
+        v = self._raw_values()
+        if not self.train_examples:
+            return None
+        per_epoch = math.ceil(self.train_examples / max(int(v["batch_size"]), 1))
+        return max(1, math.ceil(float(v["epochs"]) * per_epoch /
+                                max(int(v["grad_accumulation"]), 1)))
 
     def _toggle_more(self, on: bool) -> None:
         self.advanced.setVisible(on)
@@ -119,6 +199,19 @@ class SettingsForm(QWidget):
         return w
 
     def values(self) -> dict:
+        """TrainConfig fields: the length in the chosen unit only, validation scaled."""
+        out = self._raw_values()
+        default = TrainConfig()
+        if self.length_mode.currentData() == "iters":
+            out["epochs"] = default.epochs  # ignored by the engine; left out of the argv
+        else:
+            out["iters"] = 0
+        if self.eval_auto.isChecked():
+            total = self.total_steps()
+            out["eval_every"] = auto_eval_every(total) if total else default.eval_every
+        return out
+
+    def _raw_values(self) -> dict:
         out = {}
         for name, w in self.widgets.items():
             if isinstance(w, QComboBox):
@@ -134,6 +227,9 @@ class SettingsForm(QWidget):
     def set_values(self, values: dict) -> None:
         self.blockSignals(True)
         try:
+            if "iters" in values:
+                self.length_mode.setCurrentIndex(
+                    self.length_mode.findData("iters" if values["iters"] else "epochs"))
             for name, v in values.items():
                 w = self.widgets.get(name)
                 if w is None or v is None:
@@ -143,6 +239,8 @@ class SettingsForm(QWidget):
                 elif isinstance(w, QCheckBox):
                     w.setChecked(bool(v))
                 elif isinstance(w, QSpinBox):
+                    if name == "iters" and not v:
+                        continue  # 0 means "use epochs": the mode says it, the box keeps its number
                     w.setValue(int(v))
                 elif isinstance(w, QDoubleSpinBox):
                     w.setValue(float(v))
@@ -182,7 +280,7 @@ class TrainPage(QWidget):
         self._build()
         state.model_changed.connect(self._on_inputs_changed)
         state.data_changed.connect(self._on_data_changed)
-        state.data_status_changed.connect(lambda _: self.refresh())
+        state.data_status_changed.connect(self._on_data_status)
         state.library_changed.connect(self._suggest_name)
         self.ui_timer = QTimer(self, interval=100, timeout=self._refresh_live)
         self.ui_timer.start()
@@ -205,6 +303,7 @@ class TrainPage(QWidget):
         except ValueError:
             values = {}
         known = {k: v for k, v in values.items() if k in self.form.widgets}
+        self.form.eval_auto.setChecked(self.settings.value("train/eval_auto", True, type=bool))
         if known:
             self.form.set_values(known)
 
@@ -213,6 +312,7 @@ class TrainPage(QWidget):
             import json
             self.settings.setValue("train/preset", self.preset.currentData())
             self.settings.setValue("train/values", json.dumps(self.settings_values()))
+            self.settings.setValue("train/eval_auto", self.form.eval_auto.isChecked())
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -241,6 +341,7 @@ class TrainPage(QWidget):
                                     Qt.ItemDataRole.ToolTipRole)
         self.preset.setCurrentIndex(self.preset.findData("balanced"))
         self.preset.currentIndexChanged.connect(self._apply_preset)
+        self.preset.activated.connect(self._apply_preset)  # choosing it again resets it too
         top.addRow("Preset", self.preset)
         ll.addLayout(top)
         self.preset_help = QLabel(PRESET_HELP.get("balanced", ""))
@@ -248,6 +349,7 @@ class TrainPage(QWidget):
         ll.addWidget(self.preset_help)
         self.form = SettingsForm()
         self.form.changed.connect(self._update_estimate)
+        self.form.changed.connect(self._update_preset_note)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
@@ -321,6 +423,12 @@ class TrainPage(QWidget):
         self._update_estimate()
         self.refresh()
 
+    def _on_data_status(self, *_) -> None:
+        report = self.state.report if self.state.data_status == "ok" else None
+        self.form.train_examples = int((report or {}).get("train_examples") or 0)
+        self.form.changed.emit()
+        self.refresh()
+
     def _on_data_changed(self, *_) -> None:
         # A new dataset starts a new story: an old run's ending is no longer news (Resume
         # stays offered if that run has a checkpoint).
@@ -364,10 +472,31 @@ class TrainPage(QWidget):
             pass
         self.name_edit.setText(name)
 
-    def _apply_preset(self) -> None:
-        key = self.preset.currentData()
-        self.preset_help.setText(PRESET_HELP.get(key, ""))
-        self.form.set_values({**TrainConfig().to_dict(), **PRESETS.get(key, {})})
+    def preset_values(self) -> dict:
+        return {**TrainConfig().to_dict(), **PRESETS.get(self.preset.currentData(), {})}
+
+    def _apply_preset(self, *_) -> None:
+        """Every value of the preset, the length mode included; validation back to auto."""
+        self.form.eval_auto.setChecked(True)
+        self.form.set_values(self.preset_values())
+
+    def _update_preset_note(self) -> None:
+        """The preset's summary, and what the form changed from it (nothing hidden)."""
+        text = PRESET_HELP.get(self.preset.currentData(), "")
+        preset, now = self.preset_values(), self.form.values()
+        changed = []
+        for name, value in now.items():
+            if name == "eval_every" and self.form.eval_auto.isChecked():
+                continue
+            if name == "epochs" and now["iters"]:
+                continue
+            if value != preset.get(name) and not (
+                    isinstance(value, float) and math.isclose(value, preset.get(name) or 0)):
+                changed.append(f"{_label(name)} {value:g}" if isinstance(value, float) else
+                               f"{_label(name)} {value}")
+        if changed:
+            text += " — changed here: " + ", ".join(changed)
+        self.preset_help.setText(text)
 
     def settings_values(self) -> dict:
         return self.form.values()
