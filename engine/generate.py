@@ -32,6 +32,7 @@ def generate_text(model_or_folder: str | None, adapter: str | None, prompt: str,
     from mlx_lm.tuner.utils import load_adapters
 
     from . import library
+    from .data.render import Renderer
     from .models import load_model, resolve_model
 
     if max_tokens < 1 or max_tokens > 1_000_000:
@@ -49,6 +50,9 @@ def generate_text(model_or_folder: str | None, adapter: str | None, prompt: str,
     model_files(folder).report_skipped(report, job)  # linked out of the folder: not read
     quant = ((library.get_adapter(adapter).manifest.get("settings") or {}).get("quantize_base")
              if adapter else None)
+    from .models.tokenizer import refuse_custom_code
+
+    refuse_custom_code(folder)  # said before the weights load
     model, tokenizer, _ = load_model(folder, quant)
     if adapter_dir is not None:
         from .models.safetensors_check import check_adapter_file
@@ -56,12 +60,15 @@ def generate_text(model_or_folder: str | None, adapter: str | None, prompt: str,
         check_adapter_file(adapter_dir / "adapters.safetensors")  # named, not MLX's RuntimeError
         load_adapters(model, str(adapter_dir))
     model.eval()
-    if raw or tokenizer.chat_template is None:
+    # Tailor's bounded renderer, as in training (not transformers' apply_chat_template, whose
+    # sandbox has no time or size limit): a template bomb or violation is a named error.
+    renderer = None if raw else Renderer(tokenizer, max_tokens=max_tokens)
+    if renderer is None or not renderer.template_source:
         text = prompt
     else:
         msgs = ([{"role": "system", "content": system}] if system else []) + \
                [{"role": "user", "content": prompt}]
-        text = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        text = renderer.render_prompt(msgs)
     ids = tokenizer.encode(text, add_special_tokens=False)
     pieces = []
     n = 0

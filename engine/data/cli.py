@@ -30,12 +30,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def load_tokenizer(model: str, report=None, cancel=None, job: str = "data",
                    notes: list[str] | None = None):
-    """mlx-lm's tokenizer wrapper for a model folder (or a resolvable Hugging Face id); lines
-    the user should read about the model (custom code asked for, files not read) are appended
-    to ``notes``."""
-    from mlx_lm.tokenizer_utils import load as load_mlx_tokenizer
-
-    from ..models.folder_files import model_files, readable_view
+    """mlx-lm's tokenizer wrapper for a model folder (or a resolvable Hugging Face id), as every
+    command loads it (engine/models/tokenizer.py: no custom code, faithful to the folder's
+    files); lines the user should read about the model (custom code asked for, files not read,
+    which tokenizer is used and why) are appended to ``notes``."""
+    from ..models.folder_files import model_files
+    from ..models.tokenizer import choice_of, load_tokenizer as load_model_tokenizer
 
     folder = Path(model).expanduser()
     if not folder.is_dir():
@@ -50,12 +50,11 @@ def load_tokenizer(model: str, report=None, cancel=None, job: str = "data",
         files.report_skipped(report, job)
     if notes is not None:
         notes += [n for n in (_custom_code_note(folder), files.note()) if n]
-    try:
-        with readable_view(folder, files) as view:
-            return load_mlx_tokenizer(view)
-    except (OSError, ValueError) as e:
-        raise TailorError(f"{folder}: cannot load the tokenizer ({e})",
-                          hint="point --model at a Hugging Face model folder") from None
+    tokenizer = load_model_tokenizer(folder)
+    choice = choice_of(tokenizer)
+    if notes is not None and choice is not None and choice.note():
+        notes.append(choice.note())
+    return tokenizer
 
 
 def _custom_code_note(folder: Path) -> str:

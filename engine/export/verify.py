@@ -325,13 +325,13 @@ def _check_logits(checks: list, name: str, ref: list[np.ndarray], got: list[np.n
 
 def verify_llama_cpp(path: Path, *, vocab, model_dir: Path, quant: str,
                      adapter_dir: Path | None, base_dir: Path) -> list[dict]:
-    from transformers import AutoTokenizer
+    from ..models.tokenizer import load_hf_tokenizer  # the training tokenizer
 
     checks: list[dict] = []
     from ..models.folder_files import readable_view
 
     with readable_view(model_dir if adapter_dir is None else base_dir) as view:
-        tok = AutoTokenizer.from_pretrained(str(view))
+        tok = load_hf_tokenizer(model_dir if adapter_dir is None else base_dir)
     if adapter_dir is not None:
         return _verify_adapter(path, tok, adapter_dir, base_dir, checks)
     check_tokenization(checks, path, tok, vocab)

@@ -88,14 +88,11 @@ def _token_text(value) -> str | None:
 
 
 def load_hf_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
+    """The training tokenizer, as every command loads it (engine/models/tokenizer.py: no custom
+    code, faithful to the folder's tokenizer files); TailorError when it does not load."""
+    from ..models.tokenizer import load_hf_tokenizer as load_training_tokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except Exception as e:  # noqa: BLE001 - any loader failure is the user's file
-        raise TailorError(f"{folder}: the tokenizer does not load ({type(e).__name__}: {e})",
-                          hint="the folder needs tokenizer.json or tokenizer.model and "
-                               "tokenizer_config.json") from e
+    return load_training_tokenizer(folder)
 
 
 def chat_template_of(folder: Path, tok_cfg: dict) -> str | None:
@@ -127,7 +124,7 @@ def read_vocab(folder: Path, config: dict, n_rows: int, *,
     tok_json = json.loads(tok_json_path.read_text(encoding="utf-8")) \
         if tok_json_path else None
     with readable_view(folder, files) as view:
-        hf = load_hf_tokenizer(view)
+        hf = load_hf_tokenizer(folder)  # it skips linked-out files itself
     if files.get("tokenizer.model") is not None and not _is_byte_level(tok_json):
         info = _sentencepiece(folder, n_rows, tok_json, tok_cfg)
     elif _is_byte_level(tok_json):

@@ -61,9 +61,10 @@ def load_model(folder: Path | str, quantize_bits: int | None = None, group_size:
     An already quantized base (e.g. mlx-community 4-bit) loads as it is (QLoRA). Raises
     TailorError for an unsupported architecture or unreadable weights.
     """
-    from mlx_lm.utils import load_model as mlx_load_model, load_tokenizer, quantize_model
+    from mlx_lm.utils import load_model as mlx_load_model, quantize_model
 
     from .resolve import check_model_folder
+    from .tokenizer import load_tokenizer  # no custom code, faithful to the folder's files
 
     folder = Path(folder)
     if quantize_bits not in (None, 0, 4, 8):
@@ -86,7 +87,7 @@ def load_model(folder: Path | str, quantize_bits: int | None = None, group_size:
                               f"mlx-lm ({e})") from e
         except FileNotFoundError as e:
             raise TailorError(f"cannot load {folder}: {e}") from e
-        tokenizer = load_tokenizer(view, eos_token_ids=config.get("eos_token_id"))
+        tokenizer = load_tokenizer(folder, eos_token_ids=config.get("eos_token_id"))
     if quantize_bits:
         if config.get("quantization"):
             raise TailorError(f"{folder} is already quantized "

@@ -50,13 +50,11 @@ def _base_model_record(given: str, folder: Path, config: dict) -> dict:
 def _tokenizer_alone(folder: Path):
     """The model's tokenizer without its weights, as ``load_model`` loads it; None when that
     fails (``load_model`` then says why)."""
-    from mlx_lm.utils import load_config, load_tokenizer
+    from ..models.tokenizer import load_tokenizer, refuse_custom_code
 
-    from ..models.folder_files import readable_view
-
+    refuse_custom_code(folder)  # said now, before the weights load
     try:
-        with readable_view(folder) as view:  # files linked out of the folder are not read
-            return load_tokenizer(view, eos_token_ids=load_config(view).get("eos_token_id"))
+        return load_tokenizer(folder)  # reads only files inside the folder
     except Exception:  # noqa: BLE001 - any failure is reported by load_model next
         return None
 
