@@ -2,9 +2,12 @@
 model base."""
 from __future__ import annotations
 
+import html
+import re
+
 import pyqtgraph as pg
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer, Signal
-from PySide6.QtGui import QPalette
+from PySide6.QtGui import QPalette, QTextDocument
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy,
                                QVBoxLayout, QWidget)
 
@@ -140,6 +143,28 @@ class LossChart(pg.PlotWidget):
         return 0 if x is None else len(x)
 
 
+_RAW = re.compile(r"^(internal error: )?([A-Za-z_][\w.]*(Error|Exception|Interrupt)\b|"
+                  r"Traceback \(most recent call last\))")
+
+
+def looks_raw(message: str) -> bool:
+    """A Python exception's text ("ConnectionError: HTTPSConnectionPool(...)"), not a
+    sentence meant for people."""
+    return bool(_RAW.match(message.strip())) or "Traceback (most recent" in message
+
+
+def error_html(message: str, hint: str = "", *, plain: str = "", plain_hint: str = "") -> str:
+    """A failure as the banner shows it: the message, then the hint on its own line. A raw
+    exception text is replaced by ``plain`` and ``plain_hint`` (the raw text stays in the
+    log and the banner's tooltip)."""
+    if looks_raw(message) and plain:
+        message, hint = plain, plain_hint or hint
+    text = html.escape(message.strip().rstrip("."))
+    if hint:
+        text += "<br>" + html.escape(hint.strip())
+    return text
+
+
 class Banner(QFrame):
     """A plain sentence about how something ended, with buttons for the next action."""
 
@@ -154,6 +179,7 @@ class Banner(QFrame):
         lay = QHBoxLayout(self)
         lay.setContentsMargins(10, 6, 10, 6)
         self.label = QLabel()
+        self.label.setTextFormat(Qt.TextFormat.RichText)  # never a literal <br> on screen
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
@@ -197,3 +223,9 @@ class Banner(QFrame):
 
     def text(self) -> str:
         return self.label.text()
+
+    def plain_text(self) -> str:
+        """What a person reads (the markup rendered)."""
+        doc = QTextDocument()
+        doc.setHtml(self.label.text())
+        return doc.toPlainText()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
                                QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton,
                                QMessageBox, QTableWidget, QTableWidgetItem, QVBoxLayout,
@@ -113,10 +114,13 @@ class ExportPage(QWidget):
         self.system_edit.setMaximumHeight(70)
         of.addRow("System prompt", self.system_edit)
         self.send_button = QPushButton("Send to Ollama")
-        self.send_button.setEnabled(False)
-        self.send_button.setToolTip("write a GGUF first")
         self.send_button.clicked.connect(lambda: self.send_to_ollama())
         of.addRow("", self.send_button)
+        self.send_reason = QLabel()  # why the button is disabled, where it can be seen
+        self.send_reason.setWordWrap(True)
+        self.send_reason.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        of.addRow("", self.send_reason)
+        self.refresh_send()
         row.addWidget(ollama, 1)
         lay.addLayout(row)
 
@@ -208,7 +212,7 @@ class ExportPage(QWidget):
         self.export_job = job = self.state.queue.submit(f"Export {name}", argv)
         self.verified = False
         self.last_export = None
-        self.send_button.setEnabled(False)
+        self.refresh_send()
         self.checks.setRowCount(0)
         self.progress.setValue(0)
         self.progress.show()
@@ -221,7 +225,7 @@ class ExportPage(QWidget):
         w.cancelled.connect(lambda e: self.banner.show_message("warn", "Export cancelled; "
                                                                "nothing was written."))
         w.ended.connect(lambda _: (self.progress.hide(), self.export_button.setEnabled(True),
-                                   self.cancel_button.setEnabled(False)))
+                                   self.cancel_button.setEnabled(False), self.refresh_send()))
         self.cancel_button.setEnabled(True)
         self.banner.show_message("info", f"Exporting {html.escape(name)}…")
 
@@ -262,22 +266,41 @@ class ExportPage(QWidget):
         size = result.get("size_bytes") or (Path(path).stat().st_size if path and
                                             Path(path).exists() else 0)
         adapter_only = bool(result.get("adapter_only")) or self.adapter_only.isChecked()
+        self.last_export = {**result, "adapter_only": adapter_only}
         if self.verified and adapter_only:
             self.banner.show_message("ok", f"Verified: {html.escape(Path(path).name)} "
                                      f"({human_bytes(size)}), a LoRA adapter file for "
                                      "llama.cpp --lora or an Ollama ADAPTER line on its base.")
-            self.send_button.setEnabled(False)
-            self.send_button.setToolTip("Ollama needs the base model for an adapter file: "
-                                        "write a full GGUF to send it from here")
         elif self.verified:
             self.banner.show_message("ok", f"Verified: {html.escape(Path(path).name)} "
                                      f"({human_bytes(size)}) loads and matches the trained "
                                      "model. Next: Send to Ollama.")
-            self.send_button.setEnabled(True)
-            self.send_button.setToolTip("")
         else:
             self.banner.show_message("error", f"{html.escape(Path(path).name)} was written but "
                                      "did not pass verification; see the checks below.")
+        self.refresh_send()
+
+    def send_problem(self) -> str | None:
+        """Why "Send to Ollama" cannot be pressed now, in one sentence (None: it can)."""
+        if self.ollama_job is not None and not self.ollama_job.done:
+            return "Sending to Ollama…"
+        if self.export_job is not None and not self.export_job.done:
+            return "Wait for the export to finish and pass verification."
+        if not self.last_export:
+            return "Write a GGUF first (Write GGUF, left): Ollama gets the verified file."
+        if not self.verified:
+            return "The last GGUF did not pass verification, so it is not sent; see the checks."
+        if self.last_export.get("adapter_only"):
+            return ("An adapter-only file needs its base model in Ollama: write a full GGUF "
+                    "to send it from here.")
+        return None
+
+    def refresh_send(self) -> None:
+        problem = self.send_problem()
+        self.send_button.setEnabled(problem is None)
+        self.send_button.setToolTip(problem or "create the model in Ollama from this GGUF")
+        self.send_reason.setText(problem or "")
+        self.send_reason.setVisible(problem is not None)
 
     # -- Ollama ------------------------------------------------------------------------------
 
@@ -326,14 +349,13 @@ class ExportPage(QWidget):
         argv = commands.ollama_command(gguf, name, system=self.system_edit.toPlainText().strip(),
                                        host=self.host(), modelfile_dir=folder, replace=replace)
         self.ollama_job = job = self.state.queue.submit(f"Ollama {name}", argv)
-        self.send_button.setEnabled(False)
         w = job.worker
         w.progressed.connect(self._on_progress)
         w.finished.connect(lambda e: self._on_sent(name, e.result or {}))
         w.failed.connect(lambda e: self._on_send_failed(e.message, e.hint, name,
                                                          e.error_type == "OllamaNameTaken"))
         w.crashed.connect(lambda m, h: self._on_send_failed(m, h))
-        w.ended.connect(lambda _: (self.send_button.setEnabled(True), self.progress.hide()))
+        w.ended.connect(lambda _: (self.refresh_send(), self.progress.hide()))
         self.progress.setValue(0)
         self.progress.show()
         self.banner.show_message("info", f"Sending {html.escape(name)} to Ollama…")

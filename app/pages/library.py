@@ -18,7 +18,7 @@ from engine import library
 from engine.events import TailorError
 
 from ..history import LossHistory
-from ..widgets import Banner, LossChart, RowTableModel, page_header
+from ..widgets import Banner, LossChart, RowTableModel, error_html, page_header
 
 
 def effective_status(manifest: dict) -> str:
@@ -289,7 +289,7 @@ class LibraryPage(QWidget):
                     library.delete_adapter(a.name)
                     self._changed("", f"Deleted “{a.name}”.")
         except TailorError as e:
-            self.banner.show_message("error", e.message + (f"<br>{e.hint}" if e.hint else ""))
+            self.banner.show_message("error", error_html(e.message, e.hint))
 
     def _changed(self, select: str, message: str) -> None:
         self.state.library_changed.emit()

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QFileDialog, QFormLayout, QHBoxLayout, QLabel, QL
 
 from .. import commands
 from ..estimate import GIB, estimate, human_count, read_model_config
-from ..widgets import Banner, page_header
+from ..widgets import Banner, error_html, page_header
 
 # Small instruct models that train on a 16 GB Mac; the 4-bit MLX builds train as QLoRA.
 CURATED = [
@@ -25,6 +25,10 @@ CURATED = [
     ("mlx-community/gemma-3-1b-it-4bit", "Gemma 3 1B, 4-bit · ~0.8 GB"),
     ("mlx-community/Phi-3-mini-4k-instruct-4bit", "Phi-3 mini 3.8B, 4-bit · ~2.2 GB"),
 ]
+
+DOWNLOAD_PLAIN = "the Hugging Face Hub could not be reached, or the download stopped"
+DOWNLOAD_HINT = ("check the internet connection (and any proxy), then press Download again: "
+                 "what was fetched is kept and the download resumes")
 
 try:  # the list the exporter writes; Qt-free and MLX-free at import
     from engine.models.load import GGUF_ARCHITECTURES
@@ -85,6 +89,7 @@ class ModelPage(QWidget):
         super().__init__(parent)
         self.state = state
         self.job = None
+        self.download_command = commands.model_download_command  # tests give a replay
         self._build()
         state.model_changed.connect(self._show)
 
@@ -207,13 +212,20 @@ class ModelPage(QWidget):
     def _download_selected(self) -> None:
         item = self.curated.currentItem()
         repo = item.data(Qt.ItemDataRole.UserRole) if item else self.edit.text().strip()
-        if repo:
+        if not repo:
+            self.banner.show_message("warn", "Nothing to download yet: select one of the "
+                                     "suggested models (or type a Hugging Face id such as "
+                                     "owner/model above), then press Download.")
+        elif not is_repo_id(repo):
+            self.banner.show_message("warn", f"{html.escape(repo)} is not a Hugging Face id "
+                                     "(owner/model): for a folder on this Mac, press Use.")
+        else:
             self.download(repo)
 
     def download(self, repo: str) -> None:
         """`tailor model download REPO` in a worker, with progress and cancel."""
         self.job = job = self.state.queue.submit(f"Download {repo}",
-                                                 commands.model_download_command(repo))
+                                                 self.download_command(repo))
         w = job.worker
         self.progress.setValue(0)
         self.progress.show()
@@ -221,14 +233,20 @@ class ModelPage(QWidget):
         self.cancel_button.setEnabled(True)
         w.progressed.connect(self._on_progress)
         w.finished.connect(lambda e: self._downloaded(repo, e.result))
-        w.failed.connect(lambda e: self.banner.show_message(
-            "error", html.escape(f"{e.message}") + (f"<br>{html.escape(e.hint)}" if e.hint
-                                                     else "")))
-        w.crashed.connect(lambda m, h: self.banner.show_message("error", html.escape(m)))
+        w.failed.connect(lambda e: self._download_failed(repo, e.message, e.hint))
+        # A crash's hint is about training memory; for a download the connection is the news.
+        w.crashed.connect(lambda m, h: self._download_failed(
+            repo, m, "", plain="the download stopped unexpectedly"))
         w.cancelled.connect(lambda e: self.banner.show_message(
             "warn", "Download cancelled; what was fetched is kept and resumes next time."))
         w.ended.connect(self._download_ended)
         self.banner.show_message("info", f"Downloading {html.escape(repo)}…")
+
+    def _download_failed(self, repo: str, message: str, hint: str, plain: str = "") -> None:
+        shown = (error_html(plain, DOWNLOAD_HINT) if plain else
+                 error_html(message, hint, plain=DOWNLOAD_PLAIN, plain_hint=DOWNLOAD_HINT))
+        self.banner.show_message("error", f"Could not download {html.escape(repo)}: {shown}")
+        self.banner.setToolTip(message)  # the exact words, for a bug report
 
     def _on_progress(self, e) -> None:
         if e.total:

@@ -582,7 +582,7 @@ class TrainPage(QWidget):
             except TailorError as e:
                 problem = e.message
         if problem:
-            self._say("warn", problem)
+            self._say("warn", html.escape(problem))
             return False
         argv = commands.train_command(self.state.model, self.state.data, name,
                                       self.settings_values())
