@@ -4,8 +4,10 @@ life of the job.
 ``fcntl.flock`` on ``<TAILOR_HOME>/locks/<key>.lock`` (macOS and Linux): the kernel drops the
 lock when the holder exits in any way, SIGKILL included, so a killed job never leaves a stale
 lock (a PID file would). The holder writes its command line and start time into the file, so a
-refused job can say which job is running. Lock files are never deleted: unlinking a lock file
-while another process waits on it would let two processes hold "the" lock at once.
+refused job can say which job is running. The holder unlinks its lock file as it ends; a job
+that opened the file just before checks after locking that the path still names the file it
+locked, else starts over (so two jobs can never hold "the" lock on two different files). A
+SIGKILLed holder leaves an unlocked file behind, which the next job reuses.
 
 Readers (fuse, export, an Ollama hand-off of an adapter) take the same exclusive lock as
 writers (train, resume, rename, delete, duplicate): a reader spends minutes on the adapter's
@@ -61,7 +63,7 @@ def describe_holder(text: str) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(h["started"])))
         return f"{h['command']} (pid {h['pid']} on {h['host']}, started {started})"
     except (ValueError, KeyError, TypeError):
-        return "another Tailor job (it is starting up)"
+        return "another Tailor job"
 
 
 class JobLock:
@@ -74,31 +76,51 @@ class JobLock:
         self.fd: int | None = None
         self.started = 0.0
 
-    def acquire(self) -> "JobLock":
-        """Take the lock or raise Busy naming the running job (TailorError if the lock file
-        cannot be made, e.g. a read-only library)."""
+    def _open(self) -> int:
         from .atomic import translate_write_faults
 
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
             try:  # a read-only library: an existing lock file still locks (without the note),
-                fd = os.open(self.path, os.O_RDONLY)  # and the job's own write says why
+                return os.open(self.path, os.O_RDONLY)  # and the job's own write says why
             except OSError:
                 with translate_write_faults(self.path):
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = describe_holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
-            os.close(fd)
-            raise Busy(f"{self.what} is in use by another job: {holder}; nothing was changed",
-                       hint="wait for that job to finish, or stop it (in the app, or with "
-                            "Ctrl-C in its terminal), then try again") from None
-        except BaseException:
-            os.close(fd)
-            raise
+                    return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def acquire(self) -> "JobLock":
+        """Take the lock or raise Busy naming the running job (TailorError if the lock file
+        cannot be made, e.g. a read-only library)."""
+        deadline = time.monotonic() + 0.5
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                note = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+                os.close(fd)
+                if time.monotonic() < deadline:
+                    # perhaps only is_held's momentary probe, or a holder about to release
+                    time.sleep(0.02)
+                    continue
+                raise Busy(f"{self.what} is in use by another job: {describe_holder(note)}; "
+                           "nothing was changed",
+                           hint="wait for that job to finish, or stop it (in the app, or with "
+                                "Ctrl-C in its terminal), then try again") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # The last holder unlinks the file when it ends; if that happened between our
+            # open and flock, we hold a lock on a file nobody else will see: start over.
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            if current is None or not os.path.samestat(os.fstat(fd), current):
+                os.close(fd)
+                continue
+            break
         self.fd = fd
         self.started = time.time()
         command = CURRENT_COMMAND or f"{self.job or 'a job'} in {os.path.basename(sys.argv[0])}"
@@ -111,11 +133,13 @@ class JobLock:
         return self
 
     def release(self) -> None:
+        """Unlink the lock file while still holding it (so a library does not collect one
+        per output path ever written), then drop the lock."""
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
         with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+            os.unlink(self.path)
         os.close(fd)  # closing the descriptor drops the flock
 
     def __enter__(self) -> "JobLock":

@@ -133,4 +133,29 @@ def test_the_lock_is_released_when_the_job_ends(tailor_home):
     assert not locks.is_held(locks.adapter_lock_path("a"))
     library.rename_adapter("a", "b")
     assert library.get_adapter("b").manifest["name"] == "b"
-    assert (tailor_home / "locks" / "adapter-a.lock").read_text() == ""  # no stale holder note
+    assert not (tailor_home / "locks" / "adapter-a.lock").exists()  # removed as it ended
+
+
+def test_a_lock_file_unlinked_by_its_last_holder_mid_acquire_is_not_trusted(monkeypatch,
+                                                                            tailor_home):
+    import fcntl
+
+    lock = locks.adapter_lock("a", "train")
+    real, calls = fcntl.flock, []
+
+    def flock(fd, op):
+        if not calls:  # the previous holder ends (and unlinks) between our open and flock
+            calls.append(fd)
+            os.unlink(lock.path)
+        return real(fd, op)
+
+    lock.path.parent.mkdir(parents=True, exist_ok=True)
+    lock.path.write_text("")
+    monkeypatch.setattr(fcntl, "flock", flock)
+    lock.acquire()
+    try:
+        assert calls and os.path.samestat(os.fstat(lock.fd), os.stat(lock.path))
+        monkeypatch.setattr(fcntl, "flock", real)
+        assert locks.is_held(lock.path)
+    finally:
+        lock.release()
