@@ -424,3 +424,18 @@ def _sentencepiece_pipeline(view: Path, sp, chosen):
         if hasattr(chosen, k):
             setattr(faithful, k, getattr(chosen, k))
     return faithful
+
+
+def record_tokenizer_choice(tokenizer, report=None, job: str = "train") -> dict | None:
+    """The ``TokenizerChoice`` of ``tokenizer`` as a dict for a run record (None if it did not
+    come from this module); a tokenizer other than transformers' own, or one that differs from
+    the model's files, is also said as a Log line through ``report``."""
+    from ..events import Log
+
+    choice = choice_of(tokenizer)
+    if choice is None:
+        return None
+    if report is not None and choice.note():
+        report(Log(job=job, level="warning" if choice.reason.startswith("WARNING") else "info",
+                   message=choice.note()))
+    return choice.to_dict()

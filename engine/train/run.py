@@ -19,6 +19,7 @@ from ..events import (Cancelled, CancelToken, Log, Progress, Reporter, Started, 
 from ..sizes import format_bytes
 from ..models import load_model, model_fingerprint, resolve_model
 from ..models.resolve import hf_cache_repo_id, hf_cache_revision, looks_like_path
+from ..models.tokenizer import record_tokenizer_choice
 from . import checkpoint as ckpt
 from .adapters import adapter_shapes, apply_adapters, count, trainable_weights, \
     write_adapter_files
@@ -162,6 +163,7 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
     report(Progress(job=job, stage="load", done=2, total=3, message="loading the model"))
     net, tokenizer, model_config = load_model(model_dir, cfg.quantize_base)
     base = _base_model_record(str(model), model_dir, model_config)
+    base["tokenizer"] = record_tokenizer_choice(tokenizer, report, job)  # which one, why
     cancel.raise_if_cancelled()
     if prepared is None:
         prepared, counts = prepare(data_path, tokenizer, data_config, report=report,
