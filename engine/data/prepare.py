@@ -225,7 +225,8 @@ def prepare_dataset(path: Path | str, tokenizer: Any, config: DataConfig | None 
     train_prompts = {ex.prompt_key() for ex in train_ex}
     rep.leakage = sum(1 for ex in valid_ex if ex.prompt_key() in train_prompts)
 
-    renderer = Renderer(tokenizer, config.chat_template, config.mask_prompt)
+    renderer = Renderer(tokenizer, config.chat_template, config.mask_prompt,
+                        config.max_seq_length)
     parts, lengths = _tokenize_splits(renderer, {"train": train_ex, "valid": valid_ex,
                                                  "test": test_ex}, config, rep, log, tok_bar,
                                       cancel)

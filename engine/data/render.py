@@ -1,5 +1,6 @@
-"""Chat-template rendering (sandboxed Jinja, as transformers does) and batched tokenization with
-a loss mask: 1 on each assistant turn's content and its end-of-turn token, 0 elsewhere.
+"""Chat-template rendering (the bounded sandbox of chat_template.py, as transformers renders) and
+batched tokenization with a loss mask: 1 on each assistant turn's content and its end-of-turn
+token, 0 elsewhere.
 
 How the mask is found: the conversation is rendered once; for assistant turn i, the template
 renders ``messages[:i]`` with the generation prompt, which is (a prefix of) the text before
@@ -9,61 +10,20 @@ end-of-turn token after it (``<|im_end|>``, ``<end_of_turn>``, ``</s>``, ``<|eot
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import jinja2
-from jinja2.ext import Extension
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from ..events import TailorError
+from .chat_template import (ChatTemplate, TemplateLimitError, TemplateRaised,
+                            compile_chat_template, template_origin)
 from .report import PreviewExample
 from .schemas import BadExample, Example
 
 # Special tokens that can close a turn (matched by name; "header"/"start" ones never do).
 _END_NAME = re.compile(r"end|eot|eos|</s>", re.I)
 _NOT_END = re.compile(r"header|start|begin", re.I)
-
-
-class _GenerationTag(Extension):
-    """Accept `{% generation %}...{% endgeneration %}` (used by some templates) as plain text."""
-
-    tags = {"generation"}
-
-    def parse(self, parser):
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return jinja2.nodes.Scope(body).set_lineno(lineno)
-
-
-def _raise_exception(message: str):
-    raise jinja2.exceptions.TemplateError(message)
-
-
-def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    # Jinja's own tojson escapes HTML characters, which would change the rendered text.
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
-
-
-@lru_cache(maxsize=16)
-def compile_template(source: str) -> jinja2.Template:
-    """A chat template compiled in an immutable sandbox; raises TailorError on bad syntax."""
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[jinja2.ext.loopcontrols, _GenerationTag])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    try:
-        return env.from_string(source)
-    except jinja2.TemplateSyntaxError as e:
-        raise TailorError(f"chat template line {e.lineno}: {e.message}",
-                          hint="fix the template or choose another with --chat-template") from None
 
 
 def unwrap_tokenizer(tokenizer: Any) -> Any:
@@ -92,10 +52,13 @@ class Tokenized:
 class Renderer:
     """Renders Examples with one tokenizer's chat template and tokenizes them in batches."""
 
-    def __init__(self, tokenizer: Any, chat_template: str = "", mask_prompt: bool = True):
+    def __init__(self, tokenizer: Any, chat_template: str = "", mask_prompt: bool = True,
+                 max_tokens: int | None = None):
         self.tok = unwrap_tokenizer(tokenizer)
         self.mask_prompt = mask_prompt
+        self.max_tokens = max_tokens  # longest example in tokens: widens the output cap
         source = chat_template
+        self.template_origin = "the --chat-template text"
         if source and "{" not in source:  # no Jinja in it: a file name
             file = Path(source).expanduser()
             if not file.is_file():
@@ -104,8 +67,12 @@ class Renderer:
                 source = file.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as e:
                 raise TailorError(f"{source}: cannot read the chat template ({e})") from None
-        self.template_source = source or self._model_template()
-        self._template: jinja2.Template | None = None
+            self.template_origin = str(file)
+        if not source:
+            source = self._model_template()
+            self.template_origin = template_origin(self.tok)
+        self.template_source = source
+        self._template: ChatTemplate | None = None
         self.special = {name: self._token_str(name) for name in
                         ("bos_token", "eos_token", "unk_token", "pad_token")}
         self.eos_id = self.tok.eos_token_id
@@ -114,10 +81,10 @@ class Renderer:
         self.folded_system = 0  # conversations whose system turn was merged into the first user
 
     @property
-    def template(self) -> jinja2.Template | None:
+    def template(self) -> ChatTemplate | None:
         """Compiled on first use, so a text dataset never depends on the template."""
         if self._template is None and self.template_source:
-            self._template = compile_template(self.template_source)
+            self._template = compile_chat_template(self.template_source, self.template_origin)
         return self._template
 
     def _model_template(self) -> str:
@@ -149,13 +116,40 @@ class Renderer:
             raise TailorError("the model has no chat template, so chat data cannot be rendered",
                               hint="use a text dataset, or give a template with "
                                    "--chat-template FILE")
+        context = dict(self.special, messages=messages, tools=tools,
+                       add_generation_prompt=add_generation_prompt)
         try:
-            return self.template.render(messages=messages, tools=tools,
-                                        add_generation_prompt=add_generation_prompt,
-                                        **self.special)
+            return self.template.render(context, self.max_tokens)
+        except TemplateLimitError:
+            raise  # the template itself is at fault, on every example: stop, naming it
         except Exception as e:  # noqa: BLE001 - third-party template code run on user data
             raise BadExample(f"the model's chat template refused this conversation: "
                              f"{type(e).__name__ if not str(e) else e}") from None
+
+    def render_prompt(self, messages: list[dict]) -> str:
+        """The prompt text for generation (``add_generation_prompt``); a system turn the
+        template refuses is merged into the first user turn, as in training. Raises
+        TailorError naming the template for any template failure."""
+        if self.template is None:
+            raise TailorError("the model has no chat template", hint="use --raw")
+        context = dict(self.special, messages=messages, tools=None, add_generation_prompt=True)
+        try:
+            try:
+                return self.template.render(context, self.max_tokens)
+            except TemplateRaised:
+                if len(messages) < 2 or messages[0]["role"] != "system":
+                    raise
+                merged = dict(messages[1], content=messages[0]["content"].strip() + "\n\n"
+                              + messages[1]["content"])
+                return self.template.render(dict(context, messages=[merged] + messages[2:]),
+                                            self.max_tokens)
+        except TemplateLimitError:
+            raise
+        except Exception as e:  # noqa: BLE001 - third-party template code
+            raise TailorError(f"{self.template_origin}: the chat template failed on this "
+                              f"prompt: {type(e).__name__ if not str(e) else e}",
+                              hint="fix the template, or send the prompt as it is with --raw"
+                              ) from None
 
     def render(self, ex: Example) -> Rendered:
         """Text and trained spans of one example; raises BadExample."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..data.chat_template import TemplateLimitError, TemplateRaised, compile_chat_template
 from ..events import TailorError
 from . import gotemplate
 
@@ -73,40 +74,24 @@ class OllamaTemplate:
 
 
 # ----------------------------------------------------------------------------------------------
-# Jinja rendering as transformers does it
+# Jinja rendering as transformers does it (bounded: a template bomb ends in TemplateLimitError)
 
 
-def _jinja_env():
-    from jinja2.ext import loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[loopcontrols])
-
-    def raise_exception(message):
-        raise _TemplateRaised(message)
-
-    env.filters["tojson"] = lambda x, indent=None, ensure_ascii=False, **_: json.dumps(
-        x, indent=indent, ensure_ascii=ensure_ascii)
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: "26 Jul 2024"  # fixed: renders must be comparable
-    return env
-
-
-class _TemplateRaised(Exception):
-    pass
-
-
-def jinja_renderer(jinja_template: str, info: TokenizerInfo
+def jinja_renderer(jinja_template: str, info: TokenizerInfo,
+                   origin: str = "the chat template converted for Ollama"
                    ) -> Callable[[list[dict], bool], str]:
     """``render(messages, add_generation_prompt)`` -> the prompt text as Ollama should see it
-    (the leading BOS removed when the tokenizer adds it). Raises _TemplateRaised or jinja errors.
+    (the leading BOS removed when the tokenizer adds it). Renders in Tailor's one bounded
+    sandbox (engine.data.chat_template), with a fixed date so renders are comparable. Raises
+    TemplateRaised (raise_exception), TemplateLimitError (time/size limits) or jinja errors.
     """
-    template = _jinja_env().from_string(jinja_template)
+    template = compile_chat_template(jinja_template, origin, fixed_date="26 Jul 2024")
 
     def render(messages: list[dict], add_generation_prompt: bool = True) -> str:
-        text = template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                               bos_token=info.bos_token, eos_token=info.eos_token, tools=None)
+        text = template.render({"messages": messages,
+                                "add_generation_prompt": add_generation_prompt,
+                                "bos_token": info.bos_token, "eos_token": info.eos_token,
+                                "tools": None})
         if info.add_bos_token and info.bos_token and text.startswith(info.bos_token):
             text = text[len(info.bos_token):]
         return text
@@ -153,6 +138,8 @@ def check_template(go_template: str, render_jinja, system_supported: bool
     for conv in probe_conversations():
         try:
             want = render_jinja(conv if system_supported else _merge_system(conv), True)
+        except TemplateLimitError:
+            raise  # a hostile or broken template: stop, not "unverified"
         except Exception as e:  # the model's own template refuses this conversation
             return False, f"Jinja template failed on a probe: {e}"
         got = parsed.render(go_messages(conv))
@@ -204,6 +191,8 @@ def _chatml_default_system(render_jinja) -> str | None:
     """The system prompt a ChatML template inserts when there is none (Qwen2.5 does)."""
     try:
         text = render_jinja([{"role": "user", "content": _U1}], True)
+    except TemplateLimitError:
+        raise
     except Exception:
         return None
     m = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n", text, re.S)
@@ -308,7 +297,7 @@ def generic_template(render_jinja) -> tuple[str, bool]:
             raise ValueError("the system message changes the first user turn")
         post_s = q[:len(q) - len(first_pre_u)]
         pre_s = ps
-    except (_TemplateRaised, ValueError):
+    except (TemplateRaised, ValueError):
         system_supported = False
 
     first = first_pre_u != pre_u
@@ -374,6 +363,8 @@ def convert_chat_template(jinja_template: str | None, tokenizer_info: Any = None
         candidates.append((family, *known))
     try:
         candidates.append(("generic", *generic_template(render_jinja)))
+    except TemplateLimitError:
+        raise
     except Exception as e:
         notes.append(f"placeholder conversion failed: {e}")
     for name, template, system_ok in candidates:
