@@ -4,6 +4,7 @@ training, and a read-only library. They pin that tests/faults.py injects what a 
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -74,3 +75,21 @@ def test_a_read_only_library(small_disk, tiny_model, tmp_path, monkeypatch, caps
     assert f"[library] FAILED: cannot rename {home / 'adapters' / 'base'}: " \
            f"{home / 'adapters'} is on a read-only file system" in err
     assert snapshot_tree(home) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a 0o555 folder anyway")
+def test_a_folder_without_write_permission(tiny_model, tmp_path, capsys):
+    from tests.export.adapters import make_library_adapter
+
+    make_library_adapter("base", tiny_model("qwen2"))
+    out = tmp_path / "locked"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        rc = main(["fuse", "--adapter", "base", "--out", str(out / "fused")])
+        err = capsys.readouterr().err
+        assert rc == 1 and "Traceback" not in err
+        assert f"[fuse] FAILED: cannot write {out / 'fused'}: permission denied" in err
+        assert list(out.iterdir()) == []
+    finally:
+        out.chmod(0o755)
