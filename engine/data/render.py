@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jinja2.exceptions import SecurityError
+
 from ..events import TailorError
 from .chat_template import (ChatTemplate, TemplateLimitError, TemplateRaised,
                             compile_chat_template, template_origin)
@@ -145,6 +147,12 @@ class Renderer:
                                             self.max_tokens)
         except TemplateLimitError:
             raise
+        except SecurityError as e:
+            raise TailorError(f"{self.template_origin}: the chat template broke the sandbox's "
+                              f"rules: {e}",
+                              hint="the template tries to reach Python internals: it is broken "
+                                   "or hostile; fix it, or send the prompt as it is with "
+                                   "--raw") from None
         except Exception as e:  # noqa: BLE001 - third-party template code
             raise TailorError(f"{self.template_origin}: the chat template failed on this "
                               f"prompt: {type(e).__name__ if not str(e) else e}",

@@ -1,6 +1,6 @@
 """Chat templates are rendered bounded in time and size, everywhere (issue 11: nested
 ``range(100000)`` loops hung past 120 s; ``'x' * 10**10`` grew one process to 23.8 GB until the
-system killed it). Each bomb ends within
+system killed it; ``generate`` printed a SecurityError traceback). Each bomb ends within
 seconds in a message naming the template's file and the limit, with no traceback and little
 memory, in ``tailor data check`` and ``tailor generate``."""
 from __future__ import annotations
@@ -28,6 +28,7 @@ NESTED_LOOPS = ("{% for a in range(100000) %}{% for b in range(100000) %}{% endf
                 "{% endfor %}")
 HUGE_STRING = "{{ 'x' * 10**10 }}"
 RECURSION = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"
+ESCAPE = "{{ ''.__class__.__mro__ }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
 
 TIME_LIMIT = f"it ran for more than {RENDER_CPU_SECONDS:g} s of CPU time"
 SIZE_LIMIT = ("a string repeated 10,000,000,000 times would be 10,000,000,000 characters long "
@@ -189,6 +190,17 @@ def test_generate_cli_ends_with_the_message(tiny_model, tmp_path, name):
     assert f"{model / 'tokenizer_config.json'}: the chat template was stopped: {limit}" in err
     assert peak < 1 << 30, f"peak memory {peak / 2**20:.0f} MiB"
     assert seconds < 90
+
+
+def test_generate_cli_names_a_sandbox_violation(tiny_model, tmp_path):
+    model = model_with_template(tiny_model, tmp_path, ESCAPE)
+    rc, out, err, _peak, _seconds = run_engine(["generate", "--model", str(model), "--prompt",
+                                                "Hello", "--max-tokens", "4"])
+    assert rc == 1
+    assert "Traceback" not in err + out and "SecurityError" not in err
+    assert (f"{model / 'tokenizer_config.json'}: the chat template broke the sandbox's rules: "
+            "access to attribute '__class__' of 'str' object is unsafe") in err
+    assert "--raw" in err
 
 
 def test_generate_renders_like_training_and_merges_a_refused_system_turn(tiny_model):
