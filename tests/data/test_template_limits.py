@@ -216,3 +216,17 @@ def test_generate_renders_like_training_and_merges_a_refused_system_turn(tiny_mo
     assert got == tok.apply_chat_template(merged, add_generation_prompt=True, tokenize=False)
     with pytest.raises(TailorError, match="the chat template failed on this prompt"):
         Renderer(tok, chat_template="{{ raise_exception('no') }}").render_prompt(merged)
+
+
+def test_the_engine_has_no_other_template_renderer():
+    # A new call site must go through engine/data/chat_template.py, not around its limits.
+    others = []
+    for path in sorted((REPO / "engine").rglob("*.py")):
+        if path.name == "chat_template.py":
+            continue
+        code = "\n".join(line.split("#")[0] for line in path.read_text().splitlines())
+        for pattern in ("apply_chat_template(", "SandboxedEnvironment", "Environment(",
+                        "jinja2.Template", ".from_string("):
+            if pattern in code:
+                others.append(f"{path.relative_to(REPO)}: {pattern}")
+    assert not others
