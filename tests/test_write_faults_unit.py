@@ -85,7 +85,7 @@ def test_a_native_writer_failure_is_diagnosed_by_probing_the_folder(tmp_path, mo
 
 
 def test_run_command_maps_a_stray_write_fault(monkeypatch, capsys):
-    from engine.cli import Job, make_job, run_command
+    from engine.cli import make_job, run_command
 
     mod = types.ModuleType("fake_write_site")
 
