@@ -100,7 +100,7 @@ class _Budget:
         if self.deadline is None:
             self.deadline = now + self.seconds
         elif now > self.deadline:
-            raise _LimitHit(f"it ran for more than {RENDER_CPU_SECONDS:g} s of CPU time "
+            raise _LimitHit(f"it ran for more than {self.seconds:g} s of CPU time "
                             f"({self.ops:,} steps: a loop that does not end?)")
 
     def size(self, chars: int, what: str) -> None:
@@ -110,6 +110,8 @@ class _Budget:
 
     def create(self, chars: int, what: str) -> None:
         self.size(chars, what)
+        if self.seconds is None:
+            return  # constant folding while compiling: nothing to accumulate across templates
         self.made += chars
         if self.made > self.work_cap:
             raise _LimitHit(f"it made more than {self.work_cap:,} characters of text in one "
