@@ -27,7 +27,7 @@ from .architectures import (ArchInfo, add_hparams, arch_info, gguf_name, is_mlx_
                             llama3_rope_factors, row_local, transform)
 from .mixtures import BYTES_PER_WEIGHT, FILE_TYPE, QUANTS, TypePlanner, encode, nbytes_of
 from .safetensors_stream import TensorRef, list_tensors
-from .vocab import VocabInfo, read_vocab
+from .vocab import VocabInfo, check_pre_tokenizer, read_vocab
 
 # Values read and encoded as one piece (2 MiB of float16): small enough that a worker's
 # working set stays small, large enough that per-piece Python costs vanish.
@@ -356,6 +356,8 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
             needed += params * 4  # the fused/dequantized model, in a temporary folder
     check_free_space(out.parent if out.parent.exists() else out.parent.parent, needed,
                      what=f"the {quant.upper()} GGUF file", free_bytes_fn=free_bytes_fn)
+    if not adapter_only and force_pre_tokenizer is None:  # before minutes of fusing
+        check_pre_tokenizer(base_dir, allow_tokenizer_mismatch=allow_tokenizer_mismatch)
     report(Started(job=job, config={"source": str(getattr(src, "name", src)), "quant": quant,
                                     "out": str(out), "adapter_only": adapter_only},
                    info={"base_model": str(base_dir)}))

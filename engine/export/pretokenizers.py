@@ -171,7 +171,7 @@ PRE_TYPES: list[PreType] = [
     *_t("hunyuan solar-open:SOLAR_OPEN grok-2:GROK_2", "HUNYUAN", [QWEN2], clean_spaces=False,
         originals=((0, QWEN2.replace(_CONTRACTIONS, _CONTRACTIONS_HF)),)),
     *_t("laguna", "LAGUNA", [NEWLINE_RUNS, QWEN2], clean_spaces=False),
-    *_t("qwen35", "QWEN35", [QWEN35], clean_spaces=False, normalizers=("NFC",),
+    *_t("qwen35", "QWEN35", [QWEN35], clean_spaces=False,
         originals=((0, QWEN35.replace(_CONTRACTIONS, _CONTRACTIONS_HF)),)),
     *_t("ufakzeka", "UFAKZEKA", [UFAKZEKA], clean_spaces=False),
     *_t("minicpm5", "MINICPM5", [r"\p{N}{1,3}", MINICPM5], ignore_merges=True,
@@ -388,8 +388,8 @@ def identify_pre_tokenizer(hf: HFPreTokenizer, *, hash_opinion: str | None = Non
     """The llama.cpp types whose splits and flags reproduce ``hf`` exactly, best first.
 
     ``whole_word_differences()``: how many vocabulary entries BPE's merges do not rebuild as
-    themselves (called only when a type's ignore_merges differs from the tokenizer's; 0 means
-    the flag cannot change any id). Ranking among equals: the hash's opinion, then the same
+    themselves (called only when the best-ranked type's ignore_merges differs from the
+    tokenizer's; 0 means the flag cannot change any id). Ranking among equals: the hash's opinion, then the same
     clean_spaces as tokenizer_config, then a listed normalizer, then table order."""
     deviations: list[str] = []
     if hf.normalizer == "NFC":
@@ -397,17 +397,6 @@ def identify_pre_tokenizer(hf: HFPreTokenizer, *, hash_opinion: str | None = Non
                           "not in NFC form (e.g. decomposed accents) can tokenize differently")
     if hf.problems or not hf.byte_level or (hf.normalizer not in (None, "NFC")):
         return Identification(hf, [], deviations)
-    diffs: list[int] = []
-
-    def merges_irrelevant() -> bool:
-        if whole_word_differences is None:
-            return False
-        if not diffs:
-            diffs.append(int(whole_word_differences()))
-        return diffs[0] == 0
-
-    matches = [t for t in PRE_TYPES if _regexes_match(t, hf.steps)
-               and (t.ignore_merges == hf.ignore_merges or merges_irrelevant())]
 
     def rank(t: PreType) -> tuple:
         return (t.name != hash_opinion,
@@ -415,7 +404,13 @@ def identify_pre_tokenizer(hf: HFPreTokenizer, *, hash_opinion: str | None = Non
                 bool(hf.normalizer) and hf.normalizer not in t.normalizers,
                 bool(t.note), PRE_TYPES.index(t))
 
-    matches.sort(key=rank)
+    same_splits = sorted((t for t in PRE_TYPES if _regexes_match(t, hf.steps)), key=rank)
+    matches = [t for t in same_splits if t.ignore_merges == hf.ignore_merges]
+    # The best-ranked type differs only in ignore_merges: it is as exact when the flag cannot
+    # change an id for this vocabulary (measured only then: a pass over the whole vocabulary).
+    if same_splits and same_splits[0].ignore_merges != hf.ignore_merges \
+            and whole_word_differences is not None and int(whole_word_differences()) == 0:
+        matches = same_splits
     return Identification(hf, matches, deviations)
 
 

@@ -143,6 +143,22 @@ def read_vocab(folder: Path, config: dict, n_rows: int, *,
     return info
 
 
+def check_pre_tokenizer(folder: Path, *, allow_tokenizer_mismatch: bool = False) -> None:
+    """Refuse up front (before a fuse or dequantization) a byte-level BPE tokenizer whose
+    pre-tokenizer llama.cpp cannot reproduce: the same TailorError read_vocab raises."""
+    folder = Path(folder)
+    files = model_files(folder)
+    tok_json_path = files.get("tokenizer.json")
+    tok_json = json.loads(tok_json_path.read_text(encoding="utf-8")) if tok_json_path else None
+    if not _is_byte_level(tok_json) or allow_tokenizer_mismatch:
+        return
+    tok_cfg_path = files.get("tokenizer_config.json")
+    tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8")) if tok_cfg_path else {}
+    with readable_view(folder, files) as view:
+        hf = load_hf_tokenizer(view)
+    _choose_pre(VocabInfo("gpt2", [], []), folder, tok_json, tok_cfg, hf, False, None)
+
+
 def _is_byte_level(tok_json: dict | None) -> bool:
     return bool(tok_json) and "ByteLevel" in json.dumps(tok_json.get("pre_tokenizer") or {}) \
         and tok_json.get("model", {}).get("type") == "BPE"

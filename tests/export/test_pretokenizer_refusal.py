@@ -35,8 +35,10 @@ def test_an_unreproducible_pre_tokenizer_is_refused_and_nothing_is_written(word_
     before = snapshot_tree(word_pair_model)
     (tmp_path / "exports").mkdir()
     out = tmp_path / "exports" / "m.gguf"
+    events = []
     with pytest.raises(TailorError) as e:
-        export_gguf(word_pair_model, out, "f32")
+        export_gguf(word_pair_model, out, "f32", report=events.append)
+    assert events == []  # refused before any work starts (for an adapter: before the fuse)
     msg = e.value.message
     assert f"{word_pair_model / 'tokenizer.json'}: llama.cpp has no pre-tokenizer that " \
            "reproduces this one" in msg
