@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -57,14 +58,44 @@ def apply_library_folder(settings: QSettings) -> None:
         os.environ["TAILOR_HOME"] = folder
 
 
+class FileOpenFilter(QObject):
+    """A file or folder dropped on the Dock icon, or opened with Tailor from Finder, reaches the
+    application as a QFileOpenEvent (macOS); it opens like a drop on the window. Events that
+    arrive before the window exists (Tailor launched by the drop) wait for ``attach``."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.window = None
+        self.pending: list[Path] = []
+
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() != QEvent.Type.FileOpen:
+            return False
+        path = Path(event.file())
+        if self.window is None:
+            self.pending.append(path)
+        else:
+            self.window.open_paths([path])
+        return True
+
+    def attach(self, window) -> None:
+        self.window = window
+        pending, self.pending = self.pending, []
+        for path in pending:
+            window.open_paths([path])
+
+
 def main(argv: list[str] | None = None) -> int:
     app = make_app(list(argv or []))
+    opener = FileOpenFilter(app)
+    app.installEventFilter(opener)
     settings = QSettings()
     apply_library_folder(settings)
     from .main_window import MainWindow
 
     window = MainWindow(settings)
     window.show()
+    opener.attach(window)
     sweep_at_start(window)
     return app.exec()
 

@@ -209,10 +209,16 @@ class MainWindow(QMainWindow):
     def dropEvent(self, event) -> None:
         paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
         what = classify_drop(paths)
-        if what is None:
+        if self.open_paths(paths):
+            event.acceptProposedAction()
+        else:
             event.ignore()
-            return
-        event.acceptProposedAction()
+
+    def open_paths(self, paths: list[Path]) -> bool:
+        """A dataset or model folder dropped on the window or, on a Mac, on the Dock icon
+        (app/main.py's FileOpenFilter); False when it is neither."""
+        if what is None:
+            return False
         kind, path = what
         if kind == "model":
             self.show_page("Model")
@@ -221,6 +227,7 @@ class MainWindow(QMainWindow):
             self.show_page("Data")
             self.state.set_data(str(path))
 
+        return True
     # -- state -------------------------------------------------------------------------------
 
     def _restore(self, first_run_sample: bool) -> None:

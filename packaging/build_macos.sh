@@ -29,15 +29,8 @@ python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q "$REPO" "pyinstaller>=6.10"
 
 echo "==> icon"
-ICONSET="$BUILD/Tailor.iconset"
-rm -rf "$ICONSET" && mkdir -p "$ICONSET"
-for size in 16 32 64 128 256 512; do
-  # rsvg-convert (brew install librsvg) renders the SVG; sips cannot read SVG.
-  rsvg-convert -w $size -h $size "$REPO/resources/icons/tailor.svg" -o "$ICONSET/icon_${size}x${size}.png"
-  rsvg-convert -w $((size * 2)) -h $((size * 2)) "$REPO/resources/icons/tailor.svg" \
-    -o "$ICONSET/icon_${size}x${size}@2x.png"
-done
-iconutil -c icns "$ICONSET" -o "$BUILD/Tailor.icns"
+# Rendered from resources/icons/tailor.svg by Qt (no rsvg-convert or iconutil needed).
+"$VENV/bin/python" "$REPO/packaging/make_icns.py" "$BUILD/Tailor.icns"
 
 echo "==> PyInstaller"
 "$VENV/bin/pyinstaller" --noconfirm --clean --distpath "$DIST" --workpath "$BUILD/work" \
