@@ -58,6 +58,9 @@ if [[ -n "${TAILOR_CODESIGN_IDENTITY:-}" ]]; then
   codesign --force --timestamp --options runtime --entitlements "$ENT" \
     --sign "$TAILOR_CODESIGN_IDENTITY" "$APP"
   codesign --verify --deep --strict --verbose=2 "$APP"
+else
+  echo "==> not signed: TAILOR_CODESIGN_IDENTITY is not set (Gatekeeper will ask users to"
+  echo "    right-click > Open the first time); set it to a 'Developer ID Application' identity"
 fi
 
 echo "==> dmg"
@@ -72,5 +75,7 @@ if [[ -n "${TAILOR_CODESIGN_IDENTITY:-}" && -n "${TAILOR_NOTARY_PROFILE:-}" ]]; 
   xcrun stapler staple "$APP"
   xcrun stapler staple "$DMG"
   spctl --assess --type execute --verbose "$APP"
+else
+  echo "==> not notarized: needs both TAILOR_CODESIGN_IDENTITY and TAILOR_NOTARY_PROFILE"
 fi
 echo "==> done: $DMG"
