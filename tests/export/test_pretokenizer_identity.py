@@ -132,3 +132,15 @@ def test_the_table_has_one_row_per_name_and_every_regex_compiles():
     assert len(names) == len(set(names))
     for t in PRE_TYPES:
         _hf_pre_tokenizer_for(t)  # raises if the tokenizers engine cannot compile one
+
+
+def test_the_table_says_which_hugging_face_structure_each_type_stands_for(trained):
+    # the same words describe_tokenizer_json uses for a tokenizer.json of that structure
+    for name in ("gpt-2", "starcoder"):
+        assert PRE_TYPES_BY_NAME[name].hf_structure == \
+            describe_tokenizer_json(trained[name][0]).describe()
+    assert PRE_TYPES_BY_NAME["starcoder"].hf_structure == \
+        "Digits(individual_digits=true) -> ByteLevel(use_regex=true); BPE ignore_merges=false"
+    assert PRE_TYPES_BY_NAME["command-r"].hf_structure.startswith("normalizer NFC or none; ")
+    assert PRE_TYPES_BY_NAME["llama-bpe"].hf_structure.endswith(
+        "-> ByteLevel(use_regex=false); BPE ignore_merges=true")
