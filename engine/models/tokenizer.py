@@ -412,7 +412,15 @@ def _sentencepiece_pipeline(view: Path, sp, chosen):
     if spec.add_dummy_prefix:
         steps.append(normalizers.Prepend("\u2581"))
     steps.append(normalizers.Replace(" ", "\u2581"))
-    tok = Tokenizer.from_str(json.dumps({**data, "normalizer": None, "pre_tokenizer": None}))
+    model = data.get("model") or {}
+    if model.get("type") == "BPE" and proto.trainer_spec.model_type == \
+            model_pb2.TrainerSpec.BPE:
+        # SentencePiece merges by the score of the merged piece; a converter that orders the
+        # merges otherwise (transformers 5's) splits e.g. "a  b" differently (Llama 2's "▁▁"
+        # scores -1e9). Rebuilt as transformers' original converter did.
+        model = {**model, "merges": _sentencepiece_merges(proto)}
+    tok = Tokenizer.from_str(json.dumps({**data, "model": model, "normalizer": None,
+                                         "pre_tokenizer": None}))
     tok.normalizer = normalizers.Sequence(steps)
     kwargs = {k: getattr(chosen, k, None) for k in ("bos_token", "eos_token", "unk_token",
                                                     "pad_token")}
@@ -439,3 +447,18 @@ def record_tokenizer_choice(tokenizer, report=None, job: str = "train") -> dict 
         report(Log(job=job, level="warning" if choice.reason.startswith("WARNING") else "info",
                    message=choice.note()))
     return choice.to_dict()
+
+
+def _sentencepiece_merges(proto) -> list[list[str]]:
+    """BPE merges of a SentencePiece BPE model: every split of a normal piece into two pieces,
+    in the order of the merged piece's score (best first), ties by the parts' ids."""
+    normal = 1
+    ids = {p.piece: i for i, p in enumerate(proto.pieces)}
+    ranked = sorted(((p.score, i, p.piece) for i, p in enumerate(proto.pieces)
+                     if p.type == normal), key=lambda x: (-x[0], x[1]))
+    merges = []
+    for _score, _i, piece in ranked:
+        local = [(ids[piece[:k]], ids[piece[k:]], piece[:k], piece[k:])
+                 for k in range(1, len(piece)) if piece[:k] in ids and piece[k:] in ids]
+        merges += [[left, right] for _, _, left, right in sorted(local)]
+    return merges
