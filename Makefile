@@ -6,13 +6,18 @@ BIN := $(VENV)/bin
 
 .PHONY: setup run test bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/llama-vocabs/VERSION
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=77'
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
+
+# llama.cpp's tokenizer test vocabularies (ggml-vocab-*.gguf with .inp/.out), from the sdist of
+# the llama-cpp-python just installed; the conformance tests read them here, offline.
+$(VENV)/llama-vocabs/VERSION: $(VENV)/.installed scripts/fetch_llama_vocabs.py
+	$(BIN)/python scripts/fetch_llama_vocabs.py $(VENV)/llama-vocabs
 
 run: setup
 	$(BIN)/tailor
