@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-from engine.events import TailorError
 from tests.llama_vocabs import VOCAB_DIR, check_vocabulary, vocab_names, vocab_path
 
 pytestmark = pytest.mark.skipif(
@@ -16,9 +15,11 @@ pytestmark = pytest.mark.skipif(
     reason=f"llama.cpp's test vocabularies are not in {VOCAB_DIR}: run `make setup` (it "
            "extracts them from the llama-cpp-python source distribution)")
 
-# Refused on purpose: llama.cpp's type for it splits text differently from the model's own
-# tokenizer.json (Falcon's pre-tokenizer maps bytes before its Digits and Split steps).
-REFUSED = {"falcon": "llama.cpp has no pre-tokenizer that reproduces this one"}
+# Refused today: Tailor's structural identification finds no llama.cpp type for Falcon's
+# pre-tokenizer (Punctuation -> ByteLevel -> Digits -> Split). llama.cpp's own "falcon" file
+# gives the same ids as the rebuilt Falcon tokenizer on all 47 strings and the whole built-in
+# corpus, so accepting it would be right; until then the refusal must say why and offer the flag.
+MAY_REFUSE = {"falcon"}
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +29,13 @@ def work(tmp_path_factory):
 
 @pytest.mark.parametrize("name", vocab_names())
 def test_export_reproduces_llama_cpp_expected_ids(name, work):
-    if name in REFUSED:
-        with pytest.raises(TailorError) as e:
-            check_vocabulary(name, work)
-        assert REFUSED[name] in e.value.message
-        assert "--allow-tokenizer-mismatch" in e.value.hint
-        return
     r = check_vocabulary(name, work)
     assert r.hf_strings_equal == r.strings, f"the rebuilt {name} tokenizer is not faithful"
+    if r.refused:
+        assert name in MAY_REFUSE, r.refused
+        assert "llama.cpp has no pre-tokenizer that reproduces this one" in r.refused
+        assert "--allow-tokenizer-mismatch" in r.refused
+        return
     assert (r.strings_equal, r.ids_matched) == (r.strings, r.ids), (r.line(),
                                                                     r.first_difference)
 
