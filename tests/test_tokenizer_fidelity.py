@@ -166,3 +166,35 @@ def test_export_tokenizes_as_training(case, case_folders, tmp_path):
             assert llama_tokenize(llm, text) == tok.encode(text), text
     finally:
         llm.close()
+
+
+def test_a_difference_without_faithful_replacement_is_a_warning(tiny_model, tmp_path, capsys):
+    """A SentencePiece model that collapses repeated spaces (remove_extra_whitespaces): no
+    tokenizers pipeline does that, so the loaded tokenizer stays and the user is warned."""
+    import io
+
+    import sentencepiece as spm
+
+    from engine.tiny_models import corpus
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model("llama2"), folder)
+    (folder / "tokenizer.json").unlink()
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus()), model_writer=buf, vocab_size=600, model_type="bpe",
+        byte_fallback=True, character_coverage=1.0, remove_extra_whitespaces=True,
+        unk_id=0, bos_id=1, eos_id=2, minloglevel=3, num_threads=1)
+    (folder / "tokenizer.model").write_bytes(buf.getvalue())
+    tok = load_tokenizer(folder)
+    choice = choice_of(tok)
+    assert choice.reason.startswith("WARNING: ") and "no faithful replacement" in choice.reason
+    assert choice.differences and choice.differences[0]["reference_file"] == "tokenizer.model"
+    rep = ListReporter()
+    from engine.models.tokenizer import record_tokenizer_choice
+
+    assert record_tokenizer_choice(tok, rep, "train")["source"] == "transformers"
+    assert [e.level for e in rep.of(Log)] == ["warning"]
+    assert main(["data", "check", str(_chat(tmp_path / "c.jsonl")), "--model", str(folder),
+                 "--json"]) == 0
+    assert any(n.startswith("WARNING: ") for n in json.loads(capsys.readouterr().out)["notes"])
