@@ -30,11 +30,8 @@ DOWNLOAD_PLAIN = "the Hugging Face Hub could not be reached, or the download sto
 DOWNLOAD_HINT = ("check the internet connection (and any proxy), then press Download again: "
                  "what was fetched is kept and the download resumes")
 
-try:  # the list the exporter writes; Qt-free and MLX-free at import
-    from engine.models.load import GGUF_ARCHITECTURES
-except ImportError:  # pragma: no cover
-    GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3",
-                          "mistral")
+# the exporter's own table (engine/capabilities.py: Qt-free and MLX-free at import)
+from engine.capabilities import GGUF_MODEL_TYPES as GGUF_ARCHITECTURES  # noqa: E402
 
 
 def describe_model(folder: Path) -> dict[str, str]:

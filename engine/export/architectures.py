@@ -10,11 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..capabilities import GGUF_MODEL_TYPES, gguf_architecture, gguf_support
 from ..events import TailorError
 
-# HF model_type -> GGUF architecture name
-SUPPORTED = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-             "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "phi3": "phi3"}
 GEMMAS = ("gemma", "gemma2", "gemma3")
 # Tensors in HF checkpoints that llama.cpp computes itself.
 SKIP_RE = re.compile(r"(rotary_emb\.inv_freq|\.attention\.masked_bias|\.attn\.bias)$")
@@ -52,20 +50,20 @@ def arch_info(config: dict, source: str = "") -> ArchInfo:
     """The architecture of a model config, or TailorError naming an unsupported one."""
     model_type = config.get("model_type", "")
     if model_type == "gemma3" and "text_config" in config:
-        raise TailorError(f"{source}: Gemma 3 with a vision tower (model_type 'gemma3') is not "
-                          "supported; only the text model (gemma3_text) is",
+        raise TailorError(f"{source}: {gguf_support(config)[1]}",
                           hint="use a text-only Gemma 3 checkpoint (1B, or a text extraction)")
-    if model_type not in SUPPORTED:
+    arch = gguf_architecture(model_type)
+    if arch is None:
         archs = ", ".join(config.get("architectures") or []) or "unknown"
         raise TailorError(
             f"{source}: architecture {model_type or '?'!r} ({archs}) is not supported for GGUF "
-            f"export; supported: {', '.join(sorted(SUPPORTED))}",
+            f"export; supported: {', '.join(sorted(GGUF_MODEL_TYPES))}",
             hint="export a model of a supported family, or use llama.cpp's own converter")
     if config.get("quantization_config") and not config.get("quantization"):
         method = (config["quantization_config"] or {}).get("quant_method", "?")
         raise TailorError(f"{source} holds {method}-quantized weights, which Tailor cannot "
                           "dequantize", hint="export the original full-precision model")
-    return ArchInfo(model_type, SUPPORTED[model_type], config)
+    return ArchInfo(model_type, arch, config)
 
 
 def is_mlx_quantized(config: dict) -> bool:

@@ -6,11 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-from ..sizes import format_bytes
+from ..capabilities import GGUF_MODEL_TYPES, gguf_support
 from ..cli import add_action
 from ..events import Finished, TailorError
+from ..sizes import format_bytes
 from .folder_files import model_files, readable_view
-from .load import GGUF_ARCHITECTURES, custom_code_note, read_config
+from .load import custom_code_note, read_config
 from .safetensors_check import check_model_weights
 from .resolve import HUB_TIMEOUT, resolve_model
 
@@ -76,8 +77,8 @@ def model_info(folder: Path) -> dict:
             "weight_bytes": weight_bytes,
             "memory_to_load_gb": round(weight_bytes / 1e9, 3),
             "chat_template": has_template,
-            "gguf_export": arch in GGUF_ARCHITECTURES,
-            "gguf_supported_architectures": [a for a in GGUF_ARCHITECTURES],
+            "gguf_export": gguf_support(cfg)[0],
+            "gguf_supported_architectures": list(GGUF_MODEL_TYPES),
             "skipped_files": [str(f) for f in files.skipped],
             "notes": [n for n in (custom_code_note(cfg),) if n]}
 

@@ -11,10 +11,6 @@ from ..events import TailorError
 from .folder_files import model_files, readable_view
 from .safetensors_check import check_model_weights
 
-# Architectures whose fused model our GGUF exporter writes (see engine/export).
-GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text",
-                      "phi3")
-
 
 def read_config(folder: Path) -> dict:
     """config.json as a dict; TailorError when it is unreadable or links out of the folder."""

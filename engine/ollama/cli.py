@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import paths
+from ..capabilities import gguf_architecture
 from ..configs import add_dataclass_args, opt, validate_ranges
 from ..events import Finished, Log, Started, TailorError
 from .client import OllamaClient
@@ -191,7 +192,7 @@ def _source(cfg: OllamaConfig, job, export_fn=None):
     if cfg.adapter_only:
         arch = (info.manifest.get("base_model") or {}).get("architecture") or ""
         if arch:
-            check_adapter_architecture(_gguf_arch(arch))
+            check_adapter_architecture(gguf_architecture(arch) or arch)
     if export_fn is None:
         try:
             export_fn = load_export_gguf()
@@ -223,11 +224,6 @@ def load_export_gguf():
     except ImportError:
         from ..export.gguf_export import export_gguf
     return export_gguf
-
-
-def _gguf_arch(model_type: str) -> str:
-    """HF model_type -> GGUF architecture name, for the adapter-only check."""
-    return {"mistral": "llama", "gemma3_text": "gemma3"}.get(model_type, model_type)
 
 
 def _fresh(path: Path) -> Path:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..capabilities import ollama_applies_adapter
 from ..events import CancelToken, Log, Reporter, TailorError, null_reporter, stage_progress
 from ..export.gguf_check import check_gguf
 from .client import (QUANTIZABLE_FILE_TYPES, OllamaClient, OllamaError, OllamaNameTaken,
@@ -22,8 +23,6 @@ from .templates import (OllamaTemplate, convert_chat_template, read_gguf_chat_in
                         read_hf_chat_info)
 
 JOB = "ollama"
-# Architectures whose GGUF LoRA adapters Ollama applies (llama.cpp engine); others: fuse.
-ADAPTER_ARCHITECTURES = {"llama", "qwen2", "gemma", "gemma2", "phi3"}
 
 
 @dataclass
@@ -226,7 +225,9 @@ def send_adapter(client: OllamaClient, adapter_gguf: Path | str, name: str, base
 
 
 def check_adapter_architecture(arch: str) -> None:
-    if arch not in ADAPTER_ARCHITECTURES:
+    """TailorError unless Ollama applies a GGUF LoRA adapter of llama.cpp architecture ``arch``
+    (engine/capabilities.py); the others are fused and sent as one GGUF."""
+    if not ollama_applies_adapter(arch):
         raise TailorError(
             f"Ollama cannot apply a LoRA adapter to a {arch or 'unknown'} model",
             hint="leave out --adapter-only: Tailor then fuses the adapter into the base and "

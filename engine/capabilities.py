@@ -1,0 +1,67 @@
+"""What Tailor can do with each model family: one table, read by the trainer's notes, the GGUF
+exporter, the Ollama hand-off, ``tailor model info`` and the app's Model page.
+
+Pure data and stdlib only (no MLX, no numpy), so the app and ``--help`` can import it cheaply.
+Training itself works for any model type mlx-lm implements; the rows here are the families whose
+whole path (train, fuse, GGUF export verified in llama.cpp) Tailor supports and tests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One Hugging Face ``model_type`` and what Tailor does with it."""
+
+    model_type: str          # config.json's model_type
+    family: str              # the name a user knows
+    gguf: str | None         # llama.cpp's architecture name the exporter writes; None: no export
+    ollama_adapter: bool     # Ollama applies a GGUF LoRA adapter of this family (else: fuse)
+
+
+ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
+    Architecture("llama", "Llama", "llama", ollama_adapter=True),
+    # Mistral's config is Llama's; mlx-lm and llama.cpp both treat it as llama
+    Architecture("mistral", "Mistral", "llama", ollama_adapter=True),
+    Architecture("qwen2", "Qwen2 / Qwen2.5", "qwen2", ollama_adapter=True),
+    Architecture("qwen3", "Qwen3", "qwen3", ollama_adapter=False),
+    Architecture("gemma", "Gemma", "gemma", ollama_adapter=True),
+    Architecture("gemma2", "Gemma 2", "gemma2", ollama_adapter=True),
+    Architecture("gemma3_text", "Gemma 3 (text)", "gemma3", ollama_adapter=False),
+    Architecture("phi3", "Phi-3", "phi3", ollama_adapter=True),
+)}
+
+# Hugging Face model types the GGUF exporter writes, and llama.cpp architectures whose LoRA
+# adapters Ollama applies (derived from the table; never edit a copy).
+GGUF_MODEL_TYPES: tuple[str, ...] = tuple(a.model_type for a in ARCHITECTURES.values() if a.gguf)
+OLLAMA_ADAPTER_GGUF_ARCHITECTURES: frozenset[str] = frozenset(
+    a.gguf for a in ARCHITECTURES.values() if a.gguf and a.ollama_adapter)
+
+
+def gguf_architecture(model_type: str) -> str | None:
+    """llama.cpp's architecture name for a Hugging Face model type, or None (no GGUF export)."""
+    row = ARCHITECTURES.get(model_type)
+    return row.gguf if row else None
+
+
+def exports_gguf(model_type: str) -> bool:
+    """Whether ``tailor export`` writes a GGUF for this Hugging Face model type."""
+    return gguf_architecture(model_type) is not None
+
+
+def ollama_applies_adapter(gguf_arch: str) -> bool:
+    """Whether Ollama applies a GGUF LoRA adapter of this llama.cpp architecture."""
+    return gguf_arch in OLLAMA_ADAPTER_GGUF_ARCHITECTURES
+
+
+def gguf_support(config: dict) -> tuple[bool, str]:
+    """(exports, reason) for a config.json: the reason says why not, in one sentence."""
+    model_type = config.get("model_type", "") or "?"
+    if model_type == "gemma3" and "text_config" in config:
+        return False, ("Gemma 3 with a vision tower (model_type 'gemma3') is not supported for "
+                       "GGUF export; only the text model (gemma3_text) is")
+    if exports_gguf(model_type):
+        return True, ""
+    return False, (f"GGUF export does not support {model_type} yet; supported: "
+                   f"{', '.join(sorted(GGUF_MODEL_TYPES))}")
