@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None, *, demo_argv: tuple[str, ...] = ("demo",
          display: bool | None = None, probe=None) -> int:
     """``demo_argv``, ``display`` and ``probe`` (a function returning a QtProbe) let tests run a
     short fallback and force the headless path or a failing Qt."""
+    from engine.stdio import ensure_standard_fds
+
+    ensure_standard_fds()  # a closed stdin would break MLX's weight loading (engine/stdio.py)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == [QT_PROBE]:
         from .qt_probe import run_probe_here
