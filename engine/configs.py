@@ -39,6 +39,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: set[str] = fr
         tp = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f.metadata["help"] + (f" (default: {default})" if default is not None else "")
+        help_text = help_text.replace("%", "%%")  # argparse %-formats help ("30% slower")
         if tp is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)
