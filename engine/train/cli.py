@@ -9,7 +9,7 @@ import argparse
 
 from ..configs import add_dataclass_args, overrides_from_args
 from ..events import TailorError
-from .config import PRESET_HELP, PRESETS, TrainConfig, make_config
+from .config import PRESET_HELP, PRESETS, TrainConfig, make_config, merge_resume_config
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -51,11 +51,11 @@ def run(args: argparse.Namespace, job) -> int:
         cfg = None
         if overrides or args.preset:
             from .run import _saved_config
-            cfg = _saved_config(args.resume)
-            for k, v in (PRESETS.get(args.preset, {}) if args.preset else {}).items():
-                setattr(cfg, k, v)
-            for k, v in overrides.items():
-                setattr(cfg, k, v)
+
+            # a preset's values, then the flags; refused here, before any loading, when resume
+            # cannot take them (each setting named with why)
+            given = {**(PRESETS.get(args.preset, {}) if args.preset else {}), **overrides}
+            cfg = merge_resume_config(_saved_config(args.resume), given, args.resume)
         train_adapter(args.model, args.data, args.resume, cfg, data_config=data_config,
                       resume=True, report=job.report, cancel=job.cancel, job=job.name)
         return 0

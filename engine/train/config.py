@@ -84,6 +84,52 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+# Settings a resumed run may change: they decide what is reported and kept on disk, never what
+# is computed, so the resumed run still equals an uninterrupted one.
+RESUME_FREE = ("save_every", "keep_checkpoints", "report_every")
+
+# Why each other setting is fixed once a run has started (said when a resume changes it).
+_ADAPTER = "it decides the adapter's shape or its function, which the checkpoint holds"
+_OPTIMISER = "it is part of the optimisation the checkpoint is partway through"
+_DATA = "it decides which examples, in which order, make each step"
+_STOPPING = "it decides when validation and early stopping happen"
+RESUME_FIXED_REASON = {
+    "method": _ADAPTER, "rank": _ADAPTER, "alpha": _ADAPTER, "rslora": _ADAPTER,
+    "dropout": _ADAPTER, "targets": _ADAPTER, "num_layers": _ADAPTER,
+    "learning_rate": _OPTIMISER, "warmup": _OPTIMISER, "schedule": _OPTIMISER,
+    "weight_decay": _OPTIMISER, "grad_clip": _OPTIMISER,
+    "grad_checkpoint": "the step is compiled with or without it, and resume is exact only with "
+                       "the same step",
+    "epochs": "it sets the run's length, which the learning-rate schedule was built on",
+    "iters": "it sets the run's length, which the learning-rate schedule was built on",
+    "batch_size": _DATA, "grad_accumulation": _DATA, "max_seq_length": _DATA, "seed": _DATA,
+    "eval_every": _STOPPING, "val_batches": _STOPPING, "patience": _STOPPING,
+    "quantize_base": "it changes the base weights the adapter was trained on",
+}
+
+
+def merge_resume_config(saved: "TrainConfig", overrides: dict, name: str = "") -> "TrainConfig":
+    """The settings a resumed run uses: ``saved`` (from its checkpoint) with ``overrides``
+    (the flags given now) applied. Only RESUME_FREE settings may differ from ``saved``; any
+    other that does is refused, each named with its two values and why (TailorError).
+    ``saved`` is not modified."""
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise TailorError(f"unknown training settings: {', '.join(unknown)}")
+    changed = {k: v for k, v in overrides.items() if v != getattr(saved, k)}
+    fixed = [k for k in changed if k not in RESUME_FREE]
+    if fixed:
+        what = "; ".join(f"{k} {getattr(saved, k)!r} -> {changed[k]!r} "
+                         f"({RESUME_FIXED_REASON.get(k, 'it changes what is computed')})"
+                         for k in fixed)
+        raise TailorError(
+            f"cannot resume {name!r} with changed settings: {what}",
+            hint="resume with the original settings (only "
+                 + ", ".join("--" + k.replace("_", "-") for k in RESUME_FREE)
+                 + " may change), or start a new run under another name")
+    return dataclasses.replace(saved, **changed).validate()
+
+
 # Three starting points with plain names; any explicit flag overrides them.
 PRESETS: dict[str, dict] = {
     "quick-style": {"rank": 8, "alpha": 16.0, "epochs": 1.0, "learning_rate": 2e-4,

@@ -23,14 +23,11 @@ from ..models.tokenizer import record_tokenizer_choice
 from . import checkpoint as ckpt
 from .adapters import adapter_shapes, apply_adapters, count, trainable_weights, \
     write_adapter_files
-from .config import TrainConfig
+from .config import TrainConfig, merge_resume_config
 from ..data import DataConfig
 from .data_source import prepare
 from .estimate import estimate
 from .loop import NonFiniteLoss, Trainer
-
-# Settings that may differ on resume without changing what is computed.
-RESUME_FREE = {"report_every", "save_every", "keep_checkpoints"}
 
 
 def versions() -> dict:
@@ -98,16 +95,9 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
             raise TailorError(f"adapter {name!r} has no checkpoint to resume from",
                               hint="start a new run under another name")
         saved_cfg = TrainConfig.from_dict(loaded.state["config"])
-        if explicit_cfg is not None:
-            changed = [k for k, v in explicit_cfg.to_dict().items()
-                       if k not in RESUME_FREE and v != getattr(saved_cfg, k)]
-            if changed:
-                raise TailorError(
-                    f"cannot resume {name!r} with changed settings: " + ", ".join(
-                        f"{k} {getattr(saved_cfg, k)!r} -> {getattr(explicit_cfg, k)!r}"
-                        for k in changed),
-                    hint="resume with the original settings, or start a new run")
-        cfg = saved_cfg
+        # the settings given now take effect where resume allows it, else are refused
+        cfg = merge_resume_config(saved_cfg, explicit_cfg.to_dict() if explicit_cfg else {},
+                                  name)
         saved_data = info.manifest.get("data_settings") or {}
         if data_config is not None and saved_data:
             now = dataclasses.asdict(data_config)
