@@ -328,10 +328,7 @@ def verify_llama_cpp(path: Path, *, vocab, model_dir: Path, quant: str,
     from ..models.tokenizer import load_hf_tokenizer  # the training tokenizer
 
     checks: list[dict] = []
-    from ..models.folder_files import readable_view
-
-    with readable_view(model_dir if adapter_dir is None else base_dir) as view:
-        tok = load_hf_tokenizer(model_dir if adapter_dir is None else base_dir)
+    tok = load_hf_tokenizer(model_dir if adapter_dir is None else base_dir)  # skips links out
     if adapter_dir is not None:
         return _verify_adapter(path, tok, adapter_dir, base_dir, checks)
     check_tokenization(checks, path, tok, vocab)

@@ -13,7 +13,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from ..events import TailorError
-from ..models.folder_files import model_files, readable_view
+from ..models.folder_files import model_files
 
 # Token types (llama.cpp llama_token_type)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -123,8 +123,7 @@ def read_vocab(folder: Path, config: dict, n_rows: int, *,
     tok_json_path = files.get("tokenizer.json")
     tok_json = json.loads(tok_json_path.read_text(encoding="utf-8")) \
         if tok_json_path else None
-    with readable_view(folder, files) as view:
-        hf = load_hf_tokenizer(folder)  # it skips linked-out files itself
+    hf = load_hf_tokenizer(folder)  # it skips linked-out files itself
     if files.get("tokenizer.model") is not None and not _is_byte_level(tok_json):
         info = _sentencepiece(folder, n_rows, tok_json, tok_cfg)
     elif _is_byte_level(tok_json):
@@ -154,8 +153,7 @@ def check_pre_tokenizer(folder: Path, *, allow_tokenizer_mismatch: bool = False)
         return
     tok_cfg_path = files.get("tokenizer_config.json")
     tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8")) if tok_cfg_path else {}
-    with readable_view(folder, files) as view:
-        hf = load_hf_tokenizer(view)
+    hf = load_hf_tokenizer(folder)  # the folder itself: it skips linked-out files (not a view)
     _choose_pre(VocabInfo("gpt2", [], []), folder, tok_json, tok_cfg, hf, False, None)
 
 

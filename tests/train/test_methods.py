@@ -120,7 +120,7 @@ def test_started_event_and_memory_warning_on_a_small_machine(tiny_model, toy_dat
     assert 0 < p["trainable"] < p["total"]
     assert mem["total_bytes"] > mem["weights_bytes"] > 0 and mem["fits"] is False
     warning = [e for e in rep.of(Log) if e.level == "warning"][0].message
-    assert "the machine has 0.0 GB" in warning and "--grad-checkpoint" in warning \
+    assert "the machine has 1.00 MB" in warning and "--grad-checkpoint" in warning \
         and "--batch-size 2" in warning
 
 
