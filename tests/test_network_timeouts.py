@@ -18,6 +18,7 @@ import pytest
 
 from engine.events import CancelToken, Cancelled, ListReporter, TailorError
 from engine.models.resolve import _snapshot, resolve_model
+from tests.bounded import bounded
 from tests.conftest import REPO
 
 REPO_ID = "someone/never-answered"
@@ -71,24 +72,6 @@ def silent_hub(tmp_path, monkeypatch):
     hub.close()
 
 
-def bounded(fn, limit: float):
-    """Run ``fn`` in a thread; -> (exception or result, seconds). Fails after ``limit`` s."""
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as e:
-            box["value"] = e
-
-    t0 = time.monotonic()
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(limit)
-    assert not t.is_alive(), f"the lookup still hangs after {limit} s"
-    return box["value"], time.monotonic() - t0
-
-
 @pytest.mark.parametrize("how", ["download", "resolve"])
 def test_a_silent_hub_ends_after_the_timeout_naming_the_repo(silent_hub, how):
     def lookup():
@@ -96,7 +79,7 @@ def test_a_silent_hub_ends_after_the_timeout_naming_the_repo(silent_hub, how):
             return _snapshot(REPO_ID, ListReporter(), None, None, "model", timeout=1.5)
         return resolve_model(REPO_ID, timeout=1.5)
 
-    error, seconds = bounded(lookup, 30)
+    error, seconds = bounded(lookup, 30, "the lookup")
     assert isinstance(error, TailorError), error
     assert error.message == (f"the Hugging Face Hub ({silent_hub.url}) did not answer within "
                              f"1.5 s while fetching {REPO_ID}")

@@ -18,7 +18,7 @@ from engine.events import Finished, ListReporter, Progress, TailorError
 from engine.ollama import cli as ollama_cli
 
 from tests.export.adapters import make_library_adapter
-from .fake_server import FakeOllama, add_base_model
+from .fake_server import add_base_model
 from .ggufs import make_gguf
 
 
@@ -54,12 +54,6 @@ def run_cli(argv: list[str], export_fn) -> tuple[int, ListReporter]:
     rep = ListReporter()
     code = ollama_cli.run(args, Job(name="ollama", report=rep), export_fn=export_fn)
     return code, rep
-
-
-@pytest.fixture
-def server():
-    with FakeOllama() as s:
-        yield s
 
 
 @pytest.fixture

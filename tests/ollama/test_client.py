@@ -18,17 +18,6 @@ from .fake_server import BASE_TEMPLATE, FakeOllama, add_base_model, free_port
 from .ggufs import make_gguf
 
 
-@pytest.fixture
-def server():
-    with FakeOllama() as s:
-        yield s
-
-
-@pytest.fixture
-def gguf(tmp_path):
-    return make_gguf(tmp_path / "my-model-f16.gguf", "qwen2")
-
-
 def client_for(server, **kw) -> OllamaClient:
     kw.setdefault("timeout", 2.0)
     kw.setdefault("stream_timeout", 2.0)

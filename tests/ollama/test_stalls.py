@@ -18,39 +18,9 @@ import pytest
 from engine.events import CancelToken, Cancelled, decode_event
 from engine.ollama.client import OllamaClient, OllamaError
 from engine.ollama.handoff import send_gguf
+from tests.bounded import bounded
 from tests.conftest import REPO
 
-from .fake_server import FakeOllama
-from .ggufs import make_gguf
-
-
-@pytest.fixture
-def server():
-    with FakeOllama() as s:
-        yield s
-
-
-@pytest.fixture
-def gguf(tmp_path):
-    return make_gguf(tmp_path / "my-model-f16.gguf", "qwen2")
-
-
-def bounded(fn, limit: float):
-    """Run ``fn`` in a thread; -> (exception or result, seconds). Fails after ``limit`` s."""
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as e:
-            box["value"] = e
-
-    t0 = time.monotonic()
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(limit)
-    assert not t.is_alive(), f"still waiting on the stalled server after {limit} s"
-    return box["value"], time.monotonic() - t0
 
 
 @pytest.mark.parametrize("endpoint,words", [
@@ -67,7 +37,7 @@ def test_a_stall_after_the_first_line_ends_after_the_timeout(server, gguf, endpo
         with OllamaClient(server.host, timeout=1.0) as client:  # as the CLI builds it
             return send_gguf(client, gguf, "m")
 
-    error, seconds = bounded(hand_off, 20)
+    error, seconds = bounded(hand_off, 20, "the hand-off to the stalled server")
     assert isinstance(error, OllamaError), error
     assert f"did not answer within 1 s {words}" in error.message
     assert seconds < 8
@@ -86,7 +56,7 @@ def test_cancel_during_a_stalled_stream_is_immediate(server, gguf):
         _wait_for(lambda: server.count("POST", "/api/create") > 0), cancel.cancel("test")),
         daemon=True)
     t.start()
-    error, seconds = bounded(hand_off, 20)
+    error, seconds = bounded(hand_off, 20, "the hand-off to the stalled server")
     assert isinstance(error, Cancelled) and "creating m:latest" in str(error)
     assert seconds < 10 and server.models == {}
 
