@@ -109,5 +109,6 @@ def test_ctrl_c_during_a_stalled_create_cancels_at_once(server, gguf):
     assert "creating m:latest" in events[-1].message
     assert "[ollama] cancelled." in err and "Traceback" not in err
     assert "KeyboardInterrupt" not in err
-    assert seconds < 5
+    # a hang detector, not a speed target: the stalled stream itself would wait 60 s
+    assert seconds < 15
     assert server.models == {} and gguf.exists()
