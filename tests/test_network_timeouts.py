@@ -152,4 +152,4 @@ def test_cli_first_ctrl_c_cancels_a_silent_lookup(hub_for_cli, tmp_path):
     assert proc.returncode == 130
     assert f"[model] cancelled. stopped while fetching {REPO_ID}" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    assert seconds < 5
+    assert seconds < 15  # a hang detector (the lookup would wait 120 s), not a speed target
