@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from .events import TailorError
+from .events import ErrorCode, TailorError
 from .sizes import format_bytes
 
 # errno values that mean "this folder cannot take the write", as opposed to a bug.
@@ -35,6 +35,9 @@ class WriteFailed(TailorError):
         super().__init__(message, hint)
         self.errno = errno_
         self.path = path
+        self.code = (ErrorCode.DISK_FULL if errno_ in DISK_FULL else
+                     ErrorCode.READ_ONLY if errno_ in READ_ONLY else
+                     ErrorCode.PERMISSION_DENIED)
 
 
 def temp_sibling(target: Path, suffix: str = "") -> Path:

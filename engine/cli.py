@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from .atomic import translate_write_faults, write_fault
-from .events import (CancelToken, Cancelled, CancelledEvent, Failed, JsonLinesReporter, Log,
-                     Reporter, TailorError, TerminalReporter, fan_out)
+from .events import (CancelToken, Cancelled, CancelledEvent, ErrorCode, Failed,
+                     JsonLinesReporter, Log, Reporter, TailorError, TerminalReporter, fan_out)
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -200,12 +200,13 @@ def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
         return 130
     except TailorError as e:
         job.report(Failed(job=job.name, message=e.message, hint=e.hint,
-                          error_type=type(e).__name__))
+                          error_type=type(e).__name__, code=e.code))
         return 1
     except MemoryError:
         job.report(Failed(job=job.name, message="out of memory",
                           hint="use a smaller batch or sequence length, gradient checkpointing, "
-                               "or a 4-bit base", error_type="MemoryError"))
+                               "or a 4-bit base", error_type="MemoryError",
+                          code=ErrorCode.OUT_OF_MEMORY))
         return 1
     except OSError as e:
         # A write site that does not translate its faults itself (engine/atomic.py does).
@@ -213,7 +214,7 @@ def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
         if fault is None:
             return internal_error(job, e)
         job.report(Failed(job=job.name, message=fault.message, hint=fault.hint,
-                          error_type=type(fault).__name__))
+                          error_type=type(fault).__name__, code=fault.code))
         return 1
     except Exception as e:  # noqa: BLE001 - the last line of defence
         return internal_error(job, e)
@@ -250,7 +251,8 @@ def internal_error(job: Job, exc: BaseException) -> int:
     except Exception as e:  # noqa: BLE001 - e.g. the disk is full
         hint = (f"this is a bug in Tailor; please report it (the traceback could not be saved: "
                 f"{e}; run with TAILOR_DEBUG=1 to see it)")
-    job.report(Failed(job=job.name, message=message, hint=hint, error_type="InternalError"))
+    job.report(Failed(job=job.name, message=message, hint=hint, error_type="InternalError",
+                      code=ErrorCode.INTERNAL))
     return 1
 
 

@@ -1,8 +1,10 @@
 """`tailor demo`: the whole product end to end, headless, in about a minute on a laptop CPU.
 
-A tiny model is built on the spot (real tokenizer and chat template), the sample dataset from
-``resources/`` is checked, an adapter is trained into the library, exported to GGUF and verified
-(in llama.cpp where it is installed), and the Ollama Modelfile folder is written. Every step is a
+A tiny model is built on the spot (real tokenizer and chat template), the demo's sample dataset
+from ``resources/`` is checked, an adapter is trained into the library, the base model and the
+adapter answer a few try-it prompts (compared with the dataset's answers), the adapter is exported
+to GGUF and verified (in llama.cpp where it is installed), and the Ollama Modelfile folder is
+written. Every step is a
 real engine call: the same code the app and the other commands run. Nothing is overwritten: each
 demo run gets its own adapter name and output folder.
 """
@@ -12,17 +14,22 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .sizes import format_bytes
 from . import paths
 from .events import CancelToken, Finished, Progress, Reporter, Started, TailorError, null_reporter
+from .results import DemoResult
 
-SAMPLE_DATASET = paths.RESOURCES / "samples" / "chat_sample.jsonl"
+# Six facts, each asked four ways (resources/samples/make_samples.py): a random two-layer model
+# memorises them through a LoRA adapter in 200 steps. On the app's 240-fact chat_sample.jsonl it
+# learns the answers' shape but not which fact goes with which prompt (0 of 12 exact, measured).
+DEMO_DATASET = paths.RESOURCES / "samples" / "demo_sample.jsonl"
 STAGES = ["model", "data", "train", "try", "export", "modelfile"]
 DEMO_MODEL_SIZE = {"hidden_size": 128, "intermediate_size": 256, "embed_std": 0.1}
-TRY_PROMPT = "What is the opposite of hot?"
+TRY_PROMPTS = ["What is the opposite of hot?", "What does a cow say?", "What colour is the sky?"]
+TRY_MAX_TOKENS = 40  # the longest reference is 24 tokens: an exact answer is never cut short
 
 
 @dataclass
@@ -30,31 +37,9 @@ class DemoConfig:
     kind: str = "qwen2"
     iters: int = 200
     quant: str = "q8_0"
-    dataset: Path = SAMPLE_DATASET
+    dataset: Path = DEMO_DATASET
     out: Path | None = None  # default: <TAILOR_HOME>/demo/<stamp>
     verify: bool = True
-
-
-@dataclass
-class DemoResult:
-    model: str = ""
-    dataset: str = ""
-    adapter: str = ""
-    adapter_path: str = ""
-    first_val_loss: float | None = None
-    best_val_loss: float | None = None
-    prompt: str = TRY_PROMPT
-    base_reply: str = ""
-    adapter_reply: str = ""
-    gguf: str = ""
-    gguf_bytes: int = 0
-    verification: dict = field(default_factory=dict)
-    modelfile_dir: str = ""
-    command: str = ""
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def _unique_stamp(root: Path) -> str:
@@ -64,6 +49,44 @@ def _unique_stamp(root: Path) -> str:
         n += 1
         name = f"{stamp}-{n}"
     return name
+
+
+def _references(dataset: Path) -> dict[int, tuple[str, str]]:
+    """{line number: (first user message, the assistant's answer to it)} of a chat .jsonl file;
+    {} for other files (the try-it answers are then shown without a reference)."""
+    refs: dict[int, tuple[str, str]] = {}
+    if dataset.suffix.lower() != ".jsonl":
+        return refs
+    with open(dataset, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                messages = json.loads(line).get("messages") or []
+            except (ValueError, AttributeError):
+                continue  # the data check has reported it
+            turns = [m for m in messages if isinstance(m, dict)]
+            for first, second in zip(turns, turns[1:]):
+                if first.get("role") == "user" and second.get("role") == "assistant":
+                    refs[n] = (str(first.get("content")), str(second.get("content")))
+                    break
+    return refs
+
+
+def _line_of(source: str) -> int | None:
+    tail = source.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _try_prompts(dataset: Path, prepared) -> list[dict]:
+    """The try-it prompts with their reference answers and the split each one was in."""
+    refs = _references(dataset)
+    split_of = {_line_of(e.source): part_name for part_name, part in
+                (("train", prepared.train), ("valid", prepared.valid)) for e in part}
+    tries = []
+    for prompt in TRY_PROMPTS:
+        line = next((n for n, (q, _) in refs.items() if q.strip() == prompt), None)
+        tries.append({"prompt": prompt, "reference": refs[line][1] if line else None,
+                      "where": split_of.get(line) if line else None})
+    return tries
 
 
 def run_demo(config: DemoConfig | None = None, *, report: Reporter = null_reporter,
@@ -122,11 +145,17 @@ def run_demo(config: DemoConfig | None = None, *, report: Reporter = null_report
     result.first_val_loss = vals[0] if vals else None
     result.best_val_loss = info.manifest.get("best_val_loss")
 
-    stage(3, "trying the base model and the adapter on one prompt")
-    result.base_reply = generate_text(str(model), None, TRY_PROMPT, max_tokens=24,
-                                      cancel=cancel, job=f"{job}:try")
-    result.adapter_reply = generate_text(None, name, TRY_PROMPT, max_tokens=24,
-                                         cancel=cancel, job=f"{job}:try")
+    stage(3, f"asking the base model and the adapter {len(TRY_PROMPTS)} try-it questions")
+    for t in _try_prompts(Path(config.dataset), prepared):
+        for who, model_arg, adapter_arg in (("base", str(model), None), ("adapter", None, name)):
+            reply = generate_text(model_arg, adapter_arg, t["prompt"], max_tokens=TRY_MAX_TOKENS,
+                                  cancel=cancel, job=f"{job}:try")
+            t[who] = reply.strip()
+            t[f"{who}_matches"] = t["reference"] is not None and \
+                t[who] == t["reference"].strip()
+        result.tries.append(t)
+    result.base_matches = sum(t["base_matches"] for t in result.tries)
+    result.adapter_matches = sum(t["adapter_matches"] for t in result.tries)
 
     stage(4, f"exporting {config.quant} GGUF and verifying it")
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +175,7 @@ def run_demo(config: DemoConfig | None = None, *, report: Reporter = null_report
                            report=report)
     result.modelfile_dir, result.command = handoff.modelfile_dir, handoff.command
     result.seconds = round(time.time() - t0, 1)
-    report(Finished(job=job, result=result.to_dict()))
+    report(Finished(job=job, result=result))
     return result
 
 
@@ -161,9 +190,7 @@ def format_summary(r: DemoResult) -> str:
         f"  base model      {r.model}",
         f"  dataset         {r.dataset} (read only, unchanged)",
         f"  adapter         {r.adapter_path}{loss}",
-        f"  try it          {r.prompt!r}",
-        f"    base model    {r.base_reply.strip()!r}",
-        f"    + adapter     {r.adapter_reply.strip()!r}",
+        *format_tries(r),
         f"  GGUF            {r.gguf} ({format_bytes(r.gguf_bytes)})",
         f"  Modelfile       {r.modelfile_dir}",
         format_verification(r.verification),
@@ -171,6 +198,29 @@ def format_summary(r: DemoResult) -> str:
         f"  {r.command}",
         f"  ollama run {r.adapter}",
     ])
+
+
+_WHERE = {"train": "in the training data", "valid": "held out for validation: never trained on",
+          None: "not in the dataset"}
+
+
+def format_tries(r: DemoResult) -> list[str]:
+    """The try-it block: each prompt, where it came from, the reference, both answers."""
+    lines = ["  try it          greedy answers of the untrained base model, then with the adapter"]
+    for t in r.tries:
+        lines.append(f"    {t['prompt']!r} ({_WHERE[t['where']]})")
+        if t["reference"] is not None:
+            lines.append(f"      reference   {t['reference']!r}")
+        for who, label in (("base", "base model"), ("adapter", "+ adapter ")):
+            mark = ""
+            if t["reference"] is not None:
+                mark = "  matches" if t[f"{who}_matches"] else "  differs"
+            lines.append(f"      {label}  {t[who]!r}{mark}")
+    compared = sum(t["reference"] is not None for t in r.tries)
+    if compared:
+        lines.append(f"    exact answers: base model {r.base_matches} of {compared}, "
+                     f"with the adapter {r.adapter_matches} of {compared}")
+    return lines
 
 
 def configure(p: argparse.ArgumentParser) -> None:

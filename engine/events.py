@@ -4,18 +4,43 @@ Every long engine job (download, data check, train, fuse, export, ollama) report
 ``Reporter``: a callable that takes an ``Event``. The worker process writes each event as one
 JSON object per line (``{"event": "<kind>", ...}``); the app decodes them back with
 ``decode_event``. Jobs check a ``CancelToken`` between steps and raise ``Cancelled``.
+
+A command's result is a ``Result`` dataclass registered by its ``tag`` like the events:
+``Finished.result`` carries it as ``{"type": tag, ...fields}`` and ``decode_event`` rebuilds
+the same class, so the app reads typed fields. A failure carries an ``ErrorCode``.
 """
 from __future__ import annotations
 
 import json
-import math
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any, Callable, ClassVar, IO
 
-SCHEMA_VERSION = 1
+from .results import Check, Result, _finite, _plain, decode_result, result_class  # noqa: F401
+
+# 2: Finished.result is a typed Result ({"type": tag, ...}) and Failed has a code; version 1's
+# plain result dict still decodes (as a dict).
+SCHEMA_VERSION = 2
+
+
+class ErrorCode(StrEnum):
+    """What kind of failure ended a job: the app decides on this, never on a class name."""
+
+    BAD_INPUT = "bad_input"              # a file, folder, setting or name the user gave
+    NAME_TAKEN = "name_taken"            # an adapter or Ollama model of that name exists
+    NOT_RUNNING = "not_running"          # Ollama (or another server) did not answer
+    OLLAMA = "ollama"                    # Ollama answered and refused or failed the request
+    LOCKED = "locked"                    # another running job holds the adapter or output
+    DISK_FULL = "disk_full"              # no space (or quota, or file too large)
+    READ_ONLY = "read_only"              # the folder is on a read-only file system
+    PERMISSION_DENIED = "permission_denied"
+    OUT_OF_MEMORY = "out_of_memory"
+    DIVERGED = "diverged"                # the training loss became NaN or infinite
+    LIMIT = "limit"                      # a chat template exceeded its time or size budget
+    INTERNAL = "internal"                # a bug in Tailor (the traceback is in a log file)
 
 
 class Cancelled(Exception):
@@ -23,12 +48,17 @@ class Cancelled(Exception):
 
 
 class TailorError(Exception):
-    """An error with a message meant for the user, and an optional hint on what to do next."""
+    """An error with a message meant for the user, an optional hint on what to do next, and
+    an ``ErrorCode`` (a subclass sets its own; ``code=`` overrides it for one raise)."""
 
-    def __init__(self, message: str, hint: str = ""):
+    code: ErrorCode = ErrorCode.BAD_INPUT
+
+    def __init__(self, message: str, hint: str = "", code: ErrorCode | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if code is not None:
+            self.code = code
 
     def __str__(self) -> str:
         return self.message + (f"\n  hint: {self.hint}" if self.hint else "")
@@ -39,17 +69,6 @@ class TailorError(Exception):
 
 
 _REGISTRY: dict[str, type["Event"]] = {}
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/Infinity; send them as strings so a reader never chokes on a line."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 @dataclass
@@ -63,7 +82,7 @@ class Event:
         _REGISTRY[cls.kind] = cls
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": self.kind, "v": SCHEMA_VERSION, **_finite(asdict(self))}
+        return {"event": self.kind, "v": SCHEMA_VERSION, **_finite(_plain(asdict(self)))}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, default=str)
@@ -130,16 +149,28 @@ class Log(Event):
 
 @dataclass
 class Finished(Event):
+    """The job's end. ``result``: the command's Result (a plain dict from a version-1 worker,
+    or from a command that has no Result class yet)."""
+
     kind: ClassVar[str] = "finished"
-    result: dict = field(default_factory=dict)
+    result: Result | dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if isinstance(self.result, Result):  # (asdict dropped the type tag)
+            d["result"] = self.result.to_dict()
+        return d
 
 
 @dataclass
 class Failed(Event):
+    """``code``: an ErrorCode value; ``error_type`` (the exception's class) is for logs only."""
+
     kind: ClassVar[str] = "failed"
     message: str = ""
     hint: str = ""
     error_type: str = ""
+    code: str = ""
 
 
 @dataclass
@@ -161,7 +192,13 @@ def decode_event(line: str | bytes) -> Event:
     if cls is None:
         return Log(level="debug", message=f"unknown event {obj['event']!r}")
     names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in obj.items() if k in names})
+    event = cls(**{k: v for k, v in obj.items() if k in names})
+    if isinstance(event, Finished):
+        event.result = decode_result(event.result)
+    elif isinstance(event, Failed) and not event.code:  # version 1: no code on the wire
+        event.code = ErrorCode.INTERNAL if event.error_type == "InternalError" else (
+            ErrorCode.NAME_TAKEN if event.error_type == "OllamaNameTaken" else "")
+    return event
 
 
 # ----------------------------------------------------------------------------------------------

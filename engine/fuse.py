@@ -19,6 +19,7 @@ from .atomic import atomic_path, check_free_space
 from .events import CancelToken, Finished, Reporter, Started, TailorError, null_reporter, \
     stage_progress
 from .models.folder_files import model_files
+from .results import FuseResult
 
 # Files copied byte for byte from the base, so the fused model tokenizes exactly as trained.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
@@ -158,5 +159,5 @@ def fuse_adapter(name_or_info, out_dir: Path | str, report: Reporter = null_repo
              "fine_tune_type": adapter_config.get("fine_tune_type", "lora"),
              "skipped_base_files": skipped}, indent=2))
     progress(3, 3, "done")
-    report(Finished(job=job, result={"path": str(out_dir)}))
+    report(Finished(job=job, result=FuseResult(path=str(out_dir))))
     return out_dir

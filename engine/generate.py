@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from .events import CancelToken, Finished, Progress, Reporter, TailorError, null_reporter
+from .results import GenerateResult
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -96,5 +97,5 @@ def run(args: argparse.Namespace, job) -> int:
                          on_text=show, report=job.report if args.events else (lambda e: None),
                          cancel=job.cancel, job=job.name)
     out.write("\n")
-    job.report(Finished(job=job.name, result={"text": text}))
+    job.report(Finished(job=job.name, result=GenerateResult(text=text)))
     return 0

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import paths
 from .atomic import atomic_path, translate_write_faults, write_json_atomic
-from .events import TailorError
+from .events import ErrorCode, TailorError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = "tailor.adapter/1"
@@ -138,7 +138,8 @@ def _rename(old: str, new: str, library: Path | None) -> AdapterInfo:
     src = get_adapter(old, library)
     dst = adapter_path(new, library)
     if dst.exists():
-        raise TailorError(f"an adapter named {new!r} already exists; nothing was renamed")
+        raise TailorError(f"an adapter named {new!r} already exists; nothing was renamed",
+                          code=ErrorCode.NAME_TAKEN)
     with translate_write_faults(src.path, action="rename"):
         src.path.rename(dst)
     m = read_manifest(dst)
@@ -162,7 +163,8 @@ def _duplicate(old: str, new: str, library: Path | None) -> AdapterInfo:
     src = get_adapter(old, library)
     dst = adapter_path(new, library)
     if dst.exists():
-        raise TailorError(f"an adapter named {new!r} already exists; nothing was copied")
+        raise TailorError(f"an adapter named {new!r} already exists; nothing was copied",
+                          code=ErrorCode.NAME_TAKEN)
     m = read_manifest(src.path)
     m["name"] = new
     m["duplicated_from"] = old

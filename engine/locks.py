@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .events import TailorError
+from .events import ErrorCode, TailorError
 
 # Set by engine/cli.py to the command line being run ("tailor train --resume x"), so the
 # holder's description names what the user typed; in-process callers give a job name instead.
@@ -37,6 +37,8 @@ CURRENT_COMMAND: str | None = None
 
 class Busy(TailorError):
     """The adapter or output is locked by another running job."""
+
+    code = ErrorCode.LOCKED
 
 
 def locks_dir(library_dir: Path | None = None) -> Path:

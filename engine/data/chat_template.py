@@ -41,7 +41,7 @@ from jinja2.ext import Extension
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from ..events import TailorError
+from ..events import ErrorCode, TailorError
 
 # A chat template renders one conversation in about a millisecond (the tiny models' ChatML,
 # Llama 3 and Gemma templates: 0.1-0.5 ms; a tools template a few ms). Two seconds of CPU is
@@ -67,6 +67,8 @@ _ELEMENT_CHARS = 4
 
 class TemplateLimitError(TailorError):
     """A chat template hit a resource limit (time, size or recursion)."""
+
+    code = ErrorCode.LIMIT
 
 
 class TemplateRaised(jinja2.exceptions.TemplateError):

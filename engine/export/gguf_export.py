@@ -9,12 +9,13 @@ is written beside the file as ``<file>.gguf.json``.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from ..atomic import atomic_path, check_free_space, write_json_atomic
 from ..events import (CancelToken, Finished, Log, Reporter, Started, TailorError, null_reporter,
                       stage_progress)
+from ..results import ExportResult
 from .architectures import (ArchInfo, add_hparams, arch_info, gguf_name, is_mlx_quantized,
                             llama3_rope_factors, row_local, transform)
 from .mixtures import BYTES_PER_WEIGHT, FILE_TYPE, QUANTS, TypePlanner, encode, nbytes_of
@@ -35,25 +37,6 @@ PIECE_ELEMS = 1024 * 1024
 # How far encoding may run ahead of the file: encoded bytes and pieces waiting to be written.
 AHEAD_BYTES = 64 * 1024 * 1024
 AHEAD_PIECES = 64
-
-
-@dataclass
-class ExportResult:
-    path: Path
-    quant: str
-    size_bytes: int
-    verification: dict = field(default_factory=dict)
-    source: str = ""
-    kind: str = "model"  # "model" | "adapter"
-    seconds: float = 0.0
-    tensors: list[dict] = field(default_factory=list)
-    metadata: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        d["schema"] = "tailor.export/1"
-        return d
 
 
 @dataclass
@@ -431,7 +414,7 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
             seconds=round(time.time() - t0, 3),
             tensors=[{"name": p.name, "shape": list(p.shape), "type": p.ggml_type.name}
                      for p in planned],
-            metadata=meta)
+            metadata=meta, tensor_count=len(planned))
         write_json_atomic(record_path(out), result.to_dict())
     finally:
         if fused_dir is not None:
@@ -441,5 +424,6 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
                    message="verification found differences: " + "; ".join(
                        f"{c['name']}: {c['detail']}" for c in verification["checks"]
                        if c["passed"] is False)))
-    report(Finished(job=job, result=result.to_dict() | {"tensors": len(planned)}))
+    # the per-tensor list stays in the record file; the event says how many
+    report(Finished(job=job, result=dataclasses.replace(result, tensors=[])))
     return result

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..capabilities import GGUF_MODEL_TYPES, gguf_support
 from ..cli import add_action
 from ..events import Finished, TailorError
+from ..results import ModelDownload
 from ..sizes import format_bytes
 from .folder_files import model_files, readable_view
 from .load import custom_code_note, read_config
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace, job) -> int:
                            timeout=args.timeout)
         check_model_folder(folder)
         print(folder, file=out)
-        job.report(Finished(job=job.name, result={"path": str(folder)}))
+        job.report(Finished(job=job.name, result=ModelDownload(path=str(folder))))
         return 0
     folder = resolve_model(args.model, report=job.report, cancel=job.cancel, job=job.name,
                            timeout=args.timeout)

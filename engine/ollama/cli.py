@@ -98,7 +98,7 @@ def run(args: argparse.Namespace, job, export_fn=None) -> int:
 def _status(args, cfg: OllamaConfig, job) -> int:
     with OllamaClient(cfg.host, allow_remote=cfg.allow_remote, timeout=cfg.timeout) as client:
         st = client.status(job.cancel)
-    job.report(Finished(job=JOB, result=st.to_dict()))
+    job.report(Finished(job=JOB, result=st))
     if st.reachable:
         text = (f"Ollama {st.version} at {st.host}: {len(st.models)} model(s)\n" +
                 "".join(f"  {m}\n" for m in st.models)).rstrip()
@@ -167,7 +167,7 @@ def _create(args, cfg: OllamaConfig, job, export_fn=None) -> int:
             client.close()
     for note in result.notes:
         job.report(Log(job=JOB, level="info", message=note))
-    job.report(Finished(job=JOB, result=result.to_dict()))
+    job.report(Finished(job=JOB, result=result))
     _print(args, text, result.to_dict())
     return 0
 

@@ -19,7 +19,7 @@ import queue
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..atomic import sha256_file
-from ..events import CancelToken, Cancelled, TailorError
+from ..events import CancelToken, Cancelled, ErrorCode, TailorError
+from ..results import OllamaStatus
 
 DEFAULT_HOST = "127.0.0.1:11434"
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -43,13 +44,19 @@ _START_HINT = ("start Ollama (open the Ollama app, or run `ollama serve`); witho
 class OllamaError(TailorError):
     """Ollama could not be reached, or refused or failed a request."""
 
+    code = ErrorCode.OLLAMA
+
 
 class OllamaNameTaken(OllamaError):
     """The model name is in use and replacing it was not asked for (the app then offers to)."""
 
+    code = ErrorCode.NAME_TAKEN
+
 
 class OllamaUnreachable(OllamaError):
     """No server answered at the host (connection refused, unknown host)."""
+
+    code = ErrorCode.NOT_RUNNING
 
 
 # ----------------------------------------------------------------------------------------------
@@ -98,20 +105,6 @@ def is_loopback(hostname: str) -> bool:
 
 # ----------------------------------------------------------------------------------------------
 # Results
-
-
-@dataclass
-class OllamaStatus:
-    host: str
-    reachable: bool
-    version: str = ""
-    models: list[str] = field(default_factory=list)
-    error: str = ""
-    hint: str = ""
-
-    def to_dict(self) -> dict:
-        return {"host": self.host, "reachable": self.reachable, "version": self.version,
-                "models": self.models, "error": self.error, "hint": self.hint}
 
 
 @dataclass

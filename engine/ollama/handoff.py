@@ -8,13 +8,14 @@ stops, check the server and name collisions, then hash → HEAD → upload → c
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..capabilities import ollama_applies_adapter
 from ..events import CancelToken, Log, Reporter, TailorError, null_reporter, stage_progress
 from ..export.gguf_check import check_gguf
+from ..results import HandoffResult
 from .client import (QUANTIZABLE_FILE_TYPES, OllamaClient, OllamaError, OllamaNameTaken,
                      normalize_quant)
 from .modelfile import ModelfileSpec, write_modelfile_folder
@@ -40,26 +41,6 @@ class ModelSettings:
         if self.num_ctx is not None:
             params["num_ctx"] = int(self.num_ctx)
         return params
-
-
-@dataclass
-class HandoffResult:
-    model: str
-    created: bool  # True only after /api/show confirmed the model
-    host: str = ""
-    digest: str = ""
-    uploaded: bool = False
-    gguf: str = ""
-    template: dict = field(default_factory=dict)
-    parameters: dict = field(default_factory=dict)
-    quantize: str | None = None
-    modelfile_dir: str = ""
-    command: str = ""
-    statuses: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def derive_template(gguf: Path | None, fallback_model_dir: Path | str | None = None,

@@ -18,8 +18,8 @@ import mlx.core as mx
 import mlx.optimizers as optim
 from mlx.utils import tree_map
 
-from ..events import (Cancelled, CancelToken, Checkpoint, Reporter, Step, TailorError,
-                      Validation, null_reporter)
+from ..events import (Cancelled, CancelToken, Checkpoint, ErrorCode, Reporter, Step,
+                      TailorError, Validation, null_reporter)
 from . import checkpoint as ckpt
 from .adapters import trainable_weights
 from .batching import Batch, BatchStream
@@ -28,6 +28,8 @@ from .loss import make_loss
 
 
 class NonFiniteLoss(TailorError):
+    code = ErrorCode.DIVERGED
+
     def __init__(self, step: int, value: float, checkpoint: str):
         kept = (f"the last finite checkpoint ({checkpoint}) was kept" if checkpoint
                 else "no checkpoint had been written yet")

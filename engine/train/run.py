@@ -14,8 +14,9 @@ from typing import Callable
 import mlx.core as mx
 
 from .. import __version__, library, locks, sweep
-from ..events import (Cancelled, CancelToken, Log, Progress, Reporter, Started, TailorError,
-                      Finished, null_reporter)
+from ..events import (Cancelled, CancelToken, ErrorCode, Finished, Log, Progress, Reporter,
+                      Started, TailorError, null_reporter)
+from ..results import TrainResult
 from ..sizes import format_bytes
 from ..models import load_model, model_fingerprint, resolve_model
 from ..models.resolve import hf_cache_repo_id, hf_cache_revision, looks_like_path
@@ -117,7 +118,8 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
         if folder.exists():
             raise TailorError(f"an adapter named {name!r} already exists in the library; "
                               "nothing was changed",
-                              hint=f"choose another name, or continue it with --resume {name}")
+                              hint=f"choose another name, or continue it with --resume {name}",
+                              code=ErrorCode.NAME_TAKEN)
         cfg = cfg or TrainConfig()
     cfg.validate()
     if model is None or data is None:
@@ -192,7 +194,7 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
             folder.mkdir()  # fails if another run took the name meanwhile
         except FileExistsError:
             raise TailorError(f"an adapter named {name!r} already exists in the library; "
-                              "nothing was changed") from None
+                              "nothing was changed", code=ErrorCode.NAME_TAKEN) from None
         manifest = {"name": name, "status": "running", "base_model": base, "dataset": dataset,
                     "settings": cfg.to_dict(), "adapter_config": adapter_config,
                     "data_settings": dataclasses.asdict(data_config),
@@ -266,12 +268,11 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
     write_adapter_files(folder, trainable_weights(net), adapter_config, str(model_dir))
     record("finished", trainer, finished=time.time(), stopped_early=result.stopped_early)
     info = library.get_adapter(name, library_dir)
-    report(Finished(job=job, result={"adapter": name, "path": str(folder),
-                                     "steps": result.step,
-                                     "best_val_loss": result.history.best_val_loss,
-                                     "final_train_loss": (result.history.train[-1][1]
-                                                          if result.history.train else None),
-                                     "stopped_early": result.stopped_early}))
+    report(Finished(job=job, result=TrainResult(
+        adapter=name, path=str(folder), steps=result.step,
+        best_val_loss=result.history.best_val_loss,
+        final_train_loss=result.history.train[-1][1] if result.history.train else None,
+        stopped_early=result.stopped_early)))
     return info
 
 

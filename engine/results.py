@@ -1,0 +1,273 @@
+"""Every command's result, as the dataclass that crosses the process boundary.
+
+A command's domain function returns one of these; the command runner sends it in its
+``Finished`` event (engine/events.py); ``decode_event`` rebuilds the same class in the app,
+which reads typed fields. Stdlib only and importing no other engine module (the app and
+events.py import this one); each class is registered by its ``tag``, so adding a command's
+result is one class here.
+"""
+from __future__ import annotations
+
+import math
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/Infinity; send them as strings so a reader never chokes on a line."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+_RESULTS: dict[str, type["Result"]] = {}
+
+
+@dataclass
+class Result:
+    """A command's typed result. Subclasses set ``tag`` and are registered by it, so a
+    ``Finished`` event decodes back into the same class (nested Results and lists of them
+    included). Field types must be JSON-able: str, numbers, bool, None, lists, dicts, Results.
+    """
+
+    tag: ClassVar[str] = "result"  # (not "kind": ExportResult has a field of that name)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "tag" in cls.__dict__:
+            _RESULTS[cls.tag] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.tag, **_finite(_plain(asdict(self)))}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Result":
+        """``cls`` from its wire form; unknown keys are ignored, missing ones take defaults."""
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for f in fields(cls):
+            if f.name in data:
+                values[f.name] = _decode_value(hints.get(f.name), data[f.name])
+        return cls(**values)
+
+    @classmethod
+    def coerce(cls, value: "Result | dict | None") -> "Result":
+        """``value`` as ``cls``: itself, or built from a plain dict (a version-1 worker's
+        result, a record read from disk); None gives the defaults."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Result):
+            value = value.to_dict()
+        return cls.from_dict(dict(value or {}))
+
+    # Read-only mapping of the wire form (what a version-1 reader got as a dict), kept only
+    # while every reader moves to typed fields (issue 13); new code reads the attributes.
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self)]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default) if key in self.keys() else default
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return self.to_dict()[key]
+
+
+def _plain(value: Any) -> Any:
+    """Paths and other objects as str, so a Result's dict is what goes on the wire."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _decode_value(tp: Any, value: Any) -> Any:
+    """A wire value as the field's declared type: a nested Result, a list of them, else as is."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        tp = args[0]
+    if isinstance(tp, type) and issubclass(tp, Result) and isinstance(value, dict):
+        return tp.from_dict(value)
+    if typing.get_origin(tp) is list and isinstance(value, list):
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_decode_value(item, v) for v in value]
+    return value
+
+
+def result_class(tag: str) -> type["Result"] | None:
+    """The Result class registered for ``tag``."""
+    return _RESULTS.get(tag)
+
+
+def decode_result(data: Any) -> "Result | dict":
+    """A Finished event's ``result`` from the wire: its Result class when tagged with a
+    registered ``type``; a dict otherwise (version 1, or a type this build does not know)."""
+    if isinstance(data, dict) and isinstance(data.get("type"), str):
+        cls = _RESULTS.get(data["type"])
+        if cls is not None:
+            return cls.from_dict(data)
+    return data if isinstance(data, dict) else {}
+
+
+@dataclass
+class Check(Result):
+    """One verification check. ``passed`` None: a known difference, recorded, not a failure."""
+
+    tag: ClassVar[str] = "check"
+    name: str = ""
+    passed: bool | None = None
+    detail: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# The commands' results
+
+
+
+__all__ = ["Check", "DemoResult", "ExportResult", "FuseResult", "GenerateResult",
+           "HandoffResult", "ModelDownload", "OllamaStatus", "TrainResult"]
+
+
+@dataclass
+class TrainResult(Result):
+    """A training run (or resume) that ended: the adapter in the library and its losses."""
+
+    tag: ClassVar[str] = "train"
+    adapter: str = ""
+    path: str = ""
+    steps: int = 0
+    best_val_loss: float | None = None
+    final_train_loss: float | None = None
+    stopped_early: bool = False
+
+
+@dataclass
+class FuseResult(Result):
+    """`tailor fuse`: the Hugging Face folder with the adapter merged into its base."""
+
+    tag: ClassVar[str] = "fuse"
+    path: str = ""
+
+
+@dataclass
+class GenerateResult(Result):
+    """`tailor generate`: the reply."""
+
+    tag: ClassVar[str] = "generate"
+    text: str = ""
+
+
+@dataclass
+class ModelDownload(Result):
+    """`tailor model download`: the checked local folder of the repository."""
+
+    tag: ClassVar[str] = "model.download"
+    path: str = ""
+
+
+@dataclass
+class ExportResult(Result):
+    """What `tailor export` wrote: also the record beside the GGUF (``<file>.gguf.json``)."""
+
+    tag: ClassVar[str] = "export"
+    path: Path = Path()
+    quant: str = ""
+    size_bytes: int = 0
+    verification: dict = field(default_factory=dict)  # verify.py's record: passed, checks...
+    source: str = ""
+    kind: str = "model"  # "model" | "adapter"
+    seconds: float = 0.0
+    tensors: list[dict] = field(default_factory=list)  # (the Finished event sends only the count)
+    metadata: dict = field(default_factory=dict)
+    tensor_count: int = 0
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)  # (a str from the wire)
+
+    def to_dict(self) -> dict[str, Any]:
+        return super().to_dict() | {"schema": "tailor.export/1"}
+
+    @property
+    def adapter_only(self) -> bool:
+        """A GGUF LoRA adapter (needs its base), not a whole model."""
+        return self.kind == "adapter"
+
+    @property
+    def verified(self) -> bool:
+        """Every verification check passed (False also when nothing was verified)."""
+        return bool(self.verification.get("passed"))
+
+    @property
+    def checks(self) -> list[Check]:
+        """The verification's checks, typed."""
+        return [Check.coerce(c) for c in self.verification.get("checks") or []]
+
+
+@dataclass
+class HandoffResult(Result):
+    """What the hand-off did: ``created`` in Ollama (confirmed), or only ``modelfile_dir``
+    written (Ollama offline or --offline) with the ``command`` that creates it."""
+
+    tag: ClassVar[str] = "ollama.handoff"
+    model: str = ""
+    created: bool = False  # True only after /api/show confirmed the model
+    host: str = ""
+    digest: str = ""
+    uploaded: bool = False
+    gguf: str = ""
+    template: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)
+    quantize: str | None = None
+    modelfile_dir: str = ""
+    command: str = ""
+    statuses: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OllamaStatus(Result):
+    """`tailor ollama status`: whether a server answered at ``host``, and what it holds."""
+
+    tag: ClassVar[str] = "ollama.status"
+    host: str = ""
+    reachable: bool = False
+    version: str = ""
+    models: list[str] = field(default_factory=list)
+    error: str = ""
+    hint: str = ""
+
+
+
+@dataclass
+class DemoResult(Result):
+    """The demo's run: the adapter, the try-it answers, the verified GGUF, its Modelfile folder."""
+
+    tag: ClassVar[str] = "demo"
+    model: str = ""
+    dataset: str = ""
+    adapter: str = ""
+    adapter_path: str = ""
+    first_val_loss: float | None = None
+    best_val_loss: float | None = None
+    # one per try-it prompt: prompt, reference (the dataset's answer, or None), where ("train",
+    # "valid" or None: the split it was in), base, adapter, base_matches, adapter_matches
+    tries: list[dict] = field(default_factory=list)
+    base_matches: int = 0
+    adapter_matches: int = 0
+    gguf: str = ""
+    gguf_bytes: int = 0
+    verification: dict = field(default_factory=dict)
+    modelfile_dir: str = ""
+    command: str = ""
+    seconds: float = 0.0
