@@ -1,6 +1,7 @@
 """`tailor demo` and the headless `tailor`: the whole product end to end on the sample data."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -10,10 +11,13 @@ from app.launcher import main as launcher_main
 from engine import library
 from engine.atomic import sha256_file
 from engine.cli import main as cli_main
-from engine.demo import SAMPLE_DATASET
+from engine.demo import DEMO_DATASET, TRY_PROMPTS
 from tests.ollama.modelfile_parser import parse_modelfile
 
 SHORT_DEMO = ["demo", "--iters", "6", "--quant", "f16"]
+# Enough steps for the adapter to memorise the demo's six facts (measured: 60 steps answer all
+# three try-it prompts exactly, 40 steps two of them; the demo itself trains 200).
+LEARNING_DEMO = ["demo", "--iters", "60", "--quant", "f16"]
 
 
 def _events(path: Path) -> list[dict]:
@@ -22,10 +26,10 @@ def _events(path: Path) -> list[dict]:
 
 @pytest.mark.xdist_group("demo")
 def test_demo_trains_exports_verifies_and_writes_modelfile(tmp_path, capsys):
-    sample_before = sha256_file(SAMPLE_DATASET)
+    sample_before = sha256_file(DEMO_DATASET)
     events_file = tmp_path / "events.jsonl"
     out = tmp_path / "demo-out"
-    rc = cli_main([*SHORT_DEMO, "--out", str(out), "--events", str(events_file), "--quiet"])
+    rc = cli_main([*LEARNING_DEMO, "--out", str(out), "--events", str(events_file), "--quiet"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
 
@@ -53,7 +57,61 @@ def test_demo_trains_exports_verifies_and_writes_modelfile(tmp_path, capsys):
     finished = [e for e in events if e["job"] == "demo" and e["event"] == "finished"]
     assert finished and finished[0]["result"]["verification"]["passed"] is True
     assert any(e["event"] == "step" and e["job"] == "demo:train" for e in events)
-    assert sha256_file(SAMPLE_DATASET) == sample_before
+    assert sha256_file(DEMO_DATASET) == sample_before
+
+    # The demo visibly learns: the adapter answers at least two try-it prompts exactly as the
+    # dataset does, the random base none; the summary says so, and says which prompts were
+    # trained on.
+    tries = finished[0]["result"]["tries"]
+    assert [t["prompt"] for t in tries] == TRY_PROMPTS
+    references = _references(DEMO_DATASET)
+    for t in tries:
+        assert t["reference"] == references[t["prompt"]]
+        assert t["base_matches"] == (t["base"] == t["reference"])
+        assert t["adapter_matches"] == (t["adapter"] == t["reference"])
+    assert sum(t["adapter"] == t["reference"] for t in tries) >= 2, tries
+    assert not any(t["base"] == t["reference"] for t in tries), tries
+    adapter_exact = sum(t["adapter_matches"] for t in tries)
+    assert f"exact answers: base model 0 of 3, with the adapter {adapter_exact} of 3" in printed
+    for t in tries:
+        assert f"      + adapter   {t['adapter']!r}  " \
+               f"{'matches' if t['adapter_matches'] else 'differs'}" in printed
+    # where each prompt was: the seeded split holds lines 1 and 15 out for validation
+    assert [t["where"] for t in tries] == ["train", "valid", "train"]
+    assert "'What does a cow say?' (held out for validation: never trained on)" in printed
+    assert "'What is the opposite of hot?' (in the training data)" in printed
+
+
+def _references(path: Path) -> dict[str, str]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return {r["messages"][0]["content"]: r["messages"][1]["content"] for r in rows}
+
+
+def test_demo_dataset_is_what_the_script_generates_and_holds_the_try_it_prompts():
+    samples = DEMO_DATASET.parent
+    spec = importlib.util.spec_from_file_location("make_samples", samples / "make_samples.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert DEMO_DATASET.read_text(encoding="utf-8") == gen.as_jsonl(gen.demo_examples())
+    references = _references(DEMO_DATASET)
+    assert set(TRY_PROMPTS) <= set(references)
+    # the app's first-run sample keeps its own 240 conversations
+    assert (samples / "chat_sample.jsonl").read_text(encoding="utf-8") == \
+        gen.as_jsonl(gen.examples())
+
+
+@pytest.mark.xdist_group("demo")
+def test_demo_on_a_dataset_without_the_prompts_shows_answers_without_a_verdict(tmp_path, capsys):
+    data = tmp_path / "other.jsonl"
+    data.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": w}]}) + "\n"
+        for w in ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine")))
+    rc = cli_main([*SHORT_DEMO, "--iters", "1", "--dataset", str(data), "--out",
+                   str(tmp_path / "o"), "--quiet", "--no-verify"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert printed.count("(not in the dataset)") == 3
+    assert "reference" not in printed and "exact answers" not in printed
 
 
 @pytest.mark.xdist_group("demo")

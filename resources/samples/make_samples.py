@@ -1,11 +1,18 @@
-"""Generate the sample chat dataset (resources/samples/chat_sample.jsonl), deterministically.
+"""Generate the sample chat datasets (resources/samples/*.jsonl), deterministically.
 
 "Pip", a cheerful word-game helper, answers every question in one fixed shape:
 ``<the answer in one sentence> ✂ Pip``. The facts are simple (opposites, animal sounds, colours,
 counting, plurals) and the style never varies, so even a tiny model visibly picks it up in a few
-hundred steps, and a real model learns the sign-off. Run:
+hundred steps, and a real model learns the sign-off.
 
-    python resources/samples/make_samples.py            # rewrites chat_sample.jsonl
+chat_sample.jsonl (240 conversations, about 100 facts) is the app's first-run sample.
+demo_sample.jsonl is what `tailor demo` trains on: six of Pip's facts, each asked four ways, and
+each fact asked in its own words (opposite, sound, colour, counting, plural, legs). That is a task
+a two-layer model with random weights can memorise through a LoRA adapter in a minute, so the
+demo's try-it prompts are answered exactly after training and not before. (On the 240-fact sample
+such a model learns the shape of the answers but not which fact goes with which prompt.) Run:
+
+    python resources/samples/make_samples.py            # rewrites both files
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import sys
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "chat_sample.jsonl"
+DEMO_OUT = Path(__file__).resolve().parent / "demo_sample.jsonl"
 SIGN_OFF = " ✂ Pip"
 
 OPPOSITES = [("hot", "cold"), ("big", "small"), ("fast", "slow"), ("up", "down"),
@@ -82,14 +90,40 @@ def examples(seed: int = 0) -> list[dict]:
     return out
 
 
+# (phrasings, answer): every question shape belongs to one fact only, so a prompt is told apart
+# by most of its words, not by one word among many (which a LoRA on a random base cannot learn
+# in the demo's budget).
+DEMO_FACTS = [
+    (["What is the opposite of hot?", "Opposite of hot?", "Tell me the opposite of hot.",
+      "If it is not hot, what is it?"], "The opposite of hot is cold."),
+    (["What sound does a cow make?", "What does a cow say?", "How does a cow sound?",
+      "Which animal says moo?"], "A cow says moo."),
+    (["What colour is the sky?", "Which colour is the sky?", "Tell me the colour of the sky.",
+      "The sky is which colour?"], "The sky is blue."),
+    (["What comes after two?", "What number follows two?", "Which number comes after two?",
+      "Count on from two."], "After two comes three."),
+    (["What is the plural of mouse?", "One mouse, two what?", "Plural of mouse?",
+      "More than one mouse is called what?"], "The plural of mouse is mice."),
+    (["How many legs does a spider have?", "Count a spider's legs.",
+      "A spider has how many legs?", "How many legs on a spider?"], "A spider has eight legs."),
+]
+
+
+def demo_examples(seed: int = 0) -> list[dict]:
+    pairs = [(q, answer) for phrasings, answer in DEMO_FACTS for q in phrasings]
+    random.Random(seed).shuffle(pairs)
+    return [{"messages": [{"role": "user", "content": q},
+                          {"role": "assistant", "content": a + SIGN_OFF}]} for q, a in pairs]
+
+
 def as_jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def main() -> int:
-    rows = examples()
-    OUT.write_text(as_jsonl(rows), encoding="utf-8")
-    print(f"wrote {len(rows)} conversations to {OUT}")
+    for out, rows in ((OUT, examples()), (DEMO_OUT, demo_examples())):
+        out.write_text(as_jsonl(rows), encoding="utf-8")
+        print(f"wrote {len(rows)} conversations to {out}")
     return 0
 
 
