@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .atomic import translate_write_faults, write_fault
+from .cli_options import _add_common, add_action  # noqa: F401 - (add_action: commands' import)
 from .events import (CancelToken, Cancelled, CancelledEvent, ErrorCode, Failed,
                      JsonLinesReporter, Log, Reporter, TailorError, TerminalReporter, fan_out)
 
@@ -42,25 +43,6 @@ class Job:
     name: str
     report: Reporter
     cancel: CancelToken = field(default_factory=CancelToken)
-
-
-def _add_common(p: argparse.ArgumentParser, suppress: bool = False) -> None:
-    """--events and --quiet; with ``suppress`` they default to SUPPRESS, so an action's parser
-    keeps the command-level values when they are not repeated after the action."""
-    default = {"default": argparse.SUPPRESS} if suppress else {}
-    p.add_argument("--events", metavar="FILE|-", **default,
-                   help="write progress events as JSON lines to FILE, or '-' for stdout "
-                        "(the terminal view then goes to stderr)")
-    p.add_argument("--quiet", action="store_true", **default,
-                   help="no terminal progress view (failures and cancellations still print)")
-
-
-def add_action(sub, *args, **kwargs) -> argparse.ArgumentParser:
-    """A sub-action parser (``tailor library list``) that takes --events/--quiet after the action
-    too, as the app appends them."""
-    p = sub.add_parser(*args, **kwargs)
-    _add_common(p, suppress=True)
-    return p
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import sys
 import time
 
 from . import library
-from .cli import add_action
+from .cli_options import add_action
 from .events import Finished
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..capabilities import GGUF_MODEL_TYPES, gguf_support
-from ..cli import add_action
+from ..cli_options import add_action
 from ..events import Finished, TailorError
 from ..results import ModelDownload
 from ..sizes import format_bytes
