@@ -22,6 +22,7 @@ from .pages.model import ModelPage
 from .pages.playground import PlaygroundPage
 from .pages.train import TrainPage
 from .state import AppState
+from .widgets import ask
 
 PAGES = ("Model", "Data", "Train", "Library", "Playground", "Export")
 ICONS = RESOURCES / "icons"
@@ -82,7 +83,7 @@ class PreferencesDialog(QDialog):
 
 class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings | None = None, state: AppState | None = None,
-                 confirm: Callable[[str, str], bool] | None = None, first_run_sample: bool = True):
+                 confirm: Callable[[str, str, str], bool] | None = None, first_run_sample: bool = True):
         super().__init__()
         self.settings = settings or QSettings()
         self.state = state or AppState(parent=self)
@@ -208,7 +209,6 @@ class MainWindow(QMainWindow):
 
     def dropEvent(self, event) -> None:
         paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
-        what = classify_drop(paths)
         if self.open_paths(paths):
             event.acceptProposedAction()
         else:
@@ -217,6 +217,7 @@ class MainWindow(QMainWindow):
     def open_paths(self, paths: list[Path]) -> bool:
         """A dataset or model folder dropped on the window or, on a Mac, on the Dock icon
         (app/main.py's FileOpenFilter); False when it is neither."""
+        what = classify_drop(paths)
         if what is None:
             return False
         kind, path = what
@@ -226,8 +227,8 @@ class MainWindow(QMainWindow):
         else:
             self.show_page("Data")
             self.state.set_data(str(path))
-
         return True
+
     # -- state -------------------------------------------------------------------------------
 
     def _restore(self, first_run_sample: bool) -> None:
@@ -263,7 +264,8 @@ class MainWindow(QMainWindow):
         if queue.busy and not self._quitting:
             if not self.confirm("Quit Tailor?",
                                 "A job is still running. Stop it and quit? A training run "
-                                "saves a checkpoint first, so you can resume it later."):
+                                "saves a checkpoint first, so you can resume it later.",
+                                "Stop and Quit"):
                 event.ignore()
                 return
             self._quitting = True
@@ -275,5 +277,5 @@ class MainWindow(QMainWindow):
         self.save_state()
         event.accept()
 
-    def _confirm_dialog(self, title: str, text: str) -> bool:
-        return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes
+    def _confirm_dialog(self, title: str, text: str, verb: str) -> bool:
+        return ask(self, title, text, verb)

@@ -8,7 +8,8 @@ import re
 import pyqtgraph as pg
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette, QTextDocument
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy,
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QMessageBox, QPushButton,
+                               QSizePolicy,
                                QVBoxLayout, QWidget)
 
 from .history import LossHistory
@@ -163,6 +164,33 @@ def error_html(message: str, hint: str = "", *, plain: str = "", plain_hint: str
     if hint:
         text += "<br>" + html.escape(hint.strip())
     return text
+
+
+def confirm_box(parent, title: str, text: str, verb: str) -> tuple[QMessageBox, QPushButton]:
+    """A question whose answer buttons say what they do ("Delete", "Cancel"), with Cancel the
+    default and the Escape button: Return or Esc never does the irreversible thing."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle(title)
+    box.setText(title)
+    box.setInformativeText(text)
+    act = box.addButton(verb, QMessageBox.ButtonRole.DestructiveRole
+                        if verb in DESTRUCTIVE_VERBS else QMessageBox.ButtonRole.AcceptRole)
+    cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(cancel)
+    box.setEscapeButton(cancel)
+    act.setAutoDefault(False)
+    return box, act
+
+
+DESTRUCTIVE_VERBS = ("Delete", "Replace", "Stop and Quit")
+
+
+def ask(parent, title: str, text: str, verb: str) -> bool:
+    """True only when the verb button itself was clicked."""
+    box, act = confirm_box(parent, title, text, verb)
+    box.exec()
+    return box.clickedButton() is act
 
 
 class Banner(QFrame):

@@ -12,14 +12,14 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
                                QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton,
-                               QMessageBox, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout,
                                QWidget, QHeaderView)
 
 from engine import library, paths
 
 from .. import commands
 from ..estimate import estimate, human_bytes, read_model_config
-from ..widgets import Banner, page_header
+from ..widgets import Banner, ask, page_header
 
 # Bits per weight of each GGUF type (K-quant mixtures: llama.cpp's typical figures).
 QUANTS = [("q4_k_m", 4.85, "smallest that keeps quality; the usual choice"),
@@ -46,7 +46,7 @@ class ExportPage(QWidget):
     EXPLANATION = ("Write your fine-tuned model as one GGUF file (llama.cpp, LM Studio, Ollama), "
                    "checked after writing, and hand it to Ollama in one click.")
 
-    def __init__(self, state, settings=None, confirm: Callable[[str, str], bool] | None = None,
+    def __init__(self, state, settings=None, confirm: Callable[[str, str, str], bool] | None = None,
                  parent=None):
         super().__init__(parent)
         self.state = state
@@ -392,11 +392,11 @@ class ExportPage(QWidget):
     def _offer_replace(self, name: str, message: str) -> None:
         if self.confirm("Replace the model in Ollama?",
                         f"{message}.\n\nReplace {name} with this export? The GGUF stays "
-                        "either way."):
+                        "either way.", "Replace"):
             self.send_to_ollama(replace=True)
         else:
             self.banner.show_message("warn", f"{html.escape(message)}. Choose another model "
                                      "name to keep both.")
 
-    def _confirm_dialog(self, title: str, text: str) -> bool:
-        return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes
+    def _confirm_dialog(self, title: str, text: str, verb: str) -> bool:
+        return ask(self, title, text, verb)

@@ -11,14 +11,14 @@ from typing import Callable
 
 from PySide6.QtCore import QSortFilterProxyModel, Qt
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView,
-                               QInputDialog, QLabel, QMessageBox, QPushButton, QSplitter,
+                               QInputDialog, QLabel, QPushButton, QSplitter,
                                QTableView, QTabWidget, QTextBrowser, QVBoxLayout, QWidget)
 
 from engine import library
 from engine.events import TailorError
 
 from ..history import LossHistory
-from ..widgets import Banner, LossChart, RowTableModel, error_html, page_header
+from ..widgets import Banner, LossChart, RowTableModel, ask, error_html, page_header
 
 
 def effective_status(manifest: dict) -> str:
@@ -112,7 +112,7 @@ class LibraryPage(QWidget):
     EXPLANATION = ("Every adapter you trained, with its settings and loss curve. Select one "
                    "to try it, export it, or compare it with another.")
 
-    def __init__(self, state, confirm: Callable[[str, str], bool] | None = None,
+    def __init__(self, state, confirm: Callable[[str, str, str], bool] | None = None,
                  ask_text: Callable[[str, str, str], str | None] | None = None, parent=None):
         super().__init__(parent)
         self.state = state
@@ -285,7 +285,8 @@ class LibraryPage(QWidget):
                     self._changed(new, f"Copied “{a.name}” to “{new}”.")
             elif key == "delete":
                 if self.confirm("Delete adapter",
-                                f"Delete “{a.name}” and its checkpoints? This cannot be undone."):
+                                f"Delete “{a.name}” and its checkpoints? This cannot be "
+                                "undone.", "Delete"):
                     library.delete_adapter(a.name)
                     self._changed("", f"Deleted “{a.name}”.")
         except TailorError as e:
@@ -297,8 +298,8 @@ class LibraryPage(QWidget):
             self.select(select)
         self.banner.show_message("ok", message)
 
-    def _confirm_dialog(self, title: str, text: str) -> bool:
-        return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes
+    def _confirm_dialog(self, title: str, text: str, verb: str) -> bool:
+        return ask(self, title, text, verb)
 
     def _text_dialog(self, title: str, label: str, default: str) -> str | None:
         text, ok = QInputDialog.getText(self, title, label, text=default)

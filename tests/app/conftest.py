@@ -29,7 +29,7 @@ def window(qtbot, tmp_path):
 
     make_app([])
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    w = MainWindow(settings, confirm=lambda title, text: True, first_run_sample=False)
+    w = MainWindow(settings, confirm=lambda title, text, verb: True, first_run_sample=False)
     w.resize(1280, 800)
     # Not qtbot.addWidget: pytest-qt closes and deletes registered widgets before fixture
     # teardown, which would destroy the workers' QProcess objects under running jobs.

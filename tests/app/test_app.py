@@ -281,7 +281,7 @@ def test_a_name_in_use_in_ollama_is_replaced_only_when_the_user_says_so(qtbot, w
     _exported(page, tmp_path)
     answers, asked = [False, True], []
 
-    def confirm(title, text):
+    def confirm(title, text, verb):
         asked.append(text)
         return answers.pop(0)
 
@@ -332,11 +332,11 @@ def test_quitting_during_a_run_asks_first_and_stops_it_cleanly(qtbot, window, fa
     page._launch("Train fake", fake_argv("--steps", "3", "--then", "wait-stop"), "fake")
     qtbot.waitUntil(lambda: page.job.worker.last_checkpoint is not None, timeout=30000)
     asked = []
-    window.confirm = lambda title, text: asked.append(text) and False
+    window.confirm = lambda title, text, verb: asked.append((text, verb)) and False
     window.close()
-    assert asked and "checkpoint" in asked[0]
+    assert asked and "checkpoint" in asked[0][0] and asked[0][1] == "Stop and Quit"
     assert window.isVisible() and page.running  # "no": nothing stopped, nothing closed
-    window.confirm = lambda title, text: True
+    window.confirm = lambda title, text, verb: True
     window.close()
     qtbot.waitUntil(lambda: page.job.done, timeout=30000)
     assert page.job.state == "cancelled"

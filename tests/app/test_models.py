@@ -51,7 +51,7 @@ def test_library_page_rename_and_delete_need_confirmation(qtbot, tailor_home):
 
     _adapter(tailor_home, "keep-me")
     answers = {"confirm": False}
-    page = LibraryPage(AppState(), confirm=lambda t, x: answers["confirm"],
+    page = LibraryPage(AppState(), confirm=lambda t, x, verb: answers["confirm"],
                        ask_text=lambda t, l, d: "renamed")
     qtbot.addWidget(page)
     assert page.select("keep-me")
