@@ -13,14 +13,13 @@ import os
 import shlex
 import signal
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .atomic import translate_write_faults, write_fault
 from .cli_options import _add_common, add_action  # noqa: F401 - (add_action: commands' import)
-from .events import (CancelToken, Cancelled, CancelledEvent, ErrorCode, Failed,
-                     JsonLinesReporter, Log, Reporter, TailorError, TerminalReporter, fan_out)
+from .events import (Cancelled, CancelledEvent, ErrorCode, Failed, Job, JsonLinesReporter, Log,
+                     Reporter, TailorError, TerminalReporter, fan_out)
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,15 +33,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model": ("engine.models.cli", "inspect or download a base model"),
     "demo": ("engine.demo", "run the built-in demo end to end: train, export, verify, Modelfile"),
 }
-
-
-@dataclass
-class Job:
-    """What a command gets besides its arguments: where to report and how to notice a stop."""
-
-    name: str
-    report: Reporter
-    cancel: CancelToken = field(default_factory=CancelToken)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -165,7 +165,7 @@ def run_demo(config: DemoConfig | None = None, *, report: Reporter = null_report
     result.gguf, result.gguf_bytes = str(exported.path), exported.size_bytes
     result.verification = exported.verification
     if config.verify and not exported.verification.get("passed"):
-        from .export.cli import format_verification
+        from .export.verify import format_verification
 
         raise TailorError(f"the exported file {exported.path} failed verification",
                           hint=format_verification(exported.verification))
@@ -180,7 +180,7 @@ def run_demo(config: DemoConfig | None = None, *, report: Reporter = null_report
 
 
 def format_summary(r: DemoResult) -> str:
-    from .export.cli import format_verification
+    from .export.verify import format_verification
 
     loss = ""
     if r.first_val_loss is not None and r.best_val_loss is not None:

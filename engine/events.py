@@ -314,6 +314,61 @@ def stage_progress(report: Reporter, job: str, stage: str, start: float = 0.0, e
     return progress
 
 
+@dataclass
+class Job:
+    """What a domain function gets to do its work as part of a job: where to report, how to
+    notice a stop, and (for work inside other work) which part of the job's bar is its own.
+
+    Only the command runner emits a job's ``Finished``/``Failed``; a domain function returns
+    its typed Result. Work inside other work takes ``job.nested(start, end)``: the same name
+    and cancel token, every Progress it reports mapped onto that sub-range of the parent's
+    bar, and ``started`` said as a log line instead of a second ``Started`` event."""
+
+    name: str
+    report: Reporter = null_reporter
+    cancel: CancelToken = field(default_factory=lambda: CancelToken())
+    is_nested: bool = False
+
+    def nested(self, start: float, end: float) -> "Job":
+        """The part [start, end] (fractions of this job's bar) for work inside it."""
+        parent = self.report
+
+        def report(event: Event) -> None:
+            if isinstance(event, Progress) and event.total:
+                frac = min(max(event.done / event.total, 0.0), 1.0)
+                event = Progress(job=self.name, stage=event.stage, message=event.message,
+                                 done=round((start + (end - start) * frac) * 1000, 1),
+                                 total=1000)
+            parent(event)
+
+        return Job(self.name, report, self.cancel, is_nested=True)
+
+    def progress(self, stage: str, start: float = 0.0, end: float = 1.0
+                 ) -> Callable[[float, float, str], None]:
+        """``progress(done, total, message="")`` for a stage filling [start, end] of this
+        job's bar (see stage_progress)."""
+        return stage_progress(self.report, self.name, stage, start, end)
+
+    def started(self, config: dict, info: dict | None = None) -> None:
+        """This work begins with ``config``: the job's Started event, or (nested) a log line."""
+        if self.is_nested:
+            self.report(Log(job=self.name, level="debug",
+                            message=f"started: {json.dumps(_plain(config), default=str)}"))
+        else:
+            self.report(Started(job=self.name, config=config, info=info or {}))
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.report(Log(job=self.name, level=level, message=message))
+
+
+def as_job(job: "Job | str", report: Reporter = null_reporter,
+           cancel: "CancelToken | None" = None) -> Job:
+    """``job`` itself, or a top-level Job named ``job`` (the older report=/cancel=/job= calls)."""
+    if isinstance(job, Job):
+        return job
+    return Job(job, report or null_reporter, cancel or CancelToken())
+
+
 # ----------------------------------------------------------------------------------------------
 # Cancellation
 

@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 
 from .atomic import atomic_path, check_free_space
-from .events import CancelToken, Finished, Reporter, Started, TailorError, null_reporter, \
-    stage_progress
+from .events import CancelToken, Finished, Job, Reporter, TailorError, as_job, null_reporter
 from .models.folder_files import model_files
 from .results import FuseResult
 
@@ -33,8 +32,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, job) -> int:
-    out = fuse_adapter(args.adapter, Path(args.out), report=job.report, cancel=job.cancel,
-                       job=job.name)
+    out = fuse_adapter(args.adapter, Path(args.out), job=job)
+    job.report(Finished(job=job.name, result=FuseResult(path=str(out))))
     print(f"fused model written to {out}", file=sys.stderr if args.events == "-" else sys.stdout)
     return 0
 
@@ -118,10 +117,13 @@ def write_hf_folder(model, config: dict, base_dir: Path, out_dir: Path) -> list[
 
 
 def fuse_adapter(name_or_info, out_dir: Path | str, report: Reporter = null_reporter,
-                 cancel: CancelToken | None = None, job: str = "fuse",
+                 cancel: CancelToken | None = None, job: Job | str = "fuse",
                  free_bytes_fn=None) -> Path:
-    """Merge the adapter into its base and write a Hugging Face folder at ``out_dir``."""
+    """Merge the adapter into its base and write a Hugging Face folder at ``out_dir``; return
+    it. ``job``: a Job, or a name with ``report``/``cancel`` (the runner reports the end)."""
     from mlx.utils import tree_flatten
+
+    job = as_job(job, report, cancel)
 
     info, adapter_config, base_dir = resolve_adapter(name_or_info)
     out_dir = Path(out_dir).expanduser()
@@ -137,14 +139,12 @@ def fuse_adapter(name_or_info, out_dir: Path | str, report: Reporter = null_repo
     factor = 4 if read_config(base_dir).get("quantization") else 1
     check_free_space(out_dir.parent, base_bytes * factor, what="the fused model",
                      free_bytes_fn=free_bytes_fn)
-    report(Started(job=job, config={"adapter": info.name, "out": str(out_dir)},
-                   info={"base_model": str(base_dir)}))
-    model_files(base_dir).report_skipped(report, job)
-    progress = stage_progress(report, job, "fuse")
+    job.started({"adapter": info.name, "out": str(out_dir)}, {"base_model": str(base_dir)})
+    model_files(base_dir).report_skipped(job.report, job.name)
+    progress = job.progress("fuse")
     progress(0, 3, "loading the base model and adapter")
     model, config = fused_model(info, adapter_config, base_dir)
-    if cancel:
-        cancel.raise_if_cancelled()
+    job.cancel.raise_if_cancelled()
     weights = dict(tree_flatten(model.parameters()))
     check_free_space(out_dir.parent, sum(v.nbytes for v in weights.values()),
                      what="the fused model", free_bytes_fn=free_bytes_fn)
@@ -152,12 +152,10 @@ def fuse_adapter(name_or_info, out_dir: Path | str, report: Reporter = null_repo
     with atomic_path(out_dir, needed_bytes=sum(v.nbytes for v in weights.values())) as tmp:
         tmp.mkdir()
         skipped = write_hf_folder(model, config, base_dir, tmp)
-        if cancel:
-            cancel.raise_if_cancelled()
+        job.cancel.raise_if_cancelled()
         (tmp / "tailor_fused.json").write_text(json.dumps(
             {"adapter": info.name, "adapter_path": str(info.path), "base_model": str(base_dir),
              "fine_tune_type": adapter_config.get("fine_tune_type", "lora"),
              "skipped_base_files": skipped}, indent=2))
     progress(3, 3, "done")
-    report(Finished(job=job, result=FuseResult(path=str(out_dir))))
     return out_dir

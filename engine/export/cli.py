@@ -29,24 +29,19 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "from training)")
 
 
-def format_verification(v: dict) -> str:
-    lines = [f"verification: {'PASSED' if v.get('passed') else 'FAILED'}"]
-    for c in v.get("checks", []):
-        mark = {True: "ok  ", False: "FAIL", None: "--  "}[c["passed"]]
-        lines.append(f"  {mark} {c['name']}: {c['detail']}")
-    if v.get("note"):
-        lines.append(f"  note: {v['note']}")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace, job) -> int:
+    import dataclasses
+
+    from ..events import Finished
     from .gguf_export import export_gguf, record_path
+    from .verify import format_verification
 
     source = Path(args.model) if args.model else args.adapter
     result = export_gguf(source, Path(args.out), args.quant, adapter_only=args.adapter_only,
-                         verify=not args.no_verify, report=job.report, cancel=job.cancel,
-                         job=job.name, threads=args.threads,
+                         verify=not args.no_verify, job=job, threads=args.threads,
                          allow_tokenizer_mismatch=args.allow_tokenizer_mismatch)
+    # the per-tensor list stays in the record file; the event says how many
+    job.report(Finished(job=job.name, result=dataclasses.replace(result, tensors=[])))
     out = sys.stderr if args.events == "-" else sys.stdout
     print(f"wrote {result.path} ({format_bytes(result.size_bytes)}, {result.quant}) in "
           f"{result.seconds:.1f} s; record: {record_path(result.path)}", file=out)

@@ -9,7 +9,6 @@ is written beside the file as ``<file>.gguf.json``.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import time
@@ -22,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_path, check_free_space, write_json_atomic
-from ..events import (CancelToken, Finished, Log, Reporter, Started, TailorError, null_reporter,
-                      stage_progress)
+from ..events import CancelToken, Job, Reporter, TailorError, as_job, null_reporter
 from ..results import ExportResult
 from .architectures import (ArchInfo, add_hparams, arch_info, gguf_name, is_mlx_quantized,
                             llama3_rope_factors, row_local, transform)
@@ -282,21 +280,33 @@ def _resolve_source(source):
     return "adapter", str(source)
 
 
-def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = False,
-                verify: bool = True, report: Reporter = null_reporter,
-                cancel: CancelToken | None = None, free_bytes_fn=None, job: str = "export",
-                threads: int | None = None, allow_tokenizer_mismatch: bool = False,
-                force_pre_tokenizer: str | None = None) -> ExportResult:
-    """Write ``source`` (an adapter name or AdapterInfo, or a model folder Path) as GGUF.
+@dataclass
+class ExportPlan:
+    """What an export will read and write, decided (and every refusal made) before any work."""
 
-    A tokenizer whose pre-tokenizer llama.cpp cannot reproduce is refused unless
-    ``allow_tokenizer_mismatch`` (then the closest type is written and the measured mismatch
-    rate recorded); ``force_pre_tokenizer`` writes a named type regardless (tests)."""
-    from ..fuse import check_output_outside, fused_model, resolve_adapter, write_hf_folder
+    kind: str                      # "adapter" or "model"
+    source_name: str
+    out: Path
+    quant: str
+    adapter_only: bool
+    base_dir: Path
+    info: Any = None               # the adapter's AdapterInfo
+    adapter_config: dict | None = None
+    quantized: bool = False        # an MLX-quantized folder: dequantized first
+    needed_bytes: int = 0
+
+
+def plan_export(source, out: Path | str, quant: str, *, adapter_only: bool = False,
+                free_bytes_fn=None, allow_tokenizer_mismatch: bool = False,
+                check_tokenizer: bool = True) -> ExportPlan:
+    """Check everything an export can be refused for, cheapest first, and size it: the quant,
+    the file name, the source, the output's place, the architecture, the free space and
+    (``check_tokenizer``) the pre-tokenizer. Raises TailorError; writes nothing."""
+    from ..fuse import check_output_outside, resolve_adapter
+    from ..models.load import read_config
     from ..models.resolve import check_model_folder
-    from .lora_gguf import check_lora_exportable, write_lora_gguf
+    from .lora_gguf import check_lora_exportable
 
-    t0 = time.time()
     quant = str(quant).lower()
     if quant not in QUANTS:
         raise TailorError(f"unknown --quant {quant!r}; choose one of {', '.join(QUANTS)}")
@@ -310,22 +320,19 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
         from ..models.safetensors_check import check_adapter_file
 
         check_adapter_file(info.weights)  # a damaged adapter is named before any work
-        model_dir = base_dir
         if adapter_only:
             check_lora_exportable(info, adapter_config)
     else:
         if adapter_only:
             raise TailorError("--adapter-only needs --adapter NAME, not a model folder")
-        model_dir = base_dir = src
-        check_model_folder(model_dir)
+        base_dir = src
+        check_model_folder(base_dir)
     check_output_outside(out, base_dir, "output file")
     if info is not None:
         check_output_outside(out, info.path, "output file")
     if out.exists():
         raise TailorError(f"{out} already exists; it was left untouched",
                           hint="choose another file name or remove the old file first")
-    from ..models.load import read_config
-
     base_config = read_config(base_dir)
     arch_info(base_config, str(base_dir))  # refuse unsupported models up front
     quantized = is_mlx_quantized(base_config)
@@ -339,91 +346,148 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
             needed += params * 4  # the fused/dequantized model, in a temporary folder
     check_free_space(out.parent if out.parent.exists() else out.parent.parent, needed,
                      what=f"the {quant.upper()} GGUF file", free_bytes_fn=free_bytes_fn)
-    if not adapter_only and force_pre_tokenizer is None:  # before minutes of fusing
+    if not adapter_only and check_tokenizer:  # before minutes of fusing
         check_pre_tokenizer(base_dir, allow_tokenizer_mismatch=allow_tokenizer_mismatch)
-    report(Started(job=job, config={"source": str(getattr(src, "name", src)), "quant": quant,
-                                    "out": str(out), "adapter_only": adapter_only},
-                   info={"base_model": str(base_dir)}))
+    return ExportPlan(kind, str(getattr(src, "name", src)), out, quant, adapter_only, base_dir,
+                      info, adapter_config, quantized, needed)
+
+
+def _full_precision_folder(plan: ExportPlan, job: Job, scratch: list[Path]) -> Path:
+    """The folder to read full-precision weights from: the base itself, or a temporary folder
+    (appended to ``scratch``, which the caller removes) holding the dequantized model or the
+    adapter fused into its base."""
+    from ..fuse import fused_model, write_hf_folder
+
+    out = plan.out
+    if plan.kind == "model" and plan.quantized:
+        prog = job.progress("dequantize", 0.0, 0.2)
+        prog(0, 1, "dequantizing the MLX-quantized model")
+        scratch.append(out.parent / f".{out.name}.dequantized-{uuid.uuid4().hex[:8]}")
+        dequantize_folder(plan.base_dir, scratch[-1])
+        prog(1, 1, "dequantized")
+        return scratch[-1]
+    if plan.kind == "adapter":
+        prog = job.progress("fuse", 0.0, 0.2)
+        prog(0, 1, "fusing the adapter into its base")
+        model, config = fused_model(plan.info, plan.adapter_config, plan.base_dir)
+        scratch.append(out.parent / f".{out.name}.fused-{uuid.uuid4().hex[:8]}")
+        scratch[-1].mkdir()
+        write_hf_folder(model, config, plan.base_dir, scratch[-1])
+        del model
+        prog(1, 1, "fused")
+        job.cancel.raise_if_cancelled()
+        return scratch[-1]
+    return plan.base_dir
+
+
+def _vocab_record(a: ArchInfo, vocab: VocabInfo) -> dict:
+    """The export record's tokenizer facts."""
+    return {"architecture": a.arch, "tokenizer": vocab.model,
+            "pre_tokenizer": vocab.pre, "pre_tokenizer_source": vocab.pre_source,
+            "pre_tokenizer_match": vocab.pre_record,
+            "pre_tokenizer_mismatch_allowed": vocab.pre_mismatch_allowed,
+            "eos_token": vocab.eos_text, "bos_id": vocab.bos_id,
+            "eos_id": vocab.eos_id, "add_bos": vocab.add_bos,
+            "chat_template": bool(vocab.chat_template), "n_vocab": len(vocab.tokens)}
+
+
+def _write_gguf(plan: ExportPlan, tmp: Path, job: Job, scratch: list[Path], *, verify: bool,
+                threads: int | None, allow_tokenizer_mismatch: bool,
+                force_pre_tokenizer: str | None):
+    """Write the plan's GGUF at ``tmp`` -> (arch, vocab or None, planned tensors, record
+    metadata, the folder its weights came from)."""
+    from .lora_gguf import write_lora_gguf
+
+    if plan.adapter_only:
+        prog = job.progress("export", 0.0, 0.5)
+        a, planned, meta = write_lora_gguf(plan.info, plan.adapter_config, plan.base_dir, tmp,
+                                           plan.quant)
+        prog(1, 1, "adapter written")
+        return a, None, planned, meta, plan.base_dir
+    model_dir = _full_precision_folder(plan, job, scratch)
+    prog = job.progress("export", 0.2 if scratch else 0.0, 0.7 if verify else 1.0)
+    a, vocab, planned = write_model_gguf(
+        model_dir, tmp, plan.quant, report=job.report, cancel=job.cancel, job=job.name,
+        threads=threads, progress=prog,
+        name=plan.info.name if plan.info is not None else model_dir.name,
+        allow_tokenizer_mismatch=allow_tokenizer_mismatch,
+        force_pre_tokenizer=force_pre_tokenizer)
+    return a, vocab, planned, _vocab_record(a, vocab), model_dir
+
+
+def _verify_gguf(plan: ExportPlan, tmp: Path, job: Job, a: ArchInfo, vocab, planned,
+                 model_dir: Path, meta: dict, verify: bool) -> dict:
+    """Check the written file (and with ``verify``, load it in llama.cpp); the corpus
+    tokenization figures go into ``meta``. -> verify.py's record."""
+    from .verify import verify_export
+
+    prog = job.progress("verify", 0.7, 1.0)
+    prog(0, 1, "re-reading the file")
+    verification = verify_export(
+        tmp, planned=planned, arch=a, vocab=vocab, model_dir=model_dir,
+        quant=plan.quant, adapter_dir=plan.info.path if plan.adapter_only else None,
+        base_dir=plan.base_dir, run_llama=verify, report=job.report, job=job.name)
+    prog(1, 1, "verified")
+    tokenization = next((c for c in verification["checks"]
+                         if c["name"] == "llama.cpp tokenization"), None)
+    if tokenization is not None:  # the corpus figures, for the record
+        meta["tokenizer_mismatch_rate"] = tokenization["mismatch_rate"]
+        meta["tokenizer_corpus_strings"] = tokenization["strings"]
+    return verification
+
+
+def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = False,
+                verify: bool = True, report: Reporter = null_reporter,
+                cancel: CancelToken | None = None, free_bytes_fn=None,
+                job: Job | str = "export", threads: int | None = None,
+                allow_tokenizer_mismatch: bool = False,
+                force_pre_tokenizer: str | None = None) -> ExportResult:
+    """Write ``source`` (an adapter name or AdapterInfo, or a model folder Path) as GGUF, in
+    stages: plan (every refusal), write (fusing or dequantizing first when needed), verify,
+    record. Returns the ExportResult (also written beside the file as ``<file>.json``); the
+    command runner reports it. ``job``: a Job, or a name with ``report``/``cancel``.
+
+    A tokenizer whose pre-tokenizer llama.cpp cannot reproduce is refused unless
+    ``allow_tokenizer_mismatch`` (then the closest type is written and the measured mismatch
+    rate recorded); ``force_pre_tokenizer`` writes a named type regardless (tests)."""
+    job = as_job(job, report, cancel)
+    t0 = time.time()
+    plan = plan_export(source, out, quant, adapter_only=adapter_only,
+                       free_bytes_fn=free_bytes_fn,
+                       allow_tokenizer_mismatch=allow_tokenizer_mismatch,
+                       check_tokenizer=force_pre_tokenizer is None)
+    out = plan.out
+    job.started({"source": plan.source_name, "quant": plan.quant, "out": str(out),
+                 "adapter_only": adapter_only}, {"base_model": str(plan.base_dir)})
     from ..models.folder_files import model_files
 
-    skipped_files = model_files(base_dir)  # files linked out of the base folder: never read
-    skipped_files.report_skipped(report, job)
+    skipped_files = model_files(plan.base_dir)  # files linked out of the base: never read
+    skipped_files.report_skipped(job.report, job.name)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fused_dir: Path | None = None
+    scratch: list[Path] = []  # the fused or dequantized folder, removed at the end
     try:
-        with atomic_path(out, needed_bytes=needed) as tmp:
-            if adapter_only:
-                prog = stage_progress(report, job, "export", 0.0, 0.5)
-                a, planned, meta = write_lora_gguf(info, adapter_config, base_dir, tmp, quant)
-                prog(1, 1, "adapter written")
-                vocab = None
-            else:
-                if kind == "model" and quantized:
-                    prog_f = stage_progress(report, job, "dequantize", 0.0, 0.2)
-                    prog_f(0, 1, "dequantizing the MLX-quantized model")
-                    fused_dir = out.parent / f".{out.name}.dequantized-{uuid.uuid4().hex[:8]}"
-                    dequantize_folder(model_dir, fused_dir)
-                    model_dir = fused_dir
-                    prog_f(1, 1, "dequantized")
-                if kind == "adapter":
-                    prog_f = stage_progress(report, job, "fuse", 0.0, 0.2)
-                    prog_f(0, 1, "fusing the adapter into its base")
-                    model, config = fused_model(info, adapter_config, base_dir)
-                    fused_dir = out.parent / f".{out.name}.fused-{uuid.uuid4().hex[:8]}"
-                    fused_dir.mkdir()
-                    write_hf_folder(model, config, base_dir, fused_dir)
-                    del model
-                    model_dir = fused_dir
-                    prog_f(1, 1, "fused")
-                    if cancel:
-                        cancel.raise_if_cancelled()
-                start = 0.2 if fused_dir is not None else 0.0
-                prog = stage_progress(report, job, "export", start, 0.7 if verify else 1.0)
-                a, vocab, planned = write_model_gguf(
-                    model_dir, tmp, quant, report=report, cancel=cancel, job=job,
-                    threads=threads, progress=prog,
-                    name=info.name if info is not None else model_dir.name,
-                    allow_tokenizer_mismatch=allow_tokenizer_mismatch,
-                    force_pre_tokenizer=force_pre_tokenizer)
-                meta = {"architecture": a.arch, "tokenizer": vocab.model,
-                        "pre_tokenizer": vocab.pre, "pre_tokenizer_source": vocab.pre_source,
-                        "pre_tokenizer_match": vocab.pre_record,
-                        "pre_tokenizer_mismatch_allowed": vocab.pre_mismatch_allowed,
-                        "eos_token": vocab.eos_text, "bos_id": vocab.bos_id,
-                        "eos_id": vocab.eos_id, "add_bos": vocab.add_bos,
-                        "chat_template": bool(vocab.chat_template), "n_vocab": len(vocab.tokens)}
+        with atomic_path(out, needed_bytes=plan.needed_bytes) as tmp:
+            a, vocab, planned, meta, model_dir = _write_gguf(
+                plan, tmp, job, scratch, verify=verify, threads=threads,
+                allow_tokenizer_mismatch=allow_tokenizer_mismatch,
+                force_pre_tokenizer=force_pre_tokenizer)
             meta["skipped_base_files"] = [str(f) for f in skipped_files.skipped]
-            from .verify import verify_export
-
-            vprog = stage_progress(report, job, "verify", 0.7, 1.0)
-            vprog(0, 1, "re-reading the file")
-            verification = verify_export(
-                tmp, planned=planned, arch=a, vocab=vocab, model_dir=model_dir,
-                quant=quant, adapter_dir=info.path if adapter_only else None,
-                base_dir=base_dir, run_llama=verify, report=report, job=job)
-            vprog(1, 1, "verified")
-            tokenization = next((c for c in verification["checks"]
-                                 if c["name"] == "llama.cpp tokenization"), None)
-            if tokenization is not None:  # the corpus figures, for the record
-                meta["tokenizer_mismatch_rate"] = tokenization["mismatch_rate"]
-                meta["tokenizer_corpus_strings"] = tokenization["strings"]
+            verification = _verify_gguf(plan, tmp, job, a, vocab, planned, model_dir, meta,
+                                        verify)
             size = tmp.stat().st_size
         result = ExportResult(
-            path=out, quant=quant, size_bytes=size, verification=verification,
-            source=str(getattr(src, "name", src)), kind="adapter" if adapter_only else "model",
+            path=out, quant=plan.quant, size_bytes=size, verification=verification,
+            source=plan.source_name, kind="adapter" if adapter_only else "model",
             seconds=round(time.time() - t0, 3),
             tensors=[{"name": p.name, "shape": list(p.shape), "type": p.ggml_type.name}
                      for p in planned],
             metadata=meta, tensor_count=len(planned))
         write_json_atomic(record_path(out), result.to_dict())
     finally:
-        if fused_dir is not None:
-            shutil.rmtree(fused_dir, ignore_errors=True)
+        for folder in scratch:
+            shutil.rmtree(folder, ignore_errors=True)
     if not verification.get("passed"):
-        report(Log(job=job, level="warning",
-                   message="verification found differences: " + "; ".join(
-                       f"{c['name']}: {c['detail']}" for c in verification["checks"]
-                       if c["passed"] is False)))
-    # the per-tensor list stays in the record file; the event says how many
-    report(Finished(job=job, result=dataclasses.replace(result, tensors=[])))
+        job.log("verification found differences: " + "; ".join(
+            f"{c['name']}: {c['detail']}" for c in verification["checks"]
+            if c["passed"] is False), level="warning")
     return result

@@ -397,3 +397,14 @@ def verify_export(path: Path, *, planned, arch, vocab, model_dir: Path, quant: s
         report(Log(job=job, level="info", message=llama_note))
     return {"passed": all(c["passed"] for c in checks if c["passed"] is not None),
             "checks": checks, "llama_cpp": not llama_note, "note": llama_note}
+
+
+def format_verification(v: dict) -> str:
+    """The verification record as the lines `tailor export` and the demo print."""
+    lines = [f"verification: {'PASSED' if v.get('passed') else 'FAILED'}"]
+    for c in v.get("checks", []):
+        mark = {True: "ok  ", False: "FAIL", None: "--  "}[c["passed"]]
+        lines.append(f"  {mark} {c['name']}: {c['detail']}")
+    if v.get("note"):
+        lines.append(f"  note: {v['note']}")
+    return "\n".join(lines)

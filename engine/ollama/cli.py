@@ -204,8 +204,9 @@ def _source(cfg: OllamaConfig, job, export_fn=None):
     suffix = "lora" if cfg.adapter_only else quant.lower()
     out = _fresh(paths.exports_dir() / cfg.adapter / f"{cfg.adapter}-{suffix}.gguf")
     out.parent.mkdir(parents=True, exist_ok=True)
+    # the export fills the first 60 % of this job's bar
     result = export_fn(info, out, quant, adapter_only=cfg.adapter_only, verify=True,
-                         report=_scaled(job.report, 0.0, 0.6), cancel=job.cancel)
+                       job=job.nested(0.0, 0.6))
     verification = getattr(result, "verification", None) or {}
     if verification and not verification.get("passed", False):
         failed = [c.get("name") for c in verification.get("checks", [])
@@ -234,21 +235,3 @@ def _fresh(path: Path) -> Path:
     while (p := path.with_name(f"{path.stem}-{i}{path.suffix}")).exists():
         i += 1
     return p
-
-
-def _scaled(report, start: float, end: float):
-    """Rescale the export's Progress events onto [start, end] of this job's bar; its own
-    started/finished events stay inside (the app must see one job finish, once)."""
-    from ..events import Finished as _Finished, Progress, Started as _Started
-
-    def forward(event) -> None:
-        if isinstance(event, (_Started, _Finished)):
-            return
-        if isinstance(event, Progress) and event.total:
-            frac = min(max(event.done / event.total, 0.0), 1.0)
-            event = Progress(job=JOB, stage=event.stage or "export",
-                             done=round((start + (end - start) * frac) * 1000, 1), total=1000,
-                             message=event.message)
-        report(event)
-
-    return forward

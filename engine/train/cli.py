@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..configs import add_dataclass_args, overrides_from_args
-from ..events import TailorError
+from ..events import Finished, TailorError
 from .config import PRESET_HELP, PRESETS, TrainConfig, make_config, merge_resume_config
 
 
@@ -28,7 +28,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, job) -> int:
-    from .run import train_adapter
+    from .run import train_adapter, train_result
 
     overrides = overrides_from_args(TrainConfig, args)
     from ..data import DataConfig
@@ -56,14 +56,15 @@ def run(args: argparse.Namespace, job) -> int:
             # cannot take them (each setting named with why)
             given = {**(PRESETS.get(args.preset, {}) if args.preset else {}), **overrides}
             cfg = merge_resume_config(_saved_config(args.resume), given, args.resume)
-        train_adapter(args.model, args.data, args.resume, cfg, data_config=data_config,
-                      resume=True, report=job.report, cancel=job.cancel, job=job.name)
+        info = train_adapter(args.model, args.data, args.resume, cfg, data_config=data_config,
+                             resume=True, job=job)
+        job.report(Finished(job=job.name, result=train_result(info)))
         return 0
     missing = [f for f in ("model", "data", "name") if not getattr(args, f)]
     if missing:
         raise TailorError("missing " + ", ".join("--" + m for m in missing),
                           hint="tailor train --model PATH --data FILE --name NAME")
     cfg = make_config(args.preset, **overrides)
-    train_adapter(args.model, args.data, args.name, cfg, data_config=data_config,
-                  report=job.report, cancel=job.cancel, job=job.name)
+    info = train_adapter(args.model, args.data, args.name, cfg, data_config=data_config, job=job)
+    job.report(Finished(job=job.name, result=train_result(info)))
     return 0

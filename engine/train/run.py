@@ -8,14 +8,15 @@ import dataclasses
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import mlx.core as mx
 
 from .. import __version__, library, locks, sweep
-from ..events import (Cancelled, CancelToken, ErrorCode, Finished, Log, Progress, Reporter,
-                      Started, TailorError, null_reporter)
+from ..events import (Cancelled, CancelToken, ErrorCode, Job, Log, Progress, Reporter,
+                      TailorError, as_job, null_reporter)
 from ..results import TrainResult
 from ..sizes import format_bytes
 from ..models import load_model, model_fingerprint, resolve_model
@@ -61,7 +62,7 @@ def _tokenizer_alone(folder: Path):
 def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
                   cfg: TrainConfig | None = None, *, data_config=None, resume: bool = False,
                   report: Reporter = null_reporter, cancel: CancelToken | None = None,
-                  job: str = "train", library_dir: Path | None = None,
+                  job: Job | str = "train", library_dir: Path | None = None,
                   batch_hook: Callable | None = None,
                   machine_memory: Callable[[], int] | None = None) -> library.AdapterInfo:
     """Train (or with ``resume``, continue) the adapter ``name``; return its library entry.
@@ -72,48 +73,43 @@ def train_adapter(model: str | Path | None, data: str | Path | None, name: str,
     ``machine_memory() -> bytes`` are injection points for tests (faults, a small machine).
     """
     library.adapter_path(name, library_dir)  # a bad name is refused before any lock file
+    job = as_job(job, report, cancel)
     # The adapter is this job's until it ends (SIGKILL included): a second train/resume or a
     # rename/delete meanwhile is refused, naming this job.
-    with locks.adapter_lock(name, job, library_dir):
+    with locks.adapter_lock(name, job.name, library_dir):
         # what a killed run of this adapter left (none of it is live: we hold the lock)
         sweep.report_removed(sweep.sweep_adapter_folder(
-            library.adapter_path(name, library_dir)), report, job)
+            library.adapter_path(name, library_dir)), job.report, job.name)
         return _train_locked(model, data, name, cfg, data_config=data_config, resume=resume,
-                             report=report, cancel=cancel, job=job, library_dir=library_dir,
+                             report=job.report, cancel=job.cancel, job=job.name,
+                             started=job.started, library_dir=library_dir,
                              batch_hook=batch_hook, machine_memory=machine_memory)
 
 
-def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel, job,
+@dataclass
+class _Loaded:
+    """What the load stage produced: the base (resolved, loaded) and the prepared data."""
+
+    model_dir: Path
+    net: object
+    tokenizer: object
+    model_config: dict
+    base: dict            # the run record's base_model
+    prepared: object      # data_source.prepare's result
+    dataset: dict         # the run record's dataset
+    model_notes: list
+
+
+def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel, job, started,
                   library_dir, batch_hook, machine_memory) -> library.AdapterInfo:
+    """The run's stages, under the adapter's lock: settings (new or resumed), load, plan
+    (adapters, memory, Started), the library entry, then train and record."""
     cancel = cancel or CancelToken()
     folder = library.adapter_path(name, library_dir)
-    explicit_cfg = cfg
     loaded = None
     if resume:
-        info = library.get_adapter(name, library_dir)
-        loaded = ckpt.latest_checkpoint(info.path)
-        if loaded is None:
-            raise TailorError(f"adapter {name!r} has no checkpoint to resume from",
-                              hint="start a new run under another name")
-        saved_cfg = TrainConfig.from_dict(loaded.state["config"])
-        # the settings given now take effect where resume allows it, else are refused
-        cfg = merge_resume_config(saved_cfg, explicit_cfg.to_dict() if explicit_cfg else {},
-                                  name)
-        saved_data = info.manifest.get("data_settings") or {}
-        if data_config is not None and saved_data:
-            now = dataclasses.asdict(data_config)
-            changed = [k for k, v in saved_data.items()  # (min_examples: the batch size)
-                       if k not in ("max_seq_length", "preview_count", "min_examples")
-                       and now.get(k) != v]
-            if changed:
-                raise TailorError(f"cannot resume {name!r} with changed data settings: "
-                                  + ", ".join(f"{k} {saved_data[k]!r} -> {now[k]!r}"
-                                              for k in changed),
-                                  hint="resume with the original settings, or start a new run")
-        if saved_data:
-            data_config = DataConfig(**saved_data)
-        model = model or info.manifest["base_model"]["given"]
-        data = data or info.manifest["dataset"]["path"]
+        model, data, cfg, data_config, loaded = _resume_settings(
+            name, model, data, cfg, data_config, library_dir)
     else:
         if folder.exists():
             raise TailorError(f"an adapter named {name!r} already exists in the library; "
@@ -124,7 +120,63 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
     cfg.validate()
     if model is None or data is None:
         raise TailorError("both a base model (--model) and a dataset (--data) are needed")
+    data_config = data_config or DataConfig()
+    run = _load(model, data, cfg, data_config, report, cancel, job)
 
+    mx.random.seed(cfg.seed)  # adapter initialisation
+    adapter_config = apply_adapters(run.net, cfg)
+    run_state = {"dataset_sha256": run.prepared.sha256,
+                 "base_model_sha256": run.base["sha256"],
+                 "adapter_shapes": adapter_shapes(trainable_weights(run.net))}
+    if loaded is not None:
+        _check_resumable(name, loaded.state, run_state)
+    info_block = _plan_info(run, cfg, loaded, machine_memory)
+    started(cfg.to_dict(), info_block)
+    mem = info_block["memory"]
+    if not mem["fits"]:
+        report(Log(job=job, level="warning",
+                   message=f"this run needs about {format_bytes(mem['total_bytes'])}, the "
+                           f"machine has {format_bytes(mem['machine_bytes'])}; "
+                           + mem["suggestion"]))
+    manifest = _open_manifest(folder, name, run, cfg, adapter_config, data_config, info_block,
+                              new=loaded is None)
+    return _train_and_record(folder, name, run, cfg, adapter_config, run_state, manifest,
+                             loaded, report=report, cancel=cancel, job=job,
+                             batch_hook=batch_hook, library_dir=library_dir)
+
+
+def _resume_settings(name, model, data, cfg, data_config, library_dir):
+    """A resumed run's inputs -> (model, data, settings, data settings, its checkpoint): the
+    saved ones, with the flags given now merged where resume allows (else refused, naming
+    each setting and why)."""
+    info = library.get_adapter(name, library_dir)
+    loaded = ckpt.latest_checkpoint(info.path)
+    if loaded is None:
+        raise TailorError(f"adapter {name!r} has no checkpoint to resume from",
+                          hint="start a new run under another name")
+    saved_cfg = TrainConfig.from_dict(loaded.state["config"])
+    cfg = merge_resume_config(saved_cfg, cfg.to_dict() if cfg else {}, name)
+    saved_data = info.manifest.get("data_settings") or {}
+    if data_config is not None and saved_data:
+        now = dataclasses.asdict(data_config)
+        changed = [k for k, v in saved_data.items()  # (min_examples: the batch size)
+                   if k not in ("max_seq_length", "preview_count", "min_examples")
+                   and now.get(k) != v]
+        if changed:
+            raise TailorError(f"cannot resume {name!r} with changed data settings: "
+                              + ", ".join(f"{k} {saved_data[k]!r} -> {now[k]!r}"
+                                          for k in changed),
+                              hint="resume with the original settings, or start a new run")
+    if saved_data:
+        data_config = DataConfig(**saved_data)
+    model = model or info.manifest["base_model"]["given"]
+    data = data or info.manifest["dataset"]["path"]
+    return model, data, cfg, data_config, loaded
+
+
+def _load(model, data, cfg, data_config, report, cancel, job) -> _Loaded:
+    """Resolve and load the base, and prepare the data (with the tokenizer alone first, so a
+    dataset too small is refused before the weights load, which can take minutes)."""
     report(Progress(job=job, stage="load", done=0, total=3, message="resolving the model"))
     model_dir = resolve_model(str(model), report=report, cancel=cancel, job=job)
     from ..models.folder_files import model_files
@@ -140,10 +192,9 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
     if not data_path.exists():
         raise TailorError(f"dataset not found: {data_path}")
     cancel.raise_if_cancelled()
-    data_config = data_config or DataConfig()
     data_config.max_seq_length = cfg.max_seq_length
     # A training set smaller than one batch is refused by prepare_dataset, which names the file
-    # and the counts; with the tokenizer alone, before the weights load (that can take minutes).
+    # and the counts.
     data_config.min_examples = max(data_config.min_examples, cfg.batch_size)
     prepared = counts = None
     tokenizer = _tokenizer_alone(model_dir)
@@ -164,44 +215,41 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
         raise TailorError(f"{data_path}: no training examples left after validation")
     dataset = {"path": str(data_path.resolve()), "sha256": prepared.sha256,
                "schema": getattr(prepared, "schema", ""), **{"counts": counts}}
+    return _Loaded(model_dir, net, tokenizer, model_config, base, prepared, dataset,
+                   model_notes)
 
-    mx.random.seed(cfg.seed)  # adapter initialisation
-    adapter_config = apply_adapters(net, cfg)
-    shapes = adapter_shapes(trainable_weights(net))
-    run_state = {"dataset_sha256": prepared.sha256, "base_model_sha256": base["sha256"],
-                 "adapter_shapes": shapes}
-    if loaded is not None:
-        _check_resumable(name, loaded.state, run_state)
 
-    longest = max(len(e.tokens) for e in prepared.train)
-    mem = estimate(net, model_config, cfg, longest,
+def _plan_info(run: _Loaded, cfg: TrainConfig, loaded, machine_memory) -> dict:
+    """The Started event's info: parameter counts, the memory estimate, the data and base."""
+    longest = max(len(e.tokens) for e in run.prepared.train)
+    mem = estimate(run.net, run.model_config, cfg, longest,
                    machine_memory() if machine_memory is not None else None)
-    n_total = count(net.parameters())
-    info_block = {"parameters": {"total": int(n_total), "trainable": count(trainable_weights(net))}, "memory": mem, "dataset": dataset, "base_model": base,
-        "resumed_from": str(loaded.path) if loaded else None}
-    info_block["model_notes"] = model_notes
-    report(Started(job=job, config=cfg.to_dict(), info=info_block))
-    if not mem["fits"]:
-        report(Log(job=job, level="warning",
-                   message=f"this run needs about {format_bytes(mem['total_bytes'])}, the "
-                           f"machine has {format_bytes(mem['machine_bytes'])}; "
-                           + mem["suggestion"]))
+    return {"parameters": {"total": int(count(run.net.parameters())),
+                           "trainable": count(trainable_weights(run.net))},
+            "memory": mem, "dataset": run.dataset, "base_model": run.base,
+            "resumed_from": str(loaded.path) if loaded else None,
+            "model_notes": run.model_notes}
 
+
+def _open_manifest(folder: Path, name: str, run: _Loaded, cfg: TrainConfig,
+                   adapter_config: dict, data_config, info_block: dict, new: bool) -> dict:
+    """Create the library entry (``new``) or mark the resumed one running; -> its manifest."""
     now = time.time()
-    if loaded is None:
+    if new:
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
             folder.mkdir()  # fails if another run took the name meanwhile
         except FileExistsError:
             raise TailorError(f"an adapter named {name!r} already exists in the library; "
                               "nothing was changed", code=ErrorCode.NAME_TAKEN) from None
-        manifest = {"name": name, "status": "running", "base_model": base, "dataset": dataset,
+        manifest = {"name": name, "status": "running", "base_model": run.base,
+                    "dataset": run.dataset,
                     "settings": cfg.to_dict(), "adapter_config": adapter_config,
                     "data_settings": dataclasses.asdict(data_config),
                     "seed": cfg.seed, "loss_history": {"train": [], "valid": []},
                     "best_val_loss": None, "versions": versions(), "created": now,
                     "started": now, "finished": None, "parameters": info_block["parameters"],
-                    "memory_estimate": mem,
+                    "memory_estimate": info_block["memory"],
                     # a reader seeing "running" can check that this process still exists
                     "pid": os.getpid(), "host": socket.gethostname()}
     else:
@@ -211,9 +259,18 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
     try:
         library.write_manifest(folder, manifest)
     except BaseException:
-        if loaded is None:  # the folder made above is empty: a full disk leaves no husk
+        if new:  # the folder made above is empty: a full disk leaves no husk
             ckpt.remove_tree(folder)
         raise
+    return manifest
+
+
+def _train_and_record(folder, name, run: _Loaded, cfg, adapter_config, run_state, manifest,
+                      loaded, *, report, cancel, job, batch_hook, library_dir
+                      ) -> library.AdapterInfo:
+    """Train (from the checkpoint when resuming); the manifest follows every checkpoint and
+    records how the run ended, whichever way it ends."""
+    net, model_dir = run.net, run.model_dir
 
     def record(status: str, trainer: Trainer, **extra) -> None:
         h = trainer.history
@@ -224,8 +281,8 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
                         last_checkpoint=trainer.last_checkpoint, **extra)
         library.write_manifest(folder, manifest)
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    trainer = Trainer(net, cfg, prepared.train, prepared.valid, adapter_dir=folder,
+    pad_id = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
+    trainer = Trainer(net, cfg, run.prepared.train, run.prepared.valid, adapter_dir=folder,
                       run_state=run_state, report=report, cancel=cancel, job=job,
                       pad_id=int(pad_id), batch_hook=batch_hook,
                       on_checkpoint=lambda step, h: on_checkpoint())
@@ -267,13 +324,17 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
         raise
     write_adapter_files(folder, trainable_weights(net), adapter_config, str(model_dir))
     record("finished", trainer, finished=time.time(), stopped_early=result.stopped_early)
-    info = library.get_adapter(name, library_dir)
-    report(Finished(job=job, result=TrainResult(
-        adapter=name, path=str(folder), steps=result.step,
-        best_val_loss=result.history.best_val_loss,
-        final_train_loss=result.history.train[-1][1] if result.history.train else None,
-        stopped_early=result.stopped_early)))
-    return info
+    return library.get_adapter(name, library_dir)
+
+
+def train_result(info: library.AdapterInfo) -> TrainResult:
+    """The command's result for a finished run, from its library entry."""
+    m = info.manifest
+    train = (m.get("loss_history") or {}).get("train") or []
+    return TrainResult(adapter=info.name, path=str(info.path), steps=int(m.get("steps") or 0),
+                       best_val_loss=m.get("best_val_loss"),
+                       final_train_loss=train[-1][1] if train else None,
+                       stopped_early=bool(m.get("stopped_early")))
 
 
 def _check_resumable(name: str, saved: dict, now: dict) -> None:

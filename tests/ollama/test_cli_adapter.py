@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import Job, _add_common
-from engine.events import Finished, ListReporter, Progress, TailorError
+from engine.events import Finished, ListReporter, Progress, Started, TailorError
 from engine.ollama import cli as ollama_cli
 
 from tests.export.adapters import make_library_adapter
@@ -28,13 +28,14 @@ class FakeExport:
     passed: bool = True
     calls: list = field(default_factory=list)
 
-    def __call__(self, source, out, quant, *, adapter_only=False, verify=True, report=None,
-                 cancel=None):
+    def __call__(self, source, out, quant, *, adapter_only=False, verify=True, job=None):
+        """export_gguf's contract: progress through ``job``, no lifecycle events of its own
+        (the command runner's), the result returned (issue 13)."""
         self.calls.append({"source": source.name, "out": Path(out), "quant": quant,
                            "adapter_only": adapter_only, "verify": verify})
+        job.started({"source": source.name})
         for i in range(1, 5):
-            report(Progress(job="export", stage="export", done=i, total=4))
-        report(Finished(job="export", result={}))
+            job.report(Progress(job="export", stage="export", done=i, total=4))
         make_gguf(out, self.arch, general_type="adapter" if adapter_only else "model")
         checks = [{"name": "llama.cpp loads", "passed": self.passed, "detail": ""}]
 
@@ -76,7 +77,8 @@ def test_adapter_is_exported_then_created(server, qwen_adapter, tailor_home, cap
     progress = [e.done / e.total for e in rep.of(Progress)]
     assert progress[:4] == [0.15, 0.3, 0.45, 0.6]  # the export fills the first 60 % of the bar
     assert min(progress[4:]) >= 0.6 and progress[-1] == 1.0  # upload and create the rest
-    assert len(rep.of(Finished)) == 1  # the export's own finished event is not passed on
+    assert len(rep.of(Finished)) == 1  # the hand-off's only: the nested export has none
+    assert len(rep.of(Started)) == 1  # and its start is a log line of this job
     # A second hand-off never overwrites the first export.
     run_cli(["--adapter", qwen_adapter, "--name", "style:v2", "--quant", "q4_k_m",
              "--host", server.host], export)
