@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QByteArray, QSettings, QSize, QTimer
-from PySide6.QtGui import QAction, QIcon, QKeySequence
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer
+from PySide6.QtGui import QAction, QIcon, QKeySequence, QPalette, QPixmap
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QListWidget, QListWidgetItem, QMainWindow,
                                QMessageBox, QStackedWidget, QWidget)
@@ -33,6 +33,29 @@ DATA_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv", ".txt"}
 def icon(name: str) -> QIcon:
     p = ICONS / f"{name.lower()}.svg"
     return QIcon(str(p)) if p.exists() else QIcon()
+
+
+ICON_STROKE = 'stroke="#6b7280"'  # the icons' line colour, replaced by the palette's
+
+
+def sidebar_icon(name: str, palette: QPalette, size: int = 22) -> QIcon:
+    """A page icon drawn in the palette's text colour, and in its highlighted-text colour
+    when selected, so it stands out in light and dark mode (the grey lines did not)."""
+    p = ICONS / f"{name.lower()}.svg"
+    if not p.exists():
+        return QIcon()
+    svg = p.read_text(encoding="utf-8")
+    out = QIcon()
+    for mode, role in ((QIcon.Mode.Normal, QPalette.ColorRole.WindowText),
+                       (QIcon.Mode.Selected, QPalette.ColorRole.HighlightedText)):
+        data = svg.replace(ICON_STROKE, f'stroke="{palette.color(role).name()}"').encode()
+        for scale in (1, 2):
+            pm = QPixmap()
+            pm.loadFromData(data, "SVG")
+            pm = pm.scaled(size * scale, size * scale, Qt.AspectRatioMode.KeepAspectRatio,
+                           Qt.TransformationMode.SmoothTransformation)
+            out.addPixmap(pm, mode)
+    return out
 
 
 def classify_drop(paths: list[Path]) -> tuple[str, Path] | None:
@@ -109,7 +132,7 @@ class MainWindow(QMainWindow):
             "Export": ExportPage(self.state, settings=self.settings, confirm=self.confirm),
         }
         for name in PAGES:
-            item = QListWidgetItem(icon(name), name)
+            item = QListWidgetItem(sidebar_icon(name, self.palette()), name)
             item.setSizeHint(QSize(150, 40))
             self.sidebar.addItem(item)
             page = self.pages[name]
@@ -132,6 +155,12 @@ class MainWindow(QMainWindow):
         self.state.model_changed.connect(lambda m: self.settings.setValue("model/last", m))
         self._build_menus()
         self._restore(first_run_sample)
+
+    def changeEvent(self, ev) -> None:
+        super().changeEvent(ev)
+        if ev.type() == ev.Type.PaletteChange and hasattr(self, "sidebar"):
+            for i, name in enumerate(PAGES):  # dark mode switched: redraw the icons
+                self.sidebar.item(i).setIcon(sidebar_icon(name, self.palette()))
 
     # -- pages -------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ import re
 
 import pyqtgraph as pg
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer, Signal
-from PySide6.QtGui import QPalette, QTextDocument
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QMessageBox, QPushButton,
+from PySide6.QtGui import QColor, QPalette, QTextDocument
+from PySide6.QtWidgets import (QApplication, QFrame, QHBoxLayout, QLabel, QMessageBox, QPushButton,
                                QSizePolicy,
                                QVBoxLayout, QWidget)
 
@@ -193,13 +193,51 @@ def ask(parent, title: str, text: str, verb: str) -> bool:
     return box.clickedButton() is act
 
 
+def mix(a: QColor, b: QColor, t: float) -> QColor:
+    """``a`` moved a fraction ``t`` towards ``b`` (opaque)."""
+    return QColor(round(a.red() + (b.red() - a.red()) * t),
+                  round(a.green() + (b.green() - a.green()) * t),
+                  round(a.blue() + (b.blue() - a.blue()) * t))
+
+
+def luminance(c: QColor) -> float:
+    """WCAG relative luminance."""
+    def lin(v: int) -> float:
+        v = v / 255
+        return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+    return 0.2126 * lin(c.red()) + 0.7152 * lin(c.green()) + 0.0722 * lin(c.blue())
+
+
+def contrast_ratio(a: QColor, b: QColor) -> float:
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+# Hues that say what a banner is about; their tint, the text and the border come from the
+# current palette, so a banner reads the same in light and dark mode.
+ACCENTS = {"ok": QColor(34, 160, 80), "warn": QColor(214, 140, 20),
+           "error": QColor(220, 55, 55)}
+
+
+def banner_colors(kind: str, palette: QPalette) -> tuple[QColor, QColor, QColor]:
+    """(text, background, border) of a banner of ``kind`` in ``palette``."""
+    window = palette.color(QPalette.ColorRole.Window)
+    text = palette.color(QPalette.ColorRole.WindowText)
+    accent = ACCENTS.get(kind, palette.color(QPalette.ColorRole.Highlight))
+    return text, mix(window, accent, 0.16), accent
+
+
+def highlight_colors(palette: QPalette) -> tuple[QColor, QColor]:
+    """(text, background) of trained text in the Data page's preview."""
+    base = palette.color(QPalette.ColorRole.Base)
+    return palette.color(QPalette.ColorRole.Text), mix(base, palette.color(
+        QPalette.ColorRole.Highlight), 0.30)
+
+
 class Banner(QFrame):
     """A plain sentence about how something ended, with buttons for the next action."""
 
     action_clicked = Signal(str)
-
-    STYLES = {"info": ("#1e40af", "#dbeafe"), "ok": ("#166534", "#dcfce7"),
-              "warn": ("#92400e", "#fef3c7"), "error": ("#991b1b", "#fee2e2")}
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -217,7 +255,28 @@ class Banner(QFrame):
         lay.addLayout(self.button_row)
         self.kind = ""
         self._shown: tuple | None = None
+        self._styling = False
         self.hide()
+
+    def _apply_palette(self) -> None:
+        # The application's palette, not this frame's own (the style sheet below changes it,
+        # and a parent's may not have heard of a scheme change yet).
+        fg, bg, border = banner_colors(self.kind, QApplication.palette())
+        sheet = (f"Banner {{ background: {bg.name()}; border: 1px solid "
+                 f"{border.name()}; border-radius: 6px; }} "
+                 f"QLabel {{ color: {fg.name()}; }}")
+        if sheet != self.styleSheet():  # a style sheet change re-polishes: no loop
+            self.setStyleSheet(sheet)
+
+    def changeEvent(self, ev) -> None:
+        super().changeEvent(ev)
+        if ev.type() == ev.Type.PaletteChange and self._shown is not None and \
+                not self._styling:
+            self._styling = True
+            try:
+                self._apply_palette()
+            finally:
+                self._styling = False
 
     def clear(self) -> None:
         """No message: hidden, and ``kind``/``text()`` empty, so nothing stale is read back."""
@@ -234,10 +293,8 @@ class Banner(QFrame):
         if shown == self._shown and not self.isHidden():
             return  # pages re-derive their banner on every refresh: keep the same buttons
         self._shown = shown
-        fg, bg = self.STYLES.get(kind, self.STYLES["info"])
         self.kind = kind
-        self.setStyleSheet(f"Banner {{ background: {bg}; border: 1px solid {fg}; "
-                           f"border-radius: 6px; }} QLabel {{ color: {fg}; }}")
+        self._apply_palette()
         self.label.setText(text)
         for b in self.buttons.values():
             b.deleteLater()

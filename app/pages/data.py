@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
                                QLabel, QPushButton, QSplitter, QTableView, QTabWidget,
                                QTextBrowser, QVBoxLayout, QWidget)
 
 from .. import commands
-from ..widgets import TRAIN_COLOR, Banner, RowTableModel, page_header
+from ..widgets import TRAIN_COLOR, Banner, RowTableModel, highlight_colors, page_header
 
 
-HIGHLIGHT = "rgba(59, 130, 246, 0.28)"  # the train colour, light enough for dark mode too
 
 
 class ProblemTableModel(RowTableModel):
@@ -55,22 +55,26 @@ class ProblemTableModel(RowTableModel):
         return None
 
 
-def preview_html(preview: list[dict]) -> str:
-    """Rendered examples with the trained text highlighted (segments are (text, trained))."""
+def preview_html(preview: list[dict], palette: QPalette | None = None) -> str:
+    """Rendered examples with the trained text highlighted (segments are (text, trained)),
+    in the palette's colours: readable in light and dark mode."""
+    palette = palette or QPalette()
+    fg, bg = highlight_colors(palette)
+    muted = palette.color(QPalette.ColorRole.PlaceholderText).name()
     parts = []
     for i, ex in enumerate(preview, 1):
         body = []
         for text, trained in ex.get("segments", []):
             t = html.escape(text)
-            body.append(f"<span style='background-color:{HIGHLIGHT}; color:#0b1f4d'>{t}</span>"
-                        if trained else t)
-        parts.append(f"<p><b>Example {i}</b> <span style='color:gray'>"
+            body.append(f"<span style='background-color:{bg.name()}; color:{fg.name()}'>{t}"
+                        "</span>" if trained else t)
+        parts.append(f"<p><b>Example {i}</b> <span style='color:{muted}'>"
                      f"({html.escape(ex.get('source', ''))})</span></p>"
                      f"<pre style='white-space:pre-wrap'>{''.join(body)}</pre>")
     if not parts:
-        return "<p style='color:gray'>No preview.</p>"
-    return ("<p style='color:gray'>Highlighted text is what the model learns to write; the rest "
-            "is context.</p>" + "<hr>".join(parts))
+        return f"<p style='color:{muted}'>No preview.</p>"
+    return (f"<p style='color:{muted}'>Highlighted text is what the model learns to write; "
+            "the rest is context.</p>" + "<hr>".join(parts))
 
 
 def check_argv(path: str, model: str) -> list[str]:
@@ -219,7 +223,7 @@ class DataPage(QWidget):
         path = self.state.data
         if path:
             self.path_label.setText(f"<b>{html.escape(Path(path).name)}</b>  "
-                                    f"<span style='color:gray'>"
+                                    f"<span style='color:{self._muted()}'>"
                                     f"{html.escape(str(Path(path).parent))}</span>")
         else:
             self.path_label.setText("No dataset yet: drop a file here, or open one.")
@@ -228,7 +232,8 @@ class DataPage(QWidget):
         problems = r.get("problems", [])
         self.problems.set_problems(problems)
         self.tabs.setTabText(1, f"Problems ({len(problems)})" if problems else "Problems")
-        self.preview.setHtml(preview_html(r.get("preview", [])) if self.status == "ok" else "")
+        self.preview.setHtml(preview_html(r.get("preview", []), self.palette())
+                             if self.status == "ok" else "")
         name = html.escape(Path(path).name) if path else ""
         if self.status == "none":
             self.banner.clear()
@@ -250,6 +255,15 @@ class DataPage(QWidget):
             self.banner.show_message("ok", f"Ready: {r.get('train_examples', 0)} training "
                                      "examples. Next: the Train page.", [("train", "Go to Train")])
             self.tabs.setCurrentIndex(0)
+
+    def _muted(self) -> str:
+        return self.palette().color(QPalette.ColorRole.PlaceholderText).name()
+
+    def changeEvent(self, ev) -> None:
+        super().changeEvent(ev)
+        if ev.type() == ev.Type.PaletteChange and hasattr(self, "banner"):
+            self.histogram.setBackground(self.palette().color(self.backgroundRole()))
+            self.refresh()  # the preview's colours come from the palette
 
     def _show_summary(self, r: dict | None) -> None:
         self.histogram.clear()

@@ -61,7 +61,11 @@ def test_dropping_a_file_fills_the_data_page(qtbot, window, tiny_model, tmp_path
     assert row0[0] == "chat.jsonl" and row0[1].startswith("2") and "JSON" in row0[2]
     assert "2 bad line(s) will be skipped" in page.banner.text()
     import re
-    highlighted = re.findall(r"background-color:rgba\(59,130,246[^>]*>([^<]*)<", page.preview.toHtml())
+    from app.widgets import highlight_colors
+
+    _, bg = highlight_colors(page.palette())
+    highlighted = re.findall(rf"background-color:{bg.name()}[^>]*>([^<]*)<",
+                             page.preview.toHtml())
     assert highlighted and all("plus one is" in h for h in highlighted), highlighted
     import pyqtgraph as pg
     bars = [i for i in page.histogram.getPlotItem().items if isinstance(i, pg.BarGraphItem)]

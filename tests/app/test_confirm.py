@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
+from shiboken6 import isValid
 
 from .test_models import _adapter
 
@@ -21,8 +22,8 @@ def press_in_next_dialog(qtbot, key, seen: list):
             QTimer.singleShot(20, press)
             return
         # A key the dialog ignored must fail the test, not hang it.
-        QTimer.singleShot(1000, lambda: box.isVisible() and (seen.append("ignored"),
-                                                             box.reject()))
+        QTimer.singleShot(1000, lambda: isValid(box) and box.isVisible() and (
+            seen.append("ignored"), box.reject()))
         default = box.defaultButton()
         seen.extend([box, [b.text() for b in box.buttons()], default and default.text()])
         qtbot.keyClick(box, key)
