@@ -44,11 +44,21 @@ def human_count(n: int) -> str:
 
 
 def human_bytes(n: float) -> str:
+    """12 MB, 640 MB, 1.5 GB: MB below a gigabyte (never "0.0 GB" or "0.01 GB")."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+            if unit == "GB":
+                return f"{n:.1f} GB" if n < 100 else f"{n:.0f} GB"
+            return f"{n:.1f} {unit}" if unit == "MB" and n < 10 else f"{n:.0f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"
+
+
+def human_tokens(n: float) -> str:
+    """A token count as people read it: 134, 1,250, 2.3M (a median or percentile is rounded:
+    "95% 134", not "134.25")."""
+    n = float(n or 0)
+    return f"{n / 1e6:.1f}M" if n >= 1e7 else f"{round(n):,}"
 
 
 def read_model_config(folder: str | Path) -> dict:

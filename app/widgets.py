@@ -6,7 +6,7 @@ import html
 import re
 
 import pyqtgraph as pg
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer, Signal
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPalette, QTextDocument
 from PySide6.QtWidgets import (QApplication, QFrame, QHBoxLayout, QLabel, QMessageBox, QPushButton,
                                QSizePolicy,
@@ -60,6 +60,41 @@ def page_header(title: str, explanation: str) -> QWidget:
     return w
 
 
+class _FollowSize(QObject):
+    """Keeps ``child`` covering its parent as the parent is resized."""
+
+    def __init__(self, child: QWidget, parent: QWidget):
+        super().__init__(parent)
+        self.child = child
+        parent.installEventFilter(self)
+
+    def eventFilter(self, obj, ev) -> bool:
+        if ev.type() == ev.Type.Resize:
+            self.child.setGeometry(obj.rect())
+        return False
+
+
+def show_empty(plot: pg.PlotWidget, empty: bool, text: str = "No data yet") -> None:
+    """An empty chart says so, instead of drawing 0-1 axes that look like data."""
+    label = getattr(plot, "_empty_label", None)
+    if label is None:
+        label = plot._empty_label = QLabel(text, plot)
+        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        plot._empty_follower = _FollowSize(label, plot)
+    label.setGeometry(plot.rect())
+    label.setVisible(empty)
+    for axis in ("left", "bottom"):
+        plot.getAxis(axis).setStyle(showValues=not empty)
+
+
+def keep_tick_labels_inside(plot: pg.PlotWidget) -> None:
+    """Room above the plot for half a tick label: the top value ("1.0") was cut in half."""
+    half = plot.fontMetrics().height() // 2 + 2
+    plot.getPlotItem().layout.setContentsMargins(2, half, 8, 2)
+
+
 class LossChart(pg.PlotWidget):
     """Train and validation loss from one or more ``LossHistory`` objects, redrawn at most
     ``fps`` times a second and only when a history changed (keeps long runs smooth)."""
@@ -91,6 +126,8 @@ class LossChart(pg.PlotWidget):
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
         self._apply_palette()
+        keep_tick_labels_inside(self)
+        show_empty(self, True)
 
     def _apply_palette(self) -> None:
         pal = self.palette()
@@ -138,6 +175,7 @@ class LossChart(pg.PlotWidget):
         for h, tc, vc in self.compare:
             tc.setData(*h.train_curve())
             vc.setData(*h.valid_curve())
+        show_empty(self, not len(self.history) and not any(len(h) for h, _, _ in self.compare))
 
     def point_count(self) -> int:
         x, _ = self.train_curve.getData()
@@ -238,6 +276,7 @@ class Banner(QFrame):
     """A plain sentence about how something ended, with buttons for the next action."""
 
     action_clicked = Signal(str)
+    LINES = 3  # the tallest message; a longer one is cut, and reads whole in the tooltip
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -256,6 +295,13 @@ class Banner(QFrame):
         self.kind = ""
         self._shown: tuple | None = None
         self._styling = False
+        # Its space is kept whether or not it shows, and it is as tall for one line as for
+        # three, so a message never moves the buttons below it (a click then missed).
+        policy = self.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        policy.setVerticalPolicy(QSizePolicy.Policy.Fixed)
+        self.setSizePolicy(policy)
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * self.LINES + 16)
         self.hide()
 
     def _apply_palette(self) -> None:
@@ -296,6 +342,7 @@ class Banner(QFrame):
         self.kind = kind
         self._apply_palette()
         self.label.setText(text)
+        self.label.setToolTip(self.plain_text())
         for b in self.buttons.values():
             b.deleteLater()
         self.buttons = {}

@@ -14,7 +14,9 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QTextBrowser, QVBoxLayout, QWidget)
 
 from .. import commands
-from ..widgets import TRAIN_COLOR, Banner, RowTableModel, highlight_colors, page_header
+from ..estimate import human_tokens
+from ..widgets import (TRAIN_COLOR, Banner, RowTableModel, highlight_colors,
+                       keep_tick_labels_inside, page_header, show_empty)
 
 
 
@@ -145,6 +147,8 @@ class DataPage(QWidget):
         self.histogram.setLabel("left", "examples")
         self.histogram.setMouseEnabled(x=False, y=False)
         self.histogram.setBackground(self.palette().color(self.backgroundRole()))
+        keep_tick_labels_inside(self.histogram)
+        show_empty(self.histogram, True)
         ll.addWidget(self.histogram, 1)
         split.addWidget(left)
 
@@ -267,6 +271,7 @@ class DataPage(QWidget):
 
     def _show_summary(self, r: dict | None) -> None:
         self.histogram.clear()
+        show_empty(self.histogram, True)
         if r is None:
             for v in self.fields.values():
                 v.setText("–")
@@ -280,12 +285,13 @@ class DataPage(QWidget):
                                      f"{r.get('valid_examples', 0)} validation"
                                      + (f" · {r['test_examples']} test"
                                         if r.get("test_examples") else ""))
-        self.fields["tokens"].setText(f"{st.get('tokens', 0):,} ({st.get('trained_tokens', 0):,} "
-                                      "trained)")
-        self.fields["lengths"].setText(f"min {st.get('length_min', 0)}, median "
-                                       f"{st.get('length_median', 0):g}, 95% "
-                                       f"{st.get('length_p95', 0):g}, max "
-                                       f"{st.get('length_max', 0)}")
+        self.fields["tokens"].setText(f"{human_tokens(st.get('tokens', 0))} "
+                                      f"({human_tokens(st.get('trained_tokens', 0))} trained)")
+        self.fields["lengths"].setText(
+            f"min {human_tokens(st.get('length_min', 0))}, median "
+            f"{human_tokens(st.get('length_median', 0))}, 95% "
+            f"{human_tokens(st.get('length_p95', 0))}, max "
+            f"{human_tokens(st.get('length_max', 0))}")
         self.fields["cleaning"].setText(f"{r.get('duplicates', 0)} duplicates removed, "
                                         f"{r.get('truncated', 0)} truncated, "
                                         f"{r.get('dropped_too_long', 0)} dropped as too long, "
@@ -296,3 +302,4 @@ class DataPage(QWidget):
             self.histogram.addItem(pg.BarGraphItem(
                 x=[e + width / 2 for e in edges[:-1]], height=counts, width=width * 0.9,
                 brush=TRAIN_COLOR))
+            show_empty(self.histogram, False)

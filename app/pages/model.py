@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QFileDialog, QFormLayout, QHBoxLayout, QLabel, QL
                                QVBoxLayout, QWidget)
 
 from .. import commands
-from ..estimate import GIB, estimate, human_count, read_model_config
+from ..estimate import estimate, human_bytes, human_count, read_model_config
 from ..widgets import Banner, error_html, page_header
 
 # Small instruct models that train on a 16 GB Mac; the 4-bit MLX builds train as QLoRA.
@@ -50,8 +50,8 @@ def describe_model(folder: Path) -> dict[str, str]:
                    f"no: GGUF export does not support {arch} yet (training still works)"}
     if est:
         out["parameters"] = human_count(est.base_params)
-        out["memory"] = (f"about {est.total_bytes / GIB:.1f} GB to train with the defaults "
-                         f"(weights {max(weights, est.weights_bytes) / GIB:.2f} GB)")
+        out["memory"] = (f"about {human_bytes(est.total_bytes)} to train with the defaults "
+                         f"(weights {human_bytes(max(weights, est.weights_bytes))})")
     if not any(folder.glob("*.safetensors")):
         out["error"] = "no .safetensors weights in this folder (pickle files are refused)"
     return out

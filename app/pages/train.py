@@ -548,7 +548,7 @@ class TrainPage(QWidget):
         if e is not None:
             stats.update(step=f"{e.iteration}/{e.total_iterations}",
                          epoch=f"{float(e.epoch):.2f}", loss=_num(e.train_loss),
-                         mem=f"{float(e.peak_memory_gb):.2f} GB")
+                         mem=human_bytes(float(e.peak_memory_gb) * 1024 ** 3))
             if running:  # a speed and time left only while something is running
                 stats.update(tps=f"{float(e.tokens_per_second):,.0f}",
                              eta=_fmt_eta(float(e.eta_seconds)))
