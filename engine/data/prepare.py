@@ -201,13 +201,40 @@ def prepare_dataset(path: Path | str, tokenizer: Any, config: DataConfig | None 
 
     by_split = read_examples(files, config, log, rep, read_bar, cancel)
     read_bar(1, 1, f"{rep.good} examples read")
+    train_ex, valid_ex, test_ex = _split(by_split, files, config, rep, path.name)
+    renderer = Renderer(tokenizer, config.chat_template, config.mask_prompt,
+                        config.max_seq_length)
+    parts, lengths = _tokenize_splits(renderer, {"train": train_ex, "valid": valid_ex,
+                                                 "test": test_ex}, config, rep, log, tok_bar,
+                                      cancel)
+    if config.valid_fraction > 0 and not parts["valid"] and len(parts["train"]) >= 2 and \
+            "valid" not in files:
+        lengths = _hold_out_one(parts, lengths, config, rep)
+    _count(rep, log, files, parts, lengths)
+    if renderer.folded_system:
+        rep.notes.append(f"{renderer.folded_system} system messages were merged into the first "
+                         "user turn (the chat template has no system role)")
+    if config.preview_count:
+        first = sorted(train_ex + valid_ex, key=lambda e: _split_source(e.source)[1])
+        rep.preview = _preview(renderer, first[:config.preview_count * 2], config.preview_count)
+    for note in rep.notes:
+        report(Log(job=job, message=note))
+    _check_enough(path.name, parts, rep, config)
+    return PreparedDataset(train=parts["train"], valid=parts["valid"], test=parts["test"],
+                           report=rep, sha256=rep.sha256, schema=rep.schema,
+                           chat_template=renderer.template_source if rep.schema != "text" else "")
 
+
+def _split(by_split: dict, files: dict, config: DataConfig, rep: DataReport, name: str):
+    """(train, valid, test) examples: one file split by the seeded validation share, or a
+    folder's own files (valid split from train when missing); duplicates removed and the
+    validation prompts also in training counted (rep.leakage)."""
     if "all" in by_split:
         examples = by_split["all"]
         if config.dedupe:
             examples, rep.duplicates = _dedupe(examples)
         train_ex, valid_ex = split_examples(examples, config.valid_fraction, config.split_seed,
-                                            path.name)
+                                            name)
         test_ex: list[Example] = []
     else:
         train_ex = by_split.get("train", [])
@@ -224,24 +251,25 @@ def prepare_dataset(path: Path | str, tokenizer: Any, config: DataConfig | None 
             rep.notes.append("no valid file: validation examples split from train")
     train_prompts = {ex.prompt_key() for ex in train_ex}
     rep.leakage = sum(1 for ex in valid_ex if ex.prompt_key() in train_prompts)
+    return train_ex, valid_ex, test_ex
 
-    renderer = Renderer(tokenizer, config.chat_template, config.mask_prompt,
-                        config.max_seq_length)
-    parts, lengths = _tokenize_splits(renderer, {"train": train_ex, "valid": valid_ex,
-                                                 "test": test_ex}, config, rep, log, tok_bar,
-                                      cancel)
-    if config.valid_fraction > 0 and not parts["valid"] and len(parts["train"]) >= 2 and \
-            "valid" not in files:
-        # Every held-out example was skipped: hold out one good one instead (seeded).
-        moved = parts["train"].pop(random.Random(config.split_seed).randrange(len(parts["train"])))
-        parts["valid"].append(moved)
-        lengths = {"train": ([len(e.tokens) for e in parts["train"]],
-                             sum(e.trained_tokens for e in parts["train"])),
-                   "valid": ([len(moved.tokens)], moved.trained_tokens), "test": lengths["test"]}
-        rep.notes.append(f"every validation example was skipped; {moved.source} was held out "
-                         "instead")
+
+def _hold_out_one(parts: dict, lengths: dict, config: DataConfig, rep: DataReport) -> dict:
+    """Every held-out example was skipped: hold out one good one instead (seeded); -> the
+    new lengths."""
+    moved = parts["train"].pop(random.Random(config.split_seed).randrange(len(parts["train"])))
+    parts["valid"].append(moved)
+    rep.notes.append(f"every validation example was skipped; {moved.source} was held out "
+                     "instead")
+    return {"train": ([len(e.tokens) for e in parts["train"]],
+                      sum(e.trained_tokens for e in parts["train"])),
+            "valid": ([len(moved.tokens)], moved.trained_tokens), "test": lengths["test"]}
+
+
+def _count(rep: DataReport, log: ProblemLog, files: dict, parts: dict, lengths: dict) -> None:
+    """The report's problems (in file order: rendering found some in split order), counts
+    and token statistics."""
     rep.skipped = sum(1 for p in log.problems if p.severity == "error")
-    # Problems in file order (rendering found some in split order).
     file_order = {f.name: i for i, f in enumerate(files.values())}
     rep.problems = sorted(log.problems, key=lambda p: (file_order.get(p.file, -1), p.line))
     rep.train_examples, rep.valid_examples = len(parts["train"]), len(parts["valid"])
@@ -250,16 +278,11 @@ def prepare_dataset(path: Path | str, tokenizer: Any, config: DataConfig | None 
     rep.test_examples = len(parts["test"])
     rep.train_stats = TokenStats.from_lengths(*lengths["train"])
     rep.valid_stats = TokenStats.from_lengths(*lengths["valid"])
-    if renderer.folded_system:
-        rep.notes.append(f"{renderer.folded_system} system messages were merged into the first "
-                         "user turn (the chat template has no system role)")
-    if config.preview_count:
-        first = sorted(train_ex + valid_ex, key=lambda e: _split_source(e.source)[1])
-        rep.preview = _preview(renderer, first[:config.preview_count * 2], config.preview_count)
-    for note in rep.notes:
-        report(Log(job=job, message=note))
 
-    name = path.name
+
+def _check_enough(name: str, parts: dict, rep: DataReport, config: DataConfig) -> None:
+    """TailorError when no training examples, fewer than one batch, or no validation
+    examples are left, naming the counts."""
     if not parts["train"]:
         raise TailorError(f"{name}: no training examples left after skipping bad ones",
                           hint=str(rep.errors[0]) if rep.errors else "")
@@ -277,9 +300,6 @@ def prepare_dataset(path: Path | str, tokenizer: Any, config: DataConfig | None 
     if config.valid_fraction > 0 and not parts["valid"]:
         raise TailorError(f"{name}: no validation examples left after skipping bad ones",
                           hint="add examples, or set the validation share to 0")
-    return PreparedDataset(train=parts["train"], valid=parts["valid"], test=parts["test"],
-                           report=rep, sha256=rep.sha256, schema=rep.schema,
-                           chat_template=renderer.template_source if rep.schema != "text" else "")
 
 
 def _tokenize_splits(renderer: Renderer, splits: dict[str, list[Example]], config: DataConfig,

@@ -114,6 +114,23 @@ class CreateResult:
     show: dict
 
 
+_END = object()  # the create stream's reader thread: the stream ended normally
+
+
+def _create_payload(model, files, adapters, from_model, template, system, parameters,
+                    quantize) -> dict[str, Any]:
+    """/api/create's JSON body (only what was given); every blob digest checked first."""
+    payload: dict[str, Any] = {"model": model, "stream": True}
+    for key, value in (("files", files), ("adapters", adapters), ("from", from_model),
+                       ("template", template), ("system", system),
+                       ("parameters", parameters), ("quantize", quantize)):
+        if value or key == "template" and value is not None:  # an empty template is sent
+            payload[key] = value
+    for d in [*(files or {}).values(), *(adapters or {}).values()]:
+        _check_digest(d)
+    return payload
+
+
 # ----------------------------------------------------------------------------------------------
 # The client
 
@@ -351,32 +368,28 @@ class OllamaClient:
         Returns the status lines; raises OllamaError unless the last line is ``success`` and no
         line carried an ``error``.
         """
-        payload: dict[str, Any] = {"model": model, "stream": True}
-        if files:
-            payload["files"] = files
-        if adapters:
-            payload["adapters"] = adapters
-        if from_model:
-            payload["from"] = from_model
-        if template is not None:
-            payload["template"] = template
-        if system:
-            payload["system"] = system
-        if parameters:
-            payload["parameters"] = parameters
-        if quantize:
-            payload["quantize"] = quantize
-        for d in [*(files or {}).values(), *(adapters or {}).values()]:
-            _check_digest(d)
-
+        payload = _create_payload(model, files, adapters, from_model, template, system,
+                                  parameters, quantize)
         what = f"creating {model}"
+        lines, holder = self._stream_in_thread("/api/create", payload, what)
+        statuses = self._read_create_stream(lines, holder, model, what, progress, cancel)
+        if not statuses or statuses[-1] != "success":
+            raise OllamaError(
+                f"the create stream from Ollama ended before it reported success while {what} "
+                f"(last status: {statuses[-1] if statuses else 'none'})",
+                hint="Ollama may have been stopped; check `ollama list` and try again "
+                     "(the GGUF file is kept)")
+        return statuses
+
+    def _stream_in_thread(self, path: str, payload: dict, what: str):
+        """POST ``payload`` and read its NDJSON lines in a daemon thread -> (queue of lines,
+        then _END or the exception that ended it; {"resp": the response} to close it)."""
         lines: queue.Queue = queue.Queue()
         holder: dict[str, httpx.Response] = {}
-        END = object()
 
         def reader() -> None:
             try:
-                with self._http.stream("POST", "/api/create", json=payload,
+                with self._http.stream("POST", path, json=payload,
                                        timeout=self._timeouts(self.stream_timeout)) as resp:
                     holder["resp"] = resp
                     if resp.status_code != 200:
@@ -384,11 +397,18 @@ class OllamaClient:
                     for line in resp.iter_lines():
                         if line.strip():
                             lines.put(line)
-                lines.put(END)
+                lines.put(_END)
             except BaseException as e:
                 lines.put(e)
 
         threading.Thread(target=reader, name="ollama-create", daemon=True).start()
+        return lines, holder
+
+    def _read_create_stream(self, lines: queue.Queue, holder: dict, model: str, what: str,
+                            progress: ProgressFn | None, cancel: CancelToken | None
+                            ) -> list[str]:
+        """The create stream's status lines until it ends: a stop request, silence longer
+        than stream_timeout, a cut stream or an ``error`` line raise (Cancelled/OllamaError)."""
         statuses: list[str] = []
         last = time.monotonic()
         while True:
@@ -404,8 +424,8 @@ class OllamaClient:
                     raise self._hang(what, self.stream_timeout)
                 continue
             last = time.monotonic()
-            if item is END:
-                break
+            if item is _END:
+                return statuses
             if isinstance(item, BaseException):
                 if isinstance(item, httpx.ReadTimeout):
                     raise self._hang(what, self.stream_timeout)
@@ -431,13 +451,6 @@ class OllamaClient:
             if progress:
                 total, done = obj.get("total") or 0, obj.get("completed") or 0
                 progress(done, total, status)
-        if not statuses or statuses[-1] != "success":
-            raise OllamaError(
-                f"the create stream from Ollama ended before it reported success while {what} "
-                f"(last status: {statuses[-1] if statuses else 'none'})",
-                hint="Ollama may have been stopped; check `ollama list` and try again "
-                     "(the GGUF file is kept)")
-        return statuses
 
     def show(self, model: str, cancel: CancelToken | None = None) -> dict:
         what = f"checking {model}"
