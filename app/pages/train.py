@@ -277,6 +277,8 @@ class TrainPage(QWidget):
         self.last_valid = None
         self.log_lines: list[str] = []
         self._model_problem: tuple[str, str | None] = ("", None)
+        self.run_inputs: tuple[str, str] | None = None  # a resumed run's (model, dataset)
+        self.resume_command = commands.resume_command  # tests give a replaying worker
         self._build()
         state.model_changed.connect(self._on_inputs_changed)
         state.data_changed.connect(self._on_data_changed)
@@ -414,11 +416,23 @@ class TrainPage(QWidget):
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def _on_inputs_changed(self, *_) -> None:
+    def _show_inputs(self) -> None:
+        if self.run_inputs is not None:  # a resumed run trains on its own model and data
+            model, data = self.run_inputs
+            self.inputs_label.setText(f"<b>Base model:</b> {_short(model)}<br>"
+                                      f"<b>Dataset:</b> {html.escape(Path(data).name)} "
+                                      "(this run's own, resumed)")
+            return
         model = self.state.model or "none chosen (Model page)"
-        data = Path(self.state.data).name if self.state.data else "none chosen (Data page)"
+        data = (html.escape(Path(self.state.data).name) if self.state.data else
+                "none chosen (Data page)")
         self.inputs_label.setText(f"<b>Base model:</b> {_short(model)}<br>"
                                   f"<b>Dataset:</b> {data}")
+
+    def _on_inputs_changed(self, *_) -> None:
+        if not self.running:
+            self.run_inputs = None
+        self._show_inputs()
         self._suggest_name()
         self._update_estimate()
         self.refresh()
@@ -458,8 +472,9 @@ class TrainPage(QWidget):
         return None
 
     def _suggest_name(self) -> None:
-        if self.name_edit.text().strip() and self.name_edit.isModified():
-            return
+        if self.running or self.run_inputs is not None or (
+                self.name_edit.text().strip() and self.name_edit.isModified()):
+            return  # never rename what is running or being shown as resumed
         stem = Path(self.state.data).stem if self.state.data else "adapter"
         stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem).strip("-._")
         base = f"{stem or 'adapter'}-{time.strftime('%m%d')}"
@@ -593,9 +608,32 @@ class TrainPage(QWidget):
         return True
 
     def resume(self, name: str) -> None:
+        """Continue ``name`` from its last checkpoint. A run this page did not just show (the
+        Library, after a relaunch) first brings back its loss history and its own settings,
+        so the chart goes on from the saved curve and the form shows what is running."""
         if not name or self.running:
             return
-        self._launch(f"Resume {name}", commands.resume_command(name), name, keep_history=True)
+        if name != self.view.name or not len(self.history):
+            self._load_run(name)
+        self._launch(f"Resume {name}", self.resume_command(name), name, keep_history=True)
+
+    def _load_run(self, name: str) -> None:
+        from engine import library
+        from engine.events import TailorError
+        try:
+            m = library.get_adapter(name).manifest
+        except (TailorError, OSError):
+            return  # the engine says what is wrong when the resume runs
+        self.history.load(m.get("loss_history"))
+        settings = {k: v for k, v in (m.get("settings") or {}).items() if k in self.form.widgets}
+        if settings:
+            self.form.eval_auto.setChecked(False)  # the run's own value, as it was recorded
+            self.form.set_values(settings)
+        self.name_edit.setText(name)
+        base = m.get("base_model") or {}
+        self.run_inputs = (str(base.get("repo_id") or base.get("path") or base.get("given")
+                               or ""), str((m.get("dataset") or {}).get("path") or ""))
+        self._show_inputs()
 
     def _launch(self, title: str, argv: list[str], name: str, keep_history: bool = False) -> None:
         if not keep_history:
