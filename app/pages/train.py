@@ -517,6 +517,8 @@ class TrainPage(QWidget):
         return self.form.values()
 
     def _update_estimate(self) -> None:
+        if self.running:
+            return  # the engine's exact counts (Started) stay while the run is on
         folder = self.state.model_folder
         if folder is None:
             self.estimate_label.setText("Choose a base model to see the trainable parameters "
