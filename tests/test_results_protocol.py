@@ -102,3 +102,25 @@ def test_a_command_sends_its_typed_result_and_its_failure_code(tmp_path):
     failed = [e for e in events("fuse", "--adapter", "nothing-here", "--out",
                                 str(tmp_path / "f")) if isinstance(e, Failed)][0]
     assert failed.code == ErrorCode.BAD_INPUT and "nothing-here" in failed.message
+
+
+def test_the_data_check_report_arrives_typed(tiny_model, tmp_path):
+    """`tailor data check` sends its DataReport; the app gets problems, preview and token
+    statistics as objects (issue 13), and the version-1 readers' keys are still there."""
+    data = tmp_path / "d.jsonl"
+    good = [json.dumps({"messages": [{"role": "user", "content": f"hi {i}"},
+                                     {"role": "assistant", "content": f"hello {i}"}]})
+            for i in range(6)]
+    data.write_text("\n".join([*good, "{not json"]) + "\n")
+    out = subprocess.run([sys.executable, "-m", "engine", "data", "check", str(data), "--model",
+                          str(tiny_model("qwen2")), "--events", "-", "--quiet"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    events = [decode_event(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    report = [e for e in events if isinstance(e, Finished)][0].result
+    assert isinstance(report, results.DataReport)
+    assert report.good == 6 and report.skipped == 1
+    assert isinstance(report.problems[0], results.Problem)
+    assert report.problems[0].location == "d.jsonl:7:2" and len(report.errors) == 1
+    assert isinstance(report.train_stats, results.TokenStats) and report.train_stats.tokens > 0
+    assert report.preview and "⟦" in report.preview[0].marked_text
+    assert report.get("errors") == 1  # the wire form's computed count, for older readers

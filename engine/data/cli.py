@@ -84,7 +84,7 @@ def run(args: argparse.Namespace, job) -> int:
     rep.notes += model_notes
     rep.strict = strict
     result = rep.to_dict()
-    job.report(Finished(job=job.name, result=result))
+    job.report(Finished(job=job.name, result=rep))  # typed: the app reads a DataReport
     if args.events != "-":  # stdout carries the event stream otherwise
         if args.json:
             sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
