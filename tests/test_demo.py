@@ -15,9 +15,10 @@ from engine.demo import DEMO_DATASET, TRY_PROMPTS
 from tests.ollama.modelfile_parser import parse_modelfile
 
 SHORT_DEMO = ["demo", "--iters", "6", "--quant", "f16"]
-# Enough steps for the adapter to memorise the demo's six facts (measured: 60 steps answer all
-# three try-it prompts exactly, 40 steps two of them; the demo itself trains 200).
-LEARNING_DEMO = ["demo", "--iters", "60", "--quant", "f16"]
+# Enough steps for the adapter to memorise the demo's six facts with a margin. Measured with
+# training seeds 0-3 (try-it prompts answered exactly of 3): 60 steps 3, 2, 3, 1; 100 steps
+# 2, 2, 3, 3; 200 (the demo's own) 3, 3, 3, 3. The test runs seed 0.
+LEARNING_DEMO = ["demo", "--iters", "100", "--quant", "f16"]
 
 
 def _events(path: Path) -> list[dict]:
