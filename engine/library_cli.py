@@ -9,6 +9,7 @@ import time
 from . import library
 from .cli_options import add_action
 from .events import Finished
+from .results import AdapterRecord, LibraryChange, LibraryList
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace, job) -> int:
                 print(f"{r['name'][:24]:24} {r['status']:10} {r['method']:6} "
                       f"{r['steps'] if r['steps'] is not None else '-':>6} {val:>9}  "
                       f"{_when(r['created']):16}  {r['base_model']}", file=out)
-        job.report(Finished(job=job.name, result={"adapters": rows}))
+        job.report(Finished(job=job.name, result=LibraryList(adapters=rows)))
     elif args.action == "show":
         info = library.get_adapter(args.name)
         if getattr(args, "json", False):
@@ -75,17 +76,17 @@ def run(args: argparse.Namespace, job) -> int:
                   + f"\n  steps       {s['steps']}  best val loss {s['best_val_loss']}\n"
                   f"  created     {_when(m.get('created'))}  finished "
                   f"{_when(m.get('finished'))}", file=out)
-        job.report(Finished(job=job.name, result={"manifest": info.manifest}))
+        job.report(Finished(job=job.name, result=AdapterRecord(manifest=info.manifest)))
     elif args.action == "rename":
         info = library.rename_adapter(args.name, args.new_name)
         print(f"renamed {args.name!r} to {info.name!r}", file=out)
-        job.report(Finished(job=job.name, result={"name": info.name, "path": str(info.path)}))
+        job.report(Finished(job=job.name, result=LibraryChange(info.name, str(info.path))))
     elif args.action == "duplicate":
         info = library.duplicate_adapter(args.name, args.new_name)
         print(f"copied {args.name!r} to {info.name!r}", file=out)
-        job.report(Finished(job=job.name, result={"name": info.name, "path": str(info.path)}))
+        job.report(Finished(job=job.name, result=LibraryChange(info.name, str(info.path))))
     elif args.action == "delete":
         library.delete_adapter(args.name)
         print(f"deleted {args.name!r}", file=out)
-        job.report(Finished(job=job.name, result={"deleted": args.name}))
+        job.report(Finished(job=job.name, result=LibraryChange(deleted=args.name)))
     return 0

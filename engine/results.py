@@ -135,9 +135,9 @@ class Check(Result):
 
 
 
-__all__ = ["Check", "DataReport", "DemoResult", "ExportResult", "FuseResult", "GenerateResult",
-           "HandoffResult", "ModelDownload", "OllamaStatus", "PreviewExample", "Problem",
-           "TokenStats", "TrainResult"]
+__all__ = ["AdapterRecord", "Check", "DataReport", "DemoResult", "ExportResult", "FuseResult",
+           "GenerateResult", "HandoffResult", "LibraryChange", "LibraryList", "ModelDownload",
+           "ModelInfo", "OllamaStatus", "PreviewExample", "Problem", "TokenStats", "TrainResult"]
 
 
 @dataclass
@@ -272,6 +272,55 @@ class DemoResult(Result):
     modelfile_dir: str = ""
     command: str = ""
     seconds: float = 0.0
+
+
+@dataclass
+class LibraryList(Result):
+    """`tailor library list`: one summary row per adapter (name, status, method, steps...)."""
+
+    tag: ClassVar[str] = "library.list"
+    adapters: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class AdapterRecord(Result):
+    """`tailor library show`: the adapter's manifest."""
+
+    tag: ClassVar[str] = "library.show"
+    manifest: dict = field(default_factory=dict)
+
+
+@dataclass
+class LibraryChange(Result):
+    """`tailor library rename|duplicate|delete`: the adapter as it now is (``deleted``: the
+    name removed)."""
+
+    tag: ClassVar[str] = "library.change"
+    name: str = ""
+    path: str = ""
+    deleted: str = ""
+
+
+@dataclass
+class ModelInfo(Result):
+    """`tailor model info`: what a user wants to know before training on a model folder."""
+
+    tag: ClassVar[str] = "model.info"
+    path: str = ""
+    architecture: str = ""
+    architectures: list[str] = field(default_factory=list)
+    parameters: int = 0
+    layers: int | None = None
+    hidden_size: int | None = None
+    vocab_size: int | None = None
+    quantization: dict | None = None  # bits, group_size
+    weight_bytes: int = 0
+    memory_to_load_gb: float = 0.0
+    chat_template: bool = False
+    gguf_export: bool = False
+    gguf_supported_architectures: list[str] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------

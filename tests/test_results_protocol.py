@@ -124,3 +124,17 @@ def test_the_data_check_report_arrives_typed(tiny_model, tmp_path):
     assert isinstance(report.train_stats, results.TokenStats) and report.train_stats.tokens > 0
     assert report.preview and "⟦" in report.preview[0].marked_text
     assert report.get("errors") == 1  # the wire form's computed count, for older readers
+
+
+def test_library_and_model_info_results_arrive_typed(tiny_model):
+    def finished(*args):
+        out = subprocess.run([sys.executable, "-m", "engine", *args, "--events", "-", "--quiet"],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+        return [e for e in (decode_event(line) for line in out.stdout.splitlines()
+                            if line.startswith("{")) if isinstance(e, Finished)][0].result
+
+    listed = finished("library", "list")
+    assert isinstance(listed, results.LibraryList) and listed.adapters == []
+    info = finished("model", "info", str(tiny_model("qwen2")))
+    assert isinstance(info, results.ModelInfo)
+    assert info.architecture == "qwen2" and info.gguf_export and info.parameters > 0

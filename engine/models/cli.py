@@ -9,7 +9,7 @@ from pathlib import Path
 from ..capabilities import GGUF_MODEL_TYPES, gguf_support
 from ..cli_options import add_action
 from ..events import Finished, TailorError
-from ..results import ModelDownload
+from ..results import ModelDownload, ModelInfo
 from ..sizes import format_bytes
 from .folder_files import model_files, readable_view
 from .load import custom_code_note, read_config
@@ -113,5 +113,5 @@ def run(args: argparse.Namespace, job) -> int:
               f"(supported: {', '.join(info['gguf_supported_architectures'])})"
               + "".join(f"\n  not read      {f}" for f in info["skipped_files"])
               + "".join(f"\n  note          {n}" for n in info["notes"]), file=out)
-    job.report(Finished(job=job.name, result=info))
+    job.report(Finished(job=job.name, result=ModelInfo.from_dict(info)))
     return 0
