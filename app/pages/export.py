@@ -99,13 +99,12 @@ class ExportPage(QWidget):
         of = QFormLayout(ollama)
         self.ollama_status = QLabel("not checked yet")
         self.ollama_status.setWordWrap(True)
-        self.ollama_status.setMinimumHeight(36)
         check = QPushButton("Check")
         check.clicked.connect(self.check_ollama)
-        srow = QHBoxLayout()
-        srow.addWidget(self.ollama_status, 1)
-        srow.addWidget(check)
-        of.addRow("Status", srow)
+        # The status line gets the group's whole width and the button its own row: beside
+        # the button it had 127 px at 1024x700 and was cut off.
+        of.addRow("Status", self.ollama_status)
+        of.addRow("", check)
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("my-model")
         of.addRow("Model name", self.name_edit)
@@ -336,9 +335,12 @@ class ExportPage(QWidget):
                     f"{html.escape(str(r.get('host', '')))}")
         else:
             text = ("not running" + (f" at {html.escape(str(r['host']))}" if r.get("host")
-                                     else "")
-                    + ". “Send to Ollama” then writes a Modelfile folder to import later.")
+                                     else ""))
+        # The longer explanation lives in the tooltip: at 1024x700 the line was cut off.
         self.ollama_status.setText(text)
+        self.ollama_status.setToolTip(
+            "" if self.ollama_running() else "without Ollama, “Send to Ollama” writes a "
+            "Modelfile folder (GGUF + Modelfile) and shows the command to import it later")
 
     def send_to_ollama(self, replace: bool = False) -> None:
         if not (self.last_export and self.verified):

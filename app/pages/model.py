@@ -114,9 +114,13 @@ class ModelPage(QWidget):
         left = QVBoxLayout()
         left.addWidget(QLabel("<b>Suggested models</b>"))
         self.curated = QListWidget()
+        # The id and its size on two lines: one line was cut off at a 1024-wide window.
+        self.curated.setWordWrap(True)
+        line = self.curated.fontMetrics().lineSpacing()
         for repo, note in CURATED:
-            item = QListWidgetItem(f"{repo}  —  {note}")
-            item.setSizeHint(QSize(0, 30))
+            item = QListWidgetItem(f"{repo}\n{note}")
+            item.setSizeHint(QSize(0, 2 * line + 12))
+            item.setToolTip(f"{repo} — {note}")
             item.setData(Qt.ItemDataRole.UserRole, repo)
             self.curated.addItem(item)
         self.curated.itemDoubleClicked.connect(lambda it: self.choose_repo(

@@ -110,3 +110,22 @@ def test_memory_and_token_counts_read_naturally(qtbot, tiny_model):
     data.show_report(r)
     assert data.fields["lengths"].text() == "min 20, median 30, 95% 134, max 44"
     assert data.fields["tokens"].text().startswith("1,234,567 (")
+
+
+def test_nothing_is_cut_off_at_1024x700(qtbot, window):
+    window.resize(1024, 700)
+    model = window.pages["Model"]
+    window.show_page("Model")
+    qtbot.wait(30)
+    fm = model.curated.fontMetrics()
+    room = model.curated.viewport().width()
+    for i in range(model.curated.count()):
+        for line in model.curated.item(i).text().splitlines():
+            assert fm.horizontalAdvance(line) <= room, (line, room)
+    export = window.pages["Export"]
+    window.show_page("Export")
+    export.set_ollama({"reachable": False, "host": "http://127.0.0.1:11434"})
+    qtbot.wait(30)
+    status = export.ollama_status
+    assert status.heightForWidth(status.width()) <= status.height(), status.text()
+    assert "Modelfile folder" in status.toolTip()

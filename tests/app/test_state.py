@@ -126,7 +126,7 @@ def test_the_ollama_status_line_never_contradicts_the_banner(qtbot, window, tmp_
         window.settings.setValue("ollama/host", server.host)
         page.check_ollama()
         qtbot.waitUntil(lambda: page.ollama_status.text().startswith("running"),
-                        timeout=30000)
+                        timeout=60000)
     # Ollama was quit since the check: the hand-off finds it gone.
     page.name_edit.setText("pip-gone")
     qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
