@@ -93,7 +93,7 @@ def run_demo(config: DemoConfig | None = None, *, report: Reporter = null_report
              cancel: CancelToken | None = None, job: str = "demo") -> DemoResult:
     """Build, check, train, export, verify and write the Modelfile folder; return where."""
     from .data import DataConfig, prepare_dataset
-    from .data.cli import load_tokenizer
+    from .models.tokenizer import load_tokenizer  # (a tiny local folder: no notes)
     from .export.gguf_export import export_gguf
     from .ollama.handoff import write_folder
     from .generate import generate_text
