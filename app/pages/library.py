@@ -3,7 +3,7 @@ delete (confirmed), resume, try, export; a second run's curves overlaid to compa
 from __future__ import annotations
 
 import datetime as dt
-import json
+import html
 import os
 import socket
 from pathlib import Path
@@ -36,6 +36,40 @@ def effective_status(manifest: dict) -> str:
     except (PermissionError, OSError, ValueError):
         pass
     return status
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v))
+    return str(v)
+
+
+# Timestamps in a manifest, shown as dates.
+_TIMES = ("created", "finished", "updated", "started")
+
+
+def record_html(manifest: dict) -> str:
+    """The run record as a readable table (nested fields as "base model › path"); the loss
+    history is the chart's, not a wall of numbers."""
+    rows = []
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix} › {k}" if prefix else str(k), v)
+        else:
+            key = prefix.split(" › ")[-1]
+            shown = _when(value) if key in _TIMES and isinstance(value, (int, float)) else \
+                _value(value)
+            rows.append(f"<tr><td><b>{html.escape(prefix.replace('_', ' '))}</b></td>"
+                        f"<td>{html.escape(shown)}</td></tr>")
+
+    walk("", {k: v for k, v in manifest.items() if k not in ("loss_history", "settings")})
+    return f"<table cellspacing=4>{''.join(rows)}</table>"
 
 
 def _when(ts) -> str:
@@ -186,12 +220,6 @@ class LibraryPage(QWidget):
         self.model.refresh()
         for c in range(self.model.columnCount()):
             self.view.resizeColumnToContents(c)
-        self.compare_box.blockSignals(True)
-        self.compare_box.clear()
-        self.compare_box.addItem("—", "")
-        for a in self.model.adapters:
-            self.compare_box.addItem(a.name, a.name)
-        self.compare_box.blockSignals(False)
         if keep:
             self.select(keep)
         elif self.model.adapters:
@@ -241,7 +269,10 @@ class LibraryPage(QWidget):
             return
         m = a.manifest
         self.history.load(m.get("loss_history"))
-        rows = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>"
+        self._fill_compare(a.name)
+        from .train import _label  # the Train form's own names for the settings
+        rows = "".join(f"<tr><td><b>{html.escape(_label(k))}</b></td>"
+                       f"<td>{html.escape(_value(v))}</td></tr>"
                        for k, v in (m.get("settings") or {}).items())
         base = m.get("base_model") or {}
         ds = m.get("dataset") or {}
@@ -249,8 +280,21 @@ class LibraryPage(QWidget):
             f"<h3>{a.name}</h3><p>Status: <b>{effective_status(m)}</b> · base "
             f"{base.get('repo_id') or base.get('path', '')} ({base.get('architecture', '?')}) · "
             f"dataset {ds.get('path', '')}</p><table cellspacing=6>{rows}</table>")
-        self.record_view.setPlainText(json.dumps(
-            {k: v for k, v in m.items() if k != "loss_history"}, indent=2, default=str))
+        self.record_view.setHtml(record_html(m))
+
+    def _fill_compare(self, selected: str) -> None:
+        """Every other run (a run compared with itself shows nothing new)."""
+        keep = self.compare_box.currentData()
+        self.compare_box.blockSignals(True)
+        self.compare_box.clear()
+        self.compare_box.addItem("—", "")
+        for a in self.model.adapters:
+            if a.name != selected:
+                self.compare_box.addItem(a.name, a.name)
+        self.compare_box.setCurrentIndex(max(self.compare_box.findData(keep), 0))
+        self.compare_box.blockSignals(False)
+        if self.compare_box.currentData() != keep:
+            self._on_compare()
 
     def _on_compare(self) -> None:
         name = self.compare_box.currentData()

@@ -680,6 +680,7 @@ class TrainPage(QWidget):
         if self.view.state == "queued":
             self.view.state = "running"
             self._say("info", f"Training “{self.view.name}”…")
+            self.state.library_changed.emit()  # the run is in the library from its start
         info = e.info or {}
         params = info.get("parameters") or {}
         mem = info.get("memory") or {}

@@ -1,0 +1,51 @@
+"""Issue 14, Library: a run in progress is listed from its start; Compare never offers the
+selected run itself; settings and the record read as words, not field names and JSON."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .test_models import _adapter
+
+pytestmark = [pytest.mark.gui]
+
+
+def test_a_run_in_progress_is_listed_from_its_start(qtbot, window, tailor_home, fake_argv):
+    library, train = window.pages["Library"], window.pages["Train"]
+    assert library.model.row_of("in-progress") < 0
+    # What `tailor train` writes before its first step: a manifest with status "running".
+    _adapter(tailor_home, "in-progress", status="running", weights=False)
+    train._launch("Train in-progress", fake_argv("--steps", "2", "--then", "wait-stop"),
+                  "in-progress")
+    qtbot.waitUntil(lambda: train.view.state == "running", timeout=20000)
+    assert library.model.row_of("in-progress") >= 0  # not only when it ends
+    train.stop()
+    qtbot.waitUntil(lambda: train.job.done, timeout=20000)
+
+
+def test_library_details_read_as_words(qtbot, tailor_home):
+    from app.pages.library import LibraryPage
+    from app.state import AppState
+
+    _adapter(tailor_home, "one")
+    _adapter(tailor_home, "two")
+    path = tailor_home / "adapters" / "one" / "manifest.json"
+    m = json.loads(path.read_text())
+    m["settings"] = {"num_layers": 8, "grad_checkpoint": True, "learning_rate": 0.0002}
+    path.write_text(json.dumps(m))
+    page = LibraryPage(AppState())
+    qtbot.addWidget(page)
+    page.refresh()
+    assert page.select("one")
+    offered = [page.compare_box.itemData(i) for i in range(page.compare_box.count())]
+    assert offered == ["", "two"]  # not "one" itself
+    settings = page.settings_view.toPlainText()
+    assert "Layers (last N)" in settings and "num_layers" not in settings
+    assert "Gradient checkpointing" in settings and "yes" in settings and "0.0002" in settings
+    record = page.record_view.toPlainText()
+    assert not record.lstrip().startswith("{") and '"' not in record
+    assert "base model › path" in record and "/models/Qwen2.5-0.5B" in record
+    page.select("two")
+    offered = [page.compare_box.itemData(i) for i in range(page.compare_box.count())]
+    assert offered == ["", "one"]
