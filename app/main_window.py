@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QIcon, QKeySequence, QPalette, QPixmap
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel,
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QDesktopServices, QIcon, QKeySequence, QPalette, QPixmap
+from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QListWidget, QListWidgetItem, QMainWindow,
                                QMessageBox, QStackedWidget, QWidget)
 
@@ -22,11 +22,12 @@ from .pages.model import ModelPage
 from .pages.playground import PlaygroundPage
 from .pages.train import TrainPage
 from .state import AppState
-from .widgets import ask
+from .widgets import ask, mix
 
 PAGES = ("Model", "Data", "Train", "Library", "Playground", "Export")
 ICONS = RESOURCES / "icons"
 SAMPLES = RESOURCES / "samples"
+README = RESOURCES.parent / "README.md"
 DATA_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv", ".txt"}
 
 
@@ -111,6 +112,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings()
         self.state = state or AppState(parent=self)
         self.confirm = confirm or self._confirm_dialog
+        self.opener: Callable[[QUrl], object] = QDesktopServices.openUrl  # tests record it
         self._quitting = False
         self.setWindowTitle("Tailor")
         self.setWindowIcon(icon("tailor"))
@@ -193,18 +195,61 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self._action(file_menu, "Quit", QKeySequence.StandardKey.Quit, self.close,
                      role=QAction.MenuRole.QuitRole)
+        # A Mac moves Preferences and About into the application menu: Edit and Help keep
+        # their standard items so they are never empty there.
         edit = bar.addMenu("&Edit")
+        S = QKeySequence.StandardKey
+        for item in (("Undo", S.Undo, "undo"), ("Redo", S.Redo, "redo"), None,
+                     ("Cut", S.Cut, "cut"), ("Copy", S.Copy, "copy"), ("Paste", S.Paste, "paste"),
+                     ("Select All", S.SelectAll, "selectAll")):
+            if item is None:
+                edit.addSeparator()
+                continue
+            text, key, method = item
+            self._action(edit, text, key, lambda m=method: self.edit_focused(m))
+        edit.addSeparator()
         self._action(edit, "Preferences…", QKeySequence.StandardKey.Preferences,
                      self.preferences, role=QAction.MenuRole.PreferencesRole)
-        view = bar.addMenu("&View")
-        for i, name in enumerate(PAGES, 1):
-            self._action(view, name, f"Ctrl+{i}", lambda n=name: self.show_page(n))
         run = bar.addMenu("&Run")
         self._action(run, "Start Training", "Ctrl+R", self.pages["Train"].start)
         self._action(run, "Stop", "Ctrl+.", self.pages["Train"].stop)
+        window = bar.addMenu("&Window")
+        self._action(window, "Minimize", "Ctrl+M", self.showMinimized)
+        self._action(window, "Zoom", None, lambda: self.showNormal() if self.isMaximized()
+                     else self.showMaximized())
+        window.addSeparator()
+        for i, name in enumerate(PAGES, 1):
+            self._action(window, name, f"Ctrl+{i}", lambda n=name: self.show_page(n))
         help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "Tailor Quick Start", QKeySequence.StandardKey.HelpContents,
+                     self.open_help)
         self._action(help_menu, "About Tailor", None, self.about,
                      role=QAction.MenuRole.AboutRole)
+
+    def edit_focused(self, method: str) -> bool:
+        """Undo, Cut, Copy, Paste or Select All in the focused text field (False: none)."""
+        widget = QApplication.focusWidget()
+        action = getattr(widget, method, None)
+        if callable(action):
+            action()
+            return True
+        return False
+
+    def help_url(self) -> QUrl | None:
+        """The README's quick start (None when this build carries no README)."""
+        if not README.exists():
+            return None
+        url = QUrl.fromLocalFile(str(README))
+        url.setFragment("quick-start-on-a-mac-apple-silicon")
+        return url
+
+    def open_help(self) -> None:
+        url = self.help_url()
+        if url is None:
+            self.statusBar().showMessage("This build has no README: choose a model (Model), "
+                                         "drop a dataset (Data), press Start (Train).", 15000)
+        else:
+            self.opener(url)
 
     def _action(self, menu, text, shortcut, slot, role=None) -> QAction:
         a = QAction(text, self)
@@ -230,13 +275,41 @@ class MainWindow(QMainWindow):
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
             event.acceptProposedAction()
+            self._show_drop_hint(True)
         else:
             event.ignore()
 
     def dragMoveEvent(self, event) -> None:
-        self.dragEnterEvent(event)
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragLeaveEvent(self, event) -> None:
+        self._show_drop_hint(False)
+
+    def _show_drop_hint(self, on: bool) -> None:
+        """A visible frame while files are dragged over the window: the drop is welcome."""
+        hint = getattr(self, "drop_hint", None)
+        if hint is None:
+            hint = self.drop_hint = QLabel("Drop a dataset file or a model folder to open it",
+                                           self.centralWidget())
+            hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            hint.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        pal = self.palette()
+        accent = pal.color(QPalette.ColorRole.Highlight)
+        tint = mix(pal.color(QPalette.ColorRole.Window), accent, 0.12)
+        hint.setStyleSheet(f"QLabel {{ border: 3px dashed {accent.name()}; border-radius: 10px;"
+                           f" background: {tint.name()}; color: "
+                           f"{pal.color(QPalette.ColorRole.WindowText).name()}; "
+                           "font-size: 18px; }")
+        hint.setGeometry(self.centralWidget().rect().adjusted(8, 8, -8, -8))
+        hint.setVisible(on)
+        if on:
+            hint.raise_()
 
     def dropEvent(self, event) -> None:
+        self._show_drop_hint(False)
         paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
         if self.open_paths(paths):
             event.acceptProposedAction()
