@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .sizes import format_bytes
 from . import paths
-from .events import CancelToken, Finished, Progress, Reporter, Started, TailorError, null_reporter
+from .events import (CancelToken, Finished, Job, Progress, Reporter, TailorError, as_job,
+                     null_reporter)
 from .results import DemoResult
 
 # Six facts, each asked four ways (resources/samples/make_samples.py): a random two-layer model
@@ -90,78 +91,46 @@ def _try_prompts(dataset: Path, prepared) -> list[dict]:
 
 
 def run_demo(config: DemoConfig | None = None, *, report: Reporter = null_reporter,
-             cancel: CancelToken | None = None, job: str = "demo") -> DemoResult:
-    """Build, check, train, export, verify and write the Modelfile folder; return where."""
-    from .data import DataConfig, prepare_dataset
-    from .models.tokenizer import load_tokenizer  # (a tiny local folder: no notes)
+             cancel: CancelToken | None = None, job: Job | str = "demo") -> DemoResult:
+    """Build, check, train, try, export, verify and write the Modelfile folder; return what
+    it made (the command reports it). ``job``: a Job, or a name with ``report``/``cancel``."""
     from .export.gguf_export import export_gguf
     from .ollama.handoff import write_folder
-    from .generate import generate_text
     from .tiny_models import cached_tiny_model
-    from .train.config import make_config
-    from .train.run import train_adapter
 
+    job = as_job(job, report, cancel)
     config = config or DemoConfig()
-    cancel = cancel or CancelToken()
     t0 = time.time()
     demo_root = paths.tailor_home() / "demo"
     stamp = _unique_stamp(Path(config.out) if config.out else demo_root)
     out = Path(config.out).expanduser() / stamp if config.out else demo_root / stamp
     name = f"demo-{stamp}"
     result = DemoResult(dataset=str(config.dataset), adapter=name)
-    report(Started(job=job, config={"kind": config.kind, "iters": config.iters,
-                                    "quant": config.quant, "dataset": str(config.dataset),
-                                    "out": str(out), "adapter": name}))
+    job.started({"kind": config.kind, "iters": config.iters, "quant": config.quant,
+                 "dataset": str(config.dataset), "out": str(out), "adapter": name})
 
     def stage(i: int, message: str) -> None:
-        cancel.raise_if_cancelled()
-        report(Progress(job=job, stage=STAGES[i], done=i, total=len(STAGES), message=message))
+        job.cancel.raise_if_cancelled()
+        job.report(Progress(job=job.name, stage=STAGES[i], done=i, total=len(STAGES),
+                            message=message))
 
     stage(0, f"building a tiny {config.kind} model (cached after the first run)")
     # Wider than the test fixtures and with a small embedding scale, so that a LoRA adapter
     # visibly learns the sample's style in about a minute on a CPU.
     model = cached_tiny_model(config.kind, paths.models_dir() / "tiny", **DEMO_MODEL_SIZE)
     result.model = str(model)
-
     stage(1, f"checking {config.dataset.name}")
-    if not Path(config.dataset).is_file():
-        raise TailorError(f"the sample dataset is missing: {config.dataset}",
-                          hint="reinstall Tailor, or pass --dataset FILE")
-    tokenizer = load_tokenizer(str(model))
-    prepared = prepare_dataset(config.dataset, tokenizer, DataConfig(max_seq_length=256),
-                               report=report, cancel=cancel, job=f"{job}:data")
-    if prepared.report.good == 0:
-        raise TailorError(f"{config.dataset}: no usable examples",
-                          hint=prepared.report.format_text())
-
+    prepared = _check_dataset(config, model, job)
     stage(2, f"training adapter {name!r} for {config.iters} steps")
-    cfg = make_config("balanced", iters=config.iters, batch_size=8, max_seq_length=256,
-                      learning_rate=3e-3, eval_every=max(1, config.iters // 4),
-                      save_every=max(1, config.iters // 2), val_batches=4)
-    info = train_adapter(model, config.dataset, name, cfg, report=report, cancel=cancel,
-                         job=f"{job}:train")
-    result.adapter_path = str(info.path)
-    vals = [loss for _, loss in (info.manifest.get("loss_history") or {}).get("valid", [])]
-    result.first_val_loss = vals[0] if vals else None
-    result.best_val_loss = info.manifest.get("best_val_loss")
-
+    _train(result, config, model, name, job)
     stage(3, f"asking the base model and the adapter {len(TRY_PROMPTS)} try-it questions")
-    for t in _try_prompts(Path(config.dataset), prepared):
-        for who, model_arg, adapter_arg in (("base", str(model), None), ("adapter", None, name)):
-            reply = generate_text(model_arg, adapter_arg, t["prompt"], max_tokens=TRY_MAX_TOKENS,
-                                  cancel=cancel, job=f"{job}:try")
-            t[who] = reply.strip()
-            t[f"{who}_matches"] = t["reference"] is not None and \
-                t[who] == t["reference"].strip()
-        result.tries.append(t)
-    result.base_matches = sum(t["base_matches"] for t in result.tries)
-    result.adapter_matches = sum(t["adapter_matches"] for t in result.tries)
+    _try_it(result, config, model, name, prepared, job)
 
     stage(4, f"exporting {config.quant} GGUF and verifying it")
     out.mkdir(parents=True, exist_ok=True)
     exported = export_gguf(name, out / f"{name}.{config.quant}.gguf", config.quant,
-                           verify=config.verify, report=report, cancel=cancel,
-                           job=f"{job}:export")
+                           verify=config.verify, report=job.report, cancel=job.cancel,
+                           job=f"{job.name}:export")
     result.gguf, result.gguf_bytes = str(exported.path), exported.size_bytes
     result.verification = exported.verification
     if config.verify and not exported.verification.get("passed"):
@@ -172,11 +141,61 @@ def run_demo(config: DemoConfig | None = None, *, report: Reporter = null_report
 
     stage(5, "writing the Ollama Modelfile folder")
     handoff = write_folder(out / "ollama", name, gguf=exported.path, fallback_model_dir=model,
-                           report=report)
+                           report=job.report)
     result.modelfile_dir, result.command = handoff.modelfile_dir, handoff.command
     result.seconds = round(time.time() - t0, 1)
-    report(Finished(job=job, result=result))
     return result
+
+
+def _check_dataset(config: DemoConfig, model: Path, job: Job):
+    """The sample checked with the tiny model's tokenizer -> the prepared dataset."""
+    from .data import DataConfig, prepare_dataset
+    from .models.tokenizer import load_tokenizer  # (a tiny local folder: no notes)
+
+    if not Path(config.dataset).is_file():
+        raise TailorError(f"the sample dataset is missing: {config.dataset}",
+                          hint="reinstall Tailor, or pass --dataset FILE")
+    tokenizer = load_tokenizer(str(model))
+    prepared = prepare_dataset(config.dataset, tokenizer, DataConfig(max_seq_length=256),
+                               report=job.report, cancel=job.cancel, job=f"{job.name}:data")
+    if prepared.report.good == 0:
+        raise TailorError(f"{config.dataset}: no usable examples",
+                          hint=prepared.report.format_text())
+    return prepared
+
+
+def _train(result: DemoResult, config: DemoConfig, model: Path, name: str, job: Job) -> None:
+    """Train the demo adapter into the library; its losses go into ``result``."""
+    from .train.config import make_config
+    from .train.run import train_adapter
+
+    cfg = make_config("balanced", iters=config.iters, batch_size=8, max_seq_length=256,
+                      learning_rate=3e-3, eval_every=max(1, config.iters // 4),
+                      save_every=max(1, config.iters // 2), val_batches=4)
+    info = train_adapter(model, config.dataset, name, cfg, report=job.report,
+                         cancel=job.cancel, job=f"{job.name}:train")
+    result.adapter_path = str(info.path)
+    vals = [loss for _, loss in (info.manifest.get("loss_history") or {}).get("valid", [])]
+    result.first_val_loss = vals[0] if vals else None
+    result.best_val_loss = info.manifest.get("best_val_loss")
+
+
+def _try_it(result: DemoResult, config: DemoConfig, model: Path, name: str, prepared,
+            job: Job) -> None:
+    """The base model and the adapter answer each try-it prompt; ``result.tries`` says which
+    answers equal the dataset's."""
+    from .generate import generate_text
+
+    for t in _try_prompts(Path(config.dataset), prepared):
+        for who, model_arg, adapter_arg in (("base", str(model), None), ("adapter", None, name)):
+            reply = generate_text(model_arg, adapter_arg, t["prompt"], max_tokens=TRY_MAX_TOKENS,
+                                  cancel=job.cancel, job=f"{job.name}:try")
+            t[who] = reply.strip()
+            t[f"{who}_matches"] = t["reference"] is not None and \
+                t[who] == t["reference"].strip()
+        result.tries.append(t)
+    result.base_matches = sum(t["base_matches"] for t in result.tries)
+    result.adapter_matches = sum(t["adapter_matches"] for t in result.tries)
 
 
 def format_summary(r: DemoResult) -> str:
@@ -242,7 +261,8 @@ def run(args: argparse.Namespace, job) -> int:
         raise TailorError(f"--iters must be at least 1 (got {args.iters})")
     config = DemoConfig(kind=args.kind, iters=args.iters, quant=args.quant,
                         dataset=args.dataset, out=args.out, verify=not args.no_verify)
-    result = run_demo(config, report=job.report, cancel=job.cancel, job=job.name)
+    result = run_demo(config, job=job)
+    job.report(Finished(job=job.name, result=result))
     out = sys.stderr if args.events == "-" else sys.stdout
     if args.json:
         print(json.dumps(result.to_dict(), indent=2), file=out)
