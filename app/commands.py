@@ -95,8 +95,13 @@ def ollama_status_command(host: str = "", python: str | None = None) -> list[str
 
 
 def generate_command(model: str, prompt: str, adapter: str = "", max_tokens: int = 256,
+                     system: str = "", temperature: float = 0.0,
                      python: str | None = None) -> list[str]:
     args = ["--prompt", prompt, "--max-tokens", str(max_tokens)]
+    if system:
+        args += ["--system", system]
+    if temperature:  # 0 (greedy) is the engine's default
+        args += ["--temperature", _fmt(float(temperature))]
     if adapter:
         args = ["--adapter", adapter, *args]
     else:

@@ -6,9 +6,9 @@ import html
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QPlainTextEdit,
-                               QPushButton, QSpinBox, QSplitter, QTextBrowser, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel,
+                               QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QSplitter,
+                               QTextBrowser, QVBoxLayout, QWidget)
 
 from engine import library
 
@@ -42,6 +42,10 @@ class ChatPane(QWidget):
         self.turns: list[tuple[str, str]] = []
         self.current = ""
         self.pieces = 0  # streamed pieces of the current answer
+
+    def reset(self) -> None:
+        self.turns, self.current, self.pieces = [], "", 0
+        self._render()
 
     def set_title(self, title: str) -> None:
         self.title.setText(f"<b>{html.escape(title)}</b>")
@@ -90,6 +94,8 @@ class PlaygroundPage(QWidget):
         super().__init__(parent)
         self.state = state
         self.jobs = []
+        self.job_panes: dict[int, ChatPane] = {}
+        self.generate_command = commands.generate_command  # tests give a replaying worker
         self._build()
         state.library_changed.connect(self.refresh_adapters)
         state.model_changed.connect(lambda _: self._titles())
@@ -105,15 +111,31 @@ class PlaygroundPage(QWidget):
         self.adapter_box.currentIndexChanged.connect(self._titles)
         row.addWidget(self.adapter_box)
         self.side_by_side = QCheckBox("Side by side with the base model")
+        self.side_by_side.setChecked(True)  # the difference is what one came to see
         self.side_by_side.toggled.connect(self._titles)
         row.addWidget(self.side_by_side)
         row.addStretch(1)
+        row.addWidget(QLabel("Temperature"))
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.0, 2.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setDecimals(2)
+        self.temperature.setToolTip("0: always the most likely word (repeatable); higher: "
+                                    "more varied answers")
+        row.addWidget(self.temperature)
         row.addWidget(QLabel("Max tokens"))
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 8192)
         self.max_tokens.setValue(256)
         row.addWidget(self.max_tokens)
         lay.addLayout(row)
+        srow = QHBoxLayout()
+        srow.addWidget(QLabel("System prompt"))
+        self.system_edit = QLineEdit()
+        self.system_edit.setPlaceholderText("optional: how the model should behave, e.g. "
+                                            "“Answer in one sentence.”")
+        srow.addWidget(self.system_edit, 1)
+        lay.addLayout(srow)
         self.banner = Banner()
         lay.addWidget(self.banner)
         self.panes = QSplitter(Qt.Orientation.Horizontal)
@@ -127,12 +149,44 @@ class PlaygroundPage(QWidget):
         self.prompt.setPlaceholderText("Write a message… (⌘/Ctrl+Enter sends)")
         self.prompt.setMaximumHeight(90)
         prow.addWidget(self.prompt, 1)
+        buttons = QVBoxLayout()
         self.send_button = QPushButton("Send")
         self.send_button.clicked.connect(self.send)
-        prow.addWidget(self.send_button)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(self.clear)
+        for b in (self.send_button, self.stop_button, self.clear_button):
+            buttons.addWidget(b)
+        prow.addLayout(buttons)
         lay.addLayout(prow)
         QShortcut(QKeySequence("Ctrl+Return"), self.prompt, activated=self.send)
         self._titles()
+        self.refresh()
+
+    def running_jobs(self) -> list:
+        return [j for j in self.jobs if not j.done]
+
+    def refresh(self) -> None:
+        running = bool(self.running_jobs())
+        self.stop_button.setEnabled(running)
+        self.clear_button.setEnabled(not running and bool(self.left.turns or self.right.turns))
+
+    def stop(self) -> None:
+        """Stop the answers being written (what was written so far stays)."""
+        for job in self.running_jobs():
+            queued = job.state == "queued"
+            self.state.queue.cancel(job)
+            if queued:  # never started, so no worker signal will end its answer
+                self.job_panes.pop(job.id).end(error="stopped")
+        self.refresh()
+
+    def clear(self) -> None:
+        if self.running_jobs():
+            return
+        for pane in (self.left, self.right):
+            pane.reset()
+        self.refresh()
 
     def refresh_adapters(self) -> None:
         keep = self.adapter_box.currentData()
@@ -178,12 +232,22 @@ class PlaygroundPage(QWidget):
         targets = [(self.left, "" if both else adapter)]
         if both:
             targets.append((self.right, adapter))
+            # Turns asked in one column only are matched by a gap in the other, so each
+            # message sits beside its counterpart.
+            for pane, other in ((self.left, self.right), (self.right, self.left)):
+                while len(pane.turns) < len(other.turns):
+                    pane.turns.append((other.turns[len(pane.turns)][0],
+                                       "(asked in the other column only)"))
+                pane._render()
         for pane, ad in targets:
             self._generate(pane, prompt, ad)
+        self.refresh()
 
     def _generate(self, pane: ChatPane, prompt: str, adapter: str) -> None:
-        argv = commands.generate_command(self.state.model, prompt, adapter=adapter,
-                                         max_tokens=self.max_tokens.value())
+        argv = self.generate_command(self.state.model, prompt, adapter=adapter,
+                                         max_tokens=self.max_tokens.value(),
+                                         system=self.system_edit.text().strip(),
+                                         temperature=self.temperature.value())
         job = self.state.queue.submit(f"Generate ({adapter or 'base'})", argv, heavy=False)
         pane.begin(prompt)
         w = job.worker
@@ -192,4 +256,6 @@ class PlaygroundPage(QWidget):
         w.failed.connect(lambda e: pane.end(error=e.message))
         w.crashed.connect(lambda m, h: pane.end(error=m))
         w.cancelled.connect(lambda e: pane.end(error="stopped"))
+        w.ended.connect(lambda _, j=job: (self.job_panes.pop(j.id, None), self.refresh()))
+        self.job_panes[job.id] = pane
         self.jobs.append(job)
