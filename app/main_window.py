@@ -8,7 +8,8 @@ from typing import Callable
 
 from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QIcon, QKeySequence, QPalette, QPixmap
-from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
+                               QHBoxLayout, QLabel, QPushButton,
                                QLineEdit, QListWidget, QListWidgetItem, QMainWindow,
                                QMessageBox, QStackedWidget, QWidget)
 
@@ -79,6 +80,21 @@ def sample_dataset() -> Path | None:
     return found[0] if found else None
 
 
+def apply_library_folder_now(new: str, old: str) -> str:
+    """Point this app and its next workers at the library folder ``new`` (what app/main.py
+    does at start), unless $TAILOR_HOME came from the environment: that one wins. Returns
+    a sentence for the status bar."""
+    env = os.environ.get("TAILOR_HOME", "")
+    if env and env != old:
+        return f"TAILOR_HOME is set ({env}): it wins over Preferences until it is unset."
+    if new:
+        Path(new).expanduser().mkdir(parents=True, exist_ok=True)
+        os.environ["TAILOR_HOME"] = str(Path(new).expanduser())
+        return f"Library folder: {new}"
+    os.environ.pop("TAILOR_HOME", None)
+    return "Library folder: the default"
+
+
 class PreferencesDialog(QDialog):
     def __init__(self, settings: QSettings, parent=None):
         super().__init__(parent)
@@ -87,9 +103,15 @@ class PreferencesDialog(QDialog):
         form = QFormLayout(self)
         self.library = QLineEdit(str(settings.value("library/folder", "") or ""))
         self.library.setPlaceholderText(os.environ.get("TAILOR_HOME", "the default folder"))
-        self.library.setToolTip("where adapters, runs and exports are kept (takes effect at the "
-                                "next start)")
-        form.addRow("Library folder", self.library)
+        self.library.setToolTip("where adapters, runs and exports are kept (applies at once; "
+                                "a running job finishes where it started)")
+        choose = QPushButton("Choose…")
+        choose.clicked.connect(self._choose_library)
+        row = QHBoxLayout()
+        row.addWidget(self.library, 1)
+        row.addWidget(choose)
+        form.addRow("Library folder", row)
+        self.applied = ""  # what accept() did, for the status bar
         self.host = QLineEdit(str(settings.value("ollama/host", "") or ""))
         self.host.setPlaceholderText("127.0.0.1:11434")
         form.addRow("Ollama host", self.host)
@@ -99,9 +121,19 @@ class PreferencesDialog(QDialog):
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
 
+    def _choose_library(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose the library folder",
+                                                  self.library.text().strip())
+        if folder:
+            self.library.setText(folder)
+
     def accept(self) -> None:
-        self.settings.setValue("library/folder", self.library.text().strip())
-        self.settings.setValue("ollama/host", self.host.text().strip())
+        old = str(self.settings.value("library/folder", "") or "")
+        new = self.library.text().strip()
+        self.settings.setValue("library/folder", new)
+        self.settings.setValue("ollama/host", self.host.text().strip())  # read at each use
+        if new != old:
+            self.applied = apply_library_folder_now(new, old)
         super().accept()
 
 
@@ -262,7 +294,13 @@ class MainWindow(QMainWindow):
         return a
 
     def preferences(self) -> None:
-        PreferencesDialog(self.settings, self).exec()
+        dialog = PreferencesDialog(self.settings, self)
+        if dialog.exec() and dialog.applied:
+            self.preferences_applied(dialog.applied)
+
+    def preferences_applied(self, message: str) -> None:
+        self.statusBar().showMessage(message, 10000)
+        self.state.library_changed.emit()  # every page re-reads the (new) library
 
     def about(self) -> None:
         QMessageBox.about(self, "About Tailor",

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import html
 import re
+import sys
+from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QPalette, QTextDocument
+from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QObject, QProcess, Qt, QTimer,
+                            QUrl, Signal)
+from PySide6.QtGui import QColor, QDesktopServices, QPalette, QTextDocument
 from PySide6.QtWidgets import (QApplication, QFrame, QHBoxLayout, QLabel, QMessageBox, QPushButton,
                                QSizePolicy,
                                QVBoxLayout, QWidget)
@@ -39,6 +42,19 @@ class RowTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             return self.HEADERS[section]
         return None
+
+
+def reveal_in_file_manager(path: str | Path) -> None:
+    """Show ``path`` in Finder (selected), or its folder in the platform's file manager."""
+    path = Path(path)
+    if sys.platform == "darwin":
+        QProcess.startDetached("open", ["-R", str(path)])
+    else:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(path if path.is_dir() else path.parent)))
+
+
+def copy_text(text: str) -> None:
+    QApplication.clipboard().setText(text)
 
 
 def page_header(title: str, explanation: str) -> QWidget:

@@ -19,7 +19,7 @@ from engine import library, paths
 
 from .. import commands
 from ..estimate import estimate, human_bytes, read_model_config
-from ..widgets import Banner, ask, page_header
+from ..widgets import Banner, ask, copy_text, page_header, reveal_in_file_manager
 
 # Bits per weight of each GGUF type (K-quant mixtures: llama.cpp's typical figures).
 QUANTS = [("q4_k_m", 4.85, "smallest that keeps quality; the usual choice"),
@@ -119,7 +119,6 @@ class ExportPage(QWidget):
         self.send_reason.setWordWrap(True)
         self.send_reason.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         of.addRow("", self.send_reason)
-        self.refresh_send()
         row.addWidget(ollama, 1)
         lay.addLayout(row)
 
@@ -135,6 +134,21 @@ class ExportPage(QWidget):
         self.ollama_result.setMaximumHeight(110)
         self.ollama_result.hide()
         lay.addWidget(self.ollama_result)
+        frow = QHBoxLayout()
+        self.reveal_button = QPushButton("Show in Finder")
+        self.reveal_button.setToolTip("show the GGUF file in Finder")
+        self.reveal_button.clicked.connect(
+            lambda: self.reveal(self.last_export.get("path", "")) if self.last_export else None)
+        self.copy_button = QPushButton("Copy command")
+        self.copy_button.setToolTip("copy the Ollama command shown above")
+        self.copy_button.clicked.connect(lambda: copy_text(self.command_text))
+        frow.addWidget(self.reveal_button)
+        frow.addWidget(self.copy_button)
+        frow.addStretch(1)
+        lay.addLayout(frow)
+        self.reveal = reveal_in_file_manager  # tests record it
+        self.command_text = ""
+        self.refresh_send()
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -295,6 +309,8 @@ class ExportPage(QWidget):
         return None
 
     def refresh_send(self) -> None:
+        self.reveal_button.setEnabled(bool(self.last_export and self.last_export.get("path")))
+        self.copy_button.setEnabled(bool(self.command_text))
         problem = self.send_problem()
         self.send_button.setEnabled(problem is None)
         self.send_button.setToolTip(problem or "create the model in Ollama from this GGUF")
@@ -379,8 +395,10 @@ class ExportPage(QWidget):
             text = command
         if folder:
             text += f"\n\nModelfile folder (also for LM Studio and llama.cpp): {folder}"
+        self.command_text = text.split("\n", 1)[0]
         self.ollama_result.setPlainText(text)
         self.ollama_result.show()
+        self.refresh_send()
 
     def _on_send_failed(self, message: str, hint: str, name: str = "",
                         name_taken: bool = False) -> None:

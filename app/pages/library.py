@@ -18,7 +18,8 @@ from engine import library
 from engine.events import TailorError
 
 from ..history import LossHistory
-from ..widgets import Banner, LossChart, RowTableModel, ask, error_html, page_header
+from ..widgets import (Banner, LossChart, RowTableModel, ask, copy_text, error_html,
+                       page_header, reveal_in_file_manager)
 
 
 def effective_status(manifest: dict) -> str:
@@ -36,6 +37,19 @@ def effective_status(manifest: dict) -> str:
     except (PermissionError, OSError, ValueError):
         pass
     return status
+
+
+def reproduce_command(name: str, manifest: dict) -> str:
+    """`tailor train …` that trains this run again (its model, data and settings)."""
+    import shlex
+
+    from .. import commands
+    base = manifest.get("base_model") or {}
+    model = base.get("given") or base.get("repo_id") or base.get("path") or ""
+    data = (manifest.get("dataset") or {}).get("path") or ""
+    argv = commands.train_command(model, data, f"{name}-again",
+                                  manifest.get("settings") or {})
+    return shlex.join(["tailor", *argv[3:-3]])  # not `python -m engine`, not the events flags
 
 
 def _value(v) -> str:
@@ -152,6 +166,7 @@ class LibraryPage(QWidget):
         self.state = state
         self.confirm = confirm or self._confirm_dialog
         self.ask_text = ask_text or self._text_dialog
+        self.reveal = reveal_in_file_manager  # tests record it
         self.model = AdapterTableModel(parent=self)
         self.history = LossHistory()
         self.compare_history = LossHistory()
@@ -189,7 +204,8 @@ class LibraryPage(QWidget):
         self.buttons: dict[str, QPushButton] = {}
         for key, label in (("try", "Try"), ("export", "Export…"), ("resume", "Resume"),
                            ("rename", "Rename…"), ("duplicate", "Duplicate…"),
-                           ("delete", "Delete…")):
+                           ("delete", "Delete…"), ("reveal", "Show in Finder"),
+                           ("copy", "Copy command")):
             b = QPushButton(label)
             b.clicked.connect(lambda _=False, k=key: self._act(k))
             buttons.addWidget(b)
@@ -317,6 +333,11 @@ class LibraryPage(QWidget):
         try:
             if key in ("try", "export", "resume"):
                 self.state.adapter_requested.emit(key, a.name)
+            elif key == "reveal":
+                self.reveal(a.path)
+            elif key == "copy":
+                copy_text(reproduce_command(a.name, a.manifest))
+                self.banner.show_message("ok", "Copied the command that trains this run again.")
             elif key == "rename":
                 new = self.ask_text("Rename adapter", "New name:", a.name)
                 if new and new != a.name:

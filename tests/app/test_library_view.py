@@ -49,3 +49,53 @@ def test_library_details_read_as_words(qtbot, tailor_home):
     page.select("two")
     offered = [page.compare_box.itemData(i) for i in range(page.compare_box.count())]
     assert offered == ["", "one"]
+
+
+def test_show_in_finder_and_copy_command(qtbot, tailor_home, tmp_path):
+    from PySide6.QtWidgets import QApplication
+
+    from app.pages.library import LibraryPage
+    from app.state import AppState
+
+    _adapter(tailor_home, "one")
+    path = tailor_home / "adapters" / "one" / "manifest.json"
+    m = json.loads(path.read_text())
+    m["settings"] = {"rank": 12, "iters": 40}
+    m["base_model"]["given"] = "/models/Qwen2.5-0.5B"
+    path.write_text(json.dumps(m))
+    page = LibraryPage(AppState())
+    qtbot.addWidget(page)
+    page.select("one")
+    shown = []
+    page.reveal = shown.append
+    page._act("reveal")
+    assert shown == [tailor_home / "adapters" / "one"]
+    page._act("copy")
+    assert QApplication.clipboard().text() == (
+        "tailor train --model /models/Qwen2.5-0.5B --data /data/chat.jsonl --name one-again "
+        "--rank 12 --iters 40")
+
+
+def test_preferences_apply_the_library_folder_at_once(qtbot, window, tailor_home, tmp_path,
+                                                       monkeypatch):
+    import os
+
+    from app.main_window import PreferencesDialog
+
+    # As app/main.py leaves it at start: the Preferences folder became TAILOR_HOME.
+    window.settings.setValue("library/folder", str(tailor_home))
+    other = tmp_path / "other-library"
+    _adapter(other, "elsewhere")
+    dialog = PreferencesDialog(window.settings, window)
+    dialog.library.setText(str(other))
+    dialog.accept()
+    assert os.environ["TAILOR_HOME"] == str(other)
+    window.preferences_applied(dialog.applied)
+    assert window.pages["Library"].model.row_of("elsewhere") >= 0
+    # An explicit $TAILOR_HOME (not the one Preferences set) wins, and says so.
+    monkeypatch.setenv("TAILOR_HOME", str(tmp_path / "explicit"))
+    dialog = PreferencesDialog(window.settings, window)
+    dialog.library.setText(str(tmp_path / "third"))
+    dialog.accept()
+    assert os.environ["TAILOR_HOME"] == str(tmp_path / "explicit")
+    assert "it wins" in dialog.applied

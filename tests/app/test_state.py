@@ -133,3 +133,13 @@ def test_the_ollama_status_line_never_contradicts_the_banner(qtbot, window, tmp_
     qtbot.waitUntil(lambda: page.ollama_job.done, timeout=60000)
     assert page.banner.kind == "warn" and "Ollama is not running" in page.banner.text()
     assert page.ollama_status.text().startswith("not running"), page.ollama_status.text()
+    # The command shown can be copied, and the GGUF shown in Finder.
+    from PySide6.QtWidgets import QApplication
+
+    assert page.copy_button.isEnabled() and page.reveal_button.isEnabled()
+    qtbot.mouseClick(page.copy_button, Qt.MouseButton.LeftButton)
+    assert "ollama create pip-gone -f" in QApplication.clipboard().text()
+    shown = []
+    page.reveal = shown.append
+    qtbot.mouseClick(page.reveal_button, Qt.MouseButton.LeftButton)
+    assert shown == [page.last_export["path"]]
