@@ -169,7 +169,7 @@ class LibraryPage(QWidget):
         self.reveal = reveal_in_file_manager  # tests record it
         self.model = AdapterTableModel(parent=self)
         self.history = LossHistory()
-        self.compare_history = LossHistory()
+        self.compare_histories = [LossHistory(), LossHistory()]
         self._build()
         state.library_changed.connect(self.refresh)
         self.refresh()
@@ -212,10 +212,17 @@ class LibraryPage(QWidget):
             self.buttons[key] = b
         buttons.addStretch(1)
         buttons.addWidget(QLabel("Compare with"))
-        self.compare_box = QComboBox()
-        self.compare_box.setMinimumWidth(160)
-        self.compare_box.currentIndexChanged.connect(self._on_compare)
-        buttons.addWidget(self.compare_box)
+        # Up to two other runs overlaid (the chart has a colour for each).
+        self.compare_boxes: list[QComboBox] = []
+        for i in range(2):
+            if i:
+                buttons.addWidget(QLabel("and"))
+            box = QComboBox()
+            box.setMinimumWidth(140)
+            box.currentIndexChanged.connect(self._on_compare)
+            buttons.addWidget(box)
+            self.compare_boxes.append(box)
+        self.compare_box = self.compare_boxes[0]
         dl.addLayout(buttons)
         self.tabs = QTabWidget()
         self.chart = LossChart(self.history, grid=True)
@@ -300,29 +307,35 @@ class LibraryPage(QWidget):
 
     def _fill_compare(self, selected: str) -> None:
         """Every other run (a run compared with itself shows nothing new)."""
-        keep = self.compare_box.currentData()
-        self.compare_box.blockSignals(True)
-        self.compare_box.clear()
-        self.compare_box.addItem("—", "")
-        for a in self.model.adapters:
-            if a.name != selected:
-                self.compare_box.addItem(a.name, a.name)
-        self.compare_box.setCurrentIndex(max(self.compare_box.findData(keep), 0))
-        self.compare_box.blockSignals(False)
-        if self.compare_box.currentData() != keep:
+        changed = False
+        for box in self.compare_boxes:
+            keep = box.currentData()
+            box.blockSignals(True)
+            box.clear()
+            box.addItem("—", "")
+            for a in self.model.adapters:
+                if a.name != selected:
+                    box.addItem(a.name, a.name)
+            box.setCurrentIndex(max(box.findData(keep), 0))
+            box.blockSignals(False)
+            changed |= box.currentData() != keep
+        if changed:
             self._on_compare()
 
-    def _on_compare(self) -> None:
-        name = self.compare_box.currentData()
-        if not name:
-            self.chart.set_compare([])
-            return
-        try:
-            self.compare_history.load(library.get_adapter(name).manifest.get("loss_history"))
-        except TailorError:
-            return
-        self.chart.set_compare([(name, self.compare_history)])
-        self.tabs.setCurrentWidget(self.chart)
+    def _on_compare(self, *_) -> None:
+        chosen = []
+        for box, history in zip(self.compare_boxes, self.compare_histories):
+            name = box.currentData()
+            if not name or name in (n for n, _ in chosen):
+                continue
+            try:
+                history.load(library.get_adapter(name).manifest.get("loss_history"))
+            except TailorError:
+                continue
+            chosen.append((name, history))
+        self.chart.set_compare(chosen)
+        if chosen:
+            self.tabs.setCurrentWidget(self.chart)
 
     # -- actions -----------------------------------------------------------------------------
 

@@ -99,3 +99,23 @@ def test_preferences_apply_the_library_folder_at_once(qtbot, window, tailor_home
     dialog.accept()
     assert os.environ["TAILOR_HOME"] == str(tmp_path / "explicit")
     assert "it wins" in dialog.applied
+
+
+def test_compare_overlays_two_other_runs(qtbot, tailor_home):
+    from app.pages.library import LibraryPage
+    from app.state import AppState
+
+    for name in ("one", "two", "three"):
+        _adapter(tailor_home, name)
+    page = LibraryPage(AppState())
+    qtbot.addWidget(page)
+    page.select("one")
+    first, second = page.compare_boxes
+    first.setCurrentIndex(first.findData("two"))
+    second.setCurrentIndex(second.findData("three"))
+    assert len(page.chart.compare) == 2
+    page.chart.refresh()
+    for history, train_item, _ in page.chart.compare:
+        assert list(train_item.getData()[1]) == [3.0, 2.5]
+    second.setCurrentIndex(second.findData("two"))  # the same run twice is drawn once
+    assert len(page.chart.compare) == 1
