@@ -40,7 +40,7 @@ def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, q
     """Write the adapter GGUF; returns (ArchInfo, planned tensors, metadata)."""
     import gguf
 
-    from .gguf_export import PlannedTensor
+    from .write import PlannedTensor
     from ..models.load import read_config
 
     check_lora_exportable(info, adapter_config)

@@ -348,11 +348,9 @@ def _verify_adapter(path: Path, tok, adapter_dir: Path, base_dir: Path, checks) 
     import tempfile
 
     from ..events import null_reporter as _null
-    from .gguf_export import write_model_gguf
-
     from ..models.load import read_config
     from .architectures import is_mlx_quantized
-    from .gguf_export import dequantize_folder
+    from .write import dequantize_folder, write_model_gguf
 
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".verify-") as td:
         base_gguf = Path(td) / "base-f32.gguf"

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from engine.events import TailorError
-from engine.export import gguf_export
+from engine.export import write as writer  # the streamed writer (issue 13: its own module)
 from engine.export.gguf_export import export_gguf
 from engine.tiny_models import cached_tiny_model
 
@@ -19,9 +19,9 @@ def test_file_bytes_do_not_depend_on_threads_pieces_or_how_far_encoding_runs_ahe
     # llama3: Q/K are permuted whole (one piece); qwen2: biases. 64 wide: Q5_0/Q8_0 fallbacks.
     m16 = f16_copy(cached_tiny_model(kind), tmp_path / "m16")
     first = export_gguf(m16, tmp_path / "a.gguf", "q4_k_m", verify=False, threads=1)
-    monkeypatch.setattr(gguf_export, "PIECE_ELEMS", 100)  # one or two rows a piece
-    monkeypatch.setattr(gguf_export, "AHEAD_BYTES", 1)  # the writer waits on every piece
-    monkeypatch.setattr(gguf_export, "AHEAD_PIECES", 1)
+    monkeypatch.setattr(writer, "PIECE_ELEMS", 100)  # one or two rows a piece
+    monkeypatch.setattr(writer, "AHEAD_BYTES", 1)  # the writer waits on every piece
+    monkeypatch.setattr(writer, "AHEAD_PIECES", 1)
     second = export_gguf(m16, tmp_path / "b.gguf", "q4_k_m", verify=False, threads=3)
     assert {t["type"] for t in first.tensors} >= {"Q5_0", "Q8_0"}
     assert (tmp_path / "a.gguf").read_bytes() == (tmp_path / "b.gguf").read_bytes()
@@ -35,8 +35,8 @@ def test_pieces_cover_every_row_once_in_file_order(tiny_model):
 
     folder = tiny_model("llama3")
     a = arch_info(read_config(folder), str(folder))
-    planned = gguf_export.plan_tensors(a, list_tensors(folder), "q8_0")
-    pieces = gguf_export.plan_pieces(a, planned, piece_elems=200)
+    planned = writer.plan_tensors(a, list_tensors(folder), "q8_0")
+    pieces = writer.plan_pieces(a, planned, piece_elems=200)
     assert [p.tensor.name for p in pieces if p.last] == [t.name for t in planned]
     for t in planned:
         mine = [p for p in pieces if p.tensor is t]

@@ -1,0 +1,103 @@
+"""An export's plan: everything it can be refused for checked, cheapest first, and its size,
+before any work (see gguf_export.py for the stages after it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import check_free_space
+from ..events import TailorError
+from .architectures import arch_info, is_mlx_quantized
+from .mixtures import BYTES_PER_WEIGHT, QUANTS
+from .safetensors_stream import list_tensors
+from .vocab import check_pre_tokenizer
+
+
+def _source_params(folder: Path) -> int:
+    return sum(int(np.prod(r.shape)) for r in list_tensors(folder))
+
+
+def _resolve_source(source):
+    """('adapter', AdapterInfo) or ('model', Path)."""
+    from ..library import AdapterInfo
+
+    if isinstance(source, AdapterInfo):
+        return "adapter", source
+    if isinstance(source, Path):
+        return "model", source.expanduser()
+    return "adapter", str(source)
+
+
+@dataclass
+class ExportPlan:
+    """What an export will read and write, decided (and every refusal made) before any work."""
+
+    kind: str                      # "adapter" or "model"
+    source_name: str
+    out: Path
+    quant: str
+    adapter_only: bool
+    base_dir: Path
+    info: Any = None               # the adapter's AdapterInfo
+    adapter_config: dict | None = None
+    quantized: bool = False        # an MLX-quantized folder: dequantized first
+    needed_bytes: int = 0
+
+
+def plan_export(source, out: Path | str, quant: str, *, adapter_only: bool = False,
+                free_bytes_fn=None, allow_tokenizer_mismatch: bool = False,
+                check_tokenizer: bool = True) -> ExportPlan:
+    """Check everything an export can be refused for, cheapest first, and size it: the quant,
+    the file name, the source, the output's place, the architecture, the free space and
+    (``check_tokenizer``) the pre-tokenizer. Raises TailorError; writes nothing."""
+    from ..fuse import check_output_outside, resolve_adapter
+    from ..models.load import read_config
+    from ..models.resolve import check_model_folder
+    from .lora_gguf import check_lora_exportable
+
+    quant = str(quant).lower()
+    if quant not in QUANTS:
+        raise TailorError(f"unknown --quant {quant!r}; choose one of {', '.join(QUANTS)}")
+    out = Path(out).expanduser()
+    if out.suffix.lower() != ".gguf":
+        raise TailorError(f"the output file {out} should end in .gguf")
+    kind, src = _resolve_source(source)
+    info = adapter_config = None
+    if kind == "adapter":
+        info, adapter_config, base_dir = resolve_adapter(src)
+        from ..models.safetensors_check import check_adapter_file
+
+        check_adapter_file(info.weights)  # a damaged adapter is named before any work
+        if adapter_only:
+            check_lora_exportable(info, adapter_config)
+    else:
+        if adapter_only:
+            raise TailorError("--adapter-only needs --adapter NAME, not a model folder")
+        base_dir = src
+        check_model_folder(base_dir)
+    check_output_outside(out, base_dir, "output file")
+    if info is not None:
+        check_output_outside(out, info.path, "output file")
+    if out.exists():
+        raise TailorError(f"{out} already exists; it was left untouched",
+                          hint="choose another file name or remove the old file first")
+    base_config = read_config(base_dir)
+    arch_info(base_config, str(base_dir))  # refuse unsupported models up front
+    quantized = is_mlx_quantized(base_config)
+    # packed 4-bit weights count 8 to a uint32: a generous estimate of the real parameters
+    params = _source_params(base_dir) * (8 if quantized else 1)
+    if adapter_only:
+        needed = int(info.weights.stat().st_size * 1.1) + (1 << 20)
+    else:
+        needed = int(params * BYTES_PER_WEIGHT[quant]) + (1 << 20)
+        if kind == "adapter" or quantized:
+            needed += params * 4  # the fused/dequantized model, in a temporary folder
+    check_free_space(out.parent if out.parent.exists() else out.parent.parent, needed,
+                     what=f"the {quant.upper()} GGUF file", free_bytes_fn=free_bytes_fn)
+    if not adapter_only and check_tokenizer:  # before minutes of fusing
+        check_pre_tokenizer(base_dir, allow_tokenizer_mismatch=allow_tokenizer_mismatch)
+    return ExportPlan(kind, str(getattr(src, "name", src)), out, quant, adapter_only, base_dir,
+                      info, adapter_config, quantized, needed)

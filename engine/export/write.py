@@ -1,0 +1,256 @@
+"""The GGUF writer: a model folder's tensors planned (GGUF names, types, sizes) and streamed
+into one file with its metadata and tokenizer.
+
+Tensors are cut into pieces of rows (about a million values), read, converted and encoded by
+a pool of threads and written in file order, so peak memory stays near a few pieces plus a
+bounded run-ahead, not the model; encoding starts while the tokenizer and header are done.
+Used by the export pipeline (gguf_export.py) and by verify.py (an F32 base for an adapter's
+check); it imports neither.
+"""
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..events import CancelToken, Reporter, TailorError
+from .architectures import (ArchInfo, add_hparams, arch_info, gguf_name, llama3_rope_factors,
+                            row_local, transform)
+from .mixtures import FILE_TYPE, TypePlanner, encode, nbytes_of
+from .safetensors_stream import TensorRef, list_tensors
+from .vocab import VocabInfo, read_vocab
+
+# Values read and encoded as one piece (2 MiB of float16): small enough that a worker's
+# working set stays small, large enough that per-piece Python costs vanish.
+PIECE_ELEMS = 1024 * 1024
+# How far encoding may run ahead of the file: encoded bytes and pieces waiting to be written.
+AHEAD_BYTES = 64 * 1024 * 1024
+AHEAD_PIECES = 64
+
+
+@dataclass
+class PlannedTensor:
+    name: str  # GGUF name
+    shape: tuple[int, ...]  # numpy order
+    ggml_type: Any
+    nbytes: int
+    ref: TensorRef | None = None  # None: generated (rope_freqs)
+    data: np.ndarray | None = None
+    hf_name: str = ""
+
+
+def _order_key(name: str) -> tuple:
+    m = re.match(r"blk\.(\d+)\.(.*)", name)
+    if m:
+        return (1, int(m.group(1)), m.group(2))
+    first = {"token_embd.weight": 0, "rope_freqs.weight": 0}
+    return (first.get(name, 2), 0, name)
+
+
+def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str) -> list[PlannedTensor]:
+    import gguf
+
+    name_map = gguf.get_tensor_name_map(
+        next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == a.arch), a.n_layers)
+    planned: list[PlannedTensor] = []
+    for ref in refs:
+        name = gguf_name(a, name_map, ref.name)
+        if name is not None:
+            planned.append(PlannedTensor(name, ref.shape, None, 0, ref, hf_name=ref.name))
+    factors = llama3_rope_factors(a)
+    if factors is not None:
+        planned.append(PlannedTensor("rope_freqs.weight", factors.shape, None, 0, data=factors))
+    planned.sort(key=lambda p: _order_key(p.name))
+    names = [p.name for p in planned]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise TailorError(f"tensors map to the same GGUF name twice: {', '.join(dup[:3])}")
+    planner = TypePlanner(quant, a.n_layers, has_output="output.weight" in names)
+    for p in planned:
+        p.ggml_type = planner.type_for(p.name, p.shape)
+        p.nbytes = nbytes_of(p.shape, p.ggml_type)
+    return planned
+
+
+def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Reporter,
+                     cancel: CancelToken | None, job: str, threads: int | None = None,
+                     progress=None, name: str | None = None,
+                     allow_tokenizer_mismatch: bool = False,
+                     force_pre_tokenizer: str | None = None
+                     ) -> tuple[ArchInfo, VocabInfo, list[PlannedTensor]]:
+    """Write the GGUF of the HF folder ``model_dir`` to ``out_tmp`` (streamed). The tokenizer
+    options go to ``read_vocab``."""
+    import gguf
+
+    from ..models.load import read_config
+    from .gguf_write import FastGGUFWriter
+
+    config = read_config(model_dir)
+    a = arch_info(config, str(model_dir))
+    refs = list_tensors(model_dir)
+    planned = plan_tensors(a, refs, quant)
+    embd = next((p for p in planned if p.name == "token_embd.weight"), None)
+    if embd is None:
+        raise TailorError(f"{model_dir}: no token embedding tensor found")
+    total = sum(p.nbytes for p in planned)
+    index = {id(p): i for i, p in enumerate(planned)}
+    # Encoding starts now, while the tokenizer is read and the header written (bounded by
+    # AHEAD_BYTES of encoded pieces waiting for the file).
+    with _Encoded(a, planned, threads, cancel) as pieces:
+        vocab = read_vocab(model_dir, config, embd.shape[0],
+                           allow_tokenizer_mismatch=allow_tokenizer_mismatch,
+                           force_pre_tokenizer=force_pre_tokenizer)
+        w = FastGGUFWriter(str(out_tmp), a.arch)
+        try:
+            w.add_type(gguf.GGUFType.MODEL)
+            w.add_name(name or model_dir.name)
+            w.add_file_type(int(FILE_TYPE[quant]))
+            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+            add_hparams(w, a, len(vocab.tokens))
+            vocab.add_to(w)
+            for p in planned:
+                w.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.nbytes,
+                                  raw_dtype=p.ggml_type)
+            w.write_header_to_file(path=Path(out_tmp))
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+            fout = w.fout[0]
+            done = written = 0
+            w.write_padding(fout, fout.tell())
+            for piece, data in pieces:
+                p = piece.tensor
+                fout.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+                written += data.nbytes
+                del data
+                if not piece.last:
+                    continue
+                if written != p.nbytes:  # pragma: no cover - a planner/encoder disagreement
+                    raise TailorError(f"internal error: {p.name} wrote {written} bytes, "
+                                      f"planned {p.nbytes}")
+                w.write_padding(fout, p.nbytes)
+                done += p.nbytes
+                written = 0
+                if progress:
+                    progress(done, total, f"{p.name} ({p.ggml_type.name}) "
+                                          f"{index[id(p)] + 1}/{len(planned)}")
+            fout.flush()
+        finally:
+            w.close()
+    return a, vocab, planned
+
+
+@dataclass
+class Piece:
+    """Rows [row0, row1) of one planned tensor: the unit read, encoded and written."""
+
+    tensor: PlannedTensor
+    row0: int
+    row1: int
+    last: bool  # the tensor's last piece
+    nbytes: int  # encoded size
+
+
+def plan_pieces(a: ArchInfo, planned: list[PlannedTensor],
+                piece_elems: int | None = None) -> list[Piece]:
+    """Every tensor in file order, cut into row ranges of about ``piece_elems`` values
+    (default PIECE_ELEMS; whole tensors where the transform needs all rows, e.g. llama's Q/K
+    permutation)."""
+    piece_elems = piece_elems or PIECE_ELEMS
+    pieces = []
+    for p in planned:
+        rows = p.shape[0] if len(p.shape) > 1 else 1
+        if p.data is not None or len(p.shape) < 2 or not row_local(a, p.ref.name):
+            step = rows
+        else:
+            step = max(1, piece_elems // max(1, p.ref.row_elems))
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            pieces.append(Piece(p, r0, r1, r1 == rows, p.nbytes * (r1 - r0) // rows))
+    return pieces
+
+
+def encode_piece(a: ArchInfo, piece: Piece) -> np.ndarray:
+    """Read, convert and encode one piece (runs in a worker thread)."""
+    p = piece.tensor
+    if p.data is not None:
+        w = p.data
+    elif len(p.ref.shape) < 2:
+        w = transform(a, p.ref.name, p.ref.read())  # norms and biases: float32 arithmetic
+    else:
+        # float16 stays float16 until the encoder (2-D transforms only move rows)
+        w = transform(a, p.ref.name, p.ref.read(piece.row0, piece.row1, keep_f16=True))
+    try:
+        return encode(w, p.ggml_type, threads=1)
+    except ValueError as e:  # NaN/inf weights, values too large for the format's scales
+        raise TailorError(f"{p.hf_name or p.name} cannot be written as {p.ggml_type.name}: {e} "
+                          f"(counting rows from row {piece.row0} of the tensor)",
+                          hint="the model's weights hold values no GGUF file can carry in "
+                               "this type; try --quant f16 or f32, or check the model") from e
+
+
+class _Encoded:
+    """Pieces encoded by a pool of threads (numpy and file reads release the GIL), handed
+    back in file order. Encoding runs ahead of the writer by at most AHEAD_BYTES of encoded
+    data (and AHEAD_PIECES pieces), so memory stays near threads x one piece plus that."""
+
+    def __init__(self, a: ArchInfo, planned: list[PlannedTensor], threads: int | None,
+                 cancel: CancelToken | None):
+        import os
+
+        self.a, self.cancel = a, cancel
+        self.todo = iter(plan_pieces(a, planned))
+        self.workers = max(1, int(threads or os.cpu_count() or 1))
+        self.pending: deque = deque()  # (piece, future)
+        self.ahead = 0  # encoded bytes submitted and not yet handed back
+
+    def __enter__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gguf-encode")
+        self._fill()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for _, future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True)  # a running piece finishes: at most one per worker
+        self.pending.clear()
+
+    def _fill(self) -> None:
+        while len(self.pending) < max(2 * self.workers, AHEAD_PIECES) \
+                and (self.ahead < AHEAD_BYTES or len(self.pending) < 2 * self.workers):
+            piece = next(self.todo, None)
+            if piece is None:
+                return
+            self.pending.append((piece, self.pool.submit(encode_piece, self.a, piece)))
+            self.ahead += piece.nbytes
+
+    def __iter__(self):
+        while self.pending:
+            if self.cancel:
+                self.cancel.raise_if_cancelled()
+            piece, future = self.pending.popleft()
+            data = future.result()
+            self.ahead -= piece.nbytes
+            self._fill()
+            yield piece, data
+
+
+def dequantize_folder(src: Path, dst: Path) -> None:
+    """An MLX-quantized model folder as a full-precision HF folder at ``dst`` (new)."""
+    from mlx_lm.utils import dequantize_model
+
+    from ..fuse import write_hf_folder
+    from ..models.load import load_model
+
+    model, _tok, config = load_model(src)
+    model = dequantize_model(model)
+    config = dict(config)
+    config.pop("quantization", None)
+    config.pop("quantization_config", None)
+    dst.mkdir()
+    write_hf_folder(model, config, src, dst)
