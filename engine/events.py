@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     BAD_INPUT = "bad_input"              # a file, folder, setting or name the user gave
     NAME_TAKEN = "name_taken"            # an adapter or Ollama model of that name exists
     NOT_RUNNING = "not_running"          # Ollama (or another server) did not answer
+    NETWORK = "network"                  # the Hugging Face Hub could not be reached or was silent
     OLLAMA = "ollama"                    # Ollama answered and refused or failed the request
     LOCKED = "locked"                    # another running job holds the adapter or output
     DISK_FULL = "disk_full"              # no space (or quota, or file too large)

@@ -82,6 +82,9 @@ def test_failures_carry_an_enumerated_code():
     assert write_fault(OSError(errno.EROFS, "ro"), "/tmp/x").code == ErrorCode.READ_ONLY
     assert write_fault(OSError(errno.EACCES, "no"), "/tmp/x").code == \
         ErrorCode.PERMISSION_DENIED
+    from engine.models.resolve import _silent_hub
+
+    assert _silent_hub("https://hub", "a/b", 3).code == ErrorCode.NETWORK
     line = Failed(job="j", message="m", code=ErrorCode.LOCKED).to_json()
     assert json.loads(line)["code"] == "locked"
     assert decode_event(line).code == ErrorCode.LOCKED

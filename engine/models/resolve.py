@@ -11,7 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..events import Cancelled, CancelToken, Progress, Reporter, TailorError, null_reporter
+from ..events import (Cancelled, CancelToken, ErrorCode, Progress, Reporter, TailorError,
+                      null_reporter)
 
 # What a model needs, and nothing that executes: no *.py, no pickles.
 ALLOW_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "config.json",
@@ -210,7 +211,8 @@ def _silent_hub(endpoint: str, repo_id: str, timeout: float) -> TailorError:
     return TailorError(f"the Hugging Face Hub ({endpoint}) did not answer within {timeout:g} s "
                        f"while fetching {repo_id}",
                        hint="check your connection and proxy settings (HTTPS_PROXY); on a slow "
-                            "link raise --timeout; a local model folder works without the Hub")
+                            "link raise --timeout; a local model folder works without the Hub",
+                       code=ErrorCode.NETWORK)
 
 
 def _snapshot(repo_id: str, report: Reporter, cancel: CancelToken | None, revision: str | None,
@@ -236,7 +238,7 @@ def _snapshot(repo_id: str, report: Reporter, cancel: CancelToken | None, revisi
                           f"local folder ./{repo_id}) and downloads are off (HF_HUB_OFFLINE is "
                           "set)",
                           hint="connect to the internet and unset HF_HUB_OFFLINE, or download "
-                               "the model folder and pass its path")
+                               "the model folder and pass its path", code=ErrorCode.NETWORK)
     _install_hub_hooks()
     watch = _HubWatch(timeout)
     bar = progress_bar_class(report, cancel, job, on_update=watch.touch)
@@ -279,8 +281,8 @@ def _snapshot(repo_id: str, report: Reporter, cancel: CancelToken | None, revisi
         if cause == "connect":
             raise TailorError(f"could not connect to the Hugging Face Hub ({endpoint}) to fetch "
                               f"{repo_id}", hint="check your connection and proxy settings; a "
-                                                 "local model folder works without the Hub"
-                              ) from None
+                                                 "local model folder works without the Hub",
+                              code=ErrorCode.NETWORK) from None
         # 404, gated repo and the rest: one message for the user
         raise TailorError(f"could not download {repo_id} (there is no local folder ./{repo_id} "
                           f"either): {type(error).__name__}: {str(error)[:500]}",
