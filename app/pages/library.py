@@ -211,6 +211,9 @@ class LibraryPage(QWidget):
             buttons.addWidget(b)
             self.buttons[key] = b
         buttons.addStretch(1)
+        dl.addLayout(buttons)
+        # Compare on its own row: beside eight buttons it was cut off at 1024 px.
+        buttons = QHBoxLayout()
         buttons.addWidget(QLabel("Compare with"))
         # Up to two other runs overlaid (the chart has a colour for each).
         self.compare_boxes: list[QComboBox] = []
@@ -223,6 +226,7 @@ class LibraryPage(QWidget):
             buttons.addWidget(box)
             self.compare_boxes.append(box)
         self.compare_box = self.compare_boxes[0]
+        buttons.addStretch(1)
         dl.addLayout(buttons)
         self.tabs = QTabWidget()
         self.chart = LossChart(self.history, grid=True)

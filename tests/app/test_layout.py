@@ -129,3 +129,14 @@ def test_nothing_is_cut_off_at_1024x700(qtbot, window):
     status = export.ollama_status
     assert status.heightForWidth(status.width()) <= status.height(), status.text()
     assert "Modelfile folder" in status.toolTip()
+
+
+def test_library_buttons_are_whole_at_1024x700(qtbot, window):
+    window.resize(1024, 700)
+    library = window.pages["Library"]
+    window.show_page("Library")
+    qtbot.wait(30)
+    for b in library.buttons.values():
+        assert b.width() >= b.sizeHint().width(), b.text()
+    for box in library.compare_boxes:
+        assert box.width() >= box.minimumWidth()
