@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -326,90 +326,119 @@ def read_json(path: Path, display: str, log: ProblemLog, max_bytes: int,
     longer than ``max_bytes`` characters is skipped and reported. ``meta['largest_buffer']``:
     the most text held at once. An object too long to be one example is walked twice more
     (pick the list, then stream it) rather than loaded."""
-    meta = meta if meta is not None else {}
-    meta["largest_buffer"] = 0
-    windows: list[JsonWindow] = []
-
-    def open_window(f) -> JsonWindow:
-        head = f.read(8192)
-        encoding, bom = sniff_encoding(head, display)
-        meta["encoding"] = encoding + ("-bom" if bom else "")
-        f.seek(bom)
-        windows.append(JsonWindow(f, encoding, display, chunk_bytes))
-        return windows[-1]
-
-    def too_long(line: int) -> None:
-        log.error(display, line, f"example longer than {size_text(max_bytes)}, skipped")
-
-    def bad(value: BadValue) -> None:
-        log.error(display, value.line, value.message, value.column)
-
-    def ticker(f, share: float = 1.0, before: float = 0.0):
-        if progress is None:
-            return None
-        size = max(1, path.stat().st_size)
-        return lambda: progress.tick(lambda: int(size * before + f.tell() * share))
-
+    f = _JsonFile(path, display, log, max_bytes, progress,
+                  meta if meta is not None else {}, chunk_bytes)
+    f.meta["largest_buffer"] = 0
     try:
-        with open(path, "rb") as f:
-            win = open_window(f)
-            pos = win.skip_ws(0)
-            c = win.char(pos)
-            if not c:
-                raise TailorError(f"{display}: the file is empty", hint="add examples to it")
-            if c == "[":
-                end = yield from _records(win.items(pos, max_bytes, too_long, ticker(f), bad))
-                _no_trailing_data(win, end)
-                return
-            if c != "{":
-                raise TailorError(f"{display}:{win.line_at(pos)}: expected a JSON array of "
-                                  f"examples or an object holding one, found {c!r}")
-            line = win.line_at(pos)
-            value, end = win.value(pos, max_bytes, line)
-            if value is not TOO_LONG:
-                # One example, or a holder of a list: keep its text to find the list in it.
-                win.hold_from = pos
-                if win.char(win.skip_ws(end)):
-                    yield from _as_json_lines(path, display, log, max_bytes, progress, meta)
-                    return
-                duplicate = value if isinstance(value, BadValue) else None
-                if duplicate is not None:  # decode it as before to see what it holds
-                    value = LAST_WINS_DECODER.raw_decode(win.buf, pos - win.offset)[0]
-                key = _examples_key(value)
-                if duplicate is not None and (key is None or duplicate.depth == 1):
-                    _holder_duplicate(display, duplicate, key)
-                    bad(duplicate)  # one example with a duplicate key
-                    return
-                if key is None:
-                    yield Record(line, value)
-                    return
-                del value
-                win.hold_from = None
-                meta["note"] = f"examples read from the list under the key {key!r}"
-                yield from _records(_holder_items(win, pos, key, max_bytes, too_long,
-                                                  ticker(f), bad))
-                return
-        # Too long for one example: find the list of examples, then stream it.
-        with open(path, "rb") as f:
-            win = open_window(f)
-            pos = win.skip_ws(0)
-            keys, end = _list_keys(win, pos, max_bytes, ticker(f, 0.5))
-            if win.char(win.skip_ws(end)):
-                yield from _as_json_lines(path, display, log, max_bytes, progress, meta)
-                return
-        key = _pick_key(keys)
-        if key is None:
-            raise TailorError(f"{display}:{line}: this JSON object is longer than "
-                              f"{size_text(max_bytes)} and holds no list of examples",
-                              hint="a .json file holds an array of examples, or an object "
-                                   "with one such array (e.g. under \"data\")")
-        meta["note"] = f"examples read from the list under the key {key!r}"
-        with open(path, "rb") as f:
-            win = open_window(f)
-            yield from _records(_holder_items(win, win.skip_ws(0), key, max_bytes, too_long,
-                                              ticker(f, 0.5, 0.5), bad))
+        long_object_line = yield from _read_json_once(f)
+        if long_object_line is not None:
+            yield from _read_long_holder(f, long_object_line)
     finally:
-        meta["largest_buffer"] = max([w.largest for w in windows] or [0])
+        f.meta["largest_buffer"] = max([w.largest for w in f.windows] or [0])
+
+
+@dataclass
+class _JsonFile:
+    """One .json file being read, and what every pass over it shares."""
+
+    path: Path
+    display: str
+    log: ProblemLog
+    max_bytes: int
+    progress: ReadProgress | None
+    meta: dict
+    chunk_bytes: int
+    windows: list = field(default_factory=list)
+
+    def open_window(self, stream) -> JsonWindow:
+        head = stream.read(8192)
+        encoding, bom = sniff_encoding(head, self.display)
+        self.meta["encoding"] = encoding + ("-bom" if bom else "")
+        stream.seek(bom)
+        self.windows.append(JsonWindow(stream, encoding, self.display, self.chunk_bytes))
+        return self.windows[-1]
+
+    def too_long(self, line: int) -> None:
+        self.log.error(self.display, line, f"example longer than {size_text(self.max_bytes)}, "
+                                           "skipped")
+
+    def bad(self, value: BadValue) -> None:
+        self.log.error(self.display, value.line, value.message, value.column)
+
+    def ticker(self, stream, share: float = 1.0, before: float = 0.0):
+        if self.progress is None:
+            return None
+        size = max(1, self.path.stat().st_size)
+        return lambda: self.progress.tick(lambda: int(size * before + stream.tell() * share))
+
+
+def _read_json_once(f: _JsonFile):
+    """The first pass: an array streamed, one example, or a holder object small enough to
+    hold, whose list is then streamed. -> None when done, or the line of an object too long
+    for one example (the caller walks it again)."""
+    with open(f.path, "rb") as stream:
+        win = f.open_window(stream)
+        pos = win.skip_ws(0)
+        c = win.char(pos)
+        if not c:
+            raise TailorError(f"{f.display}: the file is empty", hint="add examples to it")
+        if c == "[":
+            end = yield from _records(win.items(pos, f.max_bytes, f.too_long, f.ticker(stream),
+                                                f.bad))
+            _no_trailing_data(win, end)
+            return None
+        if c != "{":
+            raise TailorError(f"{f.display}:{win.line_at(pos)}: expected a JSON array of "
+                              f"examples or an object holding one, found {c!r}")
+        line = win.line_at(pos)
+        value, end = win.value(pos, f.max_bytes, line)
+        if value is TOO_LONG:
+            return line
+        # One example, or a holder of a list: keep its text to find the list in it.
+        win.hold_from = pos
+        if win.char(win.skip_ws(end)):
+            yield from _as_json_lines(f.path, f.display, f.log, f.max_bytes, f.progress, f.meta)
+            return None
+        duplicate = value if isinstance(value, BadValue) else None
+        if duplicate is not None:  # decode it as before to see what it holds
+            value = LAST_WINS_DECODER.raw_decode(win.buf, pos - win.offset)[0]
+        key = _examples_key(value)
+        if duplicate is not None and (key is None or duplicate.depth == 1):
+            _holder_duplicate(f.display, duplicate, key)
+            f.bad(duplicate)  # one example with a duplicate key
+            return None
+        if key is None:
+            yield Record(line, value)
+            return None
+        del value
+        win.hold_from = None
+        f.meta["note"] = f"examples read from the list under the key {key!r}"
+        yield from _records(_holder_items(win, pos, key, f.max_bytes, f.too_long,
+                                          f.ticker(stream), f.bad))
+        return None
+
+
+def _read_long_holder(f: _JsonFile, line: int):
+    """An object too long for one example: find its list of examples (one pass), then stream
+    it (another)."""
+    with open(f.path, "rb") as stream:
+        win = f.open_window(stream)
+        pos = win.skip_ws(0)
+        keys, end = _list_keys(win, pos, f.max_bytes, f.ticker(stream, 0.5))
+        if win.char(win.skip_ws(end)):
+            yield from _as_json_lines(f.path, f.display, f.log, f.max_bytes, f.progress, f.meta)
+            return
+    key = _pick_key(keys)
+    if key is None:
+        raise TailorError(f"{f.display}:{line}: this JSON object is longer than "
+                          f"{size_text(f.max_bytes)} and holds no list of examples",
+                          hint="a .json file holds an array of examples, or an object "
+                               "with one such array (e.g. under \"data\")")
+    f.meta["note"] = f"examples read from the list under the key {key!r}"
+    with open(f.path, "rb") as stream:
+        win = f.open_window(stream)
+        yield from _records(_holder_items(win, win.skip_ws(0), key, f.max_bytes, f.too_long,
+                                          f.ticker(stream, 0.5, 0.5), f.bad))
 
 
 def _records(items) -> Iterator[Record]:
