@@ -141,3 +141,22 @@ def test_library_and_model_info_results_arrive_typed(tiny_model):
     info = finished("model", "info", str(tiny_model("qwen2")))
     assert isinstance(info, results.ModelInfo)
     assert info.architecture == "qwen2" and info.gguf_export and info.parameters > 0
+
+
+def test_no_command_sends_a_plain_dict_result():
+    """Every Finished the engine builds carries a Result (a dict literal or dict() is how the
+    guessed keys came back; issue 13)."""
+    import ast
+
+    engine = REPO / "engine"
+    plain = []
+    for path in sorted(engine.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Finished":
+                for kw in node.keywords:
+                    if kw.arg == "result" and (isinstance(kw.value, ast.Dict) or (
+                            isinstance(kw.value, ast.Call) and
+                            getattr(kw.value.func, "attr", getattr(kw.value.func, "id", ""))
+                            in ("dict", "to_dict"))):
+                        plain.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not plain, plain
