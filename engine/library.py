@@ -17,10 +17,11 @@ from typing import Any
 from . import paths
 from .atomic import atomic_path, translate_write_faults, write_json_atomic
 from .events import ErrorCode, TailorError
+from .results import RUN_STATUSES
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = "tailor.adapter/1"
-STATUSES = ("running", "finished", "cancelled", "failed")
+STATUSES = RUN_STATUSES  # a run's manifest status (engine/results.py JobState)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
 MAX_NAME_LEN = 64

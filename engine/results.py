@@ -12,6 +12,7 @@ import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -128,6 +129,27 @@ class Check(Result):
     name: str = ""
     passed: bool | None = None
     detail: str = ""
+
+
+class JobState(StrEnum):
+    """The one vocabulary for where a job is: the worker and the queue (queued, running,
+    stopping, then an end), and an adapter's run in the library (its manifest's status; a
+    "running" one whose process is gone reads as interrupted)."""
+
+    IDLE = "idle"
+    QUEUED = "queued"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CRASHED = "crashed"          # the worker died without a final event
+    INTERRUPTED = "interrupted"  # a library run whose process ended without recording it
+
+
+# The ends a job can reach, and the statuses a run's manifest records.
+FINAL_STATES = (JobState.FINISHED, JobState.FAILED, JobState.CANCELLED, JobState.CRASHED)
+RUN_STATUSES = (JobState.RUNNING, JobState.FINISHED, JobState.CANCELLED, JobState.FAILED)
 
 
 # ----------------------------------------------------------------------------------------------

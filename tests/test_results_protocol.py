@@ -160,3 +160,13 @@ def test_no_command_sends_a_plain_dict_result():
                             in ("dict", "to_dict"))):
                         plain.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not plain, plain
+
+
+def test_one_job_state_vocabulary():
+    from engine import library
+    from engine.results import FINAL_STATES, RUN_STATUSES, JobState
+
+    assert [s.value for s in FINAL_STATES] == ["finished", "failed", "cancelled", "crashed"]
+    assert library.STATUSES == RUN_STATUSES
+    assert json.dumps({"status": JobState.FINISHED}) == '{"status": "finished"}'
+    assert JobState("interrupted") is JobState.INTERRUPTED

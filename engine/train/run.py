@@ -17,7 +17,7 @@ import mlx.core as mx
 from .. import __version__, library, locks, sweep
 from ..events import (Cancelled, CancelToken, ErrorCode, Job, Log, Progress, Reporter,
                       TailorError, as_job, null_reporter)
-from ..results import TrainResult
+from ..results import JobState, TrainResult
 from ..sizes import format_bytes
 from ..models import load_model, model_fingerprint, resolve_model
 from ..models.resolve import hf_cache_repo_id, hf_cache_revision, looks_like_path
@@ -242,7 +242,7 @@ def _open_manifest(folder: Path, name: str, run: _Loaded, cfg: TrainConfig,
         except FileExistsError:
             raise TailorError(f"an adapter named {name!r} already exists in the library; "
                               "nothing was changed", code=ErrorCode.NAME_TAKEN) from None
-        manifest = {"name": name, "status": "running", "base_model": run.base,
+        manifest = {"name": name, "status": JobState.RUNNING, "base_model": run.base,
                     "dataset": run.dataset,
                     "settings": cfg.to_dict(), "adapter_config": adapter_config,
                     "data_settings": dataclasses.asdict(data_config),
@@ -254,7 +254,7 @@ def _open_manifest(folder: Path, name: str, run: _Loaded, cfg: TrainConfig,
                     "pid": os.getpid(), "host": socket.gethostname()}
     else:
         manifest = library.read_manifest(folder)
-        manifest.update(status="running", resumed=now, versions=versions(), pid=os.getpid(),
+        manifest.update(status=JobState.RUNNING, resumed=now, versions=versions(), pid=os.getpid(),
                         host=socket.gethostname())
     try:
         library.write_manifest(folder, manifest)
@@ -290,7 +290,7 @@ def _train_and_record(folder, name, run: _Loaded, cfg, adapter_config, run_state
     def on_checkpoint() -> None:
         # the folder always holds a loadable adapter: the latest checkpoint's weights
         write_adapter_files(folder, trainable_weights(net), adapter_config, str(model_dir))
-        record("running", trainer)
+        record(JobState.RUNNING, trainer)
 
     def record_end(status: str, **extra) -> None:
         """Best effort: the manifest write may fail for the same reason the run did (a full
@@ -306,7 +306,7 @@ def _train_and_record(folder, name, run: _Loaded, cfg, adapter_config, run_state
     try:
         result = trainer.run()
     except (Cancelled, KeyboardInterrupt):
-        record_end("cancelled")
+        record_end(JobState.CANCELLED)
         raise
     except NonFiniteLoss as e:
         # The weights in memory are poisoned; the adapter files keep the last finite state.
@@ -314,16 +314,16 @@ def _train_and_record(folder, name, run: _Loaded, cfg, adapter_config, run_state
             write_adapter_files(folder, mx.load(str(Path(e.checkpoint) /
                                                     "adapters.safetensors")),
                                 adapter_config, str(model_dir))
-        record_end("failed", error=e.message)
+        record_end(JobState.FAILED, error=e.message)
         raise
     except TailorError as e:
-        record_end("failed", error=e.message)
+        record_end(JobState.FAILED, error=e.message)
         raise
     except BaseException as e:
-        record_end("failed", error=f"{type(e).__name__}: {e}")
+        record_end(JobState.FAILED, error=f"{type(e).__name__}: {e}")
         raise
     write_adapter_files(folder, trainable_weights(net), adapter_config, str(model_dir))
-    record("finished", trainer, finished=time.time(), stopped_early=result.stopped_early)
+    record(JobState.FINISHED, trainer, finished=time.time(), stopped_early=result.stopped_early)
     return library.get_adapter(name, library_dir)
 
 
