@@ -8,10 +8,13 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed $(VENV)/llama-vocabs/VERSION
 
+# PYTHONWARNINGS: setuptools prints an 'Editable installation' notice (not a problem) in the
+# middle of every editable install; only that message is ignored, so a real deprecation of our
+# packaging metadata would still show (tests/test_packaging.py checks for one).
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=77'
-	$(BIN)/python -m pip install -q -e '.[test]'
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
 # llama.cpp's tokenizer test vocabularies (ggml-vocab-*.gguf with .inp/.out), from the sdist of
