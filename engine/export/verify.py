@@ -126,7 +126,7 @@ def check_tokenization(checks: list, path: Path, tok, vocab, strings: list[str] 
     """The corpus check: fails on any string llama.cpp tokenizes differently from training,
     naming the first few with both id lists. A pre-tokenizer exported as the closest match
     (``--allow-tokenizer-mismatch``) is recorded with its measured mismatch rate instead."""
-    from .tokenizer_corpus import tokenizer_corpus
+    from ..models.tokenizer_corpus import tokenizer_corpus
 
     import time
 

@@ -286,7 +286,7 @@ def choose_pre_tokenizer(hf, tok_json: dict, tok_cfg: dict | None = None, *,
                                   f"{name!r}; the structure is used")
             source += f"; the tokenizer hash names {opinion!r} (disagrees, not used)"
         return name, source, record
-    from .tokenizer_corpus import tokenizer_corpus
+    from ..models.tokenizer_corpus import tokenizer_corpus
 
     texts = corpus if corpus is not None else tokenizer_corpus()
     closest, n_diff = closest_pre_type(tok_json, texts)

@@ -231,7 +231,7 @@ def comparison_corpus(tokenizer) -> list[str]:
     specials = [t for t in (getattr(tokenizer, "all_special_tokens", None) or [])
                 if isinstance(t, str)]
     try:
-        from ..export.tokenizer_corpus import tokenizer_corpus
+        from .tokenizer_corpus import tokenizer_corpus
     except ImportError:
         return list(FALLBACK_CORPUS) + [f"x {s} y" for s in specials]
     return list(tokenizer_corpus(specials))
