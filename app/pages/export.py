@@ -16,6 +16,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHB
                                QWidget, QHeaderView)
 
 from engine import library, paths
+from engine.events import ErrorCode
+from engine.results import ExportResult, HandoffResult, OllamaStatus
 
 from .. import commands
 from ..estimate import estimate, human_bytes, read_model_config
@@ -54,7 +56,7 @@ class ExportPage(QWidget):
         self.confirm = confirm or self._confirm_dialog
         self.export_job = None
         self.ollama_job = None
-        self.last_export: dict | None = None
+        self.last_export: ExportResult | None = None
         self.verified = False
         self.ollama: dict | None = None  # Ollama's last known status (see set_ollama)
         self._status_checked = False
@@ -138,7 +140,7 @@ class ExportPage(QWidget):
         self.reveal_button = QPushButton("Show in Finder")
         self.reveal_button.setToolTip("show the GGUF file in Finder")
         self.reveal_button.clicked.connect(
-            lambda: self.reveal(self.last_export.get("path", "")) if self.last_export else None)
+            lambda: self.reveal(str(self.last_export.path)) if self.last_export else None)
         self.copy_button = QPushButton("Copy command")
         self.copy_button.setToolTip("copy the Ollama command shown above")
         self.copy_button.clicked.connect(lambda: copy_text(self.command_text))
@@ -232,7 +234,7 @@ class ExportPage(QWidget):
         self.export_button.setEnabled(False)
         w = job.worker
         w.progressed.connect(self._on_progress)
-        w.finished.connect(lambda e: self._on_exported(e.result or {}))
+        w.finished.connect(lambda e: self._on_exported(e.result))
         w.failed.connect(lambda e: self._error("Export failed", e.message, e.hint))
         w.crashed.connect(lambda m, h: self._error("The export worker crashed", m, h))
         w.cancelled.connect(lambda e: self.banner.show_message("warn", "Export cancelled; "
@@ -256,31 +258,29 @@ class ExportPage(QWidget):
         self.banner.show_message("error", f"{title}: {html.escape(message)}"
                                  + (f"<br>{html.escape(hint)}" if hint else ""))
 
-    def _on_exported(self, result: dict) -> None:
-        self.last_export = result
-        ver = result.get("verification") or {}
-        checks = ver.get("checks") or []
+    def _on_exported(self, result: ExportResult | dict) -> None:
+        """Show what the export wrote: the engine's ExportResult (a version-1 dict is read
+        into one)."""
+        self.last_export = result = ExportResult.coerce(result)
+        checks = result.checks
         self.checks.setRowCount(len(checks))
         for i, c in enumerate(checks):
-            self.checks.setItem(i, 0, QTableWidgetItem(str(c.get("name", ""))))
-            passed = c.get("passed")  # None: a known difference, recorded, not failed
+            self.checks.setItem(i, 0, QTableWidgetItem(str(c.name)))
+            passed = c.passed  # None: a known difference, recorded, not failed
             ok = QTableWidgetItem({True: "passed", False: "FAILED", None: "noted"}[passed])
             ok.setForeground({True: Qt.GlobalColor.darkGreen, False: Qt.GlobalColor.red,
                               None: Qt.GlobalColor.gray}[passed])
             self.checks.setItem(i, 1, ok)
-            detail = QTableWidgetItem(str(c.get("detail", "")))
+            detail = QTableWidgetItem(str(c.detail))
             detail.setToolTip(detail.text())  # the logit line is long; the cell wraps it too
             self.checks.setItem(i, 2, detail)
         self.checks.resizeColumnToContents(0)
         self.checks.resizeColumnToContents(1)
         self.checks.resizeRowsToContents()
-        self.verified = bool(ver.get("passed"))
-        path = result.get("path", "")
-        size = result.get("size_bytes") or (Path(path).stat().st_size if path and
-                                            Path(path).exists() else 0)
-        adapter_only = bool(result.get("adapter_only")) or self.adapter_only.isChecked()
-        self.last_export = {**result, "adapter_only": adapter_only}
-        if self.verified and adapter_only:
+        self.verified = result.verified
+        path = str(result.path)
+        size = result.size_bytes or (result.path.stat().st_size if result.path.is_file() else 0)
+        if self.verified and result.adapter_only:  # what was written, not the checkbox now
             self.banner.show_message("ok", f"Verified: {html.escape(Path(path).name)} "
                                      f"({human_bytes(size)}), a LoRA adapter file for "
                                      "llama.cpp --lora or an Ollama ADAPTER line on its base.")
@@ -303,13 +303,13 @@ class ExportPage(QWidget):
             return "Write a GGUF first (Write GGUF, left): Ollama gets the verified file."
         if not self.verified:
             return "The last GGUF did not pass verification, so it is not sent; see the checks."
-        if self.last_export.get("adapter_only"):
+        if self.last_export.adapter_only:
             return ("An adapter-only file needs its base model in Ollama: write a full GGUF "
                     "to send it from here.")
         return None
 
     def refresh_send(self) -> None:
-        self.reveal_button.setEnabled(bool(self.last_export and self.last_export.get("path")))
+        self.reveal_button.setEnabled(self.last_export is not None)
         self.copy_button.setEnabled(bool(self.command_text))
         problem = self.send_problem()
         self.send_button.setEnabled(problem is None)
@@ -325,33 +325,31 @@ class ExportPage(QWidget):
     def check_ollama(self) -> None:
         job = self.state.queue.submit("Ollama status",
                                       commands.ollama_status_command(self.host()), heavy=False)
-        job.worker.finished.connect(lambda e: self.set_ollama(e.result or {}))
+        job.worker.finished.connect(lambda e: self.set_ollama(e.result))
         job.worker.failed.connect(lambda e: self.set_ollama(
-            {"reachable": False, "error": e.message}))
+            OllamaStatus(host=self.host(), reachable=False, error=e.message, hint=e.hint)))
         job.worker.crashed.connect(lambda m, h: self.set_ollama(
-            {"reachable": False, "error": m}))
+            OllamaStatus(host=self.host(), reachable=False, error=m, hint=h)))
 
-    def set_ollama(self, status: dict | None) -> None:
+    def set_ollama(self, status: OllamaStatus | dict | None) -> None:
         """The one record of Ollama's status (from a check, or what a hand-off found); the
         status line is derived from it, so it never contradicts a banner."""
-        self.ollama = status
+        self.ollama = None if status is None else OllamaStatus.coerce(status)
         self.refresh_ollama()
 
     def ollama_running(self) -> bool:
-        r = self.ollama or {}
-        return bool(r.get("reachable", True) and r.get("version"))
+        r = self.ollama
+        return bool(r is not None and r.reachable and r.version)
 
     def refresh_ollama(self) -> None:
         r = self.ollama
         if r is None:
             text = "not checked yet"
         elif self.ollama_running():
-            text = (f"running (version {html.escape(str(r['version']))}, "
-                    f"{len(r.get('models', []))} models) at "
-                    f"{html.escape(str(r.get('host', '')))}")
+            text = (f"running (version {html.escape(r.version)}, {len(r.models)} models) at "
+                    f"{html.escape(r.host)}")
         else:
-            text = ("not running" + (f" at {html.escape(str(r['host']))}" if r.get("host")
-                                     else ""))
+            text = "not running" + (f" at {html.escape(r.host)}" if r.host else "")
         # The longer explanation lives in the tooltip: at 1024x700 the line was cut off.
         self.ollama_status.setText(text)
         self.ollama_status.setToolTip(
@@ -362,33 +360,35 @@ class ExportPage(QWidget):
         if not (self.last_export and self.verified):
             return
         name = self.name_edit.text().strip() or ollama_name_for(self.adapter_box.currentData())
-        gguf = self.last_export.get("path", "")
+        gguf = str(self.last_export.path)
         folder = str(Path(gguf).with_suffix("")) + "-ollama"
         argv = commands.ollama_command(gguf, name, system=self.system_edit.toPlainText().strip(),
                                        host=self.host(), modelfile_dir=folder, replace=replace)
         self.ollama_job = job = self.state.queue.submit(f"Ollama {name}", argv)
         w = job.worker
         w.progressed.connect(self._on_progress)
-        w.finished.connect(lambda e: self._on_sent(name, e.result or {}))
+        w.finished.connect(lambda e: self._on_sent(name, e.result))
         w.failed.connect(lambda e: self._on_send_failed(e.message, e.hint, name,
-                                                         e.error_type == "OllamaNameTaken"))
+                                                         name_taken(e)))
         w.crashed.connect(lambda m, h: self._on_send_failed(m, h))
         w.ended.connect(lambda _: (self.refresh_send(), self.progress.hide()))
         self.progress.setValue(0)
         self.progress.show()
         self.banner.show_message("info", f"Sending {html.escape(name)} to Ollama…")
 
-    def _on_sent(self, name: str, r: dict) -> None:
-        folder = r.get("modelfile_dir") or r.get("folder") or ""
-        command = r.get("command") or (f"ollama create {name} -f {folder}/Modelfile"
-                                       if folder else "")
-        if r.get("created", r.get("ollama", True)) and not r.get("offline"):
+    def _on_sent(self, name: str, result: HandoffResult | dict) -> None:
+        """Show what the hand-off did: the model created in Ollama, or (Ollama not running)
+        the Modelfile folder written and the command that imports it."""
+        r = HandoffResult.coerce(result)
+        folder = r.modelfile_dir
+        command = r.command or (f"ollama create {name} -f {folder}/Modelfile" if folder else "")
+        if r.created:
             self.banner.show_message("ok", f"In Ollama: run <code>ollama run "
                                      f"{html.escape(name)}</code>.")
             text = f"ollama run {name}"
             self.check_ollama()  # the status line now lists the new model
         else:
-            self.set_ollama({"reachable": False, "host": r.get("host") or self.host()})
+            self.set_ollama(OllamaStatus(host=r.host or self.host(), reachable=False))
             self.banner.show_message("warn", "Ollama is not running, so Tailor wrote a ready "
                                      f"folder: {html.escape(folder)}<br>Start Ollama and run "
                                      f"<code>{html.escape(command)}</code>")
@@ -420,3 +420,9 @@ class ExportPage(QWidget):
 
     def _confirm_dialog(self, title: str, text: str, verb: str) -> bool:
         return ask(self, title, text, verb)
+
+
+def name_taken(failed) -> bool:
+    """The hand-off was refused because the Ollama model name is in use (the page then offers
+    to replace it): the engine's error code, never its class name or wording."""
+    return failed.code == ErrorCode.NAME_TAKEN
