@@ -32,6 +32,7 @@ DOWNLOAD_HINT = ("check the internet connection (and any proxy), then press Down
 
 # the exporter's own table (engine/capabilities.py: Qt-free and MLX-free at import)
 from engine.capabilities import GGUF_MODEL_TYPES as GGUF_ARCHITECTURES  # noqa: E402
+from engine.results import ModelDownload  # noqa: E402
 
 
 def describe_model(folder: Path) -> dict[str, str]:
@@ -255,9 +256,9 @@ class ModelPage(QWidget):
             self.progress.setValue(int(1000 * e.done / e.total))
         self.progress.setFormat(f"{e.message or e.stage} %p%")
 
-    def _downloaded(self, repo: str, result: dict) -> None:
-        path = (result or {}).get("path") or (result or {}).get("folder")
-        self.state.set_model(path or repo)
+    def _downloaded(self, repo: str, result: ModelDownload | dict | None) -> None:
+        """The downloaded folder (the engine's ModelDownload) becomes the model in use."""
+        self.state.set_model(ModelDownload.coerce(result).path or repo)
 
     def _download_ended(self, state: str) -> None:
         self.download_button.setEnabled(True)
