@@ -56,3 +56,26 @@ def snapshot_tree(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` with its bytes, to assert nothing was modified."""
     return {str(p.relative_to(folder)): p.read_bytes()
             for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+DELETE = object()  # an ``edited_copy`` value that removes the key
+
+
+def edited_copy(src: Path, dst: Path, **files: dict) -> Path:
+    """Copy the model folder ``src`` to ``dst`` and update its JSON files: each keyword is a
+    file stem (``config``, ``tokenizer_config``) with the keys to set (``DELETE`` removes one).
+    The cached model itself is never touched."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    for stem, changes in files.items():
+        path = dst / f"{stem}.json"
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for key, value in changes.items():
+            if value is DELETE:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return dst

@@ -3,24 +3,18 @@ Ollama hand-off and the app (issue 13: the Model page said GGUF export did not s
 while the exporter wrote it)."""
 from __future__ import annotations
 
-import json
-import shutil
-
 import pytest
 
 from engine import capabilities
 from engine.capabilities import ARCHITECTURES, GGUF_MODEL_TYPES, gguf_support
 from engine.events import TailorError
+from tests.conftest import edited_copy
 
 
 def _mistral(tiny_model, tmp_path):
     """The tiny Llama relabelled as Mistral (Mistral's config is Llama's)."""
-    folder = tmp_path / "tiny-mistral"
-    shutil.copytree(tiny_model("llama3"), folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg.update(model_type="mistral", architectures=["MistralForCausalLM"])
-    (folder / "config.json").write_text(json.dumps(cfg))
-    return folder
+    return edited_copy(tiny_model("llama3"), tmp_path / "tiny-mistral", config={
+        "model_type": "mistral", "architectures": ["MistralForCausalLM"]})
 
 
 @pytest.mark.parametrize("model_type", sorted(ARCHITECTURES))

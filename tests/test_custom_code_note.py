@@ -4,13 +4,13 @@ info`, the data check report and the training run's Started info."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from engine.cli import main
 from engine.events import TailorError
+from tests.conftest import edited_copy
 
 AUTO_MAP = {"AutoConfig": "configuration_x.XConfig",
             "AutoModelForCausalLM": "modeling_x.XForCausalLM"}
@@ -21,11 +21,7 @@ NOTE = ("config.json asks for custom code (auto_map: AutoConfig: configuration_x
 
 @pytest.fixture
 def custom_code_model(tiny_model, tmp_path) -> Path:
-    folder = tmp_path / "custom"
-    shutil.copytree(tiny_model("qwen2"), folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg["auto_map"] = AUTO_MAP
-    (folder / "config.json").write_text(json.dumps(cfg))
+    folder = edited_copy(tiny_model("qwen2"), tmp_path / "custom", config={"auto_map": AUTO_MAP})
     ran = tmp_path / "code-ran"
     for module in ("configuration_x.py", "modeling_x.py"):  # proof if it were ever executed
         (folder / module).write_text(f"open({str(ran)!r}, 'w').write('ran')\n")
@@ -64,11 +60,7 @@ def test_data_check_report_and_training_start_say_so(custom_code_model, tmp_path
 def test_mlx_lm_custom_module_key_is_refused_with_the_reason(tiny_model, tmp_path):
     from engine.models.load import load_model
 
-    folder = tmp_path / "m"
-    shutil.copytree(tiny_model("qwen2"), folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg["model_file"] = "arch.py"
-    (folder / "config.json").write_text(json.dumps(cfg))
+    folder = edited_copy(tiny_model("qwen2"), tmp_path / "m", config={"model_file": "arch.py"})
     with pytest.raises(TailorError, match=r"names a custom model module \('arch.py'\) to build "
                                           "the architecture; Tailor never runs code"):
         load_model(folder)

@@ -16,7 +16,7 @@ import pytest
 
 from engine.events import TailorError
 from engine.models.tokenizer import load_hf_tokenizer, load_tokenizer, refuse_custom_code
-from tests.conftest import REPO, snapshot_tree
+from tests.conftest import DELETE, REPO, edited_copy, snapshot_tree
 
 CODE = "tokenization_evil.EvilTokenizer"
 MESSAGE = "the tokenizer asks for custom code (auto_map AutoTokenizer: " + CODE
@@ -130,14 +130,9 @@ def test_legacy_list_auto_map_is_refused(tiny_model, tmp_path):
 
 def test_config_json_auto_map_tokenizer_without_a_class_is_refused(tiny_model, tmp_path):
     """Without tokenizer_class, transformers takes the tokenizer from config.json's auto_map."""
-    folder = tmp_path / "m"
-    shutil.copytree(tiny_model("llama3"), folder)
-    cfg = json.loads((folder / "tokenizer_config.json").read_text())
-    del cfg["tokenizer_class"]
-    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
-    model_cfg = json.loads((folder / "config.json").read_text())
-    model_cfg["auto_map"] = {"AutoTokenizer": [CODE, None]}
-    (folder / "config.json").write_text(json.dumps(model_cfg))
+    folder = edited_copy(tiny_model("llama3"), tmp_path / "m",
+                         tokenizer_config={"tokenizer_class": DELETE},
+                         config={"auto_map": {"AutoTokenizer": [CODE, None]}})
     with pytest.raises(TailorError) as e:
         load_hf_tokenizer(folder)
     assert str(folder / "config.json") in e.value.message and CODE in e.value.message
@@ -157,11 +152,8 @@ def test_unknown_class_without_tokenizer_json_is_refused(tiny_model, tmp_path):
 
 def test_unknown_class_with_tokenizer_json_loads_from_it(tiny_model, tmp_path):
     """No code to run and a tokenizer.json to read: loaded from the file, as it describes."""
-    folder = tmp_path / "m"
-    shutil.copytree(tiny_model("llama3"), folder)
-    cfg = json.loads((folder / "tokenizer_config.json").read_text())
-    cfg["tokenizer_class"] = "MyOwnTokenizer"
-    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    folder = edited_copy(tiny_model("llama3"), tmp_path / "m",
+                         tokenizer_config={"tokenizer_class": "MyOwnTokenizer"})
     from tokenizers import Tokenizer
 
     ref = Tokenizer.from_file(str(folder / "tokenizer.json"))
