@@ -56,6 +56,8 @@ def run_self_test(root: Path, iters: int = 6, quant: str = "q8_0",
 
     from PySide6.QtCore import QEventLoop, QSettings, QTimer
 
+    from engine.results import DemoResult
+
     from .commands import engine_argv
     from .main import make_app
     from .main_window import MainWindow
@@ -93,16 +95,17 @@ def run_self_test(root: Path, iters: int = 6, quant: str = "q8_0",
         hint = getattr(event, "hint", "")
         return failed(f"the demo job {worker.state} in its worker process: {message}"
                       + (f" (hint: {hint})" if hint else ""))
-    result = getattr(event, "result", {}) or {}
+    result = getattr(event, "result", None)
+    if not isinstance(result, DemoResult):
+        return failed(f"the demo job's result is not a demo result ({type(result).__name__})")
     checks.append(f"demo job in a worker process: {len(steps)} training steps")
-    first, best = result.get("first_val_loss"), result.get("best_val_loss")
-    if first is not None and best is not None:
-        checks.append(f"validation loss {first:.2f} -> {best:.2f}")
-    gguf = result.get("gguf", "")
-    if not gguf or not Path(gguf).is_file():
-        return failed(f"the demo job reported no GGUF file ({gguf!r})")
+    if result.first_val_loss is not None and result.best_val_loss is not None:
+        checks.append(f"validation loss {result.first_val_loss:.2f} -> "
+                      f"{result.best_val_loss:.2f}")
+    if not result.gguf or not Path(result.gguf).is_file():
+        return failed(f"the demo job reported no GGUF file ({result.gguf!r})")
     if verify:
-        if not (result.get("verification") or {}).get("passed"):
+        if not result.verification.get("passed"):
             return failed(f"the {quant.upper()} GGUF failed its llama.cpp verification")
         checks.append(f"{quant.upper()} GGUF verified in llama.cpp")
     else:
