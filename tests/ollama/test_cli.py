@@ -9,18 +9,13 @@ from engine.cli import main
 from engine.events import decode_event
 from tests.conftest import snapshot_tree
 
-from .fake_server import FakeOllama, free_port
+from .fake_server import free_port
 from .ggufs import make_gguf
 
 
 @pytest.fixture
-def server():
-    with FakeOllama() as s:
-        yield s
-
-
-@pytest.fixture
 def gguf(tmp_path):
+    """The user's GGUF in a folder of theirs (overrides tests/ollama/conftest.py's)."""
     folder = tmp_path / "user-files"
     folder.mkdir()
     return make_gguf(folder / "tuned-f16.gguf", "llama")
