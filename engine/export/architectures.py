@@ -71,11 +71,6 @@ def is_mlx_quantized(config: dict) -> bool:
     return bool(config.get("quantization"))
 
 
-def _py(v):
-    """Python scalars for gguf-py (numpy scalars fail late with 'Unknown type')."""
-    return v.item() if isinstance(v, np.generic) else v
-
-
 def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
     """Hyper-parameter metadata for architecture ``a``."""
     c = a.config

@@ -216,12 +216,6 @@ def tailor_folder_problem(folder: Path) -> str:
     return ""
 
 
-def _written_by_tailor(folder: Path) -> bool:
-    """A folder this module wrote earlier and nobody changed: it holds nothing of the user's
-    that is not elsewhere, so writing it again is safe."""
-    return folder.is_dir() and not folder.is_symlink() and not tailor_folder_problem(folder)
-
-
 def protected_folders() -> list[tuple[Path, str]]:
     """(folder or file, what it is) that a Modelfile folder may never be, be inside, or hold:
     every library adapter's base model and dataset, the library's own folders, the Hugging
