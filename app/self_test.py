@@ -120,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         result = run_self_test(root, iters=args.iters, quant=args.quant, timeout=args.timeout)
     except Exception as e:  # noqa: BLE001 - the verdict line is the whole point of this command
         result = SelfTestResult(False, 0.0, problem=f"{type(e).__name__}: {e}")
-    finally:
-        if args.keep:
-            print(f"tailor --self-test: the temporary library is kept in {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    # A failure's evidence (the worker's error log, the run record) lives in the temporary
+    # library, and the verdict may point into it: keep it then.
+    if args.keep or not result.passed:
+        print(f"tailor --self-test: the temporary library is kept in {root}", file=sys.stderr)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     print(result.verdict())
     return 0 if result.passed else 1

@@ -101,3 +101,16 @@ def _self_test_temps() -> set[str]:
     import tempfile
 
     return {p.name for p in Path(tempfile.gettempdir()).glob("tailor-self-test-*")}
+
+
+def test_a_failing_self_test_keeps_its_library_for_the_evidence(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "app.launcher", "--self-test", "--quant", "nope"],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 1
+    verdict = proc.stdout.strip()
+    assert verdict.startswith("Tailor self-test FAILED in ")
+    assert "unknown --quant 'nope'" in verdict and "Traceback" not in proc.stderr
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("tailor-self-test-")]
+    assert len(kept) == 1 and (kept[0] / "library").is_dir()
+    assert f"the temporary library is kept in {kept[0]}" in proc.stderr
