@@ -13,12 +13,12 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QLabel, QPushButton, QSplitter, QTableView, QTabWidget,
                                QTextBrowser, QVBoxLayout, QWidget)
 
+from engine.results import DataReport, PreviewExample, Problem
+
 from .. import commands
 from ..estimate import human_tokens
 from ..widgets import (TRAIN_COLOR, Banner, RowTableModel, highlight_colors,
                        keep_tick_labels_inside, page_header, show_empty)
-
-
 
 
 class ProblemTableModel(RowTableModel):
@@ -29,9 +29,9 @@ class ProblemTableModel(RowTableModel):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.rows: list[dict] = []
+        self.rows: list[Problem] = []
 
-    def set_problems(self, problems: list[dict]) -> None:
+    def set_problems(self, problems: list[Problem]) -> None:
         self.beginResetModel()
         self.rows = list(problems)
         self.endResetModel()
@@ -46,18 +46,17 @@ class ProblemTableModel(RowTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             col = index.column()
             if col == self.FILE:
-                return Path(p.get("file", "")).name
+                return Path(p.file).name
             if col == self.LINE:
-                line = p.get("line") or ""
-                return f"{line}:{p['column']}" if line and p.get("column") else str(line)
-            msg = p.get("message", "")
-            return msg if p.get("severity", "error") == "error" else f"(warning) {msg}"
+                line = p.line or ""
+                return f"{line}:{p.column}" if line and p.column else str(line)
+            return p.message if p.severity == "error" else f"(warning) {p.message}"
         if role == Qt.ItemDataRole.ToolTipRole:
-            return p.get("text") or p.get("message")
+            return str(p)  # file:line:column: message
         return None
 
 
-def preview_html(preview: list[dict], palette: QPalette | None = None) -> str:
+def preview_html(preview: list[PreviewExample], palette: QPalette | None = None) -> str:
     """Rendered examples with the trained text highlighted (segments are (text, trained)),
     in the palette's colours: readable in light and dark mode."""
     palette = palette or QPalette()
@@ -66,12 +65,12 @@ def preview_html(preview: list[dict], palette: QPalette | None = None) -> str:
     parts = []
     for i, ex in enumerate(preview, 1):
         body = []
-        for text, trained in ex.get("segments", []):
+        for text, trained in ex.segments:
             t = html.escape(text)
             body.append(f"<span style='background-color:{bg.name()}; color:{fg.name()}'>{t}"
                         "</span>" if trained else t)
         parts.append(f"<p><b>Example {i}</b> <span style='color:{muted}'>"
-                     f"({html.escape(ex.get('source', ''))})</span></p>"
+                     f"({html.escape(ex.source)})</span></p>"
                      f"<pre style='white-space:pre-wrap'>{''.join(body)}</pre>")
     if not parts:
         return f"<p style='color:{muted}'>No preview.</p>"
@@ -97,7 +96,7 @@ class DataPage(QWidget):
         self.job = None
         # What the page shows is derived from these three in refresh():
         self.status = "none"   # none, no-model, checking, ok, failed
-        self.report: dict | None = None
+        self.report: DataReport | None = None
         self.error: tuple[str, str] | None = None
         self.check_command = check_argv  # tests give a replaying worker
         self._build()
@@ -202,11 +201,12 @@ class DataPage(QWidget):
         self.state.set_data_status("failed", message)
         self.refresh()
 
-    def _on_report(self, job, report: dict) -> None:
+    def _on_report(self, job, report: DataReport | dict | None) -> None:
+        """Show the engine's DataReport (a version-1 dict is read into one)."""
         if job is not self.job:
             return
-        self.report = report or {}
-        if not self.report.get("train_examples"):
+        self.report = report = DataReport.coerce(report)
+        if not report.train_examples:
             self.status = "failed"
             self.error = ("no usable training examples in this dataset",
                           "see Problems for what is wrong with each line")
@@ -217,7 +217,7 @@ class DataPage(QWidget):
             self.state.set_data_status("ok")
         self.refresh()
 
-    def show_report(self, r: dict) -> None:
+    def show_report(self, r: DataReport | dict) -> None:
         """Show a report as if a check had just produced it (tests, the first-run sample)."""
         self.job = None
         self._on_report(None, r)
@@ -231,13 +231,13 @@ class DataPage(QWidget):
                                     f"{html.escape(str(Path(path).parent))}</span>")
         else:
             self.path_label.setText("No dataset yet: drop a file here, or open one.")
-        r = self.report or {}
-        self._show_summary(r if self.report is not None else None)
-        problems = r.get("problems", [])
+        r = self.report
+        self._show_summary(r)
+        problems = r.problems if r is not None else []
         self.problems.set_problems(problems)
         self.tabs.setTabText(1, f"Problems ({len(problems)})" if problems else "Problems")
-        self.preview.setHtml(preview_html(r.get("preview", []), self.palette())
-                             if self.status == "ok" else "")
+        self.preview.setHtml(preview_html(r.preview, self.palette())
+                             if self.status == "ok" and r is not None else "")
         name = html.escape(Path(path).name) if path else ""
         if self.status == "none":
             self.banner.clear()
@@ -251,12 +251,12 @@ class DataPage(QWidget):
             self.banner.show_message("error", f"{name} cannot be used: {html.escape(message)}"
                                      + (f"<br>{html.escape(hint)}" if hint else ""))
             self.tabs.setCurrentIndex(1 if problems else 0)
-        elif r.get("errors"):
-            self.banner.show_message("warn", f"{r['errors']} bad line(s) will be skipped; see "
+        elif r is not None and r.errors:
+            self.banner.show_message("warn", f"{len(r.errors)} bad line(s) will be skipped; see "
                                      "Problems for the file and line of each.")
             self.tabs.setCurrentIndex(1)
         else:
-            self.banner.show_message("ok", f"Ready: {r.get('train_examples', 0)} training "
+            self.banner.show_message("ok", f"Ready: {r.train_examples if r else 0} training "
                                      "examples. Next: the Train page.", [("train", "Go to Train")])
             self.tabs.setCurrentIndex(0)
 
@@ -269,34 +269,29 @@ class DataPage(QWidget):
             self.histogram.setBackground(self.palette().color(self.backgroundRole()))
             self.refresh()  # the preview's colours come from the palette
 
-    def _show_summary(self, r: dict | None) -> None:
+    def _show_summary(self, r: DataReport | None) -> None:
         self.histogram.clear()
         show_empty(self.histogram, True)
         if r is None:
             for v in self.fields.values():
                 v.setText("–")
             return
-        st = r.get("train_stats", {})
-        self.fields["format"].setText(f"{r.get('format', '?')} · schema {r.get('schema', '?')} · "
-                                      f"{r.get('encoding', '?')}")
-        self.fields["counts"].setText(f"{r.get('good', 0)} good, {r.get('skipped', 0)} skipped "
-                                      f"of {r.get('records', 0)} read")
-        self.fields["split"].setText(f"{r.get('train_examples', 0)} train · "
-                                     f"{r.get('valid_examples', 0)} validation"
-                                     + (f" · {r['test_examples']} test"
-                                        if r.get("test_examples") else ""))
-        self.fields["tokens"].setText(f"{human_tokens(st.get('tokens', 0))} "
-                                      f"({human_tokens(st.get('trained_tokens', 0))} trained)")
+        st = r.train_stats
+        self.fields["format"].setText(f"{r.format or '?'} · schema {r.schema or '?'} · "
+                                      f"{r.encoding or '?'}")
+        self.fields["counts"].setText(f"{r.good} good, {r.skipped} skipped of {r.records} read")
+        self.fields["split"].setText(f"{r.train_examples} train · {r.valid_examples} validation"
+                                     + (f" · {r.test_examples} test" if r.test_examples else ""))
+        self.fields["tokens"].setText(f"{human_tokens(st.tokens)} "
+                                      f"({human_tokens(st.trained_tokens)} trained)")
         self.fields["lengths"].setText(
-            f"min {human_tokens(st.get('length_min', 0))}, median "
-            f"{human_tokens(st.get('length_median', 0))}, 95% "
-            f"{human_tokens(st.get('length_p95', 0))}, max "
-            f"{human_tokens(st.get('length_max', 0))}")
-        self.fields["cleaning"].setText(f"{r.get('duplicates', 0)} duplicates removed, "
-                                        f"{r.get('truncated', 0)} truncated, "
-                                        f"{r.get('dropped_too_long', 0)} dropped as too long, "
-                                        f"{r.get('leakage', 0)} leaked into validation")
-        edges, counts = st.get("histogram_edges", []), st.get("histogram_counts", [])
+            f"min {human_tokens(st.length_min)}, median {human_tokens(st.length_median)}, "
+            f"95% {human_tokens(st.length_p95)}, max {human_tokens(st.length_max)}")
+        self.fields["cleaning"].setText(f"{r.duplicates} duplicates removed, "
+                                        f"{r.truncated} truncated, "
+                                        f"{r.dropped_too_long} dropped as too long, "
+                                        f"{r.leakage} leaked into validation")
+        edges, counts = st.histogram_edges, st.histogram_counts
         if counts and len(edges) >= len(counts) + 1:
             width = edges[1] - edges[0]
             self.histogram.addItem(pg.BarGraphItem(

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QPushButton, QScrollArea, QSpinBox, QSplitter, QToolButton,
                                QVBoxLayout, QWidget)
 
+from engine.results import DataReport, TrainResult
 from engine.train.config import PRESET_HELP, PRESETS, TrainConfig
 
 from .. import commands
@@ -439,7 +440,7 @@ class TrainPage(QWidget):
 
     def _on_data_status(self, *_) -> None:
         report = self.state.report if self.state.data_status == "ok" else None
-        self.form.train_examples = int((report or {}).get("train_examples") or 0)
+        self.form.train_examples = DataReport.coerce(report).train_examples if report else 0
         self.form.changed.emit()
         self.refresh()
 
@@ -725,10 +726,12 @@ class TrainPage(QWidget):
             self.log_lines = []
 
     def _on_finished(self, e) -> None:
-        r = e.result or {}
-        best = r.get("best_val_loss")
+        """The engine's TrainResult (a version-1 dict is read into one); a result without
+        steps (an old worker's empty one) says "?" rather than 0."""
+        r = TrainResult.coerce(e.result)
+        best = r.best_val_loss
         self.view.banner = (
-            "ok", f"Finished: “{self.run_name}” is in the Library after {r.get('steps', '?')} "
+            "ok", f"Finished: “{self.run_name}” is in the Library after {r.steps or '?'} "
                   f"steps" + (f", best validation loss {_num(best)}." if best else "."),
             [("try", "Try it"), ("export", "Export it")])
 
