@@ -18,6 +18,11 @@ class TrainConfig:
     alpha: float = opt(32.0, "LoRA alpha: the adapter's output is scaled by alpha/rank",
                        minimum=0.0, maximum=4096.0)
     rslora: bool = opt(False, "rank-stabilised LoRA: scale by alpha/sqrt(rank) instead")
+    lora_plus_ratio: float = opt(
+        0.0, "LoRA+: B's learning rate = this x A's (0 or 1: off; 16 suggested). B starts at "
+        "zero and is the matrix that learns the new features; larger steps for it train "
+        "faster at the same cost (Hayou et al. 2024). DoRA's magnitudes keep A's rate",
+        minimum=0.0, maximum=1024.0)
     dropout: float = opt(0.05, "dropout on the adapter input", minimum=0.0, maximum=0.9)
     targets: str = opt("all-linear", "which layers get adapters: attention, all-linear, or a "
                        "comma-separated list of module names (e.g. q_proj,v_proj)")
@@ -62,6 +67,9 @@ class TrainConfig:
         if self.method == "full" and self.quantize_base:
             problems.append("full fine-tuning cannot train a quantized base; drop "
                             "--quantize-base or use lora")
+        if self.method == "full" and self.lora_plus_active:
+            problems.append("lora_plus_ratio applies to LoRA/DoRA adapters (their B matrices); "
+                            "full fine-tuning has none: drop --lora-plus-ratio or use lora")
         if self.val_batches == 0:
             problems.append("val_batches = 0 would validate on nothing; use -1 (all) or 1 or more")
         if not self.targets.strip():
@@ -70,6 +78,11 @@ class TrainConfig:
             raise TailorError("invalid training settings: " + "; ".join(problems),
                               hint="see `tailor train --help` for each setting's range")
         return self
+
+    @property
+    def lora_plus_active(self) -> bool:
+        """LoRA+ is on for any ratio but 0 and 1 (both mean: B at A's learning rate)."""
+        return self.lora_plus_ratio not in (0.0, 1.0)
 
     @property
     def lora_scale(self) -> float:
@@ -96,7 +109,7 @@ _STOPPING = "it decides when validation and early stopping happen"
 RESUME_FIXED_REASON = {
     "method": _ADAPTER, "rank": _ADAPTER, "alpha": _ADAPTER, "rslora": _ADAPTER,
     "dropout": _ADAPTER, "targets": _ADAPTER, "num_layers": _ADAPTER,
-    "learning_rate": _OPTIMISER, "warmup": _OPTIMISER, "schedule": _OPTIMISER,
+    "learning_rate": _OPTIMISER, "lora_plus_ratio": _OPTIMISER, "warmup": _OPTIMISER, "schedule": _OPTIMISER,
     "weight_decay": _OPTIMISER, "grad_clip": _OPTIMISER,
     "grad_checkpoint": "the step is compiled with or without it, and resume is exact only with "
                        "the same step",

@@ -87,6 +87,26 @@ def build_schedule(cfg: TrainConfig, steps: int):
                                 [warm])
 
 
+def is_lora_b(path: str, _value=None) -> bool:
+    """A LoRA/DoRA B matrix (mlx-lm names it ``lora_b`` in every adapter layer)."""
+    return path.rsplit(".", 1)[-1] == "lora_b"
+
+
+def build_optimizer(cfg: TrainConfig, schedule):
+    """AdamW on ``schedule``. With LoRA+ the B matrices get their own AdamW on ratio x the
+    schedule (weight decay included, as in the paper); A matrices and DoRA's magnitudes keep the
+    base rate: a magnitude is a per-output scale that starts at the weight's norm, not a
+    zero-initialised feature matrix, so LoRA+'s argument for larger steps does not cover it."""
+    def adamw(learning_rate):
+        return optim.AdamW(learning_rate=learning_rate, weight_decay=cfg.weight_decay)
+
+    if not cfg.lora_plus_active:
+        return adamw(schedule)
+    ratio = cfg.lora_plus_ratio
+    return optim.MultiOptimizer([adamw(lambda step: ratio * schedule(step)), adamw(schedule)],
+                                [is_lora_b])
+
+
 def micro_seed(seed: int, micro: int) -> int:
     """The dropout RNG seed of micro-batch ``micro``: a pure function, so resume is exact."""
     return (seed * 1_000_003 + micro * 7919 + 12345) % (2**63)
@@ -125,7 +145,7 @@ class Trainer:
             if valid else None
         self.steps = total_steps(cfg, len(train))
         self.schedule = build_schedule(cfg, self.steps)
-        self.optimizer = optim.AdamW(learning_rate=self.schedule, weight_decay=cfg.weight_decay)
+        self.optimizer = build_optimizer(cfg, self.schedule)
         self.optimizer.init(model.trainable_parameters())
         self.loss = make_loss(model)
         self.history = History()
