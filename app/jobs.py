@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from engine.results import FINAL_STATES, JobState
+
 from .worker import EngineWorker
 
 _ids = itertools.count(1)
@@ -21,11 +23,11 @@ class Job:
     worker: EngineWorker
     heavy: bool = True
     id: int = field(default_factory=lambda: next(_ids))
-    state: str = "queued"   # queued, running, stopping, finished, failed, cancelled, crashed
+    state: JobState = JobState.QUEUED  # then running, stopping, and one of FINAL_STATES
 
     @property
     def done(self) -> bool:
-        return self.state in ("finished", "failed", "cancelled", "crashed")
+        return self.state in FINAL_STATES
 
 
 class JobQueue(QObject):
@@ -52,11 +54,11 @@ class JobQueue(QObject):
 
     @property
     def running(self) -> list[Job]:
-        return [j for j in self.jobs if j.state in ("running", "stopping")]
+        return [j for j in self.jobs if j.state in (JobState.RUNNING, JobState.STOPPING)]
 
     @property
     def queued(self) -> list[Job]:
-        return [j for j in self.jobs if j.state == "queued"]
+        return [j for j in self.jobs if j.state == JobState.QUEUED]
 
     @property
     def busy(self) -> bool:
@@ -64,12 +66,12 @@ class JobQueue(QObject):
 
     def cancel(self, job: Job) -> None:
         """Drop a queued job, or ask a running one to stop."""
-        if job.state == "queued":
-            job.state = "cancelled"
+        if job.state == JobState.QUEUED:
+            job.state = JobState.CANCELLED
             self.changed.emit()
             self.job_ended.emit(job)
-        elif job.state == "running":
-            job.state = "stopping"
+        elif job.state == JobState.RUNNING:
+            job.state = JobState.STOPPING
             job.worker.stop()
             self.changed.emit()
 
@@ -91,13 +93,13 @@ class JobQueue(QObject):
         for job in self.queued:
             if job.heavy and self.busy:
                 continue
-            job.state = "running"
+            job.state = JobState.RUNNING
             job.worker.start()
             self.job_started.emit(job)
             self.changed.emit()
 
     def _on_ended(self, job: Job, state: str) -> None:
-        job.state = state
+        job.state = JobState(state)
         self.job_ended.emit(job)
         self.changed.emit()
         # Forget finished jobs beyond a short history; their workers go with them.

@@ -56,7 +56,7 @@ def run_self_test(root: Path, iters: int = 6, quant: str = "q8_0",
 
     from PySide6.QtCore import QEventLoop, QSettings, QTimer
 
-    from engine.results import DemoResult
+    from engine.results import DemoResult, JobState
 
     from .commands import engine_argv
     from .main import make_app
@@ -90,7 +90,7 @@ def run_self_test(root: Path, iters: int = 6, quant: str = "q8_0",
     window.close()
 
     event = worker.final_event
-    if worker.state != "finished":
+    if worker.state != JobState.FINISHED:
         message = getattr(event, "message", "") or "; ".join(list(worker.stderr_tail)[-3:])
         hint = getattr(event, "hint", "")
         return failed(f"the demo job {worker.state} in its worker process: {message}"

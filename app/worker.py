@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signa
 
 from engine.events import (Checkpoint, CancelledEvent, Event, Failed, Finished, Log, Progress,
                            Started, Step, Validation, decode_event)
+from engine.results import FINAL_STATES, JobState
 
 from .commands import engine_argv  # noqa: F401  (re-exported for callers)
 from .linebuffer import LineBuffer
@@ -25,7 +26,6 @@ from .linebuffer import LineBuffer
 # Where the `engine` package lives, so `python -m engine` works from a source checkout too.
 ENGINE_ROOT = Path(__file__).resolve().parent.parent
 
-FINAL_STATES = ("finished", "failed", "cancelled", "crashed")
 OOM_HINT = ("it may have run out of memory: try a smaller batch size or maximum sequence "
             "length, gradient checkpointing, or a 4-bit base; the last checkpoint can be resumed")
 
@@ -48,7 +48,7 @@ class EngineWorker(QObject):
     failed = Signal(object)         # Failed
     cancelled = Signal(object)      # CancelledEvent
     crashed = Signal(str, str)      # message, hint
-    ended = Signal(str)             # one of FINAL_STATES
+    ended = Signal(str)             # one of FINAL_STATES (a JobState)
 
     # Time spent on queued lines per event-loop turn: a burst of thousands of events must not
     # stall the UI (bench/ui_latency.py measures it).
@@ -62,7 +62,7 @@ class EngineWorker(QObject):
         self.name = name or (argv[3] if len(argv) > 3 and argv[1:3] == ["-m", "engine"] else "")
         self.stop_grace_ms = stop_grace_ms
         self.terminate_grace_ms = terminate_grace_ms
-        self.state = "idle"                 # idle, running, stopping, then a FINAL_STATE
+        self.state = JobState.IDLE          # idle, running, stopping, then a FINAL_STATE
         self.final_event: Event | None = None
         self.last_checkpoint: Checkpoint | None = None
         self.exit_code: int | None = None
@@ -94,22 +94,22 @@ class EngineWorker(QObject):
     # -- control ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.state != "idle":
+        if self.state != JobState.IDLE:
             raise RuntimeError(f"worker already {self.state}")
-        self.state = "running"
+        self.state = JobState.RUNNING
         self.started_at = time.monotonic()
         self.proc.start(self.argv[0], self.argv[1:])
 
     @property
     def running(self) -> bool:
-        return self.state in ("running", "stopping")
+        return self.state in (JobState.RUNNING, JobState.STOPPING)
 
     def stop(self) -> None:
         """Ask politely (``stop`` on stdin); terminate, then kill, if it does not listen."""
         if not self.running or self._stop_requested:
             return
         self._stop_requested = True
-        self.state = "stopping"
+        self.state = JobState.STOPPING
         if self.proc.state() == QProcess.ProcessState.Running:
             self.proc.write(b"stop\n")
         else:  # still starting: a write now would be lost, so send it once it runs
@@ -170,7 +170,7 @@ class EngineWorker(QObject):
             if not self._drain_scheduled:  # one continuation at a time, or they pile up
                 self._drain_scheduled = True
                 QTimer.singleShot(0, self._drain)
-        elif self._exited and self.state in ("running", "stopping"):
+        elif self._exited and self.running:
             self._conclude()
 
     def _handle_line(self, line: str) -> None:
@@ -219,7 +219,7 @@ class EngineWorker(QObject):
     def _on_error(self, error) -> None:
         if error == QProcess.ProcessError.FailedToStart and self.running:
             self._exited = True
-            self._end("crashed", crash=(f"the engine could not be started ({self.argv[0]}): "
+            self._end(JobState.CRASHED, crash=(f"the engine could not be started ({self.argv[0]}): "
                                         f"{self.proc.errorString()}",
                                         "check that Tailor is installed completely"))
 
@@ -228,19 +228,19 @@ class EngineWorker(QObject):
         # A reported result counts even with a non-zero status (`data check --strict`, `ollama
         # status` when unreachable exit 1 after their result); the status is in exit_code.
         if isinstance(e, Finished):
-            self._end("finished", event=e)
+            self._end(JobState.FINISHED, event=e)
         elif isinstance(e, Failed):
-            self._end("failed", event=e)
+            self._end(JobState.FAILED, event=e)
         elif isinstance(e, CancelledEvent):
-            self._end("cancelled", event=e)
+            self._end(JobState.CANCELLED, event=e)
         elif self._stop_requested:
             # Terminated or killed after a stop request: a cancel, not a crash.
             ckpt = self.last_checkpoint.path if self.last_checkpoint else ""
-            self._end("cancelled", event=CancelledEvent(
+            self._end(JobState.CANCELLED, event=CancelledEvent(
                 job=self.name, message="stopped (the worker had to be terminated)",
                 checkpoint=ckpt))
         else:
-            self._end("crashed", crash=self._crash_message())
+            self._end(JobState.CRASHED, crash=self._crash_message())
 
     def _crash_message(self) -> tuple[str, str]:
         if self.exit_code is None:
@@ -259,14 +259,14 @@ class EngineWorker(QObject):
             hint += f"; the checkpoint at step {self.last_checkpoint.iteration} can be resumed"
         return msg, hint
 
-    def _end(self, state: str, event: Event | None = None,
+    def _end(self, state: JobState, event: Event | None = None,
              crash: tuple[str, str] | None = None) -> None:
         self.state = state
-        if state == "finished":
+        if state == JobState.FINISHED:
             self.finished.emit(event)
-        elif state == "failed":
+        elif state == JobState.FAILED:
             self.failed.emit(event)
-        elif state == "cancelled":
+        elif state == JobState.CANCELLED:
             self.cancelled.emit(event)
         else:
             self.crashed.emit(*(crash or ("the engine worker crashed", "")))

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QPushButton, QScrollArea, QSpinBox, QSplitter, QToolButton,
                                QVBoxLayout, QWidget)
 
-from engine.results import DataReport, TrainResult
+from engine.results import DataReport, JobState, TrainResult
 from engine.train.config import PRESET_HELP, PRESETS, TrainConfig
 
 from .. import commands
@@ -540,9 +540,9 @@ class TrainPage(QWidget):
         problem = self.start_problem()
         self.start_button.setEnabled(not running and problem is None)
         self.start_button.setToolTip(problem or "start a new run with these settings")
-        self.stop_button.setEnabled(running and v.state != "stopping")
+        self.stop_button.setEnabled(running and v.state != JobState.STOPPING)
         can_resume = (not running and v.resumable and bool(v.name)
-                      and v.state in ("cancelled", "failed", "crashed"))
+                      and v.state in (JobState.CANCELLED, JobState.FAILED, JobState.CRASHED))
         self.resume_button.setEnabled(can_resume)
         self.resume_button.setToolTip(
             f"continue “{v.name}” from its last checkpoint" if can_resume else
@@ -644,7 +644,7 @@ class TrainPage(QWidget):
         self.last_step = self.last_valid = None
         self.log.clear()
         self.job = job = self.state.queue.submit(title, argv, heavy=True)
-        self.view = RunView(state="queued", name=name,
+        self.view = RunView(state=JobState.QUEUED, name=name,
                             resumable=keep_history and self.view.resumable)
         w = job.worker
         w.started.connect(self._on_started)
@@ -666,7 +666,7 @@ class TrainPage(QWidget):
     def stop(self) -> None:
         if self.job is not None and not self.job.done:
             self.state.queue.cancel(self.job)
-            self.view.state = "stopping"
+            self.view.state = JobState.STOPPING
             self._say("info", "Stopping: saving a checkpoint you can resume…")
 
     @property
@@ -678,8 +678,8 @@ class TrainPage(QWidget):
 
     def _on_started(self, e) -> None:
         """The engine's exact counts and memory estimate replace the page's preview."""
-        if self.view.state == "queued":
-            self.view.state = "running"
+        if self.view.state == JobState.QUEUED:
+            self.view.state = JobState.RUNNING
             self._say("info", f"Training “{self.view.name}”…")
             self.state.library_changed.emit()  # the run is in the library from its start
         info = e.info or {}
@@ -769,7 +769,7 @@ class TrainPage(QWidget):
             return False
 
     def _on_ended(self, state: str) -> None:
-        self.view.state = state
+        self.view.state = JobState(state)
         self.view.load = None
         self._refresh_live()
         self.refresh()
@@ -786,7 +786,7 @@ class TrainPage(QWidget):
 class RunView:
     """The facts about the Train page's run that the widgets are derived from."""
 
-    state: str = "idle"   # idle, queued, running, stopping, finished, failed, cancelled, crashed
+    state: JobState = JobState.IDLE  # then queued, running, stopping, one of FINAL_STATES
     name: str = ""
     resumable: bool = False            # a checkpoint exists to continue from
     load: tuple[str, float] | None = None   # (stage, percent) before the first step

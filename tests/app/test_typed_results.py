@@ -169,8 +169,9 @@ def test_a_report_with_no_training_examples_fails_the_dataset(window):
 
 def _finish_run(page, result):
     from app.pages.train import RunView
+    from engine.results import JobState
 
-    page.view = RunView(state="finished", name="pip")
+    page.view = RunView(state=JobState.FINISHED, name="pip")
     page._on_finished(Finished(job="train", result=result))
     page.refresh()
     return page.banner.plain_text()
