@@ -510,3 +510,209 @@ class DataReport(Result):
                        f"{TRAIN_OPEN}{TRAIN_CLOSE}:")
             out.append("  " + ex.marked_text.replace("\n", "\n  "))
         return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation (issue 15): the forgetting probe, shipped-file parity, the run's baseline
+
+
+@dataclass
+class ProbeItem(Result):
+    """One general prompt of the forgetting probe: the reference answer's mean log-likelihood
+    per token and the greedy answer, for the base and with the adapter."""
+
+    tag: ClassVar[str] = "eval.probe.item"
+    id: str = ""
+    category: str = ""
+    prompt: str = ""
+    reference: str = ""
+    base_answer: str = ""
+    adapter_answer: str = ""
+    base_logprob: float = 0.0     # mean log p per reference token (nats, <= 0)
+    adapter_logprob: float = 0.0
+    changed: bool = False         # the greedy answers differ
+
+
+@dataclass
+class ProbeResult(Result):
+    """The forgetting probe: did the adapter keep the base's general skills?"""
+
+    tag: ClassVar[str] = "eval.probe"
+    adapter: str = ""
+    base_model: str = ""
+    probe_file: str = ""
+    probe_sha256: str = ""
+    max_tokens: int = 0
+    items: list[ProbeItem] = field(default_factory=list)
+    base_mean_logprob: float = 0.0
+    adapter_mean_logprob: float = 0.0
+    logprob_drop: float = 0.0      # base - adapter, nats per reference token (> 0: worse)
+    categories: dict = field(default_factory=dict)  # category -> {items, drop, changed}
+    changed: int = 0
+    changed_share: float = 0.0
+    max_drop: float = 0.0          # the threshold the verdict used
+    passed: bool = True
+    verdict: str = ""
+    seconds: float = 0.0
+
+    def format_text(self, show: int = 20) -> str:
+        out = [self.verdict,
+               f"  reference log-likelihood per token: base {self.base_mean_logprob:.3f}, "
+               f"adapter {self.adapter_mean_logprob:.3f} (drop {self.logprob_drop:+.3f} nats)",
+               f"  greedy answers changed: {self.changed} of {len(self.items)} "
+               f"({self.changed_share:.0%})"]
+        for name, c in self.categories.items():
+            out.append(f"    {name}: drop {c['drop']:+.3f} nats/token, {c['changed']} of "
+                       f"{c['items']} answers changed")
+        changed = [i for i in self.items if i.changed]
+        if changed:
+            out.append("  changed answers (largest log-likelihood drop first):")
+        for i in sorted(changed, key=lambda i: i.adapter_logprob - i.base_logprob)[:show]:
+            out += [f"    [{i.id}] {i.prompt!r}", f"      reference {i.reference!r}",
+                    f"      base      {i.base_answer!r}", f"      adapter   {i.adapter_answer!r}"]
+        if len(changed) > show:
+            out.append(f"    ... and {len(changed) - show} more")
+        return "\n".join(out)
+
+
+@dataclass
+class ParityAnswer(Result):
+    """One held-out prompt through one shipped file, against MLX with the adapter applied."""
+
+    tag: ClassVar[str] = "eval.parity.answer"
+    prompt: str = ""
+    source: str = ""               # the dataset's file:line
+    expected: str = ""             # MLX + adapter's greedy answer
+    answer: str = ""               # this file's greedy answer
+    identical: bool = False
+    equals_base: bool = False      # the answer is the base model's
+    diverges_at: int | None = None  # first differing token (index into the answer)
+    expected_token: str = ""       # MLX's token there ("" where MLX had stopped)
+    answer_token: str = ""         # the file's token there ("" where it stopped)
+    mlx_gap: float | None = None   # MLX's top-2 gap there / largest |logit|
+    near_tie: bool | None = None   # mlx_gap below the stated epsilon
+
+
+@dataclass
+class ParityTarget(Result):
+    """One shipped file (the fused folder or a GGUF) and its answers."""
+
+    tag: ClassVar[str] = "eval.parity.target"
+    name: str = ""                 # "fused model" or the GGUF's file name
+    kind: str = ""                 # "fused" | "gguf"
+    path: str = ""
+    quant: str = ""
+    identical: int = 0
+    total: int = 0
+    share_identical: float = 0.0
+    equals_base: int = 0
+    adapter_lost: bool = False     # answers like the base, not like the adapter
+    answers: list[ParityAnswer] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class ParityResult(Result):
+    """Shipped-file parity: do the fused model and every GGUF answer like MLX + adapter?"""
+
+    tag: ClassVar[str] = "eval.parity"
+    adapter: str = ""
+    base_model: str = ""
+    prompts: int = 0
+    max_tokens: int = 0
+    tie_epsilon: float = 0.0
+    adapter_differs_from_base: int = 0  # prompts where MLX + adapter's answer is not the base's
+    targets: list[ParityTarget] = field(default_factory=list)
+    passed: bool = True
+    verdict: str = ""
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def format_text(self, show: int = 10) -> str:
+        out = [self.verdict]
+        for t in self.targets:
+            line = f"  {t.name}: {t.identical} of {t.total} answers identical to MLX + adapter"
+            if t.adapter_lost:
+                line += f" -- the adapter was lost ({t.equals_base} of {t.total} are the base's)"
+            out.append(line + (f" ({t.note})" if t.note else ""))
+            for a in [a for a in t.answers if not a.identical][:show]:
+                tie = {True: "a near-tie in MLX", False: "not a near-tie in MLX",
+                       None: "no MLX logits there"}[a.near_tie]
+                gap = f", gap {a.mlx_gap:.2e}" if a.mlx_gap is not None else ""
+                out += [f"    {a.prompt!r} ({a.source})",
+                        f"      MLX + adapter {a.expected!r}", f"      {t.kind:<13} {a.answer!r}",
+                        f"      diverges at token {a.diverges_at}: {a.expected_token!r} vs "
+                        f"{a.answer_token!r} ({tie}{gap})"]
+        out += [f"  note: {n}" for n in self.notes]
+        return "\n".join(out)
+
+
+@dataclass
+class BaselineResult(Result):
+    """The base model before the first training step (in the run record as ``baseline``):
+    its validation loss and greedy answers to a seeded sample of held-out prompts."""
+
+    tag: ClassVar[str] = "train.baseline"
+    val_loss: float | None = None
+    seed: int = 0
+    max_tokens: int = 0
+    # one per sampled prompt: source (file:line), prompt (text), prompt_tokens (ids, exactly
+    # as trained), reference (the dataset's answer), answer (the base's greedy reply), tokens
+    prompts: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# `tailor generate --serve`: one loaded model answering many requests
+
+
+@dataclass
+class GenerateReply(GenerateResult):
+    """One served request's reply (a ReplyFinished event carries it): ``text`` as far as it
+    got (``stopped``: a cancel ended it), and how long the first token took."""
+
+    tag: ClassVar[str] = "generate.reply"
+    request: str = ""
+    adapter: str = ""  # "" for the base model alone
+    tokens: int = 0
+    stopped: bool = False
+    first_token_seconds: float | None = None  # from the request's turn to its first token
+    seconds: float = 0.0
+
+
+@dataclass
+class GenerateServed(Result):
+    """`tailor generate --serve` ended (end of input, ``quit``): how many requests it answered."""
+
+    tag: ClassVar[str] = "generate.serve"
+    model: str = ""
+    requests: int = 0
+    load_seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# `tailor merge`: several adapters of one base combined into a new adapter or a fused model
+
+
+@dataclass
+class MergeResult(Result):
+    """What `tailor merge` wrote: the new library adapter (``adapter``, ``path``) or, with
+    ``--fuse``, the fused model folder (``fused_path``); how (``method``, ``settings``), from
+    what (``parents`` with their ``weights``), and what the result kept: ``exact`` when it is
+    the method's result itself, else ``energy_kept`` per layer (share of the merged change's
+    squared norm in the rank-``rank`` adapter) and its minimum."""
+
+    tag: ClassVar[str] = "merge"
+    adapter: str = ""
+    path: str = ""
+    fused_path: str = ""
+    method: str = ""
+    parents: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    rank: int = 0
+    layers: int = 0
+    exact: bool = True
+    energy_kept: dict = field(default_factory=dict)
+    min_energy_kept: float | None = None
+    seconds: float = 0.0
