@@ -6,9 +6,12 @@ Each adapter folder holds what ``mlx_lm.generate --adapter-path`` loads as it is
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,16 +193,144 @@ def _copy_folder(src: Path, dst: Path, skip: set[str]) -> None:
             shutil.copy2(entry, dst / entry.name, follow_symlinks=False)
 
 
-def delete_adapter(name: str, library: Path | None = None) -> None:
+@dataclass
+class Deleted:
+    """Where a deleted adapter went: ``trash`` is its folder in the system Trash (None when it
+    was deleted permanently, or the Trash does not say where it put it)."""
+
+    name: str
+    was: Path
+    permanently: bool
+    trash: Path | None = None
+
+    def sentence(self) -> str:
+        if self.permanently:
+            return f"deleted {self.name!r} permanently"
+        where = f" ({self.trash})" if self.trash else ""
+        return f"moved {self.name!r} to the Trash{where}; restore it from there if needed"
+
+
+def delete_adapter(name: str, library: Path | None = None, *,
+                   permanently: bool = False) -> Deleted:
+    """Move the adapter's folder to the system Trash (recoverable: Finder's on macOS, the
+    freedesktop trash on Linux), or with ``permanently`` remove it. A Trash that cannot take
+    it refuses the delete, leaving the adapter as it was."""
     get_adapter(name, library)
     with _locked(name, library=library, job="library delete"):
-        _delete(name, library)
+        if permanently:
+            return _delete(name, library)
+        return _trash(name, library)
 
 
-def _delete(name: str, library: Path | None) -> None:
+def _delete(name: str, library: Path | None) -> Deleted:
     info = get_adapter(name, library)
     # Move aside first so a half-deleted folder never looks like a valid adapter.
     trash = info.path.parent / f".{name}.deleting"
     with translate_write_faults(info.path, action="delete"):
         info.path.rename(trash)
     shutil.rmtree(trash, ignore_errors=True)
+    return Deleted(name, info.path, permanently=True)
+
+
+def _trash(name: str, library: Path | None) -> Deleted:
+    info = get_adapter(name, library)
+    since = time.time() - 2  # (trashinfo dates are whole seconds)
+    try:
+        from send2trash import send2trash  # (reads XDG_DATA_HOME when first imported)
+
+        send2trash(str(info.path))
+    except ImportError as e:
+        raise _no_trash(name, f"the send2trash package is missing ({e})") from e
+    except OSError as e:
+        for orphan in _trash_entries(info.path, since, orphans=True):
+            with contextlib.suppress(OSError):  # the move failed after its note was written
+                orphan.unlink()
+        fault = _library_fault(e, info.path)
+        if fault is not None:
+            raise fault from e
+        raise _no_trash(name, _reason(e)) from e
+    if info.path.exists():
+        raise _no_trash(name, "the folder is still in the library after the move")
+    found = _trash_entries(info.path, since)
+    return Deleted(name, info.path, permanently=False, trash=found[-1] if found else None)
+
+
+def _no_trash(name: str, reason: str) -> TailorError:
+    return TailorError(f"cannot move the adapter {name!r} to the Trash: {reason}; nothing was "
+                       "deleted",
+                       hint=f"delete it for good instead (it cannot be restored then): "
+                            f"tailor library delete {_quoted(name)} --permanently")
+
+
+def _quoted(name: str) -> str:
+    import shlex
+
+    return shlex.quote(name)
+
+
+def _reason(e: OSError) -> str:
+    text = e.strerror or str(e) or type(e).__name__
+    return f"{text} ({os.fsdecode(e.filename)})" if getattr(e, "filename", None) else text
+
+
+def _library_fault(e: OSError, folder: Path):
+    """The write fault of the library itself (a read-only or locked adapters folder: deleting
+    for good would fail the same way), or None when the Trash is what failed."""
+    from send2trash import TrashPermissionError
+
+    if isinstance(e, TrashPermissionError):
+        return None
+    where = getattr(e, "filename", None)
+    if where is not None:
+        where = Path(os.fsdecode(where))
+        if where != folder.parent and folder.parent not in where.parents:
+            return None  # e.g. the Trash's own folders could not be made
+    dst = getattr(e, "filename2", None)  # a rename names both ends; which one refused?
+    if dst is not None and not os.access(os.path.dirname(os.fsdecode(dst)), os.W_OK):
+        return None
+    from .atomic import write_fault
+
+    named = OSError(e.errno, e.strerror, os.fsdecode(where) if where is not None else None)
+    return write_fault(named, folder, action="delete")  # (send2trash's names are bytes)
+
+
+def _trash_folders(original: Path) -> list[tuple[Path, Path]]:
+    """The freedesktop trash folders that may hold ``original``, each with the folder its notes'
+    relative paths start from: ``$XDG_DATA_HOME/Trash``, and the volume's own ``.Trash/<uid>``
+    and ``.Trash-<uid>`` (where the spec puts what is deleted on a second disk)."""
+    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    top = original.parent
+    while not os.path.ismount(top) and top != top.parent:
+        top = top.parent
+    uid = str(os.getuid())
+    return [(data / "Trash", data), (top / ".Trash" / uid, top), (top / f".Trash-{uid}", top)]
+
+
+def _trash_entries(original: Path, since: float, orphans: bool = False) -> list[Path]:
+    """What the Trash holds for ``original`` since ``since``: the trashed folders (oldest
+    first), or with ``orphans`` the notes (``.trashinfo``) of moves that did not happen."""
+    from urllib.parse import unquote
+
+    if sys.platform == "darwin":
+        mac = Path.home() / ".Trash" / original.name  # (Finder renames on a clash: then None)
+        moved = not orphans and mac.exists() and mac.lstat().st_ctime >= since
+        return [mac] if moved else []
+    found: list[tuple[float, Path]] = []
+    for trash, top in _trash_folders(original):
+        notes = sorted((trash / "info").glob("*.trashinfo")) if (trash / "info").is_dir() else []
+        for note in notes:
+            try:
+                when = note.stat().st_mtime
+                if when < since:
+                    continue
+                text = note.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            path = next((unquote(line[5:]) for line in text.splitlines()
+                         if line.startswith("Path=")), "")
+            if not path or top / path != original:  # (an absolute path replaces top)
+                continue
+            moved = trash / "files" / note.name[:-len(".trashinfo")]
+            if orphans != moved.exists():
+                found.append((when, note if orphans else moved))
+    return [path for _, path in sorted(found)]

@@ -25,8 +25,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     dup = add_action(sub, "duplicate", help="copy an adapter under a new name (no checkpoints)")
     dup.add_argument("name")
     dup.add_argument("new_name")
-    rm = add_action(sub, "delete", help="delete an adapter and its checkpoints")
+    rm = add_action(sub, "delete", help="move an adapter and its checkpoints to the Trash")
     rm.add_argument("name")
+    rm.add_argument("--permanently", action="store_true",
+                    help="delete it for good instead of moving it to the Trash (it cannot be "
+                         "restored; for a disk or system without a Trash)")
 
 
 def _summary(info: library.AdapterInfo) -> dict:
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace, job) -> int:
         print(f"copied {args.name!r} to {info.name!r}", file=out)
         job.report(Finished(job=job.name, result=LibraryChange(info.name, str(info.path))))
     elif args.action == "delete":
-        library.delete_adapter(args.name)
-        print(f"deleted {args.name!r}", file=out)
-        job.report(Finished(job=job.name, result=LibraryChange(deleted=args.name)))
+        gone = library.delete_adapter(args.name, permanently=args.permanently)
+        print(gone.sentence(), file=out)
+        job.report(Finished(job=job.name, result=LibraryChange(  # path: where it is now
+            deleted=args.name, path=str(gone.trash or ""))))
     return 0

@@ -5,7 +5,10 @@ $TAILOR_TINY_MODELS) and reused across the whole test run and across runs.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,10 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `library delete` moves adapters to the Trash (freedesktop: $XDG_DATA_HOME/Trash, read when
+# send2trash is imported): the suite's deletes go to a trash of its own, not the machine's.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="tailor-test-data-")
+atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], True)
 
 from engine.tiny_models import ALL_KINDS, cached_tiny_model  # noqa: E402
 

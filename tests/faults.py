@@ -53,7 +53,7 @@ class Injector:
         if isinstance(path, int) or path is None:
             return False
         try:
-            p = os.path.realpath(os.fspath(path))
+            p = os.path.realpath(os.fsdecode(path))  # (send2trash passes bytes)
         except TypeError:
             return False
         if self.names and not fnmatch.fnmatch(os.path.basename(p), self.names):
@@ -71,7 +71,7 @@ class Injector:
     def on_create(self, path) -> None:
         """Creating, renaming or removing an entry: refused on a read-only or locked folder."""
         if self.fault in ("read-only", "permission-denied") and self.covers(path):
-            self._raise(os.fspath(path))
+            self._raise(os.fsdecode(path))
 
     def on_write(self, path: str, n: int) -> None:
         if self.fault in ("read-only", "permission-denied"):

@@ -120,7 +120,7 @@ def test_a_sigkilled_holder_releases_the_lock(holder, tailor_home, capsys):
     p.wait(10)
     assert not locks.is_held(locks.adapter_lock_path("busy"))
     assert main(["library", "delete", "busy"]) == 0
-    assert "deleted 'busy'" in capsys.readouterr().out
+    assert "moved 'busy' to the Trash" in capsys.readouterr().out
     assert not (tailor_home / "adapters" / "busy").exists()
 
 

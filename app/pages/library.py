@@ -366,11 +366,14 @@ class LibraryPage(QWidget):
                     library.duplicate_adapter(a.name, new)
                     self._changed(new, f"Copied “{a.name}” to “{new}”.")
             elif key == "delete":
-                if self.confirm("Delete adapter",
-                                f"Delete “{a.name}” and its checkpoints? This cannot be "
-                                "undone.", "Delete"):
-                    library.delete_adapter(a.name)
-                    self._changed("", f"Deleted “{a.name}”.")
+                if self.confirm("Move adapter to Trash",
+                                f"Move “{a.name}” and its checkpoints to the Trash? You can "
+                                "restore it from the Trash until it is emptied.",
+                                "Move to Trash"):
+                    gone = library.delete_adapter(a.name)
+                    where = f" ({gone.trash})" if gone.trash else ""
+                    self._changed("", f"Moved “{a.name}” to the Trash{where}; it can be "
+                                      "restored from the Trash.")
         except TailorError as e:
             self.banner.show_message("error", error_html(e.message, e.hint))
 

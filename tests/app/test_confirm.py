@@ -46,7 +46,7 @@ def test_return_in_the_delete_question_does_not_delete(qtbot, tailor_home, key):
     assert "ignored" not in seen, ("the dialog ignored the key", seen)
     box, buttons, default = seen
     assert isinstance(box, QMessageBox)
-    assert "Delete" in buttons and "Cancel" in buttons
+    assert "Move to Trash" in buttons and "Cancel" in buttons
     assert not {"Yes", "&Yes", "No", "&No"} & set(buttons)
     assert default == "Cancel"
     assert (tailor_home / "adapters" / "precious" / "manifest.json").exists()
@@ -78,5 +78,5 @@ def test_the_window_and_pages_ask_with_their_verbs(qtbot, window, tailor_home):
     library._act("delete")
     window.pages["Export"].confirm = window.confirm
     window.pages["Export"]._offer_replace("pip", "Ollama already has a model named pip")
-    assert asked == ["Delete", "Replace"]
+    assert asked == ["Move to Trash", "Replace"]
     assert (tailor_home / "adapters" / "keep").is_dir()
