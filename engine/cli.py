@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "library": ("engine.library_cli", "list, show, rename, delete adapters in the library"),
     "generate": ("engine.generate", "try a model or adapter with a prompt (streamed)"),
     "fuse": ("engine.fuse", "merge an adapter into its base model (Hugging Face folder)"),
+    "merge": ("engine.merge.cli", "combine adapters of one base into a new adapter or model"),
     "export": ("engine.export.cli", "write a GGUF file (and verify it in llama.cpp)"),
     "ollama": ("engine.ollama.cli", "hand a GGUF or adapter to Ollama, or write a Modelfile folder"),
     "model": ("engine.models.cli", "inspect or download a base model"),

@@ -1,0 +1,151 @@
+"""The arithmetic of a merge, on one adapted layer at a time (numpy, float32 unless said).
+
+A LoRA layer adds ``x @ A @ B * scale`` to ``x @ W.T``: its weight change is
+``dW = scale * B.T @ A.T`` (out x in), with ``A`` (in x r) and ``B`` (r x out) as mlx-lm stores
+``lora_a`` and ``lora_b``. TIES and DARE follow mergekit's conventions
+(``mergekit/merge_methods/generalized_task_arithmetic.py``, ``sparsify.py``): weights multiply
+the changes before the sign election, the sign of an entry is that of the weighted sum (0
+counts as +), TIES divides by the summed weights of the agreeing entries, DARE TIES does not.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+
+def lora_delta(a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
+    """``scale * B.T @ A.T`` in float32, in mlx-lm's own order (``LoRALinear.fuse``)."""
+    return (np.float32(scale) * b.T.astype(np.float32)) @ a.T.astype(np.float32)
+
+
+def concat_factors(factors: list[tuple[np.ndarray, np.ndarray, float]], weights: list[float],
+                   out_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """One LoRA pair whose change is the exact weighted sum of the parents' changes:
+    ``A = [A1 | A2 | ...]``, ``B = [c1 B1; c2 B2; ...]`` with ``ci = wi * scale_i / out_scale``
+    (a weight of 1 at the shared scale leaves the parent's ``B`` bit for bit)."""
+    a = np.concatenate([f[0] for f in factors], axis=1)
+    blocks = []
+    for (_, b, scale), w in zip(factors, weights):
+        c = w * scale / out_scale
+        blocks.append(b if c == 1.0 else (b.astype(np.float32) * np.float32(c)).astype(b.dtype))
+    return a, np.concatenate(blocks, axis=0)
+
+
+def _split(u: np.ndarray, s: np.ndarray, vt: np.ndarray, rank: int
+           ) -> tuple[np.ndarray, np.ndarray, float]:
+    """(A, B, energy kept) of ``u @ diag(s) @ vt`` cut to ``rank`` (zero-padded above the
+    change's own rank, so every layer of one adapter has the same shape)."""
+    total = float(np.sum(s.astype(np.float64) ** 2))
+    k = min(rank, len(s))
+    kept = float(np.sum(s[:k].astype(np.float64) ** 2))
+    root = np.sqrt(s[:k]).astype(np.float32)
+    a = np.zeros((vt.shape[1], rank), np.float32)
+    b = np.zeros((rank, u.shape[0]), np.float32)
+    a[:, :k] = vt[:k].T.astype(np.float32) * root
+    b[:k] = (u[:, :k].astype(np.float32) * root).T
+    return a, b, (kept / total if total > 0 else 1.0)
+
+
+def low_rank_from_factors(a: np.ndarray, b: np.ndarray, scale: float, rank: int
+                          ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The best rank-``rank`` LoRA pair (scale 1) for ``scale * B.T @ A.T`` and the share of its
+    energy (squared Frobenius norm) kept; exact truncated SVD without forming the out x in
+    matrix: QR of each factor, then the SVD of the small core."""
+    qa, ra = np.linalg.qr(a.astype(np.float64))            # A = Qa Ra   (in x k)
+    qb, rb = np.linalg.qr(b.T.astype(np.float64))          # B.T = Qb Rb (out x k)
+    u, s, vt = np.linalg.svd(scale * rb @ ra.T)            # dW = Qb (u s vt) Qa.T
+    return _split(qb @ u, s, vt @ qa.T, rank)
+
+
+def low_rank_from_dense(delta: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The best rank-``rank`` LoRA pair (scale 1) for a full out x in change (truncated SVD)."""
+    u, s, vt = np.linalg.svd(delta, full_matrices=False)
+    return _split(u, s, vt, rank)
+
+
+def magnitude_trim(delta: np.ndarray, density: float) -> np.ndarray:
+    """``delta`` with all but its ``int(density * size)`` largest-magnitude entries set to 0
+    (in place when it can; mergekit's ``magnitude``). Entries equal to the threshold are kept:
+    only exact ties at the threshold could keep more than k, and zeros add nothing."""
+    if density >= 1:
+        return delta
+    k = int(density * delta.size)
+    if k <= 0:
+        return np.zeros_like(delta)
+    mags = np.abs(delta).ravel()
+    threshold = np.partition(mags, mags.size - k)[mags.size - k]
+    del mags
+    delta[np.abs(delta) < threshold] = 0
+    return delta
+
+
+def dare_keep_mask(shape: tuple[int, ...], density: float, seed: int, parent: int,
+                   layer: str) -> np.ndarray:
+    """Which entries DARE keeps: ``rng.random(shape) < density`` from a generator seeded by
+    (seed, parent index, crc32 of the layer name), so a layer's mask does not depend on the
+    order layers are processed in."""
+    rng = np.random.default_rng([seed, parent, zlib.crc32(layer.encode())])
+    return rng.random(shape, dtype=np.float32) < np.float32(density)
+
+
+def dare_drop(delta: np.ndarray, density: float, keep: np.ndarray) -> np.ndarray:
+    """Entries not in ``keep`` set to 0, the rest scaled by 1/density (Yu et al. 2023)."""
+    if density >= 1:
+        return delta
+    delta *= keep
+    delta *= np.float32(1.0 / density)
+    return delta
+
+
+def elect_and_mix(weighted: list[np.ndarray], weights: list[float], normalize: bool
+                  ) -> np.ndarray:
+    """TIES' sign election on already weighted (and trimmed) changes: each entry's sign is that
+    of the sum (>= 0: +), the entries agreeing with it are summed and, with ``normalize``,
+    divided by the weights of those entries (1 where none agree)."""
+    total = np.zeros_like(weighted[0])
+    for d in weighted:
+        total += d
+    sign = np.where(total >= 0, np.float32(1), np.float32(-1))
+    mixed = np.zeros_like(total)
+    divisor = np.zeros_like(total) if normalize else None
+    for d, w in zip(weighted, weights):
+        agree = np.sign(d) == sign
+        mixed += np.where(agree, d, np.float32(0))
+        if divisor is not None:
+            divisor += agree * np.float32(w)
+    if divisor is not None:
+        divisor[divisor == 0] = 1
+        mixed /= divisor
+    return mixed
+
+
+def ties_merge(deltas: list[np.ndarray], weights: list[float], density: float) -> np.ndarray:
+    """TIES: trim each change to its top ``density``, weight, elect signs, weighted mean of the
+    agreeing entries (mergekit ``ties``: normalize on). ``deltas`` are consumed."""
+    weighted = []
+    for i, (d, w) in enumerate(zip(deltas, weights)):
+        d = magnitude_trim(d, density)
+        d *= np.float32(w)
+        weighted.append(d)
+        deltas[i] = None
+    return elect_and_mix(weighted, weights, normalize=True)
+
+
+def dare_merge(deltas: list[np.ndarray], weights: list[float], density: float, combine: str,
+               seed: int, layer: str) -> np.ndarray:
+    """DARE: drop entries at random (seeded per layer and parent), rescale by 1/density,
+    weight, then sum (``combine="sum"``) or elect signs without averaging (``"ties"``, as
+    mergekit's ``dare_ties``). ``deltas`` are consumed."""
+    weighted = []
+    for i, (d, w) in enumerate(zip(deltas, weights)):
+        d = dare_drop(d, density, dare_keep_mask(d.shape, density, seed, i, layer))
+        d *= np.float32(w)
+        weighted.append(d)
+        deltas[i] = None
+    if combine == "ties":
+        return elect_and_mix(weighted, weights, normalize=False)
+    total = weighted[0]
+    for d in weighted[1:]:
+        total += d
+    return total
