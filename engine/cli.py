@@ -25,6 +25,7 @@ from .events import (Cancelled, CancelledEvent, ErrorCode, Failed, Job, JsonLine
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("engine.data.cli", "check and preview a dataset"),
     "train": ("engine.train.cli", "train a LoRA/DoRA adapter (or full fine-tune)"),
+    "eval": ("engine.evaluate.cli", "score an adapter against its base on held-out examples"),
     "library": ("engine.library_cli", "list, show, rename, delete adapters in the library"),
     "generate": ("engine.generate", "try a model or adapter with a prompt (streamed)"),
     "fuse": ("engine.fuse", "merge an adapter into its base model (Hugging Face folder)"),

@@ -716,3 +716,116 @@ class MergeResult(Result):
     energy_kept: dict = field(default_factory=dict)
     min_energy_kept: float | None = None
     seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# `tailor eval`: held-out evaluation of an adapter against its base (issue 15)
+
+
+@dataclass
+class EvalScores(Result):
+    """One model's figures on the evaluated examples (the base, or the base + adapter).
+    ``loss``: mean negative log-likelihood per trained token (nats); the answer scores are
+    means over the answer-style examples (None when there are none)."""
+
+    tag: ClassVar[str] = "eval.scores"
+    loss: float | None = None
+    perplexity: float | None = None
+    trained_tokens: int = 0
+    exact_match: float | None = None   # share 0..1
+    f1: float | None = None            # token-level F1, 0..1
+    rouge_l: float | None = None       # ROUGE-L F-measure, 0..1
+    answer_words: float | None = None  # mean answer length, words
+    answer_tokens: float | None = None  # mean answer length, tokens
+
+
+@dataclass
+class EvalExample(Result):
+    """One held-out example: the reference, both greedy answers, both losses and scores."""
+
+    tag: ClassVar[str] = "eval.example"
+    source: str = ""              # the dataset's file:line
+    prompt: str = ""              # the last user message ("" for text data)
+    reference: str = ""
+    base_answer: str = ""
+    adapter_answer: str = ""
+    base_loss: float | None = None
+    adapter_loss: float | None = None
+    trained_tokens: int = 0
+    base_scores: dict = field(default_factory=dict)     # exact_match, f1, rouge_l, words
+    adapter_scores: dict = field(default_factory=dict)
+    change: float = 0.0           # > 0 better with the adapter: ROUGE-L gained, else loss saved
+    worse: bool = False
+
+
+@dataclass
+class EvalReport(Result):
+    """`tailor eval`: an adapter against its base on held-out examples, worse ones first;
+    kept in the adapter's record (``<adapter>/evaluations/<id>.json``, ``path``) with what
+    makes it reproducible: the data's, base's and adapter's hashes, settings, seed, versions.
+    ``probe`` / ``parity``: the forgetting probe and shipped-file parity when they ran."""
+
+    tag: ClassVar[str] = "eval.report"
+    schema: str = "tailor.eval/1"
+    id: str = ""
+    adapter: str = ""
+    adapter_status: str = ""
+    adapter_sha256: str = ""
+    created: float = 0.0
+    data: dict = field(default_factory=dict)        # path, sha256, split, schema, counts
+    base_model: dict = field(default_factory=dict)  # path, given, sha256, architecture
+    settings: dict = field(default_factory=dict)    # limit, seed, max_tokens, batch_size...
+    versions: dict = field(default_factory=dict)
+    base: EvalScores = field(default_factory=EvalScores)
+    tuned: EvalScores = field(default_factory=EvalScores)  # the base with the adapter
+    examples: list[EvalExample] = field(default_factory=list)
+    worse: int = 0
+    better: int = 0
+    verdict: str = ""
+    probe: ProbeResult | None = None
+    parity: ParityResult | None = None
+    path: str = ""                # the report's file in the adapter's record
+    markdown: str = ""            # the --markdown file, when one was written
+    seconds: float = 0.0
+
+    def format_text(self, show: int = 10) -> str:
+        def pct(v):
+            return "-" if v is None else f"{v:.0%}"
+
+        def num(v, fmt=".3f"):
+            return "-" if v is None else format(v, fmt)
+
+        out = [self.verdict, f"  data: {self.data.get('path', '')} ({self.data.get('split', '')}"
+               f", {len(self.examples)} of {self.data.get('examples', len(self.examples))} "
+               f"examples, seed {self.settings.get('seed', 0)})",
+               "                 base    adapter"]
+        for label, b, a in (("loss", num(self.base.loss), num(self.tuned.loss)),
+                            ("perplexity", num(self.base.perplexity, ".4g"),
+                             num(self.tuned.perplexity, ".4g")),
+                            ("exact match", pct(self.base.exact_match),
+                             pct(self.tuned.exact_match)),
+                            ("token F1", num(self.base.f1, ".2f"), num(self.tuned.f1, ".2f")),
+                            ("ROUGE-L", num(self.base.rouge_l, ".2f"),
+                             num(self.tuned.rouge_l, ".2f")),
+                            ("answer words", num(self.base.answer_words, ".1f"),
+                             num(self.tuned.answer_words, ".1f"))):
+            out.append(f"  {label:<13} {b:>7}  {a:>9}")
+        shown = self.examples[:show]
+        if shown:
+            out.append("  examples (where the adapter got worse first):")
+        for e in shown:
+            mark = "worse" if e.worse else ("better" if e.change > 0 else "same")
+            out.append(f"    [{mark}] {e.source}  {e.prompt!r}" if e.prompt else
+                       f"    [{mark}] {e.source}  loss {num(e.base_loss)} -> "
+                       f"{num(e.adapter_loss)}")
+            if e.prompt:
+                out += [f"      reference {e.reference!r}", f"      base      {e.base_answer!r}",
+                        f"      adapter   {e.adapter_answer!r}"]
+        if len(self.examples) > show:
+            out.append(f"    ... and {len(self.examples) - show} more")
+        for extra in (self.probe, self.parity):
+            if extra is not None:
+                out.append(extra.format_text())
+        if self.path:
+            out.append(f"  kept in the adapter's record: {self.path}")
+        return "\n".join(out)
