@@ -1,9 +1,12 @@
 """Which GGML type each tensor gets for a requested file type, and the encoders.
 
-The K-quant mixtures follow llama.cpp's `llama_tensor_get_type` (`src/llama-quant.cpp`) with no
-importance matrix: Q4_K_M / Q5_K_M put `output` (or `token_embd` when tied) in Q6_K, and
-`attn_v` / `ffn_down` in Q6_K on the layers `use_more_bits` picks; a tensor whose rows are not a
-multiple of 256 falls back (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; F16 if not a multiple of 32).
+The mixtures follow llama.cpp's `llama_tensor_get_type` (`src/llama-quant.cpp`) with no
+importance matrix: `output` (or `token_embd` when tied) takes Q6_K; the K-quant file types
+raise `attn_v` / `ffn_down` / `attn_output` on the layers llama.cpp picks (e.g. Q4_K_M:
+Q6_K on the layers `use_more_bits` picks; Q3_K_M: Q5_K/Q4_K; Q2_K: Q3_K, and Q4_K for attn_v
+when 4+ query heads share a KV head). A tensor whose rows are not a multiple of the type's
+block falls back as llama.cpp's `tensor_type_fallback` does (Q2_K/Q3_K -> Q4_0,
+Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL; F16 if not a multiple of 32).
 """
 from __future__ import annotations
 
@@ -14,17 +17,26 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from gguf import LlamaFileType as FT
 
-QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k")
-FILE_TYPE = {"f32": FT.ALL_F32, "f16": FT.MOSTLY_F16, "bf16": FT.MOSTLY_BF16,
-             "q8_0": FT.MOSTLY_Q8_0, "q4_0": FT.MOSTLY_Q4_0, "q4_k_m": FT.MOSTLY_Q4_K_M,
-             "q5_k_m": FT.MOSTLY_Q5_K_M, "q6_k": FT.MOSTLY_Q6_K}
+from .quant_types import QUANT_TYPES
+
+# (the 2-/3-bit K-quants and IQ4 join when their encoders are byte-identical)
+QUANTS = tuple(q.name for q in QUANT_TYPES if q.name not in
+               ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "iq4_nl", "iq4_xs"))
+FILE_TYPE = {q.name: FT(q.ftype) for q in QUANT_TYPES}
 DEFAULT_TYPE = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0,
-                "q4_k_m": T.Q4_K, "q5_k_m": T.Q5_K, "q6_k": T.Q6_K}
-K_TYPES = (T.Q4_K, T.Q5_K, T.Q6_K)
-FALLBACK = {T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
-# Approximate bytes per weight of each file type, for the free-space check before writing.
-BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.07, "q4_0": 0.57,
-                    "q4_k_m": 0.62, "q5_k_m": 0.72, "q6_k": 0.83}
+                "q4_1": T.Q4_1, "q5_0": T.Q5_0, "q5_1": T.Q5_1, "q2_k": T.Q2_K,
+                "q3_k_s": T.Q3_K, "q3_k_m": T.Q3_K, "q3_k_l": T.Q3_K, "q4_k_s": T.Q4_K,
+                "q4_k_m": T.Q4_K, "q5_k_s": T.Q5_K, "q5_k_m": T.Q5_K, "q6_k": T.Q6_K,
+                "iq4_nl": T.IQ4_NL, "iq4_xs": T.IQ4_XS}
+K_TYPES = (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K)
+# llama.cpp's tensor_type_fallback: types of 256-value blocks -> a type of 32-value blocks
+FALLBACK = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
+            T.IQ4_XS: T.IQ4_NL}
+# Approximate bytes per weight of each file type, for the free-space check before writing:
+# the table's whole-file figure with a margin for small models (whose Q6_K/Q8_0 embedding
+# is a large share).
+BYTES_PER_WEIGHT = {q.name: q.bits_per_weight / 8 * (1.0 if q.bits_per_weight >= 8 else 1.3)
+                    for q in QUANT_TYPES}
 
 
 # K-quant super-blocks per numpy pass in an export. Larger than kquants' single-thread best
@@ -32,6 +44,8 @@ BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.07, "q4_0": 0
 # fewer GIL hand-overs between them (Q4_K_M of a 0.5B model, 2 threads: 512 -> 4.2 s,
 # 2048 -> 3.0 s wall).
 K_CHUNK_BLOCKS = 2048
+# Types of 32-value blocks encoded by block_quants (one numpy pass per piece)
+BLOCK_TYPES = (T.Q8_0, T.Q5_0, T.Q5_1, T.Q4_0, T.Q4_1)
 
 
 def use_more_bits(i: int, n: int) -> bool:
@@ -39,10 +53,13 @@ def use_more_bits(i: int, n: int) -> bool:
 
 
 class TypePlanner:
-    """Stateful like llama.cpp's quantize_state: counts attn_v / ffn_down in file order."""
+    """Stateful like llama.cpp's quantize_state: counts attn_v / ffn_down in file order.
 
-    def __init__(self, quant: str, n_layers: int, has_output: bool):
+    `n_gqa` (query heads per KV head) decides Q2_K's and IQ4_NL/XS's attn_v type."""
+
+    def __init__(self, quant: str, n_layers: int, has_output: bool, n_gqa: int = 1):
         self.quant, self.n_layers, self.has_output = quant, n_layers, has_output
+        self.n_gqa = n_gqa
         self.i_attn_v = 0
         self.i_ffn_down = 0
 
@@ -61,20 +78,53 @@ class TypePlanner:
         is_output = name == "output.weight" or (not self.has_output and name == "token_embd.weight")
         if is_output:
             t = T.Q6_K  # llama.cpp: the output tensor gets Q6_K unless the file type is Q8_0
-        elif q in ("q4_k_m", "q5_k_m"):
+        elif "attn_v.weight" in name or "attn_qkv.weight" in name or "attn_kv_b.weight" in name:
             # llama.cpp counts a fused attn_qkv (Phi-3) as the layer's attn_v.
-            if "attn_v.weight" in name or "attn_qkv.weight" in name:
-                if use_more_bits(self.i_attn_v, self.n_layers):
-                    t = T.Q6_K
-                self.i_attn_v += 1
-            elif "ffn_down" in name:
-                if use_more_bits(self.i_ffn_down, self.n_layers):
-                    t = T.Q6_K
-                self.i_ffn_down += 1
-        if t in K_TYPES and cols % 256 != 0:
+            t = self._attn_v_type(t, self.i_attn_v)
+            self.i_attn_v += 1
+        elif "attn_output.weight" in name:
+            t = {"q2_k": T.Q3_K, "q3_k_m": T.Q4_K, "q3_k_l": T.Q5_K}.get(q, t)
+        elif "ffn_down" in name:
+            t = self._ffn_down_type(t, self.i_ffn_down)
+            self.i_ffn_down += 1
+        if t in FALLBACK and cols % 256 != 0:
             t = FALLBACK[t]
         if t not in (T.F32, T.F16, T.BF16) and cols % 32 != 0:
             t = T.F16
+        return t
+
+    def _attn_v_type(self, t: T, i: int) -> T:
+        q, n = self.quant, self.n_layers
+        if q == "q2_k":
+            return T.Q4_K if self.n_gqa >= 4 else T.Q3_K
+        if q == "q3_k_m":
+            return T.Q5_K if i < 2 else T.Q4_K
+        if q == "q3_k_l":
+            return T.Q5_K
+        if q in ("iq4_nl", "iq4_xs") and self.n_gqa >= 4:
+            return T.Q5_K
+        if q in ("q4_k_m", "q5_k_m") and use_more_bits(i, n):
+            return T.Q6_K
+        if q == "q4_k_s" and i < 4:
+            return T.Q5_K
+        return t
+
+    def _ffn_down_type(self, t: T, i: int) -> T:
+        q, n = self.quant, self.n_layers
+        if q == "q2_k":
+            return T.Q3_K
+        if q == "q3_k_m":
+            return T.Q5_K if i < n // 16 else T.Q4_K
+        if q == "q3_k_l":
+            return T.Q5_K
+        if q == "q4_k_m":
+            return T.Q6_K if use_more_bits(i, n) else t
+        if q in ("iq4_nl", "iq4_xs") and i < n // 8:  # (llama.cpp: only without an imatrix)
+            return T.Q5_K
+        if q == "q5_k_m" and use_more_bits(i, n):
+            return T.Q6_K
+        if q == "q4_k_s" and i < n // 8:
+            return T.Q5_K
         return t
 
 
@@ -89,14 +139,12 @@ def encode(w: np.ndarray, t: T, threads: int | None = None) -> np.ndarray:
     if t in K_TYPES:
         from . import kquants
 
-        fn = {T.Q4_K: kquants.quantize_q4_k, T.Q5_K: kquants.quantize_q5_k,
-              T.Q6_K: kquants.quantize_q6_k}[t]
         # float16 is converted chunk by chunk
-        return fn(w2, threads=threads, chunk_blocks=K_CHUNK_BLOCKS)
-    if t in (T.Q8_0, T.Q5_0):
+        return kquants.quantize_k(w2, t.name, threads=threads, chunk_blocks=K_CHUNK_BLOCKS)
+    if t in BLOCK_TYPES:
         from . import block_quants
 
-        fn = block_quants.quantize_q8_0 if t == T.Q8_0 else block_quants.quantize_q5_0
+        fn = getattr(block_quants, f"quantize_{t.name.lower()}")
         return fn(w2)  # one thread: the export runs pieces side by side instead
     from gguf import quants
 

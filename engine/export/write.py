@@ -69,7 +69,8 @@ def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str) -> list[Planned
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise TailorError(f"tensors map to the same GGUF name twice: {', '.join(dup[:3])}")
-    planner = TypePlanner(quant, a.n_layers, has_output="output.weight" in names)
+    planner = TypePlanner(quant, a.n_layers, has_output="output.weight" in names,
+                          n_gqa=a.n_head // a.n_kv_head)
     for p in planned:
         p.ggml_type = planner.type_for(p.name, p.shape)
         p.nbytes = nbytes_of(p.shape, p.ggml_type)

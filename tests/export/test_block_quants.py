@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from gguf.quants import Q5_0, Q8_0
 
-from engine.export.block_quants import BLOCK_BYTES, f16_to_f32, quantize_q5_0, quantize_q8_0
+from engine.export.block_quants import (
+    BLOCK_BYTES,
+    f16_to_f32,
+    quantize_q4_0,
+    quantize_q4_1,
+    quantize_q5_0,
+    quantize_q5_1,
+    quantize_q8_0,
+)
 from engine.export.kquants_llamacpp import (
     FTYPE_ALL_F32,
     FTYPE_MOSTLY_F16,
@@ -25,8 +33,15 @@ from engine.export.kquants_llamacpp import (
 
 from .test_kquants import ROW_KINDS, edge_case_rows
 
-ENCODERS = {"Q8_0": quantize_q8_0, "Q5_0": quantize_q5_0}
-FTYPE_Q8_0, FTYPE_Q5_0 = 7, 8  # llama_ftype (llama.h)
+ENCODERS = {"Q8_0": quantize_q8_0, "Q5_0": quantize_q5_0, "Q5_1": quantize_q5_1,
+            "Q4_0": quantize_q4_0, "Q4_1": quantize_q4_1}
+# llama_ftype (llama.h)
+FTYPE_Q4_0, FTYPE_Q4_1, FTYPE_Q8_0, FTYPE_Q5_0, FTYPE_Q5_1, FTYPE_Q5_K_M = 2, 3, 7, 8, 9, 17
+# the 32-value types each file type holds when no row divides into 256 (output: Q6_K -> Q8_0)
+EXPECTED_TYPES = {FTYPE_Q8_0: {"Q8_0"}, FTYPE_Q5_0: {"Q5_0", "Q8_0"},
+                  FTYPE_Q4_K_M: {"Q5_0", "Q8_0"}, FTYPE_Q5_K_M: {"Q5_1", "Q8_0"},
+                  FTYPE_Q4_0: {"Q4_0", "Q8_0"}, FTYPE_Q4_1: {"Q4_1", "Q8_0"},
+                  FTYPE_Q5_1: {"Q5_1", "Q8_0"}}
 SHAPE = LlamaShape(n_layers=1, hidden=96, ffn=160, n_heads=4, n_kv_heads=2, vocab=320)
 BLOCK_KINDS = 8
 
@@ -76,27 +91,32 @@ def source_models(tmp_path_factory):
     """{source ftype: (gguf path, {tensor name: float32 weights as llama.cpp reads them})}."""
     folder = tmp_path_factory.mktemp("block-quant-sources")
     models = {}
-    for ftype in (FTYPE_ALL_F32, FTYPE_MOSTLY_F16):
+    for ftype, clipped in ((FTYPE_ALL_F32, False), (FTYPE_ALL_F32, True),
+                           (FTYPE_MOSTLY_F16, True)):
         matrices = {}
         for seed, (name, shape) in enumerate(SHAPE.matrix_shapes().items()):
             weights = block_edge_rows(*shape, seed=seed + 100 * ftype)
-            if ftype == FTYPE_MOSTLY_F16:
-                # huge rows overflow float16: keep them within it
-                weights = np.clip(weights, -65504, 65504).astype(np.float16).astype(np.float32)
-            matrices[name] = weights
-        path = folder / f"probe-{ftype}.gguf"
+            if clipped:  # huge rows overflow float16 (and Q4_1/Q5_1's fp16 min): keep them in
+                weights = np.clip(weights, -65504, 65504)
+            matrices[name] = weights.astype(np.float16 if ftype else np.float32
+                                            ).astype(np.float32)
+        path = folder / f"probe-{ftype}-{clipped}.gguf"
         write_llama_gguf(path, SHAPE, matrices, ftype=ftype)
-        models[ftype] = (path, matrices)
+        models[ftype, clipped] = (path, matrices)
     return models
 
 
 @pytest.mark.parametrize("source_ftype", [FTYPE_ALL_F32, FTYPE_MOSTLY_F16], ids=["f32", "f16"])
-@pytest.mark.parametrize("target_ftype", [FTYPE_Q8_0, FTYPE_Q5_0, FTYPE_Q4_K_M],
-                         ids=["q8_0", "q5_0", "q4_k_m-fallbacks"])
+@pytest.mark.parametrize("target_ftype", list(EXPECTED_TYPES),
+                         ids=["q8_0", "q5_0", "q4_k_m-fallbacks", "q5_k_m-fallbacks", "q4_0",
+                              "q4_1", "q5_1"])
 def test_blocks_are_byte_identical_to_llama_cpp(source_models, tmp_path, source_ftype,
                                                 target_ftype):
     pytest.importorskip("llama_cpp")
-    source, matrices = source_models[source_ftype]
+    # 1e6 overflows Q4_1/Q5_1's fp16 min and Q4_0's scale (max / 8): llama.cpp writes inf,
+    # then refuses its own file
+    overflows = bool(EXPECTED_TYPES[target_ftype] & {"Q4_0", "Q4_1", "Q5_1"})
+    source, matrices = source_models[source_ftype, source_ftype == FTYPE_MOSTLY_F16 or overflows]
     target = tmp_path / "llama-cpp.gguf"
     llama_cpp_quantize(source, target, target_ftype)
     seen = set()
@@ -121,8 +141,7 @@ def test_blocks_are_byte_identical_to_llama_cpp(source_models, tmp_path, source_
                 pytest.fail(f"{name} ({type_name}, {w.dtype} in): {differing.sum()} of "
                             f"{differing.size} blocks differ from llama.cpp's; first: row {row} "
                             f"({kind}), values {weights.reshape(-1, 32)[b]}")
-    # Q5_0 ftype: output falls back to Q8_0; Q4_K_M: Q4_K -> Q5_0, Q6_K -> Q8_0
-    assert seen == ({"Q8_0"} if target_ftype == FTYPE_Q8_0 else {"Q5_0", "Q8_0"})
+    assert seen == EXPECTED_TYPES[target_ftype]
 
 
 def test_gguf_py_differs_from_llama_cpp_only_on_blocks_led_by_negative_zero():
@@ -164,7 +183,8 @@ def test_non_finite_weights_are_refused_naming_the_row(type_name, bad, dtype):
         ENCODERS[type_name](w)
 
 
-@pytest.mark.parametrize("type_name,peak", [("Q8_0", 8.4e6), ("Q5_0", 1.05e6)])
+@pytest.mark.parametrize("type_name,peak", [("Q8_0", 8.4e6), ("Q5_0", 1.05e6), ("Q4_0", 5.3e5),
+                                            ("Q4_1", 6.6e4), ("Q5_1", 6.6e4)])
 def test_scales_past_fp16_are_refused(type_name, peak):
     # llama.cpp writes an inf scale here, then refuses to load its own file
     w = np.zeros((2, 32), dtype=np.float32)
@@ -230,7 +250,7 @@ def test_arbitrary_rows_are_byte_identical_to_llama_cpp(tmp_path):
 def test_bytes_do_not_depend_on_how_the_blocks_are_cut(monkeypatch):
     from engine.export import block_quants
 
-    w = block_edge_rows(40, 96, seed=11)
+    w = np.clip(block_edge_rows(40, 96, seed=11), -65504, 65504)  # Q4_1/Q5_1: fp16 min
     whole = {name: encode(w) for name, encode in ENCODERS.items()}
     monkeypatch.setattr(block_quants, "PIECE_BLOCKS", 7)  # pieces end mid-row
     for name, encode in ENCODERS.items():

@@ -1,0 +1,83 @@
+"""The whole quantization ladder against llama.cpp's own quantizer, file by file.
+
+Same F16 source for both: Tailor's GGUF of a tiny model in file type X must hold, tensor by
+tensor, the type and the bytes `llama_model_quantize` writes for X from Tailor's F16 GGUF.
+That checks the encoders and llama.cpp's per-tensor mixture (which tensors get a larger
+type on which layers, the fallbacks of rows that do not divide into 256-value blocks).
+
+Models: 256 wide with 8 layers (K-quants apply; 8 layers make the layer rules of
+`use_more_bits`, `i < n/8` and `i < 2` pick some layers and not others) and the 64-wide
+defaults (every 256-block type falls back).
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from engine.export.gguf_export import export_gguf
+from engine.export.quant_types import QUANT_BY_NAME
+from engine.tiny_models import cached_tiny_model
+
+from .helpers import f16_copy, quiet_fd2
+
+WIDE = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 8}
+
+
+def _f16_model(kind: str, wide: bool, folder: Path) -> Path:
+    base = cached_tiny_model(kind, **WIDE) if wide else cached_tiny_model(kind)
+    return f16_copy(base, folder)
+
+
+def assert_same_as_llama_cpp(m16: Path, quant: str, tmp_path: Path) -> dict[str, str]:
+    """Export `m16` as `quant` and compare with llama.cpp's quantizer; returns name -> type."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    f16 = tmp_path / f"{m16.name}-f16.gguf"
+    if not f16.exists():
+        export_gguf(m16, f16, "f16", verify=False)
+    ours = export_gguf(m16, tmp_path / f"{m16.name}-{quant}.gguf", quant, verify=False)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANT_BY_NAME[quant].ftype
+    params.nthread = 2
+    reference = tmp_path / f"{m16.name}-{quant}-llama.gguf"
+    with quiet_fd2():
+        status = llama_cpp.llama_model_quantize(str(f16).encode(), str(reference).encode(),
+                                                ctypes.byref(params))
+    assert status == 0
+    a = {t.name: t for t in gguf.GGUFReader(str(ours.path)).tensors}
+    b = {t.name: t for t in gguf.GGUFReader(str(reference)).tensors}
+    assert set(a) == set(b)
+    wrong_type = {n: (a[n].tensor_type.name, b[n].tensor_type.name) for n in a
+                  if a[n].tensor_type != b[n].tensor_type}
+    assert not wrong_type, f"{quant}: (ours, llama.cpp's) types differ: {wrong_type}"
+    wrong_bytes = [n for n in a if not np.array_equal(np.asarray(a[n].data).view(np.uint8),
+                                                      np.asarray(b[n].data).view(np.uint8))]
+    assert not wrong_bytes, f"{quant}: bytes differ in {wrong_bytes} " \
+                            f"({ {n: a[n].tensor_type.name for n in wrong_bytes} })"
+    return {n: a[n].tensor_type.name for n in a}
+
+
+LEGACY = ["q4_1", "q5_0", "q5_1"]
+
+
+@pytest.mark.parametrize("kind,wide", [("llama3", True), ("qwen2", False), ("phi3", True),
+                                       ("gemma3", False)])
+def test_legacy_types_are_byte_identical_to_llama_cpp(kind, wide, tmp_path):
+    m16 = _f16_model(kind, wide, tmp_path / f"{kind}-m16")
+    for quant in LEGACY:
+        types = assert_same_as_llama_cpp(m16, quant, tmp_path)
+        assert quant.upper() in set(types.values())
+
+
+@pytest.mark.parametrize("kind,wide", [("llama3", True), ("qwen3", True), ("gemma", False)])
+def test_small_k_quant_mixtures_are_byte_identical_to_llama_cpp(kind, wide, tmp_path):
+    """Q4_K_S: attn_v Q5_K on the first 4 layers, ffn_down Q5_K below n/8; Q5_K_S: none."""
+    m16 = _f16_model(kind, wide, tmp_path / f"{kind}-m16")
+    for quant in ("q4_k_s", "q5_k_s"):
+        types = assert_same_as_llama_cpp(m16, quant, tmp_path)
+        if wide:
+            assert types["blk.3.attn_v.weight"] == "Q5_K"
+            assert types["blk.4.attn_v.weight"] == quant[:2].upper() + "_K"
