@@ -42,6 +42,9 @@ class TrainConfig:
                                  "batch size x this)", minimum=1, maximum=1024)
     max_seq_length: int = opt(2048, "longest example in tokens (longer ones are truncated)",
                               minimum=8, maximum=1 << 20)
+    pack: bool = opt(False, "pack several examples into each row, up to max-seq-length tokens, "
+                     "each attending only to itself: less padding, and fewer, fuller steps "
+                     "(batch-size then counts rows). Every example's loss is as unpacked")
     grad_clip: float = opt(1.0, "clip the gradient norm to this (0: off)", minimum=0.0,
                            maximum=1e6)
     grad_checkpoint: bool = opt(False, "recompute activations in the backward pass: less "
@@ -116,6 +119,7 @@ RESUME_FIXED_REASON = {
     "epochs": "it sets the run's length, which the learning-rate schedule was built on",
     "iters": "it sets the run's length, which the learning-rate schedule was built on",
     "batch_size": _DATA, "grad_accumulation": _DATA, "max_seq_length": _DATA, "seed": _DATA,
+    "pack": _DATA,
     "eval_every": _STOPPING, "val_batches": _STOPPING, "patience": _STOPPING,
     "quantize_base": "it changes the base weights the adapter was trained on",
 }

@@ -68,10 +68,11 @@ class LoopResult:
     last_checkpoint: str
 
 
-def total_steps(cfg: TrainConfig, n_train: int) -> int:
+def total_steps(cfg: TrainConfig, n_units: int) -> int:
+    """Optimizer steps of the run; ``n_units``: training examples, or packed rows."""
     if cfg.iters:
         return cfg.iters
-    per_epoch = math.ceil(n_train / cfg.batch_size)
+    per_epoch = math.ceil(n_units / cfg.batch_size)
     return max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accumulation))
 
 
@@ -140,10 +141,11 @@ class Trainer:
         self.report, self.cancel, self.job = report, cancel or CancelToken(), job
         self.batch_hook = batch_hook  # fault injection (tests): may alter batch m
         self.on_checkpoint = on_checkpoint
-        self.train = BatchStream(train, cfg.batch_size, cfg.max_seq_length, cfg.seed, pad_id)
-        self.valid = BatchStream(valid, cfg.batch_size, cfg.max_seq_length, cfg.seed, pad_id) \
-            if valid else None
-        self.steps = total_steps(cfg, len(train))
+        self.train = BatchStream(train, cfg.batch_size, cfg.max_seq_length, cfg.seed, pad_id,
+                                 pack=cfg.pack)
+        self.valid = BatchStream(valid, cfg.batch_size, cfg.max_seq_length, cfg.seed, pad_id,
+                                 pack=cfg.pack) if valid else None
+        self.steps = total_steps(cfg, self.train.n_units)
         self.schedule = build_schedule(cfg, self.steps)
         self.optimizer = build_optimizer(cfg, self.schedule)
         self.optimizer.init(model.trainable_parameters())
@@ -187,8 +189,8 @@ class Trainer:
         state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(inputs, targets, index, weight, prev_grad, do_update):
-            (loss, n), grad = loss_and_grad(model, inputs, targets, index, weight)
+        def step(inputs, targets, index, weight, segments, prev_grad, do_update):
+            (loss, n), grad = loss_and_grad(model, inputs, targets, index, weight, segments)
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
             if do_update:
@@ -208,7 +210,7 @@ class Trainer:
         for i, b in enumerate(self.valid.all_in_order()):
             if 0 <= self.cfg.val_batches <= i:
                 break
-            loss, n = self.loss(self.model, b.inputs, b.targets, b.index, b.weight)
+            loss, n = self.loss(self.model, b.inputs, b.targets, b.index, b.weight, b.segments)
             total, count = total + loss * n, count + n
             mx.eval(total, count)
             self.cancel.raise_if_cancelled()
@@ -275,7 +277,7 @@ class Trainer:
                 mx.random.seed(micro_seed(cfg.seed, micro))
                 last = a == cfg.grad_accumulation - 1
                 loss, _, grad = step_fn(batch.inputs, batch.targets, batch.index,
-                                        batch.weight, grad, last)
+                                        batch.weight, batch.segments, grad, last)
                 # one sync per micro-batch: it bounds memory and gives us the loss to check
                 mx.eval(state, loss, grad)
                 losses.append(loss.item())

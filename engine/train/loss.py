@@ -11,6 +11,8 @@ from typing import Callable
 import mlx.core as mx
 import mlx.nn as nn
 
+from .packing import segment_caches
+
 
 def split_head(model) -> tuple[Callable | None, Callable | None]:
     """(body, head) with ``head(body(x)) == model(x)`` for the families we know, else (None,
@@ -38,20 +40,23 @@ def split_head(model) -> tuple[Callable | None, Callable | None]:
             out = mx.tanh(out / softcap) * softcap
         return out
 
-    return (lambda x: body(x)), head
+    return (lambda x, cache=None: body(x, cache=cache)), head
 
 
 def make_loss(model) -> Callable:
-    """``loss(model, inputs, targets, index, weight) -> (mean loss, trained tokens)``."""
+    """``loss(model, inputs, targets, index, weight, segments=None) -> (mean loss, trained
+    tokens)``; ``segments`` [B, L] marks the examples of packed rows (engine/train/packing.py),
+    whose attention is then kept to each example."""
     body, head = split_head(model)
 
-    def loss(model, inputs, targets, index, weight):
+    def loss(model, inputs, targets, index, weight, segments=None):
+        cache = segment_caches(model, segments) if segments is not None else None
         if body is not None:
-            h = body(inputs)
+            h = body(inputs, cache)
             h = mx.take(h.reshape(-1, h.shape[-1]), index, axis=0)
             logits = head(h)
         else:
-            logits = model(inputs)
+            logits = model(inputs, cache=cache)
             logits = mx.take(logits.reshape(-1, logits.shape[-1]), index, axis=0)
         ce = nn.losses.cross_entropy(logits.astype(mx.float32), mx.take(targets, index))
         n = weight.sum()

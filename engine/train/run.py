@@ -30,6 +30,7 @@ from ..data import DataConfig
 from .data_source import prepare
 from .estimate import estimate
 from .loop import NonFiniteLoss, Trainer
+from .packing import refuse_unpackable
 
 
 def versions() -> dict:
@@ -184,7 +185,10 @@ def _load(model, data, cfg, data_config, report, cancel, job) -> _Loaded:
 
     base_files = model_files(model_dir)
     base_files.report_skipped(report, job)  # linked out of the folder: not read
-    code_note = custom_code_note(read_config(model_dir))  # auto_map: never run, say so
+    model_json = read_config(model_dir)
+    code_note = custom_code_note(model_json)  # auto_map: never run, say so
+    if cfg.pack:  # said now, before the data and the weights load
+        refuse_unpackable(model_json, str(model))
     if code_note:
         report(Log(job=job, message=code_note))
     model_notes = [n for n in (code_note, base_files.note()) if n]  # also in the Started info
@@ -222,6 +226,8 @@ def _load(model, data, cfg, data_config, report, cancel, job) -> _Loaded:
 def _plan_info(run: _Loaded, cfg: TrainConfig, loaded, machine_memory) -> dict:
     """The Started event's info: parameter counts, the memory estimate, the data and base."""
     longest = max(len(e.tokens) for e in run.prepared.train)
+    if cfg.pack:  # rows fill up to the maximum length
+        longest = min(cfg.max_seq_length, sum(len(e.tokens) for e in run.prepared.train))
     mem = estimate(run.net, run.model_config, cfg, longest,
                    machine_memory() if machine_memory is not None else None)
     return {"parameters": {"total": int(count(run.net.parameters())),
@@ -301,6 +307,8 @@ def _train_and_record(folder, name, run: _Loaded, cfg, adapter_config, run_state
             report(Log(job=job, level="warning",
                        message=f"the manifest could not record the run's end: {e}"))
 
+    if cfg.pack:
+        manifest["packing"] = _packing_note(trainer, report, job)
     if loaded is not None:
         trainer.restore(loaded)
     try:
@@ -325,6 +333,29 @@ def _train_and_record(folder, name, run: _Loaded, cfg, adapter_config, run_state
     write_adapter_files(folder, trainable_weights(net), adapter_config, str(model_dir))
     record(JobState.FINISHED, trainer, finished=time.time(), stopped_early=result.stopped_early)
     return library.get_adapter(name, library_dir)
+
+
+def _packing_note(trainer: Trainer, report: Reporter, job: str) -> dict:
+    """What packing did to the training set, said in the run log; -> the manifest's record."""
+    from .batching import BatchStream
+
+    packed = trainer.train
+    unpacked = BatchStream(packed.examples, packed.batch_size, packed.max_seq_length,
+                           packed.seed)
+    (pad_u, all_u), (pad_p, all_p) = unpacked.padding(), packed.padding()
+    note = {"examples": len(packed.examples), "rows": packed.n_units,
+            "row_tokens": packed.max_seq_length, "padding_unpacked": pad_u,
+            "padding_packed": pad_p, "batches_unpacked": unpacked.per_epoch,
+            "batches_packed": packed.per_epoch}
+    report(Log(job=job, message=(
+        f"packing: {note['examples']} examples in {note['rows']} rows of up to "
+        f"{note['row_tokens']} tokens; padding per epoch {pad_p:,} of {all_p:,} positions "
+        f"({100 * pad_p / max(1, all_p):.1f}%) packed against {pad_u:,} of {all_u:,} "
+        f"({100 * pad_u / max(1, all_u):.1f}%) unpacked: "
+        + (f"{pad_u - pad_p:,} padded positions saved" if pad_p <= pad_u else
+           f"{pad_p - pad_u:,} more padded positions (rows left part-full)")
+        + f"; {unpacked.per_epoch} -> {packed.per_epoch} batches per epoch")))
+    return note
 
 
 def train_result(info: library.AdapterInfo) -> TrainResult:
