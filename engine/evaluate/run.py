@@ -47,10 +47,10 @@ def evaluate_adapter(adapter: str, job: Job, *, data: str | Path | None = None,
 
         report.parity = shipped_parity(adapter, job.nested(0.8, 1.0), library_dir=library_dir)
     job.cancel.raise_if_cancelled()
+    report.markdown = str(md) if md is not None else ""
     save_report(info.path, report)
     if md is not None:
         from ..atomic import write_text_atomic
 
-        report.markdown = str(md)
         write_text_atomic(md, report_markdown(report), overwrite=False)
     return report
