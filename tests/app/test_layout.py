@@ -91,8 +91,10 @@ def test_memory_and_token_counts_read_naturally(qtbot, tiny_model):
     from app.pages.train import TrainPage
     from app.state import AppState
 
-    assert human_bytes(0.0123 * GIB) == "13 MB" and human_bytes(0.5 * GIB) == "512 MB"
-    assert human_bytes(1.5 * GIB) == "1.5 GB" and human_bytes(5 * 1024 ** 2) == "5.0 MB"
+    # engine/sizes.py's decimal units (as Finder counts), MB below a gigabyte
+    assert human_bytes(13_200_000) == "13.2 MB" and human_bytes(512e6) == "512 MB"
+    assert human_bytes(1.5e9) == "1.50 GB" and human_bytes(5e6) == "5.00 MB"
+    assert human_bytes(0.5 * GIB) == "537 MB"  # a GiB-based figure is not shown as "512"
     assert human_tokens(134.25) == "134" and human_tokens(1250) == "1,250"
     assert "0.0 GB" not in describe_model(tiny_model("qwen2"))["memory"]
     assert " MB" in describe_model(tiny_model("qwen2"))["memory"]
@@ -101,7 +103,7 @@ def test_memory_and_token_counts_read_naturally(qtbot, tiny_model):
     qtbot.addWidget(page)
     page._on_step(Step(iteration=1, total_iterations=10, peak_memory_gb=0.01))
     page.refresh()
-    assert page.stat_labels["mem"].text() == "10 MB"
+    assert page.stat_labels["mem"].text() == "10.0 MB"  # (the engine counts 1 GB = 1e9 B)
 
     data = DataPage(AppState())
     qtbot.addWidget(data)
