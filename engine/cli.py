@@ -155,6 +155,11 @@ def run_command(module_name: str, args: argparse.Namespace, job: Job) -> int:
     """Run one command; every way it can end becomes an exit status and one event, never a
     traceback on the terminal (an unexpected exception's traceback goes to a log file)."""
     try:
+        from .stdio import temp_folder_problem
+
+        problem = temp_folder_problem()  # before MLX fails on it mid-job (engine/stdio.py)
+        if problem:
+            raise TailorError(*problem)
         module = importlib.import_module(module_name)
         with job_locks(args, job.name):
             sweep_leftovers(args, job)

@@ -25,3 +25,23 @@ def ensure_standard_fds() -> None:
                 os.close(null)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))
+
+
+def temp_folder_problem(environ=None) -> tuple[str, str] | None:
+    """(message, hint) when ``$TMPDIR`` names a folder that cannot hold temporary files, else
+    None. MLX asks C++ for the temporary folder (std::filesystem::temp_directory_path), which
+    fails on such a TMPDIR with a bare "temp_directory_path: No such file or directory" in the
+    middle of a job; Python's tempfile would quietly fall back to /tmp instead."""
+    import shlex
+
+    folder = (os.environ if environ is None else environ).get("TMPDIR")
+    if not folder:
+        return None
+    if os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK):
+        return None
+    why = ("does not exist" if not os.path.exists(folder) else
+           "is not a folder" if not os.path.isdir(folder) else "is not writable")
+    return (f"the temporary folder {folder} (set by the TMPDIR environment variable) {why}; "
+            "Tailor and MLX write temporary files there",
+            f"create it (mkdir -p {shlex.quote(folder)}), point TMPDIR at a folder that exists, "
+            "or unset it to use the system's (/tmp)")
