@@ -30,13 +30,14 @@ from engine.export.kquants_search import (
     F32,
     GROUP_MAX_EPS,
     fit_min_scale,
+    fit_q3_scale,
     fit_symmetric_scale,
     nearest_int_exact,
     signed_peak,
 )
 
 QK_K = 256
-BLOCK_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
+BLOCK_BYTES = {"Q2_K": 84, "Q3_K": 110, "Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
 # Super-blocks per chunk: 512 blocks = 128k values, 512 KiB of float32 per work array, so a
 # chunk's working set stays in a core's L2; larger is no faster, smaller pays numpy call cost.
 DEFAULT_CHUNK_BLOCKS = 512
@@ -70,6 +71,20 @@ def quantize_q6_k(weights: np.ndarray, *, progress: ProgressFn | None = None,
                   chunk_blocks: int = DEFAULT_CHUNK_BLOCKS) -> np.ndarray:
     """Q6_K blocks of `weights` [rows, cols] -> uint8 [rows, cols // 256 * 210]. See q4_k."""
     return _quantize(weights, "Q6_K", _encode_q6_k, progress, threads, chunk_blocks)
+
+
+def quantize_q2_k(weights: np.ndarray, *, progress: ProgressFn | None = None,
+                  threads: int | None = None,
+                  chunk_blocks: int = DEFAULT_CHUNK_BLOCKS) -> np.ndarray:
+    """Q2_K blocks of `weights` [rows, cols] -> uint8 [rows, cols // 256 * 84]. See q4_k."""
+    return _quantize(weights, "Q2_K", _encode_q2_k, progress, threads, chunk_blocks)
+
+
+def quantize_q3_k(weights: np.ndarray, *, progress: ProgressFn | None = None,
+                  threads: int | None = None,
+                  chunk_blocks: int = DEFAULT_CHUNK_BLOCKS) -> np.ndarray:
+    """Q3_K blocks of `weights` [rows, cols] -> uint8 [rows, cols // 256 * 110]. See q4_k."""
+    return _quantize(weights, "Q3_K", _encode_q3_k, progress, threads, chunk_blocks)
 
 
 def quantize_k(weights: np.ndarray, type_name: str, **options) -> np.ndarray:
@@ -287,4 +302,97 @@ def _encode_q6_k(blocks: np.ndarray) -> np.ndarray:
     return out
 
 
-QUANTIZERS = {"Q4_K": quantize_q4_k, "Q5_K": quantize_q5_k, "Q6_K": quantize_q6_k}
+# ---------------------------------------------------------------- Q2_K (scale + min, 4-bit)
+
+def _pack_2bit(levels: np.ndarray) -> np.ndarray:
+    """Levels 0..3 [n, 256] -> qs [n, 64]: byte 32*h + l holds values 128*h + l + 32*k at
+    bits 2k (quantize_row_q2_K_ref / q3_K's low two bits)."""
+    quads = levels.reshape(len(levels), 2, 4, 32)
+    qs = quads[:, :, 0] | (quads[:, :, 1] << 2) | (quads[:, :, 2] << 4) | (quads[:, :, 3] << 6)
+    return qs.reshape(len(levels), 64)
+
+
+def _encode_q2_k(blocks: np.ndarray) -> np.ndarray:
+    n_blocks = len(blocks)
+    columns = _columns(blocks, 16)
+    fit = fit_min_scale(columns, 3, -0.5, 0.1, 15, weights=np.abs(columns), use_mad=True)
+    scales = fit.scale.reshape(n_blocks, 16)
+    mins = fit.the_min.reshape(n_blocks, 16)
+    max_scale = np.maximum(scales.max(axis=1), F32(0))
+    max_min = np.maximum(mins.max(axis=1), F32(0))
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        inv_scale = np.where(max_scale > 0, F32(15) / max_scale, F32(0)).astype(F32)
+        inv_min = np.where(max_min > 0, F32(15) / max_min, F32(0)).astype(F32)
+        # C: scales[j] = l (a uint8_t), then |= l_min << 4 (wraps like & 0xFF)
+        packed = ((nearest_int_exact(inv_scale[:, None] * scales) & 0xFF)
+                  | ((nearest_int_exact(inv_min[:, None] * mins) << 4) & 0xFF))
+        d = (max_scale / F32(15)).astype(np.float16)
+        dmin = (max_min / F32(15)).astype(np.float16)
+    _check_fp16_scales(d, dmin)
+    step = d.astype(F32)[:, None] * (packed & 0xF).astype(F32)
+    offset = dmin.astype(F32)[:, None] * (packed >> 4).astype(F32)
+    x = blocks.reshape(n_blocks, 16, 16)
+    with np.errstate(all="ignore"):
+        levels = nearest_int_exact((x + offset[:, :, None]) / step[:, :, None])
+    np.clip(levels, 0, 3, out=levels)
+    levels = levels.astype(np.uint8).reshape(-1, 16)
+    kept = (step == 0).reshape(-1)  # the C `if (!d) continue`: the search's levels stay
+    if kept.any():
+        levels[kept] = fit.levels(columns, 3, kept).T.astype(np.uint8)
+    out = np.empty((n_blocks, 84), dtype=np.uint8)
+    out[:, 0:16] = packed.astype(np.uint8)
+    out[:, 16:80] = _pack_2bit(levels.reshape(n_blocks, QK_K))
+    out[:, 80:82] = _fp16_bytes(d.astype(F32))
+    out[:, 82:84] = _fp16_bytes(dmin.astype(F32))
+    return out
+
+
+# ---------------------------------------------------------------- Q3_K (signed scale, 6-bit)
+
+def _encode_q3_k(blocks: np.ndarray) -> np.ndarray:
+    n_blocks = len(blocks)
+    columns = _columns(blocks, 16)
+    sub_scale, searched = fit_q3_scale(columns, 4)
+    scales = sub_scale.reshape(n_blocks, 16)
+    max_scale, _ = signed_peak(np.ascontiguousarray(scales.T))  # first of equal |scale|
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        iscale = F32(-32) / max_scale
+        # C: int8_t l = nearest_int(.) (wraps), then MAX(-32, MIN(31, l)) + 32
+        l6 = nearest_int_exact(iscale[:, None] * scales).astype(np.int8).astype(np.int32)
+        l6 = np.clip(l6, -32, 31) + 32
+        d = (F32(1) / iscale).astype(np.float16)
+    no_scale = max_scale == 0
+    l6[no_scale] = 0  # scales left at 0 (memset): each sub-block reads back as -32
+    d[no_scale] = 0
+    _check_fp16_scales(d)
+    step = d.astype(F32)[:, None] * (l6 - 32).astype(F32)
+    x = blocks.reshape(n_blocks, 16, 16)
+    with np.errstate(all="ignore"):
+        levels = nearest_int_exact(x / step[:, :, None])
+    np.clip(levels, -4, 3, out=levels)
+    levels = (levels + 4).astype(np.uint8).reshape(-1, 16)
+    kept = (step == 0).reshape(-1)  # the C `if (!d) continue`: make_q3_quants' levels stay
+    if kept.any():
+        levels[kept] = searched[:, kept].T.astype(np.uint8)
+    levels = levels.reshape(n_blocks, QK_K)
+
+    out = np.empty((n_blocks, 110), dtype=np.uint8)
+    # hmask byte m, bit b: the high bit of value 32*b + m
+    high = (levels >> 2).reshape(n_blocks, 8, 32) & 1
+    hmask = np.zeros((n_blocks, 32), dtype=np.uint8)
+    for b in range(8):
+        hmask |= high[:, b] << b
+    out[:, 0:32] = hmask
+    out[:, 32:96] = _pack_2bit(levels & 3)
+    l6 = l6.astype(np.uint8)
+    packed = np.empty((n_blocks, 12), dtype=np.uint8)
+    packed[:, 0:8] = (l6[:, 0:8] & 0xF) | ((l6[:, 8:16] & 0xF) << 4)
+    top = l6 >> 4  # bits 4-5 of scale j go to byte 8 + j % 4 at bit 2 * (j // 4)
+    packed[:, 8:12] = top[:, 0:4] | (top[:, 4:8] << 2) | (top[:, 8:12] << 4) | (top[:, 12:16] << 6)
+    out[:, 96:108] = packed
+    out[:, 108:110] = _fp16_bytes(d.astype(F32))
+    return out
+
+
+QUANTIZERS = {"Q2_K": quantize_q2_k, "Q3_K": quantize_q3_k, "Q4_K": quantize_q4_k,
+              "Q5_K": quantize_q5_k, "Q6_K": quantize_q6_k}

@@ -71,26 +71,32 @@ class MinScaleFit:
         return levels
 
 
-def _error_sum_in_place(levels, x, weights, scale, the_min) -> np.ndarray:
-    """C's `cur_error`: sum of w * ((scale*l + min) - x)**2 in its float32 order (levels is
-    overwritten)."""
+def _error_sum_in_place(levels, x, weights, scale, the_min, use_mad=False) -> np.ndarray:
+    """C's `cur_error`: sum of w * ((scale*l + min) - x)**2 (or w * |...| with `use_mad`) in
+    its float32 order (levels is overwritten)."""
     levels *= scale
     levels += the_min
     levels -= x
-    np.square(levels, out=levels)
+    if use_mad:
+        np.abs(levels, out=levels)
+    else:
+        np.square(levels, out=levels)
     levels *= weights
     return sequential_sum(levels)
 
 
 def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
-                  nstep: int) -> MinScaleFit:
-    """`make_qkx2_quants` with weights av_x + |x| for every column of `columns` ([32, N])."""
+                  nstep: int, weights: np.ndarray | None = None,
+                  use_mad: bool = False) -> MinScaleFit:
+    """`make_qkx2_quants` for every column of `columns` ([n, N]): weights av_x + |x| (Q4_K,
+    Q5_K) unless given (Q2_K: |x|, with `use_mad`, the absolute error)."""
     n = columns.shape[0]
     x = columns
-    sum_x2 = sequential_sum(x * x)
-    av_x = np.sqrt(sum_x2 / F32(n))
-    weights = np.abs(x)
-    weights += av_x
+    if weights is None:
+        sum_x2 = sequential_sum(x * x)
+        av_x = np.sqrt(sum_x2 / F32(n))
+        weights = np.abs(x)
+        weights += av_x
     sum_w = sequential_sum(weights)
     sum_x = sequential_sum(weights * x)
 
@@ -109,7 +115,7 @@ def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
 
         np.multiply(shifted, iscale, out=levels)
         _clamped_levels(levels, 0, nmax)
-        best_error = _error_sum_in_place(levels, x, weights, scale, cur_min)
+        best_error = _error_sum_in_place(levels, x, weights, scale, cur_min, use_mad)
 
         grid_iscale = iscale.copy()
         grid_min = cur_min.copy()
@@ -133,7 +139,7 @@ def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
                 this_min[positive_min] = 0
                 this_scale[positive_min] = (sum_xl / sum_l2)[positive_min]
 
-            error = _error_sum_in_place(levels, x, weights, this_scale, this_min)
+            error = _error_sum_in_place(levels, x, weights, this_scale, this_min, use_mad)
             better = np.flatnonzero((det > 0) & (error < best_error))
             if len(better):
                 best_error[better] = error[better]
@@ -226,3 +232,65 @@ def fit_symmetric_scale(columns: np.ndarray, nmax: int) -> SymmetricFit:
 
     scale[zero] = 0
     return SymmetricFit(scale=scale, grid_iscale=grid_iscale, zero=zero)
+
+
+def fit_q3_scale(columns: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """`make_q3_quants(n, nmax, x, L, do_rmse=true)` for every column of `columns` ([16, N]):
+    (scale [N], levels [16, N] offset by nmax, float32).
+
+    The C refinement walks a sub-block's values in order, and each accepted change moves the
+    sums the next value is judged by: so the values loop in Python while every step works on
+    all sub-blocks at once. A sub-block whose pass changed nothing would change nothing
+    again (same state, same decisions): running the remaining passes on it is a no-op, so
+    only the sub-blocks still changing are carried into the next pass.
+    """
+    x = columns
+    peak, amax = signed_peak(x)
+    zero = amax < GROUP_MAX_EPS
+    with np.errstate(all="ignore"):
+        iscale = F32(-nmax) / peak
+        levels = np.clip(nearest_int_exact(iscale * x), -nmax, nmax - 1).astype(F32)
+    weights = x * x
+    weighted_x = weights * x
+    sum_lx = sequential_sum(weighted_x * levels)
+    sum_l2 = sequential_sum(weights * levels * levels)
+    active = np.flatnonzero(~zero)
+    for _ in range(5):
+        if not len(active):
+            break
+        changed = _q3_pass(x, weights, weighted_x, levels, sum_lx, sum_l2, active, nmax)
+        active = active[changed]
+    with np.errstate(all="ignore"):
+        scale = np.where(sum_l2 > 0, sum_lx / sum_l2, F32(0)).astype(F32)
+    levels += F32(nmax)
+    scale[zero] = 0
+    levels[:, zero] = 0
+    return scale, levels
+
+
+def _q3_pass(x, weights, weighted_x, levels, sum_lx, sum_l2, active, nmax) -> np.ndarray:
+    """One pass of make_q3_quants' refinement over the sub-blocks `active` (arrays updated in
+    place); returns which of them changed."""
+    xs, ws, wxs = x[:, active], weights[:, active], weighted_x[:, active]
+    ls = levels[:, active]
+    slx_all, sl2_all = sum_lx[active], sum_l2[active]
+    changed = np.zeros(len(active), dtype=bool)
+    with np.errstate(all="ignore"):
+        for i in range(x.shape[0]):
+            w, wx, level = ws[i], wxs[i], ls[i]
+            slx = slx_all - wx * level
+            sl2 = sl2_all - w * level * level
+            new = np.clip(nearest_int_exact(xs[i] * sl2 / slx), -nmax, nmax - 1).astype(F32)
+            slx_new = slx + wx * new
+            sl2_new = sl2 + w * new * new
+            take = ((slx > 0) & (new != level) & (sl2_new > 0)
+                    & (slx_new * slx_new * sl2_all > slx_all * slx_all * sl2_new))
+            if take.any():
+                level[take] = new[take]
+                slx_all[take] = slx_new[take]
+                sl2_all[take] = sl2_new[take]
+                changed |= take
+    levels[:, active] = ls
+    sum_lx[active] = slx_all
+    sum_l2[active] = sl2_all
+    return changed

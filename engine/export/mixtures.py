@@ -19,9 +19,8 @@ from gguf import LlamaFileType as FT
 
 from .quant_types import QUANT_TYPES
 
-# (the 2-/3-bit K-quants and IQ4 join when their encoders are byte-identical)
-QUANTS = tuple(q.name for q in QUANT_TYPES if q.name not in
-               ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "iq4_nl", "iq4_xs"))
+# (IQ4_NL/IQ4_XS join when their encoders are byte-identical)
+QUANTS = tuple(q.name for q in QUANT_TYPES if q.name not in ("iq4_nl", "iq4_xs"))
 FILE_TYPE = {q.name: FT(q.ftype) for q in QUANT_TYPES}
 DEFAULT_TYPE = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0,
                 "q4_1": T.Q4_1, "q5_0": T.Q5_0, "q5_1": T.Q5_1, "q2_k": T.Q2_K,

@@ -81,3 +81,22 @@ def test_small_k_quant_mixtures_are_byte_identical_to_llama_cpp(kind, wide, tmp_
         if wide:
             assert types["blk.3.attn_v.weight"] == "Q5_K"
             assert types["blk.4.attn_v.weight"] == quant[:2].upper() + "_K"
+
+
+LOW_K = ["q2_k", "q3_k_s", "q3_k_m", "q3_k_l"]
+
+
+@pytest.mark.parametrize("kind,wide", [("llama3", True), ("gemma", True), ("phi3", True),
+                                       ("qwen2", False)])
+def test_2_and_3_bit_k_quants_are_byte_identical_to_llama_cpp(kind, wide, tmp_path):
+    """Q2_K (attn_v Q4_K when 4+ query heads share a KV head: gemma; else Q3_K), Q3_K_S/M/L
+    (Q3_K_M: attn_v Q5_K on the first two layers), and their fallbacks on 64-wide rows."""
+    m16 = _f16_model(kind, wide, tmp_path / f"{kind}-m16")
+    types = {quant: assert_same_as_llama_cpp(m16, quant, tmp_path) for quant in LOW_K}
+    if wide and kind != "phi3":
+        for quant in LOW_K:
+            assert types[quant]["blk.0.ffn_gate.weight"] == ("Q2_K" if quant == "q2_k"
+                                                             else "Q3_K")
+        assert types["q2_k"]["blk.0.attn_v.weight"] == ("Q4_K" if kind == "gemma" else "Q3_K")
+        assert types["q3_k_m"]["blk.1.attn_v.weight"] == "Q5_K"
+        assert types["q3_k_m"]["blk.2.attn_v.weight"] == "Q4_K"
