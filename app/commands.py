@@ -47,12 +47,14 @@ def _fmt(v: Any) -> str:
 
 
 def train_command(model: str, data: str, name: str, settings: dict[str, Any],
-                  config_cls=None, python: str | None = None) -> list[str]:
-    """`tailor train --model M --data D --name N [settings...]`."""
+                  config_cls=None, strict: bool = False, python: str | None = None) -> list[str]:
+    """`tailor train --model M --data D --name N [settings...] [--strict]` (strict: any bad
+    line in the dataset stops the run instead of being skipped)."""
     if config_cls is None:
         from engine.train.config import TrainConfig as config_cls
     return engine_argv("train", "--model", str(model), "--data", str(data), "--name", name,
-                       *dataclass_flags(config_cls, settings), python=python)
+                       *dataclass_flags(config_cls, settings), *(["--strict"] if strict else []),
+                       python=python)
 
 
 def resume_command(name: str, python: str | None = None) -> list[str]:
@@ -60,10 +62,14 @@ def resume_command(name: str, python: str | None = None) -> list[str]:
     return engine_argv("train", "--resume", name, python=python)
 
 
-def data_check_command(path: str, model: str | None, python: str | None = None) -> list[str]:
+def data_check_command(path: str, model: str | None, preview: int = 0,
+                       python: str | None = None) -> list[str]:
+    """`tailor data check PATH [--model M] [--preview N]` (N rendered examples in the report)."""
     args = ["check", str(path)]
     if model:
         args += ["--model", str(model)]
+    if preview:
+        args += ["--preview", str(preview)]
     return engine_argv("data", *args, python=python)
 
 

@@ -17,6 +17,7 @@ from engine.results import DataReport, PreviewExample, Problem
 
 from .. import commands
 from ..estimate import human_tokens
+from ..job_binding import bind_job
 from ..widgets import (TRAIN_COLOR, Banner, RowTableModel, highlight_colors,
                        keep_tick_labels_inside, page_header, show_empty)
 
@@ -80,9 +81,7 @@ def preview_html(preview: list[PreviewExample], palette: QPalette | None = None)
 
 def check_argv(path: str, model: str) -> list[str]:
     """`tailor data check PATH --model M --preview 5`: the page shows five rendered examples."""
-    argv = commands.data_check_command(path, model)
-    argv[-3:-3] = ["--preview", "5"]  # before `--events - --quiet`
-    return argv
+    return commands.data_check_command(path, model, preview=5)
 
 
 class DataPage(QWidget):
@@ -187,9 +186,9 @@ class DataPage(QWidget):
             argv = self.check_command(path, self.state.model)
             self.job = job = self.state.queue.submit(f"Check {Path(path).name}", argv,
                                                      heavy=False)
-            job.worker.finished.connect(lambda e, j=job: self._on_report(j, e.result))
-            job.worker.failed.connect(lambda e, j=job: self._on_error(j, e.message, e.hint))
-            job.worker.crashed.connect(lambda m, h, j=job: self._on_error(j, m, h))
+            # the banner is derived from the status in refresh(), so no banner here
+            bind_job(job, lambda report, j=job: self._on_report(j, report),
+                     on_failure=lambda message, hint, _, j=job: self._on_error(j, message, hint))
             self.status = "checking"
             self.state.set_data_status("checking")
         self.refresh()

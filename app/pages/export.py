@@ -21,6 +21,7 @@ from engine.results import ExportResult, HandoffResult, OllamaStatus
 
 from .. import commands
 from ..estimate import estimate, human_bytes, read_model_config
+from ..job_binding import bind_job, failure_html
 from ..widgets import Banner, ask, copy_text, page_header, reveal_in_file_manager
 
 # Bits per weight of each GGUF type (K-quant mixtures: llama.cpp's typical figures).
@@ -229,34 +230,19 @@ class ExportPage(QWidget):
         self.last_export = None
         self.refresh_send()
         self.checks.setRowCount(0)
-        self.progress.setValue(0)
-        self.progress.show()
-        self.export_button.setEnabled(False)
-        w = job.worker
-        w.progressed.connect(self._on_progress)
-        w.finished.connect(lambda e: self._on_exported(e.result))
-        w.failed.connect(lambda e: self._error("Export failed", e.message, e.hint))
-        w.crashed.connect(lambda m, h: self._error("The export worker crashed", m, h))
-        w.cancelled.connect(lambda e: self.banner.show_message("warn", "Export cancelled; "
-                                                               "nothing was written."))
-        w.ended.connect(lambda _: (self.progress.hide(), self.export_button.setEnabled(True),
-                                   self.cancel_button.setEnabled(False), self.refresh_send()))
-        self.cancel_button.setEnabled(True)
-        self.banner.show_message("info", f"Exporting {html.escape(name)}…")
+        bind_job(job, self._on_exported, banner=self.banner, progress=self.progress,
+                 disable=[self.export_button], enable=[self.cancel_button],
+                 running=f"Exporting {html.escape(name)}…", failed="Export failed",
+                 crashed="The export worker crashed",
+                 cancelled="Export cancelled; nothing was written.",
+                 on_ended=lambda _: self.refresh_send())
 
     def cancel(self) -> None:
         if self.export_job is not None and not self.export_job.done:
             self.state.queue.cancel(self.export_job)
 
-    def _on_progress(self, e) -> None:
-        if e.total:
-            self.progress.setMaximum(1000)
-            self.progress.setValue(int(1000 * e.done / e.total))
-        self.progress.setFormat(f"{e.message or e.stage} %p%")
-
     def _error(self, title: str, message: str, hint: str) -> None:
-        self.banner.show_message("error", f"{title}: {html.escape(message)}"
-                                 + (f"<br>{html.escape(hint)}" if hint else ""))
+        self.banner.show_message("error", failure_html(title, message, hint))
 
     def _on_exported(self, result: ExportResult | dict) -> None:
         """Show what the export wrote: the engine's ExportResult (a version-1 dict is read
@@ -325,11 +311,8 @@ class ExportPage(QWidget):
     def check_ollama(self) -> None:
         job = self.state.queue.submit("Ollama status",
                                       commands.ollama_status_command(self.host()), heavy=False)
-        job.worker.finished.connect(lambda e: self.set_ollama(e.result))
-        job.worker.failed.connect(lambda e: self.set_ollama(
-            OllamaStatus(host=self.host(), reachable=False, error=e.message, hint=e.hint)))
-        job.worker.crashed.connect(lambda m, h: self.set_ollama(
-            OllamaStatus(host=self.host(), reachable=False, error=m, hint=h)))
+        bind_job(job, self.set_ollama, on_failure=lambda message, hint, _: self.set_ollama(
+            OllamaStatus(host=self.host(), reachable=False, error=message, hint=hint)))
 
     def set_ollama(self, status: OllamaStatus | dict | None) -> None:
         """The one record of Ollama's status (from a check, or what a hand-off found); the
@@ -365,16 +348,11 @@ class ExportPage(QWidget):
         argv = commands.ollama_command(gguf, name, system=self.system_edit.toPlainText().strip(),
                                        host=self.host(), modelfile_dir=folder, replace=replace)
         self.ollama_job = job = self.state.queue.submit(f"Ollama {name}", argv)
-        w = job.worker
-        w.progressed.connect(self._on_progress)
-        w.finished.connect(lambda e: self._on_sent(name, e.result))
-        w.failed.connect(lambda e: self._on_send_failed(e.message, e.hint, name,
-                                                         name_taken(e)))
-        w.crashed.connect(lambda m, h: self._on_send_failed(m, h))
-        w.ended.connect(lambda _: (self.refresh_send(), self.progress.hide()))
-        self.progress.setValue(0)
-        self.progress.show()
-        self.banner.show_message("info", f"Sending {html.escape(name)} to Ollama…")
+        bind_job(job, lambda result: self._on_sent(name, result), banner=self.banner,
+                 progress=self.progress, running=f"Sending {html.escape(name)} to Ollama…",
+                 on_failure=lambda message, hint, failed: self._on_send_failed(
+                     message, hint, name, failed is not None and name_taken(failed)),
+                 on_ended=lambda _: self.refresh_send())
 
     def _on_sent(self, name: str, result: HandoffResult | dict) -> None:
         """Show what the hand-off did: the model created in Ollama, or (Ollama not running)

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QFileDialog, QFormLayout, QHBoxLayout, QLabel, QL
 
 from .. import commands
 from ..estimate import estimate, human_bytes, human_count, read_model_config
+from ..job_binding import bind_job
 from ..widgets import Banner, error_html, page_header
 
 # Small instruct models that train on a 16 GB Mac; the 4-bit MLX builds train as QLoRA.
@@ -228,42 +229,25 @@ class ModelPage(QWidget):
         """`tailor model download REPO` in a worker, with progress and cancel."""
         self.job = job = self.state.queue.submit(f"Download {repo}",
                                                  self.download_command(repo))
-        w = job.worker
-        self.progress.setValue(0)
-        self.progress.show()
-        self.download_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        w.progressed.connect(self._on_progress)
-        w.finished.connect(lambda e: self._downloaded(repo, e.result))
-        w.failed.connect(lambda e: self._download_failed(repo, e.message, e.hint))
-        # A crash's hint is about training memory; for a download the connection is the news.
-        w.crashed.connect(lambda m, h: self._download_failed(
-            repo, m, "", plain="the download stopped unexpectedly"))
-        w.cancelled.connect(lambda e: self.banner.show_message(
-            "warn", "Download cancelled; what was fetched is kept and resumes next time."))
-        w.ended.connect(self._download_ended)
-        self.banner.show_message("info", f"Downloading {html.escape(repo)}…")
+        bind_job(job, lambda result: self._downloaded(repo, result), banner=self.banner,
+                 progress=self.progress, disable=[self.download_button],
+                 enable=[self.cancel_button], running=f"Downloading {html.escape(repo)}…",
+                 cancelled="Download cancelled; what was fetched is kept and resumes next time.",
+                 on_failure=lambda message, hint, failed: self._download_failed(
+                     repo, message, hint, crashed=failed is None))
 
-    def _download_failed(self, repo: str, message: str, hint: str, plain: str = "") -> None:
+    def _download_failed(self, repo: str, message: str, hint: str,
+                         crashed: bool = False) -> None:
+        # A crash's hint is about training memory; for a download the connection is the news.
+        plain = "the download stopped unexpectedly" if crashed else ""
         shown = (error_html(plain, DOWNLOAD_HINT) if plain else
                  error_html(message, hint, plain=DOWNLOAD_PLAIN, plain_hint=DOWNLOAD_HINT))
         self.banner.show_message("error", f"Could not download {html.escape(repo)}: {shown}")
         self.banner.setToolTip(message)  # the exact words, for a bug report
 
-    def _on_progress(self, e) -> None:
-        if e.total:
-            self.progress.setMaximum(1000)
-            self.progress.setValue(int(1000 * e.done / e.total))
-        self.progress.setFormat(f"{e.message or e.stage} %p%")
-
     def _downloaded(self, repo: str, result: ModelDownload | dict | None) -> None:
         """The downloaded folder (the engine's ModelDownload) becomes the model in use."""
         self.state.set_model(ModelDownload.coerce(result).path or repo)
-
-    def _download_ended(self, state: str) -> None:
-        self.download_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
-        self.progress.hide()
 
     def cancel_download(self) -> None:
         if self.job is not None and not self.job.done:

@@ -21,6 +21,7 @@ from engine.train.config import PRESET_HELP, PRESETS, TrainConfig
 from .. import commands
 from ..estimate import estimate, human_bytes, human_count, read_model_config
 from ..history import LossHistory
+from ..job_binding import bind_job, failure_html
 from ..widgets import Banner, LossChart, page_header
 
 BASIC_FIELDS = ("method", "rank", "alpha", "learning_rate", "epochs", "iters", "batch_size",
@@ -566,7 +567,7 @@ class TrainPage(QWidget):
         if e is not None:
             stats.update(step=f"{e.iteration}/{e.total_iterations}",
                          epoch=f"{float(e.epoch):.2f}", loss=_num(e.train_loss),
-                         mem=human_bytes(float(e.peak_memory_gb) * 1024 ** 3))
+                         mem=human_bytes(float(e.peak_memory_gb) * 1e9))
             if running:  # a speed and time left only while something is running
                 stats.update(tps=f"{float(e.tokens_per_second):,.0f}",
                              eta=_fmt_eta(float(e.eta_seconds)))
@@ -603,10 +604,8 @@ class TrainPage(QWidget):
             self._say("warn", html.escape(problem))
             return False
         argv = commands.train_command(self.state.model, self.state.data, name,
-                                      self.settings_values())
+                                      self.settings_values(), strict=not self.state.skip_bad_lines)
         self._remember_defaults()
-        if not self.state.skip_bad_lines:
-            argv[-3:-3] = ["--strict"]  # before `--events - --quiet`
         self._launch(f"Train {name}", argv, name)
         return True
 
@@ -650,15 +649,13 @@ class TrainPage(QWidget):
         w.started.connect(self._on_started)
         w.stepped.connect(self._on_step)
         w.validated.connect(self._on_validation)
-        w.progressed.connect(self._on_progress)
         w.checkpointed.connect(self._on_checkpoint)
         w.logged.connect(lambda e: self._log(e.message if e.level in ("info", "stderr")
                                              else f"{e.level}: {e.message}"))
-        w.finished.connect(self._on_finished)
-        w.failed.connect(self._on_failed)
-        w.cancelled.connect(self._on_cancelled)
-        w.crashed.connect(self._on_crashed)
-        w.ended.connect(self._on_ended)
+        # The buttons, banner and progress are derived from self.view in refresh().
+        bind_job(job, self._on_finished, on_failure=self._on_failure,
+                 on_cancelled=self._on_cancelled, on_progress=self._on_progress,
+                 on_ended=self._on_ended)
         busy = self.state.queue.busy
         self._say("info", f"Training “{name}”…" if not busy else
                   f"“{name}” is queued: it starts when the current job ends.")
@@ -725,21 +722,26 @@ class TrainPage(QWidget):
             self.log.appendPlainText("\n".join(self.log_lines[-2000:]))
             self.log_lines = []
 
-    def _on_finished(self, e) -> None:
+    def _on_finished(self, result: TrainResult | dict | None) -> None:
         """The engine's TrainResult (a version-1 dict is read into one); a result without
         steps (an old worker's empty one) says "?" rather than 0."""
-        r = TrainResult.coerce(e.result)
+        r = TrainResult.coerce(result)
         best = r.best_val_loss
         self.view.banner = (
             "ok", f"Finished: “{self.run_name}” is in the Library after {r.steps or '?'} "
                   f"steps" + (f", best validation loss {_num(best)}." if best else "."),
             [("try", "Try it"), ("export", "Export it")])
 
-    def _on_failed(self, e) -> None:
+    def _on_failure(self, message: str, hint: str, failed) -> None:
+        """A failure the engine reported (``failed``), or a crash (None): its words, and
+        Resume when a checkpoint is there to continue from."""
         self.view.resumable = self._has_checkpoint()
-        self.view.banner = ("error", f"Training failed: {html.escape(e.message)}"
-                            + (f"<br>{html.escape(e.hint)}" if e.hint else ""),
-                            [("resume", "Resume")] if self.view.resumable else [])
+        if failed is not None:
+            text = failure_html("Training failed", message, hint)
+        else:
+            text = (f"The training worker crashed: {html.escape(message)}"
+                    + (f"<br>Suggestion: {html.escape(hint)}" if hint else ""))
+        self.view.banner = ("error", text, [("resume", "Resume")] if self.view.resumable else [])
 
     def _on_cancelled(self, e) -> None:
         step = self.last_step.iteration if self.last_step else 0
@@ -750,12 +752,6 @@ class TrainPage(QWidget):
         else:
             self.view.banner = ("warn", "Stopped before the first checkpoint: nothing to "
                                 "resume; Start begins again.", [])
-
-    def _on_crashed(self, message: str, hint: str) -> None:
-        self.view.resumable = self._has_checkpoint()
-        self.view.banner = ("error", f"The training worker crashed: {html.escape(message)}"
-                            + (f"<br>Suggestion: {html.escape(hint)}" if hint else ""),
-                            [("resume", "Resume")] if self.view.resumable else [])
 
     def _has_checkpoint(self) -> bool:
         """A checkpoint this run wrote, or one left in the adapter's folder (a resumed run)."""
@@ -768,8 +764,8 @@ class TrainPage(QWidget):
         except Exception:  # noqa: BLE001  (an unreadable library: nothing to offer)
             return False
 
-    def _on_ended(self, state: str) -> None:
-        self.view.state = JobState(state)
+    def _on_ended(self, state: JobState) -> None:
+        self.view.state = state
         self.view.load = None
         self._refresh_live()
         self.refresh()

@@ -41,7 +41,9 @@ def test_a_whole_model_export_shows_its_own_path_and_size(window, tmp_path):
         path=gguf, quant="q8_0", size_bytes=2_621_440, kind="model",
         verification={"passed": True, "checks": []})))
     text = page.banner.plain_text()
-    assert "pip-q8_0.gguf" in text and "2.5 MB" in text and "Send to Ollama" in text
+    from app.estimate import human_bytes
+    assert "pip-q8_0.gguf" in text and f"({human_bytes(2_621_440)})" in text
+    assert "Send to Ollama" in text
     assert page.send_button.isEnabled()
 
 
@@ -172,7 +174,7 @@ def _finish_run(page, result):
     from engine.results import JobState
 
     page.view = RunView(state=JobState.FINISHED, name="pip")
-    page._on_finished(Finished(job="train", result=result))
+    page._on_finished(result)
     page.refresh()
     return page.banner.plain_text()
 
