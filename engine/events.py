@@ -409,3 +409,50 @@ class CancelToken:
         t = threading.Thread(target=reader, name="tailor-stdin-stop", daemon=True)
         t.start()
         return t
+
+
+# ----------------------------------------------------------------------------------------------
+# A served generate's replies (`tailor generate --serve`): one worker answers many requests, so
+# each event names the request it belongs to, and a request's end is not the job's end.
+
+
+@dataclass
+class Reply(Event):
+    """A piece of the reply to request ``request`` (the id the request carried)."""
+
+    kind: ClassVar[str] = "reply"
+    request: str = ""
+    text: str = ""
+    tokens: int = 0  # tokens generated so far for this request
+
+
+@dataclass
+class ReplyFinished(Event):
+    """Request ``request`` answered, or stopped (``result.stopped``); the worker serves on.
+    ``result``: a GenerateReply."""
+
+    kind: ClassVar[str] = "reply.finished"
+    request: str = ""
+    result: Result | dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.result, dict):  # (from the wire)
+            self.result = decode_result(self.result)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if isinstance(self.result, Result):  # (asdict dropped the type tag)
+            d["result"] = self.result.to_dict()
+        return d
+
+
+@dataclass
+class ReplyFailed(Event):
+    """Request ``request`` refused or failed (a bad line, an unknown adapter, a template that
+    fails...): a message, a hint and an ErrorCode value; the worker serves on."""
+
+    kind: ClassVar[str] = "reply.failed"
+    request: str = ""
+    message: str = ""
+    hint: str = ""
+    code: str = ""
