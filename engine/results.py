@@ -553,10 +553,11 @@ class ProbeResult(Result):
     max_drop: float = 0.0          # the threshold the verdict used
     passed: bool = True
     verdict: str = ""
+    note: str = ""                 # e.g. a base that never knew the answers
     seconds: float = 0.0
 
     def format_text(self, show: int = 20) -> str:
-        out = [self.verdict,
+        out = [self.verdict] + ([f"  note: {self.note}"] if self.note else []) + [
                f"  reference log-likelihood per token: base {self.base_mean_logprob:.3f}, "
                f"adapter {self.adapter_mean_logprob:.3f} (drop {self.logprob_drop:+.3f} nats)",
                f"  greedy answers changed: {self.changed} of {len(self.items)} "
@@ -659,6 +660,7 @@ class BaselineResult(Result):
     # one per sampled prompt: source (file:line), prompt (text), prompt_tokens (ids, exactly
     # as trained), reference (the dataset's answer), answer (the base's greedy reply), tokens
     prompts: list[dict] = field(default_factory=list)
+    note: str = ""
     seconds: float = 0.0
 
 

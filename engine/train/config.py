@@ -57,6 +57,10 @@ class TrainConfig:
                            minimum=-1, maximum=10**6)
     patience: int = opt(0, "stop early after this many validations without improvement "
                         "(0: never)", minimum=0, maximum=10**6)
+    baseline_prompts: int = opt(16, "before the first step, record the base model's validation "
+                                "loss and its greedy answers to this many held-out prompts "
+                                "(seeded sample) in the run record, for later comparisons "
+                                "(0: off)", minimum=0, maximum=10000)
     save_every: int = opt(100, "write a resumable checkpoint every N steps", minimum=1,
                           maximum=10**8)
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep (plus the best)",

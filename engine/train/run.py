@@ -27,6 +27,7 @@ from .adapters import adapter_shapes, apply_adapters, count, trainable_weights, 
     write_adapter_files
 from .config import TrainConfig, merge_resume_config
 from ..data import DataConfig
+from ..evaluate.baseline import record_baseline
 from .data_source import prepare
 from .estimate import estimate
 from .loop import NonFiniteLoss, Trainer
@@ -312,6 +313,10 @@ def _train_and_record(folder, name, run: _Loaded, cfg, adapter_config, run_state
     if loaded is not None:
         trainer.restore(loaded)
     try:
+        # before step 1 (so a run stopped at once has it); never again on resume
+        record_baseline(manifest, folder, net, run.tokenizer, run.prepared.valid, cfg,
+                        val_loss=trainer.evaluate, resumed=loaded is not None,
+                        job=Job(job, report, cancel))
         result = trainer.run()
     except (Cancelled, KeyboardInterrupt):
         record_end(JobState.CANCELLED)
