@@ -71,6 +71,17 @@ class ExportPage(QWidget):
         self.banner = Banner()
         lay.addWidget(self.banner)
         row = QHBoxLayout()
+        row.addWidget(self._build_gguf_group(), 1)
+        row.addWidget(self._build_ollama_group(), 1)
+        lay.addLayout(row)
+        self._build_results(lay)
+        lay.addLayout(self._build_footer())
+        self.reveal = reveal_in_file_manager  # tests record it
+        self.command_text = ""
+        self.refresh_send()
+
+    def _build_gguf_group(self) -> QGroupBox:
+        """What to write: the adapter, the GGUF type, where; Write GGUF, Cancel, progress."""
         gguf = QGroupBox("GGUF file")
         form = QFormLayout(gguf)
         self.adapter_box = QComboBox()
@@ -96,8 +107,10 @@ class ExportPage(QWidget):
         self.progress = QProgressBar()
         self.progress.hide()
         form.addRow("", self.progress)
-        row.addWidget(gguf, 1)
+        return gguf
 
+    def _build_ollama_group(self) -> QGroupBox:
+        """Ollama's status, the model's name and system prompt, Send (and why it cannot)."""
         ollama = QGroupBox("Send to Ollama")
         of = QFormLayout(ollama)
         self.ollama_status = QLabel("not checked yet")
@@ -122,9 +135,10 @@ class ExportPage(QWidget):
         self.send_reason.setWordWrap(True)
         self.send_reason.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         of.addRow("", self.send_reason)
-        row.addWidget(ollama, 1)
-        lay.addLayout(row)
+        return ollama
 
+    def _build_results(self, lay: QVBoxLayout) -> None:
+        """The verification checks and what the hand-off printed."""
         lay.addWidget(QLabel("<b>Verification</b>"))
         self.checks = QTableWidget(0, 3)
         self.checks.setHorizontalHeaderLabels(["Check", "Result", "Detail"])
@@ -137,6 +151,9 @@ class ExportPage(QWidget):
         self.ollama_result.setMaximumHeight(110)
         self.ollama_result.hide()
         lay.addWidget(self.ollama_result)
+
+    def _build_footer(self) -> QHBoxLayout:
+        """Show the file, copy the Ollama command."""
         frow = QHBoxLayout()
         self.reveal_button = QPushButton("Show in Finder")
         self.reveal_button.setToolTip("show the GGUF file in Finder")
@@ -148,10 +165,7 @@ class ExportPage(QWidget):
         frow.addWidget(self.reveal_button)
         frow.addWidget(self.copy_button)
         frow.addStretch(1)
-        lay.addLayout(frow)
-        self.reveal = reveal_in_file_manager  # tests record it
-        self.command_text = ""
-        self.refresh_send()
+        return frow
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

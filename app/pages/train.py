@@ -325,7 +325,15 @@ class TrainPage(QWidget):
         outer.addWidget(page_header(self.TITLE, self.EXPLANATION))
         split = QSplitter(Qt.Orientation.Horizontal)
         outer.addWidget(split, 1)
+        split.addWidget(self._build_setup())
+        split.addWidget(self._build_run())
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setSizes([360, 900])
+        self.refresh()
 
+    def _build_setup(self) -> QWidget:
+        """The left side: what to train on, the name, the preset, the settings, Start/Stop."""
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 6, 0)
@@ -362,6 +370,11 @@ class TrainPage(QWidget):
         self.estimate_label = QLabel()
         self.estimate_label.setWordWrap(True)
         ll.addWidget(self.estimate_label)
+        ll.addLayout(self._build_buttons())
+        left.setMinimumWidth(330)
+        return left
+
+    def _build_buttons(self) -> QHBoxLayout:
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Start")
         self.start_button.setDefault(True)
@@ -373,10 +386,10 @@ class TrainPage(QWidget):
         self.resume_button.clicked.connect(lambda: self.resume(self.run_name))
         for b in (self.start_button, self.stop_button, self.resume_button):
             buttons.addWidget(b)
-        ll.addLayout(buttons)
-        left.setMinimumWidth(330)
-        split.addWidget(left)
+        return buttons
 
+    def _build_run(self) -> QWidget:
+        """The right side: how the run ended (banner), its counters, progress, chart and log."""
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(6, 0, 0, 0)
@@ -410,11 +423,7 @@ class TrainPage(QWidget):
         self.log.setMaximumBlockCount(2000)
         self.log.setPlaceholderText("The run's log appears here.")
         rl.addWidget(self.log, 1)
-        split.addWidget(right)
-        split.setStretchFactor(0, 0)
-        split.setStretchFactor(1, 1)
-        split.setSizes([360, 900])
-        self.refresh()
+        return right
 
     # -- inputs ----------------------------------------------------------------------------
 
