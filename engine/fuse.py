@@ -120,10 +120,17 @@ def fuse_adapter(name_or_info, out_dir: Path | str, report: Reporter = null_repo
                  cancel: CancelToken | None = None, job: Job | str = "fuse",
                  free_bytes_fn=None) -> Path:
     """Merge the adapter into its base and write a Hugging Face folder at ``out_dir``; return
-    it. ``job``: a Job, or a name with ``report``/``cancel`` (the runner reports the end)."""
-    from mlx.utils import tree_flatten
+    it. ``job``: a Job, or a name with ``report``/``cancel`` (the runner reports the end).
+    Holds the adapter's and the output's locks throughout (engine/locks.py)."""
+    from .library import reading
 
     job = as_job(job, report, cancel)
+    with reading(name_or_info, Path(out_dir).expanduser(), job.name):
+        return _fuse(name_or_info, out_dir, job, free_bytes_fn)
+
+
+def _fuse(name_or_info, out_dir: Path | str, job: Job, free_bytes_fn) -> Path:
+    from mlx.utils import tree_flatten
 
     info, adapter_config, base_dir = resolve_adapter(name_or_info)
     out_dir = Path(out_dir).expanduser()

@@ -131,6 +131,19 @@ def _locked(*names: str, library: Path | None, job: str):
     return locks.holding(*(locks.adapter_lock(n, job, library) for n in names))
 
 
+def reading(source, out: Path | str | None, job: str = ""):
+    """The locks a reader of an adapter (fuse, export) holds for its whole run, re-entrant so
+    the command runner's own hold around it counts (engine/locks.py ``reading``). ``source``:
+    an adapter name, an AdapterInfo, or a model folder (a Path: no adapter to lock)."""
+    from . import locks
+
+    if isinstance(source, AdapterInfo):
+        return locks.reading(source.name, out, job, source.path.parent)
+    if isinstance(source, Path):
+        return locks.reading(None, out, job)
+    return locks.reading(validate_name(str(source)), out, job)
+
+
 def rename_adapter(old: str, new: str, library: Path | None = None) -> AdapterInfo:
     get_adapter(old, library)
     adapter_path(new, library)

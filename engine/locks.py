@@ -14,6 +14,14 @@ writers (train, resume, rename, delete, duplicate): a reader spends minutes on t
 weights and manifest while a training run replaces them at every checkpoint, and a rename or
 delete would pull the folder away mid-read. Two exports of one adapter at once are refused too,
 which costs little and keeps one rule and one message.
+
+The domain functions (fuse_adapter, export_gguf, library changes, training) take their own
+locks, so a pipeline that calls them directly (the demo, the Ollama hand-off) is covered too;
+the command runner takes the same ones first (before it sweeps leftovers). The readers'
+locks (``reading``) are re-entrant: one its own thread already holds (the runner's, around
+the call) is only counted, not taken again, since a second descriptor's flock would refuse
+its own process. Any other lock is refused while held, in this process too (a library rename
+beside a running training in the app's process).
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -33,6 +42,11 @@ from .events import ErrorCode, TailorError
 # Set by engine/cli.py to the command line being run ("tailor train --resume x"), so the
 # holder's description names what the user typed; in-process callers give a job name instead.
 CURRENT_COMMAND: str | None = None
+
+
+# (real lock path, thread id) -> how many nested acquires hold it (engine/locks.py docstring)
+_HELD: dict[tuple[str, int], int] = {}
+_HELD_GUARD = threading.Lock()
 
 
 class Busy(TailorError):
@@ -71,12 +85,18 @@ def describe_holder(text: str) -> str:
 class JobLock:
     """An exclusive, non-blocking lock on one key; use as a context manager."""
 
-    def __init__(self, path: Path, what: str, job: str = ""):
+    def __init__(self, path: Path, what: str, job: str = "", reentrant: bool = False):
         self.path = Path(path)
+        self.reentrant = reentrant  # a hold by this same thread counts (the module docstring)
         self.what = what  # "the adapter 'x'", "the output /a/b.gguf"
         self.job = job
         self.fd: int | None = None
         self.started = 0.0
+        self._nested_key: tuple[str, int] | None = None  # set while only counted (re-entry)
+        self._owner_key: tuple[str, int] | None = None   # set while this one holds the flock
+
+    def _key(self) -> tuple[str, int]:
+        return os.path.realpath(self.path), threading.get_ident()
 
     def _open(self) -> int:
         from .atomic import translate_write_faults
@@ -93,7 +113,21 @@ class JobLock:
 
     def acquire(self) -> "JobLock":
         """Take the lock or raise Busy naming the running job (TailorError if the lock file
-        cannot be made, e.g. a read-only library)."""
+        cannot be made, e.g. a read-only library). ``reentrant``: counted, not taken again,
+        when this thread holds it already."""
+        key = self._key()
+        with _HELD_GUARD:
+            if self.reentrant and _HELD.get(key):
+                _HELD[key] += 1
+                self._nested_key = key
+                return self
+        self._flock()
+        with _HELD_GUARD:
+            _HELD[key] = 1
+        self._owner_key = key
+        return self
+
+    def _flock(self) -> None:
         deadline = time.monotonic() + 0.5
         while True:
             fd = self._open()
@@ -132,13 +166,21 @@ class JobLock:
         with contextlib.suppress(OSError):  # the lock holds even if the note cannot be written
             os.ftruncate(fd, 0)
             os.pwrite(fd, info.encode("utf-8"), 0)
-        return self
 
     def release(self) -> None:
         """Unlink the lock file while still holding it (so a library does not collect one
-        per output path ever written), then drop the lock."""
+        per output path ever written), then drop the lock. A nested hold only uncounts."""
+        if self._nested_key is not None:
+            key, self._nested_key = self._nested_key, None
+            with _HELD_GUARD:
+                if key in _HELD:
+                    _HELD[key] -= 1
+            return
         if self.fd is None:
             return
+        with _HELD_GUARD:
+            _HELD.pop(self._owner_key, None)
+        self._owner_key = None
         fd, self.fd = self.fd, None
         with contextlib.suppress(OSError):
             os.unlink(self.path)
@@ -151,12 +193,15 @@ class JobLock:
         self.release()
 
 
-def adapter_lock(name: str, job: str = "", library_dir: Path | None = None) -> JobLock:
-    return JobLock(adapter_lock_path(name, library_dir), f"the adapter {name!r}", job)
+def adapter_lock(name: str, job: str = "", library_dir: Path | None = None, *,
+                 reentrant: bool = False) -> JobLock:
+    return JobLock(adapter_lock_path(name, library_dir), f"the adapter {name!r}", job,
+                   reentrant)
 
 
-def output_lock(target: Path | str, job: str = "", library_dir: Path | None = None) -> JobLock:
-    return JobLock(output_lock_path(target, library_dir), f"the output {target}", job)
+def output_lock(target: Path | str, job: str = "", library_dir: Path | None = None, *,
+                reentrant: bool = False) -> JobLock:
+    return JobLock(output_lock_path(target, library_dir), f"the output {target}", job, reentrant)
 
 
 @contextlib.contextmanager
@@ -171,6 +216,20 @@ def holding(*locks: JobLock) -> Iterator[tuple[JobLock, ...]]:
             stack.enter_context(lock)
             taken.append(lock)
         yield locks
+
+
+def reading(adapter: str | None, out: Path | str | None, job: str = "",
+            library_dir: Path | None = None):
+    """The locks a reader of an adapter holds for its whole run (fuse, export): the adapter
+    (exclusive: training replaces the weights it reads; delete and rename would pull the folder
+    away) and the path it writes, both re-entrant (a runner around the call holds them
+    already)."""
+    wanted = []
+    if adapter:
+        wanted.append(adapter_lock(adapter, job, library_dir, reentrant=True))
+    if out is not None:
+        wanted.append(output_lock(out, job, reentrant=True))
+    return holding(*wanted)
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -125,8 +125,21 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
 
     A tokenizer whose pre-tokenizer llama.cpp cannot reproduce is refused unless
     ``allow_tokenizer_mismatch`` (then the closest type is written and the measured mismatch
-    rate recorded); ``force_pre_tokenizer`` writes a named type regardless (tests)."""
+    rate recorded); ``force_pre_tokenizer`` writes a named type regardless (tests). Holds the
+    adapter's and the output's locks throughout (engine/locks.py)."""
+    from ..library import reading
+
     job = as_job(job, report, cancel)
+    with reading(source, Path(out).expanduser(), job.name):
+        return _export(source, out, quant, job, adapter_only=adapter_only, verify=verify,
+                       free_bytes_fn=free_bytes_fn, threads=threads,
+                       allow_tokenizer_mismatch=allow_tokenizer_mismatch,
+                       force_pre_tokenizer=force_pre_tokenizer)
+
+
+def _export(source, out: Path | str, quant: str, job: Job, *, adapter_only: bool, verify: bool,
+            free_bytes_fn, threads: int | None, allow_tokenizer_mismatch: bool,
+            force_pre_tokenizer: str | None) -> ExportResult:
     t0 = time.time()
     plan = plan_export(source, out, quant, adapter_only=adapter_only,
                        free_bytes_fn=free_bytes_fn,
