@@ -19,8 +19,7 @@ from gguf import LlamaFileType as FT
 
 from .quant_types import QUANT_TYPES
 
-# (IQ4_NL/IQ4_XS join when their encoders are byte-identical)
-QUANTS = tuple(q.name for q in QUANT_TYPES if q.name not in ("iq4_nl", "iq4_xs"))
+QUANTS = tuple(q.name for q in QUANT_TYPES)
 FILE_TYPE = {q.name: FT(q.ftype) for q in QUANT_TYPES}
 DEFAULT_TYPE = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_0": T.Q4_0,
                 "q4_1": T.Q4_1, "q5_0": T.Q5_0, "q5_1": T.Q5_1, "q2_k": T.Q2_K,
@@ -140,6 +139,10 @@ def encode(w: np.ndarray, t: T, threads: int | None = None) -> np.ndarray:
 
         # float16 is converted chunk by chunk
         return kquants.quantize_k(w2, t.name, threads=threads, chunk_blocks=K_CHUNK_BLOCKS)
+    if t in (T.IQ4_NL, T.IQ4_XS):
+        from . import iq4_quants
+
+        return getattr(iq4_quants, f"quantize_{t.name.lower()}")(w2)
     if t in BLOCK_TYPES:
         from . import block_quants
 

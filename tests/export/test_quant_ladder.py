@@ -100,3 +100,19 @@ def test_2_and_3_bit_k_quants_are_byte_identical_to_llama_cpp(kind, wide, tmp_pa
         assert types["q2_k"]["blk.0.attn_v.weight"] == ("Q4_K" if kind == "gemma" else "Q3_K")
         assert types["q3_k_m"]["blk.1.attn_v.weight"] == "Q5_K"
         assert types["q3_k_m"]["blk.2.attn_v.weight"] == "Q4_K"
+
+
+@pytest.mark.parametrize("kind,wide", [("llama3", True), ("gemma3", True), ("qwen2", False)])
+def test_iq4_types_are_byte_identical_to_llama_cpp(kind, wide, tmp_path):
+    """IQ4_NL/IQ4_XS: attn_v Q5_K when 4+ query heads share a KV head (gemma3: 4 heads, 1
+    KV head), ffn_down Q5_K below n/8 (layer 0 of 8); IQ4_XS falls back to IQ4_NL."""
+    m16 = _f16_model(kind, wide, tmp_path / f"{kind}-m16")
+    types = {quant: assert_same_as_llama_cpp(m16, quant, tmp_path)
+             for quant in ("iq4_nl", "iq4_xs")}
+    if wide:
+        assert types["iq4_xs"]["blk.0.ffn_down.weight"] == "Q5_K"
+        assert types["iq4_xs"]["blk.1.ffn_down.weight"] == "IQ4_XS"
+        assert types["iq4_nl"]["blk.1.attn_v.weight"] == ("Q5_K" if kind == "gemma3"
+                                                          else "IQ4_NL")
+    else:
+        assert types["iq4_xs"]["blk.0.ffn_gate.weight"] == "IQ4_NL"
