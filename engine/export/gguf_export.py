@@ -64,7 +64,9 @@ def _vocab_record(a: ArchInfo, vocab: VocabInfo) -> dict:
             "pre_tokenizer_mismatch_allowed": vocab.pre_mismatch_allowed,
             "eos_token": vocab.eos_text, "bos_id": vocab.bos_id,
             "eos_id": vocab.eos_id, "add_bos": vocab.add_bos,
-            "chat_template": bool(vocab.chat_template), "n_vocab": len(vocab.tokens)}
+            "chat_template": bool(vocab.chat_template), "n_vocab": len(vocab.tokens),
+            # which tokenizer the vocabulary came from, and why (the train record has the same)
+            "tokenizer_choice": vocab.tokenizer_choice}
 
 
 def _write_gguf(plan: ExportPlan, tmp: Path, job: Job, scratch: list[Path], *, verify: bool,

@@ -59,6 +59,8 @@ class VocabInfo:
     add_space_prefix: bool | None = None
     chat_template: str | None = None
     eos_text: str = ""
+    # which tokenizer the vocabulary was read with, and why (models/tokenizer.py TokenizerChoice)
+    tokenizer_choice: dict | None = None
 
     def add_to(self, w) -> None:
         w.add_tokenizer_model(self.model)
@@ -139,6 +141,10 @@ def read_vocab(folder: Path, config: dict, n_rows: int, *,
     _special_ids(info, hf, tok_cfg, config, ids)
     info.chat_template = chat_template_of(folder, tok_cfg)
     _turn_end_eos(info, ids)
+    from ..models.tokenizer import choice_of
+
+    choice = choice_of(hf)
+    info.tokenizer_choice = choice.to_dict() if choice is not None else None
     return info
 
 
