@@ -1,0 +1,118 @@
+"""Shipped-file parity (engine/evaluate/parity.py, issue 15): the fused model and the F16 GGUF
+of every fixture architecture answer the held-out prompts exactly as MLX + adapter does; a
+"fused" model that is really the base (a fuse that dropped the adapter, mlx-lm#1172) and a
+GGUF of the base are reported as "the adapter was lost"."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from engine import paths
+from engine.capabilities import exports_gguf
+from engine.events import Job
+from engine.evaluate.parity import NEAR_TIE, exported_ggufs, shipped_parity
+from engine.export.gguf_export import export_gguf
+from engine.models.load import read_config
+from engine.tiny_models import ALL_KINDS
+from engine.train.config import make_config
+from engine.train.run import train_adapter
+from tests.conftest import snapshot_tree
+from tests.train.conftest import write_toy_chat
+
+PROMPTS = 4
+MAX_TOKENS = 8  # "mountain river fish" and its end: 4 to 7 tokens on the fixtures
+
+
+def _trained(model_dir, tmp_path, name="p"):
+    """An adapter that answers every prompt with the toy answer (unlike the random base)."""
+    data = write_toy_chat(tmp_path / "toy.jsonl")
+    return train_adapter(str(model_dir), data, name, make_config(
+        iters=20, eval_every=0, rank=8, batch_size=4, learning_rate=3e-3,
+        baseline_prompts=PROMPTS))
+
+
+# The Gemma 2 fixture's peaked embeddings (x sqrt(hidden)) saturate its final logit softcap, so
+# an adapter cannot move its answers in 20 steps (loss flat at 5.9); the demo's embedding scale
+# lets it learn (loss 0.8).
+SIZES = {"gemma2": {"embed_std": 0.1}}
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_fused_model_and_f16_gguf_answer_like_mlx_with_the_adapter(kind, tiny_model, tmp_path):
+    model_dir = tiny_model(kind, **SIZES.get(kind, {}))
+    if not exports_gguf(read_config(model_dir)["model_type"]):
+        pytest.skip(f"{kind} has no GGUF export")
+    info = _trained(model_dir, tmp_path)
+    gguf = paths.exports_dir() / info.name / f"{info.name}-f16.gguf"
+    gguf.parent.mkdir(parents=True)
+    export_gguf(info.name, gguf, "f16", verify=False)
+    before = snapshot_tree(model_dir), snapshot_tree(info.path)
+
+    r = shipped_parity(info.name, Job("parity"), prompts=PROMPTS, max_tokens=MAX_TOKENS)
+
+    assert [t.kind for t in r.targets] == ["fused", "gguf"]  # the export was found by itself
+    assert r.targets[1].path == str(gguf) and r.targets[1].quant == "f16"
+    assert r.prompts == PROMPTS
+    assert r.adapter_differs_from_base > 0  # else "lost" could not be told apart
+    for t in r.targets:
+        assert t.identical == t.total == PROMPTS, r.format_text()
+        assert t.share_identical == 1.0 and not t.adapter_lost
+    assert r.passed and r.verdict.startswith("shipped-file parity: PASSED"), r.verdict
+    assert "fused model (engine/fuse.py) 4/4" in r.verdict and f"{gguf.name} 4/4" in r.verdict
+    # the prompts are the run record's baseline prompts, as trained
+    recorded = info.manifest["baseline"]["prompts"]
+    assert [a.source for a in r.targets[0].answers] == [p["source"] for p in recorded]
+    assert (snapshot_tree(model_dir), snapshot_tree(info.path)) == before
+
+
+def test_a_fuse_that_dropped_the_adapter_and_a_gguf_of_the_base_are_called_out(
+        tiny_model, tmp_path):
+    model_dir = tiny_model("qwen2")
+    info = _trained(model_dir, tmp_path, "lost")
+    broken_fuse = shutil.copytree(model_dir, tmp_path / "fused-without-adapter")
+    base_gguf = tmp_path / "base-f16.gguf"
+    export_gguf(model_dir, base_gguf, "f16", verify=False)
+
+    r = shipped_parity("lost", Job("parity"), fused=broken_fuse, ggufs=[base_gguf],
+                       prompts=PROMPTS, max_tokens=MAX_TOKENS)
+
+    fused, gguf = r.targets
+    assert fused.adapter_lost and gguf.adapter_lost
+    assert fused.equals_base == PROMPTS and fused.identical < PROMPTS
+    assert not r.passed
+    assert r.verdict.startswith(f"shipped-file parity: FAILED -- the adapter was lost in "
+                                f"fused model {broken_fuse}, base-f16.gguf"), r.verdict
+    text = r.format_text()
+    assert f"fused model {broken_fuse}: {fused.identical} of {PROMPTS} answers identical to " \
+           f"MLX + adapter -- the adapter was lost" in text
+    # each differing answer names where it diverges and MLX's margin there
+    differing = [a for a in fused.answers if not a.identical]
+    assert differing and all(a.diverges_at is not None and a.mlx_gap is not None
+                             for a in differing)
+    assert all(a.near_tie == (a.mlx_gap <= NEAR_TIE) for a in differing)
+    assert f"diverges at token {differing[0].diverges_at}" in text
+
+
+def test_exports_of_other_adapters_and_adapter_only_files_are_not_compared(tmp_path):
+    import json
+    import os
+    import time
+
+    from engine.library import AdapterInfo
+
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "adapters.safetensors").write_bytes(b"x")
+    info = AdapterInfo("a", folder, {})
+    exports = paths.exports_dir()
+    for name, source, kind in (("mine.gguf", "a", "model"), ("other.gguf", "b", "model"),
+                               ("lora.gguf", "a", "adapter"), ("old.gguf", "a", "model")):
+        (exports / name).write_bytes(b"GGUF")
+        (exports / f"{name}.json").write_text(json.dumps({"source": source, "kind": kind}))
+    past = time.time() - 3600
+    os.utime(exports / "old.gguf", (past, past))
+    found, notes = exported_ggufs(info)
+    assert found == [exports / "mine.gguf"]
+    assert any(n.startswith("lora.gguf: an adapter-only GGUF") for n in notes)
+    assert any(n.startswith("old.gguf: older than the adapter's weights") for n in notes)
