@@ -8,13 +8,18 @@ from pathlib import Path
 
 from ..sizes import format_bytes
 from .mixtures import QUANTS
+from .quant_types import help_table
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--adapter", help="an adapter in the library (fused into its base)")
     src.add_argument("--model", help="a Hugging Face / MLX model folder (e.g. a fused one)")
-    p.add_argument("--quant", default="f16", choices=QUANTS, help="tensor type mixture")
+    p.add_argument("--quant", default="f16", choices=QUANTS, metavar="TYPE",
+                   help="the GGUF file type, with llama.cpp's per-tensor mixture for it "
+                        "(the list below; default f16)")
+    p.epilog = help_table()
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # keeps the table's lines
     p.add_argument("--out", required=True, help="the .gguf file to write (must not exist)")
     p.add_argument("--adapter-only", action="store_true",
                    help="write the LoRA adapter alone as a GGUF adapter (llama.cpp --lora, "

@@ -150,6 +150,8 @@ def _export(source, out: Path | str, quant: str, job: Job, *, adapter_only: bool
     out = plan.out
     job.started({"source": plan.source_name, "quant": plan.quant, "out": str(out),
                  "adapter_only": adapter_only}, {"base_model": str(plan.base_dir)})
+    if plan.warning:
+        job.log(plan.warning, level="warning")
     from ..models.folder_files import model_files
 
     skipped_files = model_files(plan.base_dir)  # files linked out of the base: never read

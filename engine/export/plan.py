@@ -12,6 +12,7 @@ from ..atomic import check_free_space
 from ..events import TailorError
 from .architectures import arch_info, is_mlx_quantized
 from .mixtures import BYTES_PER_WEIGHT, QUANTS
+from .quant_types import imatrix_warning
 from .safetensors_stream import list_tensors
 from .vocab import check_pre_tokenizer
 
@@ -45,6 +46,7 @@ class ExportPlan:
     adapter_config: dict | None = None
     quantized: bool = False        # an MLX-quantized folder: dequantized first
     needed_bytes: int = 0
+    warning: str | None = None     # logged when the export starts (Q2_K/Q3_K: no imatrix)
 
 
 def plan_export(source, out: Path | str, quant: str, *, adapter_only: bool = False,
@@ -60,7 +62,8 @@ def plan_export(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
 
     quant = str(quant).lower()
     if quant not in QUANTS:
-        raise TailorError(f"unknown --quant {quant!r}; choose one of {', '.join(QUANTS)}")
+        raise TailorError(f"unknown --quant {quant!r}; choose one of {', '.join(QUANTS)}",
+                          hint="`tailor export --help` says what each type is for")
     out = Path(out).expanduser()
     if out.suffix.lower() != ".gguf":
         raise TailorError(f"the output file {out} should end in .gguf")
@@ -100,4 +103,5 @@ def plan_export(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
     if not adapter_only and check_tokenizer:  # before minutes of fusing
         check_pre_tokenizer(base_dir, allow_tokenizer_mismatch=allow_tokenizer_mismatch)
     return ExportPlan(kind, str(getattr(src, "name", src)), out, quant, adapter_only, base_dir,
-                      info, adapter_config, quantized, needed)
+                      info, adapter_config, quantized, needed,
+                      warning=None if adapter_only else imatrix_warning(quant))

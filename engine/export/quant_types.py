@@ -64,5 +64,9 @@ def imatrix_warning(name: str) -> str | None:
 
 
 def help_table() -> str:
-    """One line per type, for the CLI's --quant help."""
-    return "; ".join(q.description for q in QUANT_TYPES)
+    """One line per type (name, bits per weight, use), for the CLI help's epilog."""
+    lines = ["file types (--quant), with typical bits per weight of the whole file:"]
+    for q in QUANT_TYPES:
+        note = " (an importance matrix helps)" if q.wants_imatrix else ""
+        lines.append(f"  {q.name:<7} {q.bits_per_weight:>5.2f}  {q.use}{note}")
+    return "\n".join(lines)
