@@ -115,6 +115,15 @@ def generate_command(model: str, prompt: str, adapter: str = "", max_tokens: int
     return engine_argv("generate", *args, python=python)
 
 
+def serve_command(model: str = "", adapter: str = "", python: str | None = None) -> list[str]:
+    """`tailor generate --serve`: the Playground's long-lived worker for one base (``adapter``:
+    its base, loaded as it was trained, with the adapter ready). Its events always go to
+    stdout, so no ``--events -`` (the runner would also watch stdin for ``stop`` and take the
+    requests)."""
+    args = ["--adapter", adapter] if adapter else ["--model", str(model)]
+    return [python or sys.executable, "-m", "engine", "generate", "--serve", *args, "--quiet"]
+
+
 def model_info_command(model: str, python: str | None = None) -> list[str]:
     return engine_argv("model", "info", str(model), python=python)
 

@@ -77,7 +77,7 @@ def main() -> int:
             play.max_tokens.setValue(24)
             play.prompt.setPlainText("What comes before three?")
             play.send()
-            until(lambda: all(j.done for j in play.jobs))
+            until(lambda: not play.busy())
         wait(300)
         win.grab().save(str(out / f"{name.lower()}.png"))
     print(json.dumps({"out": str(out), "state": train.job.state}))

@@ -1,19 +1,23 @@
-"""Playground: chat with the base model or base + adapter, streamed from `tailor generate`;
-side by side sends one prompt to both."""
+"""Playground: chat with the base model or base + adapter, streamed from one
+`tailor generate --serve` worker that keeps the base loaded for the life of the page (the
+adapter is switched on and off per request, never reloading the base); side by side sends one
+prompt to both."""
 from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QCoreApplication, QEvent, Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel,
                                QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QSplitter,
                                QTextBrowser, QVBoxLayout, QWidget)
 
 from engine import library
+from engine.events import TailorError
 
 from .. import commands
-from ..widgets import Banner, page_header
+from ..serve_worker import ServeWorker
+from ..widgets import Banner, error_html, page_header
 
 BASE = ""  # the adapter combo's data for "base model only"
 BLANK_REPLY = "(the reply was empty or only blank space)"
@@ -93,12 +97,21 @@ class PlaygroundPage(QWidget):
     def __init__(self, state, parent=None):
         super().__init__(parent)
         self.state = state
-        self.jobs = []
-        self.job_panes: dict[int, ChatPane] = {}
-        self.generate_command = commands.generate_command  # tests give a replaying worker
+        # One worker per loaded base (its key: the base and how it is quantized); replies in
+        # flight by request id.
+        self.worker: ServeWorker | None = None
+        self.worker_key: tuple | None = None
+        self.workers_started = 0
+        self.pending: dict[str, ChatPane] = {}
+        self._request_ids = 0
+        self._watching_window = False
+        self.serve_command = commands.serve_command  # tests and benches give another argv
         self._build()
         state.library_changed.connect(self.refresh_adapters)
-        state.model_changed.connect(lambda _: self._titles())
+        state.model_changed.connect(lambda _: (self._titles(), self._retire_stale_worker()))
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
         self.refresh_adapters()
 
     def _build(self) -> None:
@@ -109,6 +122,7 @@ class PlaygroundPage(QWidget):
         self.adapter_box = QComboBox()
         self.adapter_box.setMinimumWidth(220)
         self.adapter_box.currentIndexChanged.connect(self._titles)
+        self.adapter_box.currentIndexChanged.connect(self._retire_stale_worker)
         row.addWidget(self.adapter_box)
         self.side_by_side = QCheckBox("Side by side with the base model")
         self.side_by_side.setChecked(True)  # the difference is what one came to see
@@ -164,25 +178,24 @@ class PlaygroundPage(QWidget):
         self._titles()
         self.refresh()
 
-    def running_jobs(self) -> list:
-        return [j for j in self.jobs if not j.done]
+    def busy(self) -> bool:
+        """A reply is being written (or waits its turn)."""
+        return bool(self.pending)
 
     def refresh(self) -> None:
-        running = bool(self.running_jobs())
+        running = self.busy()
         self.stop_button.setEnabled(running)
         self.clear_button.setEnabled(not running and bool(self.left.turns or self.right.turns))
 
     def stop(self) -> None:
         """Stop the answers being written (what was written so far stays)."""
-        for job in self.running_jobs():
-            queued = job.state == "queued"
-            self.state.queue.cancel(job)
-            if queued:  # never started, so no worker signal will end its answer
-                self.job_panes.pop(job.id).end(error="stopped")
+        if self.worker is not None:
+            for rid in list(self.pending):
+                self.worker.cancel(rid)
         self.refresh()
 
     def clear(self) -> None:
-        if self.running_jobs():
+        if self.busy():
             return
         for pane in (self.left, self.right):
             pane.reset()
@@ -204,6 +217,7 @@ class PlaygroundPage(QWidget):
         self.adapter_box.setCurrentIndex(max(i, 0))
         self.adapter_box.blockSignals(False)
         self._titles()
+        self._retire_stale_worker()
 
     def select_adapter(self, name: str) -> None:
         self.refresh_adapters()
@@ -226,6 +240,12 @@ class PlaygroundPage(QWidget):
         if not adapter and not self.state.model:
             self.banner.show_message("warn", "Choose a base model (Model page) or an adapter.")
             return
+        try:
+            worker = self._worker_for(adapter)
+        except TailorError as e:  # the adapter was deleted or renamed meanwhile
+            self.banner.show_message("error", error_html(e.message, e.hint))
+            self.refresh_adapters()
+            return
         self.banner.hide()
         self.prompt.clear()
         both = self.side_by_side.isChecked() and bool(adapter)
@@ -240,22 +260,139 @@ class PlaygroundPage(QWidget):
                                        "(asked in the other column only)"))
                 pane._render()
         for pane, ad in targets:
-            self._generate(pane, prompt, ad)
+            self._ask(worker, pane, prompt, ad)
         self.refresh()
 
-    def _generate(self, pane: ChatPane, prompt: str, adapter: str) -> None:
-        argv = self.generate_command(self.state.model, prompt, adapter=adapter,
-                                         max_tokens=self.max_tokens.value(),
-                                         system=self.system_edit.text().strip(),
-                                         temperature=self.temperature.value())
-        job = self.state.queue.submit(f"Generate ({adapter or 'base'})", argv, heavy=False)
+    def _ask(self, worker: ServeWorker, pane: ChatPane, prompt: str, adapter: str) -> None:
+        self._request_ids += 1
+        request = {"id": str(self._request_ids), "prompt": prompt, "adapter": adapter or None,
+                   "max_tokens": self.max_tokens.value(),
+                   "temperature": self.temperature.value()}
+        system = self.system_edit.text().strip()
+        if system:
+            request["system"] = system
         pane.begin(prompt)
-        w = job.worker
-        w.progressed.connect(lambda e: (p := stream_piece(e)) and pane.append(p))
-        w.finished.connect(lambda e: pane.end((e.result or {}).get("text")))
-        w.failed.connect(lambda e: pane.end(error=e.message))
-        w.crashed.connect(lambda m, h: pane.end(error=m))
-        w.cancelled.connect(lambda e: pane.end(error="stopped"))
-        w.ended.connect(lambda _, j=job: (self.job_panes.pop(j.id, None), self.refresh()))
-        self.job_panes[job.id] = pane
-        self.jobs.append(job)
+        self.pending[worker.ask(request)] = pane
+
+    # -- the worker ------------------------------------------------------------------------
+
+    def _wanted(self, adapter: str) -> tuple[tuple, list[str]]:
+        """(key, argv) of the worker that answers for ``adapter`` ("" for the base model): one
+        per base, as the adapter was trained on it (its quantization too)."""
+        if adapter:
+            info = library.get_adapter(adapter)
+            quant = (info.manifest.get("settings") or {}).get("quantize_base") or None
+            return (info.base_model or f"adapter:{adapter}", quant), \
+                self.serve_command(adapter=adapter)
+        return (str(self.state.model), None), self.serve_command(model=str(self.state.model))
+
+    def _worker_for(self, adapter: str) -> ServeWorker:
+        key, argv = self._wanted(adapter)
+        if self.worker is not None and self.worker_key == key and self.worker.running:
+            return self.worker
+        self._retire()
+        return self._start_worker(key, argv)
+
+    def _start_worker(self, key: tuple, argv: list[str]) -> ServeWorker:
+        w = ServeWorker(argv, name="generate", parent=self)
+        w.replied.connect(lambda e, w=w: self._on_piece(w, e))
+        w.reply_finished.connect(lambda e, w=w: self._on_reply_end(w, e.request, e.result))
+        w.reply_failed.connect(lambda e, w=w: self._on_reply_failed(w, e))
+        w.failed.connect(lambda e, w=w: self._on_worker_failed(w, e.message, e.hint))
+        w.crashed.connect(lambda m, h, w=w: self._on_worker_crashed(w, m, h))
+        w.ended.connect(lambda _, w=w: self._on_worker_ended(w))
+        self.worker, self.worker_key = w, key
+        self.workers_started += 1
+        w.start()
+        return w
+
+    def _on_piece(self, w: ServeWorker, event) -> None:
+        pane = self.pending.get(event.request) if w is self.worker else None
+        if pane is not None:
+            pane.append(event.text)
+
+    def _on_reply_end(self, w: ServeWorker, request_id: str, reply) -> None:
+        pane = self.pending.pop(request_id, None) if w is self.worker else None
+        if pane is not None:  # reply: the engine's GenerateReply
+            pane.end(reply.text, error="stopped" if reply.stopped else "")
+        self.refresh()
+
+    def _on_reply_failed(self, w: ServeWorker, event) -> None:
+        pane = self.pending.pop(event.request, None) if w is self.worker else None
+        if pane is not None:
+            pane.end(error=event.message)
+            self.banner.show_message("error", error_html(event.message, event.hint))
+        self.refresh()
+
+    def _end_pending(self, error: str) -> None:
+        for pane in self.pending.values():
+            pane.end(error=error)
+        self.pending.clear()
+        self.refresh()
+
+    def _on_worker_failed(self, w: ServeWorker, message: str, hint: str) -> None:
+        """The worker could not load the model (or stopped with an error): said, and the next
+        message tries again."""
+        if w is not self.worker:
+            return
+        self.worker = self.worker_key = None
+        self._end_pending(message)
+        self.banner.show_message("error", error_html(message, hint))
+
+    def _on_worker_crashed(self, w: ServeWorker, message: str, hint: str) -> None:
+        """Killed or crashed: a worker that had loaded its model is started again at once
+        (loading it again); one that never got that far waits for the next message."""
+        if w is not self.worker:
+            return
+        key, argv, was_ready = self.worker_key, w.argv, w.ready
+        self.worker = self.worker_key = None
+        self._end_pending("the model worker stopped")
+        if was_ready:
+            self._start_worker(key, argv)
+            self.banner.show_message("warn", error_html(
+                f"The model worker stopped unexpectedly ({message})",
+                "a new one is loading the model; send the message again"))
+        else:
+            self.banner.show_message("error", error_html(
+                f"The model worker stopped before the model was loaded ({message})", hint))
+
+    def _on_worker_ended(self, w: ServeWorker) -> None:
+        if w is self.worker:  # (it ended on its own: a stop from outside, the end of input)
+            self.worker = self.worker_key = None
+            self._end_pending("stopped")
+        w.deleteLater()
+
+    def _retire(self) -> None:
+        """Stop the current worker (its replies in flight end as stopped)."""
+        w, self.worker, self.worker_key = self.worker, None, None
+        self._end_pending("stopped")
+        if w is not None and w.running:
+            w.stop()
+
+    def _retire_stale_worker(self, *_) -> None:
+        """The model or adapter changed: a worker for another base is stopped now (its memory
+        freed); the next message starts the right one."""
+        if self.worker is None:
+            return
+        try:
+            key = self._wanted(self.adapter_box.currentData() or "")[0]
+        except TailorError:
+            key = None
+        if key != self.worker_key:
+            self._retire()
+
+    def shutdown(self) -> None:
+        """The window closes or the app quits: the worker goes with it."""
+        self._retire()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._watching_window:  # (the window is known once the page is shown)
+            self._watching_window = True
+            self.window().installEventFilter(self)
+
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() == QEvent.Type.Close and obj is self.window():
+            # After the window decided: a close it refused (a running job) keeps the worker.
+            QTimer.singleShot(0, lambda: None if self.window().isVisible() else self.shutdown())
+        return super().eventFilter(obj, event)

@@ -119,12 +119,12 @@ def test_training_through_the_real_worker_charts_and_lands_in_the_library(
     play.max_tokens.setValue(8)
     play.prompt.setPlainText("What is 3 plus one?")
     qtbot.mouseClick(play.send_button, Qt.MouseButton.LeftButton)
-    assert len(play.jobs) == 2
-    qtbot.waitUntil(lambda: all(j.done for j in play.jobs), timeout=120000)
-    assert [j.state for j in play.jobs] == ["finished", "finished"]
-    assert "--adapter" not in play.jobs[0].worker.argv
-    assert play.jobs[1].worker.argv[play.jobs[1].worker.argv.index("--adapter") + 1] == \
-        "pip-style"
+    assert len(play.pending) == 2 and play.workers_started == 1  # one worker answers both
+    ends = []
+    play.worker.reply_finished.connect(ends.append)
+    qtbot.waitUntil(lambda: not play.busy(), timeout=120000)
+    assert [e.result.adapter for e in ends] == ["", "pip-style"]
+    assert [r["adapter"] for r in play.worker.sent] == [None, "pip-style"]
     assert play.left.turns and play.right.turns and play.right.isVisible()
     for name in ("Model", "Library", "Playground", "Export"):
         window.show_page(name)
@@ -354,14 +354,15 @@ def test_playground_streams_a_reply_from_the_base_model(qtbot, window, tiny_mode
     page.max_tokens.setValue(8)
     page.prompt.setPlainText("Hello there")
     qtbot.mouseClick(page.send_button, Qt.MouseButton.LeftButton)
-    job = page.jobs[-1]
-    qtbot.waitUntil(lambda: job.done, timeout=120000)
-    assert job.state == "finished", page.left.text()
+    ends = []
+    page.worker.reply_finished.connect(ends.append)
+    qtbot.waitUntil(lambda: not page.busy(), timeout=120000)
+    assert len(ends) == 1, page.left.text()
     assert page.left.turns[-1][0] == "Hello there"
     assert page.left.pieces >= 1  # streamed, not only delivered at the end
     from app.pages.playground import BLANK_REPLY
 
-    reply = job.worker.final_event.result["text"]
+    reply = ends[0].result.text
     assert page.left.text() == (reply if reply.strip() else BLANK_REPLY)
 
 
