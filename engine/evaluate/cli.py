@@ -29,17 +29,26 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parity", action="store_true",
                    help="also compare the fused model and every GGUF exported from this "
                         "adapter with MLX + adapter (fuses into a temporary folder)")
+    p.add_argument("--fused", default=None, metavar="DIR",
+                   help="parity: compare this fused model folder instead of fusing one now "
+                        "(implies --parity)")
+    p.add_argument("--gguf", action="append", default=None, metavar="FILE",
+                   help="parity: compare this GGUF (repeat for several) instead of the ones "
+                        "found by their export records (implies --parity)")
     p.add_argument("--markdown", default=None, metavar="FILE",
                    help="also write a Markdown reproducibility report to FILE (a new file)")
 
 
 def run(args: argparse.Namespace, job) -> int:
+    from .parity import check_parity_files
     from .run import evaluate_adapter
 
+    check_parity_files(args.fused, args.gguf)  # a missing file is said before minutes of work
     report = evaluate_adapter(args.adapter, job, data=args.data, limit=args.limit,
                               seed=args.seed, max_tokens=args.max_tokens,
                               batch_size=args.batch_size, probe=args.probe,
-                              parity=args.parity, markdown=args.markdown)
+                              parity=args.parity or bool(args.fused or args.gguf),
+                              fused=args.fused, ggufs=args.gguf, markdown=args.markdown)
     job.report(Finished(job=job.name, result=report))
     out = sys.stderr if args.events == "-" else sys.stdout
     print(report.format_text(), file=out)

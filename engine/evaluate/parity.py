@@ -58,12 +58,7 @@ def shipped_parity(adapter: str, job: Job, *, fused: Path | str | None = None,
 
     t0 = time.time()
     info, _, base_dir = resolve_adapter(get_adapter(adapter, library_dir))
-    found = [Path(g).expanduser() for g in ggufs] if ggufs is not None else None
-    for g in found or []:
-        if not g.is_file():
-            raise TailorError(f"{g}: no such GGUF file", hint="give the path of a .gguf file")
-    if fused is not None and not Path(fused).expanduser().is_dir():
-        raise TailorError(f"{fused}: no such fused model folder")
+    found = check_parity_files(fused, ggufs)
     result = ParityResult(adapter=info.name, base_model=str(base_dir), max_tokens=max_tokens,
                           tie_epsilon=NEAR_TIE)
     progress = job.progress("parity", 0.0, 0.05)
@@ -87,6 +82,22 @@ def shipped_parity(adapter: str, job: Job, *, fused: Path | str | None = None,
     _verdict(result)
     result.seconds = round(time.time() - t0, 2)
     return result
+
+
+def check_parity_files(fused: Path | str | None, ggufs: list[Path | str] | None
+                       ) -> list[Path] | None:
+    """The given GGUF paths (None: none given), each checked to exist, and the fused folder
+    checked; TailorError naming the missing one (said before any work)."""
+    if fused is not None and not Path(fused).expanduser().is_dir():
+        raise TailorError(f"{fused}: no such fused model folder",
+                          hint="give the folder `tailor fuse --out` wrote, or leave --fused out "
+                               "to fuse into a temporary folder")
+    found = [Path(g).expanduser() for g in ggufs] if ggufs is not None else None
+    for g in found or []:
+        if not g.is_file():
+            raise TailorError(f"{g}: no such GGUF file",
+                              hint="give the path of a .gguf file `tailor export` wrote")
+    return found
 
 
 @dataclass

@@ -18,7 +18,8 @@ from .heldout import DEFAULT_LIMIT, evaluate_heldout
 def evaluate_adapter(adapter: str, job: Job, *, data: str | Path | None = None,
                      limit: int = DEFAULT_LIMIT, seed: int = 0, max_tokens: int = 0,
                      batch_size: int = DEFAULT_BATCH_SIZE, probe: bool = True,
-                     parity: bool = False, markdown: str | Path | None = None,
+                     parity: bool = False, fused: str | Path | None = None,
+                     ggufs: list[str | Path] | None = None, markdown: str | Path | None = None,
                      library_dir: Path | None = None) -> EvalReport:
     """Evaluate ``adapter`` -> the EvalReport, kept in its record (``report.path``).
 
@@ -45,7 +46,8 @@ def evaluate_adapter(adapter: str, job: Job, *, data: str | Path | None = None,
     if parity:
         from .parity import shipped_parity
 
-        report.parity = shipped_parity(adapter, job.nested(0.8, 1.0), library_dir=library_dir)
+        report.parity = shipped_parity(adapter, job.nested(0.8, 1.0), fused=fused, ggufs=ggufs,
+                                       library_dir=library_dir)
     job.cancel.raise_if_cancelled()
     report.markdown = str(md) if md is not None else ""
     save_report(info.path, report)

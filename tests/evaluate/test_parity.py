@@ -116,3 +116,27 @@ def test_exports_of_other_adapters_and_adapter_only_files_are_not_compared(tmp_p
     assert found == [exports / "mine.gguf"]
     assert any(n.startswith("lora.gguf: an adapter-only GGUF") for n in notes)
     assert any(n.startswith("old.gguf: older than the adapter's weights") for n in notes)
+
+
+def test_tailor_eval_with_parity_flags_names_the_lost_adapter(tiny_model, tmp_path, capsys):
+    from engine.cli import main as cli_main
+    from engine.events import decode_event
+    from engine.results import EvalReport
+
+    model_dir = tiny_model("qwen2")
+    _trained(model_dir, tmp_path, "cli")
+    broken_fuse = shutil.copytree(model_dir, tmp_path / "not-fused")
+    events = tmp_path / "events.jsonl"
+    rc = cli_main(["eval", "--adapter", "cli", "--no-probe", "--limit", "2",
+                   "--fused", str(broken_fuse), "--events", str(events)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    report = [decode_event(line) for line in events.read_text().splitlines()
+              if '"finished"' in line][0].result
+    assert isinstance(report, EvalReport) and report.parity is not None
+    assert report.parity.targets[0].adapter_lost
+    assert f"the adapter was lost in fused model {broken_fuse}" in printed
+    # a missing file is refused before any work, naming it
+    rc = cli_main(["eval", "--adapter", "cli", "--gguf", str(tmp_path / "none.gguf")])
+    printed = capsys.readouterr()
+    assert rc == 1 and f"{tmp_path / 'none.gguf'}: no such GGUF file" in printed.err + printed.out
