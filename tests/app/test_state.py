@@ -142,4 +142,4 @@ def test_the_ollama_status_line_never_contradicts_the_banner(qtbot, window, tmp_
     shown = []
     page.reveal = shown.append
     qtbot.mouseClick(page.reveal_button, Qt.MouseButton.LeftButton)
-    assert shown == [page.last_export["path"]]
+    assert shown == [str(page.last_export.path)]

@@ -57,5 +57,5 @@ def test_event_stream_for_the_app(write, tiny_model):
     events = [decode_event(line) for line in proc.stdout.splitlines()]
     assert events[0].kind == "started" and events[-1].kind == "finished"
     result = events[-1].result
-    assert result["train_examples"] == 9 and len(result["preview"]) == 2
-    assert result["preview"][0]["segments"][-1] == [" Answer number 0. </s>", True]
+    assert result.train_examples == 9 and len(result.preview) == 2
+    assert result.preview[0].segments[-1] == [" Answer number 0. </s>", True]

@@ -41,8 +41,8 @@ def test_events_stream_ends_with_finished_result(server, gguf, capsys):
                        "--events", "-")
     events = [decode_event(line) for line in out.splitlines()]
     assert code == 0 and events[0].kind == "started" and events[-1].kind == "finished"
-    assert events[-1].result["created"] is True
-    assert events[-1].result["template"]["family"] == "llama3"
+    assert events[-1].result.created is True
+    assert events[-1].result.template["family"] == "llama3"
     assert any(e.kind == "progress" for e in events)
 
 

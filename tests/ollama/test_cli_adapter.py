@@ -131,8 +131,8 @@ def test_adapter_end_to_end_with_the_real_export(server, qwen_adapter, capsys):
                          "--host", server.host], export_gguf)
     assert code == 0
     result = rep.of(Finished)[-1].result
-    assert result["created"] and result["template"]["family"] == "chatml"
-    assert result["template"]["verified"]
+    assert result.created and result.template["family"] == "chatml"
+    assert result.template["verified"]
     assert "<|im_end|>" in server.models["style:latest"]["parameters"]["stop"]
 
 
