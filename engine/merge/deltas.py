@@ -59,9 +59,31 @@ def low_rank_from_factors(a: np.ndarray, b: np.ndarray, scale: float, rank: int
 
 
 def low_rank_from_dense(delta: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """The best rank-``rank`` LoRA pair (scale 1) for a full out x in change (truncated SVD)."""
-    u, s, vt = np.linalg.svd(delta, full_matrices=False)
-    return _split(u, s, vt, rank)
+    """The best rank-``rank`` LoRA pair (scale 1) for a full out x in change, and the share of
+    its energy kept: the top eigenvectors V of the smaller Gram matrix (D.T D or D D.T) span
+    the top singular vectors, and D ~ D V V.T. One matrix product and a small eigh instead of
+    the full SVD (45 s for a 4864 x 896 matrix on a busy 2-core machine, against about 2 s)."""
+    out_dims, in_dims = delta.shape
+    small_in = in_dims <= out_dims
+    gram = delta.T @ delta if small_in else delta @ delta.T
+    values, vectors = np.linalg.eigh(gram.astype(np.float64))
+    del gram
+    k = min(rank, len(values))
+    top = vectors[:, ::-1][:, :k].astype(np.float32)       # largest eigenvalues first
+    proj = delta @ top if small_in else delta.T @ top       # (out x k) or (in x k)
+    norms = np.sqrt(np.sum(proj.astype(np.float64) ** 2, axis=0))  # the singular values
+    root = np.sqrt(norms).astype(np.float32)
+    inv = np.where(norms > 0, 1.0 / np.where(root > 0, root, 1), 0).astype(np.float32)
+    a = np.zeros((in_dims, rank), np.float32)
+    b = np.zeros((rank, out_dims), np.float32)
+    if small_in:   # D ~ (D V) V.T: A = V sqrt(s), B = (D V / sqrt(s)).T
+        a[:, :k], b[:k] = top * root, (proj * inv).T
+    else:          # D ~ U (U.T D): A = D.T U / sqrt(s), B = (U sqrt(s)).T
+        a[:, :k], b[:k] = proj * inv, (top * root).T
+    flat = delta.ravel()
+    total = float(np.dot(flat, flat))
+    kept = float(np.sum(norms ** 2))
+    return a, b, (min(kept / total, 1.0) if total > 0 else 1.0)
 
 
 def magnitude_trim(delta: np.ndarray, density: float) -> np.ndarray:

@@ -191,3 +191,18 @@ def test_ties_adapter_at_full_rank_is_the_fused_merge(two, tmp_path, tailor_home
     assert full.min_energy_kept == pytest.approx(1.0, abs=1e-6)
     assert max_rel(logits(base, tailor_home / "adapters/ties64"),
                    logits(tmp_path / "fused")) < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(40, 24), (24, 40)])
+def test_a_full_change_stored_as_an_adapter_is_its_best_rank_r_part(shape):
+    rng = np.random.default_rng(5)
+    change = rng.normal(size=shape).astype(np.float32)
+    u, s, vt = np.linalg.svd(change.astype(np.float64))
+    best = (u[:, :6] * s[:6]) @ vt[:6]  # Eckart-Young: the truncated SVD
+    a, b, kept = D.low_rank_from_dense(change.copy(), 6)
+    assert a.shape == (shape[1], 6) and b.shape == (6, shape[0])
+    np.testing.assert_allclose((a @ b).T, best, atol=1e-5)
+    assert kept == pytest.approx(np.sum(s[:6] ** 2) / np.sum(s ** 2), abs=1e-6)
+    a, b, kept = D.low_rank_from_dense(change.copy(), 30)  # above its rank: zero-padded, exact
+    assert a.shape[1] == 30 and kept == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose((a @ b).T, change, atol=1e-5)
