@@ -80,11 +80,11 @@ class _Chat:
     (tokens, answer mask) of a probe item in the model's chat template, as training renders
     it (engine/data/render.py)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, chat_template: str = ""):
         from .generation import PromptRenderer
 
         self.tok = tokenizer
-        self.prompts = PromptRenderer(tokenizer)
+        self.prompts = PromptRenderer(tokenizer, chat_template=chat_template)
         self.renderer = self.prompts.renderer
 
     def prompt_ids(self, item: ProbePrompt) -> list[int]:
@@ -105,14 +105,14 @@ class _Chat:
         return t.tokens, t.loss_mask
 
 
-def _measure(model, tokenizer, items: list[ProbePrompt], max_tokens: int, job: Job
-             ) -> list[tuple[str, float]]:
+def _measure(model, tokenizer, items: list[ProbePrompt], max_tokens: int, job: Job,
+             chat_template: str = "") -> list[tuple[str, float]]:
     """(greedy answer, mean log p per reference token) of each item; ``job``'s bar: the
     log-likelihoods first fifth, the batched greedy answers the rest."""
     from .generation import greedy_answers
 
     model.eval()
-    chat = _Chat(tokenizer)
+    chat = _Chat(tokenizer, chat_template)
     progress = job.progress("probe", 0.0, 0.2)
     logprobs = []
     for i, item in enumerate(items):
@@ -152,11 +152,13 @@ def forgetting_probe(adapter: str, job: Job, *, max_tokens: int = PROBE_MAX_TOKE
     items = read_probe(probe)
     job.progress("probe")(0, 1, "loading the base model")
     info, base_dir, model, tokenizer = _load_base(adapter, library_dir)
-    base = _measure(model, tokenizer, items, max_tokens, job.nested(0.0, 0.5))
+    # the run's own template (--chat-template), as the adapter was trained; "" = the model's
+    template = (info.manifest.get("data_settings") or {}).get("chat_template") or ""
+    base = _measure(model, tokenizer, items, max_tokens, job.nested(0.0, 0.5), template)
     check_adapter_file(info.weights)  # a damaged adapter is named, not MLX's RuntimeError
     with contextlib.redirect_stdout(sys.stderr):  # (stdout may be the event stream)
         load_adapters(model, str(info.path))
-    tuned = _measure(model, tokenizer, items, max_tokens, job.nested(0.5, 1.0))
+    tuned = _measure(model, tokenizer, items, max_tokens, job.nested(0.5, 1.0), template)
     result = ProbeResult(adapter=info.name, base_model=str(base_dir), probe_file=str(probe),
                          probe_sha256=sha256_file(probe), max_tokens=max_tokens,
                          max_drop=max_drop, seconds=0.0)

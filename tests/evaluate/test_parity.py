@@ -24,12 +24,12 @@ PROMPTS = 4
 MAX_TOKENS = 8  # "mountain river fish" and its end: 4 to 7 tokens on the fixtures
 
 
-def _trained(model_dir, tmp_path, name="p"):
+def _trained(model_dir, tmp_path, name="p", **settings):
     """An adapter that answers every prompt with the toy answer (unlike the random base)."""
     data = write_toy_chat(tmp_path / "toy.jsonl")
-    return train_adapter(str(model_dir), data, name, make_config(
-        iters=20, eval_every=0, rank=8, batch_size=4, learning_rate=3e-3,
-        baseline_prompts=PROMPTS))
+    return train_adapter(str(model_dir), data, name, make_config(**{
+        "iters": 20, "eval_every": 0, "rank": 8, "batch_size": 4, "learning_rate": 3e-3,
+        "baseline_prompts": PROMPTS, **settings}))
 
 
 # The Gemma 2 fixture's peaked embeddings (x sqrt(hidden)) saturate its final logit softcap, so
@@ -64,6 +64,18 @@ def test_fused_model_and_f16_gguf_answer_like_mlx_with_the_adapter(kind, tiny_mo
     recorded = info.manifest["baseline"]["prompts"]
     assert [a.source for a in r.targets[0].answers] == [p["source"] for p in recorded]
     assert (snapshot_tree(model_dir), snapshot_tree(info.path)) == before
+
+
+@pytest.mark.parametrize("settings", [{"method": "dora"}, {"method": "full", "num_layers": 1,
+                                                             "learning_rate": 1e-3}])
+def test_dora_and_full_fine_tunes_fuse_and_export_with_parity(settings, tiny_model, tmp_path):
+    info = _trained(tiny_model("llama3"), tmp_path, **settings)
+    gguf = tmp_path / "out.gguf"
+    export_gguf(info.name, gguf, "f16", verify=False)
+    r = shipped_parity(info.name, Job("parity"), ggufs=[gguf], prompts=PROMPTS,
+                       max_tokens=MAX_TOKENS)
+    assert r.adapter_differs_from_base > 0
+    assert r.passed and all(t.identical == PROMPTS for t in r.targets), r.format_text()
 
 
 def test_a_fuse_that_dropped_the_adapter_and_a_gguf_of_the_base_are_called_out(
@@ -140,3 +152,36 @@ def test_tailor_eval_with_parity_flags_names_the_lost_adapter(tiny_model, tmp_pa
     rc = cli_main(["eval", "--adapter", "cli", "--gguf", str(tmp_path / "none.gguf")])
     printed = capsys.readouterr()
     assert rc == 1 and f"{tmp_path / 'none.gguf'}: no such GGUF file" in printed.err + printed.out
+
+
+def test_each_divergence_names_its_token_and_whether_mlx_had_a_near_tie():
+    """The comparison itself, on hand-made answers: a flip at a near-tie is explained by
+    rounding, one at a clear winner fails the check."""
+    from engine.evaluate.greedy import Greedy
+    from engine.evaluate.parity import _compare, _Prompt, _Reference, _verdict
+    from engine.results import ParityResult
+
+    class Letters:  # token i is the letter chr(97 + i)
+        def decode(self, ids):
+            return "".join(chr(97 + i) for i in ids)
+
+    prompts = [_Prompt("d.jsonl:1", [1], "one"), _Prompt("d.jsonl:2", [2], "two")]
+    tuned = [Greedy([0, 1, 2], True, [0.9, 0.9, 0.01, 0.9]),   # "abc", a near-tie at token 2
+             Greedy([3, 4], True, [0.9, 0.5, 0.9])]            # "de", a clear winner at 1
+    base = [Greedy([7], True, [0.9, 0.9]), Greedy([7], True, [0.9, 0.9])]
+    ref = _Reference(prompts, base, tuned, Letters())
+    target = _compare("x.gguf", "gguf", "x.gguf", "q4_k_m",
+                      [Greedy([0, 1, 5], True), Greedy([3, 6], True)], ref)
+    first, second = target.answers
+    assert (first.diverges_at, first.expected_token, first.answer_token) == (2, "c", "f")
+    assert first.near_tie is True and first.mlx_gap == 0.01
+    assert (second.diverges_at, second.near_tie, second.mlx_gap) == (1, False, 0.5)
+    assert target.identical == 0 and not target.adapter_lost
+    r = ParityResult(prompts=2, targets=[target])
+    _verdict(r)
+    assert r.verdict.startswith("shipped-file parity: FAILED -- answers diverge where MLX had "
+                                "no near-tie in x.gguf")
+    # a file that stops where MLX goes on diverges at the stop, and the stop position counts
+    early = _compare("y", "gguf", "y", "", [Greedy([0, 1], True), Greedy([3, 4], True)], ref)
+    assert early.answers[0].diverges_at == 2 and early.answers[0].answer_token == ""
+    assert early.answers[1].identical
