@@ -1,24 +1,32 @@
-"""Benchmark: `tailor export` on a model with the shapes of Qwen2.5-0.5B, against llama.cpp's own
-quantizer on the same F16 file.
+"""Benchmark: `tailor export` against llama.cpp's own quantizer on the same F16 file, for every
+file type asked for, on model shapes whose rows do and do not divide into 256-value blocks;
+and each GGML type's encoder alone, ours against llama.cpp's, on the same matrix.
 
-The model: Qwen2.5-0.5B's config (hidden 896, 24 layers, 14 heads / 2 KV heads, FFN 4864,
-vocab 151936, tied embeddings), random weights written as F16 safetensors shards into a
-temporary folder, with the tiny Qwen BPE tokenizer (the token list is padded to the embedding
-with [PAD{i}] entries, as for any checkpoint whose embedding is larger than its vocabulary).
+Shapes (random weights written as F16 safetensors shards into a temporary folder):
+- qwen05: Qwen2.5-0.5B's config (hidden 896, 24 layers, 14 heads / 2 KV heads, FFN 4864,
+  vocab 151936, tied embeddings), with the tiny Qwen BPE tokenizer (the token list is padded
+  to the embedding with [PAD{i}] entries, as for any checkpoint whose embedding is larger
+  than its vocabulary);
+- llama04: a 0.4B llama (hidden 896, FFN 4864, 14 heads / 2 KV heads, a 32k vocabulary,
+  untied output), with the tiny Llama 3 tokenizer.
+Hidden 896 is not a multiple of 256, so (in llama.cpp as in Tailor) most matrices fall back
+(Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0, IQ4_XS -> IQ4_NL); ffn_down
+(rows of 4864) keeps its K-quant.
 
 Steps, each in a fresh child process (wall time and peak RSS from getrusage in the child; the
 child's RSS after its imports, before any work, is reported as the constant):
 
 1. tailor F16:     export_gguf(folder, F16)   (verify=False: the timing is the conversion)
-2. tailor Q4_K_M:  export_gguf(folder, Q4_K_M) from the same safetensors
-3. llama.cpp:      llama_model_quantize(F16 GGUF of step 1 -> Q4_K_M)
+2. per type X:     export_gguf(folder, X) from the same safetensors, then
+                   llama_model_quantize(F16 GGUF of step 1 -> X), and the two files compared
+                   tensor by tensor (type and bytes).
+3. encoders:       for each GGML type, our encoder and llama.cpp's (`ggml_quantize_chunk`),
+                   one thread each, best of 3 on the same float32 matrix [512, 4864]:
+                   millions of values per second.
 
-Also compares the two Q4_K_M files tensor by tensor (type and bytes). Hidden 896 is not a
-multiple of 256, so (in llama.cpp as in Tailor) most matrices fall back from Q4_K to Q5_0 and
-from Q6_K to Q8_0; ffn_down (rows of 4864) gets Q4_K/Q6_K.
-
-    .venv/bin/python bench/export.py                # full size
-    .venv/bin/python bench/export.py --layers 4     # quicker
+    .venv/bin/python bench/export.py                              # qwen05, Q4_K_M, full size
+    .venv/bin/python bench/export.py --shape llama04 qwen05 --layers 4 \
+        --quants q4_k_m q2_k q3_k_m iq4_xs                         # the ladder, quicker
 """
 from __future__ import annotations
 
@@ -40,18 +48,30 @@ QWEN05 = {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14
           "architectures": ["Qwen2ForCausalLM"], "rope_theta": 1000000.0,
           "rms_norm_eps": 1e-6, "max_position_embeddings": 32768, "hidden_act": "silu",
           "torch_dtype": "float16"}
+LLAMA04 = {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
+           "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 32000,
+           "tie_word_embeddings": False, "model_type": "llama",
+           "architectures": ["LlamaForCausalLM"], "rope_theta": 500000.0,
+           "rms_norm_eps": 1e-5, "max_position_embeddings": 8192, "hidden_act": "silu",
+           "attention_bias": False, "mlp_bias": False, "torch_dtype": "float16"}
+SHAPES = {"qwen05": (QWEN05, "qwen2"), "llama04": (LLAMA04, "llama3")}
+ENCODER_TYPES = ["Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K", "Q5_0", "Q5_1", "Q4_0",
+                 "Q4_1", "IQ4_NL", "IQ4_XS"]
 
 
-def write_model(folder: Path, layers: int, seed: int = 0) -> tuple[int, int]:
+def write_model(folder: Path, layers: int, seed: int = 0, shape: str = "qwen05"
+                ) -> tuple[int, int]:
     """Random F16 weights in one shard per layer; returns (params, largest tensor bytes)."""
     import numpy as np
     from safetensors.numpy import save_file
 
     from engine.tiny_models import cached_tiny_model
 
-    cfg = dict(QWEN05, num_hidden_layers=layers)
+    base, tokenizer_kind = SHAPES[shape]
+    cfg = dict(base, num_hidden_layers=layers)
+    biases = cfg["model_type"] == "qwen2"
     folder.mkdir(parents=True)
-    tok_src = cached_tiny_model("qwen2")
+    tok_src = cached_tiny_model(tokenizer_kind)
     for f in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         shutil.copy(tok_src / f, folder / f)
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -64,17 +84,23 @@ def write_model(folder: Path, layers: int, seed: int = 0) -> tuple[int, int]:
 
     shards = [{"model.embed_tokens.weight": rand(cfg["vocab_size"], h),
                "model.norm.weight": (1 + rand(h)).astype(np.float16)}]
+    if not cfg["tie_word_embeddings"]:
+        shards[0]["lm_head.weight"] = rand(cfg["vocab_size"], h)
     for i in range(layers):
         p = f"model.layers.{i}."
         shards.append({
             p + "input_layernorm.weight": (1 + rand(h)).astype(np.float16),
             p + "post_attention_layernorm.weight": (1 + rand(h)).astype(np.float16),
-            p + "self_attn.q_proj.weight": rand(h, h), p + "self_attn.q_proj.bias": rand(h),
-            p + "self_attn.k_proj.weight": rand(kv, h), p + "self_attn.k_proj.bias": rand(kv),
-            p + "self_attn.v_proj.weight": rand(kv, h), p + "self_attn.v_proj.bias": rand(kv),
+            p + "self_attn.q_proj.weight": rand(h, h),
+            p + "self_attn.k_proj.weight": rand(kv, h),
+            p + "self_attn.v_proj.weight": rand(kv, h),
             p + "self_attn.o_proj.weight": rand(h, h),
             p + "mlp.gate_proj.weight": rand(f, h), p + "mlp.up_proj.weight": rand(f, h),
             p + "mlp.down_proj.weight": rand(h, f)})
+        if biases:
+            shards[-1].update({p + "self_attn.q_proj.bias": rand(h),
+                               p + "self_attn.k_proj.bias": rand(kv),
+                               p + "self_attn.v_proj.bias": rand(kv)})
     n = len(shards)
     weight_map = {}
     for k, shard in enumerate(shards):
@@ -116,10 +142,19 @@ def _child(step: str, args: dict, q) -> None:
         import ctypes
 
         params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+        params.ftype = args["ftype"]
         params.nthread = args["threads"] or 0
-        rc = llama_cpp.llama_model_quantize(args["src"].encode(), args["out"].encode(),
-                                            ctypes.byref(params))
+        import os
+
+        saved = os.dup(2)  # llama.cpp logs every tensor to fd 2 directly
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                rc = llama_cpp.llama_model_quantize(args["src"].encode(), args["out"].encode(),
+                                                    ctypes.byref(params))
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
         assert rc == 0, rc
     else:
         export_gguf(Path(args["src"]), Path(args["out"]), args["quant"], verify=False,
@@ -158,70 +193,129 @@ def compare(ours: Path, ref: Path) -> tuple[int, int, list[str]]:
     return same, len(set(a) | set(b)), diff
 
 
+def encoder_throughput(repeats: int = 3) -> list[dict]:
+    """Each GGML type: our encoder and llama.cpp's ggml_quantize_chunk, one thread, best of
+    `repeats`, on the same float32 [512, 4864] matrix (rows divide into 256 and 32)."""
+    import numpy as np
+    from gguf import GGMLQuantizationType as T
+
+    from engine.export.kquants_llamacpp import llama_cpp_quantize_rows
+    from engine.export.mixtures import encode
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((512, 4864), dtype=np.float32) * 0.02).astype(np.float16)
+    w32 = w.astype(np.float32)
+    rows = []
+    for type_name in ENCODER_TYPES:
+        best_ours = best_theirs = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            theirs = llama_cpp_quantize_rows(w32, type_name)
+            t1 = time.perf_counter()
+            ours = encode(w, T[type_name], threads=1)  # float16 in, as the export hands over
+            t2 = time.perf_counter()
+            best_theirs, best_ours = min(best_theirs, t1 - t0), min(best_ours, t2 - t1)
+        rows.append({"type": type_name, "ours_mvps": w.size / best_ours / 1e6,
+                     "llama_mvps": w.size / best_theirs / 1e6,
+                     "identical": bool(np.array_equal(ours.reshape(theirs.shape), theirs))})
+    return rows
+
+
+def _print_steps(res: list[dict], largest: int) -> None:
+    print(f"{'step':<22}{'wall s':>9}{'CPU s':>8}{'peak RSS MB':>13}{'constant MB':>13}"
+          f"{'work MB':>10}{'work/largest':>14}")
+    for r in res:
+        work_mb = (r["peak_rss"] - r["base_rss"]) / 1e6
+        print(f"{r['step']:<22}{r['wall_s']:>9.1f}{r['cpu_s']:>8.1f}"
+              f"{r['peak_rss'] / 1e6:>13.0f}{r['base_rss'] / 1e6:>13.0f}{work_mb:>10.0f}"
+              f"{work_mb * 1e6 / largest:>14.2f}")
+
+
+def bench_shape(shape: str, work: Path, args) -> dict:
+    """Steps 1-2 on one shape -> its figures."""
+    from engine.export.quant_types import QUANT_BY_NAME
+
+    model = work / f"{shape}-shaped"
+    if not model.exists():
+        # In a child: the parent's RSS high-water mark carries over into every child
+        # (Linux keeps it across fork+exec), so the parent must stay small.
+        ctx = mp.get_context("spawn")
+        p = ctx.Process(target=write_model, args=(model, args.layers, 0, shape))
+        p.start()
+        p.join()
+        if p.exitcode != 0:
+            raise SystemExit("writing the model failed")
+    params, largest = _model_size(model)
+    print(f"\n== {shape}: {params / 1e6:.1f} M parameters ({args.layers} layers), F16 "
+          f"safetensors {params * 2 / 1e9:.2f} GB, largest tensor {largest / 1e6:.0f} MB")
+    f16 = work / f"{shape}-f16.gguf"
+    for f in work.glob(f"{shape}-*.gguf*"):
+        f.unlink()
+    res = [run_step("tailor F16", src=str(model), out=str(f16), quant="f16",
+                    threads=args.threads)]
+    per_quant = {}
+    for quant in args.quants:
+        ours, ref = work / f"{shape}-{quant}.gguf", work / f"{shape}-{quant}-llama.gguf"
+        mine = run_step(f"tailor {quant.upper()}", src=str(model), out=str(ours), quant=quant,
+                        threads=args.threads)
+        theirs = run_step(f"llama.cpp {quant.upper()}", src=str(f16), out=str(ref),
+                          ftype=QUANT_BY_NAME[quant].ftype, threads=args.threads)
+        same, total, diff = compare(ours, ref)
+        res += [mine, theirs]
+        per_quant[quant] = {"ratio": mine["wall_s"] / theirs["wall_s"],
+                            "cpu_ratio": mine["cpu_s"] / theirs["cpu_s"],
+                            "identical_tensors": [same, total], "differ": diff[:5],
+                            "size_mb": ours.stat().st_size / 1e6,
+                            "llama_size_mb": ref.stat().st_size / 1e6}
+        ours.unlink()
+        ref.unlink()
+    _print_steps(res, largest)
+    print(f"{'type':<8}{'Tailor/llama.cpp wall':>23}{'CPU':>7}{'identical tensors':>19}"
+          f"{'size MB':>10}")
+    for quant, r in per_quant.items():
+        same, total = r["identical_tensors"]
+        print(f"{quant:<8}{r['ratio']:>23.2f}{r['cpu_ratio']:>7.2f}{f'{same}/{total}':>19}"
+              f"{r['size_mb']:>10.1f}" + (f"  differ: {r['differ']}" if r["differ"] else ""))
+    return {"params": params, "largest_tensor_bytes": largest, "steps": res,
+            "quants": per_quant}
+
+
 def main() -> None:
+    import os
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", nargs="+", default=["qwen05"], choices=sorted(SHAPES))
+    ap.add_argument("--quants", nargs="+", default=["q4_k_m"], help="file types to compare")
     ap.add_argument("--layers", type=int, default=24)
     ap.add_argument("--threads", type=int, default=None, help="both quantizers (default: all)")
+    ap.add_argument("--no-encoders", action="store_true", help="skip the per-type table")
     ap.add_argument("--keep", default=None, help="keep the files in this folder")
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="tailor-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}, "
+          f"{os.cpu_count()} CPUs")
+    # Same thread count for both: llama.cpp's nthread 0 means hardware_concurrency(),
+    # Tailor's None means os.cpu_count().
+    print(f"threads: Tailor {args.threads or os.cpu_count()}, llama.cpp nthread "
+          f"{args.threads or 0} (= {args.threads or os.cpu_count()})")
+    figures = {}
     try:
-        model = work / "qwen05-shaped"
-        if not model.exists():
-            # In a child: the parent's RSS high-water mark carries over into every child
-            # (Linux keeps it across fork+exec), so the parent must stay small.
-            ctx = mp.get_context("spawn")
-            p = ctx.Process(target=write_model, args=(model, args.layers))
-            p.start()
-            p.join()
-            if p.exitcode != 0:
-                raise SystemExit("writing the model failed")
-        params, largest = _model_size(model)
-        import os
-
-        # Same thread count for both: llama.cpp's nthread 0 means hardware_concurrency(),
-        # Tailor's None means os.cpu_count().
-        print(f"threads: Tailor {args.threads or os.cpu_count()}, llama.cpp nthread "
-              f"{args.threads or 0} (= {args.threads or os.cpu_count()})")
-        print(f"model: {params / 1e6:.1f} M parameters ({args.layers} layers), F16 "
-              f"safetensors {params * 2 / 1e9:.2f} GB, largest tensor {largest / 1e6:.0f} MB")
-        for f in ("f16.gguf", "q4km.gguf", "llama-q4km.gguf"):
-            (work / f).unlink(missing_ok=True)
-            (work / (f + ".json")).unlink(missing_ok=True)
-        res = [run_step("tailor F16", src=str(model), out=str(work / "f16.gguf"), quant="f16",
-                        threads=args.threads),
-               run_step("tailor Q4_K_M", src=str(model), out=str(work / "q4km.gguf"),
-                        quant="q4_k_m", threads=args.threads),
-               run_step("llama.cpp Q4_K_M", src=str(work / "f16.gguf"),
-                        out=str(work / "llama-q4km.gguf"), threads=args.threads)]
-        res[2]["step"] = "llama.cpp Q4_K_M"
-        print(f"{'step':<18}{'wall s':>9}{'CPU s':>8}{'peak RSS MB':>13}{'constant MB':>13}"
-              f"{'work MB':>10}{'work/largest':>14}")
-        for r in res:
-            work_mb = (r["peak_rss"] - r["base_rss"]) / 1e6
-            print(f"{r['step']:<18}{r['wall_s']:>9.1f}{r['cpu_s']:>8.1f}"
-                  f"{r['peak_rss'] / 1e6:>13.0f}"
-                  f"{r['base_rss'] / 1e6:>13.0f}{work_mb:>10.0f}"
-                  f"{work_mb * 1e6 / largest:>14.2f}")
-        ratio = res[1]["wall_s"] / res[2]["wall_s"]
-        cpu_ratio = res[1]["cpu_s"] / res[2]["cpu_s"]
-        same, total, diff = compare(work / "q4km.gguf", work / "llama-q4km.gguf")
-        print(f"Q4_K_M wall time: Tailor / llama.cpp = {ratio:.2f} "
-              f"({'no slower' if ratio <= 1 else 'slower'} than llama.cpp's C quantizer; note "
-              "Tailor reads safetensors while llama.cpp reads the F16 GGUF); CPU time ratio "
-              f"{cpu_ratio:.2f}")
-        print(f"Q4_K_M files: {same}/{total} tensors byte-identical"
-              + (f"; differ: {diff[:5]}" if diff else ""))
-        sizes = {f: (work / f).stat().st_size / 1e6 for f in
-                 ("f16.gguf", "q4km.gguf", "llama-q4km.gguf")}
-        print("sizes MB: " + ", ".join(f"{k} {v:.1f}" for k, v in sizes.items()))
+        for shape in args.shape:
+            figures[shape] = bench_shape(shape, work, args)
+        if not args.no_encoders:
+            rows = encoder_throughput()
+            figures["encoders"] = rows
+            print("\nencoders, one thread, M values/s (float16 in; llama.cpp: float32 in, "
+                  "as llama_model_quantize hands over after its conversion)")
+            print(f"{'type':<8}{'Tailor':>9}{'llama.cpp':>11}{'ratio':>8}  identical")
+            for r in rows:
+                print(f"{r['type']:<8}{r['ours_mvps']:>9.1f}{r['llama_mvps']:>11.1f}"
+                      f"{r['ours_mvps'] / r['llama_mvps']:>8.2f}  {r['identical']}")
+        print(f"load average at the end: {os.getloadavg()}")
         if args.json:
-            Path(args.json).write_text(json.dumps(
-                {"params": params, "largest_tensor_bytes": largest, "steps": res,
-                 "q4km_ratio": ratio, "q4km_cpu_ratio": cpu_ratio, "identical_tensors": [same, total],
-                 "sizes_mb": sizes}, indent=2))
+            Path(args.json).write_text(json.dumps(figures, indent=2))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -134,3 +134,45 @@ def read_tensor_blocks(path: Path) -> dict[str, tuple[str, np.ndarray]]:
             data = data.view(np.uint8).reshape(data.shape[0] if data.ndim > 1 else 1, -1)
         out[tensor.name] = (tensor.tensor_type.name, data)
     return out
+
+
+def llama_cpp_quantize_rows(weights: np.ndarray, type_name: str) -> np.ndarray:
+    """llama.cpp's encoder for one GGML type (`ggml_quantize_chunk`, no importance matrix,
+    the calling thread) on float32 `weights` [rows, cols] -> uint8 [rows, row bytes]: the
+    per-type peer of our encoders (bench/export.py), without a GGUF file around it."""
+    import ctypes
+
+    import gguf
+
+    lib = _ggml_base()
+    t = gguf.GGMLQuantizationType[type_name]
+    w = np.ascontiguousarray(weights, dtype=np.float32)
+    rows, cols = w.shape
+    block, size = gguf.GGML_QUANT_SIZES[t]
+    out = np.empty((rows, cols // block * size), dtype=np.uint8)
+    written = lib.ggml_quantize_chunk(int(t), w.ctypes.data_as(ctypes.c_void_p),
+                                      out.ctypes.data_as(ctypes.c_void_p), 0, rows, cols, None)
+    if written != out.nbytes:
+        raise RuntimeError(f"ggml_quantize_chunk({type_name}) wrote {written} bytes, "
+                           f"expected {out.nbytes}")
+    return out
+
+
+_GGML_BASE = None
+
+
+def _ggml_base():
+    """libggml-base from llama-cpp-python's wheel, with ggml_quantize_chunk's signature."""
+    global _GGML_BASE
+    if _GGML_BASE is None:
+        import ctypes
+
+        import llama_cpp
+
+        lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+        lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+        lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                            ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                            ctypes.c_void_p]
+        _GGML_BASE = lib
+    return _GGML_BASE

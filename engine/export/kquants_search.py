@@ -27,10 +27,19 @@ ROUND_MAGIC = F32(12582912.0)  # 1.5 * 2**23
 GROUP_MAX_EPS = F32(1e-15)
 
 
+_MANTISSA = np.int32(0x007FFFFF)
+_HALF_RANGE = np.int32(0x00400000)
+
+
 def nearest_int_exact(values: np.ndarray) -> np.ndarray:
-    """llama.cpp's `nearest_int` on float32 values, bit for bit (also for NaN and overflow)."""
+    """llama.cpp's `nearest_int` on float32 values, bit for bit (also for NaN and overflow).
+
+    In place on the sum's bits with int32 scalars: `bits & 0x7FFFFF` with a Python int
+    takes numpy's slow path here (7x the time of the whole function as written)."""
     bits = (np.asarray(values, dtype=F32) + ROUND_MAGIC).view(np.int32)
-    return (bits & 0x007FFFFF) - 0x00400000
+    bits &= _MANTISSA
+    bits -= _HALF_RANGE
+    return bits
 
 
 def sequential_sum(columns: np.ndarray) -> np.ndarray:
@@ -242,7 +251,8 @@ def fit_q3_scale(columns: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.nda
     sums the next value is judged by: so the values loop in Python while every step works on
     all sub-blocks at once. A sub-block whose pass changed nothing would change nothing
     again (same state, same decisions): running the remaining passes on it is a no-op, so
-    only the sub-blocks still changing are carried into the next pass.
+    only the sub-blocks still changing are carried into the next pass (measured: 19%, 5%,
+    1% of them after passes 1, 2, 3).
     """
     x = columns
     peak, amax = signed_peak(x)
@@ -252,13 +262,17 @@ def fit_q3_scale(columns: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.nda
         levels = np.clip(nearest_int_exact(iscale * x), -nmax, nmax - 1).astype(F32)
     weights = x * x
     weighted_x = weights * x
-    sum_lx = sequential_sum(weighted_x * levels)
-    sum_l2 = sequential_sum(weights * levels * levels)
+    # C's w*x[i]*L[i] and w*L[i]*L[i] terms: kept per value and refreshed where L changes
+    # (the same float32 products the C code recomputes)
+    terms = _Q3Terms(weights, weighted_x, levels, weighted_x * levels,
+                     weights * levels * levels)
+    sum_lx = sequential_sum(terms.wxl)
+    sum_l2 = sequential_sum(terms.wl2)
     active = np.flatnonzero(~zero)
     for _ in range(5):
         if not len(active):
             break
-        changed = _q3_pass(x, weights, weighted_x, levels, sum_lx, sum_l2, active, nmax)
+        changed = _q3_pass(x, terms, sum_lx, sum_l2, active, nmax)
         active = active[changed]
     with np.errstate(all="ignore"):
         scale = np.where(sum_l2 > 0, sum_lx / sum_l2, F32(0)).astype(F32)
@@ -268,29 +282,48 @@ def fit_q3_scale(columns: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.nda
     return scale, levels
 
 
-def _q3_pass(x, weights, weighted_x, levels, sum_lx, sum_l2, active, nmax) -> np.ndarray:
+@dataclass
+class _Q3Terms:
+    weights: np.ndarray     # x*x
+    weighted_x: np.ndarray  # x*x*x
+    levels: np.ndarray      # L, float32
+    wxl: np.ndarray         # (w*x)*L
+    wl2: np.ndarray         # (w*L)*L
+
+
+def _q3_pass(x, terms: _Q3Terms, sum_lx, sum_l2, active, nmax) -> np.ndarray:
     """One pass of make_q3_quants' refinement over the sub-blocks `active` (arrays updated in
-    place); returns which of them changed."""
-    xs, ws, wxs = x[:, active], weights[:, active], weighted_x[:, active]
-    ls = levels[:, active]
-    slx_all, sl2_all = sum_lx[active], sum_l2[active]
+    place); returns which of them changed. Only the few values whose rounded level moves
+    are judged further (the rest of the C test is skipped for them there too)."""
+    every = len(active) == x.shape[1]  # the first pass, no all-zero sub-block: no copies
+    pick = (lambda a: a) if every else (lambda a: a[..., active])
+    xs, ws, wxs = pick(x), pick(terms.weights), pick(terms.weighted_x)
+    ls, wxl, wl2 = pick(terms.levels), pick(terms.wxl), pick(terms.wl2)
+    slx_all, sl2_all = pick(sum_lx), pick(sum_l2)
     changed = np.zeros(len(active), dtype=bool)
     with np.errstate(all="ignore"):
         for i in range(x.shape[0]):
-            w, wx, level = ws[i], wxs[i], ls[i]
-            slx = slx_all - wx * level
-            sl2 = sl2_all - w * level * level
+            level = ls[i]
+            slx = slx_all - wxl[i]
+            sl2 = sl2_all - wl2[i]
             new = np.clip(nearest_int_exact(xs[i] * sl2 / slx), -nmax, nmax - 1).astype(F32)
-            slx_new = slx + wx * new
-            sl2_new = sl2 + w * new * new
-            take = ((slx > 0) & (new != level) & (sl2_new > 0)
-                    & (slx_new * slx_new * sl2_all > slx_all * slx_all * sl2_new))
+            cand = np.flatnonzero((slx > 0) & (new != level))
+            if not len(cand):
+                continue
+            new_c, w_c = new[cand], ws[i, cand]
+            new_wxl, new_wl2 = wxs[i, cand] * new_c, w_c * new_c * new_c
+            slx_new = slx[cand] + new_wxl
+            sl2_new = sl2[cand] + new_wl2
+            old_lx, old_l2 = slx_all[cand], sl2_all[cand]
+            take = (sl2_new > 0) & (slx_new * slx_new * old_l2 > old_lx * old_lx * sl2_new)
             if take.any():
-                level[take] = new[take]
-                slx_all[take] = slx_new[take]
-                sl2_all[take] = sl2_new[take]
-                changed |= take
-    levels[:, active] = ls
-    sum_lx[active] = slx_all
-    sum_l2[active] = sl2_all
+                idx = cand[take]
+                level[idx] = new_c[take]
+                wxl[i, idx], wl2[i, idx] = new_wxl[take], new_wl2[take]
+                slx_all[idx], sl2_all[idx] = slx_new[take], sl2_new[take]
+                changed[idx] = True
+    if not every:
+        terms.levels[:, active], terms.wxl[:, active], terms.wl2[:, active] = ls, wxl, wl2
+        sum_lx[active] = slx_all
+        sum_l2[active] = sl2_all
     return changed
