@@ -116,6 +116,25 @@ def test_playground_stop_clear_and_aligned_columns(qtbot, page):
     assert page.left.view.toPlainText() == ""
 
 
+def test_a_second_message_starts_no_new_process(qtbot, page, monkeypatch):
+    # Counted where every engine process starts, so the count means the same on any page.
+    from app.worker import EngineWorker
+
+    starts = []
+    start = EngineWorker.start
+    monkeypatch.setattr(EngineWorker, "start",
+                        lambda self: (starts.append(self.argv), start(self))[1])
+    page.select_adapter("tuned")  # side by side: the base and the adapter answer each
+    page.max_tokens.setValue(4)
+    for text in ("first", "second", "third"):
+        send(qtbot, page, text)
+        qtbot.waitUntil(lambda: not page.stop_button.isEnabled(), timeout=LOAD)
+    assert len(starts) == 1, starts
+    assert [t[0] for t in page.left.turns] == [t[0] for t in page.right.turns] == \
+        ["first", "second", "third"]
+    assert not any(t[1].endswith("]") for t in page.left.turns + page.right.turns)
+
+
 def test_a_second_message_reuses_the_loaded_worker_and_survives_an_error(qtbot, page,
                                                                         tailor_home,
                                                                         tiny_model):
