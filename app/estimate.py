@@ -268,8 +268,11 @@ def estimate(cfg: dict, settings: dict, longest: int | None = None) -> Estimate 
                     quantized=bool(c.get("quantization") or quantize_bits))
 
 
-def longest_in(report: dict | None) -> int | None:
-    """The longest training example of a data check's report (``DataReport.to_dict()``), the
-    ``longest`` that makes the preview the run's own figure; None without one."""
-    stats = (report or {}).get("train_stats") or {}
-    return int(stats.get("length_max") or 0) or None
+def longest_in(report) -> int | None:
+    """The longest training example of a data check's report (a DataReport, or its wire
+    dict), the ``longest`` that makes the preview the run's own figure; None without one."""
+    from engine.results import DataReport
+
+    if not report:
+        return None
+    return int(DataReport.coerce(report).train_stats.length_max or 0) or None

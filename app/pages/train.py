@@ -19,7 +19,7 @@ from engine.results import DataReport, JobState, TrainResult
 from engine.train.config import PRESET_HELP, PRESETS, TrainConfig
 
 from .. import commands
-from ..estimate import estimate, human_bytes, human_count, read_model_config
+from ..estimate import estimate, human_bytes, human_count, longest_in, read_model_config
 from ..history import LossHistory
 from ..job_binding import bind_job, failure_html
 from ..widgets import Banner, LossChart, page_header
@@ -535,7 +535,10 @@ class TrainPage(QWidget):
             self.estimate_label.setText("Choose a base model to see the trainable parameters "
                                         "and memory needed.")
             return
-        est = estimate(read_model_config(folder), self.settings_values())
+        report = self.state.report if self.state.data_status == "ok" else None
+        # the checked dataset's longest example: the preview is then the run's own figure
+        est = estimate(read_model_config(folder), self.settings_values(),
+                       longest=longest_in(report))
         if est is None:
             self.estimate_label.setText("No estimate: the model's config.json is unreadable.")
             return
