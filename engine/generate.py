@@ -176,10 +176,11 @@ class AdapterSwitch:
     (never a LoRA scale of 0: a DoRA layer's magnitude would still apply), so the base alone
     computes exactly what it computed before any adapter was loaded."""
 
-    def __init__(self, model, folder: Path, quantize_base: int | None):
+    def __init__(self, model, folder: Path, quantize_base: int | None, own: str | None = None):
         self.model = model
         self.folder = Path(folder).resolve()
         self.quantize_base = quantize_base or None
+        self.own = own  # the adapter the base was loaded for: it fits by construction
         self.loaded: dict[str, _Swap] = {}
         self.active: str | None = None
 
@@ -218,6 +219,8 @@ class AdapterSwitch:
         if not info.weights.exists():
             raise TailorError(f"adapter {name!r} has no weights yet (status {info.status})",
                               hint="wait until it has saved a checkpoint, or choose another")
+        if name == self.own:
+            return info
         base = info.base_model
         if not base or Path(base).resolve() != self.folder:
             raise TailorError(f"adapter {name!r} was trained on {base or 'an unrecorded base'}, "
@@ -582,10 +585,14 @@ def run_serve(args: argparse.Namespace, job: Job, stdin=None) -> int:
     defaults = ServeDefaults(adapter=args.adapter, system=args.system,
                              max_tokens=_check_max_tokens(args.max_tokens),
                              temperature=args.temperature, raw=args.raw)
+    # Read from the start: requests sent while the model loads wait their turn, and a stop
+    # is seen as soon as it is loaded.
+    inbox = Inbox(stdin or io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8",
+                                            errors="replace"))
     start = time.monotonic()
     model, tokenizer, folder, info, quant = _load_base(args.model, args.adapter, job.report,
                                                        job.cancel, job.name)
-    switch = AdapterSwitch(model, folder, quant)
+    switch = AdapterSwitch(model, folder, quant, own=info.name if info else None)
     if info is not None:
         switch.use(info.name)  # loaded now: the first reply with it does not wait
     switch.use(None)
@@ -593,8 +600,7 @@ def run_serve(args: argparse.Namespace, job: Job, stdin=None) -> int:
     job.started({"model": str(folder), "adapter": args.adapter or "", "serve": True},
                 {"load_seconds": load_seconds})
     server = Server(model, tokenizer, switch, job, defaults)
-    stream = stdin or io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-    server.serve(Inbox(stream))
+    server.serve(inbox)
     job.report(Finished(job=job.name, result=GenerateServed(
         model=str(folder), requests=server.answered, load_seconds=load_seconds)))
     return 0
