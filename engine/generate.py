@@ -41,9 +41,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", help="the user message")
     what.add_argument("--serve", action="store_true",
-                      help="keep the model loaded and answer JSON requests read from stdin, one "
-                           "a line (see `tailor generate` in the docs); the options below are "
-                           "the requests' defaults")
+                      help='keep the model loaded and answer requests read from stdin, one JSON '
+                           'object a line: {"id", "prompt" or "messages", "system", '
+                           '"temperature", "max_tokens", "adapter": a name, true or false}; '
+                           '{"cancel": ID} stops that reply; "quit" or the end of input ends. '
+                           'Events go to stdout (no --events); the options below are the '
+                           'requests\' defaults')
     p.add_argument("--system", default=None, help="an optional system message")
     p.add_argument("--max-tokens", type=int, default=256, help="most tokens to generate")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
