@@ -18,6 +18,7 @@ from engine import library
 from engine.events import TailorError
 
 from ..history import LossHistory
+from ..merge_dialog import MergeDialog, lineage_html
 from ..widgets import (Banner, LossChart, RowTableModel, ask, copy_text, error_html,
                        page_header, reveal_in_file_manager)
 
@@ -189,7 +190,8 @@ class LibraryPage(QWidget):
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(AdapterTableModel.DATE, Qt.SortOrder.DescendingOrder)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        # several rows (Ctrl/Shift-click) for Merge; the details show the first
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.view.verticalHeader().hide()
         self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.view.horizontalHeader().setStretchLastSection(True)
@@ -227,6 +229,12 @@ class LibraryPage(QWidget):
             self.compare_boxes.append(box)
         self.compare_box = self.compare_boxes[0]
         buttons.addStretch(1)
+        self.merge_button = QPushButton("Merge…")
+        self.merge_button.setToolTip("combine the selected adapters (select two or more) into "
+                                     "a new adapter")
+        self.merge_button.clicked.connect(self._merge)
+        self.merge_button.setEnabled(False)  # until two or more are selected
+        buttons.addWidget(self.merge_button)
         dl.addLayout(buttons)
         self.tabs = QTabWidget()
         self.chart = LossChart(self.history, grid=True)
@@ -272,8 +280,15 @@ class LibraryPage(QWidget):
         a = self.selected()
         return a.name if a else ""
 
+    def selected_names(self) -> list[str]:
+        """Every selected adapter, in the table's order."""
+        rows = self.view.selectionModel().selectedRows() if self.view.selectionModel() else []
+        return [self.model.adapters[self.proxy.mapToSource(r).row()].name
+                for r in sorted(rows, key=lambda r: r.row())]
+
     def _on_selection(self, *_) -> None:
         self._show(self.selected())
+        self.merge_button.setEnabled(len(self.selected_names()) >= 2)
 
     def _enable(self, a) -> None:
         status = effective_status(a.manifest) if a is not None else ""
@@ -306,7 +321,8 @@ class LibraryPage(QWidget):
         self.settings_view.setHtml(
             f"<h3>{a.name}</h3><p>Status: <b>{effective_status(m)}</b> · base "
             f"{base.get('repo_id') or base.get('path', '')} ({base.get('architecture', '?')}) · "
-            f"dataset {ds.get('path', '')}</p><table cellspacing=6>{rows}</table>")
+            f"dataset {ds.get('path', '')}</p>{lineage_html(m)}"
+            f"<table cellspacing=6>{rows}</table>")
         self.record_view.setHtml(record_html(m))
 
     def _fill_compare(self, selected: str) -> None:
@@ -376,6 +392,18 @@ class LibraryPage(QWidget):
                                       "restored from the Trash.")
         except TailorError as e:
             self.banner.show_message("error", error_html(e.message, e.hint))
+
+    def _merge(self) -> None:
+        """Open the Merge dialog for the selected adapters (kept as ``merge_dialog``)."""
+        names = self.selected_names()
+        if len(names) < 2:
+            self.banner.show_message("warn", "Select two or more adapters to merge "
+                                     "(Ctrl- or Shift-click).")
+            return
+        self.merge_dialog = MergeDialog(self.state, names, self)
+        self.merge_dialog.merged.connect(
+            lambda name: self._changed(name, f"Merged {', '.join(names)} into “{name}”."))
+        self.merge_dialog.show()
 
     def _changed(self, select: str, message: str) -> None:
         self.state.library_changed.emit()
