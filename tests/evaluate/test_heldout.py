@@ -178,3 +178,34 @@ def test_examples_where_the_adapter_got_worse_come_first():
     assert report.base.exact_match == pytest.approx(1 / 3)
     assert report.tuned.exact_match == pytest.approx(1 / 3)
     assert report.tuned.loss == pytest.approx(0.5) and report.base.loss == pytest.approx(1.0)
+
+
+def test_a_stopped_evaluation_keeps_nothing(adapter, tailor_home):
+    from engine.events import Cancelled, Progress
+
+    before = snapshot_tree(tailor_home)
+    job = Job("eval")
+    seen = []
+
+    def report(event):
+        if isinstance(event, Progress) and event.stage == "answers":
+            seen.append(event)
+            if len(seen) == 2:  # the base is answering: stop
+                job.cancel.cancel()
+
+    job.report = report
+    with pytest.raises(Cancelled):
+        evaluate_adapter(NAME, job, probe=False, batch_size=2)
+    # stopped at the next decoding step: the base's answers were not all given
+    assert 2 <= len(seen) <= 3 and seen[-1].message != "6 of 6 answers"
+    assert snapshot_tree(tailor_home) == before
+
+
+def test_the_forgetting_probe_is_part_of_the_kept_report(adapter):
+    from engine.results import ProbeResult
+
+    report = evaluate_adapter(NAME, Job("eval"), limit=2)
+    assert isinstance(report.probe, ProbeResult) and report.probe.items
+    assert report.probe.verdict in report.format_text()
+    (kept,), _ = load_reports(adapter.path)
+    assert kept == report and isinstance(kept.probe, ProbeResult)
