@@ -109,6 +109,7 @@ class PlaygroundPage(QWidget):
         self._build()
         state.library_changed.connect(self.refresh_adapters)
         state.model_changed.connect(lambda _: (self._titles(), self._retire_stale_worker()))
+        state.queue.job_started.connect(self._on_job_started)
         app = QCoreApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.shutdown)
@@ -247,6 +248,9 @@ class PlaygroundPage(QWidget):
             self.refresh_adapters()
             return
         self.banner.hide()
+        if not worker.ready:
+            self.banner.show_message("info", "Loading the model… (only for the first message: "
+                                             "it stays loaded for the next ones)")
         self.prompt.clear()
         both = self.side_by_side.isChecked() and bool(adapter)
         targets = [(self.left, "" if both else adapter)]
@@ -301,10 +305,24 @@ class PlaygroundPage(QWidget):
         w.failed.connect(lambda e, w=w: self._on_worker_failed(w, e.message, e.hint))
         w.crashed.connect(lambda m, h, w=w: self._on_worker_crashed(w, m, h))
         w.ended.connect(lambda _, w=w: self._on_worker_ended(w))
+        w.started.connect(lambda _, w=w: self._on_worker_ready(w))
         self.worker, self.worker_key = w, key
         self.workers_started += 1
         w.start()
         return w
+
+    def _on_worker_ready(self, w: ServeWorker) -> None:
+        if w is self.worker and self.banner.text().startswith("Loading the model"):
+            self.banner.clear()
+
+    def _on_job_started(self, job) -> None:
+        """A training run (or another heavy job) needs the memory: an idle worker goes; the
+        next message loads the model again."""
+        if job.heavy and self.worker is not None and not self.busy():
+            self._retire()
+            self.banner.show_message("info", f"The Playground's model was unloaded to leave "
+                                             f"the memory to “{job.title}”; it loads again "
+                                             "with your next message.")
 
     def _on_piece(self, w: ServeWorker, event) -> None:
         pane = self.pending.get(event.request) if w is self.worker else None

@@ -221,3 +221,23 @@ def test_the_worker_stops_when_the_model_changes_and_when_the_window_closes(qtbo
     page.window().close()
     qtbot.waitUntil(lambda: gone(pid), timeout=20000)
     assert page.worker is None
+
+
+def test_the_first_message_says_the_model_loads_and_training_unloads_it(qtbot, page,
+                                                                        fake_argv):
+    page.max_tokens.setValue(4)
+    page.side_by_side.setChecked(False)
+    send(qtbot, page, "hello")
+    assert page.banner.text().startswith("Loading the model")
+    qtbot.waitUntil(lambda: not page.busy(), timeout=LOAD)
+    assert page.banner.text() == ""  # cleared once it was loaded
+    send(qtbot, page, "again")
+    assert page.banner.text() == ""  # loaded: nothing to wait for
+    qtbot.waitUntil(lambda: not page.busy(), timeout=20000)
+    worker = page.worker
+    pid = worker.pid()
+    job = page.state.queue.submit("Train tuned-2", fake_argv("--steps", "3"), heavy=True)
+    qtbot.waitUntil(lambda: job.done, timeout=20000)
+    assert page.worker is None and "unloaded" in page.banner.plain_text()
+    assert "Train tuned-2" in page.banner.plain_text()
+    qtbot.waitUntil(lambda: gone(pid), timeout=20000)
