@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeade
 from engine import library
 from engine.events import TailorError
 
+from ..evaluate_view import EvaluationView
 from ..history import LossHistory
 from ..merge_dialog import MergeDialog, lineage_html
 from ..widgets import (Banner, LossChart, RowTableModel, ask, copy_text, error_html,
@@ -243,6 +244,8 @@ class LibraryPage(QWidget):
         self.tabs.addTab(self.chart, "Loss curve")
         self.tabs.addTab(self.settings_view, "Settings")
         self.tabs.addTab(self.record_view, "Record")
+        self.eval_view = EvaluationView(self.state)  # the latest evaluation, and Evaluate
+        self.tabs.addTab(self.eval_view, "Evaluate")
         dl.addWidget(self.tabs, 1)
         split.addWidget(detail)
         split.setSizes([260, 420])
@@ -303,6 +306,7 @@ class LibraryPage(QWidget):
 
     def _show(self, a) -> None:
         self._enable(a)
+        self.eval_view.show_adapter(a)
         if a is None:
             self.history.clear()
             self.settings_view.setHtml("<p style='color:gray'>No adapter selected. Train one on "
