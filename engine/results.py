@@ -68,19 +68,6 @@ class Result:
             value = value.to_dict()
         return cls.from_dict(dict(value or {}))
 
-    # Read-only mapping of the wire form (what a version-1 reader got as a dict), kept only
-    # while every reader moves to typed fields (issue 13); new code reads the attributes.
-    def keys(self) -> list[str]:
-        return [k for k in self.to_dict() if k != "type"]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.to_dict().get(key, default) if key != "type" else default
-
-    def __getitem__(self, key: str) -> Any:
-        if key == "type":
-            raise KeyError(key)
-        return self.to_dict()[key]
-
 
 def _plain(value: Any) -> Any:
     """Paths and other objects as str, so a Result's dict is what goes on the wire."""

@@ -203,7 +203,7 @@ def test_export_writes_a_gguf_the_app_marks_verified(qtbot, window, tiny_model, 
     qtbot.waitUntil(lambda: page.export_job.done, timeout=180000)
     assert page.export_job.state == "finished", page.banner.text()
     assert page.verified, page.banner.text()
-    assert Path(page.last_export["path"]).exists()
+    assert page.last_export.path.exists()
     rows = {page.checks.item(i, 0).text(): i for i in range(page.checks.rowCount())}
     logits = rows["llama.cpp next token = MLX"]
     assert page.checks.item(logits, 1).text() == "passed"
@@ -325,7 +325,7 @@ def test_without_ollama_the_app_shows_the_modelfile_folder_and_command(qtbot, wi
     assert page.ollama_job.state == "finished", page.banner.text()
     assert page.banner.kind == "warn" and "not running" in page.banner.text()
     result = page.ollama_job.worker.final_event.result
-    folder = Path(result["modelfile_dir"])
+    folder = Path(result.modelfile_dir)
     assert (folder / "Modelfile").exists()
     assert "ollama create pip-offline" in page.ollama_result.toPlainText()
     assert str(folder) in page.ollama_result.toPlainText()

@@ -205,3 +205,18 @@ def test_the_train_page_sizes_an_epoch_from_the_typed_data_report(window):
     window.state.set_report({"train_examples": 40})  # a version-1 dict still reads
     window.state.set_data_status("ok")
     assert page.form.train_examples == 40
+
+
+def test_a_result_is_not_a_mapping():
+    """The transitional dict view (get, [], keys) is gone: a reader that guesses a key fails at
+    once in a test instead of getting None on screen."""
+    import pytest
+
+    from engine.results import DataReport, Result
+
+    report = _through_the_wire(DataReport(train_examples=3))
+    for name in ("get", "keys", "__getitem__"):
+        assert not hasattr(Result, name), name
+    with pytest.raises(TypeError):
+        report["train_examples"]
+    assert report.to_dict()["train_examples"] == 3  # the wire form, for JSON readers
