@@ -126,6 +126,8 @@ RESUME_FIXED_REASON = {
     "pack": _DATA,
     "eval_every": _STOPPING, "val_batches": _STOPPING, "patience": _STOPPING,
     "quantize_base": "it changes the base weights the adapter was trained on",
+    "baseline_prompts": "the baseline is recorded once, before the run's first step, and a "
+                        "resumed run keeps it",
 }
 
 

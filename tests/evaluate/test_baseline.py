@@ -112,3 +112,13 @@ def test_a_stop_during_the_baseline_ends_the_run_as_cancelled(tiny_model, toy_da
     assert manifest["status"] == "cancelled"
     assert steps == []  # no training step ran
     assert "baseline" not in manifest
+
+
+def test_resume_with_another_baseline_size_is_refused_saying_why(tiny_model, toy_data):
+    from engine.events import TailorError
+    from engine.train.config import merge_resume_config
+
+    saved = _cfg(baseline_prompts=3)
+    with pytest.raises(TailorError, match=r"baseline_prompts 3 -> 8 \(the baseline is "
+                                          r"recorded once, before the run's first step"):
+        merge_resume_config(saved, {"baseline_prompts": 8}, "r")
