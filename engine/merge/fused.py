@@ -37,10 +37,12 @@ def write_fused(plan: MergePlan, job: Job) -> dict[str, float]:
     for i, module in enumerate(plan.modules):
         job.cancel.raise_if_cancelled()
         progress(i, len(plan.modules), f"merging {module}")
-        _, _, change, kept = layer_result(plan, module, dense=True)
         key = f"{module}.weight"
         weight = params[key]
-        merged = np.array(weight.astype(mx.float32)) + change
+        base = np.array(weight.astype(mx.float32))
+        _, _, change, kept = layer_result(plan, module, dense=True, base_weight=base)
+        merged = base
+        merged += change
         del change
         params[key] = mx.array(merged).astype(weight.dtype)
         model.update(tree_unflatten([(key, params[key])]))

@@ -19,6 +19,9 @@ DORA_REASON = ("DoRA rescales each output row of W + dW by a learned magnitude v
                "divides by the row's norm, so its change depends on the base weights and is "
                "not B·A; a sum of DoRA adapters is not a DoRA adapter and their magnitude "
                "vectors do not add")
+DORA_HINT = ("with --fuse OUT the merge takes each DoRA adapter's exact change to the base "
+             "(its fused weight minus the base's) and writes the merged model; or merge LoRA "
+             "adapters")
 
 
 @dataclass
@@ -33,6 +36,8 @@ class Parent:
     scale: float
     rank: int
     factors: dict[str, tuple] = field(default_factory=dict)   # module -> (lora_a, lora_b)
+    kind: str = "lora"                                         # or "dora"
+    magnitudes: dict = field(default_factory=dict)             # DoRA: module -> m
 
 
 @dataclass
@@ -61,8 +66,10 @@ def _module_order(module: str):
     return (m["prefix"], int(m["block"]), m["key"]) if m else (module, -1, "")
 
 
-def read_parent(name: str, weight: float, library_dir: Path | None) -> Parent:
-    """A parent's record and factors, or TailorError saying why it cannot be merged."""
+def read_parent(name: str, weight: float, library_dir: Path | None,
+                allow_dora: bool = False) -> Parent:
+    """A parent's record and factors, or TailorError saying why it cannot be merged (a DoRA
+    adapter unless ``allow_dora``: a fused output, where its exact change is known)."""
     import mlx.core as mx
 
     from ..fuse import resolve_adapter
@@ -75,11 +82,11 @@ def read_parent(name: str, weight: float, library_dir: Path | None) -> Parent:
                           hint="wait for it to finish, or stop it first", code=ErrorCode.LOCKED)
     info, adapter_config, base_dir = resolve_adapter(info)
     kind = adapter_config.get("fine_tune_type", "lora")
-    if kind == "dora":
+    if kind == "dora" and not allow_dora:
         raise TailorError(f"adapter {name!r} is a DoRA adapter, which a merge cannot combine "
-                          f"exactly: {DORA_REASON}; nothing was written",
-                          hint="merge LoRA adapters, or fuse each DoRA adapter on its own")
-    if kind != "lora":
+                          f"into an adapter exactly: {DORA_REASON}; nothing was written",
+                          hint=DORA_HINT)
+    if kind not in ("lora", "dora"):
         raise TailorError(f"adapter {name!r} is a {kind} fine-tune, not a LoRA adapter; a merge "
                           "combines LoRA weight changes; nothing was written",
                           hint="merge LoRA adapters (tailor train --method lora)")
@@ -89,15 +96,18 @@ def read_parent(name: str, weight: float, library_dir: Path | None) -> Parent:
     check_adapter_file(info.weights)
     loaded = mx.load(str(info.weights))
     parent = Parent(info, adapter_config, base_dir, sha, weight,
-                    float(params.get("scale", 20.0)), int(params.get("rank", 8)))
+                    float(params.get("scale", 20.0)), int(params.get("rank", 8)), kind=kind)
     pairs: dict[str, dict] = {}
     for key, value in loaded.items():
         m = _LEAF.match(key)
-        if not m or m["leaf"] == "m":
+        if not m or (m["leaf"] == "m" and kind != "dora"):
             raise TailorError(f"{info.weights}: tensor {key!r} is not a LoRA factor "
                               "(lora_a / lora_b); nothing was written",
                               hint="this file was not written by a LoRA training run")
-        pairs.setdefault(m["module"], {})[m["leaf"]] = value
+        if m["leaf"] == "m":
+            parent.magnitudes[m["module"]] = value
+        else:
+            pairs.setdefault(m["module"], {})[m["leaf"]] = value
     for module, pair in pairs.items():
         a, b = pair.get("lora_a"), pair.get("lora_b")
         if a is None or b is None or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
@@ -107,6 +117,9 @@ def read_parent(name: str, weight: float, library_dir: Path | None) -> Parent:
         if a.shape[1] != parent.rank:
             raise TailorError(f"{info.weights}: module {module!r} has rank {a.shape[1]} but "
                               f"adapter_config.json says {parent.rank}; nothing was written")
+        if kind == "dora" and module not in parent.magnitudes:
+            raise TailorError(f"{info.weights}: DoRA module {module!r} has no magnitude "
+                              "vector (.m); nothing was written")
         parent.factors[module] = (a, b)
     if not parent.factors:
         raise TailorError(f"{info.weights} holds no LoRA factors; nothing was written")
@@ -203,7 +216,8 @@ def plan_merge(names: list[str], cfg: MergeConfig, name: str, fuse_out: Path | N
     target = None
     if fuse_out is None:
         target = _check_outputs(name, None, Path(), library_dir)
-    parents = [read_parent(n, w, library_dir) for n, w in zip(names, weights)]
+    parents = [read_parent(n, w, library_dir, allow_dora=fuse_out is not None)
+               for n, w in zip(names, weights)]
     _check_same_base(parents)
     if fuse_out is not None:
         _check_outputs(name, fuse_out, parents[0].base_dir, library_dir)
@@ -238,3 +252,24 @@ def parent_factors(p: Parent, module: str, dims: tuple[int, int]
     if a.dtype == mx.bfloat16:  # numpy has no bfloat16
         a, b = a.astype(mx.float32), b.astype(mx.float32)
     return np.array(a), np.array(b)
+
+
+def parent_change(p: Parent, module: str, dims: tuple[int, int],
+                  base_weight: np.ndarray | None = None) -> np.ndarray:
+    """``p``'s full change to ``module``'s weight (float32, out x in): ``scale * B.T @ A.T``
+    for LoRA; for DoRA its fused weight minus the base's, ``m / |W + dW|_row * (W + dW) - W``
+    as mlx-lm's ``DoRALinear.fuse`` computes it (needs ``base_weight``)."""
+    from .deltas import lora_delta
+
+    a, b = parent_factors(p, module, dims)
+    change = lora_delta(a, b, p.scale)
+    if p.kind != "dora" or module not in p.factors:
+        return change
+    import mlx.core as mx
+
+    adapted = base_weight + change
+    del change
+    m = np.array(p.magnitudes[module].astype(mx.float32))
+    adapted *= (m / np.linalg.norm(adapted, axis=1))[:, None]
+    adapted -= base_weight
+    return adapted

@@ -13,7 +13,7 @@ from ..events import CancelToken, Job, Reporter, as_job, null_reporter
 from ..results import JobState, MergeResult
 from . import deltas as D
 from .config import MergeConfig
-from .plan import MergePlan, parent_factors, plan_merge
+from .plan import MergePlan, parent_change, parent_factors, plan_merge
 
 
 def merge_adapters(names: list[str], cfg: MergeConfig, name: str = "",
@@ -56,13 +56,16 @@ def merge_adapters(names: list[str], cfg: MergeConfig, name: str = "",
         seconds=round(time.time() - start, 3))
 
 
-def layer_result(plan: MergePlan, module: str, dense: bool
+def layer_result(plan: MergePlan, module: str, dense: bool,
+                 base_weight: np.ndarray | None = None
                  ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, float | None]:
     """One module's merge: (A, B, dense change, energy kept). ``dense``: the full change is
-    wanted (a fused output); otherwise the LoRA pair at the plan's rank."""
+    wanted (a fused output, ``base_weight`` its float32 base weight: DoRA parents need it);
+    otherwise the LoRA pair at the plan's rank."""
     cfg, dims = plan.cfg, plan.dims[module]
     parents = plan.parents
-    if cfg.method in ("concat", "linear"):
+    low_rank = cfg.method in ("concat", "linear")
+    if low_rank and all(p.kind == "lora" for p in parents):
         live = [p for p in parents if p.weight != 0]  # weight 0: not in the sum at all
         factors = [(*parent_factors(p, module, dims), p.scale) for p in live]
         a, b = D.concat_factors(factors, [p.weight for p in live], plan.out_scale)
@@ -74,8 +77,17 @@ def layer_result(plan: MergePlan, module: str, dense: bool
         if dense:
             return None, None, D.lora_delta(a, b, plan.out_scale), None
         return a, b, None, None
-    changes = [D.lora_delta(*parent_factors(p, module, dims), p.scale) for p in parents]
-    weights = [p.weight for p in parents]
+    live = [p for p in parents if p.weight != 0 or not low_rank]
+    changes = [parent_change(p, module, dims, base_weight) for p in live]
+    weights = [p.weight for p in live]
+    if low_rank:  # DoRA parents (fused output only): their exact changes, summed
+        merged = changes[0] * np.float32(weights[0])
+        for c, w in zip(changes[1:], weights[1:]):
+            merged += c * np.float32(w)
+        if cfg.method == "concat":
+            return None, None, merged, None
+        a, b, energy = D.low_rank_from_dense(merged, plan.rank)
+        return None, None, D.lora_delta(a, b, 1.0), energy
     if cfg.method == "ties":
         merged = D.ties_merge(changes, weights, cfg.density)
     else:
@@ -135,7 +147,7 @@ def lineage(plan: MergePlan, energy: dict[str, float]) -> dict:
                                            and plan.cfg.method != "linear")
     return {"method": plan.cfg.method, "settings": plan.cfg.to_dict(),
             "parents": [{"name": p.info.name, "weight": p.weight, "path": str(p.info.path),
-                         "rank": p.rank, "scale": p.scale,
+                         "kind": p.kind, "rank": p.rank, "scale": p.scale,
                          "adapters_sha256": sha256_file(p.info.weights)}
                         for p in plan.parents],
             "rank": plan.rank, "exact": exact, "energy_kept": energy,

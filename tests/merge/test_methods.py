@@ -206,3 +206,38 @@ def test_a_full_change_stored_as_an_adapter_is_its_best_rank_r_part(shape):
     a, b, kept = D.low_rank_from_dense(change.copy(), 30)  # above its rank: zero-padded, exact
     assert a.shape[1] == 30 and kept == pytest.approx(1.0, abs=1e-6)
     np.testing.assert_allclose((a @ b).T, change, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["concat", "ties"])
+def test_dora_parents_fused_merge_their_exact_changes(tiny_model, tmp_path, method):
+    """A DoRA adapter's change is its fused weight minus the base's (full rank, depends on
+    W): with --fuse the merge takes exactly that, as mergekit does from fused models."""
+    import mlx_lm
+    from mlx.utils import tree_flatten
+
+    from engine.fuse import fuse_adapter
+
+    base = tiny_model("llama3")
+    make_lora("lo", base, keys=ATTN, seed=1)
+    make_lora("do", base, keys=MLP, seed=2, dora=True, std=0.2)
+    weights = [0.8, 1.2]
+    result = merge_adapters(["lo", "do"], MergeConfig(method=method, weights=weights,
+                                                      density=0.4), "", tmp_path / "m")
+    assert result.exact
+
+    def params(folder):
+        return {k: np.array(v, np.float64)
+                for k, v in tree_flatten(mlx_lm.load(str(folder))[0].parameters())}
+
+    w = params(base)
+    lo, do = params(fuse_adapter("lo", tmp_path / "lo")), params(fuse_adapter("do", tmp_path / "do"))
+    got = params(tmp_path / "m")
+    for key in w:
+        parts = [lo[key] - w[key], do[key] - w[key]]  # each adapter's task vector
+        if method == "concat":
+            want = w[key] + weights[0] * parts[0] + weights[1] * parts[1]
+        else:
+            want = w[key] + (reference_ties(parts, weights, 0.4) if parts[0].ndim == 2
+                             and (parts[0].any() or parts[1].any()) else 0)
+        scale = max(np.max(np.abs(want - w[key])), 1e-6)
+        assert np.max(np.abs(got[key] - want)) <= 2e-5 * scale + 1e-6, key

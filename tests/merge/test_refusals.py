@@ -66,10 +66,10 @@ def test_an_existing_fuse_folder_is_refused(library, tmp_path):
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
-def test_dora_is_refused_with_the_reason(library, tiny_model):
+def test_dora_into_an_adapter_is_refused_with_the_reason(library, tiny_model):
     make_lora("d", tiny_model("llama3"), dora=True, keys=ATTN)
     e = _refused(library, ["a", "d"], "DoRA adapter")
-    assert DORA_REASON in e.message and "magnitude" in e.message
+    assert DORA_REASON in e.message and "magnitude" in e.message and "--fuse" in e.hint
 
 
 @pytest.mark.parametrize("names, cfg, match", [
