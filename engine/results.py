@@ -771,6 +771,7 @@ class EvalReport(Result):
     worse: int = 0
     better: int = 0
     verdict: str = ""
+    notes: list[str] = field(default_factory=list)  # what a reader should know first
     probe: ProbeResult | None = None
     parity: ParityResult | None = None
     path: str = ""                # the report's file in the adapter's record
@@ -784,7 +785,8 @@ class EvalReport(Result):
         def num(v, fmt=".3f"):
             return "-" if v is None else format(v, fmt)
 
-        out = [self.verdict, f"  data: {self.data.get('path', '')} ({self.data.get('split', '')}"
+        out = [self.verdict] + [f"  note: {n}" for n in self.notes] + [
+               f"  data: {self.data.get('path', '')} ({self.data.get('split', '')}"
                f", {len(self.examples)} of {self.data.get('examples', len(self.examples))} "
                f"examples, seed {self.settings.get('seed', 0)})",
                "                 base    adapter"]

@@ -87,6 +87,14 @@ def evaluate_heldout(adapter: str, job: Job, *, data: str | Path | None = None,
                   "quantize_base": settings.get("quantize_base") or None},
         versions=_versions(), adapter_status=info.status)
     _fill(report, items, answered, base_side, tuned_side)
+    if base["matches_training"] is False:
+        report.notes.append(f"the base model at {base['path']} is not the one the adapter was "
+                            "trained on (its sha256 differs): the figures describe this pairing")
+    if len(answered) < len(items):
+        report.notes.append(f"{len(items) - len(answered)} examples have no answer to compare "
+                            "(text, or a conversation not ending with the assistant): loss only")
+    for note in report.notes:
+        job.log(note, "warning")
     report.seconds = round(time.time() - t0, 2)
     return report
 

@@ -38,6 +38,7 @@ def report_markdown(r: EvalReport) -> str:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(r.created or time.time()))
     b, t = r.base, r.tuned
     out = [f"# Evaluation of adapter `{r.adapter}`", "", f"{r.verdict}.", "",
+           *[f"> Note: {n}\n" for n in r.notes],
            f"Made {when}; report `{r.id}`, kept in the adapter's record at `{r.path}`.", "",
            "## Reproduce", "", "```sh", reproduce_command(r), "```", "",
            "| what | value |", "| --- | --- |",

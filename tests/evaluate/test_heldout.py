@@ -209,3 +209,13 @@ def test_the_forgetting_probe_is_part_of_the_kept_report(adapter):
     assert report.probe.verdict in report.format_text()
     (kept,), _ = load_reports(adapter.path)
     assert kept == report and isinstance(kept.probe, ProbeResult)
+
+
+def test_a_base_that_is_not_the_trained_one_is_said(adapter, tailor_home):
+    manifest = dict(adapter.manifest)
+    manifest["base_model"] = dict(manifest["base_model"], sha256="0" * 64)
+    library.write_manifest(adapter.path, manifest)
+    report = evaluate_adapter(NAME, Job("eval"), probe=False, limit=2)
+    assert report.base_model["matches_training"] is False
+    assert report.notes and "is not the one the adapter was trained on" in report.notes[0]
+    assert "note: the base model at" in report.format_text()
