@@ -185,3 +185,24 @@ def test_each_divergence_names_its_token_and_whether_mlx_had_a_near_tie():
     early = _compare("y", "gguf", "y", "", [Greedy([0, 1], True), Greedy([3, 4], True)], ref)
     assert early.answers[0].diverges_at == 2 and early.answers[0].answer_token == ""
     assert early.answers[1].identical
+
+
+def test_a_stop_during_parity_ends_it_and_leaves_no_temporary_fuse(tiny_model, tmp_path,
+                                                                    monkeypatch):
+    from engine.events import Cancelled, CancelToken, Progress
+
+    _trained(tiny_model("qwen2"), tmp_path, "stop")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR
+    cancel = CancelToken()
+
+    def stop_at_the_fused_answers(event):
+        if isinstance(event, Progress) and "fused model's answers" in event.message:
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        shipped_parity("stop", Job("parity", stop_at_the_fused_answers, cancel),
+                       prompts=PROMPTS, max_tokens=MAX_TOKENS)
+    assert list(scratch.iterdir()) == []  # the temporary fused folder is gone

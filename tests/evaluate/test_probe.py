@@ -115,3 +115,22 @@ def test_a_bad_probe_line_is_named_with_its_line(tmp_path):
 def test_the_probe_of_an_adapter_that_does_not_exist_says_so():
     with pytest.raises(TailorError, match="no adapter named 'nope'"):
         forgetting_probe("nope", Job("probe"))
+
+
+def test_a_stop_during_the_probe_ends_it(tiny_model, tmp_path):
+    from engine.events import Cancelled, CancelToken
+
+    _train(tiny_model("qwen2"), write_toy_chat(tmp_path / "t.jsonl"), "s", iters=2,
+           learning_rate=1e-4)
+    cancel = CancelToken()
+    seen = []
+
+    def stop_after_a_few(event):
+        if isinstance(event, Progress):
+            seen.append(event)
+            if len(seen) == 5:
+                cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        forgetting_probe("s", Job("probe", stop_after_a_few, cancel), max_tokens=MAX_TOKENS)
+    assert len(seen) < 40  # it stopped at once, not after the 88 measurements
