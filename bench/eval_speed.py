@@ -69,6 +69,7 @@ def main() -> int:
     a = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import mlx.core as mx
+
     from engine.evaluate.generation import PromptRenderer, greedy_answers
     from engine.models import count_parameters, load_model
     from engine.tiny_models import cached_tiny_model

@@ -98,3 +98,21 @@ def test_bad_arguments(tiny_model):
     with pytest.raises(TailorError, match="max_tokens"):
         greedy_answers(model, tokenizer, [[1, 2]], max_tokens=0)
     assert isinstance(greedy_answers(model, tokenizer, [[1, 2]], max_tokens=2)[0], Answer)
+
+
+def test_prompt_renderer_uses_the_runs_template_as_training_renders(tiny_model):
+    from engine.data.render import Renderer
+    from engine.models.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model("gemma"))
+    renderer = PromptRenderer(tokenizer)
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    text = renderer.prompt_text(msgs)  # Gemma's template has no system role: folded, as trained
+    assert text == "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    assert text == Renderer(tokenizer).render_prompt(msgs)
+    ids = renderer.prompt_ids(msgs)
+    assert ids == tokenizer.encode(text, add_special_tokens=False)
+    assert ids.count(tokenizer.bos_token_id) == 1  # the template's BOS, not a second one
+    # a run's own template (--chat-template) wins over the model's
+    own = PromptRenderer(tokenizer, "{% for m in messages %}[{{ m['content'] }}]{% endfor %}>")
+    assert own.prompt_text([{"role": "user", "content": "Hi"}]) == "[Hi]>"
