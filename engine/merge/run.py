@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, library, locks
+from .. import __version__, library, locks, sweep
 from ..events import CancelToken, Job, Reporter, as_job, null_reporter
 from ..results import JobState, MergeResult
 from . import deltas as D
@@ -36,6 +36,9 @@ def merge_adapters(names: list[str], cfg: MergeConfig, name: str = "",
         held.append(locks.output_lock(fuse_out, job.name, library_dir))
     with locks.holding(*held):
         plan = plan_merge(list(names), cfg, name, fuse_out, library_dir)  # as of the locks
+        # what a killed merge into the same target left (nothing live: we hold its lock)
+        sweep.report_removed(sweep.sweep_output_folder(fuse_out) if fuse_out is not None
+                             else sweep.sweep_adapter_folder(plan.target), job.report, job.name)
         job.started({"adapters": list(names), "name": name, "fuse": str(fuse_out or ""),
                      **cfg.to_dict()},
                     {"base_model": str(plan.base_dir), "layers": len(plan.modules),

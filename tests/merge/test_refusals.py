@@ -108,3 +108,11 @@ def test_cancel_mid_merge_leaves_nothing_behind(library, tmp_path, method, fuse)
     if fuse:  # neither the folder nor its temporary
         assert sorted(p.name for p in tmp_path.iterdir()) == ["tailor-home"]
     assert not any(p.name.startswith(".") for p in library.iterdir())
+
+
+def test_what_a_killed_merge_left_is_removed_by_the_next_one(library):
+    leftover = library / ".new.tmp-0123abcd"  # a merge into "new" killed while writing
+    leftover.mkdir()
+    (leftover / "adapters.safetensors").write_bytes(b"half")
+    merge_adapters(["a", "b"], MergeConfig(), "new")
+    assert not leftover.exists() and (library / "new" / "adapters.safetensors").exists()
