@@ -74,10 +74,16 @@ def data_check_command(path: str, model: str | None, preview: int = 0,
 
 
 def export_command(adapter: str, quant: str, out: str, adapter_only: bool = False,
+                   allow_tokenizer_mismatch: bool = False,
                    python: str | None = None) -> list[str]:
+    """`tailor export --adapter A --quant Q --out F [--adapter-only]
+    [--allow-tokenizer-mismatch]` (the last: write with the closest llama.cpp pre-tokenizer
+    when none reproduces the model's)."""
     args = ["--adapter", adapter, "--quant", quant, "--out", str(out)]
     if adapter_only:
         args.append("--adapter-only")
+    if allow_tokenizer_mismatch:
+        args.append("--allow-tokenizer-mismatch")
     return engine_argv("export", *args, python=python)
 
 

@@ -35,6 +35,22 @@ QUANTS = [("q4_k_m", 4.85, "smallest that keeps quality; the usual choice"),
           ("f32", 32.0, "full precision (large)")]
 
 
+MISMATCH_LABEL = "Write anyway with the closest llama.cpp tokenizer (not exact)"
+MISMATCH_TOOLTIP = (
+    "llama.cpp has no pre-tokenizer that splits text exactly as this model's tokenizer does. "
+    "Ticked, the GGUF is written with the closest one and the measured share of text split "
+    "differently is recorded in the verification. The risk: in llama.cpp, LM Studio and Ollama "
+    "the model then sees some text as different tokens than it was trained on, and can answer "
+    "worse than in the Playground. The MLX adapter and a fused model folder are not affected.")
+# The banner shows three lines: what happened and what to do come first, the engine's own
+# (long) words after them, whole in the banner's tooltip.
+MISMATCH_BANNER = ("Export refused: llama.cpp has no pre-tokenizer that splits text exactly as "
+                   "this model's tokenizer does, so no GGUF was written.<br>To write it anyway, "
+                   f"tick “{MISMATCH_LABEL}” and press Write GGUF again (hover it for the risk). "
+                   "The MLX adapter and a fused model folder work with this tokenizer as they "
+                   "are.")
+
+
 def expected_size(base_params: int, bits_per_weight: float) -> int:
     return int(base_params * bits_per_weight / 8)
 
@@ -93,6 +109,12 @@ class ExportPage(QWidget):
         self.adapter_only = QCheckBox("Adapter only (small file for Ollama ADAPTER / llama.cpp "
                                       "--lora)")
         form.addRow("", self.adapter_only)
+        # Offered only after an export was refused for it: a risk to take knowingly.
+        self.allow_mismatch = QCheckBox(MISMATCH_LABEL)
+        self.allow_mismatch.setToolTip(MISMATCH_TOOLTIP)
+        self.allow_mismatch.hide()
+        self.adapter_box.currentIndexChanged.connect(self._hide_mismatch)
+        form.addRow("", self.allow_mismatch)
         self.out_edit = QLineEdit()
         form.addRow("Save as", self.out_edit)
         self.export_button = QPushButton("Write GGUF")
@@ -237,8 +259,9 @@ class ExportPage(QWidget):
             self.banner.show_message("warn", f"{html.escape(out)} already exists; choose "
                                      "another file name (nothing is overwritten).")
             return
-        argv = commands.export_command(name, self.quant_box.currentData(), out,
-                                       adapter_only=self.adapter_only.isChecked())
+        argv = commands.export_command(
+            name, self.quant_box.currentData(), out, adapter_only=self.adapter_only.isChecked(),
+            allow_tokenizer_mismatch=self.allow_mismatch.isChecked())
         self.export_job = job = self.state.queue.submit(f"Export {name}", argv)
         self.verified = False
         self.last_export = None
@@ -246,8 +269,7 @@ class ExportPage(QWidget):
         self.checks.setRowCount(0)
         bind_job(job, self._on_exported, banner=self.banner, progress=self.progress,
                  disable=[self.export_button], enable=[self.cancel_button],
-                 running=f"Exporting {html.escape(name)}…", failed="Export failed",
-                 crashed="The export worker crashed",
+                 running=f"Exporting {html.escape(name)}…", on_failure=self._export_failed,
                  cancelled="Export cancelled; nothing was written.",
                  on_ended=lambda _: self.refresh_send())
 
@@ -257,6 +279,22 @@ class ExportPage(QWidget):
 
     def _error(self, title: str, message: str, hint: str) -> None:
         self.banner.show_message("error", failure_html(title, message, hint))
+
+    def _export_failed(self, message: str, hint: str, failed) -> None:
+        """The engine's words; a refusal for the tokenizer also offers the checkbox that
+        writes the file anyway (and names it, not the command-line flag of the engine's hint)."""
+        if failed is None:
+            self._error("The export worker crashed", message, hint)
+        elif tokenizer_mismatch(failed):
+            self.allow_mismatch.show()
+            self.banner.show_message("error", f"{MISMATCH_BANNER}<br>{html.escape(message)}")
+        else:
+            self._error("Export failed", message, hint)
+
+    def _hide_mismatch(self, *_) -> None:
+        """Another adapter: the permission given for the last one's tokenizer does not carry."""
+        self.allow_mismatch.setChecked(False)
+        self.allow_mismatch.hide()
 
     def _on_exported(self, result: ExportResult | dict) -> None:
         """Show what the export wrote: the engine's ExportResult (a version-1 dict is read
@@ -412,6 +450,12 @@ class ExportPage(QWidget):
 
     def _confirm_dialog(self, title: str, text: str, verb: str) -> bool:
         return ask(self, title, text, verb)
+
+
+def tokenizer_mismatch(failed) -> bool:
+    """The export was refused because llama.cpp has no pre-tokenizer that reproduces the
+    model's: the engine's hint names the flag that allows it (tests/export pins that hint)."""
+    return "--allow-tokenizer-mismatch" in (failed.hint or "")
 
 
 def name_taken(failed) -> bool:
