@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import queue
 import sys
 import threading
@@ -170,6 +171,7 @@ class _Swap:
     on: list = field(default_factory=list)
     off: list = field(default_factory=list)
     weights: bool = False
+    stamp: tuple = ()  # the adapter's files as loaded (a resumed run rewrites them)
 
 
 class AdapterSwitch:
@@ -193,11 +195,12 @@ class AdapterSwitch:
             return
         self._off()
         if name is not None:
-            if name in self.loaded:
-                swap = self.loaded[name]
+            swap = self.loaded.get(name)
+            if swap is not None and swap.stamp == _stamp(name):
                 self._put(swap.on, swap.weights)
-            else:
-                self.loaded[name] = self._load(name)  # (loading leaves it in place)
+            else:  # new, or trained further since: (re)loaded, which leaves it in place
+                self.loaded.pop(name, None)
+                self.loaded[name] = self._load(name)
             self.active = name
         self.model.eval()
 
@@ -245,6 +248,7 @@ class AdapterSwitch:
 
         from .models.safetensors_check import check_adapter_file
 
+        stamp = _stamp(name)
         info = self._check_fits(name)
         check_adapter_file(info.weights)  # named, not MLX's RuntimeError
         config = _adapter_config(info.path)
@@ -254,7 +258,8 @@ class AdapterSwitch:
             _load_adapter(load_adapters, self.model, info.path,
                           undo=lambda: self._put(before, True))
             after = dict(tree_flatten(self.model.parameters()))
-            return _Swap(on=[(k, after[k]) for k, _ in before], off=before, weights=True)
+            return _Swap(on=[(k, after[k]) for k, _ in before], off=before, weights=True,
+                         stamp=stamp)
         before = dict(self.model.named_modules())
 
         def changed() -> tuple[list, list]:
@@ -265,7 +270,20 @@ class AdapterSwitch:
         _load_adapter(load_adapters, self.model, info.path,
                       undo=lambda: self._put(changed()[1], False))
         on, off = changed()
-        return _Swap(on=on, off=off)
+        return _Swap(on=on, off=off, stamp=stamp)
+
+
+def _stamp(name: str) -> tuple:
+    """When and how big the adapter's weights and configuration are (() when unreadable)."""
+    from . import library
+
+    try:
+        folder = library.adapter_path(name)
+        return tuple((s.st_mtime_ns, s.st_size) for s in
+                     (os.stat(folder / "adapters.safetensors"),
+                      os.stat(folder / "adapter_config.json")))
+    except (OSError, TailorError):
+        return ()
 
 
 def _adapter_config(folder: Path) -> dict:
@@ -556,7 +574,6 @@ class Server:
 
 def _internal(exc: BaseException, job_name: str) -> TailorError:
     """An unexpected failure of one request: a one-line message, the traceback in a log."""
-    import os
     import traceback
 
     from . import paths

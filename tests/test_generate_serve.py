@@ -255,3 +255,24 @@ def test_serve_refuses_events_flag_and_a_missing_model(tiny_model, tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     e = decode_event(r.stdout.strip().splitlines()[-1])
     assert e.kind == "failed" and "model folder not found" in e.message and e.hint
+
+
+def test_an_adapter_trained_further_is_loaded_again(adapters, tailor_home):
+    # A resumed run rewrites the adapter's weights under the same name: the worker must not
+    # answer with the copy it loaded before. Here the new weights are the old ones with
+    # lora_b zeroed, so the adapter then answers as the base does.
+    import mlx.core as mx
+
+    server = Server("--model", str(adapters), "--max-tokens", "12")
+    server.until(("started",))
+    first = server.reply({"id": "1", "prompt": PROMPTS[0], "adapter": "lora"})
+    assert first.text == generate_text(None, "lora", PROMPTS[0], max_tokens=12)
+    weights = tailor_home / "adapters" / "lora" / "adapters.safetensors"
+    tensors = mx.load(str(weights))
+    mx.save_safetensors(str(weights), {k: mx.zeros_like(v) if k.endswith("lora_b") else v
+                                       for k, v in tensors.items()})
+    server.reply({"id": "base", "prompt": PROMPTS[0], "adapter": None})
+    again = server.reply({"id": "2", "prompt": PROMPTS[0], "adapter": "lora"})
+    base = generate_text(str(adapters), None, PROMPTS[0], max_tokens=12)
+    assert again.text == base != first.text
+    assert server.close() == 0
