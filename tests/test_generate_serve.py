@@ -138,6 +138,12 @@ def test_the_workers_own_adapter_is_on_by_default_and_switches_off(adapters):
     again = server.reply({"id": "again", "prompt": PROMPTS[0], "adapter": "on"})
     assert on.text == again.text == generate_text(None, "lora", PROMPTS[0], max_tokens=12)
     assert off.text == generate_text(str(adapters), None, PROMPTS[0], max_tokens=12)
+    # a system prompt, given with "prompt" or as "messages", renders as the one-shot's does
+    by_prompt = server.reply({"id": "p", "prompt": PROMPTS[1], "system": "Be brief."})
+    by_messages = server.reply({"id": "m", "system": "Be brief.",
+                                "messages": [{"role": "user", "content": PROMPTS[1]}]})
+    assert by_prompt.text == by_messages.text == generate_text(
+        None, "lora", PROMPTS[1], system="Be brief.", max_tokens=12)
     assert server.close() == 0
 
 
