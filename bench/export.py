@@ -193,6 +193,22 @@ def compare(ours: Path, ref: Path) -> tuple[int, int, list[str]]:
     return same, len(set(a) | set(b)), diff
 
 
+def _compare_child(ours: str, ref: str, q) -> None:
+    q.put(compare(Path(ours), Path(ref)))
+
+
+def compare_in_child(ours: Path, ref: Path) -> tuple[int, int, list[str]]:
+    """compare() in a child: reading both files would raise this process's RSS high-water
+    mark, which every later child inherits (its 'constant' would then be that mark)."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_compare_child, args=(str(ours), str(ref), q))
+    p.start()
+    result = q.get()
+    p.join()
+    return result
+
+
 def encoder_throughput(repeats: int = 3) -> list[dict]:
     """Each GGML type: our encoder and llama.cpp's ggml_quantize_chunk, one thread, best of
     `repeats`, on the same float32 [512, 4864] matrix (rows divide into 256 and 32)."""
@@ -260,7 +276,7 @@ def bench_shape(shape: str, work: Path, args) -> dict:
                         threads=args.threads)
         theirs = run_step(f"llama.cpp {quant.upper()}", src=str(f16), out=str(ref),
                           ftype=QUANT_BY_NAME[quant].ftype, threads=args.threads)
-        same, total, diff = compare(ours, ref)
+        same, total, diff = compare_in_child(ours, ref)
         res += [mine, theirs]
         per_quant[quant] = {"ratio": mine["wall_s"] / theirs["wall_s"],
                             "cpu_ratio": mine["cpu_s"] / theirs["cpu_s"],

@@ -1,4 +1,5 @@
-"""Benchmark: Tailor's numpy K-quant encoders against llama.cpp's C quantizer, same F16 file.
+"""Benchmark: Tailor's numpy K-quant encoders against llama.cpp's C quantizer, same F16 file
+(any K-quant file type: --quant q2_k, q3_k_s, q3_k_m, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k).
 
 Writes a llama-architecture F16 GGUF with the shapes of a ~0.6B model (random weights;
 default: hidden 1024, FFN 3072, 16 heads / 8 KV heads, vocab 151936, 24 layers: every row
@@ -45,9 +46,12 @@ from engine.export.kquants_llamacpp import (  # noqa: E402
     write_llama_gguf,
 )
 
-ENCODERS = {"Q4_K": kquants.quantize_q4_k, "Q5_K": kquants.quantize_q5_k,
+ENCODERS = {"Q2_K": kquants.quantize_q2_k, "Q3_K": kquants.quantize_q3_k,
+            "Q4_K": kquants.quantize_q4_k, "Q5_K": kquants.quantize_q5_k,
             "Q6_K": kquants.quantize_q6_k}
-FTYPES = {"q4_k_m": FTYPE_Q4_K_M, "q5_k_m": FTYPE_Q5_K_M, "q6_k": FTYPE_Q6_K}
+# llama_ftype of Q2_K / Q3_K_S / Q3_K_M / Q4_K_S / Q5_K_S (llama.h)
+FTYPES = {"q2_k": 10, "q3_k_s": 11, "q3_k_m": 12, "q4_k_s": 14, "q5_k_s": 16,
+          "q4_k_m": FTYPE_Q4_K_M, "q5_k_m": FTYPE_Q5_K_M, "q6_k": FTYPE_Q6_K}
 
 
 def random_f16_weights(shape: LlamaShape, seed: int) -> dict[str, np.ndarray]:

@@ -86,33 +86,41 @@ def test_small_k_quant_mixtures_are_byte_identical_to_llama_cpp(kind, wide, tmp_
 LOW_K = ["q2_k", "q3_k_s", "q3_k_m", "q3_k_l"]
 
 
-@pytest.mark.parametrize("kind,wide", [("llama3", True), ("gemma", True), ("phi3", True),
-                                       ("qwen2", False)])
-def test_2_and_3_bit_k_quants_are_byte_identical_to_llama_cpp(kind, wide, tmp_path):
-    """Q2_K (attn_v Q4_K when 4+ query heads share a KV head: gemma; else Q3_K), Q3_K_S/M/L
-    (Q3_K_M: attn_v Q5_K on the first two layers), and their fallbacks on 64-wide rows."""
+@pytest.mark.parametrize("kind,wide,quants", [
+    ("llama3", True, LOW_K),           # the layer rules: Q3_K_M attn_v Q5_K on layers 0-1
+    ("gemma", True, ["q2_k"]),         # 4 query heads on 1 KV head: Q2_K attn_v Q4_K
+    ("phi3", True, ["q3_k_m"]),        # the fused attn_qkv counts as attn_v
+    ("qwen2", False, ["q2_k", "q3_k_l"])],  # 64 wide: Q2_K/Q3_K -> Q4_0, Q5_K -> Q5_1
+    ids=["llama3", "gemma", "phi3", "qwen2-64"])
+def test_2_and_3_bit_k_quants_are_byte_identical_to_llama_cpp(kind, wide, quants, tmp_path):
     m16 = _f16_model(kind, wide, tmp_path / f"{kind}-m16")
-    types = {quant: assert_same_as_llama_cpp(m16, quant, tmp_path) for quant in LOW_K}
-    if wide and kind != "phi3":
+    types = {quant: assert_same_as_llama_cpp(m16, quant, tmp_path) for quant in quants}
+    if kind == "llama3":
         for quant in LOW_K:
             assert types[quant]["blk.0.ffn_gate.weight"] == ("Q2_K" if quant == "q2_k"
                                                              else "Q3_K")
-        assert types["q2_k"]["blk.0.attn_v.weight"] == ("Q4_K" if kind == "gemma" else "Q3_K")
+        assert types["q2_k"]["blk.0.attn_v.weight"] == "Q3_K"
         assert types["q3_k_m"]["blk.1.attn_v.weight"] == "Q5_K"
         assert types["q3_k_m"]["blk.2.attn_v.weight"] == "Q4_K"
+    elif kind == "gemma":
+        assert types["q2_k"]["blk.0.attn_v.weight"] == "Q4_K"
+    elif kind == "qwen2":
+        assert types["q2_k"]["blk.0.ffn_gate.weight"] == "Q4_0"
 
 
-@pytest.mark.parametrize("kind,wide", [("llama3", True), ("gemma3", True), ("qwen2", False)])
-def test_iq4_types_are_byte_identical_to_llama_cpp(kind, wide, tmp_path):
-    """IQ4_NL/IQ4_XS: attn_v Q5_K when 4+ query heads share a KV head (gemma3: 4 heads, 1
-    KV head), ffn_down Q5_K below n/8 (layer 0 of 8); IQ4_XS falls back to IQ4_NL."""
+@pytest.mark.parametrize("kind,wide,quants", [
+    ("llama3", True, ["iq4_nl", "iq4_xs"]),  # ffn_down Q5_K below n/8 (layer 0 of 8)
+    ("gemma3", True, ["iq4_nl"]),            # 4 query heads on 1 KV head: attn_v Q5_K
+    ("qwen2", False, ["iq4_xs"])],           # 64 wide: IQ4_XS -> IQ4_NL
+    ids=["llama3", "gemma3", "qwen2-64"])
+def test_iq4_types_are_byte_identical_to_llama_cpp(kind, wide, quants, tmp_path):
     m16 = _f16_model(kind, wide, tmp_path / f"{kind}-m16")
-    types = {quant: assert_same_as_llama_cpp(m16, quant, tmp_path)
-             for quant in ("iq4_nl", "iq4_xs")}
-    if wide:
+    types = {quant: assert_same_as_llama_cpp(m16, quant, tmp_path) for quant in quants}
+    if kind == "llama3":
         assert types["iq4_xs"]["blk.0.ffn_down.weight"] == "Q5_K"
         assert types["iq4_xs"]["blk.1.ffn_down.weight"] == "IQ4_XS"
-        assert types["iq4_nl"]["blk.1.attn_v.weight"] == ("Q5_K" if kind == "gemma3"
-                                                          else "IQ4_NL")
+        assert types["iq4_nl"]["blk.1.attn_v.weight"] == "IQ4_NL"
+    elif kind == "gemma3":
+        assert types["iq4_nl"]["blk.1.attn_v.weight"] == "Q5_K"
     else:
         assert types["iq4_xs"]["blk.0.ffn_gate.weight"] == "IQ4_NL"
