@@ -46,7 +46,8 @@ def evaluate_adapter(adapter: str, job: Job, *, data: str | Path | None = None,
     if parity:
         from .parity import shipped_parity
 
-        report.parity = shipped_parity(adapter, job.nested(0.8, 1.0), fused=fused, ggufs=ggufs,
+        report.parity = shipped_parity(adapter, job.nested(0.8 if probe else heldout_end, 1.0),
+                                       fused=fused, ggufs=ggufs,
                                        library_dir=library_dir)
     job.cancel.raise_if_cancelled()
     report.markdown = str(md) if md is not None else ""
