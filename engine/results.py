@@ -607,6 +607,7 @@ class ParityResult(Result):
     adapter: str = ""
     base_model: str = ""
     prompts: int = 0
+    general_prompts: int = 0       # of them, the probe's (the run had fewer held-out prompts)
     max_tokens: int = 0
     tie_epsilon: float = 0.0
     adapter_differs_from_base: int = 0  # prompts where MLX + adapter's answer is not the base's
@@ -820,3 +821,27 @@ class EvalReport(Result):
         if self.path:
             out.append(f"  kept in the adapter's record: {self.path}")
         return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hand-offs beyond Ollama (issue 23): PEFT adapters, LM Studio, the Hugging Face Hub
+
+
+@dataclass
+class PeftExportResult(Result):
+    """`tailor export --format peft`: the PEFT adapter folder written (``path``: its
+    adapter_model.safetensors and adapter_config.json) and the LoraConfig it carries."""
+
+    tag: ClassVar[str] = "export.peft"
+    path: str = ""
+    adapter: str = ""
+    base_model: str = ""          # base_model_name_or_path in the config
+    rank: int = 0
+    alpha: float = 0.0
+    use_rslora: bool = False
+    use_dora: bool = False
+    target_modules: list[str] = field(default_factory=list)
+    tensor_count: int = 0
+    size_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0

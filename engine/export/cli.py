@@ -20,7 +20,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "(the list below; default f16)")
     p.epilog = help_table()
     p.formatter_class = argparse.RawDescriptionHelpFormatter  # keeps the table's lines
-    p.add_argument("--out", required=True, help="the .gguf file to write (must not exist)")
+    p.add_argument("--out", required=True, help="the .gguf file to write (must not exist); "
+                   "with --format peft, the folder (new or empty)")
+    p.add_argument("--format", choices=["gguf", "peft"], default="gguf",
+                   help="gguf (default), or peft: the adapter as Hugging Face PEFT's "
+                        "adapter_model.safetensors + adapter_config.json (with --adapter)")
     p.add_argument("--adapter-only", action="store_true",
                    help="write the LoRA adapter alone as a GGUF adapter (llama.cpp --lora, "
                         "Ollama ADAPTER)")
@@ -41,6 +45,8 @@ def run(args: argparse.Namespace, job) -> int:
     from .gguf_export import export_gguf, record_path
     from .verify import format_verification
 
+    if args.format == "peft":
+        return _run_peft(args, job)
     source = Path(args.model) if args.model else args.adapter
     result = export_gguf(source, Path(args.out), args.quant, adapter_only=args.adapter_only,
                          verify=not args.no_verify, job=job, threads=args.threads,
@@ -52,3 +58,21 @@ def run(args: argparse.Namespace, job) -> int:
           f"{result.seconds:.1f} s; record: {record_path(result.path)}", file=out)
     print(format_verification(result.verification), file=out)
     return 0 if result.verification.get("passed") else 1
+
+
+def _run_peft(args: argparse.Namespace, job) -> int:
+    from ..events import Finished, TailorError
+    from .peft import export_peft
+
+    if not args.adapter:
+        raise TailorError("--format peft writes a library adapter; --model names a whole model",
+                          hint="use --adapter NAME (tailor library list)")
+    result = export_peft(args.adapter, Path(args.out), job=job)
+    job.report(Finished(job=job.name, result=result))
+    out = sys.stderr if args.events == "-" else sys.stdout
+    print(f"wrote {result.path} (PEFT LoRA{', DoRA' if result.use_dora else ''}, r "
+          f"{result.rank}, alpha {result.alpha:g}{', rsLoRA' if result.use_rslora else ''}; "
+          f"{format_bytes(result.size_bytes)})", file=out)
+    for note in result.notes:
+        print(f"note: {note}", file=out)
+    return 0
