@@ -87,6 +87,8 @@ def evaluate_heldout(adapter: str, job: Job, *, data: str | Path | None = None,
                   "quantize_base": settings.get("quantize_base") or None},
         versions=_versions(), adapter_status=info.status)
     _fill(report, items, answered, base_side, tuned_side)
+    if data is None:
+        _check_baseline(report, info, answered, base_side.answers)
     if base["matches_training"] is False:
         report.notes.append(f"the base model at {base['path']} is not the one the adapter was "
                             "trained on (its sha256 differs): the figures describe this pairing")
@@ -129,6 +131,39 @@ def _adapter_and_base(adapter: str, library_dir: Path | None):
                   "matches_training": sha == rec.get("sha256") if rec.get("sha256") else None}
 
 
+def _baseline_prompts(info) -> list[dict]:
+    return list(((info.manifest.get("baseline") or {}).get("prompts")) or [])
+
+
+def _check_baseline(report: EvalReport, info, answered: list[HeldOut], answers) -> None:
+    """Compare the base's answers now with the run's baseline (the same base before step 1):
+    they agree token for token unless the base, its template or the machine's arithmetic
+    changed. Sets ``report.data["baseline"]`` and a note when some differ."""
+    recorded = {p.get("source"): p for p in _baseline_prompts(info)}
+    pairs = [(recorded[i.source], a) for i, a in zip(answered, answers) if i.source in recorded]
+    if not pairs:
+        return
+    same = sum(_same_answer(list(rec.get("tokens") or []), rec.get("finish_reason"),
+                            a.token_ids, a.finish_reason) for rec, a in pairs)
+    report.data["baseline"] = {"prompts": len(pairs), "same_answers": same}
+    if same < len(pairs):
+        report.notes.append(f"the base answers {len(pairs) - same} of the run's {len(pairs)} "
+                            "baseline prompts differently than before training: is it the same "
+                            "base model and chat template?")
+
+
+def _same_answer(old: list[int], old_end: str | None, new: list[int], new_end: str) -> bool:
+    """Two greedy answers agree when one is the other, or a prefix of it cut by its own
+    token budget (the baseline and the evaluation may allow different lengths)."""
+    n = min(len(old), len(new))
+    if old[:n] != new[:n]:
+        return False
+    if len(old) == len(new):
+        return True
+    shorter_end = old_end if len(old) < len(new) else new_end
+    return shorter_end in ("length", None)
+
+
 def _versions() -> dict:
     import mlx.core as mx
     import mlx_lm
@@ -150,9 +185,16 @@ def _examples(info, data, tokenizer, limit: int, seed: int, job: Job):
     from .sources import eval_split
 
     split = eval_split(info, data, tokenizer, job.nested(0.0, 0.05))
-    chosen = list(range(len(split.items)))
-    if limit and len(chosen) > limit:
-        chosen = sorted(random.Random(seed).sample(chosen, limit))
+    # The run's own split: the baseline's prompts (answered by the base before step 1) are
+    # always among the examples, so the base's answers now can be checked against them.
+    recorded = {p.get("source") for p in _baseline_prompts(info)} if data is None else set()
+    first = [i for i, it in enumerate(split.items) if it.source in recorded]
+    rest = [i for i, it in enumerate(split.items) if it.source not in recorded]
+    room = max(0, limit - len(first)) if limit else len(rest)
+    if len(rest) > room:
+        rest = random.Random(seed).sample(rest, room)
+    chosen = sorted(first + rest) if not limit or len(first) <= limit else \
+        sorted(random.Random(seed).sample(first, limit))
     items = [split.items[i] for i in chosen]
     record = dict(split.record, examples=len(split.items), evaluated=len(items),
                   answer_style=sum(i.prompt is not None for i in items))

@@ -116,3 +116,25 @@ def test_prompt_renderer_uses_the_runs_template_as_training_renders(tiny_model):
     # a run's own template (--chat-template) wins over the model's
     own = PromptRenderer(tokenizer, "{% for m in messages %}[{{ m['content'] }}]{% endfor %}>")
     assert own.prompt_text([{"role": "user", "content": "Hi"}]) == "[Hi]>"
+
+
+@pytest.mark.parametrize("kind", ["llama3", "llama2", "qwen2", "qwen3", "gemma", "phi3",
+                                  "gemma2", "gemma3"])
+def test_held_out_prompts_are_the_tokens_training_saw_before_the_answer(kind, tiny_model,
+                                                                        tmp_path):
+    """The prompt an evaluation renders is, token for token, what preceded the trained answer
+    in training, on every fixture family's template and tokenizer."""
+    from engine.data import DataConfig, prepare_dataset
+    from engine.evaluate.sources import _examples_by_source, _held_out
+    from engine.models.tokenizer import load_tokenizer
+    from tests.train.conftest import write_toy_chat
+
+    data = write_toy_chat(tmp_path / "toy.jsonl", n=12)
+    tokenizer = load_tokenizer(tiny_model(kind))
+    cfg = DataConfig(preview_count=0)
+    prepared = prepare_dataset(data, tokenizer, cfg)
+    items = _held_out(prepared.train + prepared.valid, _examples_by_source(data, cfg))
+    renderer = PromptRenderer(tokenizer)
+    assert len(items) == 12 and all(i.prompt for i in items)
+    for i in items:
+        assert renderer.prompt_ids(i.prompt) == i.tokens[:i.loss_mask.index(1)], i.source

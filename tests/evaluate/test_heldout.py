@@ -219,3 +219,29 @@ def test_a_base_that_is_not_the_trained_one_is_said(adapter, tailor_home):
     assert report.base_model["matches_training"] is False
     assert report.notes and "is not the one the adapter was trained on" in report.notes[0]
     assert "note: the base model at" in report.format_text()
+
+
+def test_the_bases_answers_are_checked_against_the_runs_baseline(adapter, tailor_home):
+    recorded = adapter.manifest["baseline"]["prompts"]
+    assert recorded  # the run answered its held-out prompts with the base before step 1
+    report = evaluate_adapter(NAME, Job("eval"), probe=False, limit=len(recorded))
+    assert {e.source for e in report.examples} == {p["source"] for p in recorded}
+    assert report.data["baseline"] == {"prompts": len(recorded), "same_answers": len(recorded)}
+    assert not report.notes
+    # a smaller sample still holds every baseline prompt, whatever the seed
+    manifest = dict(adapter.manifest)
+    manifest["baseline"] = dict(manifest["baseline"], prompts=recorded[:2])
+    library.write_manifest(adapter.path, manifest)
+    for seed in range(4):
+        report = evaluate_adapter(NAME, Job("eval"), probe=False, limit=3, seed=seed)
+        assert len(report.examples) == 3
+        assert {p["source"] for p in recorded[:2]} <= {e.source for e in report.examples}
+        assert report.data["baseline"] == {"prompts": 2, "same_answers": 2}
+    # a record whose baseline answers differ (another base, another template) is said
+    manifest = dict(adapter.manifest)
+    manifest["baseline"] = dict(manifest["baseline"], prompts=[
+        dict(p, tokens=[t + 1 for t in p["tokens"]] or [1]) for p in recorded])
+    library.write_manifest(adapter.path, manifest)
+    report = evaluate_adapter(NAME, Job("eval"), probe=False, limit=len(recorded))
+    assert report.data["baseline"]["same_answers"] == 0
+    assert any("baseline prompts differently than before training" in n for n in report.notes)
