@@ -245,3 +245,18 @@ def test_the_bases_answers_are_checked_against_the_runs_baseline(adapter, tailor
     report = evaluate_adapter(NAME, Job("eval"), probe=False, limit=len(recorded))
     assert report.data["baseline"]["same_answers"] == 0
     assert any("baseline prompts differently than before training" in n for n in report.notes)
+
+
+def test_text_data_gets_loss_only(adapter, tmp_path):
+    from engine.evaluate.markdown import report_markdown
+
+    held = tmp_path / "text.jsonl"
+    held.write_text("".join(json.dumps({"text": f"Tell me about the river number {i}. "
+                                                 f"{ANSWER}"}) + "\n" for i in range(4)))
+    report = evaluate_adapter(NAME, Job("eval"), data=held, probe=False)
+    assert len(report.examples) == 4 and report.data["answer_style"] == 0
+    assert report.base.loss is not None and report.tuned.loss is not None
+    assert report.base.exact_match is None and report.tuned.rouge_l is None
+    assert any("no answer to compare" in n for n in report.notes)
+    assert "exact match" not in report.verdict and "loss" in report.verdict
+    assert "loss" in report.format_text() and "| exact match | – | – |" in report_markdown(report)
