@@ -728,6 +728,22 @@ class EvalScores(Result):
     answer_words: float | None = None  # mean answer length, words
     answer_tokens: float | None = None  # mean answer length, tokens
 
+    def __post_init__(self):
+        _floats_back(self, ("loss", "perplexity", "exact_match", "f1", "rouge_l",
+                            "answer_words", "answer_tokens"))
+
+
+def _floats_back(obj, names) -> None:
+    """A non-finite figure travels as text ("inf", "nan": see _finite); read it back as the
+    float it was, so a report read from its record formats like the one computed."""
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, str):
+            try:
+                setattr(obj, name, float(value))
+            except ValueError:
+                setattr(obj, name, None)
+
 
 @dataclass
 class EvalExample(Result):
@@ -746,6 +762,9 @@ class EvalExample(Result):
     adapter_scores: dict = field(default_factory=dict)
     change: float = 0.0           # > 0 better with the adapter: ROUGE-L gained, else loss saved
     worse: bool = False
+
+    def __post_init__(self):
+        _floats_back(self, ("base_loss", "adapter_loss", "change"))
 
 
 @dataclass
@@ -845,3 +864,20 @@ class PeftExportResult(Result):
     size_bytes: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+
+@dataclass
+class LMStudioPlacement(Result):
+    """`tailor lmstudio` / `export --lmstudio`: where the GGUF now is for LM Studio (``path``,
+    in ``models_folder``, found from ``models_folder_from``), listed as ``model_key``, and
+    ``method``: hard link, copy, lms import (...), or already there. ``renamed``: a different
+    file had the name, so a new model folder (-2...) was used."""
+
+    tag: ClassVar[str] = "lmstudio"
+    path: str = ""
+    source: str = ""
+    models_folder: str = ""
+    models_folder_from: str = ""
+    model_key: str = ""
+    method: str = ""
+    renamed: bool = False

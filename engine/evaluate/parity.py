@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import paths
-from ..events import ErrorCode, Job, TailorError
+from ..events import Job, TailorError
 from ..results import ParityAnswer, ParityResult, ParityTarget
 from .greedy import Greedy, first_difference, greedy, stop_ids
 
@@ -43,6 +43,7 @@ class _Prompt:
     source: str
     ids: list[int]
     text: str
+    general: bool = False  # a forgetting-probe prompt topping up a small validation split
 
 
 def shipped_parity(adapter: str, job: Job, *, fused: Path | str | None = None,
@@ -66,6 +67,11 @@ def shipped_parity(adapter: str, job: Job, *, fused: Path | str | None = None,
     base, tuned, tokenizer, chosen = _reference_answers(info, base_dir, prompts, max_tokens,
                                                         seed, job)
     result.prompts = len(chosen)
+    result.general_prompts = sum(p.general for p in chosen)
+    if result.general_prompts:
+        result.notes.append(f"{result.general_prompts} of the {len(chosen)} prompts are the "
+                            "forgetting probe's general prompts: the run has only "
+                            f"{len(chosen) - result.general_prompts} held-out prompts")
     result.adapter_differs_from_base = sum(b.tokens != t.tokens for b, t in zip(base, tuned))
     ref = _Reference(chosen, base, tuned, tokenizer)
     result.targets.append(_fused_target(info, fused, ref, max_tokens, job.nested(0.3, 0.6)))
@@ -139,25 +145,45 @@ def _reference_answers(info, base_dir: Path, count: int, max_tokens: int, seed: 
 
 def _held_out_prompts(info, tokenizer, count: int, seed: int, job: Job) -> list[_Prompt]:
     """The baseline's prompts (the run record's, as trained), else a seeded sample of the
-    run's validation split rendered in its chat template."""
+    run's validation split rendered in its chat template; topped up to ``count`` with the
+    forgetting probe's general prompts when the split has fewer (a shipped file must answer
+    like the trained model on any prompt, and two prompts would prove little)."""
     recorded = (info.manifest.get("baseline") or {}).get("prompts") or []
+    template = (info.manifest.get("data_settings") or {}).get("chat_template") or ""
     if recorded:
-        return [_Prompt(p["source"], list(p["prompt_tokens"]), p.get("prompt", ""))
-                for p in recorded[:count]]
+        chosen = [_Prompt(p["source"], list(p["prompt_tokens"]), p.get("prompt", ""))
+                  for p in recorded[:count]]
+    else:
+        chosen, template = _validation_prompts(info, tokenizer, count, seed, job)
+    if len(chosen) < count:
+        from .generation import PromptRenderer
+        from .probe import PROBE_FILE, read_probe
+
+        renderer = PromptRenderer(tokenizer, chat_template=template)
+        for item in read_probe()[:count - len(chosen)]:
+            msgs = [{"role": "user", "content": item.prompt}]
+            chosen.append(_Prompt(f"{PROBE_FILE.name}:{item.line}", renderer.prompt_ids(msgs),
+                                  item.prompt, general=True))
+    return chosen
+
+
+def _validation_prompts(info, tokenizer, count: int, seed: int, job: Job
+                        ) -> tuple[list[_Prompt], str]:
+    """(a seeded sample of the validation split's prompts, the run's chat template)."""
     from .generation import PromptRenderer
     from .sources import eval_split
 
-    split = eval_split(info, None, tokenizer, job)
+    try:
+        split = eval_split(info, None, tokenizer, job)
+    except TailorError as e:  # (the dataset moved or changed: the general prompts remain)
+        job.log(f"parity without held-out prompts: {e.message}", level="warning")
+        return [], (info.manifest.get("data_settings") or {}).get("chat_template") or ""
     items = [i for i in split.items if i.prompt]
-    if not items:
-        raise TailorError(f"the validation split of {info.name!r} has no prompts to answer "
-                          "(plain text data?)", hint="parity needs chat or prompt/completion "
-                                                     "data", code=ErrorCode.BAD_INPUT)
     if len(items) > count:
         items = random.Random(seed).sample(items, count)
     renderer = PromptRenderer(tokenizer, chat_template=split.chat_template)
-    return [_Prompt(i.source, renderer.prompt_ids(i.prompt), renderer.prompt_text(i.prompt))
-            for i in items]
+    return [_Prompt(i.source, renderer.prompt_ids(i.prompt), i.prompt[-1]["content"])
+            for i in items], split.chat_template
 
 
 def _fused_target(info, fused, ref: _Reference, max_tokens: int, job: Job) -> ParityTarget:
@@ -290,22 +316,36 @@ def _compare(name: str, kind: str, path: str, quant: str, answers: list[Greedy],
     return target
 
 
+FLOAT_TYPES = ("", "f32", "f16", "bf16")  # "": the fused folder
+
+
 def _verdict(r: ParityResult) -> None:
+    """PASSED, DIFFERS (a quantized file's rounding flips clear winners) or FAILED (an adapter
+    lost, or a full-precision file that does not compute what MLX does)."""
     lost = [t.name for t in r.targets if t.adapter_lost]
-    unexplained = [t.name for t in r.targets if not t.adapter_lost and
+    unexplained = [t for t in r.targets if not t.adapter_lost and
                    any(not a.identical and not a.near_tie for a in t.answers)]
+    exact = [t.name for t in unexplained if t.quant.lower() in FLOAT_TYPES]
+    rounded = [t.name for t in unexplained if t.quant.lower() not in FLOAT_TYPES]
     r.passed = not lost and not unexplained
-    shares = ", ".join(f"{t.name} {t.identical}/{t.total}" for t in r.targets)
+    parts = []
     if lost:
-        head = "FAILED -- the adapter was lost in " + ", ".join(lost)
-    elif unexplained:
-        head = ("FAILED -- answers diverge where MLX had no near-tie in "
-                + ", ".join(unexplained))
-    else:
-        head = "PASSED"
+        parts.append("the adapter was lost in " + ", ".join(lost))
+    if exact:
+        parts.append("answers diverge where MLX had no near-tie in " + ", ".join(exact)
+                     + " (a full-precision file should compute what MLX does)")
+    if rounded:
+        parts.append(", ".join(rounded) + ": the type's rounding changes answers where MLX had "
+                     "no near-tie (a higher-precision type, e.g. Q8_0 or F16, stays closer)")
+    head = "PASSED" if r.passed else ("FAILED" if lost or exact else "DIFFERS")
+    head += "".join(f" -- {p}" for p in parts)
+    shares = ", ".join(f"{t.name} {t.identical}/{t.total}" for t in r.targets)
+    held = r.prompts - r.general_prompts
+    which = f"{r.prompts} held-out prompts" if not r.general_prompts else \
+        f"{r.prompts} prompts ({held} held-out, {r.general_prompts} general)"
     r.verdict = (f"shipped-file parity: {head}; identical greedy answers to MLX + adapter on "
-                 f"{r.prompts} held-out prompts: {shares} (near-tie: top-2 gap within "
-                 f"{NEAR_TIE:.0%} of the logit range)")
+                 f"{which}: {shares} (near-tie: top-2 gap within {NEAR_TIE:.0%} of the logit "
+                 "range)")
     if r.adapter_differs_from_base == 0:
         r.notes.append("the adapter's answers equal the base's on these prompts, so a lost "
                        "adapter cannot be told apart here")

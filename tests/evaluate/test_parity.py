@@ -178,9 +178,15 @@ def test_each_divergence_names_its_token_and_whether_mlx_had_a_near_tie():
     assert (second.diverges_at, second.near_tie, second.mlx_gap) == (1, False, 0.5)
     assert target.identical == 0 and not target.adapter_lost
     r = ParityResult(prompts=2, targets=[target])
+    _verdict(r)  # a quantized file: its rounding changed a clear winner
+    assert not r.passed
+    assert r.verdict.startswith("shipped-file parity: DIFFERS -- x.gguf: the type's rounding "
+                                "changes answers where MLX had no near-tie")
+    target.quant = "f16"  # the same at F16 is not rounding
+    r = ParityResult(prompts=2, targets=[target])
     _verdict(r)
     assert r.verdict.startswith("shipped-file parity: FAILED -- answers diverge where MLX had "
-                                "no near-tie in x.gguf")
+                                "no near-tie in x.gguf (a full-precision file should compute")
     # a file that stops where MLX goes on diverges at the stop, and the stop position counts
     early = _compare("y", "gguf", "y", "", [Greedy([0, 1], True), Greedy([3, 4], True)], ref)
     assert early.answers[0].diverges_at == 2 and early.answers[0].answer_token == ""
@@ -206,3 +212,14 @@ def test_a_stop_during_parity_ends_it_and_leaves_no_temporary_fuse(tiny_model, t
         shipped_parity("stop", Job("parity", stop_at_the_fused_answers, cancel),
                        prompts=PROMPTS, max_tokens=MAX_TOKENS)
     assert list(scratch.iterdir()) == []  # the temporary fused folder is gone
+
+
+def test_a_run_with_few_held_out_prompts_is_topped_up_with_general_ones(tiny_model, tmp_path):
+    _trained(tiny_model("qwen2"), tmp_path, "few", baseline_prompts=2)
+    r = shipped_parity("few", Job("parity"), ggufs=[], prompts=PROMPTS, max_tokens=MAX_TOKENS)
+    sources = [a.source for a in r.targets[0].answers]
+    assert r.prompts == PROMPTS and r.general_prompts == 2
+    assert sources[2:] == ["general_probe.jsonl:1", "general_probe.jsonl:2"]
+    assert "on 4 prompts (2 held-out, 2 general)" in r.verdict
+    assert "2 of the 4 prompts are the forgetting probe's general prompts" in r.notes[0]
+    assert r.targets[0].answers[2].prompt == "What is 7 plus 5?"
