@@ -81,7 +81,7 @@ def test_dora_and_full_fine_tunes_fuse_and_export_with_parity(settings, tiny_mod
 def test_a_fuse_that_dropped_the_adapter_and_a_gguf_of_the_base_are_called_out(
         tiny_model, tmp_path):
     model_dir = tiny_model("qwen2")
-    info = _trained(model_dir, tmp_path, "lost")
+    _trained(model_dir, tmp_path, "lost")
     broken_fuse = shutil.copytree(model_dir, tmp_path / "fused-without-adapter")
     base_gguf = tmp_path / "base-f16.gguf"
     export_gguf(model_dir, base_gguf, "f16", verify=False)
