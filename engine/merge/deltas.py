@@ -86,29 +86,42 @@ def low_rank_from_dense(delta: np.ndarray, rank: int) -> tuple[np.ndarray, np.nd
     return a, b, (min(kept / total, 1.0) if total > 0 else 1.0)
 
 
-def magnitude_trim(delta: np.ndarray, density: float) -> np.ndarray:
-    """``delta`` with all but its ``int(density * size)`` largest-magnitude entries set to 0
-    (in place when it can; mergekit's ``magnitude``). Entries equal to the threshold are kept:
-    only exact ties at the threshold could keep more than k, and zeros add nothing."""
+CHUNK_ROWS = 256  # rows of a change made at a time: a few MB, whatever the matrix
+
+
+def trim_threshold(change: np.ndarray, density: float) -> float:
+    """The magnitude of ``change``'s ``int(density * size)``-th largest entry: TIES keeps the
+    entries at or above it (mergekit's ``magnitude``; only exact ties at the threshold could
+    keep more than k, and zeros add nothing). Overwrites ``change`` (no copy is made)."""
     if density >= 1:
-        return delta
-    k = int(density * delta.size)
+        return 0.0
+    k = int(density * change.size)
     if k <= 0:
-        return np.zeros_like(delta)
-    mags = np.abs(delta).ravel()
-    threshold = np.partition(mags, mags.size - k)[mags.size - k]
-    del mags
+        return float("inf")
+    flat = np.abs(change, out=change).ravel()
+    flat.partition(flat.size - k)
+    return float(flat[flat.size - k])
+
+
+def magnitude_trim(delta: np.ndarray, density: float) -> np.ndarray:
+    """``delta`` with all but its ``int(density * size)`` largest-magnitude entries set to 0."""
+    threshold = trim_threshold(delta.copy(), density)
     delta[np.abs(delta) < threshold] = 0
     return delta
 
 
+def dare_rng(seed: int, parent: int, layer: str) -> np.random.Generator:
+    """DARE's generator for one parent's change to one layer: seeded by (seed, parent index,
+    crc32 of the layer name), so a layer's mask does not depend on the order layers are
+    processed in. The mask is ``rng.random(shape, float32) < density`` drawn row-major (drawn
+    in row chunks, the same numbers come out)."""
+    return np.random.default_rng([seed, parent, zlib.crc32(layer.encode())])
+
+
 def dare_keep_mask(shape: tuple[int, ...], density: float, seed: int, parent: int,
                    layer: str) -> np.ndarray:
-    """Which entries DARE keeps: ``rng.random(shape) < density`` from a generator seeded by
-    (seed, parent index, crc32 of the layer name), so a layer's mask does not depend on the
-    order layers are processed in."""
-    rng = np.random.default_rng([seed, parent, zlib.crc32(layer.encode())])
-    return rng.random(shape, dtype=np.float32) < np.float32(density)
+    """Which entries DARE keeps in a whole change (see ``dare_rng``)."""
+    return dare_rng(seed, parent, layer).random(shape, dtype=np.float32) < np.float32(density)
 
 
 def dare_drop(delta: np.ndarray, density: float, keep: np.ndarray) -> np.ndarray:
@@ -129,11 +142,13 @@ def elect_and_mix(weighted: list[np.ndarray], weights: list[float], normalize: b
     for d in weighted:
         total += d
     sign = np.where(total >= 0, np.float32(1), np.float32(-1))
-    mixed = np.zeros_like(total)
-    divisor = np.zeros_like(total) if normalize else None
+    del total
+    mixed = np.zeros_like(sign)
+    divisor = np.zeros_like(sign) if normalize else None
     for d, w in zip(weighted, weights):
         agree = np.sign(d) == sign
-        mixed += np.where(agree, d, np.float32(0))
+        d *= agree
+        mixed += d
         if divisor is not None:
             divisor += agree * np.float32(w)
     if divisor is not None:
@@ -142,32 +157,52 @@ def elect_and_mix(weighted: list[np.ndarray], weights: list[float], normalize: b
     return mixed
 
 
+def streamed_merge(rows_of, full_of, shape: tuple[int, int], weights: list[float],
+                   method: str, density: float, combine: str = "sum", seed: int = 0,
+                   layer: str = "") -> np.ndarray:
+    """TIES or DARE on full changes made a few rows at a time, so only the result and one
+    chunk per parent exist at once (TIES' thresholds: one whole change at a time, first).
+
+    ``rows_of(i, r0, r1)``: parent i's change rows r0:r1 (a new float32 array); ``full_of(i)``:
+    its whole change (TIES only). TIES: trim to the top ``density``, weight, elect signs,
+    weighted mean of the agreeing entries (mergekit ``ties``). DARE: keep at random with
+    probability ``density`` (``dare_rng``), rescale by 1/density, weight, then ``combine``:
+    sum, or elect signs without averaging (mergekit ``dare_ties``)."""
+    n = len(weights)
+    thresholds = [trim_threshold(full_of(i), density) for i in range(n)] \
+        if method == "ties" else []
+    rngs = [dare_rng(seed, i, layer) for i in range(n)] if method == "dare" else []
+    out = np.empty(shape, np.float32)
+    for r0 in range(0, shape[0], CHUNK_ROWS):
+        r1 = min(r0 + CHUNK_ROWS, shape[0])
+        parts = []
+        for i, w in enumerate(weights):
+            d = rows_of(i, r0, r1)
+            if method == "ties":
+                d[np.abs(d) < thresholds[i]] = 0
+            elif density < 1:
+                dare_drop(d, density, rngs[i].random(d.shape, dtype=np.float32)
+                          < np.float32(density))
+            d *= np.float32(w)
+            parts.append(d)
+        if method == "ties":
+            out[r0:r1] = elect_and_mix(parts, weights, normalize=True)
+        elif combine == "ties":
+            out[r0:r1] = elect_and_mix(parts, weights, normalize=False)
+        else:
+            out[r0:r1] = sum(parts[1:], parts[0])
+    return out
+
+
 def ties_merge(deltas: list[np.ndarray], weights: list[float], density: float) -> np.ndarray:
-    """TIES: trim each change to its top ``density``, weight, elect signs, weighted mean of the
-    agreeing entries (mergekit ``ties``: normalize on). ``deltas`` are consumed."""
-    weighted = []
-    for i, (d, w) in enumerate(zip(deltas, weights)):
-        d = magnitude_trim(d, density)
-        d *= np.float32(w)
-        weighted.append(d)
-        deltas[i] = None
-    return elect_and_mix(weighted, weights, normalize=True)
+    """TIES on whole changes (``streamed_merge`` reading them)."""
+    return streamed_merge(lambda i, r0, r1: deltas[i][r0:r1].astype(np.float32),
+                          lambda i: deltas[i].astype(np.float32), deltas[0].shape, weights,
+                          "ties", density)
 
 
 def dare_merge(deltas: list[np.ndarray], weights: list[float], density: float, combine: str,
                seed: int, layer: str) -> np.ndarray:
-    """DARE: drop entries at random (seeded per layer and parent), rescale by 1/density,
-    weight, then sum (``combine="sum"``) or elect signs without averaging (``"ties"``, as
-    mergekit's ``dare_ties``). ``deltas`` are consumed."""
-    weighted = []
-    for i, (d, w) in enumerate(zip(deltas, weights)):
-        d = dare_drop(d, density, dare_keep_mask(d.shape, density, seed, i, layer))
-        d *= np.float32(w)
-        weighted.append(d)
-        deltas[i] = None
-    if combine == "ties":
-        return elect_and_mix(weighted, weights, normalize=False)
-    total = weighted[0]
-    for d in weighted[1:]:
-        total += d
-    return total
+    """DARE on whole changes (``streamed_merge`` reading them)."""
+    return streamed_merge(lambda i, r0, r1: deltas[i][r0:r1].astype(np.float32), None,
+                          deltas[0].shape, weights, "dare", density, combine, seed, layer)

@@ -255,21 +255,25 @@ def parent_factors(p: Parent, module: str, dims: tuple[int, int]
 
 
 def parent_change(p: Parent, module: str, dims: tuple[int, int],
-                  base_weight: np.ndarray | None = None) -> np.ndarray:
-    """``p``'s full change to ``module``'s weight (float32, out x in): ``scale * B.T @ A.T``
-    for LoRA; for DoRA its fused weight minus the base's, ``m / |W + dW|_row * (W + dW) - W``
-    as mlx-lm's ``DoRALinear.fuse`` computes it (needs ``base_weight``)."""
+                  base_weight: np.ndarray | None = None, rows: tuple[int, int] | None = None
+                  ) -> np.ndarray:
+    """``p``'s full change to ``module``'s weight (float32, out x in; ``rows``: only rows
+    r0:r1): ``scale * B.T @ A.T`` for LoRA; for DoRA its fused weight minus the base's,
+    ``m / |W + dW|_row * (W + dW) - W`` as mlx-lm's ``DoRALinear.fuse`` computes it (needs
+    ``base_weight``; each row on its own, so rows can be made apart)."""
     from .deltas import lora_delta
 
+    r0, r1 = rows or (0, dims[1])
     a, b = parent_factors(p, module, dims)
-    change = lora_delta(a, b, p.scale)
+    change = lora_delta(a, b[:, r0:r1], p.scale)
     if p.kind != "dora" or module not in p.factors:
         return change
     import mlx.core as mx
 
-    adapted = base_weight + change
+    w = base_weight[r0:r1]
+    adapted = w + change
     del change
-    m = np.array(p.magnitudes[module].astype(mx.float32))
+    m = np.array(p.magnitudes[module].astype(mx.float32))[r0:r1]
     adapted *= (m / np.linalg.norm(adapted, axis=1))[:, None]
-    adapted -= base_weight
+    adapted -= w
     return adapted

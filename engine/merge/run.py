@@ -81,20 +81,19 @@ def layer_result(plan: MergePlan, module: str, dense: bool,
             return None, None, D.lora_delta(a, b, plan.out_scale), None
         return a, b, None, None
     live = [p for p in parents if p.weight != 0 or not low_rank]
-    changes = [parent_change(p, module, dims, base_weight) for p in live]
     weights = [p.weight for p in live]
     if low_rank:  # DoRA parents (fused output only): their exact changes, summed
-        merged = changes[0] * np.float32(weights[0])
-        for c, w in zip(changes[1:], weights[1:]):
-            merged += c * np.float32(w)
+        merged = np.zeros((dims[1], dims[0]), np.float32)
+        for p, w in zip(live, weights):
+            merged += parent_change(p, module, dims, base_weight) * np.float32(w)
         if cfg.method == "concat":
             return None, None, merged, None
         a, b, energy = D.low_rank_from_dense(merged, plan.rank)
         return None, None, D.lora_delta(a, b, 1.0), energy
-    if cfg.method == "ties":
-        merged = D.ties_merge(changes, weights, cfg.density)
-    else:
-        merged = D.dare_merge(changes, weights, cfg.density, cfg.dare_combine, cfg.seed, module)
+    merged = D.streamed_merge(
+        lambda i, r0, r1: parent_change(live[i], module, dims, base_weight, (r0, r1)),
+        lambda i: parent_change(live[i], module, dims, base_weight), (dims[1], dims[0]),
+        weights, cfg.method, cfg.density, cfg.dare_combine, cfg.seed, module)
     if dense:
         return None, None, merged, None
     a, b, energy = D.low_rank_from_dense(merged, plan.rank)
