@@ -52,13 +52,15 @@ def shipped_parity(adapter: str, job: Job, *, fused: Path | str | None = None,
                    library_dir: Path | None = None) -> ParityResult:
     """Compare the fused model and every GGUF of ``adapter`` with MLX + adapter -> ParityResult.
 
-    Raises TailorError (no such adapter, its base missing, no held-out prompts, a given file
-    missing) and Cancelled. The user's files are only read; a temporary fuse is removed."""
-    from ..fuse import resolve_adapter
-    from ..library import get_adapter
+    Raises TailorError (no such adapter, its base missing, a given file missing, a file
+    llama.cpp cannot load) and Cancelled. The user's files are only read; a temporary fuse is removed."""
+    from .probe import adapter_and_base
 
     t0 = time.time()
-    info, _, base_dir = resolve_adapter(get_adapter(adapter, library_dir))
+    if prompts < 1 or max_tokens < 1:
+        raise TailorError(f"parity needs at least 1 prompt and 1 token per answer (got "
+                          f"{prompts} prompts, {max_tokens} tokens)")
+    info, base_dir = adapter_and_base(adapter, library_dir)
     found = check_parity_files(fused, ggufs)
     result = ParityResult(adapter=info.name, base_model=str(base_dir), max_tokens=max_tokens,
                           tie_epsilon=NEAR_TIE)

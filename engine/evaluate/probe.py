@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .. import paths
 from ..atomic import sha256_file
-from ..events import Job, TailorError
+from ..events import ErrorCode, Job, TailorError
 from ..results import ProbeItem, ProbeResult
 from .greedy import answer_logprob
 
@@ -125,13 +125,28 @@ def _measure(model, tokenizer, items: list[ProbePrompt], max_tokens: int, job: J
     return [(a.text.strip(), lp) for a, lp in zip(answers, logprobs)]
 
 
-def _load_base(adapter: str, library_dir):
-    """(AdapterInfo, base folder, model, tokenizer) of the adapter's base."""
+def adapter_and_base(adapter: str, library_dir: Path | None = None):
+    """(AdapterInfo, base model folder) of a library adapter; TailorError naming the adapter
+    and the folder when the base is not where training found it (or the weights are missing)."""
     from ..fuse import resolve_adapter
     from ..library import get_adapter
+
+    info = get_adapter(adapter, library_dir)
+    base = Path(info.base_model).expanduser() if info.base_model else None
+    if base is not None and not base.is_dir():
+        raise TailorError(f"the base model of adapter {adapter!r} is missing: {base}",
+                          hint="put the model folder back where it was (the adapter only works "
+                               "on the model it was trained on), then evaluate again",
+                          code=ErrorCode.BAD_INPUT)
+    info, _, base_dir = resolve_adapter(info)
+    return info, base_dir
+
+
+def _load_base(adapter: str, library_dir):
+    """(AdapterInfo, base folder, model, tokenizer) of the adapter's base."""
     from ..models import load_model
 
-    info, _, base_dir = resolve_adapter(get_adapter(adapter, library_dir))
+    info, base_dir = adapter_and_base(adapter, library_dir)
     quant = (info.manifest.get("settings") or {}).get("quantize_base") or None
     model, tokenizer, _ = load_model(base_dir, quant)
     return info, base_dir, model, tokenizer

@@ -223,3 +223,18 @@ def test_a_run_with_few_held_out_prompts_is_topped_up_with_general_ones(tiny_mod
     assert "on 4 prompts (2 held-out, 2 general)" in r.verdict
     assert "2 of the 4 prompts are the forgetting probe's general prompts" in r.notes[0]
     assert r.targets[0].answers[2].prompt == "What is 7 plus 5?"
+
+
+def test_parity_and_probe_name_a_missing_base_model(tiny_model, tmp_path):
+    from engine.events import TailorError
+    from engine.evaluate.probe import forgetting_probe
+
+    base = shutil.copytree(tiny_model("qwen2"), tmp_path / "base")
+    _trained(base, tmp_path, "orphan", iters=2, baseline_prompts=0)
+    shutil.rmtree(base)
+    for check in (lambda: shipped_parity("orphan", Job("parity")),
+                  lambda: forgetting_probe("orphan", Job("probe"))):
+        with pytest.raises(TailorError, match=f"the base model of adapter 'orphan' is "
+                                              f"missing: {base}") as e:
+            check()
+        assert "put the model folder back" in e.value.hint
