@@ -116,9 +116,10 @@ def reference_dare(changes, weights, density, combine, seed, layer):
 
 @pytest.mark.parametrize("density", [0.2, 0.5, 1.0])
 @pytest.mark.parametrize("weights", [[1.0, 1.0], [0.7, 0.3], [1.0, 0.5, -0.25]])
-def test_ties_matches_the_reference_on_random_changes(density, weights):
+@pytest.mark.parametrize("shape", [(12, 10), (D.CHUNK_ROWS * 2 + 37, 6)])  # several chunks
+def test_ties_matches_the_reference_on_random_changes(density, weights, shape):
     rng = np.random.default_rng(7)
-    changes = [rng.normal(size=(12, 10)).astype(np.float32) for _ in weights]
+    changes = [rng.normal(size=shape).astype(np.float32) for _ in weights]
     want = reference_ties([c.astype(np.float64) for c in changes], weights, density)
     got = D.ties_merge([c.copy() for c in changes], weights, density)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -126,9 +127,10 @@ def test_ties_matches_the_reference_on_random_changes(density, weights):
 
 @pytest.mark.parametrize("combine", ["sum", "ties"])
 @pytest.mark.parametrize("density", [0.3, 0.9])
-def test_dare_matches_the_reference_on_random_changes(combine, density):
+@pytest.mark.parametrize("shape", [(9, 14), (D.CHUNK_ROWS + 5, 7)])  # drawn in two chunks
+def test_dare_matches_the_reference_on_random_changes(combine, density, shape):
     rng = np.random.default_rng(3)
-    changes = [rng.normal(size=(9, 14)).astype(np.float32) for _ in range(3)]
+    changes = [rng.normal(size=shape).astype(np.float32) for _ in range(3)]
     weights = [0.5, 1.0, 0.8]
     want = reference_dare([c.astype(np.float64) for c in changes], weights, density, combine,
                           11, "model.layers.0.mlp.down_proj")
