@@ -39,7 +39,8 @@ SIZES = {"gemma2": {"embed_std": 0.1}}
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_fused_model_and_f16_gguf_answer_like_mlx_with_the_adapter(kind, tiny_model, tmp_path):
+def test_fused_model_and_f16_gguf_answer_like_mlx_with_the_adapter(kind, tiny_model, tmp_path,
+                                                                   tailor_home):
     model_dir = tiny_model(kind, **SIZES.get(kind, {}))
     if not exports_gguf(read_config(model_dir)["model_type"]):
         pytest.skip(f"{kind} has no GGUF export")
@@ -47,7 +48,7 @@ def test_fused_model_and_f16_gguf_answer_like_mlx_with_the_adapter(kind, tiny_mo
     gguf = paths.exports_dir() / info.name / f"{info.name}-f16.gguf"
     gguf.parent.mkdir(parents=True)
     export_gguf(info.name, gguf, "f16", verify=False)
-    before = snapshot_tree(model_dir), snapshot_tree(info.path)
+    before = snapshot_tree(model_dir), snapshot_tree(tailor_home)  # library, exports included
 
     r = shipped_parity(info.name, Job("parity"), prompts=PROMPTS, max_tokens=MAX_TOKENS)
 
@@ -63,7 +64,7 @@ def test_fused_model_and_f16_gguf_answer_like_mlx_with_the_adapter(kind, tiny_mo
     # the prompts are the run record's baseline prompts, as trained
     recorded = info.manifest["baseline"]["prompts"]
     assert [a.source for a in r.targets[0].answers] == [p["source"] for p in recorded]
-    assert (snapshot_tree(model_dir), snapshot_tree(info.path)) == before
+    assert (snapshot_tree(model_dir), snapshot_tree(tailor_home)) == before
 
 
 @pytest.mark.parametrize("settings", [{"method": "dora"}, {"method": "full", "num_layers": 1,
