@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fuse": ("engine.fuse", "merge an adapter into its base model (Hugging Face folder)"),
     "merge": ("engine.merge.cli", "combine adapters of one base into a new adapter or model"),
     "export": ("engine.export.cli", "write a GGUF file (and verify it in llama.cpp)"),
+    "lmstudio": ("engine.lmstudio", "put a GGUF in LM Studio's models folder (hard link or copy)"),
     "ollama": ("engine.ollama.cli", "hand a GGUF or adapter to Ollama, or write a Modelfile folder"),
     "model": ("engine.models.cli", "inspect or download a base model"),
     "demo": ("engine.demo", "run the built-in demo end to end: train, export, verify, Modelfile"),

@@ -186,6 +186,7 @@ class ExportPage(QWidget):
         self.copy_button.clicked.connect(lambda: copy_text(self.command_text))
         frow.addWidget(self.reveal_button)
         frow.addWidget(self.copy_button)
+        frow.addWidget(self._lmstudio_button())
         frow.addStretch(1)
         return frow
 
@@ -348,6 +349,7 @@ class ExportPage(QWidget):
 
     def refresh_send(self) -> None:
         self.reveal_button.setEnabled(self.last_export is not None)
+        self.lmstudio_button.setEnabled(self.lmstudio_ready())
         self.copy_button.setEnabled(bool(self.command_text))
         problem = self.send_problem()
         self.send_button.setEnabled(problem is None)
@@ -450,6 +452,39 @@ class ExportPage(QWidget):
 
     def _confirm_dialog(self, title: str, text: str, verb: str) -> bool:
         return ask(self, title, text, verb)
+
+    # -- LM Studio (issue 23) ----------------------------------------------------------------
+
+    def _lmstudio_button(self) -> QPushButton:
+        self.lmstudio_button = QPushButton("Open in LM Studio")
+        self.lmstudio_button.setToolTip("put the verified GGUF in LM Studio's models folder (a "
+                                        "hard link, else a copy; `lms import` when installed)")
+        self.lmstudio_button.setEnabled(False)
+        self.lmstudio_button.clicked.connect(lambda: self.open_in_lmstudio())
+        return self.lmstudio_button
+
+    def lmstudio_ready(self) -> bool:
+        e = self.last_export
+        return e is not None and self.verified and not e.adapter_only
+
+    def open_in_lmstudio(self) -> None:
+        from engine.results import LMStudioPlacement
+
+        e = self.last_export
+        argv = commands.engine_argv("lmstudio", "--gguf", str(e.path),
+                                    "--model", Path(e.source or e.path.stem).name)
+        job = self.state.queue.submit(f"LM Studio {e.path.name}", argv, heavy=False)
+
+        def placed(result) -> None:
+            r = LMStudioPlacement.coerce(result)
+            self.banner.show_message("ok", f"In LM Studio (My Models: {html.escape(r.model_key)})"
+                                     f": {html.escape(r.path)} ({html.escape(r.method)})")
+            self.ollama_result.setPlainText(f"LM Studio: {r.path}\nmodels folder: "
+                                            f"{r.models_folder} ({r.models_folder_from})")
+            self.ollama_result.show()
+
+        bind_job(job, placed, banner=self.banner, running="Putting the GGUF in LM Studio…",
+                 disable=[self.lmstudio_button], on_ended=lambda _: self.refresh_send())
 
 
 def tokenizer_mismatch(failed) -> bool:

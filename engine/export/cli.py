@@ -28,6 +28,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter-only", action="store_true",
                    help="write the LoRA adapter alone as a GGUF adapter (llama.cpp --lora, "
                         "Ollama ADAPTER)")
+    p.add_argument("--lmstudio", action="store_true",
+                   help="then put the verified GGUF in LM Studio's models folder (a hard link, "
+                        "else a copy; `lms import` when it is on PATH)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip loading the file in llama.cpp (the structure is still checked)")
     p.add_argument("--threads", type=int, default=None, help="K-quant encoder threads")
@@ -45,19 +48,42 @@ def run(args: argparse.Namespace, job) -> int:
     from .gguf_export import export_gguf, record_path
     from .verify import format_verification
 
+    if args.lmstudio and (args.format == "peft" or args.adapter_only):
+        from ..events import TailorError
+
+        raise TailorError("--lmstudio places a whole-model GGUF; LM Studio does not load "
+                          "LoRA adapter files on their own",
+                          hint="leave out --adapter-only / --format peft")
     if args.format == "peft":
         return _run_peft(args, job)
     source = Path(args.model) if args.model else args.adapter
     result = export_gguf(source, Path(args.out), args.quant, adapter_only=args.adapter_only,
                          verify=not args.no_verify, job=job, threads=args.threads,
                          allow_tokenizer_mismatch=args.allow_tokenizer_mismatch)
+    placed = _to_lmstudio(args, result, job) if args.lmstudio else None
     # the per-tensor list stays in the record file; the event says how many
     job.report(Finished(job=job.name, result=dataclasses.replace(result, tensors=[])))
     out = sys.stderr if args.events == "-" else sys.stdout
     print(f"wrote {result.path} ({format_bytes(result.size_bytes)}, {result.quant}) in "
           f"{result.seconds:.1f} s; record: {record_path(result.path)}", file=out)
     print(format_verification(result.verification), file=out)
+    if placed:
+        from ..lmstudio import describe
+
+        print(describe(placed), file=out)
     return 0 if result.verification.get("passed") else 1
+
+
+def _to_lmstudio(args: argparse.Namespace, result, job):
+    """The verified GGUF into LM Studio's models folder (an unverified one stays out)."""
+    from ..lmstudio import describe, place_in_lmstudio
+
+    if not result.verification.get("passed") and not args.no_verify:
+        job.log("the GGUF failed verification; it was not put in LM Studio", level="warning")
+        return None
+    placed = place_in_lmstudio(result.path, model=args.adapter or None, job=job.nested(1, 1))
+    job.log(describe(placed))
+    return placed
 
 
 def _run_peft(args: argparse.Namespace, job) -> int:
