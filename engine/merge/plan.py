@@ -3,6 +3,7 @@ one base (by the base's recorded fingerprint), fit each other layer by layer, an
 or output folder is free. The result is a ``MergePlan`` the writer streams through."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +210,7 @@ def plan_merge(names: list[str], cfg: MergeConfig, name: str, fuse_out: Path | N
     if len(weights) != len(names):
         raise TailorError(f"{len(weights)} weights for {len(names)} adapters",
                           hint="give one weight per adapter, in order, e.g. --weights 0.7,0.3")
+    cfg = dataclasses.replace(cfg, weights=[float(w) for w in weights])  # as recorded
     if fuse_out is None or name:
         library.validate_name(name)
     for n in names:

@@ -28,9 +28,9 @@ def merge_adapters(names: list[str], cfg: MergeConfig, name: str = "",
     job = as_job(job, report, cancel)
     start = time.time()
     fuse_out = Path(fuse_out).expanduser() if fuse_out else None
-    plan = plan_merge(list(names), cfg, name, fuse_out, library_dir)
+    writes_adapter = plan_merge(list(names), cfg, name, fuse_out, library_dir).target is not None
     held = [locks.adapter_lock(n, job.name, library_dir) for n in names]
-    if plan.target is not None:
+    if writes_adapter:
         held.append(locks.adapter_lock(name, job.name, library_dir))
     if fuse_out is not None:
         held.append(locks.output_lock(fuse_out, job.name, library_dir))
@@ -53,7 +53,7 @@ def merge_adapters(names: list[str], cfg: MergeConfig, name: str = "",
     return MergeResult(
         adapter="" if fuse_out else name, path=str(plan.target or ""),
         fused_path=str(fuse_out or ""), method=cfg.method, parents=list(names),
-        weights=[p.weight for p in plan.parents], settings=cfg.to_dict(), rank=plan.rank,
+        weights=[p.weight for p in plan.parents], settings=plan.cfg.to_dict(), rank=plan.rank,
         layers=len(plan.modules), exact=exact, energy_kept=energy,
         min_energy_kept=min(energy.values()) if energy else None,
         seconds=round(time.time() - start, 3))
