@@ -18,6 +18,8 @@ class Architecture:
     family: str              # the name a user knows
     gguf: str | None         # llama.cpp's architecture name the exporter writes; None: no export
     ollama_adapter: bool     # Ollama applies a GGUF LoRA adapter of this family (else: fuse)
+    # Why there is no GGUF export (gguf None): said to the user as it stands, one sentence.
+    refusal: str = ""
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
@@ -30,6 +32,10 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     Architecture("gemma2", "Gemma 2", "gemma2", ollama_adapter=True),
     Architecture("gemma3_text", "Gemma 3 (text)", "gemma3", ollama_adapter=False),
     Architecture("phi3", "Phi-3", "phi3", ollama_adapter=True),
+    # Newer families (issue 17). Ollama's adapter support for them is unconfirmed: fuse.
+    Architecture("smollm3", "SmolLM3", "smollm3", ollama_adapter=False),
+    Architecture("olmo2", "OLMo 2", "olmo2", ollama_adapter=False),
+    Architecture("granite", "Granite 3 / 4 (dense)", "granite", ollama_adapter=False),
 )}
 
 # Hugging Face model types the GGUF exporter writes, and llama.cpp architectures whose LoRA
@@ -63,5 +69,8 @@ def gguf_support(config: dict) -> tuple[bool, str]:
                        "GGUF export; only the text model (gemma3_text) is")
     if exports_gguf(model_type):
         return True, ""
+    row = ARCHITECTURES.get(model_type)
+    if row and row.refusal:
+        return False, row.refusal
     return False, (f"GGUF export does not support {model_type} yet; supported: "
                    f"{', '.join(sorted(GGUF_MODEL_TYPES))}")

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..capabilities import GGUF_MODEL_TYPES, gguf_architecture, gguf_support
+from ..capabilities import ARCHITECTURES, GGUF_MODEL_TYPES, gguf_architecture, gguf_support
 from ..events import TailorError
 
 GEMMAS = ("gemma", "gemma2", "gemma3")
+# llama.cpp runs these with its "normal" (interleaved) rotary layout, so HF's rotate-half Q/K
+# rows are permuted as convert_hf_to_gguf's LlamaModel does (llama-model.cpp llama_rope_type).
+PERMUTED_QK = ("llama", "smollm3", "granite")
 # Tensors in HF checkpoints that llama.cpp computes itself.
 SKIP_RE = re.compile(r"(rotary_emb\.inv_freq|\.attention\.masked_bias|\.attn\.bias)$")
 
@@ -53,6 +56,9 @@ def arch_info(config: dict, source: str = "") -> ArchInfo:
         raise TailorError(f"{source}: {gguf_support(config)[1]}",
                           hint="use a text-only Gemma 3 checkpoint (1B, or a text extraction)")
     arch = gguf_architecture(model_type)
+    if arch is None and model_type in ARCHITECTURES and ARCHITECTURES[model_type].refusal:
+        raise TailorError(f"{source}: {gguf_support(config)[1]}",
+                          hint="fuse and use the MLX model, or export another family")
     if arch is None:
         archs = ", ".join(config.get("architectures") or []) or "unknown"
         raise TailorError(
@@ -63,7 +69,24 @@ def arch_info(config: dict, source: str = "") -> ArchInfo:
         method = (config["quantization_config"] or {}).get("quant_method", "?")
         raise TailorError(f"{source} holds {method}-quantized weights, which Tailor cannot "
                           "dequantize", hint="export the original full-precision model")
+    _check_family_limits(arch, config, source)
     return ArchInfo(model_type, arch, config)
+
+
+def _check_family_limits(arch: str, config: dict, source: str) -> None:
+    """Refuse configs llama.cpp would load and then run differently from the model."""
+    if arch == "smollm3" and config.get("no_rope_layers") is not None:
+        # llama.cpp hard-codes NoPE on every 4th layer (smollm3.cpp n_no_rope_layer_step = 4)
+        layers = list(config["no_rope_layers"])
+        if layers != [int((i + 1) % 4 != 0) for i in range(len(layers))]:
+            raise TailorError(f"{source}: this SmolLM3 skips rotary embeddings on other layers "
+                              "than every 4th (no_rope_layers); llama.cpp runs NoPE on every "
+                              "4th layer only, so the GGUF would answer differently",
+                              hint="only SmolLM3 models with the standard NoPE layout export")
+    if arch == "olmo2" and config.get("tie_word_embeddings"):
+        raise TailorError(f"{source}: this OLMo 2 ties its output to the embeddings; "
+                          "llama.cpp's OLMo 2 needs a separate output tensor",
+                          hint="export an OLMo 2 checkpoint with its own lm_head")
 
 
 def is_mlx_quantized(config: dict) -> bool:
@@ -88,8 +111,10 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
     if a.head_dim * a.n_head != int(c["hidden_size"]) or a.arch in ("qwen3",) + GEMMAS:
         w.add_key_length(a.head_dim)
         w.add_value_length(a.head_dim)
-    if a.arch in ("llama", "qwen2", "qwen3", "phi3"):
+    if a.arch in ("qwen2", "qwen3", "phi3", "olmo2") + PERMUTED_QK:
         w.add_rope_dimension_count(a.head_dim)
+    if a.arch == "granite":
+        _add_granite_scales(w, c)
     rs = c.get("rope_scaling") or {}
     rtype = rs.get("rope_type") or rs.get("type")
     if rtype == "linear" and rs.get("factor"):
@@ -132,6 +157,17 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
                               "export yet", hint="use a 4k-context Phi-3 model")
 
 
+def _add_granite_scales(w, c: dict) -> None:
+    """Granite's mu-P multipliers (llama.cpp reads the logit scale as a divisor, as HF does)."""
+    w.add_logit_scale(float(c.get("logits_scaling") or 1.0))
+    if c.get("attention_multiplier"):
+        w.add_attention_scale(float(c["attention_multiplier"]))
+    if c.get("embedding_multiplier"):
+        w.add_embedding_scale(float(c["embedding_multiplier"]))
+    if c.get("residual_multiplier"):
+        w.add_residual_scale(float(c["residual_multiplier"]))
+
+
 def llama3_rope_factors(a: ArchInfo) -> np.ndarray | None:
     """Llama 3.1+ frequency factors (llama.cpp's `rope_freqs.weight`), or None."""
     rs = a.config.get("rope_scaling") or {}
@@ -165,7 +201,7 @@ def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
 def transform(a: ArchInfo, hf_name: str, w: np.ndarray) -> np.ndarray:
     """The tensor as llama.cpp wants it (float32 in, float32 out; 2-D float16 rows are only
     moved, so they may come in and go out as float16)."""
-    if a.arch == "llama":
+    if a.arch in PERMUTED_QK:
         if hf_name.endswith("q_proj.weight"):
             return permute_rows(w, a.n_head)
         if hf_name.endswith("k_proj.weight"):
@@ -177,7 +213,7 @@ def transform(a: ArchInfo, hf_name: str, w: np.ndarray) -> np.ndarray:
 
 def row_local(a: ArchInfo, hf_name: str) -> bool:
     """True when `transform` works row by row (so a tensor may be converted in row chunks)."""
-    return not (a.arch == "llama" and re.search(r"[qk]_proj\.weight$", hf_name))
+    return not (a.arch in PERMUTED_QK and re.search(r"[qk]_proj\.weight$", hf_name))
 
 
 def gguf_name(a: ArchInfo, name_map, hf_name: str) -> str | None:

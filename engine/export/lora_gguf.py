@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..events import TailorError
-from .architectures import ArchInfo, arch_info, gguf_name, permute_rows
+from .architectures import PERMUTED_QK, ArchInfo, arch_info, gguf_name, permute_rows
 from .safetensors_stream import list_tensors
 
 
@@ -64,9 +64,9 @@ def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, q
             continue
         la = refs[key].read().T  # mlx (in, r) -> (r, in)
         lb = refs[module + ".lora_b"].read().T  # mlx (r, out) -> (out, r)
-        if a.arch == "llama" and module.endswith("q_proj"):
+        if a.arch in PERMUTED_QK and module.endswith("q_proj"):
             lb = permute_rows(lb, a.n_head)
-        elif a.arch == "llama" and module.endswith("k_proj"):
+        elif a.arch in PERMUTED_QK and module.endswith("k_proj"):
             lb = permute_rows(lb, a.n_kv_head)
         tensors.append((base + ".lora_a", np.ascontiguousarray(la)))
         tensors.append((base + ".lora_b", np.ascontiguousarray(lb)))

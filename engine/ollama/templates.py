@@ -170,6 +170,10 @@ def detect_family(jinja_template: str) -> str:
         return "gemma"
     if "<|user|>" in t and "<|assistant|>" in t and "<|end|>" in t:
         return "phi3"
+    if "<|user|>" in t and "<|assistant|>" in t:
+        return "tulu"  # OLMo 2: turns end with a newline, assistant turns with EOS
+    if "<|start_of_role|>" in t:
+        return "granite"
     if "[INST]" in t and "<<SYS>>" in t:
         return "llama2"
     if "[INST]" in t:
@@ -184,6 +188,8 @@ FAMILY_STOPS = {
     "phi3": ["<|end|>", "<|system|>", "<|user|>", "<|assistant|>"],
     "llama2": ["[INST]", "[/INST]", "<<SYS>>", "<</SYS>>"],
     "mistral": ["[INST]", "[/INST]"],
+    "tulu": ["<|user|>", "<|assistant|>", "<|system|>"],
+    "granite": ["<|start_of_role|>", "<|end_of_role|>", "<|end_of_text|>"],
 }
 
 
@@ -197,6 +203,40 @@ def _chatml_default_system(render_jinja) -> str | None:
         return None
     m = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n", text, re.S)
     return m.group(1) if m else None
+
+
+def _granite_default_system(render_jinja, eos: str) -> str | None:
+    """The system turn Granite's template writes when there is none (its knowledge cut-off)."""
+    try:
+        text = render_jinja([{"role": "user", "content": _U1}], True)
+    except TemplateLimitError:
+        raise
+    except Exception:
+        return None
+    m = re.match(r"<\|start_of_role\|>system<\|end_of_role\|>(.*?)" + re.escape(eos) + "\n",
+                 text, re.S)
+    return m.group(1) if m else None
+
+
+def _newer_family_template(family: str, info: TokenizerInfo, render_jinja
+                           ) -> tuple[str, bool] | None:
+    """OLMo 2 (Tulu) and Granite (issue 17)."""
+    eos = info.eos_token or "</s>"
+    if family == "tulu":
+        # The template writes BOS itself; a tokenizer that adds it has it stripped (Ollama adds).
+        bos = "" if info.add_bos_token else _lit(info.bos_token)
+        return (bos + "{{ range .Messages }}{{ if eq .Role \"system\" }}<|system|>\n"
+                "{{ .Content }}\n{{ else if eq .Role \"user\" }}<|user|>\n{{ .Content }}\n"
+                "{{ else if eq .Role \"assistant\" }}<|assistant|>\n{{ .Content }}" + _lit(eos)
+                + "\n{{ end }}{{ end }}<|assistant|>\n"), True
+    if family == "granite":
+        default = _granite_default_system(render_jinja, eos)
+        head = ("{{ if not .System }}<|start_of_role|>system<|end_of_role|>" + _lit(default)
+                + _lit(eos) + "\n{{ end }}" if default else "")
+        return (head + "{{ range .Messages }}<|start_of_role|>{{ .Role }}<|end_of_role|>"
+                "{{ .Content }}" + _lit(eos) + "\n{{ end }}<|start_of_role|>assistant"
+                "<|end_of_role|>"), True
+    return None
 
 
 def family_template(family: str, info: TokenizerInfo, render_jinja) -> tuple[str, bool] | None:
@@ -231,7 +271,7 @@ def family_template(family: str, info: TokenizerInfo, render_jinja) -> tuple[str
                 "{{ .Content }} [/INST]{{ $first = false }}"
                 "{{ else if eq .Role \"assistant\" }} {{ .Content }} " + _lit(eos) +
                 "{{ end }}{{ end }}"), True
-    return None
+    return _newer_family_template(family, info, render_jinja)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -330,7 +370,8 @@ def stop_list(go_template: str, family: str, info: TokenizerInfo) -> list[str]:
     stops: list[str] = []
     for s in [info.eos_token, *info.extra_eos_tokens, *FAMILY_STOPS.get(family, []),
               *_SPECIAL.findall(go_template)]:
-        if s and s not in stops and s != info.bos_token:
+        # BOS is no stop, unless it is also the turn-end token (OLMo 2, Granite: one token)
+        if s and s not in stops and (s != info.bos_token or s == info.eos_token):
             stops.append(s)
     return stops
 

@@ -1,0 +1,68 @@
+"""SmolLM3, OLMo 2 and Granite (dense), end to end (issue 17): each tiny fixture (the family's
+config keys, tokenizer kind and chat template) trained a few steps with LoRA, fused, exported to
+F32 and Q8_0 and checked in llama.cpp, its adapter alone as a GGUF LoRA applied by llama.cpp,
+its Ollama template rendering what the Jinja template renders."""
+from __future__ import annotations
+
+import pytest
+
+from engine.events import TailorError
+from engine.export.architectures import arch_info
+from engine.export.gguf_export import export_gguf
+from engine.tiny_models import FAMILY_SPECS
+from tests.conftest import edited_copy, snapshot_tree
+from tests.export.helpers import failed_checks
+
+from .chain import fused_f32_figures, ollama_renders_as_jinja, trained
+
+DENSE = ["smollm3", "olmo2", "granite"]
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_trained_fused_exported_and_verified_in_llama_cpp(kind, tiny_model, tmp_path):
+    model_dir = tiny_model(kind)
+    before = snapshot_tree(model_dir)
+    info = trained(model_dir, tmp_path, f"{kind}-lora")
+
+    fig = fused_f32_figures(kind, model_dir, info, tmp_path / f"{kind}-f32.gguf")
+    assert fig.tokens_identical
+    assert fig.argmax_same == fig.positions  # argmax at every position
+    assert fig.max_rel_diff < 1e-3
+    assert fig.adapter_moved > 1e-2  # the comparison is against the trained model, not the base
+
+    q8 = export_gguf(info.name, tmp_path / f"{kind}-q8_0.gguf", "q8_0")
+    assert q8.verification["passed"], failed_checks(q8.verification)
+    lora = export_gguf(info.name, tmp_path / f"{kind}-lora.gguf", "f32", adapter_only=True)
+    assert lora.kind == "adapter"
+    assert lora.verification["passed"], failed_checks(lora.verification)
+    assert snapshot_tree(model_dir) == before  # the base is never touched
+
+
+@pytest.mark.parametrize("kind", DENSE)
+def test_ollama_template_renders_the_jinja_prompt(kind, tiny_model):
+    ollama_renders_as_jinja(tiny_model(kind))
+
+
+def test_fixtures_carry_the_family_config_keys():
+    assert FAMILY_SPECS["smollm3"].config["no_rope_layers"] == [1, 1, 1, 0]
+    granite = FAMILY_SPECS["granite"].config
+    for key in ("attention_multiplier", "embedding_multiplier", "residual_multiplier",
+                "logits_scaling"):
+        assert granite[key] != 1.0, key  # a dropped multiplier changes the logits
+
+
+def test_smollm3_with_other_nope_layers_is_refused(tiny_model, tmp_path):
+    """llama.cpp runs NoPE on every 4th layer whatever the config says: another layout would
+    load and answer differently, so it is refused before anything is written."""
+    odd = edited_copy(tiny_model("smollm3"), tmp_path / "odd", config={
+        "no_rope_layers": [1, 1, 0, 1]})
+    with pytest.raises(TailorError) as e:
+        export_gguf(odd, tmp_path / "odd.gguf", "f32")
+    assert "every 4th layer" in e.value.message and str(odd) in e.value.message
+    assert not (tmp_path / "odd.gguf").exists()
+
+
+def test_tied_olmo2_is_refused_with_the_reason():
+    with pytest.raises(TailorError, match="separate output tensor"):
+        arch_info({"model_type": "olmo2", "tie_word_embeddings": True,
+                   "num_hidden_layers": 1, "num_attention_heads": 1, "hidden_size": 8}, "/m")
