@@ -201,6 +201,10 @@ def prepare_dataset(path: Path | str, tokenizer: Any, config: DataConfig | None 
 
     by_split = read_examples(files, config, log, rep, read_bar, cancel)
     read_bar(1, 1, f"{rep.good} examples read")
+    if rep.schema == "preference":  # pairs: both sides rendered and tokenized (preference.py)
+        from .preference import finish_preference
+        return finish_preference(path, files, by_split, tokenizer, config, rep, log, tok_bar,
+                                 cancel)
     train_ex, valid_ex, test_ex = _split(by_split, files, config, rep, path.name)
     renderer = Renderer(tokenizer, config.chat_template, config.mask_prompt,
                         config.max_seq_length)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMAS = ("chat", "sharegpt", "alpaca", "completion", "text")
+SCHEMAS = ("chat", "sharegpt", "alpaca", "completion", "text", "preference")
 COMPLETION_KEYS = (("prompt", "completion"), ("question", "answer"), ("input", "output"),
                    ("prompt", "response"))
 ROLES = ("system", "user", "assistant", "tool")
@@ -67,6 +67,8 @@ def detect_schema(obj: Any) -> str | None:
     """The schema an object's keys announce, or None when it has no known key."""
     if not isinstance(obj, dict):
         return None
+    if is_preference(obj):  # before completion: TRL's pairs also have a 'prompt'
+        return "preference"
     if "messages" in obj:
         return "chat"
     if "conversations" in obj:
@@ -229,7 +231,8 @@ def _plain(obj: dict, source: str) -> Example:
 
 
 _NORMALIZERS = {"chat": _chat, "sharegpt": _sharegpt, "alpaca": _alpaca,
-                "completion": _completion, "text": _plain}
+                "completion": _completion, "text": _plain,
+                "preference": lambda obj, source: normalize_preference(obj, source)}
 
 
 def normalize(obj: Any, schema: str, source: str) -> Example:
@@ -237,3 +240,7 @@ def normalize(obj: Any, schema: str, source: str) -> Example:
     if not isinstance(obj, dict):
         raise BadExample(f"expected a JSON object {{...}} per example, found {json_type(obj)}")
     return _NORMALIZERS[schema](obj, source)
+
+
+# At the end: engine/data/preference.py builds on the helpers above.
+from .preference import is_preference, normalize_preference  # noqa: E402
