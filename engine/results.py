@@ -537,6 +537,8 @@ class ProbeResult(Result):
     categories: dict = field(default_factory=dict)  # category -> {items, drop, changed}
     changed: int = 0
     changed_share: float = 0.0
+    base_exact: int = 0            # greedy answers equal to the reference (normalised)
+    adapter_exact: int = 0
     max_drop: float = 0.0          # the threshold the verdict used
     passed: bool = True
     verdict: str = ""
@@ -548,7 +550,8 @@ class ProbeResult(Result):
                f"  reference log-likelihood per token: base {self.base_mean_logprob:.3f}, "
                f"adapter {self.adapter_mean_logprob:.3f} (drop {self.logprob_drop:+.3f} nats)",
                f"  greedy answers changed: {self.changed} of {len(self.items)} "
-               f"({self.changed_share:.0%})"]
+               f"({self.changed_share:.0%}); equal to the reference: base {self.base_exact}, "
+               f"adapter {self.adapter_exact}"]
         for name, c in self.categories.items():
             out.append(f"    {name}: drop {c['drop']:+.3f} nats/token, {c['changed']} of "
                        f"{c['items']} answers changed")

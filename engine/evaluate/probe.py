@@ -27,6 +27,7 @@ from ..atomic import sha256_file
 from ..events import ErrorCode, Job, TailorError
 from ..results import ProbeItem, ProbeResult
 from .greedy import answer_logprob
+from .scores import exact_match
 
 PROBE_FILE = paths.RESOURCES / "eval" / "general_probe.jsonl"
 PROBE_MAX_TOKENS = 48  # the longest reference is 33 tokens on the fixtures' tokenizers
@@ -199,6 +200,8 @@ def _summarise(r: ProbeResult, vocab_size: int) -> None:
     r.adapter_mean_logprob = sum(i.adapter_logprob for i in r.items) / n
     r.logprob_drop = r.base_mean_logprob - r.adapter_mean_logprob
     r.changed = sum(i.changed for i in r.items)
+    r.base_exact = sum(bool(exact_match(i.base_answer, i.reference)) for i in r.items)
+    r.adapter_exact = sum(bool(exact_match(i.adapter_answer, i.reference)) for i in r.items)
     r.changed_share = r.changed / n
     for cat in dict.fromkeys(i.category for i in r.items):
         these = [i for i in r.items if i.category == cat]

@@ -79,6 +79,8 @@ def test_probe_flags_an_adapter_that_overwrites_every_answer(knowing_base, tmp_p
     text = r.format_text(show=3)
     changed = [i for i in r.items if i.changed]
     assert f"greedy answers changed: {len(changed)} of {len(r.items)}" in text
+    assert r.base_exact >= 8 and r.adapter_exact == 0  # the skills it had are gone
+    assert f"equal to the reference: base {r.base_exact}, adapter 0" in text
     worst = min(changed, key=lambda i: i.adapter_logprob - i.base_logprob)
     assert f"[{worst.id}] {worst.prompt!r}" in text and repr(FIXED) in text
     # progress went out, and the base model's folder is untouched
