@@ -219,7 +219,7 @@ def _encode_q4_0(x: np.ndarray, w: _Work, out: np.ndarray) -> np.ndarray:
     np.multiply(x, _inverse(d)[:, None], out=y)
     y += np.float32(8.5)
     q = y.astype(np.uint8)  # values lie in [0.5, 16.5]: truncates as the C int8 cast
-    np.minimum(q, np.uint8(15), out=q)
+    _at_most_15(q)
     _pack_nibbles(q, out[:, 2:])
     return _fp16(d, out[:, :2])
 
@@ -228,7 +228,7 @@ def _encode_q4_1(x: np.ndarray, w: _Work, out: np.ndarray) -> np.ndarray:
     """x: float32 blocks [n, 32] (read only); out: uint8 [n, 20]. Returns max |x| per block
     (the check of the fp16 min; the scale, (max - min) / 15, is always smaller)."""
     q, d, lo, peak = _min_range_levels(x, w, 15)
-    np.minimum(q, np.uint8(15), out=q)
+    _at_most_15(q)  # values lie in [0, 15.5+]: 16 only from rounding at the block's max
     _pack_nibbles(q, out[:, 4:])
     _fp16(d, out[:, :2])
     _fp16(lo, out[:, 2:4])
@@ -280,6 +280,13 @@ def _min_range_levels(x: np.ndarray, w: _Work, nmax: int):
     y += np.float32(0.5)
     q = y.astype(np.uint8)  # values >= 0.5: truncation as the C cast
     return q, d, lo, np.maximum(hi, -lo)
+
+
+def _at_most_15(q: np.ndarray) -> None:
+    """MIN(15, q) in place for levels q [n, 32] in 0..31 (16 is the only one reached): 8 at
+    a time in uint64 lanes, subtracting bit 4 (np.minimum on the bytes: 7x as long here)."""
+    lanes = q.view("<u8")
+    lanes -= (lanes >> np.uint64(4)) & _EACH_BYTE_1
 
 
 def _pack_nibbles(q: np.ndarray, out: np.ndarray) -> None:
