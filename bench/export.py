@@ -21,7 +21,7 @@ child's RSS after its imports, before any work, is reported as the constant):
                    llama_model_quantize(F16 GGUF of step 1 -> X), and the two files compared
                    tensor by tensor (type and bytes).
 3. encoders:       for each GGML type, our encoder and llama.cpp's (`ggml_quantize_chunk`),
-                   one thread each, best of 3 on the same float32 matrix [512, 4864]:
+                   one thread each, best of 5 on the same float32 matrix [512, 4864]:
                    millions of values per second.
 
     .venv/bin/python bench/export.py                              # qwen05, Q4_K_M, full size
@@ -209,7 +209,7 @@ def compare_in_child(ours: Path, ref: Path) -> tuple[int, int, list[str]]:
     return result
 
 
-def encoder_throughput(repeats: int = 3) -> list[dict]:
+def encoder_throughput(repeats: int = 5) -> list[dict]:
     """Each GGML type: our encoder and llama.cpp's ggml_quantize_chunk, one thread, best of
     `repeats`, on the same float32 [512, 4864] matrix (rows divide into 256 and 32)."""
     import numpy as np
@@ -300,7 +300,8 @@ def main() -> None:
     import os
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shape", nargs="+", default=["qwen05"], choices=sorted(SHAPES))
+    ap.add_argument("--shape", nargs="*", default=["qwen05"], choices=sorted(SHAPES),
+                    help="model shapes to export (none: only the encoder table)")
     ap.add_argument("--quants", nargs="+", default=["q4_k_m"], help="file types to compare")
     ap.add_argument("--layers", type=int, default=24)
     ap.add_argument("--threads", type=int, default=None, help="both quantizers (default: all)")
