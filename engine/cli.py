@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("engine.merge.cli", "combine adapters of one base into a new adapter or model"),
     "export": ("engine.export.cli", "write a GGUF file (and verify it in llama.cpp)"),
     "lmstudio": ("engine.lmstudio", "put a GGUF in LM Studio's models folder (hard link or copy)"),
+    "push": ("engine.hub.cli", "publish an adapter to the Hugging Face Hub, with a model card"),
     "ollama": ("engine.ollama.cli", "hand a GGUF or adapter to Ollama, or write a Modelfile folder"),
     "model": ("engine.models.cli", "inspect or download a base model"),
     "demo": ("engine.demo", "run the built-in demo end to end: train, export, verify, Modelfile"),

@@ -884,3 +884,46 @@ class LMStudioPlacement(Result):
     model_key: str = ""
     method: str = ""
     renamed: bool = False
+
+
+@dataclass
+class PushFile(Result):
+    """One file of a Hub push: its path in the repository, bytes (None until written), what."""
+
+    tag: ClassVar[str] = "push.file"
+    path: str = ""
+    size: int | None = None
+    what: str = ""
+
+
+@dataclass
+class PushPlan(Result):
+    """`tailor push --dry-run`, and the list a push shows before it uploads: the files (exact
+    sizes once ``staged``), the repository and whether it is private. Nothing is uploaded."""
+
+    tag: ClassVar[str] = "push.plan"
+    adapter: str = ""
+    repo: str = ""
+    private: bool = False
+    files: list[PushFile] = field(default_factory=list)
+    staged: bool = False
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size or 0 for f in self.files)
+
+
+@dataclass
+class PushResult(Result):
+    """`tailor push`: the repository (``url``) and the commit made (``commit_url``), with the
+    files it holds."""
+
+    tag: ClassVar[str] = "push"
+    adapter: str = ""
+    repo: str = ""
+    url: str = ""
+    commit_url: str = ""
+    private: bool = False
+    files: list[PushFile] = field(default_factory=list)
+    uploaded_bytes: int = 0
+    seconds: float = 0.0
