@@ -36,6 +36,9 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     Architecture("smollm3", "SmolLM3", "smollm3", ollama_adapter=False),
     Architecture("olmo2", "OLMo 2", "olmo2", ollama_adapter=False),
     Architecture("granite", "Granite 3 / 4 (dense)", "granite", ollama_adapter=False),
+    Architecture("qwen3_moe", "Qwen3-MoE", "qwen3moe", ollama_adapter=False),
+    # Mixtral is llama with experts in llama.cpp (Ollama applies attention LoRA as for llama)
+    Architecture("mixtral", "Mixtral", "llama", ollama_adapter=True),
 )}
 
 # Hugging Face model types the GGUF exporter writes, and llama.cpp architectures whose LoRA

@@ -351,6 +351,21 @@ FAMILY_SPECS: dict[str, TinySpec] = {
                   residual_multiplier=0.5, logits_scaling=4.0, tie_word_embeddings=True,
                   attention_bias=False, mlp_bias=False, hidden_act="silu"),
         "bpe-granite", GRANITE_TEMPLATE, "<|end_of_text|>"),
+    # Mixture-of-experts: 8 experts (llama.cpp's quantizer treats 8-expert models specially)
+    "qwen3_moe": TinySpec(
+        "qwen3_moe", "Qwen3-MoE style: ChatML, q/k norms, 8 experts, 2 per token",
+        _base_cfg(model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"],
+                  rope_theta=1000000.0, head_dim=32, tie_word_embeddings=False,
+                  hidden_act="silu", rms_norm_eps=1e-6, attention_bias=False, num_experts=8,
+                  num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[],
+                  moe_intermediate_size=64, norm_topk_prob=True),
+        "bpe-qwen", CHATML_TEMPLATE, "<|im_end|>"),
+    "mixtral": TinySpec(
+        "mixtral", "Mixtral style: SentencePiece, [INST] template, 8 experts, 2 per token",
+        _base_cfg(model_type="mixtral", architectures=["MixtralForCausalLM"],
+                  rope_theta=1000000.0, tie_word_embeddings=False, hidden_act="silu",
+                  num_local_experts=8, num_experts_per_tok=2, intermediate_size=64),
+        "spm-llama", LLAMA2_TEMPLATE, "</s>"),
 }
 FAMILY_KINDS = list(FAMILY_SPECS)
 SPECS.update(FAMILY_SPECS)
@@ -482,11 +497,31 @@ def build_tiny_model(kind: str, out: Path | str, *, seed: int = 0, hidden_size: 
             if "embed_tokens" in name:
                 arr = rng.normal(0, embed_std, shape)
         weights[name] = mx.array(arr.astype(np.float32))
+    weights = _hf_expert_layout(weights)
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
     (out / "TINY_MODEL.json").write_text(json.dumps(
         {"kind": kind, "builder_version": BUILDER_VERSION, "seed": seed,
          "description": spec.description, "eos_token": spec.eos_token,
          "embed_std": embed_std}, indent=2))
+    return out
+
+
+def _hf_expert_layout(weights: dict) -> dict:
+    """MLX's stacked experts (``switch_mlp.P``) as Hugging Face checkpoints hold them: one
+    tensor per expert (Mixtral: w1/w2/w3), so the fixtures load through mlx-lm's sanitize and
+    the exporter's stacking as real MoE checkpoints do. Dense models pass unchanged."""
+    out = {}
+    mixtral_names = {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"}
+    for name, value in weights.items():
+        if ".switch_mlp." not in name:
+            out[name] = value
+            continue
+        prefix, rest = name.split(".switch_mlp.")
+        proj = rest.split(".")[0]
+        if prefix.endswith("block_sparse_moe"):
+            proj = mixtral_names[proj]
+        for e in range(value.shape[0]):
+            out[f"{prefix}.experts.{e}.{proj}.weight"] = value[e]
     return out
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..capabilities import ARCHITECTURES, GGUF_MODEL_TYPES, gguf_architecture, gguf_support
 from ..events import TailorError
+from .experts import stacked_gguf_name
 
 GEMMAS = ("gemma", "gemma2", "gemma3")
 # llama.cpp runs these with its "normal" (interleaved) rotary layout, so HF's rotate-half Q/K
@@ -42,6 +43,12 @@ class ArchInfo:
     @property
     def head_dim(self) -> int:
         return int(self.config.get("head_dim") or self.config["hidden_size"] // self.n_head)
+
+    @property
+    def n_expert(self) -> int:
+        """Experts per MoE layer (1: dense)."""
+        c = self.config
+        return int(c.get("num_experts") or c.get("num_local_experts") or 1)
 
     @property
     def tied(self) -> bool:
@@ -83,10 +90,24 @@ def _check_family_limits(arch: str, config: dict, source: str) -> None:
                               "than every 4th (no_rope_layers); llama.cpp runs NoPE on every "
                               "4th layer only, so the GGUF would answer differently",
                               hint="only SmolLM3 models with the standard NoPE layout export")
+    if arch == "qwen3moe":
+        _check_qwen3_moe(config, source)
     if arch == "olmo2" and config.get("tie_word_embeddings"):
         raise TailorError(f"{source}: this OLMo 2 ties its output to the embeddings; "
                           "llama.cpp's OLMo 2 needs a separate output tensor",
                           hint="export an OLMo 2 checkpoint with its own lm_head")
+
+
+def _check_qwen3_moe(config: dict, source: str) -> None:
+    # llama.cpp's qwen3moe: every layer sparse, top-k weights renormalised (qwen3moe.cpp)
+    if config.get("mlp_only_layers") or int(config.get("decoder_sparse_step") or 1) != 1:
+        raise TailorError(f"{source}: this Qwen3-MoE has dense layers among its expert layers "
+                          "(mlp_only_layers / decoder_sparse_step); llama.cpp's qwen3moe runs "
+                          "experts in every layer", hint="only all-sparse Qwen3-MoE models export")
+    if config.get("norm_topk_prob") is False:
+        raise TailorError(f"{source}: this Qwen3-MoE does not renormalise its top-k expert "
+                          "weights (norm_topk_prob false); llama.cpp's qwen3moe always does",
+                          hint="only Qwen3-MoE models with norm_topk_prob export")
 
 
 def is_mlx_quantized(config: dict) -> bool:
@@ -108,13 +129,18 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
     w.add_layer_norm_rms_eps(float(c.get("rms_norm_eps", 1e-6)))
     w.add_rope_freq_base(float(c.get("rope_theta", 10000.0)))
     w.add_vocab_size(int(n_vocab))
-    if a.head_dim * a.n_head != int(c["hidden_size"]) or a.arch in ("qwen3",) + GEMMAS:
+    if a.head_dim * a.n_head != int(c["hidden_size"]) or a.arch in ("qwen3", "qwen3moe") + GEMMAS:
         w.add_key_length(a.head_dim)
         w.add_value_length(a.head_dim)
-    if a.arch in ("qwen2", "qwen3", "phi3", "olmo2") + PERMUTED_QK:
+    if a.arch in ("qwen2", "qwen3", "qwen3moe", "phi3", "olmo2") + PERMUTED_QK:
         w.add_rope_dimension_count(a.head_dim)
     if a.arch == "granite":
         _add_granite_scales(w, c)
+    if a.n_expert > 1:
+        w.add_expert_count(a.n_expert)
+        w.add_expert_used_count(int(c.get("num_experts_per_tok") or 2))
+        if c.get("moe_intermediate_size"):
+            w.add_expert_feed_forward_length(int(c["moe_intermediate_size"]))
     rs = c.get("rope_scaling") or {}
     rtype = rs.get("rope_type") or rs.get("type")
     if rtype == "linear" and rs.get("factor"):
@@ -224,7 +250,8 @@ def gguf_name(a: ArchInfo, name_map, hf_name: str) -> str | None:
         # Tied: llama.cpp reuses token_embd. mlx-lm's Gemma 3 uses lm_head whenever the
         # checkpoint has one (whatever the config says), so the export follows the training.
         return None
-    name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+    name = stacked_gguf_name(hf_name) or name_map.get_name(hf_name,
+                                                           try_suffixes=(".weight", ".bias"))
     if name is None:
         raise TailorError(f"tensor {hf_name!r} of this {a.model_type} model has no llama.cpp "
                           "counterpart; the export would not load",

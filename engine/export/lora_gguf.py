@@ -62,8 +62,10 @@ def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, q
         base = gguf_name(a, name_map, module + ".weight")
         if base is None:
             continue
-        la = refs[key].read().T  # mlx (in, r) -> (r, in)
-        lb = refs[module + ".lora_b"].read().T  # mlx (r, out) -> (out, r)
+        la, lb = refs[key].read(), refs[module + ".lora_b"].read()
+        if la.ndim == 2:
+            la, lb = la.T, lb.T  # mlx (in, r) -> (r, in), (r, out) -> (out, r)
+        # else expert layers: mlx (experts, r, in) and (experts, out, r), llama.cpp's layout
         if a.arch in PERMUTED_QK and module.endswith("q_proj"):
             lb = permute_rows(lb, a.n_head)
         elif a.arch in PERMUTED_QK and module.endswith("k_proj"):

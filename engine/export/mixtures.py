@@ -53,11 +53,13 @@ def use_more_bits(i: int, n: int) -> bool:
 class TypePlanner:
     """Stateful like llama.cpp's quantize_state: counts attn_v / ffn_down in file order.
 
-    `n_gqa` (query heads per KV head) decides Q2_K's and IQ4_NL/XS's attn_v type."""
+    `n_gqa` (query heads per KV head) decides Q2_K's and IQ4_NL/XS's attn_v type; `n_expert`
+    (experts per MoE layer) llama.cpp's 8-expert rules (attn_k/attn_v Q8_0, attn_output Q5_K)."""
 
-    def __init__(self, quant: str, n_layers: int, has_output: bool, n_gqa: int = 1):
+    def __init__(self, quant: str, n_layers: int, has_output: bool, n_gqa: int = 1,
+                 n_expert: int = 1):
         self.quant, self.n_layers, self.has_output = quant, n_layers, has_output
-        self.n_gqa = n_gqa
+        self.n_gqa, self.n_expert = n_gqa, n_expert
         self.i_attn_v = 0
         self.i_ffn_down = 0
 
@@ -65,8 +67,8 @@ class TypePlanner:
         """The GGML type of tensor ``name`` (numpy ``shape``: rows, cols)."""
         q = self.quant
         if len(shape) < 2 or name.endswith("_norm.weight") or name.startswith("rope_freqs") \
-                or name.endswith(".bias"):
-            return T.F32
+                or name.endswith(".bias") or "ffn_gate_inp" in name:
+            return T.F32  # (the MoE router: F32 in llama.cpp's converter, never quantized)
         if q in ("f32", "f16", "bf16"):
             return DEFAULT_TYPE[q]
         cols = shape[-1]
@@ -78,8 +80,13 @@ class TypePlanner:
             t = T.Q6_K  # llama.cpp: the output tensor gets Q6_K unless the file type is Q8_0
         elif "attn_v.weight" in name or "attn_qkv.weight" in name or "attn_kv_b.weight" in name:
             # llama.cpp counts a fused attn_qkv (Phi-3) as the layer's attn_v.
-            t = self._attn_v_type(t, self.i_attn_v)
+            t = T.Q8_0 if self.n_expert == 8 else self._attn_v_type(t, self.i_attn_v)
             self.i_attn_v += 1
+        elif "attn_k.weight" in name and self.n_expert == 8:
+            t = T.Q8_0
+        elif "attn_output.weight" in name and self.n_expert == 8:
+            t = T.Q5_K if q in ("q2_k", "q3_k_s", "q3_k_m", "iq4_nl", "q4_k_s", "q4_k_m",
+                                "iq4_xs") else t
         elif "attn_output.weight" in name:
             t = {"q2_k": T.Q3_K, "q3_k_m": T.Q4_K, "q3_k_l": T.Q5_K}.get(q, t)
         elif "ffn_down" in name:

@@ -20,6 +20,7 @@ import numpy as np
 from ..events import CancelToken, Reporter, TailorError
 from .architectures import (ArchInfo, add_hparams, arch_info, gguf_name, llama3_rope_factors,
                             row_local, transform)
+from .experts import stack_experts
 from .mixtures import FILE_TYPE, TypePlanner, encode, nbytes_of
 from .safetensors_stream import TensorRef, list_tensors
 from .vocab import VocabInfo, read_vocab
@@ -70,7 +71,7 @@ def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str) -> list[Planned
         dup = sorted({n for n in names if names.count(n) > 1})
         raise TailorError(f"tensors map to the same GGUF name twice: {', '.join(dup[:3])}")
     planner = TypePlanner(quant, a.n_layers, has_output="output.weight" in names,
-                          n_gqa=a.n_head // a.n_kv_head)
+                          n_gqa=a.n_head // a.n_kv_head, n_expert=a.n_expert)
     for p in planned:
         p.ggml_type = planner.type_for(p.name, p.shape)
         p.nbytes = nbytes_of(p.shape, p.ggml_type)
@@ -92,7 +93,7 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
 
     config = read_config(model_dir)
     a = arch_info(config, str(model_dir))
-    refs = list_tensors(model_dir)
+    refs = stack_experts(list_tensors(model_dir))  # MoE: one tensor per layer's experts
     planned = plan_tensors(a, refs, quant)
     embd = next((p for p in planned if p.name == "token_embd.weight"), None)
     if embd is None:

@@ -15,13 +15,30 @@ ATTENTION_PREFIXES = ("self_attn.", "attn.", "attention.", "self_attention.")
 
 
 def linear_keys(model) -> list[str]:
-    """Names (relative to a transformer block) of every linear layer in the blocks."""
+    """Names (relative to a transformer block) of every linear layer in the blocks, the
+    mixture-of-experts' stacked expert projections (mlx-lm's switch layers) included."""
+    from mlx_lm.models.switch_layers import QuantizedSwitchLinear, SwitchLinear
+
+    kinds = (nn.Linear, nn.QuantizedLinear, SwitchLinear, QuantizedSwitchLinear)
     keys: set[str] = set()
     for layer in model.layers:
         for name, m in layer.named_modules():
-            if isinstance(m, (nn.Linear, nn.QuantizedLinear)) or hasattr(m, "to_lora"):
+            if isinstance(m, kinds) or hasattr(m, "to_lora"):
                 keys.add(name)
     return sorted(keys)
+
+
+def _check_dora_targets(model, keys: list[str], num_layers: int) -> None:
+    """mlx-lm has no DoRA for expert layers (it raises ValueError): say so before training."""
+    from mlx_lm.models.switch_layers import QuantizedSwitchLinear, SwitchLinear
+
+    experts = sorted({n for layer in model.layers[len(model.layers) - num_layers:]
+                      for n, m in layer.named_modules()
+                      if n in keys and isinstance(m, (SwitchLinear, QuantizedSwitchLinear))})
+    if experts:
+        raise TailorError(f"DoRA cannot train the expert layers ({', '.join(experts)}): "
+                          "mlx-lm has DoRA for plain linear layers only",
+                          hint="use --method lora, or --targets attention for DoRA")
 
 
 def target_keys(model, targets: str) -> list[str]:
@@ -69,6 +86,8 @@ def apply_adapters(model, cfg: TrainConfig) -> dict:
             layer.unfreeze()
     else:
         model.freeze()
+        if cfg.method == "dora":
+            _check_dora_targets(model, keys, num_layers)
         linear_to_lora_layers(model, num_layers, lora_parameters,
                               use_dora=(cfg.method == "dora"))
     return {"fine_tune_type": cfg.method, "num_layers": num_layers,

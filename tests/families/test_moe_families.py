@@ -1,0 +1,129 @@
+"""Qwen3-MoE and Mixtral end to end (issue 17): LoRA on the expert layers (mlx-lm's switch
+layers) trained, fused and exported; the experts stacked into llama.cpp's ``*_exps`` tensors
+(from the Hugging Face per-expert layout of the base and the stacked layout of a fused folder),
+the router kept F32 in every export, the quantization mixture byte for byte llama.cpp's own."""
+from __future__ import annotations
+
+import ctypes
+import json
+
+import gguf
+import llama_cpp
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from engine.events import TailorError
+from engine.export.gguf_export import export_gguf
+from engine.fuse import fuse_adapter
+from engine.tiny_models import cached_tiny_model
+from engine.train.config import make_config
+from engine.train.run import train_adapter
+from tests.conftest import edited_copy
+from tests.export.helpers import failed_checks, f16_copy
+from tests.train.conftest import write_toy_chat
+
+from .chain import fused_f32_figures, ollama_renders_as_jinja, trained
+
+MOE = ["qwen3_moe", "mixtral"]
+EXPERTS = {"qwen3_moe": "mlp", "mixtral": "block_sparse_moe"}
+
+
+def _tensors(path) -> dict:
+    return {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+
+
+@pytest.mark.parametrize("kind", MOE)
+def test_expert_lora_trained_fused_stacked_and_verified(kind, tiny_model, tmp_path):
+    model_dir = tiny_model(kind)
+    info = trained(model_dir, tmp_path, f"{kind}-lora", learning_rate=3e-3)
+    keys = json.loads((info.path / "adapter_config.json").read_text())["lora_parameters"]["keys"]
+    assert f"{EXPERTS[kind]}.switch_mlp.gate_proj" in keys  # all-linear reaches the experts
+
+    fig = fused_f32_figures(kind, model_dir, info, tmp_path / f"{kind}-f32.gguf")
+    assert fig.tokens_identical and fig.argmax_same == fig.positions
+    assert fig.max_rel_diff < 1e-3 and fig.adapter_moved > 1e-2
+
+    # the LoRA changed the fused experts, and the GGUF's stacked tensors are exactly those
+    fused = fuse_adapter(info.name, tmp_path / "fused")
+    fused_w = mx.load(str(next(fused.glob("*.safetensors"))))
+    base_w = mx.load(str(model_dir / "model.safetensors"))
+    tensors = _tensors(tmp_path / f"{kind}-f32.gguf")
+    for layer in (0, 1):
+        for proj, hf in (("gate", "w1"), ("up", "w3"), ("down", "w2")):
+            name = f"model.layers.{layer}.{EXPERTS[kind]}.switch_mlp.{proj}_proj.weight"
+            ours = np.array(fused_w[name])
+            hf_proj = hf if kind == "mixtral" else f"{proj}_proj"
+            base = np.stack([np.array(base_w[f"model.layers.{layer}.{EXPERTS[kind]}.experts."
+                                             f"{e}.{hf_proj}.weight"]) for e in range(8)])
+            assert np.abs(ours - base).max() > 1e-4, name  # the adapter reached the experts
+            stacked = np.asarray(tensors[f"blk.{layer}.ffn_{proj}_exps.weight"].data)
+            assert stacked.shape == ours.shape
+            assert np.array_equal(stacked, ours), name
+        assert tensors[f"blk.{layer}.ffn_gate_inp.weight"].tensor_type == \
+            gguf.GGMLQuantizationType.F32
+
+    # the fused folder (stacked layout) exports as the base's per-expert layout does
+    again = export_gguf(fused, tmp_path / "from-fused.gguf", "f32")
+    assert again.verification["passed"], failed_checks(again.verification)
+    # LoRA on expert tensors as an adapter GGUF (llama.cpp applies it through mul_mat_id)
+    lora = export_gguf(info.name, tmp_path / f"{kind}-lora.gguf", "f32", adapter_only=True)
+    assert lora.verification["passed"], failed_checks(lora.verification)
+    assert "blk.0.ffn_gate_exps.weight.lora_a" in _tensors(lora.path)
+    f16 = export_gguf(info.name, tmp_path / f"{kind}-f16.gguf", "f16")
+    assert f16.verification["passed"], failed_checks(f16.verification)
+    assert _tensors(f16.path)["blk.0.ffn_gate_inp.weight"].tensor_type == \
+        gguf.GGMLQuantizationType.F32
+
+
+@pytest.mark.parametrize("kind,quant", [("qwen3_moe", "q4_k_m"), ("mixtral", "q4_k_m"),
+                                        ("mixtral", "q8_0")])
+def test_moe_quant_mixture_is_byte_identical_to_llama_cpp_quantize(kind, quant, tmp_path):
+    """Same F16 source, Tailor's file vs llama_model_quantize's: the router never quantized,
+    the 8-expert rules (attn_k / attn_v Q8_0, attn_output Q5_K), the stacked experts encoded
+    as llama.cpp encodes them. 256 wide, so K-quants apply where rows allow."""
+    base = cached_tiny_model(kind, hidden_size=256, intermediate_size=512)
+    m16 = f16_copy(base, tmp_path / "m16")
+    export_gguf(m16, tmp_path / "f16.gguf", "f16", verify=False)
+    ours = export_gguf(m16, tmp_path / "ours.gguf", quant, verify=False)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = {"q4_k_m": 15, "q8_0": 7}[quant]
+    assert llama_cpp.llama_model_quantize(str(tmp_path / "f16.gguf").encode(),
+                                          str(tmp_path / "ref.gguf").encode(),
+                                          ctypes.byref(params)) == 0
+    a, b = _tensors(ours.path), _tensors(tmp_path / "ref.gguf")
+    assert set(a) == set(b)
+    for name in a:
+        assert a[name].tensor_type == b[name].tensor_type, name
+        assert np.array_equal(np.asarray(a[name].data).view(np.uint8),
+                              np.asarray(b[name].data).view(np.uint8)), name
+    T = gguf.GGMLQuantizationType
+    assert a["blk.0.ffn_gate_inp.weight"].tensor_type == T.F32
+    assert a["blk.0.attn_k.weight"].tensor_type == T.Q8_0
+    if quant == "q4_k_m":
+        assert a["blk.0.ffn_gate_exps.weight"].tensor_type == T.Q4_K
+        # 8 experts: Q5_K (Qwen3-MoE's 128-wide rows: its Q5_1 fallback), not Q4_K
+        out = a["blk.0.attn_output.weight"]
+        assert out.tensor_type == (T.Q5_K if out.shape[0] % 256 == 0 else T.Q5_1)
+
+
+@pytest.mark.parametrize("kind", MOE)
+def test_ollama_template_renders_the_jinja_prompt(kind, tiny_model):
+    ollama_renders_as_jinja(tiny_model(kind))
+
+
+def test_dora_on_expert_layers_is_refused_before_training(tiny_model, tmp_path):
+    data = write_toy_chat(tmp_path / "toy.jsonl", n=8)
+    with pytest.raises(TailorError) as e:
+        train_adapter(str(tiny_model("qwen3_moe")), data, "dora-moe", make_config(
+            iters=2, eval_every=0, method="dora", baseline_prompts=0))
+    assert "DoRA cannot train the expert layers" in e.value.message
+    assert "--targets attention" in e.value.hint
+
+
+def test_qwen3_moe_with_dense_layers_is_refused(tiny_model, tmp_path):
+    odd = edited_copy(tiny_model("qwen3_moe"), tmp_path / "odd", config={
+        "mlp_only_layers": [1]})
+    with pytest.raises(TailorError, match="dense layers among its expert layers"):
+        export_gguf(odd, tmp_path / "odd.gguf", "f32")
+    assert not (tmp_path / "odd.gguf").exists()
