@@ -456,3 +456,15 @@ class ReplyFailed(Event):
     message: str = ""
     hint: str = ""
     code: str = ""
+
+
+@dataclass
+class Metrics(Event):
+    """Preference tuning's metrics of one step (``split`` "train") or validation ("valid"):
+    loss, reward_accuracy (None when every pair tied), reward_ties, reward_margin,
+    chosen_logp, rejected_logp; nll and odds_ratio for ORPO (engine/train/preference.py)."""
+
+    kind: ClassVar[str] = "metrics"
+    iteration: int = 0
+    split: str = "train"
+    values: dict = field(default_factory=dict)

@@ -68,6 +68,21 @@ class TrainConfig:
     report_every: int = opt(1, "emit a step event every N steps", minimum=1, maximum=10**6)
     quantize_base: int = opt(0, "quantize a full-precision base to 4 or 8 bits on load "
                              "(QLoRA; 0: no)", choices=[0, 4, 8])
+    # Preference tuning (engine/train/preference.py); --method stays the adapter kind.
+    objective: str = opt("sft", "what to learn: sft (imitate the answers), dpo (prefer chosen "
+                         "over rejected against the base as reference) or orpo (SFT on chosen "
+                         "plus an odds-ratio preference term, no reference); dpo and orpo "
+                         "need prompt/chosen/rejected data", choices=["sft", "dpo", "orpo"])
+    beta: float = opt(0.1, "DPO's beta: how far the trained model may move from the reference "
+                      "(larger: stays closer)", minimum=0.0, maximum=100.0)
+    label_smoothing: float = opt(0.0, "DPO label smoothing: the share of pairs assumed "
+                                 "mislabelled (conservative DPO; 0: off)", minimum=0.0,
+                                 maximum=0.5)
+    orpo_lambda: float = opt(0.1, "ORPO's lambda: weight of the odds-ratio term beside the "
+                             "SFT loss on the chosen answers", minimum=0.0, maximum=100.0)
+    init_adapter: str = opt("", "start from this library adapter's weights (e.g. an SFT "
+                            "adapter before DPO); recorded with the run. Its settings (rank, "
+                            "targets, layers, method) must be this run's")
 
     def validate(self) -> "TrainConfig":
         problems = validate_ranges(self)
@@ -81,6 +96,11 @@ class TrainConfig:
             problems.append("val_batches = 0 would validate on nothing; use -1 (all) or 1 or more")
         if not self.targets.strip():
             problems.append("targets is empty")
+        if self.objective == "dpo" and self.method != "lora":
+            problems.append(f"dpo with --method {self.method} is not supported yet (its "
+                            "reference is the base, the LoRA adapter switched off); use lora")
+        if self.objective != "sft" and self.pack:
+            problems.append(f"{self.objective} scores whole answers: drop --pack")
         if problems:
             raise TailorError("invalid training settings: " + "; ".join(problems),
                               hint="see `tailor train --help` for each setting's range")
@@ -126,6 +146,9 @@ RESUME_FIXED_REASON = {
     "pack": _DATA,
     "eval_every": _STOPPING, "val_batches": _STOPPING, "patience": _STOPPING,
     "quantize_base": "it changes the base weights the adapter was trained on",
+    "objective": _OPTIMISER, "beta": _OPTIMISER, "label_smoothing": _OPTIMISER,
+    "orpo_lambda": _OPTIMISER,
+    "init_adapter": "the run started from that adapter's weights",
     "baseline_prompts": "the baseline is recorded once, before the run's first step, and a "
                         "resumed run keeps it",
 }

@@ -32,6 +32,7 @@ from .data_source import prepare
 from .estimate import estimate
 from .loop import NonFiniteLoss, Trainer
 from .packing import refuse_unpackable
+from .preference import check_objective, load_init_adapter, trainer_class
 
 
 def versions() -> dict:
@@ -124,9 +125,12 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
         raise TailorError("both a base model (--model) and a dataset (--data) are needed")
     data_config = data_config or DataConfig()
     run = _load(model, data, cfg, data_config, report, cancel, job)
+    check_objective(cfg, run.dataset["schema"], str(data))  # pairs for dpo/orpo only
 
     mx.random.seed(cfg.seed)  # adapter initialisation
     adapter_config = apply_adapters(run.net, cfg)
+    init = load_init_adapter(run.net, cfg, run.base["sha256"], library_dir) \
+        if cfg.init_adapter and loaded is None else None
     run_state = {"dataset_sha256": run.prepared.sha256,
                  "base_model_sha256": run.base["sha256"],
                  "adapter_shapes": adapter_shapes(trainable_weights(run.net))}
@@ -142,6 +146,8 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
                            + mem["suggestion"]))
     manifest = _open_manifest(folder, name, run, cfg, adapter_config, data_config, info_block,
                               new=loaded is None)
+    if init:
+        manifest["init_adapter"] = init  # written with the manifest's next record
     return _train_and_record(folder, name, run, cfg, adapter_config, run_state, manifest,
                              loaded, report=report, cancel=cancel, job=job,
                              batch_hook=batch_hook, library_dir=library_dir)
@@ -286,13 +292,16 @@ def _train_and_record(folder, name, run: _Loaded, cfg, adapter_config, run_state
                         steps=trainer.step, total_steps=trainer.steps,
                         trained_tokens=h.trained_tokens,
                         last_checkpoint=trainer.last_checkpoint, **extra)
+        if hasattr(h, "metrics"):  # preference tuning's reward accuracy, margins, ...
+            manifest["metrics_history"] = h.metrics
         library.write_manifest(folder, manifest)
 
     pad_id = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
-    trainer = Trainer(net, cfg, run.prepared.train, run.prepared.valid, adapter_dir=folder,
-                      run_state=run_state, report=report, cancel=cancel, job=job,
-                      pad_id=int(pad_id), batch_hook=batch_hook,
-                      on_checkpoint=lambda step, h: on_checkpoint())
+    trainer = trainer_class(cfg)(net, cfg, run.prepared.train, run.prepared.valid,
+                                 adapter_dir=folder, run_state=run_state, report=report,
+                                 cancel=cancel, job=job, pad_id=int(pad_id),
+                                 batch_hook=batch_hook,
+                                 on_checkpoint=lambda step, h: on_checkpoint())
 
     def on_checkpoint() -> None:
         # the folder always holds a loadable adapter: the latest checkpoint's weights
