@@ -236,6 +236,13 @@ class LibraryPage(QWidget):
         self.merge_button.clicked.connect(self._merge)
         self.merge_button.setEnabled(False)  # until two or more are selected
         buttons.addWidget(self.merge_button)
+        self.publish_button = QPushButton("Publish…")  # to the Hugging Face Hub (issue 23)
+        self.publish_button.setToolTip("upload the selected adapter, its model card and "
+                                       "GGUFs to the Hugging Face Hub (the files are listed "
+                                       "before anything is sent)")
+        self.publish_button.clicked.connect(self._publish)
+        self.publish_button.setEnabled(False)
+        buttons.addWidget(self.publish_button)
         dl.addLayout(buttons)
         self.tabs = QTabWidget()
         self.chart = LossChart(self.history, grid=True)
@@ -292,6 +299,8 @@ class LibraryPage(QWidget):
     def _on_selection(self, *_) -> None:
         self._show(self.selected())
         self.merge_button.setEnabled(len(self.selected_names()) >= 2)
+        a = self.selected()
+        self.publish_button.setEnabled(a is not None and a.weights.exists())
 
     def _enable(self, a) -> None:
         status = effective_status(a.manifest) if a is not None else ""
@@ -408,6 +417,15 @@ class LibraryPage(QWidget):
         self.merge_dialog.merged.connect(
             lambda name: self._changed(name, f"Merged {', '.join(names)} into “{name}”."))
         self.merge_dialog.show()
+
+    def _publish(self) -> None:
+        """Open the Publish dialog for the selected adapter (kept as ``publish_dialog``)."""
+        from ..publish_dialog import PublishDialog
+
+        name = self.selected_name()
+        if name:
+            self.publish_dialog = PublishDialog(self.state, name, self)
+            self.publish_dialog.show()
 
     def _changed(self, select: str, message: str) -> None:
         self.state.library_changed.emit()
