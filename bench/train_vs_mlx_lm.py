@@ -1,17 +1,26 @@
-"""Tailor's trainer against `mlx_lm lora` on the same model, data and settings, one epoch each.
+"""Tailor's trainer against `mlx_lm lora` on the same model, data and settings, one epoch each,
+on three length mixes in one invocation.
 
-    .venv/bin/python bench/train_vs_mlx_lm.py [--train-examples 80] [--keep DIR]
+    .venv/bin/python bench/train_vs_mlx_lm.py [--scale 1.0] [--mixes short,current,long]
+                                              [--keep DIR]
 
 Builds (no downloads) a Qwen2-style model of a few million parameters with a byte-level BPE
-vocabulary of 8192 tokens, so the output layer weighs as in real small models, and a chat
-dataset whose prompt and answer lengths spread like real ones (log-normal, 3 to ~600 tokens).
-Both trainers run as subprocesses (`python -m engine train ...` and `python -m mlx_lm lora -c
-config.yaml`) under the same small wrapper that reports MLX's peak memory at exit; the final
-validation loss of both adapters is then measured by one evaluator (mlx-lm's own `evaluate` on
-the validation set, prompts masked), so the losses are compared like for like.
+vocabulary of 8192 tokens, so the output layer weighs as in real small models, and chat
+datasets whose prompt and answer lengths spread log-normally: ``short`` (many short chats:
+~12-word prompts, ~8-word answers), ``current`` (~45-word prompts, ~30-word answers, the mix of
+the earlier figures) and ``long`` (short prompts, ~150-word answers: most tokens trained). On
+the short mix Tailor also runs with ``--pack`` (rows of about four examples, batch 1, so a
+step holds about as many examples as mlx-lm's batch of 4).
 
-Ends with one line: `speed ratio S, val loss ratio L, memory ratio M` (mlx-lm wall time over
-Tailor's; Tailor's val loss and peak memory over mlx-lm's).
+Every trainer runs as a subprocess (`python -m engine train ...`, `python -m mlx_lm lora -c
+config.yaml`) under the same small wrapper that reports MLX's peak memory at exit; the peak
+resident memory is the process's own (wait4's ru_maxrss). The final validation loss of every
+adapter is measured by one evaluator (mlx-lm's model, one validation example at a time with
+full logits, prompts masked), so the losses are compared like for like.
+
+Ends with one line per run: `MIX: speed ratio S, val loss ratio L, RSS ratio R, MLX memory
+ratio M` (mlx-lm's wall time over Tailor's; Tailor's val loss, peak RSS and MLX peak over
+mlx-lm's), each with its goal.
 """
 from __future__ import annotations
 
@@ -61,7 +70,11 @@ def _words(rng: random.Random, n: int) -> list[str]:
     return sorted(out)
 
 
-def make_chats(n: int, seed: int) -> list[dict]:
+# (examples in the training set, median prompt words, median answer words) per mix
+MIXES = {"short": (64, 12, 8), "current": (32, 45, 30), "long": (20, 10, 150)}
+
+
+def make_chats(n: int, seed: int, user_words: int = 45, answer_words: int = 30) -> list[dict]:
     """Chats with log-normal prompt/answer lengths; the answer restates the prompt's last
     words in reverse and closes with a fixed phrase, so there is something to learn."""
     rng = random.Random(seed)
@@ -69,8 +82,8 @@ def make_chats(n: int, seed: int) -> list[dict]:
     weights = [1 / (i + 1) for i in range(len(lexicon))]  # Zipf-like, as words are
     chats = []
     for _ in range(n):
-        n_user = min(400, max(3, int(rng.lognormvariate(math.log(45), 0.8))))
-        n_ans = min(300, max(2, int(rng.lognormvariate(math.log(30), 0.8))))
+        n_user = min(400, max(3, int(rng.lognormvariate(math.log(user_words), 0.8))))
+        n_ans = min(300, max(2, int(rng.lognormvariate(math.log(answer_words), 0.8))))
         user = rng.choices(lexicon, weights, k=n_user)
         echo = list(reversed(user))[:n_ans]
         answer = echo + rng.choices(lexicon, weights, k=max(0, n_ans - len(echo)))
@@ -168,70 +181,57 @@ def evaluate_adapter(model_dir: Path, adapter_dir: Path, valid_file: Path) -> fl
     return total / count
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train-examples", type=int, default=80)
-    ap.add_argument("--valid-examples", type=int, default=24)
-    ap.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
-    a = ap.parse_args()
-    a.train_examples -= a.train_examples % SETTINGS["batch_size"]  # one exact epoch for both
 
-    work = a.keep or Path(tempfile.mkdtemp(prefix="tailor-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    for sub in ("model", "data", "home", "mlx-adapter"):
-        shutil.rmtree(work / sub, ignore_errors=True)
-    train = make_chats(a.train_examples, seed=1)
-    valid = make_chats(a.valid_examples, seed=2)
-    corpus = [m["content"] for c in make_chats(3000, seed=3) for m in c["messages"]]
-    corpus += _words(random.Random(1), 12000)  # every word once, so BPE reaches 8k tokens
-    model_dir = build_model(work / "model", corpus)
-    data = work / "data"
-    data.mkdir()
-    for name, rows in (("train", train), ("valid", valid)):
-        with open(data / f"{name}.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
 
-    import mlx_lm
-    from mlx.utils import tree_flatten
 
-    model, tok = mlx_lm.load(str(model_dir))
-    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
+def _lengths(tok, chats: list[dict]) -> tuple[list[int], int]:
+    """Tokens per example (sorted) and trained tokens (answers) of ``chats``."""
     lengths, trained = [], 0
-    for c in train:
+    for c in chats:
         full = tok.apply_chat_template(c["messages"])
         prompt = tok.apply_chat_template(c["messages"][:-1], add_generation_prompt=True)
         lengths.append(len(full))
         trained += len(full) - len(prompt)
-    lengths.sort()
-    steps = a.train_examples // SETTINGS["batch_size"]
-    warm = int(round(SETTINGS["warmup"] * steps))
-    print(f"model: qwen2-style, {n_params / 1e6:.2f} M parameters, vocabulary {len(tok.vocab)}")
-    print(f"data: {len(train)} train / {len(valid)} valid chats; tokens per example min "
-          f"{lengths[0]}, median {lengths[len(lengths) // 2]}, p95 "
-          f"{lengths[int(0.95 * len(lengths))]}, max {lengths[-1]}; {sum(lengths)} tokens, "
-          f"{trained} trained (answers)")
-    print(f"settings: LoRA rank {SETTINGS['rank']} alpha {SETTINGS['alpha']} on all linear "
-          f"layers of all blocks, batch {SETTINGS['batch_size']}, lr {SETTINGS['learning_rate']}"
-          f" cosine with {warm} warm-up steps, 1 epoch = {steps} steps, prompts masked")
-    del model
+    return sorted(lengths), trained
 
-    env = {**os.environ, "TAILOR_HOME": str(work / "home"), "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
-    events = work / "tailor-events.jsonl"
+
+def _not_training() -> list[str]:
+    """Flags that turn off work a Tailor run does besides training, which mlx-lm does not do
+    (the base model's baseline answers, where this version records them)."""
+    import dataclasses
+
+    from engine.train.config import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return ["--baseline-prompts", "0"] if "baseline_prompts" in names else []
+
+
+def run_tailor(model_dir: Path, data: Path, work: Path, name: str, env: dict,
+               extra: list[str], batch_size: int) -> dict:
+    events = work / f"{name}-events.jsonl"
     events.unlink(missing_ok=True)
-    tailor = run_wrapped(
-        ["engine", "train", "--model", str(model_dir), "--data", str(data), "--name", "bench",
-         "--epochs", "1", "--batch-size", str(SETTINGS["batch_size"]),
+    out = run_wrapped(
+        ["engine", "train", "--model", str(model_dir), "--data", str(data), "--name", name,
+         "--epochs", "1", "--batch-size", str(batch_size),
          "--rank", str(SETTINGS["rank"]), "--alpha", str(SETTINGS["alpha"]),
          "--dropout", str(SETTINGS["dropout"]), "--learning-rate",
          str(SETTINGS["learning_rate"]), "--warmup", str(SETTINGS["warmup"]),
          "--grad-clip", "0", "--eval-every", "0", "--save-every", "1000000",
-         "--seed", str(SETTINGS["seed"]), "--max-seq-length", "4096", "--no-dedupe",
-         "--events", str(events), "--quiet"], env, work / "tailor.log")
-    ev = [json.loads(l) for l in events.read_text().splitlines()]
-    t_steps = [e for e in ev if e["event"] == "step"]
-    t_vals = [e["val_loss"] for e in ev if e["event"] == "validation"]
+         "--seed", str(SETTINGS["seed"]), "--no-dedupe", *_not_training(), *extra,
+         "--events", str(events), "--quiet"], env, work / f"{name}.log")
+    ev = [json.loads(line) for line in events.read_text().splitlines()]
+    out["steps"] = len([e for e in ev if e["event"] == "step"])
+    out["notes"] = [e["message"] for e in ev if e["event"] == "log"
+                    and e["message"].startswith("packing:")]
+    out["adapter"] = work / "home" / "adapters" / name
+    return out
 
+
+def run_mlx_lm(model_dir: Path, data: Path, work: Path, env: dict, steps: int) -> dict:
+    warm = int(round(SETTINGS["warmup"] * steps))
     cfg = {"model": str(model_dir), "train": True, "data": str(data), "fine_tune_type": "lora",
            "optimizer": "adam", "seed": SETTINGS["seed"], "num_layers": -1,
            "batch_size": SETTINGS["batch_size"], "iters": steps, "val_batches": -1,
@@ -246,31 +246,115 @@ def main() -> None:
     import yaml
 
     (work / "mlx-lm.yaml").write_text(yaml.safe_dump(cfg))
-    mlx = run_wrapped(["mlx_lm", "lora", "-c", str(work / "mlx-lm.yaml")], env,
+    out = run_wrapped(["mlx_lm", "lora", "-c", str(work / "mlx-lm.yaml")], env,
                       work / "mlx-lm.log")
+    out["steps"], out["adapter"] = steps, work / "mlx-adapter"
+    return out
 
-    t_loss = evaluate_adapter(model_dir, work / "home" / "adapters" / "bench",
-                              data / "valid.jsonl")
-    m_loss = evaluate_adapter(model_dir, work / "mlx-adapter", data / "valid.jsonl")
-    t_tps, m_tps = trained / tailor["wall_s"], trained / mlx["wall_s"]
-    print(f"\n{'':22}{'tailor train':>16}{'mlx_lm lora':>16}")
-    print(f"{'wall time (s)':22}{tailor['wall_s']:>16.1f}{mlx['wall_s']:>16.1f}")
-    print(f"{'trained tokens/s':22}{t_tps:>16.0f}{m_tps:>16.0f}")
-    print(f"{'peak MLX memory (MB)':22}{tailor['peak_bytes'] / 1e6:>16.1f}"
-          f"{mlx['peak_bytes'] / 1e6:>16.1f}")
-    print(f"{'max RSS (MB)':22}{tailor['max_rss_bytes'] / 1e6:>16.1f}"
-          f"{mlx['max_rss_bytes'] / 1e6:>16.1f}")
-    print(f"{'final val loss':22}{t_loss:>16.4f}{m_loss:>16.4f}")
-    print(f"(Tailor's own first/last val loss: {t_vals[0]:.4f} -> {t_vals[-1]:.4f}; "
-          f"{len(t_steps)} steps; in-loop {t_steps[-1]['tokens_per_second']:.0f} tok/s "
-          f"incl. prompts)")
-    print(f"work folder: {work}")
-    speed = mlx["wall_s"] / tailor["wall_s"]
-    loss_ratio = t_loss / m_loss
-    mem = tailor["peak_bytes"] / mlx["peak_bytes"] if mlx["peak_bytes"] else float("nan")
+
+def run_mix(mix: str, scale: float, model_dir: Path, tok, root: Path) -> list[str]:
+    """One mix: mlx-lm, Tailor (and Tailor packed on the short mix); -> its summary lines."""
+    n, user_words, answer_words = MIXES[mix]
+    n = max(SETTINGS["batch_size"], int(n * scale))
+    n -= n % SETTINGS["batch_size"]  # one exact epoch for both
+    work = root / mix
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "data").mkdir(parents=True)
+    data = work / "data"
+    train = make_chats(n, 1, user_words, answer_words)
+    _write_jsonl(data / "train.jsonl", train)
+    _write_jsonl(data / "valid.jsonl", make_chats(max(8, n // 4), 2, user_words, answer_words))
+    lengths, trained = _lengths(tok, train)
+    steps = n // SETTINGS["batch_size"]
+    print(f"\n== mix {mix!r}: {n} train chats; tokens per example min {lengths[0]}, median "
+          f"{lengths[len(lengths) // 2]}, max {lengths[-1]}; {sum(lengths)} tokens, {trained} "
+          f"trained ({100 * trained / sum(lengths):.0f}%); 1 epoch = {steps} steps of "
+          f"{SETTINGS['batch_size']}", flush=True)
+    env = {**os.environ, "TAILOR_HOME": str(work / "home"), "HF_HUB_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    runs = {"mlx_lm lora": run_mlx_lm(model_dir, data, work, env, steps)}
+    runs["tailor"] = run_tailor(model_dir, data, work, "bench", env,
+                                ["--max-seq-length", "4096"], SETTINGS["batch_size"])
+    if mix == "short":
+        # rows of about batch-size examples, one row a step: as many examples per step
+        mean = sum(lengths) / len(lengths)
+        row = max(lengths[-1], 8 * math.ceil(SETTINGS["batch_size"] * mean / 8))
+        runs["tailor --pack"] = run_tailor(model_dir, data, work, "packed", env,
+                                           ["--pack", "--max-seq-length", str(row)], 1)
+    for r in runs.values():
+        r["val_loss"] = evaluate_adapter(model_dir, r["adapter"], data / "valid.jsonl")
+        r["tps"] = trained / r["wall_s"]
+    _print_table(runs)
+    ref = runs["mlx_lm lora"]
+    lines = []
+    for label, r in runs.items():
+        if label == "mlx_lm lora":
+            continue
+        goal = 2.5 if label.endswith("--pack") else 2.0
+        speed, loss = ref["wall_s"] / r["wall_s"], r["val_loss"] / ref["val_loss"]
+        rss = r["max_rss_bytes"] / ref["max_rss_bytes"]
+        mem = r["peak_bytes"] / ref["peak_bytes"] if ref["peak_bytes"] else float("nan")
+        verdicts = [("speed", speed >= goal), ("val loss", loss <= 1.02), ("RSS", rss <= 1.0)]
+        missed = [name for name, ok in verdicts if not ok]
+        lines.append(f"{mix} / {label}: speed ratio {speed:.2f} (goal >= {goal}), val loss ratio "
+                     f"{loss:.3f} (goal <= 1.02: at most 2% worse), RSS ratio {rss:.2f} (goal "
+                     f"<= 1), MLX memory ratio {mem:.2f}: "
+                     + ("all goals met" if not missed else "NOT met: " + ", ".join(missed)))
+    for r in runs.values():
+        for note in r.get("notes", []):
+            print("  " + note)
+    return lines
+
+
+def _print_table(runs: dict) -> None:
+    print(f"{'':22}" + "".join(f"{k:>17}" for k in runs))
+    rows = [("wall time (s)", lambda r: f"{r['wall_s']:.1f}"),
+            ("optimizer steps", lambda r: f"{r['steps']}"),
+            ("trained tokens/s", lambda r: f"{r['tps']:.0f}"),
+            ("peak RSS (MB)", lambda r: f"{r['max_rss_bytes'] / 1e6:.1f}"),
+            ("peak MLX memory (MB)", lambda r: f"{r['peak_bytes'] / 1e6:.1f}"),
+            ("final val loss", lambda r: f"{r['val_loss']:.4f}")]
+    for label, cell in rows:
+        print(f"{label:22}" + "".join(f"{cell(r):>17}" for r in runs.values()), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every mix's number of training examples")
+    ap.add_argument("--mixes", default=",".join(MIXES), help="comma-separated, of: "
+                    + ", ".join(MIXES))
+    ap.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
+    a = ap.parse_args()
+    mixes = [m.strip() for m in a.mixes.split(",") if m.strip()]
+    unknown = [m for m in mixes if m not in MIXES]
+    if unknown:
+        ap.error(f"unknown mix {', '.join(unknown)}; mixes: {', '.join(MIXES)}")
+    tic, load_at_start = time.perf_counter(), os.getloadavg()[0]
+    root = a.keep or Path(tempfile.mkdtemp(prefix="tailor-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root / "model", ignore_errors=True)
+    corpus = [m["content"] for c in make_chats(3000, seed=3) for m in c["messages"]]
+    corpus += _words(random.Random(1), 12000)  # every word once, so BPE reaches 8k tokens
+    model_dir = build_model(root / "model", corpus)
+
+    import mlx_lm
+    from mlx.utils import tree_flatten
+
+    model, tok = mlx_lm.load(str(model_dir))
+    n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
+    del model
+    print(f"model: qwen2-style, {n_params / 1e6:.2f} M parameters, vocabulary {len(tok.vocab)}")
+    print(f"settings: LoRA rank {SETTINGS['rank']} alpha {SETTINGS['alpha']} on all linear "
+          f"layers of all blocks, batch {SETTINGS['batch_size']}, lr {SETTINGS['learning_rate']}"
+          f" cosine with {SETTINGS['warmup']:.0%} warm-up, one epoch, prompts masked")
+    lines = [line for mix in mixes for line in run_mix(mix, a.scale, model_dir, tok, root)]
+    print(f"\nwork folder: {root}; whole bench {time.perf_counter() - tic:.0f} s; load average "
+          f"at the end {os.getloadavg()[0]:.1f} (at the start {load_at_start:.1f}) on "
+          f"{os.cpu_count()} CPUs")
     if a.keep is None:
-        shutil.rmtree(work, ignore_errors=True)
-    print(f"speed ratio {speed:.2f}, val loss ratio {loss_ratio:.3f}, memory ratio {mem:.2f}")
+        shutil.rmtree(root, ignore_errors=True)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
