@@ -31,7 +31,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     Architecture("gemma", "Gemma", "gemma", ollama_adapter=True),
     Architecture("gemma2", "Gemma 2", "gemma2", ollama_adapter=True),
     Architecture("gemma3_text", "Gemma 3 (text)", "gemma3", ollama_adapter=False),
-    Architecture("phi3", "Phi-3", "phi3", ollama_adapter=True),
+    Architecture("phi3", "Phi-3 / Phi-4-mini", "phi3", ollama_adapter=True),
     # Newer families (issue 17). Ollama's adapter support for them is unconfirmed: fuse.
     Architecture("smollm3", "SmolLM3", "smollm3", ollama_adapter=False),
     Architecture("olmo2", "OLMo 2", "olmo2", ollama_adapter=False),

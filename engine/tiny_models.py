@@ -118,9 +118,25 @@ GRANITE_TEMPLATE = (
     "{%- endif %}"
 )
 
+PHI4_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' and 'tools' in message and message['tools'] is not none %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|tool|>' + message['tools']"
+    " + '<|/tool|>' + '<|end|>' }}"
+    "{% else %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
 # Pre-tokenizer regexes of the real families.
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
                 r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# o200k (GPT-4o; Phi-4-mini), as tokenizer.json spells it
+_O200K_UP, _O200K_LOW = r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]", r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]"
+_O200K_C = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
+O200K_SPLIT = (rf"[^\r\n\p{{L}}\p{{N}}]?{_O200K_UP}*{_O200K_LOW}+{_O200K_C}?"
+               rf"|[^\r\n\p{{L}}\p{{N}}]?{_O200K_UP}+{_O200K_LOW}*{_O200K_C}?"
+               r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
                r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
@@ -351,6 +367,16 @@ FAMILY_SPECS: dict[str, TinySpec] = {
                   residual_multiplier=0.5, logits_scaling=4.0, tie_word_embeddings=True,
                   attention_bias=False, mlp_bias=False, hidden_act="silu"),
         "bpe-granite", GRANITE_TEMPLATE, "<|end_of_text|>"),
+    "phi4mini": TinySpec(
+        "phi4mini", "Phi-4-mini style: o200k BPE, partial rotary (0.75), longrope, tied, GQA",
+        _base_cfg(model_type="phi3", architectures=["Phi3ForCausalLM"], rope_theta=10000.0,
+                  partial_rotary_factor=0.75, max_position_embeddings=131072,
+                  original_max_position_embeddings=4096, tie_word_embeddings=True,
+                  hidden_act="silu", sliding_window=None,
+                  rope_scaling={"type": "longrope",
+                                "long_factor": [1.0, 1.5, 2.5, 4.0, 7.0, 12.0],
+                                "short_factor": [1.0, 1.0, 1.1, 1.2, 1.3, 1.5]}),
+        "bpe-phi4", PHI4_TEMPLATE, "<|end|>"),
     # Mixture-of-experts: 8 experts (llama.cpp's quantizer treats 8-expert models specially)
     "qwen3_moe": TinySpec(
         "qwen3_moe", "Qwen3-MoE style: ChatML, q/k norms, 8 experts, 2 per token",
@@ -423,6 +449,12 @@ def _build_tokenizer(spec: TinySpec, out: Path) -> None:
         _train_bpe(out, split_regex=LLAMA3_SPLIT, specials=specials, vocab_size=700,
                    bos="<|endoftext|>", eos="<|endoftext|>", pad="<|pad|>", add_bos=False,
                    chat_template=spec.chat_template)
+    elif spec.tokenizer == "bpe-phi4":
+        specials = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",
+                    "<|tool|>", "<|/tool|>"]
+        _train_bpe(out, split_regex=O200K_SPLIT, specials=specials, vocab_size=700, bos=None,
+                   eos="<|endoftext|>", pad="<|endoftext|>", add_bos=False,
+                   chat_template=spec.chat_template, tokenizer_class="GPT2Tokenizer")
     elif spec.tokenizer == "bpe-granite":
         specials = ["<|end_of_text|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>",
                     "<fim_pad>", "<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]

@@ -45,6 +45,11 @@ class ArchInfo:
         return int(self.config.get("head_dim") or self.config["hidden_size"] // self.n_head)
 
     @property
+    def rope_dims(self) -> int:
+        """Rotated dimensions per head (Phi-4-mini rotates 3/4 of each head)."""
+        return int(self.head_dim * float(self.config.get("partial_rotary_factor") or 1.0))
+
+    @property
     def n_expert(self) -> int:
         """Experts per MoE layer (1: dense)."""
         c = self.config
@@ -133,7 +138,7 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
         w.add_key_length(a.head_dim)
         w.add_value_length(a.head_dim)
     if a.arch in ("qwen2", "qwen3", "qwen3moe", "phi3", "olmo2") + PERMUTED_QK:
-        w.add_rope_dimension_count(a.head_dim)
+        w.add_rope_dimension_count(a.rope_dims)
     if a.arch == "granite":
         _add_granite_scales(w, c)
     if a.n_expert > 1:
@@ -152,7 +157,7 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
         w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
         w.add_rope_scaling_factor(float(rs["factor"]))
         w.add_rope_scaling_orig_ctx_len(int(rs["original_max_position_embeddings"]))
-    elif rtype not in (None, "default", "llama3"):
+    elif rtype not in (None, "default", "llama3") and not longrope(a):
         raise TailorError(f"rope scaling {rtype!r} of this {a.model_type} model is not supported "
                           "for GGUF export")
     if a.arch == "gemma2":
@@ -178,9 +183,8 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
         w.add_rope_scaling_orig_ctx_len(int(orig))
         if c.get("sliding_window"):
             w.add_sliding_window(int(c["sliding_window"]))
-        if rs.get("long_factor") or rtype in ("longrope", "su"):
-            raise TailorError("Phi-3 long-context (longrope) models are not supported for GGUF "
-                              "export yet", hint="use a 4k-context Phi-3 model")
+        if longrope(a):
+            w.add_rope_scaling_attn_factors(longrope_attn_factor(a))
 
 
 def _add_granite_scales(w, c: dict) -> None:
@@ -192,6 +196,39 @@ def _add_granite_scales(w, c: dict) -> None:
         w.add_embedding_scale(float(c["embedding_multiplier"]))
     if c.get("residual_multiplier"):
         w.add_residual_scale(float(c["residual_multiplier"]))
+
+
+def longrope(a: ArchInfo) -> bool:
+    """Phi-3 / Phi-4-mini long-context rope (per-dimension frequency factors)."""
+    rs = a.config.get("rope_scaling") or {}
+    return a.arch == "phi3" and (rs.get("rope_type") or rs.get("type")) in ("longrope", "su")
+
+
+def longrope_attn_factor(a: ArchInfo) -> float:
+    """The attention scale longrope applies to the rotated dimensions (as mlx-lm and HF)."""
+    c = a.config
+    scale = float(c.get("max_position_embeddings") or 4096) / float(
+        c.get("original_max_position_embeddings") or 4096)
+    orig = float(c.get("original_max_position_embeddings") or 4096)
+    return math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1.0 else 1.0
+
+
+def generated_tensors(a: ArchInfo) -> list[tuple[str, np.ndarray]]:
+    """Tensors llama.cpp needs that the checkpoint does not hold: Llama 3.1+'s rope_freqs;
+    longrope's factor tables. mlx-lm applies the long factors at every length
+    (rope_utils.SuScaledRoPE), so the model was trained with them: both tables carry them, and
+    llama.cpp answers as the trained model at any context size."""
+    factors = llama3_rope_factors(a)
+    if factors is not None:
+        return [("rope_freqs.weight", factors)]
+    if longrope(a):
+        long = np.asarray(a.config["rope_scaling"]["long_factor"], dtype=np.float32)
+        if long.shape != (a.rope_dims // 2,):
+            raise TailorError(f"rope_scaling.long_factor has {long.size} values; this Phi-3 "
+                              f"model rotates {a.rope_dims} dimensions, so it needs "
+                              f"{a.rope_dims // 2}", hint="the config.json is inconsistent")
+        return [("rope_factors_long.weight", long), ("rope_factors_short.weight", long.copy())]
+    return []
 
 
 def llama3_rope_factors(a: ArchInfo) -> np.ndarray | None:

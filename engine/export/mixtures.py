@@ -66,7 +66,7 @@ class TypePlanner:
     def type_for(self, name: str, shape: tuple[int, ...]) -> T:
         """The GGML type of tensor ``name`` (numpy ``shape``: rows, cols)."""
         q = self.quant
-        if len(shape) < 2 or name.endswith("_norm.weight") or name.startswith("rope_freqs") \
+        if len(shape) < 2 or name.endswith("_norm.weight") or name.startswith(("rope_freqs", "rope_factors")) \
                 or name.endswith(".bias") or "ffn_gate_inp" in name:
             return T.F32  # (the MoE router: F32 in llama.cpp's converter, never quantized)
         if q in ("f32", "f16", "bf16"):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..events import CancelToken, Reporter, TailorError
-from .architectures import (ArchInfo, add_hparams, arch_info, gguf_name, llama3_rope_factors,
+from .architectures import (ArchInfo, add_hparams, arch_info, generated_tensors, gguf_name,
                             row_local, transform)
 from .experts import stack_experts
 from .mixtures import FILE_TYPE, TypePlanner, encode, nbytes_of
@@ -48,7 +48,8 @@ def _order_key(name: str) -> tuple:
     m = re.match(r"blk\.(\d+)\.(.*)", name)
     if m:
         return (1, int(m.group(1)), m.group(2))
-    first = {"token_embd.weight": 0, "rope_freqs.weight": 0}
+    first = {"token_embd.weight": 0, "rope_freqs.weight": 0, "rope_factors_long.weight": 0,
+             "rope_factors_short.weight": 0}
     return (first.get(name, 2), 0, name)
 
 
@@ -62,9 +63,8 @@ def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str) -> list[Planned
         name = gguf_name(a, name_map, ref.name)
         if name is not None:
             planned.append(PlannedTensor(name, ref.shape, None, 0, ref, hf_name=ref.name))
-    factors = llama3_rope_factors(a)
-    if factors is not None:
-        planned.append(PlannedTensor("rope_freqs.weight", factors.shape, None, 0, data=factors))
+    for gen_name, data in generated_tensors(a):  # rope_freqs, longrope's factor tables
+        planned.append(PlannedTensor(gen_name, data.shape, None, 0, data=data))
     planned.sort(key=lambda p: _order_key(p.name))
     names = [p.name for p in planned]
     if len(set(names)) != len(names):

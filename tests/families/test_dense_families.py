@@ -1,4 +1,4 @@
-"""SmolLM3, OLMo 2 and Granite (dense), end to end (issue 17): each tiny fixture (the family's
+"""SmolLM3, OLMo 2, Granite (dense) and Phi-4-mini, end to end (issue 17): each tiny fixture (the family's
 config keys, tokenizer kind and chat template) trained a few steps with LoRA, fused, exported to
 F32 and Q8_0 and checked in llama.cpp, its adapter alone as a GGUF LoRA applied by llama.cpp,
 its Ollama template rendering what the Jinja template renders."""
@@ -15,7 +15,7 @@ from tests.export.helpers import failed_checks
 
 from .chain import fused_f32_figures, ollama_renders_as_jinja, trained
 
-DENSE = ["smollm3", "olmo2", "granite"]
+DENSE = ["smollm3", "olmo2", "granite", "phi4mini"]
 
 
 @pytest.mark.parametrize("kind", DENSE)
@@ -66,3 +66,26 @@ def test_tied_olmo2_is_refused_with_the_reason():
     with pytest.raises(TailorError, match="separate output tensor"):
         arch_info({"model_type": "olmo2", "tie_word_embeddings": True,
                    "num_hidden_layers": 1, "num_attention_heads": 1, "hidden_size": 8}, "/m")
+
+
+def test_phi4_mini_longrope_carries_the_factors_mlx_trained_with(tiny_model, tmp_path):
+    """mlx-lm's SuScaledRoPE applies the long factors at every length (and the attention
+    factor to the rotated 3/4 of each head): both GGUF tables hold them, so llama.cpp answers
+    as the trained model whatever its context size (the F32 test above runs n_ctx 256, where
+    llama.cpp reads the short table)."""
+    import math
+
+    import gguf
+    import numpy as np
+
+    folder = tiny_model("phi4mini")
+    out = tmp_path / "phi4.gguf"
+    export_gguf(folder, out, "f32", verify=False)
+    reader = gguf.GGUFReader(str(out))
+    tensors = {t.name: np.asarray(t.data) for t in reader.tensors}
+    rs = FAMILY_SPECS["phi4mini"].config["rope_scaling"]
+    assert np.array_equal(tensors["rope_factors_long.weight"], rs["long_factor"])
+    assert np.array_equal(tensors["rope_factors_short.weight"], rs["long_factor"])
+    assert int(reader.fields["phi3.rope.dimension_count"].parts[-1][0]) == 12  # 16 x 0.75
+    attn = float(reader.fields["phi3.rope.scaling.attn_factor"].parts[-1][0])
+    assert attn == pytest.approx(math.sqrt(1 + math.log(32) / math.log(4096)), rel=1e-6)
