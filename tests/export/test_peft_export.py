@@ -1,9 +1,10 @@
 """`tailor export --adapter NAME --format peft --out DIR` (issue 23): PEFT's key names, layouts
 and LoraConfig; refusals; the user's adapter untouched; and the oracle: PEFT + CPU torch load the
 folder on the fixture base and give MLX's next-token logits (within 1e-4 relative) for LoRA,
-rsLoRA and DoRA. The oracle needs a Python with torch and peft (TAILOR_PEFT_PYTHON, or
-.venv-peft/ in the repository): kept out of the main venv, where torch would change what
-transformers imports in every engine process."""
+rsLoRA and DoRA. The oracle needs a Python with torch and peft, named by TAILOR_PEFT_PYTHON
+(scripts/make_peft_venv.sh makes one): kept out of the main venv, where torch would change
+what transformers imports in every engine process, and out of CI (about 1.2 GB and minutes to
+install, for one test)."""
 from __future__ import annotations
 
 import json
@@ -158,10 +159,8 @@ def test_a_mixture_of_experts_adapter_is_refused(tiny_model, tmp_path, capsys):
 # The oracle: PEFT itself, on CPU torch
 
 def peft_python() -> str | None:
-    for candidate in (os.environ.get("TAILOR_PEFT_PYTHON"), REPO / ".venv-peft/bin/python"):
-        if candidate and Path(candidate).is_file():
-            return str(candidate)
-    return None
+    candidate = os.environ.get("TAILOR_PEFT_PYTHON")
+    return candidate if candidate and Path(candidate).is_file() else None
 
 
 CASES = [("llama3", "lora"), ("llama3", "rslora"), ("llama3", "dora"), ("qwen2", "lora"),
@@ -176,8 +175,8 @@ def mlx_logits(base: Path, adapter: Path | None) -> np.ndarray:
     return np.array(model(mx.array([IDS]))[0, -1].astype(mx.float32), dtype=np.float64)
 
 
-@pytest.mark.skipif(peft_python() is None, reason="needs a Python with torch and peft: "
-                    "TAILOR_PEFT_PYTHON or .venv-peft/ (see tests/export/peft_oracle.py)")
+@pytest.mark.skipif(peft_python() is None, reason="needs a Python with torch and peft named "
+                    "by TAILOR_PEFT_PYTHON (scripts/make_peft_venv.sh)")
 def test_peft_gives_mlx_logits_for_lora_rslora_and_dora(tiny_model, tmp_path):
     cases, expected = [], {}
     for i, (kind, method) in enumerate(CASES):
