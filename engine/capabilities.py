@@ -18,8 +18,6 @@ class Architecture:
     family: str              # the name a user knows
     gguf: str | None         # llama.cpp's architecture name the exporter writes; None: no export
     ollama_adapter: bool     # Ollama applies a GGUF LoRA adapter of this family (else: fuse)
-    # Why there is no GGUF export (gguf None): said to the user as it stands, one sentence.
-    refusal: str = ""
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
@@ -36,9 +34,27 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     Architecture("smollm3", "SmolLM3", "smollm3", ollama_adapter=False),
     Architecture("olmo2", "OLMo 2", "olmo2", ollama_adapter=False),
     Architecture("granite", "Granite 3 / 4 (dense)", "granite", ollama_adapter=False),
+    Architecture("ministral3", "Ministral 3 / Mistral 3 (text)", "mistral3",
+                 ollama_adapter=False),
     Architecture("qwen3_moe", "Qwen3-MoE", "qwen3moe", ollama_adapter=False),
     # Mixtral is llama with experts in llama.cpp (Ollama applies attention LoRA as for llama)
     Architecture("mixtral", "Mixtral", "llama", ollama_adapter=True),
+)}
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A family mlx-lm trains whose GGUF export Tailor refuses, and why (said as it stands)."""
+
+    model_type: str
+    family: str
+    reason: str
+
+
+UNSUPPORTED: dict[str, Unsupported] = {u.model_type: u for u in (
+    Unsupported("mistral3", "Mistral 3 (with vision)",
+                "Mistral 3 with its vision tower (model_type 'mistral3') is not supported for "
+                "GGUF export; only the text model (ministral3) is"),
 )}
 
 # Hugging Face model types the GGUF exporter writes, and llama.cpp architectures whose LoRA
@@ -72,8 +88,7 @@ def gguf_support(config: dict) -> tuple[bool, str]:
                        "GGUF export; only the text model (gemma3_text) is")
     if exports_gguf(model_type):
         return True, ""
-    row = ARCHITECTURES.get(model_type)
-    if row and row.refusal:
-        return False, row.refusal
+    if model_type in UNSUPPORTED:
+        return False, UNSUPPORTED[model_type].reason
     return False, (f"GGUF export does not support {model_type} yet; supported: "
                    f"{', '.join(sorted(GGUF_MODEL_TYPES))}")

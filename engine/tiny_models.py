@@ -128,6 +128,16 @@ PHI4_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}"
 )
 
+MINISTRAL3_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{{ '[SYSTEM_PROMPT]' + messages[0]['content'] + '[/SYSTEM_PROMPT]' }}"
+    "{% set loop_messages = messages[1:] %}{% else %}{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if message['role'] == 'user' %}{{ '[INST]' + message['content'] + '[/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+
 # Pre-tokenizer regexes of the real families.
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
                 r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -137,6 +147,10 @@ _O200K_C = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
 O200K_SPLIT = (rf"[^\r\n\p{{L}}\p{{N}}]?{_O200K_UP}*{_O200K_LOW}+{_O200K_C}?"
                rf"|[^\r\n\p{{L}}\p{{N}}]?{_O200K_UP}+{_O200K_LOW}*{_O200K_C}?"
                r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Tekken (Mistral Nemo, Ministral 3), as tokenizer.json spells it
+TEKKEN_SPLIT = (rf"[^\r\n\p{{L}}\p{{N}}]?{_O200K_UP}*{_O200K_LOW}+"
+                rf"|[^\r\n\p{{L}}\p{{N}}]?{_O200K_UP}+{_O200K_LOW}*"
+                r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
                r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
@@ -377,6 +391,18 @@ FAMILY_SPECS: dict[str, TinySpec] = {
                                 "long_factor": [1.0, 1.5, 2.5, 4.0, 7.0, 12.0],
                                 "short_factor": [1.0, 1.0, 1.1, 1.2, 1.3, 1.5]}),
         "bpe-phi4", PHI4_TEMPLATE, "<|end|>"),
+    "ministral3": TinySpec(
+        "ministral3", "Ministral 3 (text) style: Tekken BPE, [INST] template, YaRN rope with "
+        "Llama 4 attention temperature (from position 8 on), tied",
+        _base_cfg(model_type="ministral3", architectures=["Ministral3ForCausalLM"],
+                  head_dim=16, max_position_embeddings=128, tie_word_embeddings=True,
+                  hidden_act="silu", sliding_window=None,
+                  layer_types=["full_attention", "full_attention"],
+                  rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0,
+                                   "factor": 16.0, "original_max_position_embeddings": 8,
+                                   "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0,
+                                   "mscale_all_dim": 1.0, "llama_4_scaling_beta": 0.1}),
+        "bpe-tekken", MINISTRAL3_TEMPLATE, "</s>"),
     # Mixture-of-experts: 8 experts (llama.cpp's quantizer treats 8-expert models specially)
     "qwen3_moe": TinySpec(
         "qwen3_moe", "Qwen3-MoE style: ChatML, q/k norms, 8 experts, 2 per token",
@@ -455,6 +481,12 @@ def _build_tokenizer(spec: TinySpec, out: Path) -> None:
         _train_bpe(out, split_regex=O200K_SPLIT, specials=specials, vocab_size=700, bos=None,
                    eos="<|endoftext|>", pad="<|endoftext|>", add_bos=False,
                    chat_template=spec.chat_template, tokenizer_class="GPT2Tokenizer")
+    elif spec.tokenizer == "bpe-tekken":
+        specials = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]",
+                    "[/SYSTEM_PROMPT]"]
+        _train_bpe(out, split_regex=TEKKEN_SPLIT, specials=specials, vocab_size=700, bos="<s>",
+                   eos="</s>", pad=None, add_bos=True, chat_template=spec.chat_template,
+                   extra_config={"unk_token": "<unk>"})
     elif spec.tokenizer == "bpe-granite":
         specials = ["<|end_of_text|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>",
                     "<fim_pad>", "<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]

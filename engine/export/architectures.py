@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..capabilities import ARCHITECTURES, GGUF_MODEL_TYPES, gguf_architecture, gguf_support
+from ..capabilities import UNSUPPORTED, GGUF_MODEL_TYPES, gguf_architecture, gguf_support
 from ..events import TailorError
 from .experts import stacked_gguf_name
 
 GEMMAS = ("gemma", "gemma2", "gemma3")
 # llama.cpp runs these with its "normal" (interleaved) rotary layout, so HF's rotate-half Q/K
 # rows are permuted as convert_hf_to_gguf's LlamaModel does (llama-model.cpp llama_rope_type).
-PERMUTED_QK = ("llama", "smollm3", "granite")
+PERMUTED_QK = ("llama", "smollm3", "granite", "mistral3")
 # Tensors in HF checkpoints that llama.cpp computes itself.
 SKIP_RE = re.compile(r"(rotary_emb\.inv_freq|\.attention\.masked_bias|\.attn\.bias)$")
 
@@ -68,7 +68,7 @@ def arch_info(config: dict, source: str = "") -> ArchInfo:
         raise TailorError(f"{source}: {gguf_support(config)[1]}",
                           hint="use a text-only Gemma 3 checkpoint (1B, or a text extraction)")
     arch = gguf_architecture(model_type)
-    if arch is None and model_type in ARCHITECTURES and ARCHITECTURES[model_type].refusal:
+    if arch is None and model_type in UNSUPPORTED:
         raise TailorError(f"{source}: {gguf_support(config)[1]}",
                           hint="fuse and use the MLX model, or export another family")
     if arch is None:
@@ -132,7 +132,7 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
     w.add_head_count(a.n_head)
     w.add_head_count_kv(a.n_kv_head)
     w.add_layer_norm_rms_eps(float(c.get("rms_norm_eps", 1e-6)))
-    w.add_rope_freq_base(float(c.get("rope_theta", 10000.0)))
+    w.add_rope_freq_base(rope_theta(c))
     w.add_vocab_size(int(n_vocab))
     if a.head_dim * a.n_head != int(c["hidden_size"]) or a.arch in ("qwen3", "qwen3moe") + GEMMAS:
         w.add_key_length(a.head_dim)
@@ -146,20 +146,7 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
         w.add_expert_used_count(int(c.get("num_experts_per_tok") or 2))
         if c.get("moe_intermediate_size"):
             w.add_expert_feed_forward_length(int(c["moe_intermediate_size"]))
-    rs = c.get("rope_scaling") or {}
-    rtype = rs.get("rope_type") or rs.get("type")
-    if rtype == "linear" and rs.get("factor"):
-        import gguf
-        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        w.add_rope_scaling_factor(float(rs["factor"]))
-    elif rtype == "yarn" and rs.get("factor"):
-        import gguf
-        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
-        w.add_rope_scaling_factor(float(rs["factor"]))
-        w.add_rope_scaling_orig_ctx_len(int(rs["original_max_position_embeddings"]))
-    elif rtype not in (None, "default", "llama3") and not longrope(a):
-        raise TailorError(f"rope scaling {rtype!r} of this {a.model_type} model is not supported "
-                          "for GGUF export")
+    _add_rope_scaling(w, a)
     if a.arch == "gemma2":
         if c.get("attn_logit_softcapping"):
             w.add_attn_logit_softcapping(float(c["attn_logit_softcapping"]))
@@ -185,6 +172,51 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
             w.add_sliding_window(int(c["sliding_window"]))
         if longrope(a):
             w.add_rope_scaling_attn_factors(longrope_attn_factor(a))
+
+
+def rope_params(c: dict) -> dict:
+    """The rope settings: ``rope_scaling`` (older configs) or ``rope_parameters`` (newer ones,
+    Ministral 3: rope_theta inside)."""
+    return c.get("rope_scaling") or c.get("rope_parameters") or {}
+
+
+def rope_theta(c: dict) -> float:
+    return float(c.get("rope_theta") or rope_params(c).get("rope_theta") or 10000.0)
+
+
+def _add_rope_scaling(w, a: ArchInfo) -> None:
+    import gguf
+
+    rs = rope_params(a.config)
+    rtype = rs.get("rope_type") or rs.get("type")
+    if rtype == "linear" and rs.get("factor"):
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(rs["factor"]))
+    elif rtype == "yarn" and rs.get("factor"):
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(float(rs["factor"]))
+        w.add_rope_scaling_orig_ctx_len(int(rs["original_max_position_embeddings"]))
+        if rs.get("beta_fast") is not None:
+            w.add_rope_scaling_yarn_beta_fast(float(rs["beta_fast"]))
+        if rs.get("beta_slow") is not None:
+            w.add_rope_scaling_yarn_beta_slow(float(rs["beta_slow"]))
+        if a.arch == "mistral3":
+            _add_ministral3_yarn(w, a, rs)
+    elif rtype not in (None, "default", "llama3") and not longrope(a):
+        raise TailorError(f"rope scaling {rtype!r} of this {a.model_type} model is not supported "
+                          "for GGUF export")
+
+
+def _add_ministral3_yarn(w, a: ArchInfo, rs: dict) -> None:
+    """Ministral 3: YaRN's mscale_all_dim as llama.cpp's log multiplier (which assumes mscale
+    1), and Llama 4's attention temperature (beta; llama.cpp floors by the original context)."""
+    if float(rs.get("mscale", 1.0) or 1.0) != 1.0:
+        raise TailorError(f"this Ministral 3 uses YaRN mscale {rs['mscale']}; llama.cpp assumes "
+                          "1, so the GGUF would answer differently",
+                          hint="only Ministral 3 models with mscale 1 export")
+    w.add_rope_scaling_yarn_log_mul(float(rs.get("mscale_all_dim") or 0.0))
+    if rs.get("llama_4_scaling_beta"):
+        w.add_attn_temperature_scale(float(rs["llama_4_scaling_beta"]))
 
 
 def _add_granite_scales(w, c: dict) -> None:
@@ -236,7 +268,7 @@ def llama3_rope_factors(a: ArchInfo) -> np.ndarray | None:
     rs = a.config.get("rope_scaling") or {}
     if a.arch != "llama" or (rs.get("rope_type") or rs.get("type")) != "llama3":
         return None
-    base = float(a.config.get("rope_theta", 10000.0))
+    base = rope_theta(a.config)
     dim = a.head_dim
     factor = float(rs.get("factor", 8.0))
     low, high = float(rs.get("low_freq_factor", 1.0)), float(rs.get("high_freq_factor", 4.0))

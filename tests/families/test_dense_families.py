@@ -1,4 +1,4 @@
-"""SmolLM3, OLMo 2, Granite (dense) and Phi-4-mini, end to end (issue 17): each tiny fixture (the family's
+"""SmolLM3, OLMo 2, Granite (dense), Phi-4-mini and Ministral 3 (text), end to end (issue 17): each tiny fixture (the family's
 config keys, tokenizer kind and chat template) trained a few steps with LoRA, fused, exported to
 F32 and Q8_0 and checked in llama.cpp, its adapter alone as a GGUF LoRA applied by llama.cpp,
 its Ollama template rendering what the Jinja template renders."""
@@ -15,7 +15,7 @@ from tests.export.helpers import failed_checks
 
 from .chain import fused_f32_figures, ollama_renders_as_jinja, trained
 
-DENSE = ["smollm3", "olmo2", "granite", "phi4mini"]
+DENSE = ["smollm3", "olmo2", "granite", "phi4mini", "ministral3"]
 
 
 @pytest.mark.parametrize("kind", DENSE)
@@ -89,3 +89,28 @@ def test_phi4_mini_longrope_carries_the_factors_mlx_trained_with(tiny_model, tmp
     assert int(reader.fields["phi3.rope.dimension_count"].parts[-1][0]) == 12  # 16 x 0.75
     attn = float(reader.fields["phi3.rope.scaling.attn_factor"].parts[-1][0])
     assert attn == pytest.approx(math.sqrt(1 + math.log(32) / math.log(4096)), rel=1e-6)
+
+
+def test_ministral3_yarn_and_attention_temperature_are_written(tiny_model, tmp_path):
+    """The fixture's original context is 8 positions, so the F32 test above runs Llama 4's
+    attention temperature from position 8 on; here the keys llama.cpp reads for it."""
+    import gguf
+
+    out = tmp_path / "m3.gguf"
+    export_gguf(tiny_model("ministral3"), out, "f32", verify=False)
+    fields = gguf.GGUFReader(str(out)).fields
+
+    def value(key):
+        return float(fields[key].parts[-1][0])
+
+    assert value("mistral3.attention.temperature_scale") == pytest.approx(0.1)
+    assert value("mistral3.rope.scaling.yarn_log_multiplier") == 1.0
+    assert value("mistral3.rope.scaling.factor") == 16.0
+    assert value("mistral3.rope.scaling.original_context_length") == 8
+    assert value("mistral3.rope.freq_base") == 1000000.0
+
+
+def test_mistral3_with_its_vision_tower_is_refused_with_the_reason():
+    with pytest.raises(TailorError) as e:
+        arch_info({"model_type": "mistral3", "text_config": {"model_type": "ministral3"}}, "/m")
+    assert "vision" in e.value.message and "ministral3" in e.value.message
