@@ -37,6 +37,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     Architecture("ministral3", "Ministral 3 / Mistral 3 (text)", "mistral3",
                  ollama_adapter=False),
     Architecture("qwen3_moe", "Qwen3-MoE", "qwen3moe", ollama_adapter=False),
+    Architecture("granitemoe", "Granite MoE (3.x)", "granitemoe", ollama_adapter=False),
     # Mixtral is llama with experts in llama.cpp (Ollama applies attention LoRA as for llama)
     Architecture("mixtral", "Mixtral", "llama", ollama_adapter=True),
 )}

@@ -418,6 +418,15 @@ FAMILY_SPECS: dict[str, TinySpec] = {
                   rope_theta=1000000.0, tie_word_embeddings=False, hidden_act="silu",
                   num_local_experts=8, num_experts_per_tok=2, intermediate_size=64),
         "spm-llama", LLAMA2_TEMPLATE, "</s>"),
+    "granitemoe": TinySpec(
+        "granitemoe", "Granite MoE style: GPT-2 BPE, start_of_role template, mu-P multipliers, "
+        "8 experts (gate and up stacked in one input_linear), 2 per token",
+        _base_cfg(model_type="granitemoe", architectures=["GraniteMoeForCausalLM"],
+                  rope_theta=10000.0, attention_multiplier=0.0625, embedding_multiplier=6.0,
+                  residual_multiplier=0.5, logits_scaling=4.0, tie_word_embeddings=True,
+                  attention_bias=False, hidden_act="silu", num_local_experts=8,
+                  num_experts_per_tok=2, intermediate_size=64),
+        "bpe-granite", GRANITE_TEMPLATE, "<|end_of_text|>"),
 }
 FAMILY_KINDS = list(FAMILY_SPECS)
 SPECS.update(FAMILY_SPECS)
@@ -561,7 +570,7 @@ def build_tiny_model(kind: str, out: Path | str, *, seed: int = 0, hidden_size: 
             if "embed_tokens" in name:
                 arr = rng.normal(0, embed_std, shape)
         weights[name] = mx.array(arr.astype(np.float32))
-    weights = _hf_expert_layout(weights)
+    weights = _hf_expert_layout(weights, config["model_type"])
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
     (out / "TINY_MODEL.json").write_text(json.dumps(
         {"kind": kind, "builder_version": BUILDER_VERSION, "seed": seed,
@@ -570,10 +579,21 @@ def build_tiny_model(kind: str, out: Path | str, *, seed: int = 0, hidden_size: 
     return out
 
 
-def _hf_expert_layout(weights: dict) -> dict:
+def _hf_expert_layout(weights: dict, model_type: str) -> dict:
     """MLX's stacked experts (``switch_mlp.P``) as Hugging Face checkpoints hold them: one
-    tensor per expert (Mixtral: w1/w2/w3), so the fixtures load through mlx-lm's sanitize and
-    the exporter's stacking as real MoE checkpoints do. Dense models pass unchanged."""
+    tensor per expert (Mixtral: w1/w2/w3; Granite MoE: stacked, gate and up in one), so the
+    fixtures load through mlx-lm's sanitize and the exporter's stacking as real MoE
+    checkpoints do. Dense models pass unchanged."""
+    import mlx.core as mx
+
+    if model_type == "granitemoe":
+        out = {k: v for k, v in weights.items() if ".switch_mlp." not in k}
+        for k in [k for k in weights if k.endswith("switch_mlp.gate_proj.weight")]:
+            prefix = k.split(".switch_mlp.")[0]
+            out[f"{prefix}.input_linear.weight"] = mx.concatenate(
+                [weights[k], weights[f"{prefix}.switch_mlp.up_proj.weight"]], axis=1)
+            out[f"{prefix}.output_linear.weight"] = weights[f"{prefix}.switch_mlp.down_proj.weight"]
+        return out
     out = {}
     mixtral_names = {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"}
     for name, value in weights.items():

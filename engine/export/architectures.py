@@ -17,7 +17,7 @@ from .experts import stacked_gguf_name
 GEMMAS = ("gemma", "gemma2", "gemma3")
 # llama.cpp runs these with its "normal" (interleaved) rotary layout, so HF's rotate-half Q/K
 # rows are permuted as convert_hf_to_gguf's LlamaModel does (llama-model.cpp llama_rope_type).
-PERMUTED_QK = ("llama", "smollm3", "granite", "mistral3")
+PERMUTED_QK = ("llama", "smollm3", "granite", "granitemoe", "mistral3")
 # Tensors in HF checkpoints that llama.cpp computes itself.
 SKIP_RE = re.compile(r"(rotary_emb\.inv_freq|\.attention\.masked_bias|\.attn\.bias)$")
 
@@ -139,7 +139,7 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
         w.add_value_length(a.head_dim)
     if a.arch in ("qwen2", "qwen3", "qwen3moe", "phi3", "olmo2") + PERMUTED_QK:
         w.add_rope_dimension_count(a.rope_dims)
-    if a.arch == "granite":
+    if a.arch in ("granite", "granitemoe"):
         _add_granite_scales(w, c)
     if a.n_expert > 1:
         w.add_expert_count(a.n_expert)

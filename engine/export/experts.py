@@ -21,6 +21,9 @@ from ..events import TailorError
 _HF_EXPERT = re.compile(r"(.*\.(?:mlp|block_sparse_moe))\.experts\.(\d+)\.(\w+)\.weight$")
 # Mixtral's names for the three projections
 _MIXTRAL = {"w1": "gate_proj", "w2": "down_proj", "w3": "up_proj"}
+# Granite MoE's stacked tensors (JetMoE's parallel experts: gate and up in one)
+_GRANITE_IN = re.compile(r"(.*\.block_sparse_moe)\.input_linear\.weight$")
+_GRANITE_OUT = re.compile(r"(.*\.block_sparse_moe)\.output_linear\.weight$")
 # A stacked projection (MLX's name) -> llama.cpp's tensor
 STACKED = re.compile(r"model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.switch_mlp\."
                      r"(gate|up|down)_proj\.weight$")
@@ -52,6 +55,47 @@ class StackedRef:
         return np.stack([p.read(keep_f16=keep_f16) for p in self.parts[row0:row1]])
 
 
+@dataclass
+class SlicedRef:
+    """Rows [lo, hi) of every expert of a stacked [experts, rows, cols] tensor, under another
+    name (Granite MoE's input_linear holds gate then up; llama.cpp wants them apart)."""
+
+    name: str
+    source: object  # the TensorRef of the whole stack
+    lo: int
+    hi: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        e, _rows, cols = self.source.shape
+        return (e, self.hi - self.lo, cols)
+
+    @property
+    def rows(self) -> int:
+        return self.source.shape[0]
+
+    @property
+    def row_elems(self) -> int:
+        return (self.hi - self.lo) * self.source.shape[2]
+
+    def read(self, row0: int = 0, row1: int | None = None, *,
+             keep_f16: bool = False) -> np.ndarray:
+        return self.source.read(row0, row1, keep_f16=keep_f16)[:, self.lo:self.hi]
+
+
+def _granite_moe(r) -> list | None:
+    """Granite MoE's input_linear as gate and up, output_linear as down (None: not one)."""
+    m = _GRANITE_IN.match(r.name)
+    if m and len(r.shape) == 3 and r.shape[1] % 2 == 0:
+        half = r.shape[1] // 2
+        return [SlicedRef(f"{m.group(1)}.switch_mlp.gate_proj.weight", r, 0, half),
+                SlicedRef(f"{m.group(1)}.switch_mlp.up_proj.weight", r, half, 2 * half)]
+    m = _GRANITE_OUT.match(r.name)
+    if m and len(r.shape) == 3:
+        return [SlicedRef(f"{m.group(1)}.switch_mlp.down_proj.weight", r, 0, r.shape[1])]
+    return None
+
+
 def stack_experts(refs: list) -> list:
     """``refs`` with each layer's per-expert tensors replaced by one StackedRef per projection
     (TailorError for a layer whose experts are missing or differ in shape)."""
@@ -60,7 +104,7 @@ def stack_experts(refs: list) -> list:
     for r in refs:
         m = _HF_EXPERT.match(r.name)
         if not m:
-            rest.append(r)
+            rest += _granite_moe(r) or [r]
             continue
         prefix, expert, proj = m.group(1), int(m.group(2)), m.group(3)
         groups.setdefault((prefix, _MIXTRAL.get(proj, proj)), {})[expert] = r

@@ -1,4 +1,4 @@
-"""Qwen3-MoE and Mixtral end to end (issue 17): LoRA on the expert layers (mlx-lm's switch
+"""Qwen3-MoE, Mixtral and Granite MoE end to end (issue 17): LoRA on the expert layers (mlx-lm's switch
 layers) trained, fused and exported; the experts stacked into llama.cpp's ``*_exps`` tensors
 (from the Hugging Face per-expert layout of the base and the stacked layout of a fused folder),
 the router kept F32 in every export, the quantization mixture byte for byte llama.cpp's own."""
@@ -25,8 +25,22 @@ from tests.train.conftest import write_toy_chat
 
 from .chain import fused_f32_figures, ollama_renders_as_jinja, trained
 
-MOE = ["qwen3_moe", "mixtral"]
-EXPERTS = {"qwen3_moe": "mlp", "mixtral": "block_sparse_moe"}
+MOE = ["qwen3_moe", "mixtral", "granitemoe"]
+EXPERTS = {"qwen3_moe": "mlp", "mixtral": "block_sparse_moe", "granitemoe": "block_sparse_moe"}
+
+
+def _base_experts(kind: str, base_w: dict, layer: int, proj: str) -> np.ndarray:
+    """[experts, rows, cols] of the base checkpoint, from its Hugging Face layout."""
+    prefix = f"model.layers.{layer}.{EXPERTS[kind]}"
+    if kind == "granitemoe":  # stacked, gate and up in one
+        if proj == "down":
+            return np.array(base_w[f"{prefix}.output_linear.weight"])
+        both = np.array(base_w[f"{prefix}.input_linear.weight"])
+        half = both.shape[1] // 2
+        return both[:, :half] if proj == "gate" else both[:, half:]
+    name = {"gate": "w1", "up": "w3", "down": "w2"}[proj] if kind == "mixtral" \
+        else f"{proj}_proj"
+    return np.stack([np.array(base_w[f"{prefix}.experts.{e}.{name}.weight"]) for e in range(8)])
 
 
 def _tensors(path) -> dict:
@@ -50,12 +64,10 @@ def test_expert_lora_trained_fused_stacked_and_verified(kind, tiny_model, tmp_pa
     base_w = mx.load(str(model_dir / "model.safetensors"))
     tensors = _tensors(tmp_path / f"{kind}-f32.gguf")
     for layer in (0, 1):
-        for proj, hf in (("gate", "w1"), ("up", "w3"), ("down", "w2")):
+        for proj in ("gate", "up", "down"):
             name = f"model.layers.{layer}.{EXPERTS[kind]}.switch_mlp.{proj}_proj.weight"
             ours = np.array(fused_w[name])
-            hf_proj = hf if kind == "mixtral" else f"{proj}_proj"
-            base = np.stack([np.array(base_w[f"model.layers.{layer}.{EXPERTS[kind]}.experts."
-                                             f"{e}.{hf_proj}.weight"]) for e in range(8)])
+            base = _base_experts(kind, base_w, layer, proj)
             assert np.abs(ours - base).max() > 1e-4, name  # the adapter reached the experts
             stacked = np.asarray(tensors[f"blk.{layer}.ffn_{proj}_exps.weight"].data)
             assert stacked.shape == ours.shape
@@ -77,7 +89,7 @@ def test_expert_lora_trained_fused_stacked_and_verified(kind, tiny_model, tmp_pa
 
 
 @pytest.mark.parametrize("kind,quant", [("qwen3_moe", "q4_k_m"), ("mixtral", "q4_k_m"),
-                                        ("mixtral", "q8_0")])
+                                        ("mixtral", "q8_0"), ("granitemoe", "q4_k_m")])
 def test_moe_quant_mixture_is_byte_identical_to_llama_cpp_quantize(kind, quant, tmp_path):
     """Same F16 source, Tailor's file vs llama_model_quantize's: the router never quantized,
     the 8-expert rules (attn_k / attn_v Q8_0, attn_output Q5_K), the stacked experts encoded
