@@ -21,6 +21,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=list(PRESETS),
                    help="; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
     add_dataclass_args(p, TrainConfig)
+    g = p.add_argument_group("several machines (data-parallel, MLX's mlx.launch)")
+    g.add_argument("--ranks", type=int, default=0, metavar="N",
+                   help="train with N processes on this machine (data-parallel; the global "
+                        "batch is split across them)")
+    g.add_argument("--hosts", metavar="FILE|H1,H2",
+                   help="train on several machines: an MLX host file (JSON) or host names "
+                        "separated by commas; each is checked over ssh first")
     from ..data import DataConfig
 
     g = p.add_argument_group("data")
@@ -28,8 +35,12 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, job) -> int:
+    from .launch import dispatch
     from .run import train_adapter, train_result
 
+    ended = dispatch(args, job)  # --ranks/--hosts: the launcher, or a rank other than 0
+    if ended is not None:
+        return ended
     overrides = overrides_from_args(TrainConfig, args)
     from ..data import DataConfig
 

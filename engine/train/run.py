@@ -32,7 +32,8 @@ from .data_source import prepare
 from .estimate import estimate
 from .loop import NonFiniteLoss, Trainer
 from .packing import refuse_unpackable
-from .preference import check_objective, load_init_adapter, trainer_class
+from .preference import check_objective, load_init_adapter
+from .distributed import run_record as distributed_record, trainer_for
 
 
 def versions() -> dict:
@@ -146,6 +147,7 @@ def _train_locked(model, data, name, cfg, *, data_config, resume, report, cancel
                            + mem["suggestion"]))
     manifest = _open_manifest(folder, name, run, cfg, adapter_config, data_config, info_block,
                               new=loaded is None)
+    manifest["distributed"] = info_block["distributed"]  # written with the next record
     if init:
         manifest["init_adapter"] = init  # written with the manifest's next record
     return _train_and_record(folder, name, run, cfg, adapter_config, run_state, manifest,
@@ -241,7 +243,8 @@ def _plan_info(run: _Loaded, cfg: TrainConfig, loaded, machine_memory) -> dict:
                            "trainable": count(trainable_weights(run.net))},
             "memory": mem, "dataset": run.dataset, "base_model": run.base,
             "resumed_from": str(loaded.path) if loaded else None,
-            "model_notes": run.model_notes}
+            "model_notes": run.model_notes,
+            "distributed": distributed_record()}  # ranks and hosts (engine/train/distributed.py)
 
 
 def _open_manifest(folder: Path, name: str, run: _Loaded, cfg: TrainConfig,
@@ -297,7 +300,7 @@ def _train_and_record(folder, name, run: _Loaded, cfg, adapter_config, run_state
         library.write_manifest(folder, manifest)
 
     pad_id = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
-    trainer = trainer_class(cfg)(net, cfg, run.prepared.train, run.prepared.valid,
+    trainer = trainer_for(cfg)(net, cfg, run.prepared.train, run.prepared.valid,
                                  adapter_dir=folder, run_state=run_state, report=report,
                                  cancel=cancel, job=job, pad_id=int(pad_id),
                                  batch_hook=batch_hook,

@@ -1,0 +1,347 @@
+"""Data-parallel training on MLX's distributed engine (``mx.distributed``, ring or MPI backend,
+started by ``mlx.launch``; see engine/train/launch.py).
+
+Every rank holds the whole model. Micro-batch ``m`` of a run is the same global batch whatever
+the number of ranks (engine/train/batching.py); rank ``r`` of ``R`` trains the examples
+``r, r + R, ...`` of it. Each rank's gradient of its own token-mean loss is weighted by its share
+of the global batch's trained tokens and the weighted gradients are summed across ranks, so a
+step on R ranks of batch b is the step one process makes on batch R x b (up to float rounding).
+Validation is sharded the same way and summed. Rank 0 alone writes checkpoints, the manifest and
+events; the others train in silence. All ranks agree on every stop: the loss and validation loss
+are global values, and a cancel on any rank is summed into the next batch's token counts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import threading
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+
+from ..events import Cancelled, CancelToken, TailorError
+from .adapters import trainable_weights
+from .batching import Batch
+from .loop import Trainer
+
+# a rank whose peer is gone and that is not out within this many seconds of the launcher's
+# SIGTERM exits anyway (a blocked receive must not keep a dead run alive)
+TERMINATE_GRACE_S = 20.0
+
+_GROUP = None
+
+
+def rank_environment() -> bool:
+    """True in a process started by mlx.launch (it sets MLX_RANK for every backend)."""
+    return "MLX_RANK" in os.environ
+
+
+def group():
+    """This process's distributed group, or None when it runs alone."""
+    global _GROUP
+    if _GROUP is None and rank_environment():
+        try:
+            _GROUP = mx.distributed.init(strict=True)
+        except RuntimeError as e:
+            raise TailorError(f"cannot join the distributed run: {e}",
+                              hint="start several ranks with tailor train --ranks N or "
+                                   "--hosts; check the hosts can reach each other") from None
+    return _GROUP if _GROUP is not None and _GROUP.size() > 1 else None
+
+
+def world() -> tuple[int, int]:
+    """(rank, number of ranks); (0, 1) alone."""
+    g = group()
+    return (g.rank(), g.size()) if g is not None else (0, 1)
+
+
+def is_peer_lost(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("[ring]" in text or "[mpi]" in text
+                                            or "peer" in text)
+
+
+class RankLost(TailorError):
+    def __init__(self, detail: str, checkpoint: str, name: str):
+        kept = (f"the last complete checkpoint is {checkpoint}" if checkpoint
+                else "no checkpoint had been written yet")
+        super().__init__(f"another rank of the distributed run stopped ({detail}); training "
+                         f"ended and {kept}",
+                         hint=f"continue on this machine alone with `tailor train --resume "
+                              f"{name}`, or with the same --ranks/--hosts")
+
+
+def broadcast_array(x: mx.array, g) -> mx.array:
+    """Rank 0's ``x`` on every rank (a sum where the other ranks add zeros)."""
+    return mx.distributed.all_sum(x if g.rank() == 0 else mx.zeros_like(x), group=g)
+
+
+def broadcast_json(obj, g):
+    """Rank 0's JSON-able ``obj`` on every rank."""
+    data = np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8) if g.rank() == 0 \
+        else np.zeros(0, dtype=np.uint8)
+    n = int(broadcast_array(mx.array([len(data)], dtype=mx.int32), g).item())
+    buf = np.zeros(n, dtype=np.int32)
+    buf[:len(data)] = data
+    out = np.array(broadcast_array(mx.array(buf), g)).astype(np.uint8)
+    return json.loads(out.tobytes().decode("utf-8"))
+
+
+class ShardedStream:
+    """This rank's share of every global micro-batch of ``stream`` (a BatchStream).
+
+    ``batch(m)`` sums (tokens, trained tokens, cancel) over the ranks first: the Batch it returns
+    carries the global counts (the loop's accounting stays global), ``scale`` this rank's share
+    of the trained tokens, and a cancel asked on any rank stops every rank at the same step."""
+
+    def __init__(self, stream, g, user_cancel: CancelToken, trainer: "DistributedTrainer"):
+        self.stream, self.group, self.user_cancel = stream, g, user_cancel
+        self.trainer = trainer
+        self.scale = 1.0
+        self.micro = 0
+
+    def __getattr__(self, name):  # n_units, per_epoch, examples, padding(): the global ones
+        return getattr(self.stream, name)
+
+    def batch(self, micro: int) -> Batch:
+        g = self.group
+        units = self.stream.indices(micro)
+        mine = units[g.rank()::g.size()]
+        local = self.stream._collate(mine or units[:1])  # none: a stand-in weighted 0
+        counts = [local.n_tokens, local.n_trained] if mine else [0, 0]
+        total = mx.distributed.all_sum(
+            mx.array([*counts, int(self.user_cancel.requested)], dtype=mx.int32), group=g)
+        n_tokens, n_trained, cancels = (int(v) for v in total.tolist())
+        if cancels:
+            self.trainer.stop_everywhere(self.user_cancel.reason or "stop requested")
+        self.micro = micro
+        self.scale = counts[1] / n_trained if n_trained else 0.0
+        local.n_tokens, local.n_trained = n_tokens, n_trained
+        return local
+
+
+class DistributedTrainer(Trainer):
+    """Trainer (engine/train/loop.py) on one rank of a data-parallel run; see module doc."""
+
+    def __init__(self, model, cfg, train, valid, *, cancel: CancelToken | None = None,
+                 adapter_dir: Path, **kwargs):
+        self.group = group()
+        if self.group is None:
+            raise TailorError("a distributed trainer needs a distributed run (several ranks)")
+        self.rank, self.size = self.group.rank(), self.group.size()
+        self.name = adapter_dir.name
+        self._scratch = None
+        if self.rank != 0:  # anything the loop writes goes to a private folder, then away
+            self._scratch = tempfile.TemporaryDirectory(prefix="tailor-rank-")
+            adapter_dir = Path(self._scratch.name) / adapter_dir.name
+        if cfg.batch_size < self.size:
+            raise TailorError(f"--batch-size {cfg.batch_size} is smaller than the number of "
+                              f"ranks ({self.size}): every rank needs an example per batch",
+                              hint=f"use --batch-size {self.size} or more (the global batch, "
+                                   "split across the ranks)")
+        # the loop sees a private token, set only when every rank agreed to stop
+        super().__init__(model, cfg, train, valid, adapter_dir=adapter_dir,
+                         cancel=CancelToken(), **kwargs)
+        self.user_cancel = cancel or CancelToken()
+        self.train = ShardedStream(self.train, self.group, self.user_cancel, self)
+        self._collective = False
+
+    def stop_everywhere(self, reason: str) -> None:
+        self.cancel.cancel(reason)
+        e = Cancelled(f"stopped at step {self.step}; resume with "
+                      f"`tailor train --resume {self.name}`")
+        raise e
+
+    # -- the compiled step: weighted, summed gradients -------------------------------------
+    def _compiled_step(self):
+        model, optimizer, cfg, g = self.model, self.optimizer, self.cfg, self.group
+        loss_and_grad = nn.value_and_grad(model, self.loss)
+        accum, size = cfg.grad_accumulation, self.size
+        state = [model.state, optimizer.state, mx.random.state]
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def step(inputs, targets, index, weight, segments, share, prev_grad, do_update):
+            (loss, n), grad = loss_and_grad(model, inputs, targets, index, weight, segments)
+            # x size: average_gradients divides by the number of ranks (exact for powers of 2)
+            grad = tree_map(lambda x: x * (share * size), grad)
+            if prev_grad is not None:
+                grad = tree_map(lambda a, b: a + b, grad, prev_grad)
+            loss = mx.distributed.all_sum(loss * share, group=g)
+            if do_update:
+                grad = nn.average_gradients(grad, group=g)
+                if accum > 1:
+                    grad = tree_map(lambda x: x / accum, grad)
+                if cfg.grad_clip > 0:
+                    grad, _ = optim.clip_grad_norm(grad, cfg.grad_clip)
+                optimizer.update(model, grad)
+                grad = None
+            return loss, n, grad
+
+        def call(inputs, targets, index, weight, segments, prev_grad, do_update):
+            # dropout: the loop seeded (seed, micro); each rank draws its own masks
+            mx.random.seed((self.cfg.seed * 1_000_003 + self.train.micro * 7919
+                            + 104_729 * self.rank) % (2**63))
+            share = mx.array(self.train.scale, dtype=mx.float32)
+            return step(inputs, targets, index, weight, segments, share, prev_grad, do_update)
+
+        return state, call
+
+    def evaluate(self) -> float:
+        """During the run: this rank's share of the validation batches, summed over ranks.
+        Outside it (rank 0's baseline before step 1): the whole set, here alone."""
+        if not self._collective:
+            return super().evaluate()
+        self.model.eval()
+        total, count = mx.array(0.0), mx.array(0.0)
+        for i, b in enumerate(self.valid.all_in_order()):
+            if 0 <= self.cfg.val_batches <= i:
+                break
+            if i % self.size != self.rank:
+                continue
+            loss, n = self.loss(self.model, b.inputs, b.targets, b.index, b.weight, b.segments)
+            total, count = total + loss * n, count + n
+            mx.eval(total, count)
+        both = mx.distributed.all_sum(mx.stack([total, count]), group=self.group)
+        self.model.train()
+        return (both[0] / mx.maximum(both[1], 1.0)).item()
+
+    def _save(self) -> str:
+        if self.rank == 0:
+            return super()._save()
+        self.last_checkpoint = str(self.adapter_dir / "checkpoints" / f"step-{self.step:07d}")
+        return self.last_checkpoint
+
+    # -- start: every rank from rank 0's state ---------------------------------------------
+    def sync_from_rank0(self) -> None:
+        """Rank 0's weights, optimizer state, step and history on every rank (a resumed run's
+        checkpoint need only be on rank 0's machine)."""
+        from .loop import History
+
+        g = self.group
+        weights = trainable_weights(self.model)
+        opt = dict(tree_flatten(self.optimizer.state))
+        header = broadcast_json({"step": self.step, "history": self.history.to_dict(),
+                                 "weights": sorted(weights), "optimizer": sorted(opt),
+                                 "last_checkpoint": self.last_checkpoint}, g)
+        if header["weights"] != sorted(weights) or header["optimizer"] != sorted(opt):
+            raise TailorError("the ranks hold different adapters or optimizer states; the "
+                              "distributed run cannot start",
+                              hint="every host needs the same Tailor version and settings")
+        self.model.load_weights([(k, broadcast_array(weights[k], g)) for k in sorted(weights)],
+                                strict=False)
+        self.optimizer.state = tree_unflatten([(k, broadcast_array(opt[k], g))
+                                               for k in sorted(opt)])
+        self.step = int(header["step"])
+        self.history = History.from_dict(header["history"])
+        if self.rank != 0 and header["last_checkpoint"]:
+            self.last_checkpoint = str(self.adapter_dir / "checkpoints"
+                                       / Path(header["last_checkpoint"]).name)
+        mx.eval(self.model.parameters(), self.optimizer.state)
+
+    def run(self):
+        previous = _watch_terminate(self.user_cancel)
+        try:
+            self.sync_from_rank0()
+            self._collective = True
+            return super().run()
+        except RuntimeError as e:
+            if is_peer_lost(e):
+                raise RankLost(str(e).strip(), self._rank0_checkpoint(), self.name) from None
+            raise
+        finally:
+            self._collective = False
+            signal.signal(signal.SIGTERM, previous)
+            if self._scratch is not None:
+                self._scratch.cleanup()
+
+    def _rank0_checkpoint(self) -> str:
+        return self.last_checkpoint if self.rank == 0 else ""
+
+
+def _watch_terminate(cancel: CancelToken):
+    """mlx.launch stops the other ranks with SIGTERM when one fails: note it (the ring's own
+    error ends the step and the run is recorded as failed), and leave for good if a blocked
+    receive keeps the process past TERMINATE_GRACE_S. -> the previous handler."""
+    def on_term(signum, frame):
+        cancel.cancel("another rank ended")
+        timer = threading.Timer(TERMINATE_GRACE_S, lambda: os._exit(1))
+        timer.daemon = True
+        timer.start()
+
+    try:
+        return signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread (tests): nothing to install
+        return signal.getsignal(signal.SIGTERM)
+
+
+# -- how run.py and the command use it ------------------------------------------------------
+def trainer_for(cfg):
+    """The trainer class for ``cfg`` in this process: the distributed one on several ranks."""
+    from .preference import trainer_class
+
+    if group() is None:
+        return trainer_class(cfg)
+    if cfg.objective != "sft":
+        raise TailorError(f"--objective {cfg.objective} cannot run on several ranks yet",
+                          hint="train it on one machine (without --ranks/--hosts)")
+    return DistributedTrainer
+
+
+def run_record() -> dict:
+    """The run record's (and Started info's) account of the ranks: how many, on which hosts."""
+    rank, size = world()
+    hosts = [socket_name()]
+    if size > 1:
+        hosts = _gather_hosts(group())
+    return {"ranks": size, "hosts": hosts, "backend": os.environ.get("TAILOR_BACKEND", "ring")
+            if size > 1 else "none"}
+
+
+def socket_name() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _gather_hosts(g) -> list[str]:
+    """Every rank's host name, in rank order (each rank fills its own row)."""
+    width = 128
+    rows = np.zeros((g.size(), width), dtype=np.int32)
+    name = socket_name().encode("utf-8")[:width]
+    rows[g.rank(), :len(name)] = np.frombuffer(name, dtype=np.uint8)
+    out = np.array(mx.distributed.all_sum(mx.array(rows), group=g)).astype(np.uint8)
+    return [bytes(r).rstrip(b"\0").decode("utf-8", "replace") for r in out]
+
+
+def shared_settings(settings: dict) -> dict:
+    """Rank 0's run settings (model, data, training and data settings) on every rank."""
+    g = group()
+    return broadcast_json(settings, g) if g is not None else settings
+
+
+def train_worker(model, data, name: str, cfg, data_config, *, job) -> None:
+    """A rank other than 0: load the same base and data, train in step with rank 0, write
+    nothing (rank 0 keeps the library entry)."""
+    from ..events import null_reporter
+    from .adapters import apply_adapters
+    from .preference import check_objective
+    from .run import _load
+
+    cfg.validate()
+    run = _load(model, data, cfg, data_config, null_reporter, job.cancel, job.name)
+    check_objective(cfg, run.dataset["schema"], str(data))
+    run_record()  # its all-gather pairs with rank 0's
+    mx.random.seed(cfg.seed)  # the same adapter initialisation (rank 0's is sent anyway)
+    apply_adapters(run.net, cfg)
+    pad_id = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
+    trainer = trainer_for(cfg)(run.net, cfg, run.prepared.train, run.prepared.valid,
+                               adapter_dir=Path(name), run_state={}, cancel=job.cancel,
+                               job=job.name, pad_id=int(pad_id))
+    trainer.run()
