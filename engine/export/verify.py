@@ -49,7 +49,18 @@ TOLERANCES = {"f32": LogitTolerance(1.0, 1e-4, max_rel=1e-3),  # the bound issue
               "f16": LogitTolerance(0.98, 2e-3), "bf16": LogitTolerance(0.95, 1e-2),
               "q8_0": LogitTolerance(0.95, 1.5e-2), "q6_k": LogitTolerance(0.95, 1.5e-2),
               "q5_k_m": LogitTolerance(0.9, 3e-2), "q4_k_m": LogitTolerance(0.9, 4e-2),
-              "q4_0": LogitTolerance(0.8, 6e-2)}
+              "q4_0": LogitTolerance(0.8, 6e-2),
+              # issue 21's types: bench/verify_tolerances.py on the eight fixtures plus the
+              # 256-wide 8-layer llama3 and gemma (where the K-quants apply; their random
+              # weights give the lowest agreement, with near-ties, noted per type); the file
+              # with swapped blocks agrees on 12-20% and fails every one
+              "q5_k_s": LogitTolerance(0.85, 3e-2),  # 92.6%
+              "q5_1": LogitTolerance(0.85, 3e-2), "q5_0": LogitTolerance(0.85, 3e-2),  # 90, 91
+              "q4_k_s": LogitTolerance(0.65, 4e-2), "q4_1": LogitTolerance(0.65, 6e-2),  # 78
+              "iq4_nl": LogitTolerance(0.6, 4e-2), "iq4_xs": LogitTolerance(0.55, 4e-2),  # 74, 68
+              "q3_k_l": LogitTolerance(0.6, 6e-2), "q3_k_m": LogitTolerance(0.55, 6e-2),  # 72, 68
+              "q3_k_s": LogitTolerance(0.45, 6e-2),  # 57%
+              "q2_k": LogitTolerance(0.25, 1e-1)}  # 32% (the broken file: 20%)
 
 
 def _check(checks: list, name: str, passed: bool | None, detail: str, **data) -> None:

@@ -73,3 +73,17 @@ def test_cli_prints_the_warning(tiny_model, tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Q3_K_S without an importance matrix" in proc.stdout + proc.stderr
+
+
+def test_every_type_has_a_verification_tolerance():
+    from engine.export.verify import TOLERANCES
+
+    assert set(QUANTS) <= set(TOLERANCES)  # an export of a type without one crashed
+
+
+@pytest.mark.parametrize("quant", ["q2_k", "iq4_xs", "q5_1"])
+def test_new_types_export_and_pass_verification_in_llama_cpp(quant, tiny_model, tmp_path):
+    pytest.importorskip("llama_cpp")
+    result = export_gguf(tiny_model("llama3"), tmp_path / f"{quant}.gguf", quant)
+    assert result.verification["passed"], [c for c in result.verification["checks"]
+                                           if c["passed"] is False]
