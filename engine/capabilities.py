@@ -52,10 +52,32 @@ class Unsupported:
     reason: str
 
 
+# llama.cpp runs all of these; Tailor's exporter does not write them yet, and a file that loads
+# and answers differently is worse than none (issue 17).
+_NOT_YET = ("Tailor's GGUF exporter does not write {what} yet; it refuses rather than write "
+            "a file that might load and answer differently")
 UNSUPPORTED: dict[str, Unsupported] = {u.model_type: u for u in (
     Unsupported("mistral3", "Mistral 3 (with vision)",
                 "Mistral 3 with its vision tower (model_type 'mistral3') is not supported for "
                 "GGUF export; only the text model (ministral3) is"),
+    Unsupported("qwen3_5", "Qwen3.5 (dense)", _NOT_YET.format(
+        what="Qwen3.5's hybrid attention (its Gated DeltaNet linear-attention layers and gated "
+             "full-attention layers)")),
+    Unsupported("qwen3_5_moe", "Qwen3.5-MoE", _NOT_YET.format(
+        what="Qwen3.5's hybrid attention (Gated DeltaNet layers) with shared experts")),
+    Unsupported("qwen3_next", "Qwen3-Next", _NOT_YET.format(
+        what="Qwen3-Next's hybrid attention (Gated DeltaNet layers)")),
+    Unsupported("granitemoehybrid", "Granite 4 (hybrid)", _NOT_YET.format(
+        what="Granite 4's hybrid layers (Mamba-2 state-space layers beside attention)")),
+    Unsupported("gemma4_text", "Gemma 4 (text)", _NOT_YET.format(
+        what="Gemma 4 (per-layer embeddings, shared KV layers, proportional rope and its own "
+             "tokenizer type)")),
+    Unsupported("gemma4", "Gemma 4", _NOT_YET.format(
+        what="Gemma 4 (per-layer embeddings, shared KV layers, proportional rope and its own "
+             "tokenizer type; the vision and audio towers)")),
+    Unsupported("gpt_oss", "gpt-oss", _NOT_YET.format(
+        what="gpt-oss (MXFP4 experts, attention sinks, its clamped SwiGLU and the harmony "
+             "tokenizer)")),
 )}
 
 # Hugging Face model types the GGUF exporter writes, and llama.cpp architectures whose LoRA
