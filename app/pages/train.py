@@ -24,7 +24,7 @@ from ..history import LossHistory
 from ..job_binding import bind_job, failure_html
 from ..widgets import Banner, LossChart, page_header
 
-BASIC_FIELDS = ("method", "rank", "alpha", "learning_rate", "epochs", "iters", "batch_size",
+BASIC_FIELDS = ("method", "objective", "rank", "alpha", "learning_rate", "epochs", "iters", "batch_size",
                 "max_seq_length", "grad_checkpoint")
 HIDDEN_FIELDS: tuple[str, ...] = ()
 LABELS = {"learning_rate": "Learning rate", "max_seq_length": "Max sequence length",
@@ -33,7 +33,9 @@ LABELS = {"learning_rate": "Learning rate", "max_seq_length": "Max sequence leng
           "eval_every": "Validate every", "save_every": "Checkpoint every",
           "val_batches": "Validation batches", "keep_checkpoints": "Checkpoints kept",
           "report_every": "Report every", "grad_clip": "Gradient clip",
-          "quantize_base": "Quantize base (bits)"}
+          "quantize_base": "Quantize base (bits)", "objective": "Objective",
+          "beta": "DPO beta", "orpo_lambda": "ORPO lambda",
+          "init_adapter": "Start from adapter"}
 
 
 VALIDATIONS_PER_RUN = 15
