@@ -166,3 +166,40 @@ def test_bad_repo_ids_and_no_login_are_refused_before_any_work(hub, adapter, mon
     assert push("--yes") == 1
     assert "not logged in to the Hugging Face Hub" in capsys.readouterr().err
     assert hub.log == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("answer, uploaded", [("n", False), ("y", True)])
+def test_in_a_terminal_the_push_asks_after_listing_the_files(hub, adapter, tailor_home, answer,
+                                                             uploaded):
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    main, worker = pty.openpty()
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TAILOR_HOME": str(tailor_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "push", "--adapter", "style",
+                             "--repo", "me/asked"], stdin=worker, stdout=worker,
+                            stderr=subprocess.DEVNULL, cwd=REPO, env=env)
+    os.close(worker)
+    seen, deadline = b"", time.monotonic() + 120
+    while b"[y/N]" not in seen and time.monotonic() < deadline:
+        if select.select([main], [], [], 1)[0]:
+            seen += os.read(main, 4096)
+    assert b"adapters.safetensors" in seen and b"Upload these files to me/asked?" in seen
+    assert hub.log == []  # asked before anything was sent
+    os.write(main, f"{answer}\n".encode())
+    while proc.poll() is None and time.monotonic() < deadline:
+        if select.select([main], [], [], 0.5)[0]:
+            try:
+                seen += os.read(main, 4096)
+            except OSError:
+                break
+    assert proc.wait(timeout=60) == (0 if uploaded else 1)
+    os.close(main)
+    assert ("me/asked" in hub.repos) is uploaded
