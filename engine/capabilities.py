@@ -38,6 +38,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                  ollama_adapter=False),
     Architecture("qwen3_moe", "Qwen3-MoE", "qwen3moe", ollama_adapter=False),
     Architecture("granitemoe", "Granite MoE (3.x)", "granitemoe", ollama_adapter=False),
+    Architecture("gpt_oss", "gpt-oss", "gpt-oss", ollama_adapter=False),
     # Mixtral is llama with experts in llama.cpp (Ollama applies attention LoRA as for llama)
     Architecture("mixtral", "Mixtral", "llama", ollama_adapter=True),
 )}
@@ -75,9 +76,6 @@ UNSUPPORTED: dict[str, Unsupported] = {u.model_type: u for u in (
     Unsupported("gemma4", "Gemma 4", _NOT_YET.format(
         what="Gemma 4 (per-layer embeddings, shared KV layers, proportional rope and its own "
              "tokenizer type; the vision and audio towers)")),
-    Unsupported("gpt_oss", "gpt-oss", _NOT_YET.format(
-        what="gpt-oss (MXFP4 experts, attention sinks, its clamped SwiGLU and the harmony "
-             "tokenizer)")),
 )}
 
 # Hugging Face model types the GGUF exporter writes, and llama.cpp architectures whose LoRA

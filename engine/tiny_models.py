@@ -138,6 +138,17 @@ MINISTRAL3_TEMPLATE = (
     "{% endfor %}"
 )
 
+# gpt-oss's harmony format, trimmed to final-channel answers (no analysis channel, no tools)
+HARMONY_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|start|>assistant<|channel|>final<|message|>' + message['content'] + '<|end|>' }}"
+    "{% else %}{{ '<|start|>' + message['role'] + '<|message|>' + message['content'] + '<|end|>' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start|>assistant<|channel|>final<|message|>' }}"
+    "{% endif %}"
+)
+
 # Pre-tokenizer regexes of the real families.
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
                 r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -427,6 +438,19 @@ FAMILY_SPECS: dict[str, TinySpec] = {
                   attention_bias=False, hidden_act="silu", num_local_experts=8,
                   num_experts_per_tok=2, intermediate_size=64),
         "bpe-granite", GRANITE_TEMPLATE, "<|end_of_text|>"),
+    "gpt_oss": TinySpec(
+        "gpt_oss", "gpt-oss style: o200k harmony BPE, attention sinks, sliding window on every "
+        "other layer, YaRN, 8 experts with biases and the clamped SwiGLU",
+        _base_cfg(model_type="gpt_oss", architectures=["GptOssForCausalLM"], head_dim=16,
+                  num_local_experts=8, num_experts_per_tok=2, intermediate_size=64,
+                  sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+                  rope_theta=150000.0, max_position_embeddings=131072,
+                  rope_scaling={"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+                                "beta_slow": 1.0, "original_max_position_embeddings": 4096,
+                                "truncate": False},
+                  tie_word_embeddings=False, hidden_act="silu", attention_bias=True,
+                  swiglu_limit=7.0),
+        "bpe-harmony", HARMONY_TEMPLATE, "<|end|>"),
 }
 FAMILY_KINDS = list(FAMILY_SPECS)
 SPECS.update(FAMILY_SPECS)
@@ -496,6 +520,12 @@ def _build_tokenizer(spec: TinySpec, out: Path) -> None:
         _train_bpe(out, split_regex=TEKKEN_SPLIT, specials=specials, vocab_size=700, bos="<s>",
                    eos="</s>", pad=None, add_bos=True, chat_template=spec.chat_template,
                    extra_config={"unk_token": "<unk>"})
+    elif spec.tokenizer == "bpe-harmony":
+        specials = ["<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>",
+                    "<|channel|>", "<|start|>", "<|end|>", "<|message|>", "<|call|>"]
+        _train_bpe(out, split_regex=O200K_SPLIT, specials=specials, vocab_size=700,
+                   bos="<|startoftext|>", eos="<|return|>", pad="<|endoftext|>", add_bos=False,
+                   chat_template=spec.chat_template)
     elif spec.tokenizer == "bpe-granite":
         specials = ["<|end_of_text|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>",
                     "<fim_pad>", "<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]

@@ -137,10 +137,12 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
     if a.head_dim * a.n_head != int(c["hidden_size"]) or a.arch in ("qwen3", "qwen3moe") + GEMMAS:
         w.add_key_length(a.head_dim)
         w.add_value_length(a.head_dim)
-    if a.arch in ("qwen2", "qwen3", "qwen3moe", "phi3", "olmo2") + PERMUTED_QK:
+    if a.arch in ("qwen2", "qwen3", "qwen3moe", "phi3", "olmo2", "gpt-oss") + PERMUTED_QK:
         w.add_rope_dimension_count(a.rope_dims)
     if a.arch in ("granite", "granitemoe"):
         _add_granite_scales(w, c)
+    if a.arch == "gpt-oss":
+        _add_gpt_oss(w, a)
     if a.n_expert > 1:
         w.add_expert_count(a.n_expert)
         w.add_expert_used_count(int(c.get("num_experts_per_tok") or 2))
@@ -217,6 +219,20 @@ def _add_ministral3_yarn(w, a: ArchInfo, rs: dict) -> None:
     w.add_rope_scaling_yarn_log_mul(float(rs.get("mscale_all_dim") or 0.0))
     if rs.get("llama_4_scaling_beta"):
         w.add_attn_temperature_scale(float(rs["llama_4_scaling_beta"]))
+
+
+def _add_gpt_oss(w, a: ArchInfo) -> None:
+    """gpt-oss: every expert as wide as intermediate_size, the sliding window and which layers
+    use it (llama.cpp's default period 2 is written out from layer_types)."""
+    c = a.config
+    w.add_expert_feed_forward_length(int(c["intermediate_size"]))
+    w.add_sliding_window(int(c.get("sliding_window") or 128))
+    types = c.get("layer_types")
+    if isinstance(types, list) and len(types) == a.n_layers:
+        w.add_sliding_window_pattern([t == "sliding_attention" for t in types])
+    if float(c.get("swiglu_limit", 7.0)) != 7.0:
+        raise TailorError(f"this gpt-oss clamps its SwiGLU at {c['swiglu_limit']}; llama.cpp's "
+                          "gpt-oss clamps at 7.0, so the GGUF would answer differently")
 
 
 def _add_granite_scales(w, c: dict) -> None:
@@ -321,6 +337,8 @@ def gguf_name(a: ArchInfo, name_map, hf_name: str) -> str | None:
         return None
     name = stacked_gguf_name(hf_name) or name_map.get_name(hf_name,
                                                            try_suffixes=(".weight", ".bias"))
+    if name is not None and hf_name.endswith(".sinks"):
+        name += ".weight"  # gpt-oss's attention sinks: a bare parameter in the checkpoint
     if name is None:
         raise TailorError(f"tensor {hf_name!r} of this {a.model_type} model has no llama.cpp "
                           "counterpart; the export would not load",

@@ -1,4 +1,4 @@
-"""Qwen3-MoE, Mixtral and Granite MoE end to end (issue 17): LoRA on the expert layers (mlx-lm's switch
+"""Qwen3-MoE, Mixtral, Granite MoE and gpt-oss end to end (issue 17): LoRA on the expert layers (mlx-lm's switch
 layers) trained, fused and exported; the experts stacked into llama.cpp's ``*_exps`` tensors
 (from the Hugging Face per-expert layout of the base and the stacked layout of a fused folder),
 the router kept F32 in every export, the quantization mixture byte for byte llama.cpp's own."""
@@ -25,13 +25,18 @@ from tests.train.conftest import write_toy_chat
 
 from .chain import fused_f32_figures, ollama_renders_as_jinja, trained
 
-MOE = ["qwen3_moe", "mixtral", "granitemoe"]
-EXPERTS = {"qwen3_moe": "mlp", "mixtral": "block_sparse_moe", "granitemoe": "block_sparse_moe"}
+MOE = ["qwen3_moe", "mixtral", "granitemoe", "gpt_oss"]
+EXPERTS = {"qwen3_moe": "mlp", "mixtral": "block_sparse_moe", "granitemoe": "block_sparse_moe",
+           "gpt_oss": "mlp"}
+# where mlx-lm keeps the stacked experts (gpt-oss's checkpoint has them stacked already)
+STACK = {"gpt_oss": "experts"}
 
 
 def _base_experts(kind: str, base_w: dict, layer: int, proj: str) -> np.ndarray:
     """[experts, rows, cols] of the base checkpoint, from its Hugging Face layout."""
     prefix = f"model.layers.{layer}.{EXPERTS[kind]}"
+    if kind == "gpt_oss":
+        return np.array(base_w[f"{prefix}.experts.{proj}_proj.weight"])
     if kind == "granitemoe":  # stacked, gate and up in one
         if proj == "down":
             return np.array(base_w[f"{prefix}.output_linear.weight"])
@@ -52,7 +57,8 @@ def test_expert_lora_trained_fused_stacked_and_verified(kind, tiny_model, tmp_pa
     model_dir = tiny_model(kind)
     info = trained(model_dir, tmp_path, f"{kind}-lora", learning_rate=3e-3)
     keys = json.loads((info.path / "adapter_config.json").read_text())["lora_parameters"]["keys"]
-    assert f"{EXPERTS[kind]}.switch_mlp.gate_proj" in keys  # all-linear reaches the experts
+    stack = f"{EXPERTS[kind]}.{STACK.get(kind, 'switch_mlp')}"
+    assert f"{stack}.gate_proj" in keys  # all-linear reaches the experts
 
     fig = fused_f32_figures(kind, model_dir, info, tmp_path / f"{kind}-f32.gguf")
     assert fig.tokens_identical and fig.argmax_same == fig.positions
@@ -65,7 +71,7 @@ def test_expert_lora_trained_fused_stacked_and_verified(kind, tiny_model, tmp_pa
     tensors = _tensors(tmp_path / f"{kind}-f32.gguf")
     for layer in (0, 1):
         for proj in ("gate", "up", "down"):
-            name = f"model.layers.{layer}.{EXPERTS[kind]}.switch_mlp.{proj}_proj.weight"
+            name = f"model.layers.{layer}.{stack}.{proj}_proj.weight"
             ours = np.array(fused_w[name])
             base = _base_experts(kind, base_w, layer, proj)
             assert np.abs(ours - base).max() > 1e-4, name  # the adapter reached the experts
@@ -89,7 +95,8 @@ def test_expert_lora_trained_fused_stacked_and_verified(kind, tiny_model, tmp_pa
 
 
 @pytest.mark.parametrize("kind,quant", [("qwen3_moe", "q4_k_m"), ("mixtral", "q4_k_m"),
-                                        ("mixtral", "q8_0"), ("granitemoe", "q4_k_m")])
+                                        ("mixtral", "q8_0"), ("granitemoe", "q4_k_m"),
+                                        ("gpt_oss", "q4_k_m")])
 def test_moe_quant_mixture_is_byte_identical_to_llama_cpp_quantize(kind, quant, tmp_path):
     """Same F16 source, Tailor's file vs llama_model_quantize's: the router never quantized,
     the 8-expert rules (attn_k / attn_v Q8_0, attn_output Q5_K), the stacked experts encoded
