@@ -246,7 +246,6 @@ class DistributedTrainer(Trainer):
         mx.eval(self.model.parameters(), self.optimizer.state)
 
     def run(self):
-        previous = _watch_terminate(self.user_cancel)
         try:
             self.sync_from_rank0()
             self._collective = True
@@ -257,7 +256,6 @@ class DistributedTrainer(Trainer):
             raise
         finally:
             self._collective = False
-            signal.signal(signal.SIGTERM, previous)
             if self._scratch is not None:
                 self._scratch.cleanup()
 
@@ -265,10 +263,10 @@ class DistributedTrainer(Trainer):
         return self.last_checkpoint if self.rank == 0 else ""
 
 
-def _watch_terminate(cancel: CancelToken):
-    """mlx.launch stops the other ranks with SIGTERM when one fails: note it (the ring's own
-    error ends the step and the run is recorded as failed), and leave for good if a blocked
-    receive keeps the process past TERMINATE_GRACE_S. -> the previous handler."""
+def watch_terminate(cancel: CancelToken):
+    """mlx.launch stops the other ranks with SIGTERM when one fails: a rank asks to stop (the
+    ring's own error usually ends the step first, and rank 0 records the run as failed), and
+    leaves for good if a blocked receive keeps it past TERMINATE_GRACE_S."""
     def on_term(signum, frame):
         cancel.cancel("another rank ended")
         timer = threading.Timer(TERMINATE_GRACE_S, lambda: os._exit(1))
@@ -276,9 +274,9 @@ def _watch_terminate(cancel: CancelToken):
         timer.start()
 
     try:
-        return signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGTERM, on_term)
     except ValueError:  # not the main thread (tests): nothing to install
-        return signal.getsignal(signal.SIGTERM)
+        pass
 
 
 # -- how run.py and the command use it ------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..events import Log, TailorError, decode_event
+from ..events import Cancelled, Log, TailorError, decode_event
 
 LOCAL = "127.0.0.1"
 SSH_TIMEOUT_S = 10
@@ -275,6 +275,7 @@ def dispatch(args, job) -> int | None:
         return None
     if distributed.group() is None:
         return None
+    distributed.watch_terminate(job.cancel)  # for the whole process: writes are never cut off
     settings = distributed.shared_settings(_rank0_settings(args) if distributed.world()[0] == 0
                                            else {})
     if distributed.world()[0] == 0:
@@ -284,9 +285,13 @@ def dispatch(args, job) -> int | None:
     from ..data import DataConfig
     from .config import TrainConfig
 
-    distributed.train_worker(settings["model"], settings["data"], settings["name"],
-                             TrainConfig.from_dict(settings["cfg"]),
-                             DataConfig(**settings["data_config"]), job=job)
+    try:
+        distributed.train_worker(settings["model"], settings["data"], settings["name"],
+                                 TrainConfig.from_dict(settings["cfg"]),
+                                 DataConfig(**settings["data_config"]), job=job)
+    except Cancelled:
+        pass  # a stop all ranks agreed on: rank 0 saves and says so (a non-zero exit here
+        # would make mlx.launch terminate rank 0 mid-save)
     return 0
 
 
