@@ -90,7 +90,10 @@ class TypePlanner:
         elif "attn_output.weight" in name:
             t = {"q2_k": T.Q3_K, "q3_k_m": T.Q4_K, "q3_k_l": T.Q5_K}.get(q, t)
         elif "ffn_down" in name:
-            t = self._ffn_down_type(t, self.i_ffn_down)
+            # llama.cpp's layer_info: with experts the layer comes from the name (a layer may
+            # hold ffn_down_exps and ffn_down_shexp), else from the count of ffn_down seen
+            layer = _layer_of(name) if self.n_expert > 1 else self.i_ffn_down
+            t = self._ffn_down_type(t, layer)
             self.i_ffn_down += 1
         if t in FALLBACK and cols % 256 != 0:
             t = FALLBACK[t]
@@ -131,6 +134,14 @@ class TypePlanner:
         if q == "q4_k_s" and i < n // 8:
             return T.Q5_K
         return t
+
+
+def _layer_of(name: str) -> int:
+    """The N of 'blk.N.' (llama.cpp: sscanf(name, "blk.%d.")); refused otherwise."""
+    parts = name.split(".")
+    if len(parts) < 3 or parts[0] != "blk" or not parts[1].isdigit():
+        raise ValueError(f"cannot tell the layer of tensor {name!r}")
+    return int(parts[1])
 
 
 def encode(w: np.ndarray, t: T, threads: int | None = None) -> np.ndarray:

@@ -87,3 +87,21 @@ def test_new_types_export_and_pass_verification_in_llama_cpp(quant, tiny_model, 
     result = export_gguf(tiny_model("llama3"), tmp_path / f"{quant}.gguf", quant)
     assert result.verification["passed"], [c for c in result.verification["checks"]
                                            if c["passed"] is False]
+
+
+def test_expert_layers_take_the_ffn_down_rule_of_their_own_layer():
+    """llama.cpp reads an MoE tensor's layer from its name (layer_info): a layer with both
+    ffn_down_exps and ffn_down_shexp (Qwen2-MoE) gives both the layer's type. Q4_K_M, 8
+    layers: use_more_bits picks layers 0, 3, 6 and 7 for Q6_K."""
+    from engine.export.mixtures import TypePlanner
+
+    planner = TypePlanner("q4_k_m", 8, has_output=True, n_expert=4)
+    types = {}
+    for layer in range(8):
+        for kind in ("ffn_down_exps", "ffn_down_shexp"):
+            name = f"blk.{layer}.{kind}.weight"
+            types[name] = planner.type_for(name, (256, 512)).name
+    six = {layer for layer in range(8) if types[f"blk.{layer}.ffn_down_exps.weight"] == "Q6_K"}
+    assert six == {0, 3, 6, 7}
+    assert all(types[f"blk.{i}.ffn_down_shexp.weight"] == types[f"blk.{i}.ffn_down_exps.weight"]
+               for i in range(8))
