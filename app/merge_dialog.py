@@ -52,6 +52,15 @@ def lineage_html(manifest: dict) -> str:
            f"({html.escape(how)}{kept})</p>"
 
 
+def merge_button(on_click) -> QPushButton:
+    """The Library's "Merge…" button, disabled until two or more adapters are selected."""
+    button = QPushButton("Merge…")
+    button.setToolTip("combine the selected adapters (select two or more) into a new adapter")
+    button.clicked.connect(on_click)
+    button.setEnabled(False)
+    return button
+
+
 class MergeDialog(QDialog):
     """Choose weights, method and settings for the selected adapters and run the merge."""
 

@@ -19,7 +19,7 @@ from engine.events import TailorError
 
 from ..evaluate_view import EvaluationView
 from ..history import LossHistory
-from ..merge_dialog import MergeDialog, lineage_html
+from ..merge_dialog import MergeDialog, lineage_html, merge_button
 from ..widgets import (Banner, LossChart, RowTableModel, ask, copy_text, error_html,
                        page_header, reveal_in_file_manager)
 
@@ -230,11 +230,7 @@ class LibraryPage(QWidget):
             self.compare_boxes.append(box)
         self.compare_box = self.compare_boxes[0]
         buttons.addStretch(1)
-        self.merge_button = QPushButton("Merge…")
-        self.merge_button.setToolTip("combine the selected adapters (select two or more) into "
-                                     "a new adapter")
-        self.merge_button.clicked.connect(self._merge)
-        self.merge_button.setEnabled(False)  # until two or more are selected
+        self.merge_button = merge_button(self._merge)  # enabled with two or more selected
         buttons.addWidget(self.merge_button)
         self.publish_button = QPushButton("Publish…")  # to the Hugging Face Hub (issue 23)
         self.publish_button.setToolTip("upload the selected adapter, its model card and "
