@@ -128,11 +128,12 @@ def _checkpoint_blocks(model) -> None:
 
 
 # MLX keeps freed buffers for reuse, by default up to its whole memory limit. Batches of many
-# lengths free buffers of many sizes, which then sit in that cache beside the live ones: a
-# one-epoch run of bench/train_vs_mlx_lm.py's long-answer mix peaked at 463 MB resident with
-# the default and 435 MB with 64 MB of cache (432 MB with none), at the same CPU time (25.9 s
-# against 25.6 s). Small buffers, the most frequent, still come from the cache.
-TRAIN_CACHE_LIMIT = 64 << 20
+# lengths free buffers of many sizes, which then sit in that cache beside the live ones. On
+# bench/train_vs_mlx_lm.py's long-answer mix (40 chats, one epoch, two runs side by side) the
+# peak resident memory was 565.7 MB with a 64 MB cache and 431.2 MB with none, at the same CPU
+# time (61.7 s both; mlx-lm: 523.6 MB); 12 chats: 463.0 MB default, 432.3 MB none. Measured on
+# MLX's CPU backend; a Mac GPU's allocator is not measured here.
+TRAIN_CACHE_LIMIT = 0
 
 
 class Trainer:
