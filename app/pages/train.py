@@ -21,6 +21,7 @@ from engine.train.config import PRESET_HELP, PRESETS, TrainConfig
 from .. import commands
 from ..estimate import estimate, human_bytes, human_count, longest_in, read_model_config
 from ..history import LossHistory
+from ..machines import MACHINES_TOOLTIP, machines_argv
 from ..job_binding import bind_job, failure_html
 from ..widgets import Banner, LossChart, page_header
 
@@ -357,6 +358,10 @@ class TrainPage(QWidget):
         self.preset.currentIndexChanged.connect(self._apply_preset)
         self.preset.activated.connect(self._apply_preset)  # choosing it again resets it too
         top.addRow("Preset", self.preset)
+        self.machines = QLineEdit()  # several Macs: app/machines.py
+        self.machines.setPlaceholderText("this Mac only")
+        self.machines.setToolTip(MACHINES_TOOLTIP)
+        top.addRow("Machines", self.machines)
         ll.addLayout(top)
         self.preset_help = QLabel(PRESET_HELP.get("balanced", ""))
         self.preset_help.setWordWrap(True)
@@ -619,6 +624,7 @@ class TrainPage(QWidget):
             return False
         argv = commands.train_command(self.state.model, self.state.data, name,
                                       self.settings_values(), strict=not self.state.skip_bad_lines)
+        argv += machines_argv(self.machines.text())
         self._remember_defaults()
         self._launch(f"Train {name}", argv, name)
         return True

@@ -193,8 +193,14 @@ def launch_training(args, job, argv: list[str] | None = None, *,
                     runner: Runner = ssh_runner) -> int:
     """Check the hosts, run mlx.launch, relay rank 0's events; -> the exit status."""
     hosts = parse_hosts(args.hosts, args.ranks)
-    if args.model and args.data:
-        check_hosts(hosts, args.model, args.data, runner=runner)
+    model, data = args.model, args.data
+    if args.resume and not (model and data):  # the run's own inputs
+        from .. import library
+
+        m = library.get_adapter(args.resume).manifest
+        model, data = model or m["base_model"]["path"], data or m["dataset"]["path"]
+    if model and data:
+        check_hosts(hosts, model, data, runner=runner)
     hostfile = Path(args.hosts).expanduser() if args.hosts and Path(
         args.hosts).expanduser().is_file() else None
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -276,8 +282,13 @@ def dispatch(args, job) -> int | None:
     if distributed.group() is None:
         return None
     distributed.watch_terminate(job.cancel)  # for the whole process: writes are never cut off
-    settings = distributed.shared_settings(_rank0_settings(args) if distributed.world()[0] == 0
-                                           else {})
+    try:
+        settings = distributed.shared_settings(
+            _rank0_settings(args) if distributed.world()[0] == 0 else {})
+    except RuntimeError as e:  # rank 0 refused the run (and said why) before sharing it
+        if distributed.is_peer_lost(e):
+            raise TailorError("rank 0 ended before training started") from None
+        raise
     if distributed.world()[0] == 0:
         return None
     rank = distributed.world()[0]
