@@ -21,6 +21,24 @@ def _source_params(folder: Path) -> int:
     return sum(int(np.prod(r.shape)) for r in list_tensors(folder))
 
 
+# Room for the GGUF header, metadata and vocabulary beside the tensor data (a 152k-token
+# BPE vocabulary with its merges takes ~8 MB).
+METADATA_BYTES = 32 << 20
+
+
+def _gguf_bytes(base_dir: Path, config: dict, quant: str, params: int, quantized: bool) -> int:
+    """The file's size: its tensors as the writer plans them (each tensor's type by the
+    file type's mixture) plus METADATA_BYTES. An MLX-quantized folder's packed shapes cannot
+    be planned before dequantizing: the table's bytes per weight there. (The table's figure
+    alone misjudged small models by 2x: a tied embedding in Q6_K/Q8_0 outweighs the rest.)"""
+    if quantized:
+        return int(params * BYTES_PER_WEIGHT[quant]) + METADATA_BYTES
+    from .write import plan_tensors
+
+    planned = plan_tensors(arch_info(config, str(base_dir)), list_tensors(base_dir), quant)
+    return sum(p.nbytes for p in planned) + METADATA_BYTES
+
+
 def _resolve_source(source):
     """('adapter', AdapterInfo) or ('model', Path)."""
     from ..library import AdapterInfo
@@ -95,7 +113,7 @@ def plan_export(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
     if adapter_only:
         needed = int(info.weights.stat().st_size * 1.1) + (1 << 20)
     else:
-        needed = int(params * BYTES_PER_WEIGHT[quant]) + (1 << 20)
+        needed = _gguf_bytes(base_dir, base_config, quant, params, quantized)
         if kind == "adapter" or quantized:
             needed += params * 4  # the fused/dequantized model, in a temporary folder
     check_free_space(out.parent if out.parent.exists() else out.parent.parent, needed,

@@ -105,3 +105,17 @@ def test_expert_layers_take_the_ffn_down_rule_of_their_own_layer():
     assert six == {0, 3, 6, 7}
     assert all(types[f"blk.{i}.ffn_down_shexp.weight"] == types[f"blk.{i}.ffn_down_exps.weight"]
                for i in range(8))
+
+
+@pytest.mark.parametrize("quant", ["q2_k", "iq4_xs"])
+def test_the_free_space_check_asks_for_at_least_the_file_it_writes(quant, tmp_path):
+    """The plan sizes the file from its tensor plan. A tied embedding padded to 65536 rows of
+    64 (Q6_K -> Q8_0: 8.5 bits a weight) is most of this model: the per-type average the
+    check used (Q2_K 0.52, IQ4_XS 0.69 bytes a weight) asked for less than the file."""
+    from engine.export.plan import METADATA_BYTES, plan_export
+    from engine.tiny_models import cached_tiny_model
+
+    base = cached_tiny_model("qwen2", vocab_multiple=65536)
+    plan = plan_export(base, tmp_path / f"{quant}.gguf", quant)
+    result = export_gguf(base, tmp_path / f"{quant}.gguf", quant, verify=False)
+    assert result.size_bytes <= plan.needed_bytes <= result.size_bytes + METADATA_BYTES
