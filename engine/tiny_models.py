@@ -452,6 +452,15 @@ FAMILY_SPECS: dict[str, TinySpec] = {
                   swiglu_limit=7.0),
         "bpe-harmony", HARMONY_TEMPLATE, "<|end|>"),
 }
+# gpt-oss as OpenAI ships it: the experts in MXFP4 (blocks and e8m0 scales, gate and up
+# interleaved in one gate_up_proj), everything else in full precision.
+FAMILY_SPECS["gpt_oss_mxfp4"] = TinySpec(
+    "gpt_oss_mxfp4", "gpt-oss with MXFP4 experts, in the Hugging Face checkpoint's layout",
+    {**FAMILY_SPECS["gpt_oss"].config, "quantization_config": {
+        "quant_method": "mxfp4", "modules_to_not_convert": [
+            "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens",
+            "lm_head"]}},
+    "bpe-harmony", HARMONY_TEMPLATE, "<|end|>")
 FAMILY_KINDS = list(FAMILY_SPECS)
 SPECS.update(FAMILY_SPECS)
 
@@ -600,7 +609,8 @@ def build_tiny_model(kind: str, out: Path | str, *, seed: int = 0, hidden_size: 
             if "embed_tokens" in name:
                 arr = rng.normal(0, embed_std, shape)
         weights[name] = mx.array(arr.astype(np.float32))
-    weights = _hf_expert_layout(weights, config["model_type"])
+    weights = _hf_expert_layout(weights, config["model_type"],
+                                mxfp4=bool(config.get("quantization_config")))
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
     (out / "TINY_MODEL.json").write_text(json.dumps(
         {"kind": kind, "builder_version": BUILDER_VERSION, "seed": seed,
@@ -609,13 +619,59 @@ def build_tiny_model(kind: str, out: Path | str, *, seed: int = 0, hidden_size: 
     return out
 
 
-def _hf_expert_layout(weights: dict, model_type: str) -> dict:
+# MXFP4's sixteen values (E2M1), by 4-bit code
+MXFP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+
+
+def mxfp4_blocks(w):
+    """float [..., cols] -> (blocks uint8 [..., cols/32, 16], scales uint8 [..., cols/32]) as
+    gpt-oss checkpoints store them: value = code's E2M1 x 2^(scale - 127), two codes a byte,
+    the even value in the low nibble."""
+    import numpy as np
+
+    x = np.asarray(w, dtype=np.float32).reshape(*w.shape[:-1], w.shape[-1] // 32, 32)
+    amax = np.abs(x).max(-1, keepdims=True)
+    exp = np.where(amax > 0, np.floor(np.log2(np.maximum(amax, 1e-30))) - 2, -127)
+    scaled = x / np.exp2(exp)
+    grid = np.asarray(MXFP4_VALUES, dtype=np.float32)
+    codes = np.abs(scaled[..., None] - grid).argmin(-1).astype(np.uint8)
+    blocks = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+    return blocks, (exp[..., 0] + 127).astype(np.uint8)
+
+
+def _gpt_oss_mxfp4_layout(weights: dict) -> dict:
+    import mlx.core as mx
+    import numpy as np
+
+    out = {k: v for k, v in weights.items() if ".mlp.experts." not in k}
+    for k in [k for k in weights if k.endswith("mlp.experts.gate_proj.weight")]:
+        prefix = k[: -len("gate_proj.weight")]
+        gate, up = (np.array(weights[prefix + p + "_proj.weight"]) for p in ("gate", "up"))
+        both = np.empty((gate.shape[0], 2 * gate.shape[1], gate.shape[2]), np.float32)
+        both[:, 0::2], both[:, 1::2] = gate, up
+        for name, w in (("gate_up_proj", both),
+                        ("down_proj", np.array(weights[prefix + "down_proj.weight"]))):
+            blocks, scales = mxfp4_blocks(w)
+            out[prefix + name + "_blocks"] = mx.array(blocks)
+            out[prefix + name + "_scales"] = mx.array(scales)
+        gb, ub = (np.array(weights[prefix + p + "_proj.bias"]) for p in ("gate", "up"))
+        bias = np.empty((gb.shape[0], 2 * gb.shape[1]), np.float32)
+        bias[:, 0::2], bias[:, 1::2] = gb, ub
+        out[prefix + "gate_up_proj_bias"] = mx.array(bias)
+        out[prefix + "down_proj_bias"] = weights[prefix + "down_proj.bias"]
+    return out
+
+
+def _hf_expert_layout(weights: dict, model_type: str, mxfp4: bool = False) -> dict:
     """MLX's stacked experts (``switch_mlp.P``) as Hugging Face checkpoints hold them: one
     tensor per expert (Mixtral: w1/w2/w3; Granite MoE: stacked, gate and up in one), so the
     fixtures load through mlx-lm's sanitize and the exporter's stacking as real MoE
     checkpoints do. Dense models pass unchanged."""
     import mlx.core as mx
 
+    if model_type == "gpt_oss" and mxfp4:
+        return _gpt_oss_mxfp4_layout(weights)
     if model_type == "granitemoe":
         out = {k: v for k, v in weights.items() if ".switch_mlp." not in k}
         for k in [k for k in weights if k.endswith("switch_mlp.gate_proj.weight")]:

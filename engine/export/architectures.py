@@ -77,7 +77,7 @@ def arch_info(config: dict, source: str = "") -> ArchInfo:
             f"{source}: architecture {model_type or '?'!r} ({archs}) is not supported for GGUF "
             f"export; supported: {', '.join(sorted(GGUF_MODEL_TYPES))}",
             hint="export a model of a supported family, or use llama.cpp's own converter")
-    if config.get("quantization_config") and not config.get("quantization"):
+    if config.get("quantization_config") and not is_mlx_quantized(config):
         method = (config["quantization_config"] or {}).get("quant_method", "?")
         raise TailorError(f"{source} holds {method}-quantized weights, which Tailor cannot "
                           "dequantize", hint="export the original full-precision model")
@@ -116,8 +116,11 @@ def _check_qwen3_moe(config: dict, source: str) -> None:
 
 
 def is_mlx_quantized(config: dict) -> bool:
-    """An MLX-quantized folder (e.g. mlx-community 4-bit): dequantized before export."""
-    return bool(config.get("quantization"))
+    """A folder mlx-lm loads quantized (e.g. mlx-community 4-bit, or gpt-oss's MXFP4 experts,
+    which mlx-lm reads as MLX's mxfp4 mode): dequantized by MLX before export."""
+    method = (config.get("quantization_config") or {}).get("quant_method")
+    return bool(config.get("quantization")) or (config.get("model_type") == "gpt_oss"
+                                                and method == "mxfp4")
 
 
 def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:

@@ -146,3 +146,45 @@ def test_qwen3_moe_with_dense_layers_is_refused(tiny_model, tmp_path):
     with pytest.raises(TailorError, match="dense layers among its expert layers"):
         export_gguf(odd, tmp_path / "odd.gguf", "f32")
     assert not (tmp_path / "odd.gguf").exists()
+
+
+def test_gpt_oss_mxfp4_checkpoint_trains_fuses_and_exports(tiny_model, tmp_path):
+    """gpt-oss as OpenAI ships it: MXFP4 experts (blocks, e8m0 scales, gate and up
+    interleaved). mlx-lm reads them as MLX's mxfp4 mode, so the base trains as QLoRA; the
+    base itself and the fused adapter export through MLX's dequantization and answer in
+    llama.cpp as MLX does."""
+    from engine.tiny_models import MXFP4_VALUES, mxfp4_blocks
+
+    # the fixture's encoding is the format's: values on the grid come back exactly, the even
+    # one of each pair in the low nibble, the scale as 2^(e - 127)
+    grid = np.asarray(MXFP4_VALUES, np.float32)
+    blocks, scales = mxfp4_blocks(np.tile(grid, 2)[None, :] * 4.0)
+    assert scales.tolist() == [[129]]
+    decoded = np.empty(32, np.float32)
+    decoded[0::2], decoded[1::2] = grid[blocks[0, 0] & 15], grid[blocks[0, 0] >> 4]
+    assert np.array_equal(decoded * 4.0, np.tile(grid, 2) * 4.0)
+
+    model_dir = tiny_model("gpt_oss_mxfp4")
+    base = export_gguf(model_dir, tmp_path / "base.gguf", "f32")
+    assert base.verification["passed"], failed_checks(base.verification)
+    info = trained(model_dir, tmp_path, "oss-qlora", learning_rate=3e-3)
+    fig = fused_f32_figures("gpt_oss_mxfp4", model_dir, info, tmp_path / "fused.gguf")
+    assert fig.tokens_identical and fig.argmax_same == fig.positions
+    assert fig.adapter_moved > 1e-2
+    # MLX runs the MXFP4 experts in bfloat16, so MLX + adapter itself differs from the fused
+    # float32 weights by ~2%; against MLX on those fused weights llama.cpp is within 1e-3.
+    from transformers import AutoTokenizer
+
+    from engine.export.verify import llama_logits, mlx_logits, open_llama
+    from tests.export.helpers import PROMPTS, rel_diff
+
+    fused = fuse_adapter(info.name, tmp_path / "fused-folder")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    token_lists = [tok.encode(p) for p in PROMPTS]
+    llm = open_llama(tmp_path / "fused.gguf")
+    try:
+        ours = [llama_logits(llm, t) for t in token_lists]
+    finally:
+        llm.close()
+    assert rel_diff(mlx_logits(fused, token_lists), ours) < 1e-3
+    assert fig.max_rel_diff < 0.05
