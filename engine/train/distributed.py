@@ -97,32 +97,46 @@ def broadcast_json(obj, g):
 class ShardedStream:
     """This rank's share of every global micro-batch of ``stream`` (a BatchStream).
 
-    ``batch(m)`` sums (tokens, trained tokens, cancel) over the ranks first: the Batch it returns
-    carries the global counts (the loop's accounting stays global), ``scale`` this rank's share
-    of the trained tokens, and a cancel asked on any rank stops every rank at the same step."""
+    The Batch ``batch(m)`` returns carries the global batch's token counts (so the loop's
+    accounting stays global; every rank counts them from its own copy of the data, without
+    a message) and sets ``scale``, this rank's share of the trained tokens. A stop asked on
+    any rank is summed with the previous micro-batch's loss (DistributedTrainer's step), so
+    every rank sees it at the same micro-batch and stops there."""
 
-    def __init__(self, stream, g, user_cancel: CancelToken, trainer: "DistributedTrainer"):
-        self.stream, self.group, self.user_cancel = stream, g, user_cancel
-        self.trainer = trainer
+    def __init__(self, stream, g, trainer: "DistributedTrainer"):
+        self.stream, self.group, self.trainer = stream, g, trainer
         self.scale = 1.0
         self.micro = 0
 
     def __getattr__(self, name):  # n_units, per_epoch, examples, padding(): the global ones
         return getattr(self.stream, name)
 
+    def unit_counts(self, unit: int) -> tuple[int, int]:
+        """(tokens, trained tokens) of one example or packed row, as collate counts them."""
+        s = self.stream
+        members = s.rows[unit] if s.rows is not None else [unit]
+        tokens = trained = 0
+        for i in members:
+            e = s.examples[i]
+            n = min(len(e.tokens), s.max_seq_length)
+            if n > 1:
+                tokens += n
+                trained += sum(1 for m in e.loss_mask[1:n] if m)
+        return tokens, trained
+
     def batch(self, micro: int) -> Batch:
+        self.trainer.raise_if_stop_agreed()
         g = self.group
         units = self.stream.indices(micro)
         mine = units[g.rank()::g.size()]
         local = self.stream._collate(mine or units[:1])  # none: a stand-in weighted 0
-        counts = [local.n_tokens, local.n_trained] if mine else [0, 0]
-        total = mx.distributed.all_sum(
-            mx.array([*counts, int(self.user_cancel.requested)], dtype=mx.int32), group=g)
-        n_tokens, n_trained, cancels = (int(v) for v in total.tolist())
-        if cancels:
-            self.trainer.stop_everywhere(self.user_cancel.reason or "stop requested")
+        n_tokens = n_trained = 0
+        for u in units:
+            t, k = self.unit_counts(u)
+            n_tokens, n_trained = n_tokens + t, n_trained + k
         self.micro = micro
-        self.scale = counts[1] / n_trained if n_trained else 0.0
+        mine_trained = local.n_trained if mine else 0
+        self.scale = mine_trained / n_trained if n_trained else 0.0
         local.n_tokens, local.n_trained = n_tokens, n_trained
         return local
 
@@ -150,14 +164,16 @@ class DistributedTrainer(Trainer):
         super().__init__(model, cfg, train, valid, adapter_dir=adapter_dir,
                          cancel=CancelToken(), **kwargs)
         self.user_cancel = cancel or CancelToken()
-        self.train = ShardedStream(self.train, self.group, self.user_cancel, self)
+        self.train = ShardedStream(self.train, self.group, self)
         self._collective = False
+        self._stop_votes = None  # the ranks asking to stop, summed with the last loss
 
-    def stop_everywhere(self, reason: str) -> None:
-        self.cancel.cancel(reason)
-        e = Cancelled(f"stopped at step {self.step}; resume with "
-                      f"`tailor train --resume {self.name}`")
-        raise e
+    def raise_if_stop_agreed(self) -> None:
+        if self._stop_votes is not None and self._stop_votes.item() > 0:
+            reason = self.user_cancel.reason or "stop requested"
+            self.cancel.cancel(reason)
+            raise Cancelled(f"stopped at step {self.step}; resume with "
+                            f"`tailor train --resume {self.name}`")
 
     # -- the compiled step: weighted, summed gradients -------------------------------------
     def _compiled_step(self):
@@ -167,13 +183,14 @@ class DistributedTrainer(Trainer):
         state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(inputs, targets, index, weight, segments, share, prev_grad, do_update):
+        def step(inputs, targets, index, weight, segments, share, stop, prev_grad, do_update):
             (loss, n), grad = loss_and_grad(model, inputs, targets, index, weight, segments)
             # x size: average_gradients divides by the number of ranks (exact for powers of 2)
             grad = tree_map(lambda x: x * (share * size), grad)
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
-            loss = mx.distributed.all_sum(loss * share, group=g)
+            summed = mx.distributed.all_sum(mx.stack([loss * share, stop]), group=g)
+            loss, votes = summed[0], summed[1]
             if do_update:
                 grad = nn.average_gradients(grad, group=g)
                 if accum > 1:
@@ -182,14 +199,17 @@ class DistributedTrainer(Trainer):
                     grad, _ = optim.clip_grad_norm(grad, cfg.grad_clip)
                 optimizer.update(model, grad)
                 grad = None
-            return loss, n, grad
+            return loss, n, grad, votes
 
         def call(inputs, targets, index, weight, segments, prev_grad, do_update):
             # dropout: the loop seeded (seed, micro); each rank draws its own masks
             mx.random.seed((self.cfg.seed * 1_000_003 + self.train.micro * 7919
                             + 104_729 * self.rank) % (2**63))
             share = mx.array(self.train.scale, dtype=mx.float32)
-            return step(inputs, targets, index, weight, segments, share, prev_grad, do_update)
+            stop = mx.array(float(self.user_cancel.requested), dtype=mx.float32)
+            loss, n, grad, self._stop_votes = step(inputs, targets, index, weight, segments,
+                                                   share, stop, prev_grad, do_update)
+            return loss, n, grad
 
         return state, call
 
