@@ -59,7 +59,7 @@ def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str) -> list[Planned
     name_map = gguf.get_tensor_name_map(
         next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == a.arch), a.n_layers)
     planned: list[PlannedTensor] = []
-    for ref in refs:
+    for ref in stack_experts(refs):  # MoE: one tensor per layer's experts, for every caller
         name = gguf_name(a, name_map, ref.name)
         if name is not None:
             planned.append(PlannedTensor(name, ref.shape, None, 0, ref, hf_name=ref.name))
@@ -93,7 +93,7 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
 
     config = read_config(model_dir)
     a = arch_info(config, str(model_dir))
-    refs = stack_experts(list_tensors(model_dir))  # MoE: one tensor per layer's experts
+    refs = list_tensors(model_dir)
     planned = plan_tensors(a, refs, quant)
     embd = next((p for p in planned if p.name == "token_embd.weight"), None)
     if embd is None:
