@@ -31,3 +31,12 @@ def test_export_is_refused_with_the_reason_and_nothing_written(model_type, tiny_
 
 def test_no_family_is_both_supported_and_refused():
     assert not set(UNSUPPORTED) & set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("kind", ["smollm3", "granitemoe", "gpt_oss_mxfp4"])
+def test_model_info_reads_the_table_for_the_new_families(kind, tiny_model):
+    from engine.models.cli import model_info
+
+    info = model_info(tiny_model(kind))
+    assert info["gguf_export"] is True
+    assert info["architecture"] in info["gguf_supported_architectures"]
