@@ -5,8 +5,9 @@ of the validation split in the run's chat template) go, as the same token ids, t
 
 (a) MLX with the adapter applied (the reference), (b) the fused model (engine/fuse.py: a
 folder given, else fused now into a temporary folder), (c) every GGUF exported from this
-adapter (given, else found by its export record under the library's exports and demo
-folders), loaded in llama.cpp with an F32 KV cache, so the comparison measures the file.
+adapter (given, else the ones the adapter's exports list names, wherever they were written,
+and those whose export record names it under the library's exports and demo folders),
+loaded in llama.cpp with an F32 KV cache, so the comparison measures the file.
 
 All greedy, with the same stop tokens. For each file: the share of answers identical to (a);
 for each differing answer, the first token where it diverges and whether MLX had a near-tie
@@ -212,10 +213,35 @@ def _fused_target(info, fused, ref: _Reference, max_tokens: int, job: Job) -> Pa
 
 
 def exported_ggufs(info) -> tuple[list[Path], list[str]]:
-    """(every whole-model GGUF whose export record names this adapter, notes on those left
-    out), searched under the library's exports/ and demo/ folders."""
-    found, notes = [], []
+    """(every whole-model GGUF exported from this adapter, notes on those left out): the ones
+    its exports list names (engine/adapter_exports.py: any folder), then, for exports older
+    than that list, those whose record names it under the library's exports/ and demo/."""
+    from ..adapter_exports import listed_exports
+
+    found: list[Path] = []
+    notes: list[str] = []
+    seen: set[Path] = set()
     weights_time = info.weights.stat().st_mtime if info.weights.exists() else 0.0
+
+    def consider(gguf: Path, kind: str, changed: bool = False) -> None:
+        key = gguf.resolve()
+        if key in seen:
+            return
+        seen.add(key)
+        if kind == "adapter":
+            notes.append(f"{gguf.name}: an adapter-only GGUF (it needs a base GGUF in "
+                         "llama.cpp); not compared")
+        elif changed:
+            notes.append(f"{gguf}: replaced since it was exported from this adapter; "
+                         "not compared")
+        elif gguf.stat().st_mtime < weights_time:
+            notes.append(f"{gguf.name}: older than the adapter's weights (exported from "
+                         "an earlier adapter of this name?); not compared")
+        else:
+            found.append(gguf)
+
+    for entry in listed_exports(info.path):
+        consider(Path(entry["path"]), entry.get("kind", "model"), entry["changed"])
     for root in (paths.exports_dir(), paths.tailor_home() / "demo"):
         for record in sorted(root.rglob("*.gguf.json")) if root.is_dir() else []:
             try:
@@ -223,16 +249,8 @@ def exported_ggufs(info) -> tuple[list[Path], list[str]]:
             except (OSError, ValueError):
                 continue
             gguf = record.with_name(record.name[:-len(".json")])
-            if data.get("source") != info.name or not gguf.is_file():
-                continue
-            if data.get("kind") == "adapter":
-                notes.append(f"{gguf.name}: an adapter-only GGUF (it needs a base GGUF in "
-                             "llama.cpp); not compared")
-            elif gguf.stat().st_mtime < weights_time:
-                notes.append(f"{gguf.name}: older than the adapter's weights (exported from "
-                             "an earlier adapter of this name?); not compared")
-            else:
-                found.append(gguf)
+            if data.get("source") == info.name and gguf.is_file():
+                consider(gguf, data.get("kind", "model"))
     return found, notes
 
 

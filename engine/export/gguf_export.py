@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from ..atomic import atomic_path, write_json_atomic
-from ..events import CancelToken, Job, Reporter, as_job, null_reporter
+from ..events import CancelToken, Job, Reporter, TailorError, as_job, null_reporter
 from ..results import ExportResult
 from .architectures import ArchInfo
 from .plan import ExportPlan, plan_export
@@ -114,12 +114,24 @@ def _verify_gguf(plan: ExportPlan, tmp: Path, job: Job, a: ArchInfo, vocab, plan
     return verification
 
 
+def _list_export(plan: ExportPlan, out: Path, kind: str, job: Job) -> None:
+    """Add the written file to the adapter's exports list (wherever it went), so parity finds
+    it; a list that cannot be written is said, never fails an export that is done."""
+    from ..adapter_exports import EXPORTS_FILE, record_export
+
+    try:
+        record_export(plan.info.path, out, quant=plan.quant, kind=kind, job=job.name)
+    except (TailorError, OSError) as e:
+        job.log(f"{out} was not added to {plan.info.path / EXPORTS_FILE} ({e}); "
+                f"`tailor eval --parity` finds it only with --gguf {out}", level="warning")
+
+
 def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = False,
                 verify: bool = True, report: Reporter = null_reporter,
                 cancel: CancelToken | None = None, free_bytes_fn=None,
                 job: Job | str = "export", threads: int | None = None,
                 allow_tokenizer_mismatch: bool = False,
-                force_pre_tokenizer: str | None = None) -> ExportResult:
+                force_pre_tokenizer: str | None = None, listed: bool = True) -> ExportResult:
     """Write ``source`` (an adapter name or AdapterInfo, or a model folder Path) as GGUF, in
     stages: plan (every refusal), write (fusing or dequantizing first when needed), verify,
     record. Returns the ExportResult (also written beside the file as ``<file>.json``); the
@@ -127,8 +139,10 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
 
     A tokenizer whose pre-tokenizer llama.cpp cannot reproduce is refused unless
     ``allow_tokenizer_mismatch`` (then the closest type is written and the measured mismatch
-    rate recorded); ``force_pre_tokenizer`` writes a named type regardless (tests). Holds the
-    adapter's and the output's locks throughout (engine/locks.py)."""
+    rate recorded); ``force_pre_tokenizer`` writes a named type regardless (tests). ``listed``:
+    add the file to the adapter's exports list (engine/adapter_exports.py; off for a staged
+    copy that is removed after, as `tailor push` makes). Holds the adapter's and the output's
+    locks throughout (engine/locks.py)."""
     from ..library import reading
 
     job = as_job(job, report, cancel)
@@ -136,12 +150,12 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
         return _export(source, out, quant, job, adapter_only=adapter_only, verify=verify,
                        free_bytes_fn=free_bytes_fn, threads=threads,
                        allow_tokenizer_mismatch=allow_tokenizer_mismatch,
-                       force_pre_tokenizer=force_pre_tokenizer)
+                       force_pre_tokenizer=force_pre_tokenizer, listed=listed)
 
 
 def _export(source, out: Path | str, quant: str, job: Job, *, adapter_only: bool, verify: bool,
             free_bytes_fn, threads: int | None, allow_tokenizer_mismatch: bool,
-            force_pre_tokenizer: str | None) -> ExportResult:
+            force_pre_tokenizer: str | None, listed: bool = True) -> ExportResult:
     t0 = time.time()
     plan = plan_export(source, out, quant, adapter_only=adapter_only,
                        free_bytes_fn=free_bytes_fn,
@@ -176,6 +190,8 @@ def _export(source, out: Path | str, quant: str, job: Job, *, adapter_only: bool
                      for p in planned],
             metadata=meta, tensor_count=len(planned))
         write_json_atomic(record_path(out), result.to_dict())
+        if listed and plan.info is not None:
+            _list_export(plan, out, result.kind, job)
     finally:
         for folder in scratch:
             shutil.rmtree(folder, ignore_errors=True)

@@ -158,7 +158,8 @@ def stage(plan: PushPlan, folder: Path, job: Job) -> PushPlan:
         job.cancel.raise_if_cancelled()
         span = 0.1 + 0.6 * i / len(quants), 0.1 + 0.6 * (i + 1) / len(quants)
         out = folder / gguf_name(plan.adapter, quant)
-        result = export_gguf(info, out, quant, job=job.nested(*span))
+        # (listed=False: a staged copy, removed after the upload, is no export of the adapter)
+        result = export_gguf(info, out, quant, job=job.nested(*span), listed=False)
         if not result.verified:
             raise TailorError(f"the {quant.upper()} GGUF did not pass verification in "
                               "llama.cpp, so nothing was uploaded",
