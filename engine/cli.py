@@ -100,50 +100,86 @@ def make_job(name: str, events: str | None, quiet: bool) -> tuple[Job, Callable[
     return job, close
 
 
-def job_locks(args: argparse.Namespace, job_name: str):
-    """The locks a fuse, export or Ollama hand-off holds for its whole run (engine/locks.py):
-    its adapter (exclusive: training replaces the weights it reads) and its output path.
-    Training and library changes lock inside engine/train/run.py and engine/library.py."""
-    from . import locks
+# Commands that read one library adapter (--adapter) for their whole run: its lock keeps a
+# training run, rename or delete from changing it under them (the domain functions inside take
+# the same lock re-entrantly, engine/locks.py). eval writes only its report, in the adapter's
+# evaluations/ folder; push stages copies outside it.
+READS_ADAPTER = ("fuse", "export", "ollama", "eval", "push")
+
+
+def job_adapters(args: argparse.Namespace) -> list[str]:
+    """The library adapters the runner locks for this command: the one a reader reads; a
+    merge's parents and, without --fuse, the new adapter it writes. Bad names are left out
+    (the command itself says why)."""
+    from .library import validate_name
 
     command = getattr(args, "command", None)
-    wanted: list = []
-    if command in ("fuse", "export", "ollama") and getattr(args, "adapter", None):
-        from .library import validate_name
+    names: list[str] = []
+    if command in READS_ADAPTER and getattr(args, "adapter", None):
+        names.append(args.adapter)
+    if command == "merge":
+        names += list(getattr(args, "adapters", None) or [])
+        if getattr(args, "name", "") and not getattr(args, "fuse", None):
+            names.append(args.name)
+    valid = []
+    for name in names:
+        with contextlib.suppress(TailorError):
+            valid.append(validate_name(name))
+    return list(dict.fromkeys(valid))
 
-        with contextlib.suppress(TailorError):  # a bad name: the command itself says why
-            wanted.append(locks.adapter_lock(validate_name(args.adapter), job_name))
+
+def job_locks(args: argparse.Namespace, job_name: str):
+    """The locks a command holds for its whole run (engine/locks.py): its adapters (exclusive:
+    training replaces the weights a reader reads; merge writes its new name) and its output
+    path; `tailor lmstudio` the GGUF it places (one placement of a file at a time, so "already
+    there" is decided once). Training and library changes lock inside engine/train/run.py and
+    engine/library.py."""
+    from . import locks
+
+    wanted: list = [locks.adapter_lock(name, job_name) for name in job_adapters(args)]
     out = job_output(args)
+    if getattr(args, "command", None) == "lmstudio" and getattr(args, "gguf", None):
+        out = args.gguf
     if out:
         wanted.append(locks.output_lock(out, job_name))
     return locks.holding(*wanted)
 
 
 def job_output(args: argparse.Namespace) -> str | None:
-    """The file or folder a fuse, export or Ollama hand-off writes (None for the others)."""
+    """The file or folder a command writes outside the library (None for the others): fuse's
+    and export's --out, the Ollama hand-off's Modelfile folder, merge's --fuse folder, eval's
+    --markdown report."""
     command = getattr(args, "command", None)
     if command in ("fuse", "export"):
         return getattr(args, "out", None)
     if command == "ollama":
         return getattr(args, "modelfile_dir", None)
+    if command == "merge":
+        return getattr(args, "fuse", None)
+    if command == "eval":
+        return getattr(args, "markdown", None)
     return None
 
 
-# commands that write: their start sweeps what killed jobs left (engine/sweep.py)
-SWEEPING = {"train", "fuse", "export", "ollama", "demo", "library rename", "library delete",
-            "library duplicate"}
+# commands that write: their start sweeps what killed jobs left (engine/sweep.py), in the
+# library, beside their output, and in the folders of the adapters they hold locked (there any
+# temporary is a dead job's, whatever its age: a killed eval's report, a killed merge's folder)
+SWEEPING = {"train", "fuse", "export", "ollama", "demo", "merge", "eval", "library rename",
+            "library delete", "library duplicate"}
 
 
 def sweep_leftovers(args: argparse.Namespace, job: Job) -> None:
     """Remove stale temporaries of killed jobs in the library and next to this job's output,
     and say so; never fails the job."""
-    from . import sweep
+    from . import paths, sweep
 
     command = getattr(args, "command", None)
     if command not in SWEEPING and f"{command} {getattr(args, 'action', '')}" not in SWEEPING:
         return
     try:
         removed = sweep.sweep_library()
+        for name in job_adapters(args):  # (locked by job_locks around this call)
+            removed += sweep.sweep_adapter_folder(paths.adapters_dir() / name, held=True)
         out = job_output(args)
         if out:
             removed += sweep.sweep_output_folder(out, held=True)

@@ -5,8 +5,8 @@ Only Tailor's own names are touched, each an exact pattern of the code that writ
 ``.<name>.tmp-<8 hex>[.safetensors|.old|.probe]`` (engine/atomic.py),
 ``.<name>.fused-<8 hex>`` / ``.<name>.dequantized-<8 hex>`` (the export's fused or
 dequantized model), ``.<name>.tmp-copy`` / ``.<name>.deleting`` (the library). And only in
-folders Tailor writes: the library's own folders and a job's output folder, never recursively
-into anything else.
+folders Tailor writes: the library's own folders (an adapter's folder, its checkpoints and
+evaluations) and a job's output folder, never recursively into anything else.
 
 A temporary is stale when the job that wrote it is gone: its lock (engine/locks.py) is not held
 and it is older than ``STALE_AFTER``, or it belongs to the very target the calling job now
@@ -112,23 +112,24 @@ def _adapter_lock_of(adapters: Path):
 
 def sweep_adapter_folder(folder: Path, held: bool = True, now: float | None = None
                          ) -> list[Removed]:
-    """The temporaries in one adapter's folder and its ``checkpoints`` (``held``: the caller
-    holds this adapter's lock)."""
+    """The temporaries in one adapter's folder, its ``checkpoints`` and its ``evaluations``
+    (a killed eval's report, engine/evaluate/record.py) (``held``: the caller holds this
+    adapter's lock)."""
     folder = Path(folder)
     adapters = folder.parent
     lock_of = _adapter_lock_of(adapters)
     own = [locks.adapter_lock_path(folder.name, adapters)] if held else []
     # the library's own leftovers for this name (.NAME.tmp-copy, .NAME.deleting, ...)
     removed = sweep_folder(adapters, lock_of, own=own, now=now) if held else []
-    for sub in (folder, folder / "checkpoints"):
+    for sub in (folder, folder / "checkpoints", folder / "evaluations"):
         # everything inside an adapter's folder is covered by that adapter's lock
         removed += sweep_folder(sub, lambda t: lock_of(folder), own=own, now=now)
     return removed
 
 
 def sweep_library(home: Path | None = None, now: float | None = None) -> list[Removed]:
-    """Stale temporaries in the library: ``adapters/`` (and each adapter's folder and
-    checkpoints), ``exports/``, ``models/``, ``runs/``."""
+    """Stale temporaries in the library: ``adapters/`` (and each adapter's folder,
+    checkpoints and evaluations), ``exports/``, ``models/``, ``runs/``."""
     from . import paths
 
     home = Path(home) if home is not None else paths.tailor_home()

@@ -29,11 +29,12 @@ def merge_adapters(names: list[str], cfg: MergeConfig, name: str = "",
     start = time.time()
     fuse_out = Path(fuse_out).expanduser() if fuse_out else None
     writes_adapter = plan_merge(list(names), cfg, name, fuse_out, library_dir).target is not None
-    held = [locks.adapter_lock(n, job.name, library_dir) for n in names]
+    # re-entrant: `tailor merge`'s runner holds these very locks around this call (engine/cli.py)
+    held = [locks.adapter_lock(n, job.name, library_dir, reentrant=True) for n in names]
     if writes_adapter:
-        held.append(locks.adapter_lock(name, job.name, library_dir))
+        held.append(locks.adapter_lock(name, job.name, library_dir, reentrant=True))
     if fuse_out is not None:
-        held.append(locks.output_lock(fuse_out, job.name, library_dir))
+        held.append(locks.output_lock(fuse_out, job.name, library_dir, reentrant=True))
     with locks.holding(*held):
         plan = plan_merge(list(names), cfg, name, fuse_out, library_dir)  # as of the locks
         # what a killed merge into the same target left (nothing live: we hold its lock)
