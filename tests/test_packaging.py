@@ -23,7 +23,10 @@ def test_pyproject_metadata_raises_no_setuptools_warning():
     assert "Warning" not in proc.stderr
 
 
-def test_the_app_icon_is_a_valid_icns_rendered_from_the_svg(tmp_path):
+def test_the_app_icon_is_a_valid_icns_rendered_from_the_svg(tmp_path, qapp):
+    # qapp: a QApplication first. make_icns makes a QGuiApplication when none exists, and that
+    # one would outlive this test: app.main.make_app then finds an application without
+    # setStyle ("'QGuiApplication' object has no attribute 'setStyle'" in every later GUI test).
     import struct
 
     from PySide6.QtGui import QImage
