@@ -211,10 +211,10 @@ def launch_training(args, job, argv: list[str] | None = None, *,
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)  # Ctrl-C here becomes a polite stop
-    return _relay(proc, hosts, job)
+    return _relay(proc, hosts, job, args.resume or args.name or "NAME")
 
 
-def _relay(proc: subprocess.Popen, hosts: list[Host], job) -> int:
+def _relay(proc: subprocess.Popen, hosts: list[Host], job, name: str) -> int:
     ends: dict[int, str] = {}
     stderr_lines: list[str] = []
 
@@ -266,7 +266,8 @@ def _relay(proc: subprocess.Popen, hosts: list[Host], job) -> int:
         return 1
     raise TailorError("the distributed run ended without a result: "
                       + ("; ".join(lost) or f"mlx.launch exited with {proc.returncode}"),
-                      hint="see the messages above; resume with tailor train --resume NAME")
+                      hint=f"see the messages above; the last complete checkpoint resumes "
+                           f"with `tailor train --resume {name}` (alone or on several ranks)")
 
 
 def dispatch(args, job) -> int | None:
