@@ -192,6 +192,11 @@ def mlx_launch_command(hosts: list[Host], argv: list[str], hostfile: Path | None
 def launch_training(args, job, argv: list[str] | None = None, *,
                     runner: Runner = ssh_runner) -> int:
     """Check the hosts, run mlx.launch, relay rank 0's events; -> the exit status."""
+    missing = [] if args.resume else [f"--{f}" for f in ("model", "data", "name")
+                                      if not getattr(args, f)]
+    if missing:  # said before any rank starts
+        raise TailorError("missing " + ", ".join(missing),
+                          hint="tailor train --model PATH --data FILE --name NAME --ranks 2")
     hosts = parse_hosts(args.hosts, args.ranks)
     model, data = args.model, args.data
     if args.resume and not (model and data):  # the run's own inputs

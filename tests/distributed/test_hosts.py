@@ -125,3 +125,16 @@ def test_every_rank_runs_the_same_command_with_events_for_the_launcher():
     cmd = mlx_launch_command([Host("127.0.0.1", [])] * 2, child_argv(argv), None)
     assert cmd[1:5] == ["--backend", "ring", "-n", "2"]
     assert cmd[cmd.index("--") + 1:cmd.index("--") + 4] == [sys.executable, "-m", "engine"]
+
+
+def test_missing_inputs_are_refused_before_any_rank_starts(monkeypatch):
+    import argparse
+
+    from engine.events import Job
+    from engine.train import launch
+
+    monkeypatch.setattr(launch.subprocess, "Popen", lambda *a, **k: pytest.fail("launched"))
+    args = argparse.Namespace(ranks=2, hosts=None, model=None, data="d.jsonl", name=None,
+                              resume=None)
+    with pytest.raises(TailorError, match="missing --model, --name"):
+        launch.launch_training(args, Job("train"))
