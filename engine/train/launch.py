@@ -189,6 +189,28 @@ def mlx_launch_command(hosts: list[Host], argv: list[str], hostfile: Path | None
             sys.executable, "-m", "engine", *argv]
 
 
+def refuse_unsupported(args, ranks: int) -> None:
+    """What a distributed run cannot do, said before any rank starts (a refusal inside the
+    ranks would come after the library entry was opened)."""
+    from ..configs import overrides_from_args
+    from .config import TrainConfig, make_config
+
+    if args.resume:
+        from .run import _saved_config
+
+        cfg = _saved_config(args.resume)
+    else:
+        cfg = make_config(getattr(args, "preset", None), **overrides_from_args(TrainConfig, args))
+    if cfg.objective != "sft":
+        raise TailorError(f"--objective {cfg.objective} cannot run on several ranks yet",
+                          hint="train it on one machine (without --ranks/--hosts)")
+    if cfg.batch_size < ranks:
+        raise TailorError(f"--batch-size {cfg.batch_size} is smaller than the number of ranks "
+                          f"({ranks}): every rank needs an example per batch",
+                          hint=f"use --batch-size {ranks} or more (the global batch, split "
+                               "across the ranks)")
+
+
 def launch_training(args, job, argv: list[str] | None = None, *,
                     runner: Runner = ssh_runner) -> int:
     """Check the hosts, run mlx.launch, relay rank 0's events; -> the exit status."""
@@ -198,6 +220,7 @@ def launch_training(args, job, argv: list[str] | None = None, *,
         raise TailorError("missing " + ", ".join(missing),
                           hint="tailor train --model PATH --data FILE --name NAME --ranks 2")
     hosts = parse_hosts(args.hosts, args.ranks)
+    refuse_unsupported(args, len(hosts))
     model, data = args.model, args.data
     if args.resume and not (model and data):  # the run's own inputs
         from .. import library

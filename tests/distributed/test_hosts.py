@@ -138,3 +138,21 @@ def test_missing_inputs_are_refused_before_any_rank_starts(monkeypatch):
                               resume=None)
     with pytest.raises(TailorError, match="missing --model, --name"):
         launch.launch_training(args, Job("train"))
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--objective", "dpo"], "--objective dpo cannot run on several ranks"),
+    (["--batch-size", "2"], "--batch-size 2 is smaller than the number of ranks (3)"),
+])
+def test_what_ranks_cannot_do_is_refused_before_any_rank_starts(monkeypatch, flags, words):
+    from engine.cli import build_parser
+    from engine.events import Job
+    from engine.train import launch
+
+    monkeypatch.setattr(launch.subprocess, "Popen", lambda *a, **k: pytest.fail("launched"))
+    monkeypatch.setattr(sys, "argv", ["tailor", "train"])
+    args = build_parser().parse_args(["train", "--model", "m", "--data", "d", "--name", "n",
+                                      "--ranks", "3", *flags])
+    with pytest.raises(TailorError) as e:
+        launch.launch_training(args, Job("train"))
+    assert words in e.value.message and e.value.hint
