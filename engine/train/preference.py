@@ -4,8 +4,8 @@ A batch of B pairs is one padded batch of 2B rows, the chosen answers first, the
 ones (engine/train/batching.py's ``collate``), plus ``owner`` [2B, K]: which row each trained
 position belongs to, so one matmul sums each answer's token log-probabilities.
 
-DPO's reference model is the same weights with the adapter switched off: every LoRA layer's
-scale is set to 0 for the reference pass (its output is then the base layer's, exactly) under
+DPO's reference model is the same weights with the adapter switched off: for the reference
+pass every LoRA layer computes only its base layer (``adapters_off``), under
 ``mx.stop_gradient``, so there is never a second copy of the model in memory. ORPO needs no
 reference. Each step's metrics are sums over pairs (exact across micro-batches and validation
 batches), turned into means when a step or a validation ends.
@@ -71,19 +71,36 @@ def log_sigmoid(x: mx.array) -> mx.array:
     return -mx.logaddexp(mx.zeros_like(x), -x)
 
 
+def _base_only(cls):
+    """A LoRALinear subclass that calls only its base layer: the adapter's branch is not
+    computed at all (times 0 it would add exactly nothing, at a cost)."""
+    class BaseOnly(cls):
+        def __call__(self, x):
+            return self.linear(x)
+
+    return BaseOnly
+
+
 @contextmanager
 def adapters_off(model):
-    """Every LoRA layer's scale at 0 inside the block: the model computes the base's values."""
+    """Inside the block the model computes the base's values: plain LoRA layers call only
+    their base layer, other LoRA layers (experts, embeddings) have their scale at 0."""
+    from mlx_lm.tuner.lora import LoRALinear
+
     layers = [m for _, m in model.named_modules() if hasattr(m, "lora_a") and
               hasattr(m, "scale") and not hasattr(m, "m")]
-    saved = [m.scale for m in layers]
+    saved = [(m.__class__, m.scale) for m in layers]
+    off = _base_only(LoRALinear)
     try:
         for m in layers:
-            m.scale = 0.0
+            if type(m) is LoRALinear:
+                m.__class__ = off
+            else:
+                m.scale = 0.0
         yield len(layers)
     finally:
-        for m, s in zip(layers, saved):
-            m.scale = s
+        for m, (cls, scale) in zip(layers, saved):
+            m.__class__, m.scale = cls, scale
 
 
 def sequence_logps(model, body, head, inputs, targets, index, owner):
