@@ -183,6 +183,18 @@ class LibraryPage(QWidget):
         lay.addWidget(self.banner)
         split = QSplitter(Qt.Orientation.Vertical)
         lay.addWidget(split, 1)
+        split.addWidget(self._build_table())
+        detail = QWidget()
+        dl = QVBoxLayout(detail)
+        dl.setContentsMargins(0, 0, 0, 0)
+        dl.addLayout(self._build_action_row())
+        dl.addLayout(self._build_compare_row())
+        dl.addWidget(self._build_tabs(), 1)
+        split.addWidget(detail)
+        split.setSizes([260, 420])
+        self._enable(None)
+
+    def _build_table(self) -> QTableView:
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(Qt.ItemDataRole.UserRole)
@@ -198,11 +210,9 @@ class LibraryPage(QWidget):
         self.view.horizontalHeader().setStretchLastSection(True)
         self.view.selectionModel().selectionChanged.connect(self._on_selection)
         self.view.doubleClicked.connect(lambda _: self._act("try"))
-        split.addWidget(self.view)
+        return self.view
 
-        detail = QWidget()
-        dl = QVBoxLayout(detail)
-        dl.setContentsMargins(0, 0, 0, 0)
+    def _build_action_row(self) -> QHBoxLayout:
         buttons = QHBoxLayout()
         self.buttons: dict[str, QPushButton] = {}
         for key, label in (("try", "Try"), ("export", "Export…"), ("resume", "Resume"),
@@ -214,7 +224,9 @@ class LibraryPage(QWidget):
             buttons.addWidget(b)
             self.buttons[key] = b
         buttons.addStretch(1)
-        dl.addLayout(buttons)
+        return buttons
+
+    def _build_compare_row(self) -> QHBoxLayout:
         # Compare on its own row: beside eight buttons it was cut off at 1024 px.
         buttons = QHBoxLayout()
         buttons.addWidget(QLabel("Compare with"))
@@ -239,7 +251,9 @@ class LibraryPage(QWidget):
         self.publish_button.clicked.connect(self._publish)
         self.publish_button.setEnabled(False)
         buttons.addWidget(self.publish_button)
-        dl.addLayout(buttons)
+        return buttons
+
+    def _build_tabs(self) -> QTabWidget:
         self.tabs = QTabWidget()
         self.chart = LossChart(self.history, grid=True)
         self.settings_view = QTextBrowser()
@@ -249,10 +263,7 @@ class LibraryPage(QWidget):
         self.tabs.addTab(self.record_view, "Record")
         self.eval_view = EvaluationView(self.state)  # the latest evaluation, and Evaluate
         self.tabs.addTab(self.eval_view, "Evaluate")
-        dl.addWidget(self.tabs, 1)
-        split.addWidget(detail)
-        split.setSizes([260, 420])
-        self._enable(None)
+        return self.tabs
 
     # -- data --------------------------------------------------------------------------------
 
