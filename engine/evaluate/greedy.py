@@ -1,8 +1,10 @@
 """One prompt at a time, greedily, with a KV cache: the MLX side of the forgetting probe, the
-run's baseline and shipped-file parity, and the log-likelihood of given answers.
+run's baseline and shipped-file parity.
 
 Parity compares token for token, so every model it compares (MLX + adapter, the fused folder)
 goes through this same unbatched loop: padding or batching cannot move a logit between them.
+(The log-likelihood of given answers is engine/models/token_loss.py's answer_logprob, the
+arithmetic of training's loss.)
 Each step can also report how close MLX's top two tokens were (``gaps``), which is what tells a
 rounding flip in a shipped file from a broken one.
 """
@@ -68,24 +70,6 @@ def greedy(model, prompt: Sequence[int], max_tokens: int, stops: set[int], *,
             cancel.raise_if_cancelled()
         logits = model(mx.array([[tok]]), cache=cache)[0, -1]
     return Greedy(out, False, found)
-
-
-def answer_logprob(model, tokens: Sequence[int], mask: Sequence[int]) -> tuple[float, int]:
-    """(sum of log p, count) over the positions of ``tokens`` whose ``mask`` is 1, each token
-    predicted from the ones before it (the first token is never scored)."""
-    import mlx.core as mx
-
-    toks = list(tokens)
-    if len(toks) < 2:
-        return 0.0, 0
-    logits = model(mx.array(toks[:-1])[None])[0].astype(mx.float32)
-    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    targets = mx.array(toks[1:])
-    picked = mx.take_along_axis(logp, targets[:, None], axis=-1)[:, 0]
-    weight = mx.array([float(m) for m in list(mask)[1:]])
-    total, n = (picked * weight).sum(), weight.sum()
-    mx.eval(total, n)
-    return float(total.item()), int(n.item())
 
 
 def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:

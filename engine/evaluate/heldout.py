@@ -210,7 +210,7 @@ class _Side:
 def _side(model, tokenizer, items, prompts, budget, batch_size, job: Job, start: float,
           end: float) -> _Side:
     """Loss on every example, then greedy answers to the answered ones, on [start, end]."""
-    from .greedy import answer_logprob
+    from ..models.token_loss import answer_logprob  # (training's own loss arithmetic)
 
     mid = start + (end - start) * 0.2
     progress = job.progress("loss", start, mid)

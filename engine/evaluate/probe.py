@@ -26,7 +26,6 @@ from .. import paths
 from ..atomic import sha256_file
 from ..events import ErrorCode, Job, TailorError
 from ..results import ProbeItem, ProbeResult
-from .greedy import answer_logprob
 from .scores import exact_match
 
 PROBE_FILE = paths.RESOURCES / "eval" / "general_probe.jsonl"
@@ -110,6 +109,7 @@ def _measure(model, tokenizer, items: list[ProbePrompt], max_tokens: int, job: J
              chat_template: str = "") -> list[tuple[str, float]]:
     """(greedy answer, mean log p per reference token) of each item; ``job``'s bar: the
     log-likelihoods first fifth, the batched greedy answers the rest."""
+    from ..models.token_loss import answer_logprob  # (training's own loss arithmetic)
     from .generation import greedy_answers
 
     model.eval()
