@@ -15,11 +15,9 @@ PRODUCT = ("engine", "app")
 
 # Imported by the product but deliberately optional: a declared extra installs it, and the code
 # that imports it says what is skipped without it.
-OPTIONAL_IMPORTS = {
-    # the export's load check in llama.cpp: "llama_cpp not installed: llama.cpp load not
-    # checked" (engine/export/verify.py); a source build, so not forced on every install
-    "llama_cpp": "llama-cpp-python",
-}
+# None now: llama-cpp-python, the one there was, is a runtime dependency (the export's load
+# check in llama.cpp is part of the product; test_llama_cpp_is_a_runtime_dependency).
+OPTIONAL_IMPORTS: dict[str, str] = {}
 
 
 def normalize(name: str) -> str:
@@ -124,3 +122,16 @@ def test_license_is_an_spdx_expression():
     license_ = load_pyproject()["project"]["license"]
     assert isinstance(license_, str) and re.fullmatch(r"[A-Za-z0-9.+-]+", license_), license_
     assert metadata.metadata("tailor").get("License-Expression") in (None, license_)
+
+
+def test_llama_cpp_is_a_runtime_dependency_and_bundled_in_the_app():
+    # `pip install tailor` gets llama.cpp: without it no export would be verified
+    assert "llama-cpp-python" in declared(load_pyproject())
+    assert "llama-cpp-python" not in extras(load_pyproject())  # (one place, not two)
+    # the frozen app collects it unconditionally (a build without it stops, saying why)
+    spec = ast.parse((REPO / "packaging" / "tailor.spec").read_text(encoding="utf-8"))
+    collected = next(node.iter for node in ast.walk(spec) if isinstance(node, ast.For)
+                     and isinstance(node.iter, ast.Tuple)
+                     and any(isinstance(e, ast.Constant) and e.value == "mlx_lm"
+                             for e in node.iter.elts))
+    assert "llama_cpp" in [e.value for e in collected.elts if isinstance(e, ast.Constant)]

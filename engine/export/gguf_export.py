@@ -195,8 +195,10 @@ def _export(source, out: Path | str, quant: str, job: Job, *, adapter_only: bool
     finally:
         for folder in scratch:
             shutil.rmtree(folder, ignore_errors=True)
-    if not verification.get("passed"):
-        job.log("verification found differences: " + "; ".join(
-            f"{c['name']}: {c['detail']}" for c in verification["checks"]
-            if c["passed"] is False), level="warning")
+    failed = [f"{c['name']}: {c['detail']}" for c in verification["checks"]
+              if c["passed"] is False]
+    if failed:
+        job.log("verification found differences: " + "; ".join(failed), level="warning")
+    elif not verification.get("passed"):
+        job.log(f"{out}: {verification.get('note')}", level="warning")
     return result

@@ -383,6 +383,10 @@ def _verify_adapter(path: Path, tok, adapter_dir: Path, base_dir: Path, checks) 
     return checks
 
 
+NOT_INSTALLED = "not verified: llama.cpp is not installed"
+INSTALL_LLAMA_CPP = "pip install llama-cpp-python, or reinstall Tailor: it is a dependency"
+
+
 def verify_export(path: Path, *, planned, arch, vocab, model_dir: Path, quant: str,
                   adapter_dir: Path | None, base_dir: Path, run_llama: bool = True,
                   report: Reporter = null_reporter, job: str = "export") -> dict[str, Any]:
@@ -392,7 +396,10 @@ def verify_export(path: Path, *, planned, arch, vocab, model_dir: Path, quant: s
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
-            llama_note = "llama_cpp not installed: llama.cpp load not checked"
+            # A runtime dependency, so a broken install: the file is not called verified on
+            # its structure alone (nothing loaded it), and the check says how to fix it.
+            llama_note = NOT_INSTALLED
+            _check(checks, "llama.cpp load", None, f"{NOT_INSTALLED} ({INSTALL_LLAMA_CPP})")
         else:
             try:
                 checks += verify_llama_cpp(Path(path), vocab=vocab, model_dir=model_dir,
@@ -404,13 +411,16 @@ def verify_export(path: Path, *, planned, arch, vocab, model_dir: Path, quant: s
         llama_note = "llama.cpp check skipped (--no-verify)"
     if llama_note:
         report(Log(job=job, level="info", message=llama_note))
-    return {"passed": all(c["passed"] for c in checks if c["passed"] is not None),
+    passed = all(c["passed"] for c in checks if c["passed"] is not None)
+    return {"passed": passed and llama_note != NOT_INSTALLED,
             "checks": checks, "llama_cpp": not llama_note, "note": llama_note}
 
 
 def format_verification(v: dict) -> str:
     """The verification record as the lines `tailor export` and the demo print."""
-    lines = [f"verification: {'PASSED' if v.get('passed') else 'FAILED'}"]
+    failed = any(c["passed"] is False for c in v.get("checks", []))
+    verdict = "PASSED" if v.get("passed") else "FAILED" if failed else "NOT DONE"
+    lines = [f"verification: {verdict}"]
     for c in v.get("checks", []):
         mark = {True: "ok  ", False: "FAIL", None: "--  "}[c["passed"]]
         lines.append(f"  {mark} {c['name']}: {c['detail']}")
