@@ -12,6 +12,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app import commands
+from app.pages.playground import BASE
 from engine.generate import generate_text
 from engine.train.config import make_config
 from engine.train.run import train_adapter
@@ -93,6 +94,9 @@ def test_playground_stop_clear_and_aligned_columns(qtbot, page):
     assert not page.stop_button.isEnabled() and not page.clear_button.isEnabled()
 
     page.side_by_side.setChecked(False)
+    # The base model alone for this reply: the trained adapter learned to end its short toy
+    # answers, so with it the reply could finish by itself before Stop is pressed.
+    page.adapter_box.setCurrentIndex(page.adapter_box.findData(BASE))
     send(qtbot, page, "first")
     assert page.stop_button.isEnabled()
     qtbot.waitUntil(lambda: page.left.pieces >= 1, timeout=LOAD)
@@ -100,6 +104,7 @@ def test_playground_stop_clear_and_aligned_columns(qtbot, page):
     qtbot.waitUntil(lambda: not page.busy(), timeout=20000)
     assert page.left.turns[-1][1].endswith("[stopped]")
 
+    page.adapter_box.setCurrentIndex(page.adapter_box.findData("tuned"))
     page.side_by_side.setChecked(True)
     send(qtbot, page, "second")
     sent = [(r["adapter"], r["system"], r["temperature"]) for r in page.worker.sent[-2:]]
