@@ -452,6 +452,20 @@ FAMILY_SPECS: dict[str, TinySpec] = {
                   swiglu_limit=7.0),
         "bpe-harmony", HARMONY_TEMPLATE, "<|end|>"),
 }
+# Qwen3.5 (dense, text): three Gated DeltaNet (linear attention) layers, then one gated full
+# attention layer; 2 key heads for 4 value heads (llama.cpp reorders the value heads).
+FAMILY_SPECS["qwen3_5"] = TinySpec(
+    "qwen3_5", "Qwen3.5 style: ChatML, hybrid Gated DeltaNet / gated attention layers, "
+    "partial rotary, (1 + w) norms, tied",
+    _base_cfg(model_type="qwen3_5", architectures=["Qwen3_5ForCausalLM"], num_hidden_layers=4,
+              intermediate_size=128, head_dim=16, linear_num_value_heads=4,
+              linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+              linear_conv_kernel_dim=4, full_attention_interval=4, tie_word_embeddings=True,
+              rms_norm_eps=1e-6, hidden_act="silu",
+              rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 0],
+                               "mrope_interleaved": True, "rope_theta": 10000000.0,
+                               "partial_rotary_factor": 0.25}),
+    "bpe-qwen", CHATML_TEMPLATE, "<|im_end|>")
 # gpt-oss as OpenAI ships it: the experts in MXFP4 (blocks and e8m0 scales, gate and up
 # interleaved in one gate_up_proj), everything else in full precision.
 FAMILY_SPECS["gpt_oss_mxfp4"] = TinySpec(
@@ -663,6 +677,21 @@ def _gpt_oss_mxfp4_layout(weights: dict) -> dict:
     return out
 
 
+def _qwen3_5_hf_layout(weights: dict) -> dict:
+    """mlx-lm's Qwen3.5 as the Hugging Face text checkpoint holds it: no language_model.
+    prefix, conv1d as (channels, 1, kernel), the (1 + w) norms stored as w."""
+    out = {}
+    for name, value in weights.items():
+        name = name.removeprefix("language_model.")
+        if name.endswith("conv1d.weight"):
+            value = value.moveaxis(2, 1)
+        elif name.endswith(("input_layernorm.weight", "post_attention_layernorm.weight",
+                            "model.norm.weight", "q_norm.weight", "k_norm.weight")):
+            value = value - 1.0
+        out[name] = value
+    return out
+
+
 def _hf_expert_layout(weights: dict, model_type: str, mxfp4: bool = False) -> dict:
     """MLX's stacked experts (``switch_mlp.P``) as Hugging Face checkpoints hold them: one
     tensor per expert (Mixtral: w1/w2/w3; Granite MoE: stacked, gate and up in one), so the
@@ -670,6 +699,8 @@ def _hf_expert_layout(weights: dict, model_type: str, mxfp4: bool = False) -> di
     checkpoints do. Dense models pass unchanged."""
     import mlx.core as mx
 
+    if model_type == "qwen3_5":
+        return _qwen3_5_hf_layout(weights)
     if model_type == "gpt_oss" and mxfp4:
         return _gpt_oss_mxfp4_layout(weights)
     if model_type == "granitemoe":

@@ -47,7 +47,9 @@ class ArchInfo:
     @property
     def rope_dims(self) -> int:
         """Rotated dimensions per head (Phi-4-mini rotates 3/4 of each head)."""
-        return int(self.head_dim * float(self.config.get("partial_rotary_factor") or 1.0))
+        factor = self.config.get("partial_rotary_factor") or rope_params(self.config).get(
+            "partial_rotary_factor")
+        return int(self.head_dim * float(factor or 1.0))
 
     @property
     def n_expert(self) -> int:
@@ -137,15 +139,19 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
     w.add_layer_norm_rms_eps(float(c.get("rms_norm_eps", 1e-6)))
     w.add_rope_freq_base(rope_theta(c))
     w.add_vocab_size(int(n_vocab))
-    if a.head_dim * a.n_head != int(c["hidden_size"]) or a.arch in ("qwen3", "qwen3moe") + GEMMAS:
+    if a.head_dim * a.n_head != int(c["hidden_size"]) \
+            or a.arch in ("qwen3", "qwen3moe", "qwen35") + GEMMAS:
         w.add_key_length(a.head_dim)
         w.add_value_length(a.head_dim)
-    if a.arch in ("qwen2", "qwen3", "qwen3moe", "phi3", "olmo2", "gpt-oss") + PERMUTED_QK:
+    if a.arch in ("qwen2", "qwen3", "qwen3moe", "phi3", "olmo2", "gpt-oss", "qwen35") \
+            + PERMUTED_QK:
         w.add_rope_dimension_count(a.rope_dims)
     if a.arch in ("granite", "granitemoe"):
         _add_granite_scales(w, c)
     if a.arch == "gpt-oss":
         _add_gpt_oss(w, a)
+    if a.arch == "qwen35":
+        _add_qwen35(w, a)
     if a.n_expert > 1:
         w.add_expert_count(a.n_expert)
         w.add_expert_used_count(int(c.get("num_experts_per_tok") or 2))
@@ -222,6 +228,23 @@ def _add_ministral3_yarn(w, a: ArchInfo, rs: dict) -> None:
     w.add_rope_scaling_yarn_log_mul(float(rs.get("mscale_all_dim") or 0.0))
     if rs.get("llama_4_scaling_beta"):
         w.add_attn_temperature_scale(float(rs["llama_4_scaling_beta"]))
+
+
+def _add_qwen35(w, a: ArchInfo) -> None:
+    """Qwen3.5's linear-attention sizes, which layers are full attention, the rope sections
+    (text positions: every section the same position, i.e. plain rotary)."""
+    c = a.config
+    if int(c["linear_key_head_dim"]) != int(c["linear_value_head_dim"]):
+        raise TailorError("this Qwen3.5's linear-attention key and value heads differ in size; "
+                          "llama.cpp's qwen35 assumes one head size for both")
+    w.add_ssm_conv_kernel(int(c["linear_conv_kernel_dim"]))
+    w.add_ssm_state_size(int(c["linear_key_head_dim"]))
+    w.add_ssm_group_count(int(c["linear_num_key_heads"]))
+    w.add_ssm_time_step_rank(int(c["linear_num_value_heads"]))
+    w.add_ssm_inner_size(int(c["linear_value_head_dim"]) * int(c["linear_num_value_heads"]))
+    w.add_full_attention_interval(int(c.get("full_attention_interval") or 4))
+    sections = list(rope_params(c).get("mrope_section") or [11, 11, 10])
+    w.add_rope_dimension_sections((sections + [0, 0, 0, 0])[:4])
 
 
 def _add_gpt_oss(w, a: ArchInfo) -> None:
@@ -327,6 +350,8 @@ def transform(a: ArchInfo, hf_name: str, w: np.ndarray) -> np.ndarray:
 
 def row_local(a: ArchInfo, hf_name: str) -> bool:
     """True when `transform` works row by row (so a tensor may be converted in row chunks)."""
+    if a.arch == "qwen35" and "linear_attn." in hf_name:
+        return False  # value heads reordered across rows (engine/export/qwen35.py)
     return not (a.arch in PERMUTED_QK and re.search(r"[qk]_proj\.weight$", hf_name))
 
 

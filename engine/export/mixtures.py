@@ -67,8 +67,10 @@ class TypePlanner:
         """The GGML type of tensor ``name`` (numpy ``shape``: rows, cols)."""
         q = self.quant
         if len(shape) < 2 or name.endswith("_norm.weight") or name.startswith(("rope_freqs", "rope_factors")) \
-                or name.endswith(".bias") or "ffn_gate_inp" in name:
-            return T.F32  # (the MoE router: F32 in llama.cpp's converter, never quantized)
+                or name.endswith(".bias") or "ffn_gate_inp" in name or "ssm_conv1d" in name:
+            # the MoE router and the linear-attention conv kernel: F32 in llama.cpp's
+            # converter, never quantized (llama.cpp's ssm_conv needs an F32 kernel)
+            return T.F32
         if q in ("f32", "f16", "bf16"):
             return DEFAULT_TYPE[q]
         cols = shape[-1]

@@ -38,7 +38,7 @@ def test_trained_fused_exported_and_verified_in_llama_cpp(kind, tiny_model, tmp_
     assert snapshot_tree(model_dir) == before  # the base is never touched
 
 
-@pytest.mark.parametrize("kind", DENSE)
+@pytest.mark.parametrize("kind", DENSE + ["qwen3_5"])
 def test_ollama_template_renders_the_jinja_prompt(kind, tiny_model):
     ollama_renders_as_jinja(tiny_model(kind))
 
@@ -114,3 +114,32 @@ def test_mistral3_with_its_vision_tower_is_refused_with_the_reason():
     with pytest.raises(TailorError) as e:
         arch_info({"model_type": "mistral3", "text_config": {"model_type": "ministral3"}}, "/m")
     assert "vision" in e.value.message and "ministral3" in e.value.message
+
+
+def test_qwen3_5_hybrid_attention_trained_fused_and_verified(tiny_model, tmp_path):
+    """Qwen3.5: three Gated DeltaNet layers and one gated attention layer, 2 key heads for 4
+    value heads. The base is in the Hugging Face layout, the fused folder in mlx-lm's
+    (language_model. names, 1 + w norms, [C, K, 1] conv kernel): both export and answer as MLX."""
+    model_dir = tiny_model("qwen3_5")
+    base = export_gguf(model_dir, tmp_path / "base.gguf", "f32")
+    assert base.verification["passed"], failed_checks(base.verification)
+    info = trained(model_dir, tmp_path, "q35-lora", learning_rate=3e-3)
+    fig = fused_f32_figures("qwen3_5", model_dir, info, tmp_path / "q35-f32.gguf")
+    assert fig.tokens_identical and fig.argmax_same == fig.positions
+    assert fig.max_rel_diff < 1e-3 and fig.adapter_moved > 1e-2
+    for quant in ("f16", "q8_0"):
+        result = export_gguf(info.name, tmp_path / f"q35-{quant}.gguf", quant)
+        assert result.verification["passed"], failed_checks(result.verification)
+    with pytest.raises(TailorError) as e:
+        export_gguf(info.name, tmp_path / "q35-lora.gguf", "f32", adapter_only=True)
+    assert "value heads" in e.value.message and "leave out --adapter-only" in e.value.hint
+
+
+def test_qwen3_5_value_heads_must_be_tiled_for_llama_cpp(tiny_model, tmp_path, monkeypatch):
+    """Without the reordering of the value heads (grouped by key head -> tiled) the file loads
+    in llama.cpp and answers differently: the verification catches it."""
+    import engine.export.qwen35 as qwen35
+
+    monkeypatch.setattr(qwen35, "tile_value_heads", lambda w, *a: w)
+    result = export_gguf(tiny_model("qwen3_5"), tmp_path / "wrong.gguf", "f32")
+    assert not result.verification["passed"]

@@ -1,0 +1,98 @@
+"""Qwen3.5 (dense) for llama.cpp's qwen35: the checkpoint's tensors renamed and changed as
+llama.cpp's converter does, so the hybrid layers (Gated DeltaNet linear attention, gated full
+attention) load as llama.cpp runs them.
+
+- mlx-lm's folders name everything ``language_model.model...``; Hugging Face's text checkpoint
+  ``model...``. The (1 + w) norms are stored as w by Hugging Face (conv1d as [C, 1, K]) and as
+  1 + w by mlx-lm (conv1d as [C, K, 1]); llama.cpp wants 1 + w, the conv kernel as [C, K].
+- A_log becomes llama.cpp's A = -exp(A_log); dt_bias is its ssm_dt.bias.
+- With fewer key heads than value heads, llama.cpp wants the value heads tiled
+  (k0 k1 k0 k1 ...) instead of grouped by key head (k0 k0 k1 k1): every tensor indexed by value
+  head is reordered (the V rows of in_proj_qkv and of the conv kernel, in_proj_z/b/a, A, dt,
+  out_proj's columns).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+_HF_ONE_PLUS = ("input_layernorm.weight", "post_attention_layernorm.weight",
+                "model.norm.weight", "q_norm.weight", "k_norm.weight")
+
+
+@dataclass
+class ChangedRef:
+    """A tensor read whole and changed by ``fn`` (shape: the changed tensor's)."""
+
+    name: str
+    source: object
+    fn: Callable[[np.ndarray], np.ndarray]
+    shape: tuple[int, ...]
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0] if self.shape else 1
+
+    @property
+    def row_elems(self) -> int:
+        return int(np.prod(self.shape[1:])) if len(self.shape) > 1 else int(np.prod(self.shape))
+
+    def read(self, row0: int = 0, row1: int | None = None, *,
+             keep_f16: bool = False) -> np.ndarray:
+        w = self.fn(self.source.read().astype(np.float32))
+        if len(self.shape) <= 1:
+            return w
+        return w[row0:self.rows if row1 is None else row1]
+
+
+def tile_value_heads(w: np.ndarray, axis: int, n_k: int, per_k: int, dim: int) -> np.ndarray:
+    """Value heads grouped by key head -> tiled, along ``axis`` (n_k x per_k x dim long)."""
+    w = np.moveaxis(w, axis, 0)
+    rest = w.shape[1:]
+    w = w.reshape(n_k, per_k, dim, *rest).swapaxes(0, 1).reshape(n_k * per_k * dim, *rest)
+    return np.ascontiguousarray(np.moveaxis(w, 0, axis))
+
+
+def qwen35_refs(config: dict, refs: list) -> list:
+    """The checkpoint's refs as llama.cpp's qwen35 tensors (see the module docstring)."""
+    hf_layout = any(r.name.endswith("conv1d.weight") and r.shape[-1] != 1 for r in refs)
+    n_k, n_v = int(config["linear_num_key_heads"]), int(config["linear_num_value_heads"])
+    k_dim, v_dim = int(config["linear_key_head_dim"]), int(config["linear_value_head_dim"])
+    per_k = n_v // n_k
+
+    def tile(axis: int, dim: int, skip: int = 0):
+        def fn(w):
+            if per_k == 1:
+                return w
+            head, tail = np.split(w, [skip], axis=axis)
+            return np.concatenate([head, tile_value_heads(tail, axis, n_k, per_k, dim)], axis)
+        return fn
+
+    out = []
+    for r in refs:
+        name = r.name.removeprefix("language_model.")
+        fn, shape = None, tuple(r.shape)
+        if name.endswith("linear_attn.in_proj_qkv.weight"):
+            fn = tile(0, v_dim, skip=2 * n_k * k_dim)
+        elif name.endswith("linear_attn.in_proj_z.weight"):
+            fn = tile(0, v_dim)
+        elif name.endswith(("linear_attn.in_proj_b.weight", "linear_attn.in_proj_a.weight")):
+            fn = tile(0, 1)
+        elif name.endswith("linear_attn.out_proj.weight"):
+            fn = tile(1, v_dim)
+        elif name.endswith("linear_attn.A_log"):
+            fn = (lambda t: lambda w: t(-np.exp(w)))(tile(0, 1))
+        elif name.endswith("linear_attn.dt_bias"):
+            name, fn = name[: -len("dt_bias")] + "dt_proj.bias", tile(0, 1)
+        elif name.endswith("linear_attn.conv1d.weight"):
+            shape = (r.shape[0], r.shape[1] if r.shape[-1] == 1 else r.shape[-1])
+            fn = (lambda t: lambda w: t(w.reshape(w.shape[0], -1)))(
+                tile(0, v_dim, skip=2 * n_k * k_dim))
+        elif hf_layout and name.endswith(_HF_ONE_PLUS):
+            fn = lambda w: w + 1.0  # noqa: E731 - HF stores w of the model's (1 + w)
+        out.append(ChangedRef(name, r, fn, shape) if fn or name != r.name else r)
+        if fn is None and name != r.name:
+            out[-1] = ChangedRef(name, r, lambda w: w, shape)
+    return out
