@@ -24,6 +24,7 @@ def main(kinds: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TAILOR_HOME"] = str(Path(tmp) / "home")
         from engine.capabilities import ARCHITECTURES
+        from engine.events import TailorError
         from engine.export.gguf_export import export_gguf
         from engine.models.load import read_config
         from engine.tiny_models import FAMILY_KINDS, cached_tiny_model
@@ -37,16 +38,20 @@ def main(kinds: list[str]) -> None:
             row = ARCHITECTURES[read_config(folder)["model_type"]]
             work = Path(tmp) / kind
             work.mkdir()
-            moe = kind in ("qwen3_moe", "mixtral", "granitemoe")
-            info = trained(folder, work, kind, **({"learning_rate": 3e-3} if moe else {}))
+            gentle = kind in ("qwen3_moe", "mixtral", "granitemoe", "gpt_oss", "qwen3_5")
+            info = trained(folder, work, kind, **({"learning_rate": 3e-3} if gentle else {}))
             fig = fused_f32_figures(kind, folder, info, work / "f32.gguf")
             q8 = export_gguf(info.name, work / "q8.gguf", "q8_0")
-            lora = export_gguf(info.name, work / "lora.gguf", "f32", adapter_only=True)
+            try:
+                lora = export_gguf(info.name, work / "lora.gguf", "f32", adapter_only=True)
+                lora_text = "verified" if lora.verification["passed"] else "FAILED"
+            except TailorError as e:
+                lora_text = f"refused: {e.message}"
             print(f"| {row.family} ({kind}) | {row.gguf} | "
                   f"{'identical' if fig.tokens_identical else 'DIFFER'} | "
                   f"{fig.argmax_same}/{fig.positions} | {fig.max_rel_diff:.1e} | "
                   f"{fig.adapter_moved:.2f} | {_detail(q8, 'llama.cpp next token = MLX')} | "
-                  f"{'verified' if lora.verification['passed'] else 'FAILED'} |", flush=True)
+                  f"{lora_text} |", flush=True)
 
 
 if __name__ == "__main__":
