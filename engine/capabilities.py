@@ -38,6 +38,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                  ollama_adapter=False),
     Architecture("qwen3_moe", "Qwen3-MoE", "qwen3moe", ollama_adapter=False),
     Architecture("qwen3_5", "Qwen3.5 (dense)", "qwen35", ollama_adapter=False),
+    Architecture("qwen3_5_moe", "Qwen3.5-MoE", "qwen35moe", ollama_adapter=False),
     Architecture("granitemoe", "Granite MoE (3.x)", "granitemoe", ollama_adapter=False),
     Architecture("gpt_oss", "gpt-oss", "gpt-oss", ollama_adapter=False),
     # Mixtral is llama with experts in llama.cpp (Ollama applies attention LoRA as for llama)
@@ -62,8 +63,6 @@ UNSUPPORTED: dict[str, Unsupported] = {u.model_type: u for u in (
     Unsupported("mistral3", "Mistral 3 (with vision)",
                 "Mistral 3 with its vision tower (model_type 'mistral3') is not supported for "
                 "GGUF export; only the text model (ministral3) is"),
-    Unsupported("qwen3_5_moe", "Qwen3.5-MoE", _NOT_YET.format(
-        what="Qwen3.5's hybrid attention (Gated DeltaNet layers) with shared experts")),
     Unsupported("qwen3_next", "Qwen3-Next", _NOT_YET.format(
         what="Qwen3-Next's hybrid attention (Gated DeltaNet layers)")),
     Unsupported("granitemoehybrid", "Granite 4 (hybrid)", _NOT_YET.format(

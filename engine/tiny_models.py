@@ -466,6 +466,14 @@ FAMILY_SPECS["qwen3_5"] = TinySpec(
                                "mrope_interleaved": True, "rope_theta": 10000000.0,
                                "partial_rotary_factor": 0.25}),
     "bpe-qwen", CHATML_TEMPLATE, "<|im_end|>")
+FAMILY_SPECS["qwen3_5_moe"] = TinySpec(
+    "qwen3_5_moe", "Qwen3.5-MoE style: the Qwen3.5 layers with 8 experts (2 per token, stacked "
+    "gate_up in the checkpoint) and a gated shared expert",
+    {**FAMILY_SPECS["qwen3_5"].config, "model_type": "qwen3_5_moe",
+     "architectures": ["Qwen3_5MoeForCausalLM"], "num_experts": 8, "num_experts_per_tok": 2,
+     "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
+     "decoder_sparse_step": 1, "norm_topk_prob": True, "mlp_only_layers": []},
+    "bpe-qwen", CHATML_TEMPLATE, "<|im_end|>")
 # gpt-oss as OpenAI ships it: the experts in MXFP4 (blocks and e8m0 scales, gate and up
 # interleaved in one gate_up_proj), everything else in full precision.
 FAMILY_SPECS["gpt_oss_mxfp4"] = TinySpec(
@@ -680,9 +688,19 @@ def _gpt_oss_mxfp4_layout(weights: dict) -> dict:
 def _qwen3_5_hf_layout(weights: dict) -> dict:
     """mlx-lm's Qwen3.5 as the Hugging Face text checkpoint holds it: no language_model.
     prefix, conv1d as (channels, 1, kernel), the (1 + w) norms stored as w."""
+    import mlx.core as mx
+
     out = {}
     for name, value in weights.items():
         name = name.removeprefix("language_model.")
+        if ".switch_mlp." in name:  # Qwen3.5-MoE: stacked, gate and up in one
+            prefix, proj = name.split(".switch_mlp.")
+            if proj == "gate_proj.weight":
+                up = weights["language_model." + prefix + ".switch_mlp.up_proj.weight"]
+                out[prefix + ".experts.gate_up_proj"] = mx.concatenate([value, up], axis=1)
+            elif proj == "down_proj.weight":
+                out[prefix + ".experts.down_proj"] = value
+            continue
         if name.endswith("conv1d.weight"):
             value = value.moveaxis(2, 1)
         elif name.endswith(("input_layernorm.weight", "post_attention_layernorm.weight",
@@ -699,7 +717,7 @@ def _hf_expert_layout(weights: dict, model_type: str, mxfp4: bool = False) -> di
     checkpoints do. Dense models pass unchanged."""
     import mlx.core as mx
 
-    if model_type == "qwen3_5":
+    if model_type in ("qwen3_5", "qwen3_5_moe"):
         return _qwen3_5_hf_layout(weights)
     if model_type == "gpt_oss" and mxfp4:
         return _gpt_oss_mxfp4_layout(weights)

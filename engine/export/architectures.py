@@ -140,17 +140,17 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
     w.add_rope_freq_base(rope_theta(c))
     w.add_vocab_size(int(n_vocab))
     if a.head_dim * a.n_head != int(c["hidden_size"]) \
-            or a.arch in ("qwen3", "qwen3moe", "qwen35") + GEMMAS:
+            or a.arch in ("qwen3", "qwen3moe", "qwen35", "qwen35moe") + GEMMAS:
         w.add_key_length(a.head_dim)
         w.add_value_length(a.head_dim)
-    if a.arch in ("qwen2", "qwen3", "qwen3moe", "phi3", "olmo2", "gpt-oss", "qwen35") \
+    if a.arch in ("qwen2", "qwen3", "qwen3moe", "phi3", "olmo2", "gpt-oss", "qwen35", "qwen35moe") \
             + PERMUTED_QK:
         w.add_rope_dimension_count(a.rope_dims)
     if a.arch in ("granite", "granitemoe"):
         _add_granite_scales(w, c)
     if a.arch == "gpt-oss":
         _add_gpt_oss(w, a)
-    if a.arch == "qwen35":
+    if a.arch in ("qwen35", "qwen35moe"):
         _add_qwen35(w, a)
     if a.n_expert > 1:
         w.add_expert_count(a.n_expert)
@@ -245,6 +245,8 @@ def _add_qwen35(w, a: ArchInfo) -> None:
     w.add_full_attention_interval(int(c.get("full_attention_interval") or 4))
     sections = list(rope_params(c).get("mrope_section") or [11, 11, 10])
     w.add_rope_dimension_sections((sections + [0, 0, 0, 0])[:4])
+    if c.get("shared_expert_intermediate_size"):
+        w.add_expert_shared_feed_forward_length(int(c["shared_expert_intermediate_size"]))
 
 
 def _add_gpt_oss(w, a: ArchInfo) -> None:
@@ -350,7 +352,7 @@ def transform(a: ArchInfo, hf_name: str, w: np.ndarray) -> np.ndarray:
 
 def row_local(a: ArchInfo, hf_name: str) -> bool:
     """True when `transform` works row by row (so a tensor may be converted in row chunks)."""
-    if a.arch == "qwen35" and "linear_attn." in hf_name:
+    if a.arch in ("qwen35", "qwen35moe") and "linear_attn." in hf_name:
         return False  # value heads reordered across rows (engine/export/qwen35.py)
     return not (a.arch in PERMUTED_QK and re.search(r"[qk]_proj\.weight$", hf_name))
 

@@ -24,6 +24,9 @@ _MIXTRAL = {"w1": "gate_proj", "w2": "down_proj", "w3": "up_proj"}
 # Granite MoE's stacked tensors (JetMoE's parallel experts: gate and up in one)
 _GRANITE_IN = re.compile(r"(.*\.block_sparse_moe)\.input_linear\.weight$")
 _GRANITE_OUT = re.compile(r"(.*\.block_sparse_moe)\.output_linear\.weight$")
+# Qwen3.5-MoE's (transformers 5): stacked, gate and up in one, no ".weight"
+_FUSED_IN = re.compile(r"(.*\.mlp)\.experts\.gate_up_proj$")
+_FUSED_OUT = re.compile(r"(.*\.mlp)\.experts\.down_proj$")
 # A stacked projection (MLX's name) -> llama.cpp's tensor
 STACKED = re.compile(r"model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.switch_mlp\."
                      r"(gate|up|down)_proj\.weight$")
@@ -85,12 +88,12 @@ class SlicedRef:
 
 def _granite_moe(r) -> list | None:
     """Granite MoE's input_linear as gate and up, output_linear as down (None: not one)."""
-    m = _GRANITE_IN.match(r.name)
+    m = _GRANITE_IN.match(r.name) or _FUSED_IN.match(r.name)
     if m and len(r.shape) == 3 and r.shape[1] % 2 == 0:
         half = r.shape[1] // 2
         return [SlicedRef(f"{m.group(1)}.switch_mlp.gate_proj.weight", r, 0, half),
                 SlicedRef(f"{m.group(1)}.switch_mlp.up_proj.weight", r, half, 2 * half)]
-    m = _GRANITE_OUT.match(r.name)
+    m = _GRANITE_OUT.match(r.name) or _FUSED_OUT.match(r.name)
     if m and len(r.shape) == 3:
         return [SlicedRef(f"{m.group(1)}.switch_mlp.down_proj.weight", r, 0, r.shape[1])]
     return None

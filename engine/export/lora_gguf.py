@@ -45,7 +45,7 @@ def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, q
 
     check_lora_exportable(info, adapter_config)
     a: ArchInfo = arch_info(read_config(base_dir), str(base_dir))
-    if a.arch == "qwen35":
+    if a.arch in ("qwen35", "qwen35moe"):
         raise TailorError(f"adapter {info.name!r}: a Qwen3.5 LoRA cannot be written as a GGUF "
                           "adapter yet (llama.cpp reorders the linear-attention value heads, and "
                           "the adapter's tensors would need the same reordering)",

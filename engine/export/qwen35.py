@@ -90,6 +90,8 @@ def qwen35_refs(config: dict, refs: list) -> list:
             shape = (r.shape[0], r.shape[1] if r.shape[-1] == 1 else r.shape[-1])
             fn = (lambda t: lambda w: t(w.reshape(w.shape[0], -1)))(
                 tile(0, v_dim, skip=2 * n_k * k_dim))
+        elif name.endswith("mlp.shared_expert_gate.weight") and len(r.shape) == 2:
+            shape, fn = (int(np.prod(r.shape)),), lambda w: w.reshape(-1)  # llama.cpp: 1-D
         elif hf_layout and name.endswith(_HF_ONE_PLUS):
             fn = lambda w: w + 1.0  # noqa: E731 - HF stores w of the model's (1 + w)
         out.append(ChangedRef(name, r, fn, shape) if fn or name != r.name else r)

@@ -59,7 +59,7 @@ def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str) -> list[Planned
     name_map = gguf.get_tensor_name_map(
         next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == a.arch), a.n_layers)
     planned: list[PlannedTensor] = []
-    if a.arch == "qwen35":
+    if a.arch in ("qwen35", "qwen35moe"):
         from .qwen35 import qwen35_refs
 
         refs = qwen35_refs(a.config, refs)

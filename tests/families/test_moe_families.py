@@ -96,7 +96,7 @@ def test_expert_lora_trained_fused_stacked_and_verified(kind, tiny_model, tmp_pa
 
 @pytest.mark.parametrize("kind,quant", [("qwen3_moe", "q4_k_m"), ("mixtral", "q4_k_m"),
                                         ("mixtral", "q8_0"), ("granitemoe", "q4_k_m"),
-                                        ("gpt_oss", "q4_k_m")])
+                                        ("gpt_oss", "q4_k_m"), ("qwen3_5_moe", "q4_k_m")])
 def test_moe_quant_mixture_is_byte_identical_to_llama_cpp_quantize(kind, quant, tmp_path):
     """Same F16 source, Tailor's file vs llama_model_quantize's: the router never quantized,
     the 8-expert rules (attn_k / attn_v Q8_0, attn_output Q5_K), the stacked experts encoded
@@ -118,11 +118,13 @@ def test_moe_quant_mixture_is_byte_identical_to_llama_cpp_quantize(kind, quant, 
                               np.asarray(b[name].data).view(np.uint8)), name
     T = gguf.GGMLQuantizationType
     assert a["blk.0.ffn_gate_inp.weight"].tensor_type == T.F32
-    assert a["blk.0.attn_k.weight"].tensor_type == T.Q8_0
+    # (Qwen3.5-MoE's first layers are linear attention: the first attention layer's tensors)
+    attn_k = next(n for n in sorted(a) if n.endswith("attn_k.weight"))
+    assert a[attn_k].tensor_type == T.Q8_0
     if quant == "q4_k_m":
         assert a["blk.0.ffn_gate_exps.weight"].tensor_type == T.Q4_K
         # 8 experts: Q5_K (Qwen3-MoE's 128-wide rows: its Q5_1 fallback), not Q4_K
-        out = a["blk.0.attn_output.weight"]
+        out = a[attn_k.replace("attn_k", "attn_output")]
         assert out.tensor_type == (T.Q5_K if out.shape[0] % 256 == 0 else T.Q5_1)
 
 
@@ -188,3 +190,33 @@ def test_gpt_oss_mxfp4_checkpoint_trains_fuses_and_exports(tiny_model, tmp_path)
         llm.close()
     assert rel_diff(mlx_logits(fused, token_lists), ours) < 1e-3
     assert fig.max_rel_diff < 0.05
+
+
+def test_qwen3_5_moe_hybrid_layers_and_experts(tiny_model, tmp_path):
+    """Qwen3.5-MoE: the Qwen3.5 hybrid layers with routed experts (stacked gate_up in the
+    checkpoint) and a gated shared expert. Expert LoRA trained and fused; the GGUF's stacked
+    experts equal the fused ones; routers F32; adapter-only refused (the value-head reordering
+    of LoRA tensors is not written)."""
+    model_dir = tiny_model("qwen3_5_moe")
+    info = trained(model_dir, tmp_path, "q35moe", learning_rate=3e-3)
+    fig = fused_f32_figures("qwen3_5_moe", model_dir, info, tmp_path / "f32.gguf")
+    assert fig.tokens_identical and fig.argmax_same == fig.positions
+    assert fig.max_rel_diff < 1e-3 and fig.adapter_moved > 1e-2
+    fused = fuse_adapter(info.name, tmp_path / "fused")
+    fused_w = {}
+    for f in fused.glob("*.safetensors"):
+        fused_w.update(mx.load(str(f)))
+    base_w = mx.load(str(model_dir / "model.safetensors"))
+    tensors = _tensors(tmp_path / "f32.gguf")
+    ours = np.array(fused_w["language_model.model.layers.0.mlp.switch_mlp.gate_proj.weight"])
+    base = np.array(base_w["model.layers.0.mlp.experts.gate_up_proj"])[:, :ours.shape[1]]
+    assert np.abs(ours - base).max() > 1e-4  # the adapter reached the experts
+    assert np.array_equal(np.asarray(tensors["blk.0.ffn_gate_exps.weight"].data), ours)
+    T = gguf.GGMLQuantizationType
+    q8 = export_gguf(info.name, tmp_path / "q8.gguf", "q8_0", verify=False)
+    q8_tensors = _tensors(q8.path)
+    for name in ("blk.0.ffn_gate_inp.weight", "blk.0.ffn_gate_inp_shexp.weight",
+                 "blk.0.ssm_conv1d.weight"):
+        assert q8_tensors[name].tensor_type == T.F32, name
+    with pytest.raises(TailorError, match="value heads"):
+        export_gguf(info.name, tmp_path / "lora.gguf", "f32", adapter_only=True)
