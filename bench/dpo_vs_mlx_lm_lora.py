@@ -17,8 +17,7 @@ sorted batches, shuffled); its reference model is its default, a second copy of 
 
 Each trainer runs in its own process; it reports the training loop's wall time, MLX's peak
 memory and the process's peak resident memory (ru_maxrss). The final loss of both adapters is
-measured by one evaluator (Tailor's DPO loss on the held-out pairs and on the training pairs,
-reference = base), so it compares like for like. On CPU mlx-lm-lora's
+measured by one evaluator (Tailor's DPO loss on the held-out pairs, reference = base), so it compares like for like. On CPU mlx-lm-lora's
 ``mx.set_wired_limit(mx.device_info()["max_recommended_working_set_size"])`` raises KeyError
 (no such key off Metal): the peer's process is given that key (0), which changes nothing else.
 """
@@ -241,20 +240,20 @@ def main() -> None:
         results[side] = _run(python, code, job, folder)
         print(side, json.dumps(results[side]), flush=True)
     evals = _losses(model_dir, cfg_kw, {s: work / s / "final.safetensors" for s in results},
-                    {"held-out": valid, "train": train})
+                    {"held-out": valid})
     print(f"\nmodel: qwen2 tiny family {MODEL}, {len(train)} training pairs, "
           f"{len(valid)} held-out, {steps} steps (one epoch), settings {SETTINGS}")
     for side, r in results.items():
-        h, t = evals[(side, "held-out")], evals[(side, "train")]
+        h = evals[(side, "held-out")]
         print(f"{side:12s} epoch {r['seconds']:7.2f} s  MLX peak {r['mlx_peak'] / 2**20:7.1f} "
               f"MiB  RSS {r['rss'] / 2**20:7.1f} MiB  last step loss {r['last_loss']:.4f}  "
-              f"final loss train {t['loss']:.4f} held-out {h['loss']:.4f} "
+              f"final held-out loss {h['loss']:.4f} "
               f"(accuracy {h['reward_accuracy']})")
     t, p = results["tailor"], results["mlx-lm-lora"]
-    lt, lp = evals[("tailor", "train")]["loss"], evals[("mlx-lm-lora", "train")]["loss"]
+    lt, lp = evals[("tailor", "held-out")]["loss"], evals[("mlx-lm-lora", "held-out")]["loss"]
     print(f"\nspeed ratio {p['seconds'] / t['seconds']:.2f} (goal >= 1.5), MLX memory ratio "
           f"{t['mlx_peak'] / p['mlx_peak']:.2f}, RSS ratio {t['rss'] / p['rss']:.2f} "
-          f"(goal <= 1), final train loss ratio {lt / lp:.3f} (goal within 2%)")
+          f"(goal <= 1), final held-out loss ratio {lt / lp:.3f} (goal within 2%)")
 
 
 if __name__ == "__main__":
