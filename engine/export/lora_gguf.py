@@ -45,11 +45,6 @@ def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, q
 
     check_lora_exportable(info, adapter_config)
     a: ArchInfo = arch_info(read_config(base_dir), str(base_dir))
-    if a.arch in ("qwen35", "qwen35moe"):
-        raise TailorError(f"adapter {info.name!r}: a Qwen3.5 LoRA cannot be written as a GGUF "
-                          "adapter yet (llama.cpp reorders the linear-attention value heads, and "
-                          "the adapter's tensors would need the same reordering)",
-                          hint="export the fused model instead: leave out --adapter-only")
     alpha, rank = lora_alpha(adapter_config)
     name_map = gguf.get_tensor_name_map(
         next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == a.arch), a.n_layers)
@@ -64,13 +59,17 @@ def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, q
         module = m.group(1)
         if module + ".lora_b" not in refs:
             raise TailorError(f"{info.weights}: {key} has no matching lora_b")
-        base = gguf_name(a, name_map, module + ".weight")
-        if base is None:
-            continue
         la, lb = refs[key].read(), refs[module + ".lora_b"].read()
         if la.ndim == 2:
             la, lb = la.T, lb.T  # mlx (in, r) -> (r, in), (r, out) -> (out, r)
         # else expert layers: mlx (experts, r, in) and (experts, out, r), llama.cpp's layout
+        if a.arch in ("qwen35", "qwen35moe"):  # value heads reordered as in the base GGUF
+            from .qwen35 import qwen35_lora
+
+            module, la, lb = qwen35_lora(a.config, module, la, lb)
+        base = gguf_name(a, name_map, module + ".weight")
+        if base is None:
+            continue
         if a.arch in PERMUTED_QK and module.endswith("q_proj"):
             lb = permute_rows(lb, a.n_head)
         elif a.arch in PERMUTED_QK and module.endswith("k_proj"):

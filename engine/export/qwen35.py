@@ -55,9 +55,9 @@ def tile_value_heads(w: np.ndarray, axis: int, n_k: int, per_k: int, dim: int) -
     return np.ascontiguousarray(np.moveaxis(w, 0, axis))
 
 
-def qwen35_refs(config: dict, refs: list) -> list:
-    """The checkpoint's refs as llama.cpp's qwen35 tensors (see the module docstring)."""
-    hf_layout = any(r.name.endswith("conv1d.weight") and r.shape[-1] != 1 for r in refs)
+def _tiler(config: dict):
+    """(tile, key_dim, value head dim): ``tile(axis, dim, skip)`` makes the function that
+    tiles the value heads of a tensor along ``axis`` after its first ``skip`` entries."""
     n_k, n_v = int(config["linear_num_key_heads"]), int(config["linear_num_value_heads"])
     k_dim, v_dim = int(config["linear_key_head_dim"]), int(config["linear_value_head_dim"])
     per_k = n_v // n_k
@@ -69,13 +69,37 @@ def qwen35_refs(config: dict, refs: list) -> list:
             head, tail = np.split(w, [skip], axis=axis)
             return np.concatenate([head, tile_value_heads(tail, axis, n_k, per_k, dim)], axis)
         return fn
+    return tile, n_k * k_dim, v_dim
+
+
+def qwen35_lora(config: dict, module: str, lora_a: np.ndarray, lora_b: np.ndarray
+                ) -> tuple[str, np.ndarray, np.ndarray]:
+    """A LoRA pair (llama.cpp's layout: a [r, in], b [out, r]) of ``module`` with the value
+    heads reordered as in the base tensor: B's rows, or A's columns for out_proj."""
+    tile, key_dim, v_dim = _tiler(config)
+    module = module.removeprefix("language_model.")
+    if module.endswith("linear_attn.in_proj_qkv"):
+        lora_b = tile(0, v_dim, skip=2 * key_dim)(lora_b)
+    elif module.endswith("linear_attn.in_proj_z"):
+        lora_b = tile(0, v_dim)(lora_b)
+    elif module.endswith(("linear_attn.in_proj_b", "linear_attn.in_proj_a")):
+        lora_b = tile(0, 1)(lora_b)
+    elif module.endswith("linear_attn.out_proj"):
+        lora_a = tile(1, v_dim)(lora_a)
+    return module, lora_a, lora_b
+
+
+def qwen35_refs(config: dict, refs: list) -> list:
+    """The checkpoint's refs as llama.cpp's qwen35 tensors (see the module docstring)."""
+    hf_layout = any(r.name.endswith("conv1d.weight") and r.shape[-1] != 1 for r in refs)
+    tile, key_dim, v_dim = _tiler(config)
 
     out = []
     for r in refs:
         name = r.name.removeprefix("language_model.")
         fn, shape = None, tuple(r.shape)
         if name.endswith("linear_attn.in_proj_qkv.weight"):
-            fn = tile(0, v_dim, skip=2 * n_k * k_dim)
+            fn = tile(0, v_dim, skip=2 * key_dim)
         elif name.endswith("linear_attn.in_proj_z.weight"):
             fn = tile(0, v_dim)
         elif name.endswith(("linear_attn.in_proj_b.weight", "linear_attn.in_proj_a.weight")):
@@ -89,7 +113,7 @@ def qwen35_refs(config: dict, refs: list) -> list:
         elif name.endswith("linear_attn.conv1d.weight"):
             shape = (r.shape[0], r.shape[1] if r.shape[-1] == 1 else r.shape[-1])
             fn = (lambda t: lambda w: t(w.reshape(w.shape[0], -1)))(
-                tile(0, v_dim, skip=2 * n_k * k_dim))
+                tile(0, v_dim, skip=2 * key_dim))
         elif name.endswith("mlp.shared_expert_gate.weight") and len(r.shape) == 2:
             shape, fn = (int(np.prod(r.shape)),), lambda w: w.reshape(-1)  # llama.cpp: 1-D
         elif hf_layout and name.endswith(_HF_ONE_PLUS):

@@ -119,7 +119,8 @@ def test_mistral3_with_its_vision_tower_is_refused_with_the_reason():
 def test_qwen3_5_hybrid_attention_trained_fused_and_verified(tiny_model, tmp_path):
     """Qwen3.5: three Gated DeltaNet layers and one gated attention layer, 2 key heads for 4
     value heads. The base is in the Hugging Face layout, the fused folder in mlx-lm's
-    (language_model. names, 1 + w norms, [C, K, 1] conv kernel): both export and answer as MLX."""
+    (language_model. names, 1 + w norms, [C, K, 1] conv kernel): both export and answer as MLX;
+    the adapter alone as a GGUF LoRA too."""
     model_dir = tiny_model("qwen3_5")
     base = export_gguf(model_dir, tmp_path / "base.gguf", "f32")
     assert base.verification["passed"], failed_checks(base.verification)
@@ -130,9 +131,9 @@ def test_qwen3_5_hybrid_attention_trained_fused_and_verified(tiny_model, tmp_pat
     for quant in ("f16", "q8_0"):
         result = export_gguf(info.name, tmp_path / f"q35-{quant}.gguf", quant)
         assert result.verification["passed"], failed_checks(result.verification)
-    with pytest.raises(TailorError) as e:
-        export_gguf(info.name, tmp_path / "q35-lora.gguf", "f32", adapter_only=True)
-    assert "value heads" in e.value.message and "leave out --adapter-only" in e.value.hint
+    # the adapter's linear-attention tensors reordered as the base's (B rows / out_proj's A)
+    lora = export_gguf(info.name, tmp_path / "q35-lora.gguf", "f32", adapter_only=True)
+    assert lora.verification["passed"], failed_checks(lora.verification)
 
 
 def test_qwen3_5_value_heads_must_be_tiled_for_llama_cpp(tiny_model, tmp_path, monkeypatch):
@@ -143,3 +144,16 @@ def test_qwen3_5_value_heads_must_be_tiled_for_llama_cpp(tiny_model, tmp_path, m
     monkeypatch.setattr(qwen35, "tile_value_heads", lambda w, *a: w)
     result = export_gguf(tiny_model("qwen3_5"), tmp_path / "wrong.gguf", "f32")
     assert not result.verification["passed"]
+
+
+def test_qwen3_5_adapter_gguf_needs_the_same_reordering(tiny_model, tmp_path, monkeypatch):
+    """An adapter GGUF whose linear-attention LoRA tensors are not reordered like the base's
+    loads in llama.cpp and answers differently: the adapter verification catches it."""
+    import engine.export.qwen35 as qwen35
+
+    info = trained(tiny_model("qwen3_5"), tmp_path, "q35-unordered", learning_rate=3e-3)
+    monkeypatch.setattr(qwen35, "qwen35_lora",  # the base stays reordered, the adapter not
+                        lambda config, module, la, lb: (module.removeprefix("language_model."),
+                                                        la, lb))
+    lora = export_gguf(info.name, tmp_path / "unordered.gguf", "f32", adapter_only=True)
+    assert not lora.verification["passed"]
