@@ -161,3 +161,28 @@ def test_sigkill_then_resume_equals_an_uninterrupted_dpo_run(tiny_model, tmp_pat
         assert sa == sb and va["loss"] == pytest.approx(vb["loss"], rel=1e-4, abs=1e-6)
     assert ma["metrics_history"]["valid"][-1][1]["reward_margin"] == pytest.approx(
         mb["metrics_history"]["valid"][-1][1]["reward_margin"], rel=1e-4)
+
+
+def test_stop_on_stdin_keeps_the_metrics_and_resumes_to_the_end(tiny_model, tmp_path):
+    data = write_pairs(tmp_path / "pairs.jsonl", n=24)
+    proc = subprocess.Popen(tailor_cmd("train", "--model", str(tiny_model("qwen2")), "--data",
+                                       str(data), "--name", "stopped", *KILL_ARGS),
+                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ})
+    for line in proc.stdout:
+        if line.startswith("{") and json.loads(line)["event"] == "metrics" and \
+                json.loads(line)["iteration"] >= 3:
+            break
+    proc.stdin.write("stop\n")
+    proc.stdin.flush()
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    m = library.get_adapter("stopped").manifest
+    assert m["status"] == "cancelled"
+    stopped_at = m["steps"]
+    # every step trained so far has its metrics in the record, the stopped one included
+    assert [s for s, _ in m["metrics_history"]["train"]] == list(range(1, stopped_at + 1))
+    resumed = run_tailor("train", "--resume", "stopped", "--quiet", "--events", "-")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    m = library.get_adapter("stopped").manifest
+    assert [s for s, _ in m["metrics_history"]["train"]] == list(range(1, 13))
