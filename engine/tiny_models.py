@@ -474,6 +474,18 @@ FAMILY_SPECS["qwen3_5_moe"] = TinySpec(
      "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
      "decoder_sparse_step": 1, "norm_topk_prob": True, "mlp_only_layers": []},
     "bpe-qwen", CHATML_TEMPLATE, "<|im_end|>")
+FAMILY_SPECS["qwen3_next"] = TinySpec(
+    "qwen3_next", "Qwen3-Next style: Gated DeltaNet with the fused qkvz/ba projections, gated "
+    "attention, 8 experts per expert and a gated shared expert",
+    _base_cfg(model_type="qwen3_next", architectures=["Qwen3NextForCausalLM"],
+              num_hidden_layers=4, intermediate_size=128, head_dim=16,
+              linear_num_value_heads=4, linear_num_key_heads=2, linear_key_head_dim=16,
+              linear_value_head_dim=16, linear_conv_kernel_dim=4, full_attention_interval=4,
+              num_experts=8, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[],
+              moe_intermediate_size=32, shared_expert_intermediate_size=32,
+              norm_topk_prob=True, partial_rotary_factor=0.25, rope_theta=10000000.0,
+              tie_word_embeddings=False, rms_norm_eps=1e-6, hidden_act="silu"),
+    "bpe-qwen", CHATML_TEMPLATE, "<|im_end|>")
 # gpt-oss as OpenAI ships it: the experts in MXFP4 (blocks and e8m0 scales, gate and up
 # interleaved in one gate_up_proj), everything else in full precision.
 FAMILY_SPECS["gpt_oss_mxfp4"] = TinySpec(
@@ -719,6 +731,8 @@ def _hf_expert_layout(weights: dict, model_type: str, mxfp4: bool = False) -> di
 
     if model_type in ("qwen3_5", "qwen3_5_moe"):
         return _qwen3_5_hf_layout(weights)
+    if model_type == "qwen3_next":  # per-expert tensors, then Qwen3.5's conv and norm forms
+        return _qwen3_5_hf_layout(_hf_expert_layout(weights, "qwen3_moe"))
     if model_type == "gpt_oss" and mxfp4:
         return _gpt_oss_mxfp4_layout(weights)
     if model_type == "granitemoe":

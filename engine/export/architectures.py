@@ -97,7 +97,7 @@ def _check_family_limits(arch: str, config: dict, source: str) -> None:
                               "than every 4th (no_rope_layers); llama.cpp runs NoPE on every "
                               "4th layer only, so the GGUF would answer differently",
                               hint="only SmolLM3 models with the standard NoPE layout export")
-    if arch == "qwen3moe":
+    if arch in ("qwen3moe", "qwen3next"):
         _check_qwen3_moe(config, source)
     if arch == "olmo2" and config.get("tie_word_embeddings"):
         raise TailorError(f"{source}: this OLMo 2 ties its output to the embeddings; "
@@ -140,17 +140,18 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
     w.add_rope_freq_base(rope_theta(c))
     w.add_vocab_size(int(n_vocab))
     if a.head_dim * a.n_head != int(c["hidden_size"]) \
-            or a.arch in ("qwen3", "qwen3moe", "qwen35", "qwen35moe") + GEMMAS:
+            or a.arch in ("qwen3", "qwen3moe", "qwen35", "qwen35moe", "qwen3next") + GEMMAS:
         w.add_key_length(a.head_dim)
         w.add_value_length(a.head_dim)
-    if a.arch in ("qwen2", "qwen3", "qwen3moe", "phi3", "olmo2", "gpt-oss", "qwen35", "qwen35moe") \
+    if a.arch in ("qwen2", "qwen3", "qwen3moe", "phi3", "olmo2", "gpt-oss", "qwen35", "qwen35moe",
+                  "qwen3next") \
             + PERMUTED_QK:
         w.add_rope_dimension_count(a.rope_dims)
     if a.arch in ("granite", "granitemoe"):
         _add_granite_scales(w, c)
     if a.arch == "gpt-oss":
         _add_gpt_oss(w, a)
-    if a.arch in ("qwen35", "qwen35moe"):
+    if a.arch in ("qwen35", "qwen35moe", "qwen3next"):
         _add_qwen35(w, a)
     if a.n_expert > 1:
         w.add_expert_count(a.n_expert)
@@ -243,8 +244,9 @@ def _add_qwen35(w, a: ArchInfo) -> None:
     w.add_ssm_time_step_rank(int(c["linear_num_value_heads"]))
     w.add_ssm_inner_size(int(c["linear_value_head_dim"]) * int(c["linear_num_value_heads"]))
     w.add_full_attention_interval(int(c.get("full_attention_interval") or 4))
-    sections = list(rope_params(c).get("mrope_section") or [11, 11, 10])
-    w.add_rope_dimension_sections((sections + [0, 0, 0, 0])[:4])
+    if a.arch != "qwen3next":  # (Qwen3-Next: plain partial rotary, no sections)
+        sections = list(rope_params(c).get("mrope_section") or [11, 11, 10])
+        w.add_rope_dimension_sections((sections + [0, 0, 0, 0])[:4])
     if c.get("shared_expert_intermediate_size"):
         w.add_expert_shared_feed_forward_length(int(c["shared_expert_intermediate_size"]))
 
@@ -352,7 +354,7 @@ def transform(a: ArchInfo, hf_name: str, w: np.ndarray) -> np.ndarray:
 
 def row_local(a: ArchInfo, hf_name: str) -> bool:
     """True when `transform` works row by row (so a tensor may be converted in row chunks)."""
-    if a.arch in ("qwen35", "qwen35moe") and "linear_attn." in hf_name:
+    if a.arch in ("qwen35", "qwen35moe", "qwen3next") and "linear_attn." in hf_name:
         return False  # value heads reordered across rows (engine/export/qwen35.py)
     return not (a.arch in PERMUTED_QK and re.search(r"[qk]_proj\.weight$", hf_name))
 

@@ -45,6 +45,11 @@ def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, q
 
     check_lora_exportable(info, adapter_config)
     a: ArchInfo = arch_info(read_config(base_dir), str(base_dir))
+    if a.arch == "qwen3next":
+        raise TailorError(f"adapter {info.name!r}: a Qwen3-Next LoRA cannot be written as a GGUF "
+                          "adapter yet (llama.cpp splits its fused in_proj_qkvz, and the adapter's "
+                          "tensors would need the same split)",
+                          hint="export the fused model instead: leave out --adapter-only")
     alpha, rank = lora_alpha(adapter_config)
     name_map = gguf.get_tensor_name_map(
         next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == a.arch), a.n_layers)

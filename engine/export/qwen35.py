@@ -89,15 +89,43 @@ def qwen35_lora(config: dict, module: str, lora_a: np.ndarray, lora_b: np.ndarra
     return module, lora_a, lora_b
 
 
-def qwen35_refs(config: dict, refs: list) -> list:
-    """The checkpoint's refs as llama.cpp's qwen35 tensors (see the module docstring)."""
+def _split_qkvz(config: dict, r) -> list:
+    """Qwen3-Next's in_proj_qkvz ([q, k, v, z] per key head) as llama.cpp's attn_qkv (every
+    head's q, then k, then v) and attn_gate (z), as its converter splits it."""
+    n_k, n_v = int(config["linear_num_key_heads"]), int(config["linear_num_value_heads"])
+    dk, dv = int(config["linear_key_head_dim"]), int(config["linear_value_head_dim"])
+    vz = n_v // n_k * dv
+    cols = r.shape[1]
+    prefix = r.name.removeprefix("language_model.")[: -len("in_proj_qkvz.weight")]
+
+    def part(lo: int, hi: int):
+        return lambda w: w.reshape(n_k, 2 * dk + 2 * vz, cols)[:, lo:hi].reshape(-1, cols)
+
+    def qkv(w):
+        return np.concatenate([part(0, dk)(w), part(dk, 2 * dk)(w),
+                               part(2 * dk, 2 * dk + vz)(w)])
+    return [ChangedRef(prefix + "in_proj_qkv.weight", r, qkv, (n_k * (2 * dk + vz), cols)),
+            ChangedRef(prefix + "in_proj_z.weight", r, part(2 * dk + vz, 2 * dk + 2 * vz),
+                       (n_k * vz, cols))]
+
+
+def qwen35_refs(config: dict, refs: list, reorder: bool = True) -> list:
+    """The checkpoint's refs as llama.cpp's qwen35 tensors (see the module docstring);
+    Qwen3-Next's (``reorder`` False: llama.cpp's qwen3next keeps the value heads grouped,
+    and its fused in_proj_qkvz is split)."""
     hf_layout = any(r.name.endswith("conv1d.weight") and r.shape[-1] != 1 for r in refs)
     tile, key_dim, v_dim = _tiler(config)
+    if not reorder:
+        def tile(axis: int, dim: int, skip: int = 0):  # noqa: F811 - grouped, as llama.cpp's
+            return lambda w: w
 
     out = []
     for r in refs:
         name = r.name.removeprefix("language_model.")
         fn, shape = None, tuple(r.shape)
+        if name.endswith("linear_attn.in_proj_qkvz.weight"):
+            out += _split_qkvz(config, r)
+            continue
         if name.endswith("linear_attn.in_proj_qkv.weight"):
             fn = tile(0, v_dim, skip=2 * key_dim)
         elif name.endswith("linear_attn.in_proj_z.weight"):

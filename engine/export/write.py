@@ -59,10 +59,10 @@ def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str) -> list[Planned
     name_map = gguf.get_tensor_name_map(
         next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == a.arch), a.n_layers)
     planned: list[PlannedTensor] = []
-    if a.arch in ("qwen35", "qwen35moe"):
+    if a.arch in ("qwen35", "qwen35moe", "qwen3next"):
         from .qwen35 import qwen35_refs
 
-        refs = qwen35_refs(a.config, refs)
+        refs = qwen35_refs(a.config, refs, reorder=a.arch != "qwen3next")
     for ref in stack_experts(refs):  # MoE: one tensor per layer's experts, for every caller
         name = gguf_name(a, name_map, ref.name)
         if name is not None:

@@ -96,7 +96,8 @@ def test_expert_lora_trained_fused_stacked_and_verified(kind, tiny_model, tmp_pa
 
 @pytest.mark.parametrize("kind,quant", [("qwen3_moe", "q4_k_m"), ("mixtral", "q4_k_m"),
                                         ("mixtral", "q8_0"), ("granitemoe", "q4_k_m"),
-                                        ("gpt_oss", "q4_k_m"), ("qwen3_5_moe", "q4_k_m")])
+                                        ("gpt_oss", "q4_k_m"), ("qwen3_5_moe", "q4_k_m"),
+                                        ("qwen3_next", "q4_k_m")])
 def test_moe_quant_mixture_is_byte_identical_to_llama_cpp_quantize(kind, quant, tmp_path):
     """Same F16 source, Tailor's file vs llama_model_quantize's: the router never quantized,
     the 8-expert rules (attn_k / attn_v Q8_0, attn_output Q5_K), the stacked experts encoded
@@ -219,3 +220,19 @@ def test_qwen3_5_moe_hybrid_layers_and_experts(tiny_model, tmp_path):
         assert q8_tensors[name].tensor_type == T.F32, name
     lora = export_gguf(info.name, tmp_path / "lora.gguf", "f32", adapter_only=True)
     assert lora.verification["passed"], failed_checks(lora.verification)
+
+
+def test_qwen3_next_fused_qkvz_split_trained_and_verified(tiny_model, tmp_path):
+    """Qwen3-Next: Gated DeltaNet with the fused in_proj_qkvz ([q, k, v, z] per key head) that
+    llama.cpp wants as attn_qkv + attn_gate, per-expert checkpoint tensors and a gated shared
+    expert. Base and trained-fused F32 answer as MLX; the adapter alone is refused with why."""
+    model_dir = tiny_model("qwen3_next")
+    base = export_gguf(model_dir, tmp_path / "base.gguf", "f32")
+    assert base.verification["passed"], failed_checks(base.verification)
+    info = trained(model_dir, tmp_path, "q3next", learning_rate=3e-3)
+    fig = fused_f32_figures("qwen3_next", model_dir, info, tmp_path / "f32.gguf")
+    assert fig.tokens_identical and fig.argmax_same == fig.positions
+    assert fig.max_rel_diff < 1e-3 and fig.adapter_moved > 1e-2
+    with pytest.raises(TailorError) as e:
+        export_gguf(info.name, tmp_path / "lora.gguf", "f32", adapter_only=True)
+    assert "in_proj_qkvz" in e.value.message and "leave out --adapter-only" in e.value.hint
