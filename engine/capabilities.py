@@ -40,6 +40,9 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     Architecture("qwen3_5", "Qwen3.5 (dense)", "qwen35", ollama_adapter=False),
     Architecture("qwen3_5_moe", "Qwen3.5-MoE", "qwen35moe", ollama_adapter=False),
     Architecture("qwen3_next", "Qwen3-Next", "qwen3next", ollama_adapter=False),
+    # dense hybrids (H-Micro) only; those with experts are refused by the exporter, with why
+    Architecture("granitemoehybrid", "Granite 4 hybrid (dense)", "granitehybrid",
+                 ollama_adapter=False),
     Architecture("granitemoe", "Granite MoE (3.x)", "granitemoe", ollama_adapter=False),
     Architecture("gpt_oss", "gpt-oss", "gpt-oss", ollama_adapter=False),
     # Mixtral is llama with experts in llama.cpp (Ollama applies attention LoRA as for llama)
@@ -64,8 +67,6 @@ UNSUPPORTED: dict[str, Unsupported] = {u.model_type: u for u in (
     Unsupported("mistral3", "Mistral 3 (with vision)",
                 "Mistral 3 with its vision tower (model_type 'mistral3') is not supported for "
                 "GGUF export; only the text model (ministral3) is"),
-    Unsupported("granitemoehybrid", "Granite 4 (hybrid)", _NOT_YET.format(
-        what="Granite 4's hybrid layers (Mamba-2 state-space layers beside attention)")),
     Unsupported("gemma4_text", "Gemma 4 (text)", _NOT_YET.format(
         what="Gemma 4 (per-layer embeddings, shared KV layers, proportional rope and its own "
              "tokenizer type)")),

@@ -486,6 +486,19 @@ FAMILY_SPECS["qwen3_next"] = TinySpec(
               norm_topk_prob=True, partial_rotary_factor=0.25, rope_theta=10000000.0,
               tie_word_embeddings=False, rms_norm_eps=1e-6, hidden_act="silu"),
     "bpe-qwen", CHATML_TEMPLATE, "<|im_end|>")
+FAMILY_SPECS["granitemoehybrid"] = TinySpec(
+    "granitemoehybrid", "Granite 4 hybrid (H-Micro) style: three Mamba-2 layers and one "
+    "attention layer without position embedding, mu-P multipliers, a dense shared MLP",
+    _base_cfg(model_type="granitemoehybrid", architectures=["GraniteMoeHybridForCausalLM"],
+              num_hidden_layers=4, intermediate_size=128, attention_bias=False,
+              embedding_multiplier=6.0, attention_multiplier=0.0625, logits_scaling=4.0,
+              residual_multiplier=0.5, layer_types=["mamba", "mamba", "mamba", "attention"],
+              mamba_n_heads=8, mamba_d_head=16, mamba_proj_bias=False, mamba_d_state=16,
+              mamba_d_conv=4, mamba_n_groups=1, mamba_conv_bias=True, mamba_expand=2,
+              shared_intermediate_size=128, num_local_experts=0,
+              position_embedding_type="nope", tie_word_embeddings=True, rope_theta=10000.0,
+              hidden_act="silu"),
+    "bpe-granite", GRANITE_TEMPLATE, "<|end_of_text|>")
 # gpt-oss as OpenAI ships it: the experts in MXFP4 (blocks and e8m0 scales, gate and up
 # interleaved in one gate_up_proj), everything else in full precision.
 FAMILY_SPECS["gpt_oss_mxfp4"] = TinySpec(
@@ -697,6 +710,26 @@ def _gpt_oss_mxfp4_layout(weights: dict) -> dict:
     return out
 
 
+def _granite_hybrid_hf_layout(weights: dict) -> dict:
+    """mlx-lm's Granite 4 hybrid as Hugging Face holds it: conv kernel [C, 1, K], the dense
+    MLP as shared_mlp.input_linear (gate then up) and output_linear."""
+    import mlx.core as mx
+
+    out = {}
+    for name, value in weights.items():
+        if name.endswith("conv1d.weight"):
+            out[name] = value.moveaxis(2, 1)
+        elif name.endswith("mlp.gate_proj.weight"):
+            prefix = name[: -len("mlp.gate_proj.weight")]
+            out[prefix + "shared_mlp.input_linear.weight"] = mx.concatenate(
+                [value, weights[prefix + "mlp.up_proj.weight"]], axis=0)
+        elif name.endswith("mlp.down_proj.weight"):
+            out[name.replace("mlp.down_proj", "shared_mlp.output_linear")] = value
+        elif not name.endswith("mlp.up_proj.weight"):
+            out[name] = value
+    return out
+
+
 def _qwen3_5_hf_layout(weights: dict) -> dict:
     """mlx-lm's Qwen3.5 as the Hugging Face text checkpoint holds it: no language_model.
     prefix, conv1d as (channels, 1, kernel), the (1 + w) norms stored as w."""
@@ -731,6 +764,8 @@ def _hf_expert_layout(weights: dict, model_type: str, mxfp4: bool = False) -> di
 
     if model_type in ("qwen3_5", "qwen3_5_moe"):
         return _qwen3_5_hf_layout(weights)
+    if model_type == "granitemoehybrid":
+        return _granite_hybrid_hf_layout(weights)
     if model_type == "qwen3_next":  # per-expert tensors, then Qwen3.5's conv and norm forms
         return _qwen3_5_hf_layout(_hf_expert_layout(weights, "qwen3_moe"))
     if model_type == "gpt_oss" and mxfp4:

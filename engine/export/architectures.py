@@ -17,7 +17,7 @@ from .experts import stacked_gguf_name
 GEMMAS = ("gemma", "gemma2", "gemma3")
 # llama.cpp runs these with its "normal" (interleaved) rotary layout, so HF's rotate-half Q/K
 # rows are permuted as convert_hf_to_gguf's LlamaModel does (llama-model.cpp llama_rope_type).
-PERMUTED_QK = ("llama", "smollm3", "granite", "granitemoe", "mistral3")
+PERMUTED_QK = ("llama", "smollm3", "granite", "granitemoe", "granitehybrid", "mistral3")
 # Tensors in HF checkpoints that llama.cpp computes itself.
 SKIP_RE = re.compile(r"(rotary_emb\.inv_freq|\.attention\.masked_bias|\.attn\.bias)$")
 
@@ -99,6 +99,10 @@ def _check_family_limits(arch: str, config: dict, source: str) -> None:
                               hint="only SmolLM3 models with the standard NoPE layout export")
     if arch in ("qwen3moe", "qwen3next"):
         _check_qwen3_moe(config, source)
+    if arch == "granitehybrid" and (config.get("num_local_experts") or 0) > 0:
+        raise TailorError(f"{source}: this Granite 4 hybrid has experts; Tailor's GGUF export "
+                          "writes the dense Granite 4 hybrids only (H-Micro) so far",
+                          hint="export a dense Granite 4 hybrid, or fuse and use the MLX model")
     if arch == "olmo2" and config.get("tie_word_embeddings"):
         raise TailorError(f"{source}: this OLMo 2 ties its output to the embeddings; "
                           "llama.cpp's OLMo 2 needs a separate output tensor",
@@ -135,7 +139,8 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
     w.add_embedding_length(int(c["hidden_size"]))
     w.add_feed_forward_length(int(c["intermediate_size"]))
     w.add_head_count(a.n_head)
-    w.add_head_count_kv(a.n_kv_head)
+    if a.arch != "granitehybrid":  # (per layer there: 0 on its Mamba-2 layers)
+        w.add_head_count_kv(a.n_kv_head)
     w.add_layer_norm_rms_eps(float(c.get("rms_norm_eps", 1e-6)))
     w.add_rope_freq_base(rope_theta(c))
     w.add_vocab_size(int(n_vocab))
@@ -144,11 +149,12 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
         w.add_key_length(a.head_dim)
         w.add_value_length(a.head_dim)
     if a.arch in ("qwen2", "qwen3", "qwen3moe", "phi3", "olmo2", "gpt-oss", "qwen35", "qwen35moe",
-                  "qwen3next") \
-            + PERMUTED_QK:
+                  "qwen3next") + tuple(x for x in PERMUTED_QK if x != "granitehybrid"):
         w.add_rope_dimension_count(a.rope_dims)
-    if a.arch in ("granite", "granitemoe"):
+    if a.arch in ("granite", "granitemoe", "granitehybrid"):
         _add_granite_scales(w, c)
+    if a.arch == "granitehybrid":
+        _add_granite_hybrid(w, a)
     if a.arch == "gpt-oss":
         _add_gpt_oss(w, a)
     if a.arch in ("qwen35", "qwen35moe", "qwen3next"):
@@ -249,6 +255,21 @@ def _add_qwen35(w, a: ArchInfo) -> None:
         w.add_rope_dimension_sections((sections + [0, 0, 0, 0])[:4])
     if c.get("shared_expert_intermediate_size"):
         w.add_expert_shared_feed_forward_length(int(c["shared_expert_intermediate_size"]))
+
+
+def _add_granite_hybrid(w, a: ArchInfo) -> None:
+    """Granite 4 hybrid: the Mamba-2 sizes, KV heads only on attention layers, and rope off
+    unless the config asks for it (Granite 4 H uses no position embedding: llama.cpp reads
+    rope.scaling.finetuned as that switch)."""
+    c = a.config
+    types = list(c.get("layer_types") or [])
+    w.add_ssm_conv_kernel(int(c["mamba_d_conv"]))
+    w.add_ssm_state_size(int(c["mamba_d_state"]))
+    w.add_ssm_group_count(int(c.get("mamba_n_groups") or 1))
+    w.add_ssm_inner_size(int(c["mamba_n_heads"]) * int(c["mamba_d_head"]))
+    w.add_ssm_time_step_rank(int(c["mamba_n_heads"]))
+    w.add_head_count_kv([a.n_kv_head if t == "attention" else 0 for t in types])
+    w.add_rope_scaling_finetuned(c.get("position_embedding_type", "rope") == "rope")
 
 
 def _add_gpt_oss(w, a: ArchInfo) -> None:

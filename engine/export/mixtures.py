@@ -67,9 +67,10 @@ class TypePlanner:
         """The GGML type of tensor ``name`` (numpy ``shape``: rows, cols)."""
         q = self.quant
         if len(shape) < 2 or name.endswith("_norm.weight") or name.startswith(("rope_freqs", "rope_factors")) \
-                or name.endswith(".bias") or "ffn_gate_inp" in name or "ssm_conv1d" in name:
-            # the MoE router and the linear-attention conv kernel: F32 in llama.cpp's
-            # converter, never quantized (llama.cpp's ssm_conv needs an F32 kernel)
+                or name.endswith(".bias") or "ffn_gate_inp" in name or "ssm_conv1d" in name \
+                or not name.endswith("weight"):
+            # the MoE router, the state-space conv kernel and A/D (no ".weight": Mamba-2's
+            # ssm_a, ssm_d): F32 in llama.cpp's converter, never quantized (its ssm ops need F32)
             return T.F32
         if q in ("f32", "f16", "bf16"):
             return DEFAULT_TYPE[q]

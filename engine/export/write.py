@@ -63,6 +63,10 @@ def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str) -> list[Planned
         from .qwen35 import qwen35_refs
 
         refs = qwen35_refs(a.config, refs, reorder=a.arch != "qwen3next")
+    if a.arch == "granitehybrid":
+        from .granite_hybrid import granite_hybrid_refs
+
+        refs = granite_hybrid_refs(a.config, refs)
     for ref in stack_experts(refs):  # MoE: one tensor per layer's experts, for every caller
         name = gguf_name(a, name_map, ref.name)
         if name is not None:

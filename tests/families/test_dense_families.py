@@ -1,4 +1,5 @@
-"""SmolLM3, OLMo 2, Granite (dense), Phi-4-mini and Ministral 3 (text), end to end (issue 17): each tiny fixture (the family's
+"""SmolLM3, OLMo 2, Granite (dense), Phi-4-mini, Ministral 3 (text), Granite 4 hybrid (dense:
+Mamba-2 + attention) and Qwen3.5 (hybrid Gated DeltaNet + gated attention), end to end (issue 17): each tiny fixture (the family's
 config keys, tokenizer kind and chat template) trained a few steps with LoRA, fused, exported to
 F32 and Q8_0 and checked in llama.cpp, its adapter alone as a GGUF LoRA applied by llama.cpp,
 its Ollama template rendering what the Jinja template renders."""
@@ -15,7 +16,7 @@ from tests.export.helpers import failed_checks
 
 from .chain import fused_f32_figures, ollama_renders_as_jinja, trained
 
-DENSE = ["smollm3", "olmo2", "granite", "phi4mini", "ministral3"]
+DENSE = ["smollm3", "olmo2", "granite", "phi4mini", "ministral3", "granitemoehybrid"]
 
 
 @pytest.mark.parametrize("kind", DENSE)
@@ -157,3 +158,10 @@ def test_qwen3_5_adapter_gguf_needs_the_same_reordering(tiny_model, tmp_path, mo
                                                         la, lb))
     lora = export_gguf(info.name, tmp_path / "unordered.gguf", "f32", adapter_only=True)
     assert not lora.verification["passed"]
+
+
+def test_granite_4_hybrid_with_experts_is_refused_with_the_reason():
+    with pytest.raises(TailorError) as e:
+        arch_info({"model_type": "granitemoehybrid", "num_local_experts": 32,
+                   "num_hidden_layers": 1, "num_attention_heads": 1, "hidden_size": 8}, "/m")
+    assert "has experts" in e.value.message and "dense Granite 4 hybrid" in e.value.hint
