@@ -40,8 +40,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     Architecture("qwen3_5", "Qwen3.5 (dense)", "qwen35", ollama_adapter=False),
     Architecture("qwen3_5_moe", "Qwen3.5-MoE", "qwen35moe", ollama_adapter=False),
     Architecture("qwen3_next", "Qwen3-Next", "qwen3next", ollama_adapter=False),
-    # dense hybrids (H-Micro) only; those with experts are refused by the exporter, with why
-    Architecture("granitemoehybrid", "Granite 4 hybrid (dense)", "granitehybrid",
+    Architecture("granitemoehybrid", "Granite 4 hybrid", "granitehybrid",
                  ollama_adapter=False),
     Architecture("granitemoe", "Granite MoE (3.x)", "granitemoe", ollama_adapter=False),
     Architecture("gpt_oss", "gpt-oss", "gpt-oss", ollama_adapter=False),

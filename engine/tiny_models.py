@@ -499,6 +499,12 @@ FAMILY_SPECS["granitemoehybrid"] = TinySpec(
               position_embedding_type="nope", tie_word_embeddings=True, rope_theta=10000.0,
               hidden_act="silu"),
     "bpe-granite", GRANITE_TEMPLATE, "<|end_of_text|>")
+FAMILY_SPECS["granitemoehybrid_moe"] = TinySpec(
+    "granitemoehybrid_moe", "Granite 4 hybrid (H-Tiny) style: the Mamba-2 / attention layers "
+    "with 8 experts (2 per token) and a shared expert",
+    {**FAMILY_SPECS["granitemoehybrid"].config, "num_local_experts": 8,
+     "num_experts_per_tok": 2, "intermediate_size": 32, "shared_intermediate_size": 64},
+    "bpe-granite", GRANITE_TEMPLATE, "<|end_of_text|>")
 # gpt-oss as OpenAI ships it: the experts in MXFP4 (blocks and e8m0 scales, gate and up
 # interleaved in one gate_up_proj), everything else in full precision.
 FAMILY_SPECS["gpt_oss_mxfp4"] = TinySpec(
@@ -765,6 +771,8 @@ def _hf_expert_layout(weights: dict, model_type: str, mxfp4: bool = False) -> di
     if model_type in ("qwen3_5", "qwen3_5_moe"):
         return _qwen3_5_hf_layout(weights)
     if model_type == "granitemoehybrid":
+        if any(".switch_mlp." in k for k in weights):  # with experts: Granite MoE's layout
+            weights = _hf_expert_layout(weights, "granitemoe")
         return _granite_hybrid_hf_layout(weights)
     if model_type == "qwen3_next":  # per-expert tensors, then Qwen3.5's conv and norm forms
         return _qwen3_5_hf_layout(_hf_expert_layout(weights, "qwen3_moe"))

@@ -99,10 +99,6 @@ def _check_family_limits(arch: str, config: dict, source: str) -> None:
                               hint="only SmolLM3 models with the standard NoPE layout export")
     if arch in ("qwen3moe", "qwen3next"):
         _check_qwen3_moe(config, source)
-    if arch == "granitehybrid" and (config.get("num_local_experts") or 0) > 0:
-        raise TailorError(f"{source}: this Granite 4 hybrid has experts; Tailor's GGUF export "
-                          "writes the dense Granite 4 hybrids only (H-Micro) so far",
-                          hint="export a dense Granite 4 hybrid, or fuse and use the MLX model")
     if arch == "olmo2" and config.get("tie_word_embeddings"):
         raise TailorError(f"{source}: this OLMo 2 ties its output to the embeddings; "
                           "llama.cpp's OLMo 2 needs a separate output tensor",
@@ -270,6 +266,8 @@ def _add_granite_hybrid(w, a: ArchInfo) -> None:
     w.add_ssm_time_step_rank(int(c["mamba_n_heads"]))
     w.add_head_count_kv([a.n_kv_head if t == "attention" else 0 for t in types])
     w.add_rope_scaling_finetuned(c.get("position_embedding_type", "rope") == "rope")
+    if a.n_expert > 1 and c.get("shared_intermediate_size"):
+        w.add_expert_shared_feed_forward_length(int(c["shared_intermediate_size"]))
 
 
 def _add_gpt_oss(w, a: ArchInfo) -> None:

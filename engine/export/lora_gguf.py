@@ -72,15 +72,21 @@ def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, q
             from .qwen35 import qwen35_lora
 
             module, la, lb = qwen35_lora(a.config, module, la, lb)
-        base = gguf_name(a, name_map, module + ".weight")
-        if base is None:
-            continue
-        if a.arch in PERMUTED_QK and module.endswith("q_proj"):
-            lb = permute_rows(lb, a.n_head)
-        elif a.arch in PERMUTED_QK and module.endswith("k_proj"):
-            lb = permute_rows(lb, a.n_kv_head)
-        tensors.append((base + ".lora_a", np.ascontiguousarray(la)))
-        tensors.append((base + ".lora_b", np.ascontiguousarray(lb)))
+        pairs = [(module, la, lb)]
+        if a.arch == "granitehybrid":  # its fused shared MLP lands on two base tensors
+            from .granite_hybrid import granite_hybrid_lora
+
+            pairs = granite_hybrid_lora(a.config, module, la, lb)
+        for module, la, lb in pairs:
+            base = gguf_name(a, name_map, module + ".weight")
+            if base is None:
+                continue
+            if a.arch in PERMUTED_QK and module.endswith("q_proj"):
+                lb = permute_rows(lb, a.n_head)
+            elif a.arch in PERMUTED_QK and module.endswith("k_proj"):
+                lb = permute_rows(lb, a.n_kv_head)
+            tensors.append((base + ".lora_a", np.ascontiguousarray(la)))
+            tensors.append((base + ".lora_b", np.ascontiguousarray(lb)))
     if not tensors:
         raise TailorError(f"{info.weights} holds no LoRA tensors",
                           hint="train the adapter again, or export the fused model")

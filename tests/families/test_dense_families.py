@@ -159,9 +159,3 @@ def test_qwen3_5_adapter_gguf_needs_the_same_reordering(tiny_model, tmp_path, mo
     lora = export_gguf(info.name, tmp_path / "unordered.gguf", "f32", adapter_only=True)
     assert not lora.verification["passed"]
 
-
-def test_granite_4_hybrid_with_experts_is_refused_with_the_reason():
-    with pytest.raises(TailorError) as e:
-        arch_info({"model_type": "granitemoehybrid", "num_local_experts": 32,
-                   "num_hidden_layers": 1, "num_attention_heads": 1, "hidden_size": 8}, "/m")
-    assert "has experts" in e.value.message and "dense Granite 4 hybrid" in e.value.hint

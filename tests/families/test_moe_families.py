@@ -1,4 +1,4 @@
-"""Qwen3-MoE, Mixtral, Granite MoE and gpt-oss end to end (issue 17): LoRA on the expert layers (mlx-lm's switch
+"""Qwen3-MoE, Mixtral, Granite MoE, Granite 4 hybrid with experts and gpt-oss end to end (issue 17): LoRA on the expert layers (mlx-lm's switch
 layers) trained, fused and exported; the experts stacked into llama.cpp's ``*_exps`` tensors
 (from the Hugging Face per-expert layout of the base and the stacked layout of a fused folder),
 the router kept F32 in every export, the quantization mixture byte for byte llama.cpp's own."""
@@ -25,9 +25,9 @@ from tests.train.conftest import write_toy_chat
 
 from .chain import fused_f32_figures, ollama_renders_as_jinja, trained
 
-MOE = ["qwen3_moe", "mixtral", "granitemoe", "gpt_oss"]
+MOE = ["qwen3_moe", "mixtral", "granitemoe", "gpt_oss", "granitemoehybrid_moe"]
 EXPERTS = {"qwen3_moe": "mlp", "mixtral": "block_sparse_moe", "granitemoe": "block_sparse_moe",
-           "gpt_oss": "mlp"}
+           "gpt_oss": "mlp", "granitemoehybrid_moe": "block_sparse_moe"}
 # where mlx-lm keeps the stacked experts (gpt-oss's checkpoint has them stacked already)
 STACK = {"gpt_oss": "experts"}
 
@@ -37,7 +37,7 @@ def _base_experts(kind: str, base_w: dict, layer: int, proj: str) -> np.ndarray:
     prefix = f"model.layers.{layer}.{EXPERTS[kind]}"
     if kind == "gpt_oss":
         return np.array(base_w[f"{prefix}.experts.{proj}_proj.weight"])
-    if kind == "granitemoe":  # stacked, gate and up in one
+    if kind in ("granitemoe", "granitemoehybrid_moe"):  # stacked, gate and up in one
         if proj == "down":
             return np.array(base_w[f"{prefix}.output_linear.weight"])
         both = np.array(base_w[f"{prefix}.input_linear.weight"])
