@@ -377,3 +377,60 @@ class Banner(QFrame):
         doc = QTextDocument()
         doc.setHtml(self.label.text())
         return doc.toPlainText()
+
+
+class MetricChart(pg.PlotWidget):
+    """One preference metric (reward accuracy or margin) per step (train) and per validation,
+    from ``Metrics`` events or a manifest's ``metrics_history``; "No data yet" while empty."""
+
+    def __init__(self, key: str, label: str, parent=None):
+        super().__init__(parent=parent)
+        self.key = key
+        self.setMinimumHeight(140)
+        self.setLabel("bottom", "step")
+        self.setLabel("left", label)
+        self.addLegend(offset=(-10, 10))
+        self.points: dict[str, tuple[list[int], list[float]]] = {"train": ([], []),
+                                                                 "valid": ([], [])}
+        self.train_curve = self.plot([], [], name="train", pen=pg.mkPen(TRAIN_COLOR, width=2),
+                                     antialias=False)
+        self.valid_curve = self.plot([], [], name="validation", pen=pg.mkPen(VALID_COLOR, width=2),
+                                     symbol="o", symbolSize=6, symbolBrush=VALID_COLOR)
+        LossChart._apply_palette(self)
+        keep_tick_labels_inside(self)
+        show_empty(self, True)
+
+    def changeEvent(self, ev) -> None:
+        super().changeEvent(ev)
+        if ev.type() == ev.Type.PaletteChange and hasattr(self, "train_curve"):
+            LossChart._apply_palette(self)
+
+    def __len__(self) -> int:
+        return sum(len(xs) for xs, _ in self.points.values())
+
+    def add(self, iteration: int, split: str, values: dict) -> None:
+        """One event's value; None (every pair tied) and missing keys draw nothing."""
+        v = (values or {}).get(self.key)
+        if v is None or split not in self.points:
+            return
+        xs, ys = self.points[split]
+        xs.append(int(iteration))
+        ys.append(float(v))
+        (self.train_curve if split == "train" else self.valid_curve).setData(xs, ys)
+        show_empty(self, False)
+
+    def clear_points(self) -> None:
+        for xs, ys in self.points.values():
+            xs.clear()
+            ys.clear()
+        self.train_curve.setData([], [])
+        self.valid_curve.setData([], [])
+        show_empty(self, True)
+
+    def load(self, history) -> None:
+        """A manifest's ``metrics_history``: {"train": [[step, values], ...], "valid": [...]}."""
+        self.clear_points()
+        for split, records in (history or {}).items():
+            for rec in records or []:
+                if isinstance(rec, (list, tuple)) and len(rec) == 2:
+                    self.add(rec[0], split, rec[1])

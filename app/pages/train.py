@@ -2,6 +2,7 @@
 parameter/memory estimate, Start/Stop/Resume, and the live run: chart, progress, log."""
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import html
 import math
@@ -10,10 +11,11 @@ import typing
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout,
                                QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar,
-                               QPushButton, QScrollArea, QSpinBox, QSplitter, QToolButton,
-                               QVBoxLayout, QWidget)
+                               QPushButton, QScrollArea, QSpinBox, QSplitter, QTabWidget,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from engine.results import DataReport, JobState, TrainResult
 from engine.train.config import PRESET_HELP, PRESETS, TrainConfig
@@ -23,7 +25,7 @@ from ..estimate import estimate, human_bytes, human_count, longest_in, read_mode
 from ..history import LossHistory
 from ..machines import MACHINES_TOOLTIP, machines_argv
 from ..job_binding import bind_job, failure_html
-from ..widgets import Banner, LossChart, page_header
+from ..widgets import Banner, LossChart, MetricChart, page_header
 
 BASIC_FIELDS = ("method", "objective", "rank", "alpha", "learning_rate", "epochs", "iters", "batch_size",
                 "max_seq_length", "grad_checkpoint")
@@ -36,7 +38,12 @@ LABELS = {"learning_rate": "Learning rate", "max_seq_length": "Max sequence leng
           "report_every": "Report every", "grad_clip": "Gradient clip",
           "quantize_base": "Quantize base (bits)", "objective": "Objective",
           "beta": "DPO beta", "orpo_lambda": "ORPO lambda",
-          "init_adapter": "Start from adapter"}
+          "init_adapter": "Start from adapter", "lora_plus_ratio": "LoRA+ ratio",
+          "pack": "Pack examples", "label_smoothing": "DPO label smoothing",
+          "baseline_prompts": "Baseline prompts"}
+# Fields that mean something only for some objectives: disabled (with the reason) otherwise.
+OBJECTIVE_ONLY = {"beta": ("dpo",), "label_smoothing": ("dpo",), "orpo_lambda": ("orpo",),
+                  "pack": ("sft",)}
 
 
 VALIDATIONS_PER_RUN = 15
@@ -72,6 +79,8 @@ class SettingsForm(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.train_examples = 0  # from the data check; sizes an epoch for auto validation
+        self.train_stats = None  # the data check's TokenStats: the packed rows' estimate
+        self.labels: dict[str, QLabel] = {}
         self.hints = typing.get_type_hints(TrainConfig)
         self.widgets: dict[str, QWidget] = {}
         lay = QVBoxLayout(self)
@@ -103,6 +112,7 @@ class SettingsForm(QWidget):
                 continue  # shares the "Length" row with epochs
             label = QLabel(_label(f.name))
             label.setToolTip(w.toolTip())
+            self.labels[f.name] = label
             field: QWidget = w
             if f.name == "epochs":
                 label.setText("Length")
@@ -110,8 +120,17 @@ class SettingsForm(QWidget):
             elif f.name == "eval_every":
                 field = self._eval_row(w)
             (basic if f.name in BASIC_FIELDS else adv).addRow(label, field)
+            if f.name == "epochs":
+                self.steps_note = QLabel()
+                self.steps_note.setWordWrap(True)
+                self.steps_note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+                basic.addRow("", self.steps_note)
+        self.help = {f.name: f.metadata.get("help", "") for f in fields}
+        self.widgets["objective"].currentIndexChanged.connect(self._enable_for_objective)
+        self.changed.connect(self._show_steps)
         lay.addStretch(1)
         self.set_values(TrainConfig().to_dict())
+        self._enable_for_objective()
 
     # A run's length is either epochs or steps, never both at once: the mode is explicit, so a
     # Steps value typed once cannot silently override a preset's epochs (issue 14).
@@ -163,11 +182,46 @@ class SettingsForm(QWidget):
             return int(self.widgets["iters"].value())
         return self.total_steps_for_epochs()
 
+    def _enable_for_objective(self, *_) -> None:
+        """Beta and label smoothing for DPO, lambda for ORPO, packing for SFT only."""
+        objective = self.widgets["objective"].currentData()
+        for name, objectives in OBJECTIVE_ONLY.items():
+            on = objective in objectives
+            tip = self.help[name] if on else (
+                f"only for {' or '.join(o.upper() for o in objectives)} runs "
+                f"(this run: {str(objective).upper()}) — {self.help[name]}")
+            for w in (self.widgets[name], self.labels[name]):
+                w.setEnabled(on)
+                w.setToolTip(tip)
+
+    def packed(self) -> bool:
+        v = self._raw_values()
+        return bool(v.get("pack")) and v.get("objective", "sft") == "sft"
+
+    def train_units(self) -> tuple[int, bool]:
+        """What a batch counts: (examples, False), or with Pack an upper estimate of the packed
+        rows from the data check's length histogram, (rows, True)."""
+        if not self.packed() or self.train_stats is None:
+            return self.train_examples, False
+        rows = packed_rows_estimate(self.train_stats, int(self._raw_values()["max_seq_length"]))
+        return (min(rows, self.train_examples) if rows else self.train_examples), True
+
+    def _show_steps(self) -> None:
+        total = self.total_steps()
+        if self.length_mode.currentData() == "iters" or not total:
+            self.steps_note.setText("" if total else "steps: known once the data is checked")
+            return
+        units, packed = self.train_units()
+        self.steps_note.setText(
+            f"about {total:,} steps or fewer (packed: about {units:,} rows or fewer from "
+            f"{self.train_examples:,} examples)" if packed else f"{total:,} steps")
+
     def total_steps_for_epochs(self) -> int | None:
         v = self._raw_values()
         if not self.train_examples:
             return None
-        per_epoch = math.ceil(self.train_examples / max(int(v["batch_size"]), 1))
+        units, _ = self.train_units()
+        per_epoch = math.ceil(units / max(int(v["batch_size"]), 1))
         return max(1, math.ceil(float(v["epochs"]) * per_epoch /
                                 max(int(v["grad_accumulation"]), 1)))
 
@@ -256,6 +310,46 @@ class SettingsForm(QWidget):
         self.changed.emit()
 
 
+def packed_rows_estimate(stats, capacity: int) -> int:
+    """Rows the engine's packer (best fit, longest first, at most ``capacity`` tokens a row:
+    engine/train/packing.py, which needs MLX) makes of the checked examples, estimated from
+    the report's length histogram with each example counted at its bin's upper length, so
+    the figure errs high; never below what the tokens need (total / capacity). 0: no data."""
+    edges, counts = list(stats.histogram_edges or []), list(stats.histogram_counts or [])
+    if not counts or capacity < 1:
+        return 0
+    lengths = []
+    for i, n in enumerate(counts):
+        upper = edges[i + 1] - 1 if i + 1 < len(edges) else stats.length_max
+        lengths += [max(1, min(upper, stats.length_max, capacity))] * int(n)
+    lengths.sort(reverse=True)
+    rooms: list[int] = []  # room left in each row that still has some, sorted
+    rows = 0
+    for n in lengths:
+        at = bisect.bisect_left(rooms, n)
+        if at < len(rooms):
+            room = rooms.pop(at) - n
+        else:
+            rows, room = rows + 1, capacity - n
+        if room > 0:
+            bisect.insort(rooms, room)
+    return max(rows, math.ceil(min(stats.tokens, capacity * len(lengths)) / capacity))
+
+
+def _forward_metrics(worker, slot) -> None:
+    """Hand the worker's ``Metrics`` events (preference runs) to ``slot``: app/worker.py has
+    no signal for them (yet), so its dispatch is wrapped for this one job."""
+    from engine.events import Metrics
+    dispatch = worker.dispatch
+
+    def with_metrics(event) -> None:
+        if isinstance(event, Metrics):
+            slot(event)
+        else:
+            dispatch(event)
+    worker.dispatch = with_metrics
+
+
 def _fmt_eta(seconds: float) -> str:
     if not seconds or seconds < 0:
         return "–"
@@ -333,6 +427,7 @@ class TrainPage(QWidget):
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setSizes([360, 900])
+        self._show_reward_tabs()
         self.refresh()
 
     def _build_setup(self) -> QWidget:
@@ -369,6 +464,7 @@ class TrainPage(QWidget):
         self.form = SettingsForm()
         self.form.changed.connect(self._update_estimate)
         self.form.changed.connect(self._update_preset_note)
+        self.form.changed.connect(self._show_reward_tabs)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
@@ -424,7 +520,15 @@ class TrainPage(QWidget):
         self.progress.setFormat("%p%")
         rl.addWidget(self.progress)
         self.chart = LossChart(self.history)
-        rl.addWidget(self.chart, 3)
+        # DPO/ORPO: reward accuracy and margin beside the loss (Metrics events)
+        self.reward_charts = {"reward_accuracy": MetricChart("reward_accuracy", "reward accuracy"),
+                              "reward_margin": MetricChart("reward_margin", "reward margin")}
+        self.charts = QTabWidget()
+        self.charts.setDocumentMode(True)
+        self.charts.addTab(self.chart, "Loss")
+        self.charts.addTab(self.reward_charts["reward_accuracy"], "Reward accuracy")
+        self.charts.addTab(self.reward_charts["reward_margin"], "Reward margin")
+        rl.addWidget(self.charts, 3)
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(2000)
@@ -457,7 +561,9 @@ class TrainPage(QWidget):
 
     def _on_data_status(self, *_) -> None:
         report = self.state.report if self.state.data_status == "ok" else None
-        self.form.train_examples = DataReport.coerce(report).train_examples if report else 0
+        checked = DataReport.coerce(report) if report else None
+        self.form.train_examples = checked.train_examples if checked else 0
+        self.form.train_stats = checked.train_stats if checked else None
         self.form.changed.emit()
         self.refresh()
 
@@ -647,6 +753,8 @@ class TrainPage(QWidget):
         except (TailorError, OSError):
             return  # the engine says what is wrong when the resume runs
         self.history.load(m.get("loss_history"))
+        for chart in self.reward_charts.values():
+            chart.load(m.get("metrics_history"))
         settings = {k: v for k, v in (m.get("settings") or {}).items() if k in self.form.widgets}
         if settings:
             self.form.eval_auto.setChecked(False)  # the run's own value, as it was recorded
@@ -660,6 +768,8 @@ class TrainPage(QWidget):
     def _launch(self, title: str, argv: list[str], name: str, keep_history: bool = False) -> None:
         if not keep_history:
             self.history.clear()
+            for chart in self.reward_charts.values():
+                chart.clear_points()
         self.last_step = self.last_valid = None
         self.log.clear()
         self.job = job = self.state.queue.submit(title, argv, heavy=True)
@@ -670,6 +780,7 @@ class TrainPage(QWidget):
         w.stepped.connect(self._on_step)
         w.validated.connect(self._on_validation)
         w.checkpointed.connect(self._on_checkpoint)
+        _forward_metrics(w, self._on_metrics)
         w.logged.connect(lambda e: self._log(e.message if e.level in ("info", "stderr")
                                              else f"{e.level}: {e.message}"))
         # The buttons, banner and progress are derived from self.view in refresh().
@@ -723,6 +834,18 @@ class TrainPage(QWidget):
     def _on_checkpoint(self, e) -> None:
         self.view.resumable = True
         self._log(f"checkpoint at step {e.iteration}")
+
+    def _show_reward_tabs(self) -> None:
+        """The reward tabs for a DPO/ORPO run, or while one is set up or has drawn metrics."""
+        on = (self.form.values().get("objective", "sft") != "sft"
+              or any(len(c) for c in self.reward_charts.values()))
+        for i in (1, 2):
+            self.charts.setTabVisible(i, on)
+
+    def _on_metrics(self, e) -> None:
+        for chart in self.reward_charts.values():
+            chart.add(e.iteration, e.split, e.values)
+        self._show_reward_tabs()
 
     def _on_step(self, e) -> None:
         self.last_step = e
