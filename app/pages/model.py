@@ -32,7 +32,7 @@ DOWNLOAD_HINT = ("check the internet connection (and any proxy), then press Down
                  "what was fetched is kept and the download resumes")
 
 # the exporter's own table (engine/capabilities.py: Qt-free and MLX-free at import)
-from engine.capabilities import GGUF_MODEL_TYPES as GGUF_ARCHITECTURES  # noqa: E402
+from engine.capabilities import gguf_support  # noqa: E402
 from engine.results import ModelDownload  # noqa: E402
 
 
@@ -48,8 +48,8 @@ def describe_model(folder: Path) -> dict[str, str]:
     weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     out = {"architecture": f"{arch} ({', '.join(cfg.get('architectures', []))})",
            "quantization": f"{bits}-bit (trains as QLoRA)" if bits else "full precision",
-           "gguf": "yes" if arch in GGUF_ARCHITECTURES else
-                   f"no: GGUF export does not support {arch} yet (training still works)"}
+           "gguf": "yes" if gguf_support(cfg)[0] else
+                   f"no: {gguf_support(cfg)[1]} (training still works)"}
     if est:
         out["parameters"] = human_count(est.base_params)
         out["memory"] = (f"about {human_bytes(est.total_bytes)} to train with the defaults "

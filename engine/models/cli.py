@@ -67,6 +67,7 @@ def model_info(folder: Path) -> dict:
     q = cfg.get("quantization") or cfg.get("quantization_config")
     tok_cfg = files.get("tokenizer_config.json")
     has_template = bool(files.get("chat_template.jinja") or files.get("chat_template.json"))
+    exports, why_not = gguf_support(cfg)
     if tok_cfg:
         has_template = has_template or "chat_template" in json.loads(tok_cfg.read_text("utf-8"))
     return {"path": str(folder), "architecture": arch,
@@ -78,7 +79,8 @@ def model_info(folder: Path) -> dict:
             "weight_bytes": weight_bytes,
             "memory_to_load_gb": round(weight_bytes / 1e9, 3),
             "chat_template": has_template,
-            "gguf_export": gguf_support(cfg)[0],
+            "gguf_export": exports,
+            "gguf_export_reason": why_not,  # why not, in one sentence ("" when it exports)
             "gguf_supported_architectures": list(GGUF_MODEL_TYPES),
             "skipped_files": [str(f) for f in files.skipped],
             "notes": [n for n in (custom_code_note(cfg),) if n]}
@@ -101,17 +103,30 @@ def run(args: argparse.Namespace, job) -> int:
     if args.json:
         print(json.dumps(info, indent=2), file=out)
     else:
-        q = info["quantization"]
-        print(f"{folder}\n  architecture  {info['architecture']} "
-              f"({', '.join(info['architectures'])})\n"
-              f"  parameters    {info['parameters'] / 1e6:.2f} M, {info['layers']} layers, "
-              f"hidden {info['hidden_size']}, vocabulary {info['vocab_size']}\n"
-              f"  weights       {format_bytes(info['weight_bytes'])} on disk"
-              + (f", {q['bits']}-bit quantized" if q else "") + "\n"
-              f"  chat template {'yes' if info['chat_template'] else 'no'}\n"
-              f"  GGUF export   {'supported' if info['gguf_export'] else 'not supported'} "
-              f"(supported: {', '.join(info['gguf_supported_architectures'])})"
-              + "".join(f"\n  not read      {f}" for f in info["skipped_files"])
-              + "".join(f"\n  note          {n}" for n in info["notes"]), file=out)
+        print(format_model_info(folder, info), file=out)
     job.report(Finished(job=job.name, result=ModelInfo.from_dict(info)))
     return 0
+
+
+def _gguf_line(info: dict) -> str:
+    if info["gguf_export"]:
+        return "supported"
+    reason = info.get("gguf_export_reason") or "not in the exporter's table"
+    if "supported:" not in reason:  # the generic reason lists them already
+        reason += f" (supported: {', '.join(info['gguf_supported_architectures'])})"
+    return f"not supported: {reason}"
+
+
+def format_model_info(folder: Path, info: dict) -> str:
+    """``tailor model info``'s text form (without --json)."""
+    q = info["quantization"]
+    return (f"{folder}\n  architecture  {info['architecture']} "
+            f"({', '.join(info['architectures'])})\n"
+            f"  parameters    {info['parameters'] / 1e6:.2f} M, {info['layers']} layers, "
+            f"hidden {info['hidden_size']}, vocabulary {info['vocab_size']}\n"
+            f"  weights       {format_bytes(info['weight_bytes'])} on disk"
+            + (f", {q['bits']}-bit quantized" if q else "") + "\n"
+            f"  chat template {'yes' if info['chat_template'] else 'no'}\n"
+            f"  GGUF export   {_gguf_line(info)}"
+            + "".join(f"\n  not read      {f}" for f in info["skipped_files"])
+            + "".join(f"\n  note          {n}" for n in info["notes"]))
