@@ -146,8 +146,9 @@ class SettingsForm(QWidget):
         self.length_mode.currentIndexChanged.connect(self._show_length)
         self.length_mode.currentIndexChanged.connect(self.changed)
         h.addWidget(self.length_mode)
-        h.addWidget(self.widgets["epochs"], 1)
-        h.addWidget(self.widgets["iters"], 1)
+        for name in ("epochs", "iters"):  # beside the mode box: 130 px overflowed at 1024x700
+            self.widgets[name].setMinimumWidth(80)
+            h.addWidget(self.widgets[name], 1)
         self.widgets["iters"].setMinimum(1)
         self._show_length()
         return row
@@ -841,6 +842,7 @@ class TrainPage(QWidget):
               or any(len(c) for c in self.reward_charts.values()))
         for i in (1, 2):
             self.charts.setTabVisible(i, on)
+        self.charts.tabBar().setVisible(on)  # a lone "Loss" tab says nothing
 
     def _on_metrics(self, e) -> None:
         for chart in self.reward_charts.values():
