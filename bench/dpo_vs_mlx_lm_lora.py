@@ -13,7 +13,9 @@ Both start from the same LoRA weights (written once, loaded by each), and train 
 constant learning rate, no weight decay, no clipping, no dropout, beta 0.1, the same rank, scale
 and layers, batch 4, one epoch (pairs / 4 steps). mlx-lm-lora's data order is its own (length-
 sorted batches, shuffled); its reference model is its default, a second copy of the base
-(``load_reference_model``); Tailor's is the same weights with the adapter switched off.
+(``load_reference_model``), run on every step; Tailor's is the same weights with the adapter
+switched off, computed once for every pair before step 1 (included in Tailor's time, and also
+reported on its own as ``reference_seconds``). ``--epochs N`` trains N epochs on both sides.
 
 Each trainer runs in its own process; it reports the training loop's wall time, MLX's peak
 memory and the process's peak resident memory (ru_maxrss). The final loss of both adapters is
@@ -63,8 +65,12 @@ def pair(r):
                           side(r["rejected"], r["rejected_prompt_length"]), "b:1")
 train = [pair(r) for r in json.load(open(job["train"]))]
 mx.reset_peak_memory()
+marks = {}
+def report(event):  # when the reference pre-pass reported its last batch
+    if getattr(event, "stage", "") == "reference":
+        marks["reference"] = time.perf_counter()
 trainer = PreferenceTrainer(net, cfg, train, [], adapter_dir=__import__("pathlib").Path(job["out"]),
-                            run_state={})
+                            run_state={}, report=report)
 tic = time.perf_counter()
 trainer.run()
 seconds = time.perf_counter() - tic
@@ -72,7 +78,8 @@ mx.save_safetensors(job["out"] + "/final.safetensors", dict(trainable_weights(ne
 last = trainer.history.metrics["train"][-1][1]["loss"]
 print("BENCH", json.dumps({"seconds": seconds, "mlx_peak": mx.get_peak_memory(),
       "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "last_loss": last,
-      "steps": trainer.step}), flush=True)
+      "steps": trainer.step, "reference_seconds": marks.get("reference", tic) - tic}),
+      flush=True)
 '''
 
 PEER_CHILD = r'''
@@ -197,6 +204,8 @@ def main() -> None:
     ap.add_argument("--peer-first", action="store_true",
                     help="run mlx-lm-lora first (on a loaded machine the order matters)")
     ap.add_argument("--keep", help="keep the work folder here")
+    ap.add_argument("--epochs", type=int, default=1,
+                    help="epochs on both sides (Tailor's reference pre-pass runs once)")
     a = ap.parse_args()
     SETTINGS["learning_rate"] = a.learning_rate
     from engine.data import DataConfig, prepare_dataset
@@ -217,7 +226,7 @@ def main() -> None:
                                           dedupe=False))
     train, valid = prepared.train[:a.pairs], prepared.valid[:held]
     (work / "train.json").write_text(json.dumps(_records(train)))
-    steps = len(train) // SETTINGS["batch_size"]
+    steps = a.epochs * len(train) // SETTINGS["batch_size"]
     cfg_kw = dict(SETTINGS, objective="dpo", iters=steps, schedule="constant", warmup=0.0, grad_clip=0.0,
                   weight_decay=0.0, eval_every=0, save_every=10**6, baseline_prompts=0,
                   targets="all-linear")
@@ -242,10 +251,12 @@ def main() -> None:
     evals = _losses(model_dir, cfg_kw, {s: work / s / "final.safetensors" for s in results},
                     {"held-out": valid})
     print(f"\nmodel: qwen2 tiny family {MODEL}, {len(train)} training pairs, "
-          f"{len(valid)} held-out, {steps} steps (one epoch), settings {SETTINGS}")
+          f"{len(valid)} held-out, {steps} steps ({a.epochs} epoch(s)), settings {SETTINGS}")
     for side, r in results.items():
         h = evals[(side, "held-out")]
-        print(f"{side:12s} epoch {r['seconds']:7.2f} s  MLX peak {r['mlx_peak'] / 2**20:7.1f} "
+        ref = (f" (reference pre-pass {r['reference_seconds']:.2f} s)"
+               if "reference_seconds" in r else "")
+        print(f"{side:12s} training {r['seconds']:7.2f} s{ref}  MLX peak {r['mlx_peak'] / 2**20:7.1f} "
               f"MiB  RSS {r['rss'] / 2**20:7.1f} MiB  last step loss {r['last_loss']:.4f}  "
               f"final held-out loss {h['loss']:.4f} "
               f"(accuracy {h['reward_accuracy']})")

@@ -4,10 +4,12 @@ A batch of B pairs is one padded batch of 2B rows, the chosen answers first, the
 ones (engine/train/batching.py's ``collate``), plus ``owner`` [2B, K]: which row each trained
 position belongs to, so one matmul sums each answer's token log-probabilities.
 
-DPO's reference model is the same weights with the adapter switched off: for the reference
-pass every LoRA layer computes only its base layer (``adapters_off``), under
-``mx.stop_gradient``, so there is never a second copy of the model in memory. ORPO needs no
-reference. Each step's metrics are sums over pairs (exact across micro-batches and validation
+DPO's reference model is the same weights with the adapter switched off (``adapters_off``:
+every LoRA layer computes only its base layer), so there is never a second copy of the model in
+memory. The base is frozen, so each pair's reference log-probabilities are constant for the
+whole run: the trainer computes them once before step 1 (``reference_logps``), keeps them in
+the adapter folder (``REFERENCE_FILE``, reloaded on resume) and the batches carry them, so a
+step runs only the policy pass. ORPO needs no reference. Each step's metrics are sums over pairs (exact across micro-batches and validation
 batches), turned into means when a step or a validation ends.
 """
 from __future__ import annotations
@@ -19,12 +21,14 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..events import Metrics, TailorError
+from ..events import Metrics, Progress, TailorError
 from .batching import BatchStream, collate
 from .loop import History, Trainer
 from .loss import split_head
 
 OBJECTIVES = ["sft", "dpo", "orpo"]
+# DPO's cached reference log-probs, in the run's checkpoints folder (never copied to the library)
+REFERENCE_FILE = "reference_logps.safetensors"
 # The sums each loss returns, in this order (one vector, so the compiled step returns it).
 SUMS = ("pairs", "loss", "correct", "decided", "margin", "chosen_logp", "rejected_logp",
         "odds_ratio", "nll", "nll_tokens")
@@ -40,30 +44,39 @@ class PairBatch:
     owner: mx.array    # [2B, K] 1.0 where trained position k is in row r
     n_tokens: int
     n_trained: int
+    reference: mx.array | None = None  # [2B] cached reference log-probs (chosen first)
 
     @property
-    def segments(self) -> mx.array:
-        """The loop hands a batch's ``segments`` to the loss unchanged: for pairs, ``owner``."""
-        return self.owner
+    def segments(self):
+        """The loop hands a batch's ``segments`` to the loss unchanged: for pairs ``owner``,
+        or ``(owner, reference)`` when the reference log-probs are cached."""
+        return self.owner if self.reference is None else (self.owner, self.reference)
 
 
-def collate_pairs(pairs, max_seq_length: int, pad_id: int = 0) -> PairBatch:
-    """B PreferencePairs -> one PairBatch of 2B rows."""
+def collate_pairs(pairs, max_seq_length: int, pad_id: int = 0, reference=None) -> PairBatch:
+    """B PreferencePairs -> one PairBatch of 2B rows; ``reference``: [B, 2] cached
+    (chosen, rejected) reference log-probs of these pairs, or None."""
     b = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], max_seq_length, pad_id)
     width = b.inputs.shape[1]
     rows = np.array(b.index) // width
     weight = np.array(b.weight)
     owner = (rows[None, :] == np.arange(2 * len(pairs))[:, None]) * weight[None, :]
+    ref = None if reference is None else mx.array(
+        np.concatenate([reference[:, 0], reference[:, 1]]).astype(np.float32))
     return PairBatch(b.inputs, b.targets, b.index, b.weight, mx.array(owner.astype(np.float32)),
-                     b.n_tokens, b.n_trained)
+                     b.n_tokens, b.n_trained, ref)
 
 
 class PairStream(BatchStream):
-    """BatchStream over pairs (bucketed by the chosen side's length); never packed."""
+    """BatchStream over pairs (bucketed by the chosen side's length); never packed.
+    ``reference``: [N, 2] cached reference log-probs per pair, set before training."""
+
+    reference: np.ndarray | None = None
 
     def _collate(self, units: list[int]) -> PairBatch:
+        ref = None if self.reference is None else self.reference[units]
         return collate_pairs([self.examples[i] for i in units], self.max_seq_length,
-                             self.pad_id)
+                             self.pad_id, ref)
 
 
 # -- the losses ---------------------------------------------------------------------------------
@@ -155,15 +168,47 @@ def make_preference_loss(model, cfg):
     ``cfg.objective`` (dpo or orpo), the Trainer's loss signature."""
     body, head = split_head(model)
 
-    def loss(model, inputs, targets, index, weight, owner):
+    def loss(model, inputs, targets, index, weight, segments):
+        # segments: owner (the reference pass runs here), or (owner, cached reference)
+        owner, reference = segments if isinstance(segments, tuple) else (segments, None)
         policy, counts = sequence_logps(model, body, head, inputs, targets, index, owner)
         if cfg.objective == "orpo":
             return orpo_terms(policy, counts, cfg.orpo_lambda)
-        with adapters_off(model):
-            reference, _ = sequence_logps(model, body, head, inputs, targets, index, owner)
+        if reference is None:
+            with adapters_off(model):
+                reference, _ = sequence_logps(model, body, head, inputs, targets, index, owner)
         return dpo_terms(policy, mx.stop_gradient(reference), cfg.beta, cfg.label_smoothing)
 
     return loss
+
+
+def reference_logps(model, stream: PairStream, cancel=None, progress=None) -> np.ndarray:
+    """[N, 2] (chosen, rejected) summed reference log-probs of every pair of ``stream``: the
+    base's values (adapters off, no dropout), in batches of similar length; ``progress(done,
+    total)`` after each batch; cancellable between batches."""
+    body, head = split_head(model)
+    n = len(stream.examples)
+    out = np.zeros((n, 2), dtype=np.float32)
+    order = sorted(range(n), key=lambda i: stream.lengths[i])
+    was_training = model.training
+    model.eval()
+    try:
+        with adapters_off(model):
+            for at in range(0, n, stream.batch_size):
+                units = order[at:at + stream.batch_size]
+                b = collate_pairs([stream.examples[i] for i in units], stream.max_seq_length,
+                                  stream.pad_id)
+                logp, _ = sequence_logps(model, body, head, b.inputs, b.targets, b.index,
+                                         b.owner)
+                logp = np.array(logp)
+                out[units, 0], out[units, 1] = logp[:len(units)], logp[len(units):]
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                if progress is not None:
+                    progress(at + len(units), n)
+    finally:
+        model.train(was_training)
+    return out
 
 
 def summarize(sums) -> dict:
@@ -203,10 +248,41 @@ class PreferenceTrainer(Trainer):
         self.history = PreferenceHistory()
         self._pending: list = []  # this step's micro-batch sums, not yet read back
         self._val_metrics: dict = {}
+        self._resumed = False
 
     def restore(self, loaded) -> None:
         super().restore(loaded)
         self.history = PreferenceHistory.from_dict(loaded.state.get("history", {}))
+        self._resumed = True
+
+    def run(self):
+        if self.cfg.objective == "dpo":
+            self.prepare_reference()
+        return super().run()
+
+    def prepare_reference(self) -> None:
+        """Every pair's reference log-probs, once per run: reloaded on resume (the values the
+        run started with), else computed (Progress events, cancellable) and kept."""
+        from ..atomic import atomic_path, save_safetensors
+        from .checkpoint import checkpoints_dir
+
+        streams = {"train": self.train, "valid": self.valid}
+        streams = {k: v for k, v in streams.items() if v is not None}
+        file = checkpoints_dir(self.adapter_dir) / REFERENCE_FILE
+        kept = _load_reference(file, streams) if self._resumed else None
+        if kept is None:
+            kept = {}
+            for split, stream in streams.items():
+                def progress(done, total, split=split):
+                    self.report(Progress(job=self.job, stage="reference", done=done,
+                                         total=total, message=f"reference log-probabilities "
+                                                              f"({split} pairs)"))
+                kept[split] = reference_logps(self.model, stream, self.cancel, progress)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(file, overwrite=True) as tmp:
+                save_safetensors(tmp, {k: mx.array(v) for k, v in kept.items()})
+        for split, stream in streams.items():
+            stream.reference = kept[split]
 
     def _compiled_step(self):
         state, step = super()._compiled_step()
@@ -241,7 +317,8 @@ class PreferenceTrainer(Trainer):
         for i, b in enumerate(self.valid.all_in_order()):
             if 0 <= self.cfg.val_batches <= i:
                 break
-            _, sums = self.loss(self.model, b.inputs, b.targets, b.index, b.weight, b.owner)
+            _, sums = self.loss(self.model, b.inputs, b.targets, b.index, b.weight,
+                               b.segments)
             total += np.array(sums)
             self.cancel.raise_if_cancelled()
         self.model.train()
@@ -256,6 +333,20 @@ class PreferenceTrainer(Trainer):
             self.report(Metrics(job=self.job, iteration=self.step, split="valid",
                                 values=self._val_metrics))
         return stop
+
+
+def _load_reference(file, streams) -> dict | None:
+    """The kept reference log-probs when ``file`` holds one [N, 2] array per stream, else None
+    (then they are computed again: the same values, the base being unchanged)."""
+    try:
+        arrays = mx.load(str(file))
+    except (OSError, ValueError, RuntimeError):
+        return None
+    out = {k: np.array(arrays[k]) for k in streams if k in arrays}
+    if len(out) != len(streams) or any(out[k].shape != (len(s.examples), 2)
+                                       for k, s in streams.items()):
+        return None
+    return out
 
 
 def trainer_class(cfg):
