@@ -396,6 +396,9 @@ class MetricChart(pg.PlotWidget):
                                      antialias=False)
         self.valid_curve = self.plot([], [], name="validation", pen=pg.mkPen(VALID_COLOR, width=2),
                                      symbol="o", symbolSize=6, symbolBrush=VALID_COLOR)
+        if key == "reward_accuracy":  # a share of pairs: 0-1 always, so 0.55 does not look like 1
+            self.setYRange(0.0, 1.0)
+            self.getPlotItem().enableAutoRange(y=False)
         LossChart._apply_palette(self)
         keep_tick_labels_inside(self)
         show_empty(self, True)
