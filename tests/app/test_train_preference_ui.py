@@ -156,3 +156,28 @@ def test_a_dpo_setup_at_1024x700_fits_the_settings_column(qtbot, window, test_ou
         if tabs.isTabVisible(i):
             assert tabs.tabRect(i).right() <= tabs.width(), tabs.tabText(i)
     screenshot(window, test_output, "train-dpo-1024x700")
+
+
+def test_resuming_a_dpo_run_from_the_library_brings_back_its_reward_curves(
+        qtbot, window, tailor_home, fake_argv):
+    from .test_models import _adapter
+
+    _adapter(tailor_home, "dpo-run", status="cancelled", steps=2)
+    path = tailor_home / "adapters" / "dpo-run" / "manifest.json"
+    m = json.loads(path.read_text())
+    m["settings"] = {"objective": "dpo", "beta": 0.2, "iters": 4}
+    m["metrics_history"] = {"train": [[1, {"reward_accuracy": None, "reward_margin": 0.0}],
+                                      [2, {"reward_accuracy": 0.75, "reward_margin": 0.4}]],
+                            "valid": [[2, {"reward_accuracy": 0.5, "reward_margin": 0.2}]]}
+    path.write_text(json.dumps(m))
+    train = window.pages["Train"]
+    train.resume_command = lambda name: fake_argv("--steps", "0", "--then", "wait-stop")
+    train.resume("dpo-run")
+    assert train.running
+    acc = train.reward_charts["reward_accuracy"]
+    assert acc.points["train"] == ([2], [0.75]) and acc.points["valid"] == ([2], [0.5])
+    assert train.reward_charts["reward_margin"].points["train"] == ([1, 2], [0.0, 0.4])
+    assert train.form.widgets["beta"].isEnabledTo(train.form)  # the form is off while running
+    assert train.charts.isTabVisible(1)
+    train.stop()
+    qtbot.waitUntil(lambda: train.job.done, timeout=20000)
