@@ -47,14 +47,18 @@ def _fmt(v: Any) -> str:
 
 
 def train_command(model: str, data: str, name: str, settings: dict[str, Any],
-                  config_cls=None, strict: bool = False, python: str | None = None) -> list[str]:
-    """`tailor train --model M --data D --name N [settings...] [--strict]` (strict: any bad
-    line in the dataset stops the run instead of being skipped)."""
+                  config_cls=None, strict: bool = False, machines: str = "",
+                  python: str | None = None) -> list[str]:
+    """`tailor train --model M --data D --name N [settings...] [--strict] [--ranks N | --hosts
+    H]` (strict: any bad line in the dataset stops the run instead of being skipped; machines:
+    the Train page's Machines field, see app/machines.py)."""
+    from .machines import machines_argv
+
     if config_cls is None:
         from engine.train.config import TrainConfig as config_cls
     return engine_argv("train", "--model", str(model), "--data", str(data), "--name", name,
                        *dataclass_flags(config_cls, settings), *(["--strict"] if strict else []),
-                       python=python)
+                       *machines_argv(machines), python=python)
 
 
 def resume_command(name: str, python: str | None = None) -> list[str]:

@@ -23,7 +23,7 @@ from engine.train.config import PRESET_HELP, PRESETS, TrainConfig
 from .. import commands
 from ..estimate import estimate, human_bytes, human_count, longest_in, read_model_config
 from ..history import LossHistory
-from ..machines import MACHINES_TOOLTIP, machines_argv
+from ..machines import MACHINES_TOOLTIP
 from ..job_binding import bind_job, failure_html
 from ..widgets import Banner, LossChart, MetricChart, page_header
 
@@ -730,8 +730,8 @@ class TrainPage(QWidget):
             self._say("warn", html.escape(problem))
             return False
         argv = commands.train_command(self.state.model, self.state.data, name,
-                                      self.settings_values(), strict=not self.state.skip_bad_lines)
-        argv += machines_argv(self.machines.text())
+                                      self.settings_values(), strict=not self.state.skip_bad_lines,
+                                      machines=self.machines.text())
         self._remember_defaults()
         self._launch(f"Train {name}", argv, name)
         return True
