@@ -20,8 +20,8 @@ from engine.events import TailorError
 from ..evaluate_view import EvaluationView
 from ..history import LossHistory
 from ..merge_dialog import MergeDialog, lineage_html, merge_button
-from ..widgets import (Banner, LossChart, RowTableModel, ask, copy_text, error_html,
-                       page_header, reveal_in_file_manager)
+from ..widgets import (Banner, LossChart, MetricChart, RowTableModel, ask, copy_text,
+                       error_html, page_header, reveal_in_file_manager)
 
 
 def effective_status(manifest: dict) -> str:
@@ -84,7 +84,8 @@ def record_html(manifest: dict) -> str:
             rows.append(f"<tr><td><b>{html.escape(prefix.replace('_', ' '))}</b></td>"
                         f"<td>{html.escape(shown)}</td></tr>")
 
-    walk("", {k: v for k, v in manifest.items() if k not in ("loss_history", "settings")})
+    walk("", {k: v for k, v in manifest.items()
+              if k not in ("loss_history", "metrics_history", "settings")})
     return f"<table cellspacing=4>{''.join(rows)}</table>"
 
 
@@ -259,6 +260,15 @@ class LibraryPage(QWidget):
         self.settings_view = QTextBrowser()
         self.record_view = QTextBrowser()
         self.tabs.addTab(self.chart, "Loss curve")
+        # a DPO/ORPO run's reward accuracy and margin (manifest metrics_history; Train page's)
+        self.reward_charts = [MetricChart("reward_accuracy", "reward accuracy"),
+                              MetricChart("reward_margin", "reward margin")]
+        self.rewards = QWidget()
+        rewards_layout = QVBoxLayout(self.rewards)
+        for chart in self.reward_charts:
+            rewards_layout.addWidget(chart)
+        self.tabs.addTab(self.rewards, "Rewards")
+        self.tabs.setTabVisible(self.tabs.indexOf(self.rewards), False)  # SFT runs have none
         self.tabs.addTab(self.settings_view, "Settings")
         self.tabs.addTab(self.record_view, "Record")
         self.eval_view = EvaluationView(self.state)  # the latest evaluation, and Evaluate
@@ -325,12 +335,16 @@ class LibraryPage(QWidget):
         self.eval_view.show_adapter(a)
         if a is None:
             self.history.clear()
+            self.tabs.setTabVisible(self.tabs.indexOf(self.rewards), False)
             self.settings_view.setHtml("<p style='color:gray'>No adapter selected. Train one on "
                                        "the Train page.</p>")
             self.record_view.clear()
             return
         m = a.manifest
         self.history.load(m.get("loss_history"))
+        for chart in self.reward_charts:
+            chart.load(m.get("metrics_history"))
+        self.tabs.setTabVisible(self.tabs.indexOf(self.rewards), bool(m.get("metrics_history")))
         self._fill_compare(a.name)
         from .train import _label  # the Train form's own names for the settings
         rows = "".join(f"<tr><td><b>{html.escape(_label(k))}</b></td>"
