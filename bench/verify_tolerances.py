@@ -11,6 +11,12 @@ counted, the largest relative logit difference, and the broken file's figures.
 
     .venv/bin/python bench/verify_tolerances.py
     .venv/bin/python bench/verify_tolerances.py --adapter my-style --model ~/models/qwen2.5-0.5b
+
+With --moe: the mixture-of-experts fixtures, each trained a few LoRA steps and fused, checked
+as verification checks them (MLX on the file's rounded weights, router near-ties counted),
+beside the same model with layers 0 and 1 trading their expert down projections.
+
+    .venv/bin/python bench/verify_tolerances.py --moe --quant q8_0 q4_k_m
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from engine.export.verify import (PROMPTS, TOLERANCES, compare_logits,  # noqa: 
                                   llama_logits, mlx_logits, open_llama)
 from engine.tiny_models import ALL_KINDS, cached_tiny_model  # noqa: E402
 from tests.export.helpers import swapped_blocks_copy  # noqa: E402
+from tests.export.moe_helpers import swapped_experts_copy  # noqa: E402
 
 
 def reference(model_dir: Path) -> tuple[list[list[int]], list]:
@@ -50,6 +57,62 @@ def measure(src: Path, ref: tuple[list[list[int]], list], quant: str, work: Path
     return compare_logits(ref_logits, got, TOLERANCES[quant])
 
 
+MOE_KINDS = ["qwen3_5_moe", "qwen3_moe", "gpt_oss", "mixtral", "granitemoe"]
+
+
+def measure_moe(kinds: list[str], quants: list[str], work: Path) -> int:
+    """The --moe table: per kind and type, the correct file's and the broken file's check."""
+    from engine.export.architectures import arch_info
+    from engine.export.safetensors_stream import list_tensors
+    from engine.export.verify import _reference, rounded_tolerance
+    from engine.export.write import plan_tensors
+    from engine.fuse import fuse_adapter
+    from engine.models.load import read_config
+    from tests.families.chain import trained
+    from transformers import AutoTokenizer
+
+    failures = 0
+    # agreement with near-ties: against MLX on the source (the type's bar), on the file's
+    # rounded weights, and with router near-ties counted (the check; bar rounded_tolerance)
+    print(f"{'fixture':12} {'type':7} {'plain MLX':>10} {'rounded':>8} {'+router':>8} "
+          f"{'passes':>6} {'broken':>7} {'fails':>5}")
+    for kind in kinds:
+        gentle = kind in ("qwen3_moe", "mixtral", "granitemoe", "gpt_oss")
+        info = trained(cached_tiny_model(kind), work, kind,
+                       **({"learning_rate": 3e-3} if gentle else {}))
+        src = fuse_adapter(info.name, work / f"fused-{kind}")
+        broken = swapped_experts_copy(src, work / f"broken-{kind}")
+        tok = AutoTokenizer.from_pretrained(str(src))
+        token_lists = [tok.encode(p, add_special_tokens=True) for p in PROMPTS]
+        plain = mlx_logits(src, token_lists)
+        a = arch_info(read_config(src))
+        for quant in quants:
+            td = Path(tempfile.mkdtemp(dir=work))
+            ref, rounded = _reference(src, token_lists, plan_tensors(a, list_tensors(src), quant),
+                                      a, quant, td)
+            margins = rounded.pop("margins") if rounded else None
+            row = []
+            for m in (src, broken):
+                out = work / f"{kind}-{quant}.gguf"
+                export_gguf(m, out, quant, verify=False)
+                llm = open_llama(out)
+                try:
+                    got = [llama_logits(llm, t) for t in token_lists]
+                finally:
+                    llm.close()
+                out.unlink()
+                tol, bar = TOLERANCES[quant], rounded_tolerance(quant)
+                row.append((compare_logits(plain, got, tol), compare_logits(ref, got, bar),
+                            compare_logits(ref, got, bar, margins)))
+            (p0, r0, g0), (_, _, b0) = row
+            failures += (not g0["passed"]) + b0["passed"]
+            print(f"{kind:12} {quant:7} {p0['agreement_with_ties']:>10.1%} "
+                  f"{r0['agreement_with_ties']:>8.1%} {g0['agreement_with_ties']:>8.1%} "
+                  f"{str(g0['passed']):>6} {b0['agreement_with_ties']:>7.1%} "
+                  f"{str(not b0['passed']):>5}", flush=True)
+    return failures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", default=[], type=Path,
@@ -57,7 +120,19 @@ def main() -> int:
     ap.add_argument("--adapter", action="append", default=[],
                     help="a library adapter, fused into a temporary folder (repeatable)")
     ap.add_argument("--quant", nargs="*", default=list(TOLERANCES), choices=list(TOLERANCES))
+    ap.add_argument("--moe", nargs="*", default=None, metavar="KIND",
+                    help=f"measure the trained MoE fixtures instead (default: {MOE_KINDS})")
     args = ap.parse_args()
+    if args.moe is not None:
+        import os
+
+        with tempfile.TemporaryDirectory(prefix="tailor-verify-moe-") as td:
+            os.environ["TAILOR_HOME"] = str(Path(td) / "home")
+            quants = [q for q in args.quant if q not in ("f32", "f16", "bf16")]
+            failures = measure_moe(args.moe or MOE_KINDS, quants, Path(td))
+        print("MoE OK: every correct file passes, every broken one fails" if not failures
+              else f"{failures} problem(s): see above")
+        return 1 if failures else 0
 
     with tempfile.TemporaryDirectory(prefix="tailor-verify-bench-") as td:
         work = Path(td)
