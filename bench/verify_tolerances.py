@@ -109,7 +109,8 @@ def measure_moe(kinds: list[str], quants: list[str], work: Path) -> int:
             print(f"{kind:12} {quant:7} {p0['agreement_with_ties']:>10.1%} "
                   f"{r0['agreement_with_ties']:>8.1%} {g0['agreement_with_ties']:>8.1%} "
                   f"{str(g0['passed']):>6} {b0['agreement_with_ties']:>7.1%} "
-                  f"{str(not b0['passed']):>5}", flush=True)
+                  f"{str(not b0['passed']):>5}  median rel diff {g0['median_rel_diff']:.1e}"
+                  f" / broken {b0['median_rel_diff']:.1e}", flush=True)
     return failures
 
 

@@ -351,7 +351,9 @@ def compare_logits(ref: list[np.ndarray], got: list[np.ndarray],
     scale = max(1e-6, max(float(np.abs(a).max()) for a in ref))
     agree = ties = total = 0
     rel = worst_gap = 0.0
+    per_position = []  # each position's largest relative logit difference
     for i, (a, b) in enumerate(zip(ref, got)):
+        per_position.append(np.abs(a - b).max(-1) / scale)
         pick = b.argmax(-1)
         # how far MLX's best logit beats the logit MLX gives llama.cpp's pick (0 where equal)
         gap = (a.max(-1) - a[np.arange(a.shape[0]), pick]) / scale
@@ -368,7 +370,8 @@ def compare_logits(ref: list[np.ndarray], got: list[np.ndarray],
         (tolerance.max_rel is None or rel < tolerance.max_rel)
     return {"agreement": agree / max(1, total), "agreement_with_ties": with_ties,
             "differing": total - agree, "near_ties": ties, "positions": total,
-            "max_rel_diff": rel, "worst_gap": worst_gap, "passed": passed}
+            "max_rel_diff": rel, "median_rel_diff": float(np.median(np.concatenate(
+                per_position))), "worst_gap": worst_gap, "passed": passed}
 
 
 def describe_logits(stats: dict[str, Any], tolerance: LogitTolerance) -> str:
