@@ -57,7 +57,8 @@ def measure(src: Path, ref: tuple[list[list[int]], list], quant: str, work: Path
     return compare_logits(ref_logits, got, TOLERANCES[quant])
 
 
-MOE_KINDS = ["qwen3_5_moe", "qwen3_moe", "gpt_oss", "mixtral", "granitemoe"]
+MOE_KINDS = ["qwen3_5_moe", "qwen3_moe", "gpt_oss", "mixtral", "granitemoe", "qwen3_next",
+             "granitemoehybrid_moe"]
 
 
 def measure_moe(kinds: list[str], quants: list[str], work: Path) -> int:

@@ -411,23 +411,24 @@ def _sources(ref) -> list:
     return list(parts) if parts and all(isinstance(r, TensorRef) for r in parts) else []
 
 
-def _rounded_changed(ref, ggml_type) -> np.ndarray | None:
-    """A changed tensor's checkpoint source (qwen35.ChangedRef: ``fn`` of one tensor) rounded
-    as the file rounds ``fn(source)``, where ``fn`` only moves values (renames, row and column
-    reorders: found by applying it to the values' own indices); None otherwise."""
+def _round_changed(ref, ggml_type, done: dict) -> bool:
+    """Round a changed tensor's checkpoint source (qwen35.ChangedRef: ``fn`` of one tensor)
+    in ``done[source name]`` as the file rounds ``fn(source)``, where ``fn`` only moves or
+    selects values (renames, row and column reorders, splits: found by applying it to the
+    values' own indices). -> False where ``fn`` computes (e.g. -exp) or repeats values."""
     from .safetensors_stream import TensorRef
 
     src, fn = getattr(ref, "source", None), getattr(ref, "fn", None)
     if not isinstance(src, TensorRef) or fn is None or len(src.shape) < 2:
-        return None
-    w = src.read()
-    where = np.asarray(fn(np.arange(w.size, dtype=np.float64).reshape(w.shape)))
-    if where.size != w.size or not np.array_equal(np.sort(where, axis=None),
-                                                  np.arange(w.size, dtype=np.float64)):
-        return None  # fn computes (e.g. -exp) or repeats values: not a reordering
-    out = np.empty(w.size, np.float32)
-    out[where.reshape(-1).astype(np.int64)] = round_trip(np.asarray(fn(w)), ggml_type).reshape(-1)
-    return out.reshape(w.shape)
+        return False
+    w = src.read().astype(np.float32)
+    where = np.asarray(fn(np.arange(w.size, dtype=np.float64).reshape(w.shape))).reshape(-1)
+    if len(np.unique(where)) != where.size or not np.array_equal(where, np.round(where)) \
+            or where.min() < 0 or where.max() >= w.size:
+        return False
+    rounded = done.setdefault(src.name, w).reshape(-1)  # a split's parts share the buffer
+    rounded[where.astype(np.int64)] = round_trip(np.asarray(fn(w)), ggml_type).reshape(-1)
+    return True
 
 
 def round_trip(w: np.ndarray, ggml_type) -> np.ndarray:
@@ -467,10 +468,7 @@ def rounded_folder(model_dir: Path, planned, dst: Path) -> dict[str, int]:
             rows = done.setdefault(src.name, src.read().astype(np.float32))
             rows[:, p.ref.lo:p.ref.hi] = round_trip(rows[:, p.ref.lo:p.ref.hi], p.ggml_type)
         elif not srcs:
-            changed = _rounded_changed(p.ref, p.ggml_type)
-            derived += changed is None
-            if changed is not None:
-                done[p.ref.source.name] = changed
+            derived += not _round_changed(p.ref, p.ggml_type, done)
     dst.mkdir(parents=True)
     for name, src in model_files(model_dir).files.items():
         target = dst / name

@@ -4,6 +4,7 @@ passes where rounding moves tokens to other experts, and a file with blocks mixe
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from engine.export.architectures import arch_info
 from engine.export.gguf_export import export_gguf
@@ -49,13 +50,15 @@ def test_trained_moe_q8_0_passes_and_a_mixed_up_copy_fails(tiny_model, tmp_path)
     assert logits["agreement_with_ties"] < 0.5
 
 
-def test_rounded_folder_holds_the_files_weights(tiny_model, tmp_path):
+@pytest.mark.parametrize("kind", ["qwen3_5_moe", "qwen3_next", "granitemoehybrid_moe"])
+def test_rounded_folder_holds_the_files_weights(kind, tiny_model, tmp_path):
     """MLX's reference weights are the file's, value for value: the rounded folder written at
-    F32 equals the Q4_K_M file dequantized (Qwen3.5-MoE: reordered value heads included)."""
+    F32 equals the Q4_K_M file dequantized (reordered value heads, Qwen3-Next's split qkvz and
+    Granite's split shared MLP and fused expert gate_up included)."""
     import gguf
     from gguf import quants
 
-    src = tiny_model("qwen3_5_moe")
+    src = tiny_model(kind)
     a = arch_info(read_config(src))
     counts = rounded_folder(src, plan_tensors(a, list_tensors(src), "q4_k_m"), tmp_path / "r")
     assert counts["rounded"] > 0 and counts["left_unrounded"] == 0
