@@ -22,14 +22,13 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
-import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from ..events import Cancelled, CancelToken, TailorError
 from .adapters import trainable_weights
 from .batching import Batch
-from .loop import Trainer
+from .loop import Trainer, apply_update
 
 # a rank whose peer is gone and that is not out within this many seconds of the launcher's
 # SIGTERM exits anyway (a blocked receive must not keep a dead run alive)
@@ -192,13 +191,8 @@ class DistributedTrainer(Trainer):
             summed = mx.distributed.all_sum(mx.stack([loss * share, stop]), group=g)
             loss, votes = summed[0], summed[1]
             if do_update:
-                grad = nn.average_gradients(grad, group=g)
-                if accum > 1:
-                    grad = tree_map(lambda x: x / accum, grad)
-                if cfg.grad_clip > 0:
-                    grad, _ = optim.clip_grad_norm(grad, cfg.grad_clip)
-                optimizer.update(model, grad)
-                grad = None
+                grad = apply_update(model, optimizer, nn.average_gradients(grad, group=g),
+                                    accum, cfg.grad_clip)
             return loss, n, grad, votes
 
         def call(inputs, targets, index, weight, segments, prev_grad, do_update):

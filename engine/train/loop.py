@@ -68,6 +68,18 @@ class LoopResult:
     last_checkpoint: str
 
 
+def apply_update(model, optimizer, grad, accum: int, grad_clip: float):
+    """One optimizer step from gradients summed over ``accum`` micro-batches (averaged, then
+    clipped to ``grad_clip`` when > 0); returns None, the cleared accumulator. Shared by the
+    single-process and the data-parallel step so both update alike."""
+    if accum > 1:
+        grad = tree_map(lambda g: g / accum, grad)
+    if grad_clip > 0:
+        grad, _ = optim.clip_grad_norm(grad, grad_clip)
+    optimizer.update(model, grad)
+    return None
+
+
 def total_steps(cfg: TrainConfig, n_units: int) -> int:
     """Optimizer steps of the run; ``n_units``: training examples, or packed rows."""
     if cfg.iters:
@@ -203,12 +215,7 @@ class Trainer:
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
             if do_update:
-                if accum > 1:
-                    grad = tree_map(lambda g: g / accum, grad)
-                if cfg.grad_clip > 0:
-                    grad, _ = optim.clip_grad_norm(grad, cfg.grad_clip)
-                optimizer.update(model, grad)
-                grad = None
+                grad = apply_update(model, optimizer, grad, accum, cfg.grad_clip)
             return loss, n, grad
 
         return state, step
