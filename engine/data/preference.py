@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .report import PreviewExample
-from .schemas import ROLES, BadExample, Example, _content, _text, json_type
+from .schemas import BadExample, Example, _text, parse_messages
 
 PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
 
@@ -40,27 +40,9 @@ class PreferenceExample(Example):
 
 
 def _messages(value: Any, name: str) -> list[dict]:
-    if not isinstance(value, list):
-        raise BadExample(f"field {name!r} must be a string or an array of messages, found "
-                         f"{json_type(value)}")
-    if not value:
-        raise BadExample(f"field {name!r} is empty")
-    out = []
-    for i, m in enumerate(value):
-        where = f"{name}[{i}]"
-        if not isinstance(m, dict):
-            raise BadExample(f"{where} must be an object with role and content, found "
-                             f"{json_type(m)}")
-        role = m.get("role")
-        if "role" not in m:
-            raise BadExample(f"{where}: missing field 'role'")
-        if not isinstance(role, str) or role not in ROLES:
-            raise BadExample(f"{where}: unknown role {role!r} (expected {', '.join(ROLES)})")
-        if "content" not in m:
-            raise BadExample(f"{where}: missing field 'content'")
-        out.append({"role": role, "content": _content(
-            m["content"], f"{where}.content", allow_empty=role in ("system", "tool"))})
-    return out
+    # the chat schema's own checks; a preference side keeps role and content only
+    return parse_messages(value, name, expected="a string or an array of messages",
+                          tool_calls=False)
 
 
 def _prompt(obj: dict) -> list[dict]:

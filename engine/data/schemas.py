@@ -128,14 +128,26 @@ def _check_turns(messages: list[dict]) -> None:
 
 
 def _chat(obj: dict, source: str) -> Example:
-    raw = _require(obj, "messages")
+    messages = parse_messages(_require(obj, "messages"), "messages")
+    _check_turns(messages)
+    tools = obj.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise BadExample(f"field 'tools' must be an array, found {json_type(tools)}")
+    return Example(source, messages=messages, tools=tools or None)
+
+
+def parse_messages(raw: Any, name: str, *, expected: str = "an array of messages",
+                   tool_calls: bool = True) -> list[dict]:
+    """Field ``name``'s chat messages, each checked (role, content) and normalised; raises
+    BadExample naming the message. ``expected``: what the field may be, for the message when
+    it is not a list; ``tool_calls``: assistant tool calls (and PASSTHROUGH keys) are kept."""
     if not isinstance(raw, list):
-        raise BadExample(f"field 'messages' must be an array of messages, found {json_type(raw)}")
+        raise BadExample(f"field {name!r} must be {expected}, found {json_type(raw)}")
     if not raw:
-        raise BadExample("field 'messages' is empty")
+        raise BadExample(f"field {name!r} is empty")
     messages = []
     for i, m in enumerate(raw):
-        where = f"messages[{i}]"
+        where = f"{name}[{i}]"
         if not isinstance(m, dict):
             raise BadExample(f"{where} must be an object with role and content, found "
                              f"{json_type(m)}")
@@ -145,7 +157,7 @@ def _chat(obj: dict, source: str) -> Example:
         if role not in ROLES:
             raise BadExample(f"{where}: unknown role {role!r} (expected "
                              f"{', '.join(ROLES)})")
-        has_calls = role == "assistant" and bool(m.get("tool_calls"))
+        has_calls = tool_calls and role == "assistant" and bool(m.get("tool_calls"))
         if "content" not in m and not has_calls:
             raise BadExample(f"{where}: missing field 'content'")
         content = m.get("content")
@@ -154,15 +166,11 @@ def _chat(obj: dict, source: str) -> Example:
         msg = {"role": role,
                "content": _content(content, f"{where}.content",
                                    allow_empty=has_calls or role in ("system", "tool"))}
-        for k in PASSTHROUGH:
+        for k in PASSTHROUGH if tool_calls else ():
             if k in m:
                 msg[k] = m[k]
         messages.append(msg)
-    _check_turns(messages)
-    tools = obj.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise BadExample(f"field 'tools' must be an array, found {json_type(tools)}")
-    return Example(source, messages=messages, tools=tools or None)
+    return messages
 
 
 def _require_in(m: dict, key: str, where: str) -> Any:
