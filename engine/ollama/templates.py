@@ -193,29 +193,28 @@ FAMILY_STOPS = {
 }
 
 
-def _chatml_default_system(render_jinja) -> str | None:
-    """The system prompt a ChatML template inserts when there is none (Qwen2.5 does)."""
+def _default_system(render_jinja, system_turn: str) -> str | None:
+    """The system prompt a template inserts when the conversation has none: group 1 of
+    ``system_turn`` (a regex) matched at the start of a one-user-turn render."""
     try:
         text = render_jinja([{"role": "user", "content": _U1}], True)
     except TemplateLimitError:
         raise
     except Exception:
         return None
-    m = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n", text, re.S)
+    m = re.match(system_turn, text, re.S)
     return m.group(1) if m else None
+
+
+def _chatml_default_system(render_jinja) -> str | None:
+    """The system prompt a ChatML template inserts when there is none (Qwen2.5 does)."""
+    return _default_system(render_jinja, r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n")
 
 
 def _granite_default_system(render_jinja, eos: str) -> str | None:
     """The system turn Granite's template writes when there is none (its knowledge cut-off)."""
-    try:
-        text = render_jinja([{"role": "user", "content": _U1}], True)
-    except TemplateLimitError:
-        raise
-    except Exception:
-        return None
-    m = re.match(r"<\|start_of_role\|>system<\|end_of_role\|>(.*?)" + re.escape(eos) + "\n",
-                 text, re.S)
-    return m.group(1) if m else None
+    return _default_system(render_jinja, r"<\|start_of_role\|>system<\|end_of_role\|>(.*?)"
+                           + re.escape(eos) + "\n")
 
 
 def _newer_family_template(family: str, info: TokenizerInfo, render_jinja
