@@ -13,7 +13,6 @@ import mlx.core as mx
 from ..models.token_loss import split_head, trained_token_nll
 from .packing import segment_caches
 
-__all__ = ["make_loss", "split_head"]  # (split_head: preference.py's import)
 
 
 def make_loss(model) -> Callable:

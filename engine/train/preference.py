@@ -18,13 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 
 from ..events import Metrics, Progress, TailorError
 from .batching import BatchStream, collate
 from .loop import History, Trainer
-from .loss import split_head
+from ..models.token_loss import split_head, trained_token_nll
 
 OBJECTIVES = ["sft", "dpo", "orpo"]
 # DPO's cached reference log-probs, in the run's checkpoints folder (never copied to the library)
@@ -118,13 +117,7 @@ def adapters_off(model):
 
 def sequence_logps(model, body, head, inputs, targets, index, owner):
     """(each row's summed log-probability of its trained tokens [2B], trained tokens [2B])."""
-    if body is not None:
-        h = body(inputs)
-        logits = head(mx.take(h.reshape(-1, h.shape[-1]), index, axis=0))
-    else:
-        logits = model(inputs)
-        logits = mx.take(logits.reshape(-1, logits.shape[-1]), index, axis=0)
-    token = -nn.losses.cross_entropy(logits.astype(mx.float32), mx.take(targets, index))
+    token = -trained_token_nll(model, inputs, targets, index, split=(body, head))
     return owner @ token, owner.sum(axis=1)
 
 
