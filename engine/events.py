@@ -148,19 +148,24 @@ class Log(Event):
     message: str = ""
 
 
+class _CarriesResult:
+    """For an event with a ``result`` field: the wire form keeps the Result's type tag (which
+    asdict drops)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if isinstance(self.result, Result):
+            d["result"] = self.result.to_dict()
+        return d
+
+
 @dataclass
-class Finished(Event):
+class Finished(_CarriesResult, Event):
     """The job's end. ``result``: the command's Result (a plain dict from a version-1 worker,
     or from a command that has no Result class yet)."""
 
     kind: ClassVar[str] = "finished"
     result: Result | dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        if isinstance(self.result, Result):  # (asdict dropped the type tag)
-            d["result"] = self.result.to_dict()
-        return d
 
 
 @dataclass
@@ -427,7 +432,7 @@ class Reply(Event):
 
 
 @dataclass
-class ReplyFinished(Event):
+class ReplyFinished(_CarriesResult, Event):
     """Request ``request`` answered, or stopped (``result.stopped``); the worker serves on.
     ``result``: a GenerateReply."""
 
@@ -438,12 +443,6 @@ class ReplyFinished(Event):
     def __post_init__(self) -> None:
         if isinstance(self.result, dict):  # (from the wire)
             self.result = decode_result(self.result)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        if isinstance(self.result, Result):  # (asdict dropped the type tag)
-            d["result"] = self.result.to_dict()
-        return d
 
 
 @dataclass
