@@ -140,6 +140,9 @@ def place_in_lmstudio(gguf: Path | str, *, model: str | None = None,
     """Put ``gguf`` in LM Studio's models folder as ``<publisher>/<model>/<file>``; returns
     where and how. Raises TailorError for a missing file or a folder that refuses the write."""
     gguf = Path(gguf).expanduser().resolve()
+    if not gguf.exists():
+        raise TailorError(f"GGUF file not found: {gguf}", hint="check the path; tailor export "
+                          "prints where it wrote the file")
     if not gguf.is_file() or gguf.suffix.lower() != ".gguf":
         raise TailorError(f"{gguf} is not a .gguf file", hint="give the GGUF that tailor "
                           "export wrote")

@@ -122,6 +122,13 @@ def test_a_file_that_is_not_a_gguf_is_refused(home, tmp_path, capsys):
     assert not (home / ".lmstudio").exists()
 
 
+def test_a_missing_gguf_is_named_as_missing(home, tmp_path, capsys):
+    assert tailor(["lmstudio", "--gguf", str(tmp_path / "gone.gguf")]) == 1
+    err = capsys.readouterr().err
+    assert f"GGUF file not found: {tmp_path / 'gone.gguf'}" in err and "Traceback" not in err
+    assert not (home / ".lmstudio").exists()
+
+
 @pytest.mark.slow
 def test_export_lmstudio_places_the_verified_gguf(home, tiny_model, tmp_path, capsys):
     from tests.export.adapters import make_library_adapter
