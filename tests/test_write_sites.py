@@ -21,7 +21,7 @@ from tests.faults import EXIT, FAULTS, REASON, leftover_temporaries, write_fault
 
 @dataclass
 class Setup:
-    home: Path       # TAILOR_HOME, holding the finished adapter "base" (with a checkpoint)
+    home: Path       # TAILOR_HOME: the finished adapter "base" (with a checkpoint), its copy "other"
     model: Path      # the tiny base model
     data: Path       # the dataset it was trained on
     gguf: Path       # a small GGUF file of the user's
@@ -46,6 +46,8 @@ def template(tmp_path_factory, tiny_model):
     model = tiny_model("qwen2")
     cfg = make_config(iters=2, batch_size=2, save_every=1, eval_every=0, rank=4)
     train_adapter(str(model), data, "base", cfg, library_dir=root / "home" / "adapters")
+    from engine.library import duplicate_adapter
+    duplicate_adapter("base", "other", root / "home" / "adapters")  # a second parent to merge
     make_gguf(user / "mine-f16.gguf", "qwen2")
     return root, model, data, user / "mine-f16.gguf"
 
@@ -99,6 +101,14 @@ SITES = {
     "ollama --offline": Site(lambda s: ["ollama", "--gguf", str(s.gguf), "--name", "mine",
                                         "--offline", "--modelfile-dir", str(s.out / "mf")],
                              lambda s: s.out),
+    "export --format peft": Site(lambda s: ["export", "--adapter", "base", "--format", "peft",
+                                            "--out", str(s.out / "peft")], lambda s: s.out),
+    "eval report": Site(lambda s: ["eval", "--adapter", "base", "--no-probe", "--limit", "2",
+                                   "--max-tokens", "4"], lambda s: s.adapters / "base"),
+    "merge": Site(lambda s: ["merge", "base", "other", "--method", "concat", "--name", "both"],
+                  lambda s: s.adapters),
+    "merge --fuse": Site(lambda s: ["merge", "base", "other", "--method", "concat", "--name",
+                                    "both", "--fuse", str(s.out / "merged")], lambda s: s.out),
     "data check --events FILE": Site(lambda s: ["data", "check", str(s.data), "--model",
                                                 str(s.model), "--events",
                                                 str(s.out / "events.jsonl")],
