@@ -327,6 +327,7 @@ class ModelInfo(Result):
     memory_to_load_gb: float = 0.0
     chat_template: bool = False
     gguf_export: bool = False
+    gguf_export_reason: str = ""  # why not, in one sentence (engine/capabilities.py); "" exports
     gguf_supported_architectures: list[str] = field(default_factory=list)
     skipped_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

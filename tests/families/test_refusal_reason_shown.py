@@ -39,6 +39,10 @@ def test_model_info_gives_the_refusal_reason(tiny_model, tmp_path, monkeypatch, 
     info = cli.model_info(folder)
     reason = UNSUPPORTED["gemma4_text"].reason
     assert info["gguf_export"] is False and info["gguf_export_reason"] == reason
+    # the typed result the app and --events readers get carries the reason too
+    from engine.results import ModelInfo
+
+    assert ModelInfo.from_dict(info).gguf_export_reason == reason
     text = cli.format_model_info(folder, info)
     assert f"GGUF export   not supported: {reason} (supported: " in text
 
