@@ -164,8 +164,8 @@ def job_output(args: argparse.Namespace) -> str | None:
 # commands that write: their start sweeps what killed jobs left (engine/sweep.py), in the
 # library, beside their output, and in the folders of the adapters they hold locked (there any
 # temporary is a dead job's, whatever its age: a killed eval's report, a killed merge's folder)
-SWEEPING = {"train", "fuse", "export", "ollama", "demo", "merge", "eval", "library rename",
-            "library delete", "library duplicate"}
+SWEEPING = {"train", "fuse", "export", "ollama", "demo", "merge", "eval", "push", "lmstudio",
+            "library rename", "library delete", "library duplicate"}
 
 
 def sweep_leftovers(args: argparse.Namespace, job: Job) -> None:

@@ -119,6 +119,19 @@ def _link_or_copy(gguf: Path, target: Path, job: Job) -> str:
     return "copy"
 
 
+@contextlib.contextmanager
+def _placing(target: Path, job: Job):
+    """Hold the target's output lock while placing it, and first remove what a killed copy to
+    that very target left (``.NAME.gguf.tmp-XXXXXXXX``, the size of the model): under the
+    lock no live job can own it, whatever its age (engine/sweep.py)."""
+    from . import locks, sweep
+
+    with locks.output_lock(target, job.name):
+        sweep.report_removed(sweep.sweep_output_folder(target, held=True), job.report,
+                             job.name)
+        yield
+
+
 def _lms_import(lms: str, gguf: Path, target: Path, publisher: str, job: Job) -> str:
     """`lms import` with a hard link (then a copy), into the folder chosen for it."""
     repo = f"{publisher}/{target.parent.name}"
@@ -154,10 +167,10 @@ def place_in_lmstudio(gguf: Path | str, *, model: str | None = None,
     lms = shutil.which("lms") if use_lms else None
     if present:
         how = "already there"
-    elif lms:
-        how = _lms_import(lms, gguf, target, publisher, job)
     else:
-        how = _link_or_copy(gguf, target, job)
+        with _placing(target, job):
+            how = (_lms_import(lms, gguf, target, publisher, job) if lms
+                   else _link_or_copy(gguf, target, job))
     return LMStudioPlacement(path=str(target), source=str(gguf), models_folder=str(models),
                              models_folder_from=source, model_key=f"{publisher}/"
                              f"{target.parent.name}", method=how,

@@ -4,7 +4,8 @@ copy of the whole model), and say what was removed.
 Only Tailor's own names are touched, each an exact pattern of the code that writes it:
 ``.<name>.tmp-<8 hex>[.safetensors|.old|.probe]`` (engine/atomic.py),
 ``.<name>.fused-<8 hex>`` / ``.<name>.dequantized-<8 hex>`` (the export's fused or
-dequantized model), ``.<name>.tmp-copy`` / ``.<name>.deleting`` (the library). And only in
+dequantized model), ``.<name>.tmp-copy`` / ``.<name>.deleting`` (the library), ``push-staging/<pid>-<12 hex>``
+(a push's staged files, stale once that pid is gone). And only in
 folders Tailor writes: the library's own folders (an adapter's folder, its checkpoints and
 evaluations) and a job's output folder, never recursively into anything else.
 
@@ -28,6 +29,8 @@ from . import locks
 from .events import Log, Reporter, null_reporter
 from .sizes import format_bytes
 
+PUSH_STAGING = "push-staging"  # in the library: `tailor push` stages its files in <pid>-<id>/
+STAGED = re.compile(r"^(?:(?P<pid>[0-9]+)-)?[0-9a-f]{12}$")
 STALE_AFTER = 3600.0  # seconds: no Tailor job goes an hour without touching its temporary
 TEMP_NAME = re.compile(
     r"^\.(?P<target>.+?)\.(?:tmp-[0-9a-f]{8}(?P<suffix>\.safetensors|\.old|\.probe)?"
@@ -143,6 +146,45 @@ def sweep_library(home: Path | None = None, now: float | None = None) -> list[Re
     for name in ("exports", "models", "runs"):
         removed += sweep_folder(home / name, lambda t: locks.output_lock_path(t, adapters),
                                 now=now)
+    removed += sweep_push_staging(home / PUSH_STAGING, now=now)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: alive
+    return True
+
+
+def sweep_push_staging(folder: Path, now: float | None = None,
+                       max_age: float = STALE_AFTER) -> list[Removed]:
+    """The staging folders of pushes that were killed: their owner's pid is gone (a folder
+    without a pid, from an older Tailor, once it is older than ``max_age``)."""
+    now = time.time() if now is None else now
+    removed: list[Removed] = []
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = STAGED.match(entry.name)
+        if not m or not entry.is_dir() or entry.is_symlink():
+            continue
+        try:
+            pid = m.group("pid")
+            if pid is not None and (int(pid) == os.getpid() or _alive(int(pid))):
+                continue
+            if pid is None and _age(entry, now) < max_age:
+                continue
+            size = _size(entry)
+            shutil.rmtree(entry)
+        except OSError:
+            continue
+        removed.append(Removed(entry, size))
     return removed
 
 

@@ -143,3 +143,23 @@ def test_export_lmstudio_places_the_verified_gguf(home, tiny_model, tmp_path, ca
     assert tailor(["export", "--adapter", "style", "--out", str(tmp_path / "a.gguf"),
                    "--adapter-only", "--lmstudio"]) == 1
     assert "LM Studio does not load LoRA adapter files" in capsys.readouterr().err
+
+
+def test_a_killed_copys_temporary_is_removed_by_the_next_placement(home, tmp_path, capsys):
+    """A copy killed midway leaves `.NAME.gguf.tmp-XXXXXXXX` (the model's size) in LM Studio's
+    folder; the next placement of that file holds the target's lock, so it is a dead job's at
+    any age, and it is removed and named."""
+    from engine.atomic import temp_sibling
+
+    gguf = gguf_file(tmp_path / "exports")
+    models, _ = models_folder()
+    target = models / "tailor" / "x" / gguf.name
+    target.parent.mkdir(parents=True)
+    killed = temp_sibling(target)
+    killed.write_bytes(b"GGUF half")
+    mine = target.parent / "notes.txt"
+    mine.write_text("the user's")
+    assert tailor(["lmstudio", "--gguf", str(gguf), "--model", "x"]) == 0
+    err = capsys.readouterr().err
+    assert not killed.exists() and str(killed) in err
+    assert target.read_bytes() == gguf.read_bytes() and mine.read_text() == "the user's"

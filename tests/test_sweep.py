@@ -117,3 +117,40 @@ def test_train_resume_sweeps_what_the_killed_run_left(tailor_home, tiny_model, t
     err = capsys.readouterr().err
     assert "removed 2 stale temporary files left by an interrupted job" in err
     assert leftover_temporaries(tailor_home) == [] and not any(p.exists() for p in left)
+
+
+def _killed_push_staging(env) -> Path:
+    """What a SIGKILLed `tailor push` leaves: its staging folder in the library, files inside."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import os, signal\n"
+            "from engine.hub.push import staging_folder\n"
+            "staging = staging_folder()\n"
+            "folder = staging.__enter__()\n"
+            "(folder / 'adapters.safetensors').write_bytes(b'0' * 5000)\n"
+            "print(folder, flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, cwd=Path(__file__).parent.parent, timeout=60)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    return Path(out.stdout.strip())
+
+
+def test_a_killed_pushs_staging_folder_is_removed_by_the_next_command(tailor_home, capsys):
+    killed = _killed_push_staging(dict(os.environ))
+    assert killed.is_dir() and killed.parent == tailor_home / sweep.PUSH_STAGING
+    from engine.hub.push import staging_folder
+
+    with staging_folder() as live:  # this process's own push, in progress: kept
+        (live / "README.md").write_text("card")
+        old_style_young = _make(killed.parent / "0123456789ab", age=60, folder=True)
+        old_style_old = _make(killed.parent / "ba9876543210", age=2 * HOUR, folder=True)
+        users = _make(killed.parent / "my-notes", age=2 * HOUR, folder=True)
+        _adapter(tailor_home, "a")
+        assert main(["library", "rename", "a", "b"]) == 0
+        err = capsys.readouterr().err
+        assert not killed.exists() and str(killed) in err
+        assert not old_style_old.exists()
+        assert live.is_dir() and old_style_young.is_dir() and users.is_dir()

@@ -313,8 +313,11 @@ def upload(plan: PushPlan, folder: Path, job: Job) -> PushResult:
 def staging_folder():
     """A temporary folder in the library (beside the adapters: the same disk), removed after."""
     from .. import paths
+    from ..sweep import PUSH_STAGING
 
-    folder = paths.tailor_home() / "push-staging" / uuid.uuid4().hex[:12]
+    # the pid names the owner, so a killed push's folder can be told from a live one's
+    # (engine/sweep.py sweep_push_staging)
+    folder = paths.tailor_home() / PUSH_STAGING / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     folder.mkdir(parents=True)
     try:
         yield folder
