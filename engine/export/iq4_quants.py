@@ -92,10 +92,12 @@ def best_index(values: np.ndarray, scale=F32(1)) -> np.ndarray:
     return _INDEX_OF_FLOOR_2X.take(index)
 
 
-def _sub_block_scales(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The scale search of quantize_row_iq4_nl_impl (weights x*x, ntry 7) for every column
-    of x [32, N] -> (scale [N] float32, 0 where max |x| < GROUP_MAX_EPS; the signed peak)."""
-    weights = x * x
+def _sub_block_scales(x: np.ndarray, weights: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The scale search of quantize_row_iq4_nl_impl (weights x*x unless given: the
+    importance-weighted ones, like x; ntry 7) for every column of x [32, N] -> (scale [N]
+    float32, 0 where max |x| < GROUP_MAX_EPS; the signed peak)."""
+    weights = x * x if weights is None else weights
     peak, amax = signed_peak(x)
     zero = amax < GROUP_MAX_EPS
 
@@ -123,10 +125,12 @@ def _pack(levels: np.ndarray, out: np.ndarray) -> None:
     out[...] = (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).reshape(len(levels), -1)
 
 
-def _encode_iq4_nl(blocks: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """blocks float32 [n, 32] -> out uint8 [n, 18]; returns the fp16 scales (as float32)."""
+def _encode_iq4_nl(blocks: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """blocks float32 [n, 32] -> out uint8 [n, 18]; returns the fp16 scales (as float32).
+    `qw`: importance weights per value, like blocks (imatrix_quants)."""
     x = np.ascontiguousarray(blocks.T)
-    d, _ = _sub_block_scales(x)
+    d, _ = _sub_block_scales(x, None if qw is None else np.ascontiguousarray(qw.T))
     dh = d.astype(np.float16)
     out[:, 0:2] = dh.view(np.uint8).reshape(-1, 2)
     inv = np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
@@ -134,11 +138,14 @@ def _encode_iq4_nl(blocks: np.ndarray, out: np.ndarray) -> np.ndarray:
     return dh.astype(F32)
 
 
-def _encode_iq4_xs(blocks: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """blocks float32 [n, 256] -> out uint8 [n, 136]; returns the fp16 super-scales."""
+def _encode_iq4_xs(blocks: np.ndarray, out: np.ndarray, qw: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """blocks float32 [n, 256] -> out uint8 [n, 136]; returns the fp16 super-scales.
+    `qw`: importance weights per value, like blocks (imatrix_quants)."""
     n = len(blocks)
     sub = blocks.reshape(n * 8, 32)
-    scales, _ = _sub_block_scales(np.ascontiguousarray(sub.T))
+    sub_qw = None if qw is None else np.ascontiguousarray(qw.reshape(n * 8, 32).T)
+    scales, _ = _sub_block_scales(np.ascontiguousarray(sub.T), sub_qw)
     scales = scales.reshape(n, 8)
     max_scale, _ = signed_peak(np.ascontiguousarray(scales.T))  # first of equal |scale|
     d = -max_scale / F32(32)

@@ -258,10 +258,11 @@ def _encode_q5_k(blocks: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- Q6_K (signed scale)
 
-def _encode_q6_k(blocks: np.ndarray) -> np.ndarray:
+def _encode_q6_k(blocks: np.ndarray, qw: np.ndarray | None = None) -> np.ndarray:
+    """`qw`: importance weights per value, like blocks (imatrix_quants; the rest is the same)."""
     n_blocks = len(blocks)
     columns = _columns(blocks, 16)
-    fit = fit_symmetric_scale(columns, nmax=32)
+    fit = fit_symmetric_scale(columns, nmax=32, weights=None if qw is None else _columns(qw, 16))
     scales = fit.scale.reshape(n_blocks, 16)
 
     max_scale, _ = signed_peak(np.ascontiguousarray(scales.T))  # first of equal |scale|

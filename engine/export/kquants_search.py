@@ -202,13 +202,15 @@ def signed_peak(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return peak, amax
 
 
-def fit_symmetric_scale(columns: np.ndarray, nmax: int) -> SymmetricFit:
-    """`make_qx_quants` with rmse_type 1 (weights x*x) for every column of `columns`."""
+def fit_symmetric_scale(columns: np.ndarray, nmax: int,
+                        weights: np.ndarray | None = None) -> SymmetricFit:
+    """`make_qx_quants` with rmse_type 1 (weights x*x, or the importance-matrix weights
+    `weights` shaped like `columns`: its `qw`) for every column of `columns`."""
     x = columns
     peak, amax = signed_peak(x)
     zero = amax < GROUP_MAX_EPS
 
-    weights = x * x
+    weights = x * x if weights is None else weights
     weighted_x = weights * x
     levels = np.empty_like(x)
     work = np.empty_like(x)
