@@ -189,7 +189,8 @@ def _losses(model_dir: Path, cfg_kw: dict, adapters: dict, sets: dict) -> dict:
         for set_name, pairs in sets.items():
             total = np.zeros(len(SUMS))
             for b in PairStream(pairs, 4, cfg.max_seq_length, 0).all_in_order():
-                total += np.array(loss(net, b.inputs, b.targets, b.index, b.weight, b.owner)[1])
+                total += np.array(loss(net, b.inputs, b.targets, b.index, b.weight,
+                                       b.segments)[1])
             out[(name, set_name)] = summarize(total)
         mx.clear_cache()
     return out

@@ -1,16 +1,17 @@
 """Preference tuning on the SFT trainer: DPO (Rafailov et al. 2023) and ORPO (Hong et al. 2024).
 
-A batch of B pairs is one padded batch of 2B rows, the chosen answers first, then the rejected
-ones (engine/train/batching.py's ``collate``), plus ``owner`` [2B, K]: which row each trained
-position belongs to, so one matmul sums each answer's token log-probabilities.
+A batch of B pairs is three passes (engine/train/pair_passes.py): the prompts both answers share,
+computed once, then the chosen answers and the rejected answers, each padded to its own width;
+``owner`` [B, K] per side says which row each trained position belongs to, so one matmul sums
+each answer's token log-probabilities (chosen rows first, then rejected, in every [2B] vector).
 
 DPO's reference model is the same weights with the adapter switched off (``adapters_off``:
 every LoRA layer computes only its base layer), so there is never a second copy of the model in
 memory. The base is frozen, so each pair's reference log-probabilities are constant for the
 whole run: the trainer computes them once before step 1 (``reference_logps``), keeps them in
 the adapter folder (``REFERENCE_FILE``, reloaded on resume) and the batches carry them, so a
-step runs only the policy pass. ORPO needs no reference. Each step's metrics are sums over pairs (exact across micro-batches and validation
-batches), turned into means when a step or a validation ends.
+step runs only the policy pass. ORPO needs no reference. Each step's metrics are sums over
+pairs (exact across micro-batches and validation batches), turned into means when a step or a validation ends.
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ import mlx.core as mx
 import numpy as np
 
 from ..events import Metrics, Progress, TailorError
-from .batching import BatchStream, collate
+from .batching import BatchStream
 from .loop import History, Trainer
-from ..models.token_loss import split_head, trained_token_nll
+from .pair_passes import PairSide, collate_sides, pair_logps, shares_prompts
+from ..models.token_loss import split_head
 
 OBJECTIVES = ["sft", "dpo", "orpo"]
 # DPO's cached reference log-probs, in the run's checkpoints folder (never copied to the library)
@@ -36,46 +38,67 @@ SUMS = ("pairs", "loss", "correct", "decided", "margin", "chosen_logp", "rejecte
 # -- batches ------------------------------------------------------------------------------------
 @dataclass
 class PairBatch:
-    inputs: mx.array   # [2B, L]: chosen rows, then rejected rows
-    targets: mx.array  # [2B*L]
-    index: mx.array    # [K] trained flat positions (padded with 0)
-    weight: mx.array   # [K] 1.0 real, 0.0 padding
-    owner: mx.array    # [2B, K] 1.0 where trained position k is in row r
+    """B pairs as engine/train/pair_passes.py's passes. The loop hands ``inputs``, ``targets``,
+    ``index``, ``weight`` and ``segments`` to the loss unchanged: here each of the first four
+    is a (chosen, rejected) pair of arrays (``weight``: the owner matrices), and ``segments``
+    a dict of the shared prompt and, when cached, the reference log-probs."""
+    chosen: PairSide
+    rejected: PairSide
+    prompt: mx.array | None         # [B, P] shared prompt tokens, padded after
+    prompt_length: mx.array | None  # [B] their counts
     n_tokens: int
     n_trained: int
     reference: mx.array | None = None  # [2B] cached reference log-probs (chosen first)
 
     @property
-    def segments(self):
-        """The loop hands a batch's ``segments`` to the loss unchanged: for pairs ``owner``,
-        or ``(owner, reference)`` when the reference log-probs are cached."""
-        return self.owner if self.reference is None else (self.owner, self.reference)
+    def inputs(self):
+        return self.chosen.inputs, self.rejected.inputs
+
+    @property
+    def targets(self):
+        return self.chosen.targets, self.rejected.targets
+
+    @property
+    def index(self):
+        return self.chosen.index, self.rejected.index
+
+    @property
+    def weight(self):
+        return self.chosen.owner, self.rejected.owner
+
+    @property
+    def segments(self) -> dict:
+        out = {} if self.prompt is None else {"prompt": self.prompt,
+                                              "prompt_length": self.prompt_length}
+        return out if self.reference is None else {**out, "reference": self.reference}
 
 
-def collate_pairs(pairs, max_seq_length: int, pad_id: int = 0, reference=None) -> PairBatch:
-    """B PreferencePairs -> one PairBatch of 2B rows; ``reference``: [B, 2] cached
-    (chosen, rejected) reference log-probs of these pairs, or None."""
-    b = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], max_seq_length, pad_id)
-    width = b.inputs.shape[1]
-    rows = np.array(b.index) // width
-    weight = np.array(b.weight)
-    owner = (rows[None, :] == np.arange(2 * len(pairs))[:, None]) * weight[None, :]
+def collate_pairs(pairs, max_seq_length: int, pad_id: int = 0, reference=None,
+                  share: bool = False) -> PairBatch:
+    """B PreferencePairs -> one PairBatch; ``reference``: [B, 2] cached (chosen, rejected)
+    reference log-probs of these pairs, or None; ``share``: compute the shared prompts once
+    (``shares_prompts(model)``)."""
+    prompt, length, chosen, rejected = collate_sides(pairs, max_seq_length, pad_id, share)
+    n_tokens = sum(min(len(e.tokens), max_seq_length) for p in pairs
+                   for e in (p.chosen, p.rejected) if min(len(e.tokens), max_seq_length) > 1)
     ref = None if reference is None else mx.array(
         np.concatenate([reference[:, 0], reference[:, 1]]).astype(np.float32))
-    return PairBatch(b.inputs, b.targets, b.index, b.weight, mx.array(owner.astype(np.float32)),
-                     b.n_tokens, b.n_trained, ref)
+    return PairBatch(chosen, rejected, prompt, length, n_tokens,
+                     chosen.n_trained + rejected.n_trained, ref)
 
 
 class PairStream(BatchStream):
     """BatchStream over pairs (bucketed by the chosen side's length); never packed.
-    ``reference``: [N, 2] cached reference log-probs per pair, set before training."""
+    ``reference``: [N, 2] cached reference log-probs per pair, set before training;
+    ``share``: the batches compute shared prompts once."""
 
     reference: np.ndarray | None = None
+    share: bool = False
 
     def _collate(self, units: list[int]) -> PairBatch:
         ref = None if self.reference is None else self.reference[units]
         return collate_pairs([self.examples[i] for i in units], self.max_seq_length,
-                             self.pad_id, ref)
+                             self.pad_id, ref, self.share)
 
 
 # -- the losses ---------------------------------------------------------------------------------
@@ -115,10 +138,11 @@ def adapters_off(model):
             m.__class__, m.scale = cls, scale
 
 
-def sequence_logps(model, body, head, inputs, targets, index, owner):
-    """(each row's summed log-probability of its trained tokens [2B], trained tokens [2B])."""
-    token = -trained_token_nll(model, inputs, targets, index, split=(body, head))
-    return owner @ token, owner.sum(axis=1)
+def sequence_logps(model, split, inputs, targets, index, weight, segments):
+    """(each row's summed log-probability of its trained tokens [2B], trained tokens [2B]),
+    chosen rows first, from a PairBatch's loss arguments."""
+    sides = list(zip(inputs, targets, index, weight))
+    return pair_logps(model, split, segments.get("prompt"), segments.get("prompt_length"), sides)
 
 
 def dpo_terms(policy, reference, beta: float, label_smoothing: float):
@@ -157,19 +181,19 @@ def orpo_terms(policy, counts, lam: float):
 
 
 def make_preference_loss(model, cfg):
-    """``loss(model, inputs, targets, index, weight, owner) -> (loss, SUMS vector)`` for
-    ``cfg.objective`` (dpo or orpo), the Trainer's loss signature."""
-    body, head = split_head(model)
+    """``loss(model, inputs, targets, index, weight, segments) -> (loss, SUMS vector)`` for
+    ``cfg.objective`` (dpo or orpo), the Trainer's loss signature on a PairBatch's fields."""
+    split = split_head(model)
 
     def loss(model, inputs, targets, index, weight, segments):
-        # segments: owner (the reference pass runs here), or (owner, cached reference)
-        owner, reference = segments if isinstance(segments, tuple) else (segments, None)
-        policy, counts = sequence_logps(model, body, head, inputs, targets, index, owner)
+        policy, counts = sequence_logps(model, split, inputs, targets, index, weight, segments)
         if cfg.objective == "orpo":
             return orpo_terms(policy, counts, cfg.orpo_lambda)
-        if reference is None:
+        reference = segments.get("reference")
+        if reference is None:  # not cached: the reference pass runs here
             with adapters_off(model):
-                reference, _ = sequence_logps(model, body, head, inputs, targets, index, owner)
+                reference, _ = sequence_logps(model, split, inputs, targets, index, weight,
+                                              segments)
         return dpo_terms(policy, mx.stop_gradient(reference), cfg.beta, cfg.label_smoothing)
 
     return loss
@@ -179,7 +203,7 @@ def reference_logps(model, stream: PairStream, cancel=None, progress=None) -> np
     """[N, 2] (chosen, rejected) summed reference log-probs of every pair of ``stream``: the
     base's values (adapters off, no dropout), in batches of similar length; ``progress(done,
     total)`` after each batch; cancellable between batches."""
-    body, head = split_head(model)
+    split = split_head(model)
     n = len(stream.examples)
     out = np.zeros((n, 2), dtype=np.float32)
     order = sorted(range(n), key=lambda i: stream.lengths[i])
@@ -190,9 +214,9 @@ def reference_logps(model, stream: PairStream, cancel=None, progress=None) -> np
             for at in range(0, n, stream.batch_size):
                 units = order[at:at + stream.batch_size]
                 b = collate_pairs([stream.examples[i] for i in units], stream.max_seq_length,
-                                  stream.pad_id)
-                logp, _ = sequence_logps(model, body, head, b.inputs, b.targets, b.index,
-                                         b.owner)
+                                  stream.pad_id, share=stream.share)
+                logp, _ = sequence_logps(model, split, b.inputs, b.targets, b.index, b.weight,
+                                         b.segments)
                 logp = np.array(logp)
                 out[units, 0], out[units, 1] = logp[:len(units)], logp[len(units):]
                 if cancel is not None:
@@ -237,6 +261,9 @@ class PreferenceTrainer(Trainer):
         self.train = PairStream(train, cfg.batch_size, cfg.max_seq_length, cfg.seed, pad_id)
         self.valid = PairStream(valid, cfg.batch_size, cfg.max_seq_length, cfg.seed,
                                 pad_id) if valid else None
+        for stream in (self.train, self.valid):
+            if stream is not None:
+                stream.share = shares_prompts(model)
         self.loss = make_preference_loss(model, cfg)
         self.history = PreferenceHistory()
         self._pending: list = []  # this step's micro-batch sums, not yet read back

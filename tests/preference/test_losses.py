@@ -15,6 +15,7 @@ from engine.data.preference import PreferencePair
 from engine.models import load_model
 from engine.train.adapters import apply_adapters
 from engine.train.config import make_config
+from engine.train.pair_passes import shares_prompts
 from engine.train.preference import collate_pairs, make_preference_loss, summarize
 
 # (prompt, chosen answer, rejected answer) token ids: answers of different lengths, so the
@@ -66,9 +67,9 @@ def _randomize_b(net) -> None:
 
 def _engine(net, **kw):
     cfg = make_config(rank=4, dropout=0.0, **kw)
-    b = collate_pairs(pairs(), 64)
+    b = collate_pairs(pairs(), 64, share=shares_prompts(net))  # the prompt pass included
     loss, sums = make_preference_loss(net, cfg)(net, b.inputs, b.targets, b.index, b.weight,
-                                                b.owner)
+                                                b.segments)
     return float(loss), summarize(np.array(sums))
 
 
