@@ -1,0 +1,251 @@
+"""The importance matrix an export uses: a file the user gave (read and checked against the
+model's tensors), or ``auto``: computed in MLX over the adapter's training split (prepared by
+engine/data with the run's own data settings, as training prepared it) or a text file, and
+saved beside the GGUF as ``<name>.imatrix.gguf`` (never over an existing file).
+
+-> ``ImatrixWeights``: the mapping the encoders take (GGUF tensor name -> float32 weights per
+input column) with ``record``, what the export record says about the matrix.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..events import ErrorCode, Job, TailorError
+from .imatrix_config import AUTO, ImatrixConfig
+from .imatrix_file import Imatrix, check_imatrix, load_imatrix, save_imatrix
+
+
+class ImatrixWeights(dict):
+    """GGUF tensor name -> float32 per-column weights (what llama-quantize passes as
+    quant_weights), with ``record``: where the matrix came from, for the export record."""
+
+    def __init__(self, weights: dict, record: dict):
+        super().__init__(weights)
+        self.record = record
+
+    def gguf_metadata(self) -> dict:
+        """The keys llama-quantize --imatrix writes into the quantized file."""
+        r = self.record
+        meta = {"quantize.imatrix.file": str(r["path"])[:127],
+                "quantize.imatrix.entries_count": len(self)}
+        if r.get("datasets"):
+            meta["quantize.imatrix.dataset"] = str(r["datasets"][0])[:127]
+        if r.get("chunk_count"):
+            meta["quantize.imatrix.chunks_count"] = int(r["chunk_count"])
+        return meta
+
+
+def imatrix_path_for(out: Path) -> Path:
+    """Where ``--imatrix auto`` keeps the matrix of the export ``out``: beside it."""
+    out = Path(out)
+    return out.with_name(out.stem + ".imatrix.gguf")
+
+
+def check_imatrix_options(cfg: ImatrixConfig, out: Path, *, adapter: bool,
+                          adapter_only: bool = False) -> None:
+    """Refuse inconsistent options before any work (cheap: no model is read)."""
+    from ..configs import validate_ranges
+
+    problems = validate_ranges(cfg)
+    if problems:
+        raise TailorError("; ".join(problems), hint="`tailor export --help` lists the ranges")
+    if not cfg.imatrix:
+        if cfg.imatrix_text:
+            raise TailorError("--imatrix-text names the text to compute a matrix over; it "
+                              "needs --imatrix auto", hint="add --imatrix auto")
+        return
+    if adapter_only:
+        raise TailorError("--imatrix guides the quantizer of a whole model; --adapter-only "
+                          "writes the LoRA adapter alone", hint="leave out one of them")
+    if cfg.imatrix != AUTO:
+        if cfg.imatrix_text:
+            raise TailorError("--imatrix-text is for --imatrix auto; a matrix file is used "
+                              "as it is", hint="leave out --imatrix-text")
+        load_imatrix(cfg.imatrix)  # missing / foreign / damaged: refused now
+        return
+    if not adapter and not cfg.imatrix_text:
+        raise TailorError("--imatrix auto with --model has no training data to compute the "
+                          "matrix over", hint="add --imatrix-text FILE (plain text), or "
+                          "export a library adapter with --adapter NAME")
+    if cfg.imatrix_text and not Path(cfg.imatrix_text).expanduser().is_file():
+        raise TailorError(f"text file not found: {Path(cfg.imatrix_text).expanduser()}",
+                          hint="--imatrix-text takes a plain UTF-8 text file")
+    target = imatrix_path_for(out)
+    if target.exists():
+        raise TailorError(f"{target} already exists; it was left untouched",
+                          hint=f"use it with --imatrix {target}, or remove it to compute a "
+                               "new one", code=ErrorCode.NAME_TAKEN)
+
+
+def imatrix_for_export(source, out: Path, quant: str, cfg: ImatrixConfig, job: Job, *,
+                       adapter_only: bool = False) -> ImatrixWeights | None:
+    """``resolve_imatrix`` after the export's own refusals (plan.plan_export: the type, the
+    output name, the family, the space), so none of them waits for minutes of collection."""
+    from .plan import plan_export
+
+    check_imatrix_options(cfg, Path(out), adapter=not isinstance(source, Path),
+                          adapter_only=adapter_only)
+    if not cfg.imatrix:
+        return None
+    plan_export(source, out, quant, adapter_only=adapter_only, check_tokenizer=False)
+    return resolve_imatrix(source, out, quant, cfg, job)
+
+
+def resolve_imatrix(source, out: Path, quant: str, cfg: ImatrixConfig,
+                    job: Job) -> ImatrixWeights | None:
+    """The matrix for exporting ``source`` (an adapter name / AdapterInfo, or a model folder
+    Path) to ``out``: None without ``--imatrix``; a given file read and checked against the
+    model's tensors; ``auto`` computed and saved beside ``out``."""
+    from ..atomic import sha256_file
+
+    check_imatrix_options(cfg, Path(out), adapter=not isinstance(source, Path))
+    if not cfg.imatrix:
+        return None
+    if cfg.imatrix == AUTO:
+        imatrix, record = _compute(source, cfg, job)
+        path = save_imatrix(imatrix, imatrix_path_for(Path(out)))
+        job.log(f"importance matrix of {imatrix.entries()} tensors over {imatrix.chunk_count} "
+                f"chunks saved to {path}")
+    else:
+        path = Path(cfg.imatrix).expanduser()
+        imatrix = load_imatrix(path)
+        _check_against_model(imatrix, path, source, quant)
+        record = {"computed": False}
+    record.update(path=str(path), sha256=sha256_file(path), format="legacy .dat"
+                  if imatrix.legacy else "gguf", entries=imatrix.entries(),
+                  datasets=list(imatrix.datasets), chunk_count=imatrix.chunk_count,
+                  chunk_size=imatrix.chunk_size)
+    return ImatrixWeights(imatrix.weights(), record)
+
+
+def _base_dir(source) -> tuple[object, dict | None, Path]:
+    """(AdapterInfo or None, adapter config, base folder)."""
+    from ..fuse import resolve_adapter
+
+    if isinstance(source, Path):
+        return None, None, source.expanduser()
+    return resolve_adapter(source)
+
+
+def _check_against_model(imatrix: Imatrix, path: Path, source, quant: str) -> None:
+    """A given matrix's entries against the GGUF tensors the export plans (names and
+    sizes). An MLX-quantized base's packed shapes are not the tensors': the encoders check
+    those sizes as they go."""
+    from ..models.load import read_config
+    from .architectures import arch_info, is_mlx_quantized
+    from .safetensors_stream import list_tensors
+    from .write import plan_tensors
+
+    _info, _cfg, base_dir = _base_dir(source)
+    config = read_config(base_dir)
+    if is_mlx_quantized(config):
+        return
+    planned = plan_tensors(arch_info(config, str(base_dir)), list_tensors(base_dir), quant)
+    check_imatrix(imatrix, path, {p.name: tuple(p.shape) for p in planned})
+
+
+def _compute(source, cfg: ImatrixConfig, job: Job) -> tuple[Imatrix, dict]:
+    """Load (fuse) the model in MLX and collect its matrix over the chosen tokens."""
+    from .imatrix import collect_imatrix, cut_chunks, gguf_names
+
+    model, tokenizer, config, info, base_dir = _load(source, job)
+    names = gguf_names(model, config, str(base_dir))
+    if cfg.imatrix_text:
+        text = Path(cfg.imatrix_text).expanduser()
+        tokens, datasets = _text_tokens(text, tokenizer), [str(text)]
+        record = {"computed": True, "data": {"text": str(text)}}
+    else:
+        tokens, data = _training_tokens(info, tokenizer, job)
+        datasets = [data["path"]]
+        record = {"computed": True, "data": data}
+    chunks = cut_chunks(tokens, cfg.imatrix_ctx, _bos_id(tokenizer), cfg.imatrix_chunks)
+    if not chunks:
+        raise TailorError(f"{datasets[0]} gives {len(tokens)} tokens, too few for an "
+                          "importance matrix (at least 16 are needed)",
+                          hint="give more text with --imatrix-text FILE")
+    imatrix = collect_imatrix(model, names, chunks, job,
+                              datasets=datasets, ctx=cfg.imatrix_ctx)
+    record["tokens"] = sum(len(c) for c in chunks)
+    return imatrix, record
+
+
+def _load(source, job: Job):
+    """(MLX model in full precision, tokenizer, config, AdapterInfo or None, base folder)."""
+    from ..fuse import fused_model
+    from ..models.load import load_model
+    from ..models.tokenizer import load_tokenizer
+
+    job.log("loading the model for the importance matrix")
+    info, adapter_config, base_dir = _base_dir(source)
+    if info is not None:
+        model, config = fused_model(info, adapter_config, base_dir)
+        tokenizer = load_tokenizer(base_dir)
+    else:
+        from mlx_lm.utils import dequantize_model
+
+        model, tokenizer, config = load_model(base_dir)
+        if config.get("quantization"):
+            model = dequantize_model(model)
+    model.eval()
+    job.cancel.raise_if_cancelled()
+    return model, tokenizer, config, info, base_dir
+
+
+def _training_tokens(info, tokenizer, job: Job) -> tuple[list[int], dict]:
+    """The adapter's training split, prepared with the run's data settings (so rendered and
+    tokenized as training saw it), as one stream; its record (path, sha256, examples)."""
+    from ..data import DataConfig, prepare_dataset
+
+    ds = info.manifest.get("dataset") or {}
+    path = Path(ds.get("path") or "")
+    if not ds.get("path") or not path.is_file() and not path.is_dir():
+        raise TailorError(f"the dataset adapter {info.name!r} was trained on is missing: "
+                          f"{ds.get('path') or '(not recorded)'}",
+                          hint="put it back, or compute the matrix over a text file with "
+                               "--imatrix-text FILE", code=ErrorCode.BAD_INPUT)
+    saved = dict(info.manifest.get("data_settings") or {})
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    settings = DataConfig(**{k: v for k, v in saved.items() if k in known})
+    settings.preview_count, settings.min_examples = 0, 1
+    prepared = prepare_dataset(path, tokenizer, settings, cancel=job.cancel, job=job.name)
+    if ds.get("sha256") and prepared.sha256 != ds["sha256"]:
+        job.log(f"{path} changed since adapter {info.name!r} was trained on it; the "
+                "importance matrix is computed over its current training split",
+                level="warning")
+    tokens = [int(t) for e in prepared.train for t in e.tokens]
+    return tokens, {"path": str(path), "sha256": prepared.sha256, "split": "train",
+                    "examples": len(prepared.train)}
+
+
+def _text_tokens(path: Path, tokenizer) -> list[int]:
+    """A plain text file tokenized as llama-imatrix does (with the tokenizer's BOS)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise TailorError(f"{path} is not UTF-8 text (byte {e.start})",
+                          hint="--imatrix-text takes a plain UTF-8 text file") from e
+    except OSError as e:
+        raise TailorError(f"{path} cannot be read: {e.strerror or e}") from e
+    return [int(t) for t in tokenizer.encode(text)]
+
+
+def _bos_id(tokenizer) -> int | None:
+    """BOS when the tokenizer adds one (llama-imatrix puts it at every chunk's start)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    ids = tokenizer.encode("a")
+    return int(bos) if ids and ids[0] == bos else None
+
+
+def imatrix_from_args(args, source, job: Job) -> ImatrixWeights | None:
+    """`tailor export`'s --imatrix options -> the matrix for its export (None without)."""
+    from ..configs import overrides_from_args
+
+    cfg = ImatrixConfig(**overrides_from_args(ImatrixConfig, args))
+    if args.format == "peft" and cfg.imatrix:
+        raise TailorError("--imatrix guides the GGUF quantizer; --format peft writes the "
+                          "adapter's own weights", hint="leave out --imatrix")
+    return imatrix_for_export(source, Path(args.out).expanduser(), args.quant, cfg, job,
+                              adapter_only=args.adapter_only)
