@@ -42,6 +42,24 @@ def _summary(info: library.AdapterInfo) -> dict:
             "created": m.get("created"), "path": str(info.path)}
 
 
+def _export_lines(info: library.AdapterInfo) -> list[str]:
+    """The adapter's exported GGUFs (engine/adapter_exports.py): type, size, KL divergence
+    from the full-precision model and perplexity (engine/export/quality.py), time, path."""
+    from .adapter_exports import listed_export_records
+    from .sizes import format_bytes
+
+    lines = []
+    for e in listed_export_records(info.path):
+        q = e.quality
+        figures = (f"KL {q.kl_mean:.3g}  ppl {q.perplexity:.4g}" if q is not None and q.measured
+                   else "quality not measured")
+        took = f"{e.seconds:.1f} s" if e.seconds is not None else "-"
+        lines.append(f"  {'exports' if not lines else '':11} {e.quant:<7} "
+                     f"{format_bytes(e.size):>9}  {figures}  {took}  {e.path}"
+                     + ("  (replaced since)" if e.changed else ""))
+    return lines
+
+
 def _when(t) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
 
@@ -79,6 +97,8 @@ def run(args: argparse.Namespace, job) -> int:
                   + f"\n  steps       {s['steps']}  best val loss {s['best_val_loss']}\n"
                   f"  created     {_when(m.get('created'))}  finished "
                   f"{_when(m.get('finished'))}", file=out)
+            for line in _export_lines(info):
+                print(line, file=out)
         job.report(Finished(job=job.name, result=AdapterRecord(manifest=info.manifest)))
     elif args.action == "rename":
         info = library.rename_adapter(args.name, args.new_name)

@@ -928,3 +928,73 @@ class PushResult(Result):
     files: list[PushFile] = field(default_factory=list)
     uploaded_bytes: int = 0
     seconds: float = 0.0
+
+
+@dataclass
+class ExportQuality(Result):
+    """How far an exported GGUF, run in llama.cpp, is from the full-precision model
+    (engine/export/quality.py): kept in the export's verification as ``quality`` and in the
+    adapter's exports list. ``measured`` False: ``note`` says why not. KL in nats per token."""
+
+    tag: ClassVar[str] = "export.quality"
+    measured: bool = False
+    kl_mean: float | None = None
+    kl_median: float | None = None
+    kl_p99: float | None = None
+    kl_max: float | None = None
+    perplexity: float | None = None            # the file's, exp(mean NLL of the next token)
+    reference_perplexity: float | None = None  # the full-precision model's, same tokens
+    same_top: float | None = None              # share of positions with the same top token
+    tokens: int = 0                            # scored positions
+    examples: int = 0
+    context_tokens: int = 0                    # tokens evaluated (scored ones and their prefix)
+    text: str = ""                             # what the text was
+    reference: str = ""                        # what the reference was
+    note: str = ""
+    seconds: float = 0.0
+
+    @classmethod
+    def of(cls, export: "ExportResult | dict | None") -> "ExportQuality | None":
+        """The quality record of an export (its result or record), None when it has none."""
+        verification = ExportResult.coerce(export).verification if export else {}
+        q = verification.get("quality")
+        return cls.coerce(q) if isinstance(q, dict) else None
+
+
+@dataclass
+class ListedExport(Result):
+    """One entry of an adapter's exports list (engine/adapter_exports.py): the file, its type,
+    size and export time as exported, its quality, and whether it was replaced since."""
+
+    tag: ClassVar[str] = "export.listed"
+    path: str = ""
+    quant: str = ""
+    kind: str = "model"
+    size: int = 0
+    mtime_ns: int = 0
+    exported: float = 0.0       # when (seconds since the epoch)
+    seconds: float | None = None  # how long the export took
+    quality: ExportQuality | None = None
+    changed: bool = False
+
+
+@dataclass
+class QuantTypeInfo(Result):
+    """One GGUF file type as `tailor export --list-types` lists it (engine/export/quant_types):
+    ``expected_bytes`` is the planned file's size for the model asked about (None without)."""
+
+    tag: ClassVar[str] = "export.type"
+    name: str = ""
+    bits_per_weight: float = 0.0
+    use: str = ""
+    wants_imatrix: bool = False
+    expected_bytes: int | None = None
+
+
+@dataclass
+class QuantTypeList(Result):
+    """`tailor export --list-types [--model DIR | --adapter NAME]`: every type, in order."""
+
+    tag: ClassVar[str] = "export.types"
+    model: str = ""
+    types: list[QuantTypeInfo] = field(default_factory=list)

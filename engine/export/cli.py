@@ -11,6 +11,19 @@ from .mixtures import QUANTS
 from .quant_types import help_table
 
 
+def _list_types_action(*required):
+    """--list-types: an action that lifts ``required`` (the source group, --out), since
+    listing writes nothing; argparse checks requirements after every action has run, so
+    the flag may come anywhere on the line."""
+    class ListTypes(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            for thing in required:
+                thing.required = False
+            setattr(namespace, self.dest, True)
+
+    return ListTypes
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--adapter", help="an adapter in the library (fused into its base)")
@@ -20,8 +33,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "(the list below; default f16)")
     p.epilog = help_table()
     p.formatter_class = argparse.RawDescriptionHelpFormatter  # keeps the table's lines
-    p.add_argument("--out", required=True, help="the .gguf file to write (must not exist); "
-                   "with --format peft, the folder (new or empty)")
+    out = p.add_argument("--out", required=True, help="the .gguf file to write (must not "
+                         "exist); with --format peft, the folder (new or empty)")
+    p.add_argument("--list-types", nargs=0, default=False, action=_list_types_action(src, out),
+                   help="list the file types (bits per weight, typical use) and write "
+                        "nothing; with --model or --adapter, also each type's expected size")
     p.add_argument("--format", choices=["gguf", "peft"], default="gguf",
                    help="gguf (default), or peft: the adapter as Hugging Face PEFT's "
                         "adapter_model.safetensors + adapter_config.json (with --adapter)")
@@ -54,6 +70,8 @@ def run(args: argparse.Namespace, job) -> int:
         raise TailorError("--lmstudio places a whole-model GGUF; LM Studio does not load "
                           "LoRA adapter files on their own",
                           hint="leave out --adapter-only / --format peft")
+    if args.list_types:
+        return _run_list_types(args, job)
     if args.format == "peft":
         return _run_peft(args, job)
     source = Path(args.model) if args.model else args.adapter
@@ -101,4 +119,34 @@ def _run_peft(args: argparse.Namespace, job) -> int:
           f"{format_bytes(result.size_bytes)})", file=out)
     for note in result.notes:
         print(f"note: {note}", file=out)
+    return 0
+
+
+def list_types(model_dir: Path | None = None) -> "QuantTypeList":
+    """Every type of quant_types.QUANT_TYPES, in order; with ``model_dir``, each with the
+    expected size of its GGUF of that model (plan.expected_sizes)."""
+    from ..results import QuantTypeInfo, QuantTypeList
+    from .plan import expected_sizes
+    from .quant_types import QUANT_TYPES
+
+    sizes = expected_sizes(model_dir, [q.name for q in QUANT_TYPES]) if model_dir else {}
+    return QuantTypeList(model=str(model_dir or ""), types=[
+        QuantTypeInfo(q.name, q.bits_per_weight, q.use, q.wants_imatrix, sizes.get(q.name))
+        for q in QUANT_TYPES])
+
+
+def _run_list_types(args: argparse.Namespace, job) -> int:
+    from ..events import Finished
+
+    model_dir = Path(args.model).expanduser() if args.model else None
+    if args.adapter:
+        from ..fuse import resolve_adapter
+
+        model_dir = resolve_adapter(args.adapter)[2]
+    result = list_types(model_dir)
+    out = sys.stderr if args.events == "-" else sys.stdout
+    sizes = {t.name: format_bytes(t.expected_bytes) for t in result.types
+             if t.expected_bytes is not None}
+    print(help_table(sizes, str(model_dir or "")), file=out)
+    job.report(Finished(job=job.name, result=result))
     return 0

@@ -99,13 +99,19 @@ def _verify_gguf(plan: ExportPlan, tmp: Path, job: Job, a: ArchInfo, vocab, plan
     tokenization figures go into ``meta``. -> verify.py's record."""
     from .verify import verify_export
 
-    prog = job.progress("verify", 0.7, 1.0)
+    prog = job.progress("verify", 0.7, 0.85 if verify and not plan.adapter_only else 1.0)
     prog(0, 1, "re-reading the file")
     verification = verify_export(
         tmp, planned=planned, arch=a, vocab=vocab, model_dir=model_dir,
         quant=plan.quant, adapter_dir=plan.info.path if plan.adapter_only else None,
         base_dir=plan.base_dir, run_llama=verify, report=job.report, job=job.name)
     prog(1, 1, "verified")
+    if verification["llama_cpp"] and not plan.adapter_only:  # KL and perplexity (quality.py)
+        from .quality import measure_quality
+
+        verification["quality"] = measure_quality(tmp, model_dir=model_dir,
+                                                  base_dir=plan.base_dir, info=plan.info,
+                                                  job=job.nested(0.85, 1.0))
     tokenization = next((c for c in verification["checks"]
                          if c["name"] == "llama.cpp tokenization"), None)
     if tokenization is not None:  # the corpus figures, for the record
@@ -114,13 +120,15 @@ def _verify_gguf(plan: ExportPlan, tmp: Path, job: Job, a: ArchInfo, vocab, plan
     return verification
 
 
-def _list_export(plan: ExportPlan, out: Path, kind: str, job: Job) -> None:
+def _list_export(plan: ExportPlan, out: Path, result: ExportResult, job: Job) -> None:
     """Add the written file to the adapter's exports list (wherever it went), so parity finds
-    it; a list that cannot be written is said, never fails an export that is done."""
+    it and the Export page lists its size, time and quality; a list that cannot be written
+    is said, never fails an export that is done."""
     from ..adapter_exports import EXPORTS_FILE, record_export
 
     try:
-        record_export(plan.info.path, out, quant=plan.quant, kind=kind, job=job.name)
+        record_export(plan.info.path, out, quant=plan.quant, kind=result.kind, job=job.name,
+                      seconds=result.seconds, quality=result.verification.get("quality"))
     except (TailorError, OSError) as e:
         job.log(f"{out} was not added to {plan.info.path / EXPORTS_FILE} ({e}); "
                 f"`tailor eval --parity` finds it only with --gguf {out}", level="warning")
@@ -191,7 +199,7 @@ def _export(source, out: Path | str, quant: str, job: Job, *, adapter_only: bool
             metadata=meta, tensor_count=len(planned))
         write_json_atomic(record_path(out), result.to_dict())
         if listed and plan.info is not None:
-            _list_export(plan, out, result.kind, job)
+            _list_export(plan, out, result, job)
     finally:
         for folder in scratch:
             shutil.rmtree(folder, ignore_errors=True)

@@ -123,3 +123,21 @@ def plan_export(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
     return ExportPlan(kind, str(getattr(src, "name", src)), out, quant, adapter_only, base_dir,
                       info, adapter_config, quantized, needed,
                       warning=None if adapter_only else imatrix_warning(quant))
+
+
+def expected_sizes(base_dir: Path, quants) -> dict[str, int]:
+    """The expected size of each type's GGUF of the model at ``base_dir`` (an adapter's fused
+    model has its base's shapes), for `tailor export --list-types` and the Export page: the
+    tensors as the writer plans them (_gguf_bytes) and, for the header and vocabulary, half
+    of tokenizer.json's size (the fixtures' GGUF metadata is 0.55x of it). Raises TailorError
+    for a model that does not export."""
+    from ..models.load import read_config
+
+    config = read_config(base_dir)
+    arch_info(config, str(base_dir))
+    quantized = is_mlx_quantized(config)
+    params = _source_params(base_dir) * (8 if quantized else 1)
+    vocab = Path(base_dir) / "tokenizer.json"
+    meta = vocab.stat().st_size // 2 if vocab.is_file() else 1 << 20
+    return {q: _gguf_bytes(base_dir, config, q, params, quantized) - METADATA_BYTES + meta
+            for q in quants}

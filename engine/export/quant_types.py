@@ -63,10 +63,13 @@ def imatrix_warning(name: str) -> str | None:
             "same type reaches with a matrix computed on representative text")
 
 
-def help_table() -> str:
-    """One line per type (name, bits per weight, use), for the CLI help's epilog."""
-    lines = ["file types (--quant), with typical bits per weight of the whole file:"]
+def help_table(sizes: dict[str, str] | None = None, model: str = "") -> str:
+    """One line per type (name, bits per weight, use), for the CLI help's epilog; with
+    ``sizes`` (type -> text), each type's expected size for ``model`` after its bits."""
+    lines = ["file types (--quant), with typical bits per weight of the whole file"
+             + (f" and the expected size for {model}:" if sizes else ":")]
     for q in QUANT_TYPES:
         note = " (an importance matrix helps)" if q.wants_imatrix else ""
-        lines.append(f"  {q.name:<7} {q.bits_per_weight:>5.2f}  {q.use}{note}")
+        size = f"{sizes.get(q.name, '?'):>9}  " if sizes else ""
+        lines.append(f"  {q.name:<7} {q.bits_per_weight:>5.2f}  {size}{q.use}{note}")
     return "\n".join(lines)

@@ -326,7 +326,8 @@ def llama_logits(llm, toks: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(toks)], dtype=np.float32)
 
 
-def open_llama(path: Path, lora_path: Path | None = None):
+def open_llama(path: Path, lora_path: Path | None = None, *, n_ctx: int = 256,
+               n_threads: int = 1):
     import contextlib
     import os
 
@@ -336,7 +337,7 @@ def open_llama(path: Path, lora_path: Path | None = None):
     # Its KV cache is F16 by default, which alone moves logits by ~5e-4 of their range: an
     # F32 cache measures the file, not the runtime's cache precision.
     with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
-        return Llama(str(path), n_ctx=256, logits_all=True, verbose=False, n_threads=1,
+        return Llama(str(path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=n_threads,
                      type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32,
                      lora_path=str(lora_path) if lora_path else None)
 
