@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ollama": ("engine.ollama.cli", "hand a GGUF or adapter to Ollama, or write a Modelfile folder"),
     "model": ("engine.models.cli", "inspect or download a base model"),
     "demo": ("engine.demo", "run the built-in demo end to end: train, export, verify, Modelfile"),
+    "hosts": ("engine.train.hosts_cli", "check the Macs of a distributed run over ssh (--hosts)"),
 }
 
 

@@ -931,6 +931,52 @@ class PushResult(Result):
 
 
 @dataclass
+class HostCheck(Result):
+    """One host of a distributed run as `tailor hosts check` (and the launcher) found it:
+    ``reachable`` over ssh (a ``local`` rank needs no ssh), its Tailor and MLX versions, the base
+    model (``model``: present, missing, or "" not asked) and the dataset (``dataset``: one of
+    the DATASET_* states below; ``dataset_path``: where that host's ranks will read it). ``ok``
+    False: ``message`` says what is wrong and ``hint`` what to do."""
+
+    tag: ClassVar[str] = "hosts.host"
+    host: str = ""
+    ips: list[str] = field(default_factory=list)
+    local: bool = False
+    reachable: bool = False
+    node: str = ""                # the host's own name for itself
+    tailor: str = ""
+    mlx: str = ""
+    model: str = ""
+    dataset: str = ""
+    dataset_path: str = ""
+    ok: bool = False
+    message: str = ""
+    hint: str = ""
+
+
+DATASET_SAME = "same"                 # the same bytes at the same path
+DATASET_COPY_THERE = "copy there"     # an earlier verified copy in the host's Tailor cache
+DATASET_WILL_COPY = "will be copied"  # missing or different: the launcher copies it first
+DATASET_MISSING = "missing"
+DATASET_DIFFERENT = "different"
+
+
+@dataclass
+class HostsReport(Result):
+    """`tailor hosts check`: every host of the list, in rank order, checked as the launcher
+    checks them before a run (``model``/``data``: the paths checked, "" when not given)."""
+
+    tag: ClassVar[str] = "hosts.check"
+    hosts: list[HostCheck] = field(default_factory=list)
+    model: str = ""
+    data: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(h.ok for h in self.hosts)
+
+
+@dataclass
 class ExportQuality(Result):
     """How far an exported GGUF, run in llama.cpp, is from the full-precision model
     (engine/export/quality.py): kept in the export's verification as ``quality`` and in the

@@ -28,6 +28,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hosts", metavar="FILE|H1,H2",
                    help="train on several machines: an MLX host file (JSON) or host names "
                         "separated by commas; each is checked over ssh first")
+    g.add_argument("--no-copy-data", action="store_true",
+                   help="refuse a host without the dataset at the same path, instead of "
+                        "copying it (verified by sha256) into Tailor's folder on that host")
     from ..data import DataConfig
 
     g = p.add_argument_group("data")

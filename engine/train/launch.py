@@ -1,162 +1,36 @@
 """`tailor train ... --ranks N | --hosts FILE|h1,h2`: a data-parallel run (engine/train/
 distributed.py) started with MLX's own launcher, ``mlx.launch`` (ring backend).
 
-Before anything starts, every remote host is checked over ssh: reachable, the same Tailor and
-MLX versions, the base model and the dataset at the same paths (the dataset by sha256). Then
-mlx.launch runs the same ``tailor train`` on every rank; rank 0's events come back here and are
-reported as this job's own. mlx.launch stops the other ranks when one fails; its exit status
-does not say so, so the ranks' ends are read from its warnings.
+Before anything starts, every remote host is checked over ssh (engine/train/hosts.py):
+reachable, the same Tailor and MLX versions, the base model and the dataset at the same paths
+(the dataset by sha256; a host without it gets a verified copy in its Tailor folder unless
+--no-copy-data). Then mlx.launch runs the same ``tailor train`` on every rank; rank 0's events
+come back here and are reported as this job's own, and the other ranks' one-line news (joined,
+finished, failed) becomes the log's per-host progress. mlx.launch stops the other ranks when
+one fails; its exit status does not say so, so the ranks' ends are read from its warnings.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+import platform
 import re
-import shlex
 import subprocess
 import sys
+import tempfile
 import threading
-from dataclasses import dataclass
+import time
 from pathlib import Path
-from typing import Callable
 
 from ..events import Cancelled, Log, TailorError, decode_event
 
-LOCAL = "127.0.0.1"
-SSH_TIMEOUT_S = 10
+from .hosts import (LOCAL, SSH_TIMEOUT_S, Host, Runner, check_hosts,  # noqa: F401
+                    copy_datasets, dataset_for_rank, is_local, local_facts, parse_hosts,
+                    ring_hosts, ssh_runner, write_host_file)
+from .host_probe import sha256_of
+
 _NODE_END = re.compile(r"Node with rank (\d+) (?:exited with code (-?\d+)|was killed)")
-
-
-@dataclass
-class Host:
-    ssh: str            # the name ssh connects to (127.0.0.1: this machine)
-    ips: list[str]
-
-
-def parse_hosts(hosts: str | None, ranks: int) -> list[Host]:
-    """``--hosts`` (an MLX host file, or names separated by commas) or ``--ranks N`` -> the
-    ranks' hosts, one per rank."""
-    if not hosts:
-        return [Host(LOCAL, [LOCAL]) for _ in range(max(1, ranks))]
-    path = Path(hosts).expanduser()
-    if path.is_file():
-        try:
-            entries = json.loads(path.read_text(encoding="utf-8"))
-            found = [Host(str(e["ssh"]), [str(i) for i in e.get("ips", [])]) for e in entries]
-        except (OSError, ValueError, TypeError, KeyError) as e:
-            raise TailorError(f"{path}: not an MLX host file ({e})",
-                              hint='a JSON list like [{"ssh": "mac1", "ips": ["10.0.0.1"]}, '
-                                   '{"ssh": "mac2", "ips": ["10.0.0.2"]}]') from None
-    else:
-        found = [Host(h.strip(), []) for h in hosts.split(",") if h.strip()]
-    if len(found) < 2 and ranks <= 1:
-        raise TailorError(f"--hosts {hosts!r} names {len(found)} host; a distributed run "
-                          "needs two or more", hint="list every machine, this one included")
-    return found
-
-
-def is_local(host: Host) -> bool:
-    return host.ssh in (LOCAL, "localhost")
-
-
-# what each remote host runs (with its own python): versions and the inputs at these paths
-_PROBE = r"""
-import hashlib, json, os, sys
-model, data = sys.argv[1], sys.argv[2]
-out = {"python": sys.executable}
-try:
-    import engine; out["tailor"] = engine.__version__
-except Exception as e: out["tailor"] = None
-try:
-    import mlx.core as mx; out["mlx"] = mx.__version__
-except Exception as e: out["mlx"] = None
-out["model"] = os.path.isfile(os.path.join(model, "config.json"))
-if os.path.isfile(data):
-    h = hashlib.sha256()
-    with open(data, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
-    out["data"] = h.hexdigest()
-else:
-    out["data"] = os.path.isdir(data) or None
-print(json.dumps(out))
-"""
-
-Runner = Callable[[list[str]], subprocess.CompletedProcess]
-
-
-def ssh_runner(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=SSH_TIMEOUT_S + 50)
-
-
-def local_facts(model: str, data: str) -> dict:
-    import mlx.core as mx
-
-    from .. import __version__
-
-    facts = {"tailor": __version__, "mlx": mx.__version__, "model": True, "data": True}
-    if Path(data).is_file():
-        h = hashlib.sha256()
-        with open(data, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        facts["data"] = h.hexdigest()
-    return facts
-
-
-def check_hosts(hosts: list[Host], model: str, data: str, *,
-                runner: Runner = ssh_runner, cwd: str | None = None) -> None:
-    """Refuse (naming the host and why) unless every remote host answers over ssh with the
-    same Tailor and MLX versions and has the base model and the dataset at the same paths."""
-    model, data = str(Path(model).expanduser().resolve()), str(Path(data).expanduser().resolve())
-    mine = local_facts(model, data)
-    cwd = cwd or os.getcwd()
-    for host in hosts:
-        if is_local(host):
-            continue
-        remote = f"cd {shlex.quote(cwd)} && {shlex.quote(sys.executable)} -c " \
-                 f"{shlex.quote(_PROBE)} {shlex.quote(model)} {shlex.quote(data)}"
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_TIMEOUT_S}",
-                host.ssh, remote]
-        try:
-            done = runner(argv)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise _unreachable(host, str(e)) from None
-        if done.returncode != 0:
-            raise _unreachable(host, (done.stderr or done.stdout or "").strip()[-300:]
-                               or f"ssh exited with {done.returncode}")
-        try:
-            theirs = json.loads(done.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise TailorError(f"host {host.ssh}: {sys.executable} did not answer the check "
-                              f"({done.stdout.strip()[-200:]!r})",
-                              hint=f"install Tailor on {host.ssh} at the same path as here "
-                                   f"({sys.executable})") from None
-        _compare(host, mine, theirs, model, data)
-
-
-def _unreachable(host: Host, why: str) -> TailorError:
-    return TailorError(f"host {host.ssh} cannot be reached over ssh: {why}",
-                       hint=f"check `ssh {host.ssh}` works without a password (ssh-copy-id), "
-                            "and that the machine is awake and on the network")
-
-
-def _compare(host: Host, mine: dict, theirs: dict, model: str, data: str) -> None:
-    for key, label in (("tailor", "Tailor"), ("mlx", "MLX")):
-        if theirs.get(key) != mine[key]:
-            raise TailorError(f"host {host.ssh} has {label} {theirs.get(key) or 'missing'}, "
-                              f"this machine {mine[key]}",
-                              hint=f"install the same {label} version on every host")
-    if not theirs.get("model"):
-        raise TailorError(f"host {host.ssh} has no base model at {model}",
-                          hint=f"copy the model folder to {host.ssh} at the same path")
-    if not theirs.get("data"):
-        raise TailorError(f"host {host.ssh} has no dataset at {data}",
-                          hint=f"copy the dataset to {host.ssh} at the same path")
-    if theirs["data"] != mine["data"]:
-        raise TailorError(f"host {host.ssh} has a different dataset at {data} (sha256 "
-                          f"{str(theirs['data'])[:12]}…, here {str(mine['data'])[:12]}…)",
-                          hint=f"copy this machine's dataset to {host.ssh}")
+# what a rank other than 0 says on stderr (engine/train/launch.py _rank_reporter, dispatch)
+_RANK_LINE = re.compile(r"^\[rank (\d+)\] (.*)$")
 
 
 def child_argv(argv: list[str]) -> list[str]:
@@ -213,7 +87,8 @@ def refuse_unsupported(args, ranks: int) -> None:
 
 def launch_training(args, job, argv: list[str] | None = None, *,
                     runner: Runner = ssh_runner) -> int:
-    """Check the hosts, run mlx.launch, relay rank 0's events; -> the exit status."""
+    """Check the hosts (copying the dataset where one lacks it), run mlx.launch, relay rank
+    0's events and the other ranks' news; -> the exit status."""
     missing = [] if args.resume else [f"--{f}" for f in ("model", "data", "name")
                                       if not getattr(args, f)]
     if missing:  # said before any rank starts
@@ -227,24 +102,76 @@ def launch_training(args, job, argv: list[str] | None = None, *,
 
         m = library.get_adapter(args.resume).manifest
         model, data = model or m["base_model"]["path"], data or m["dataset"]["path"]
-    if model and data:
-        check_hosts(hosts, model, data, runner=runner)
-    hostfile = Path(args.hosts).expanduser() if args.hosts and Path(
-        args.hosts).expanduser().is_file() else None
+    if model and data and not all(is_local(h) for h in hosts):
+        report = check_hosts(hosts, model, data, runner=runner,
+                             copy_data=not getattr(args, "no_copy_data", False))
+        copy_datasets(report, job, runner=runner)
+    ring = ring_hosts(hosts, runner)  # mlx.launch's ring wants IPs, not names
     argv = list(sys.argv[1:] if argv is None else argv)
-    cmd = mlx_launch_command(hosts, child_argv(argv), hostfile)
-    job.report(Log(job=job.name, message=f"starting {len(hosts)} ranks with mlx.launch on "
-                                         + ", ".join(h.ssh for h in hosts)))
-    env = {**os.environ, "TAILOR_BACKEND": "ring"}
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env,
+    with tempfile.TemporaryDirectory(prefix="tailor-launch-") as tmp:
+        hostfile = None if ring is None else write_host_file(ring, Path(tmp))
+        cmd = mlx_launch_command(hosts, child_argv(argv), hostfile)
+        job.report(Log(job=job.name, message=f"starting {len(hosts)} ranks with mlx.launch on "
+                                             + ", ".join(h.ssh for h in hosts)))
+        return _relay(_start_ranks(cmd), hosts, job, args.resume or args.name or "NAME")
+
+
+def _start_ranks(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TAILOR_BACKEND": "ring"},
                             start_new_session=True)  # Ctrl-C here becomes a polite stop
-    return _relay(proc, hosts, job, args.resume or args.name or "NAME")
+
+
+class _RankNews:
+    """The ranks' own lines (stderr, through mlx.launch) and rank 0's events turned into the
+    log's per-host progress: which host each rank is on, when it joined and finished, and
+    every tenth of the run the step all of them have reached (a step ends only once every
+    rank's gradients are in: the ranks move in step)."""
+
+    def __init__(self, hosts: list[Host], job):
+        self.hosts, self.job = hosts, job
+        self.lock = threading.Lock()  # two threads report: the stdout relay and this one
+        self.next_step = 0
+
+    def report(self, event) -> None:
+        with self.lock:
+            self.job.report(event)
+
+    def where(self, rank: int) -> str:
+        return self.hosts[rank].ssh if 0 <= rank < len(self.hosts) else "?"
+
+    def rank_line(self, line: str) -> bool:
+        """A ``[rank N] ...`` line as a Log event; False for any other line."""
+        m = _RANK_LINE.match(line.strip())
+        if not m:
+            return False
+        rank, text = int(m.group(1)), m.group(2)
+        bad = text.startswith(("FAILED", "warning"))
+        self.report(Log(job=self.job.name, level="warning" if bad else "info",
+                        message=f"rank {rank} on {self.where(rank)}: {text}"))
+        return True
+
+    def event(self, event) -> None:
+        """Rank 0's event, reported as this job's, with the per-host lines it implies."""
+        self.report(event)
+        info = getattr(event, "info", None)
+        if event.kind == "started" and isinstance(info, dict) and info.get("distributed"):
+            names = info["distributed"].get("hosts") or []
+            self.report(Log(job=self.job.name, message="ranks: " + ", ".join(
+                f"{r} on {self.where(r)}" + (f" ({n})" if n and n != self.where(r) else "")
+                for r, n in enumerate(names))))
+        if event.kind == "step" and event.iteration >= self.next_step:
+            total = event.total_iterations or 0
+            self.next_step = event.iteration + max(1, total // 10)
+            self.report(Log(job=self.job.name, message=(
+                f"step {event.iteration}/{total or '?'} done on every rank: "
+                + ", ".join(f"{r} on {h.ssh}" for r, h in enumerate(self.hosts)))))
 
 
 def _relay(proc: subprocess.Popen, hosts: list[Host], job, name: str) -> int:
     ends: dict[int, str] = {}
-    stderr_lines: list[str] = []
+    news = _RankNews(hosts, job)
 
     def read_stderr() -> None:
         for line in proc.stderr:
@@ -252,9 +179,10 @@ def _relay(proc: subprocess.Popen, hosts: list[Host], job, name: str) -> int:
             if m:
                 ends[int(m.group(1))] = (f"exited with code {m.group(2)}" if m.group(2)
                                          else "was killed")
+            elif news.rank_line(line):
+                pass
             elif line.strip() and not line.startswith(("[ring]", "[train]", "  hint:")):
                 # (rank 0's own terminal lines: its events are reported here already)
-                stderr_lines.append(line.rstrip())
                 sys.stderr.write(line)
 
     def forward_stop() -> None:  # the job's stop (Ctrl-C, `stop` on stdin) reaches every rank
@@ -277,7 +205,7 @@ def _relay(proc: subprocess.Popen, hosts: list[Host], job, name: str) -> int:
             event = decode_event(line)
         except (ValueError, KeyError, TypeError):
             continue
-        job.report(event)
+        news.event(event)
         if event.kind in ("finished", "failed", "cancelled"):
             ending = event.kind
     proc.wait()
@@ -285,7 +213,7 @@ def _relay(proc: subprocess.Popen, hosts: list[Host], job, name: str) -> int:
     lost = [f"rank {r} on {hosts[r].ssh if r < len(hosts) else '?'} {how}"
             for r, how in sorted(ends.items())]
     if lost and ending != "finished":
-        job.report(Log(job=job.name, level="warning", message="; ".join(lost)))
+        news.report(Log(job=job.name, level="warning", message="; ".join(lost)))
     if ending == "finished":
         return 0
     if ending == "cancelled":
@@ -325,14 +253,26 @@ def dispatch(args, job) -> int | None:
     from ..data import DataConfig
     from .config import TrainConfig
 
+    data, copied = dataset_for_rank(settings["data"], settings.get("data_sha256", ""))
+    began = time.monotonic()
+    _rank_says(rank, f"joined on {platform.node()}"
+               + (f"; reads the dataset's verified copy {data}" if copied else ""))
     try:
-        distributed.train_worker(settings["model"], settings["data"], settings["name"],
+        distributed.train_worker(settings["model"], data, settings["name"],
                                  TrainConfig.from_dict(settings["cfg"]),
                                  DataConfig(**settings["data_config"]), job=job)
     except Cancelled:
-        pass  # a stop all ranks agreed on: rank 0 saves and says so (a non-zero exit here
-        # would make mlx.launch terminate rank 0 mid-save)
+        _rank_says(rank, f"stopped with the others after {time.monotonic() - began:.0f} s")
+        return 0  # a stop all ranks agreed on: rank 0 saves and says so (a non-zero exit
+        # here would make mlx.launch terminate rank 0 mid-save)
+    _rank_says(rank, f"finished on {platform.node()} after {time.monotonic() - began:.0f} s")
     return 0
+
+
+def _rank_says(rank: int, text: str) -> None:
+    """One line for the launcher's log (_RankNews.rank_line), on stderr through mlx.launch."""
+    sys.stderr.write(f"[rank {rank}] {text}\n")
+    sys.stderr.flush()
 
 
 def _rank0_settings(args) -> dict:
@@ -366,8 +306,9 @@ def _rank0_settings(args) -> dict:
     data_config = data_config or DataConfig()
     data_config.max_seq_length = cfg.max_seq_length
     data_config.min_examples = max(data_config.min_examples, cfg.batch_size)
+    sha = sha256_of(str(data)) if Path(data).is_file() else ""  # the ranks find it by this
     return {"model": str(model), "data": str(data), "name": name, "cfg": cfg.to_dict(),
-            "data_config": dataclasses.asdict(data_config)}
+            "data_config": dataclasses.asdict(data_config), "data_sha256": sha}
 
 
 def _rank_reporter(rank: int):
@@ -376,9 +317,9 @@ def _rank_reporter(rank: int):
 
     def report(event) -> None:
         if isinstance(event, Failed):
-            sys.stderr.write(f"[rank {rank}] FAILED: {event.message}\n")
+            _rank_says(rank, f"FAILED: {event.message}"
+                       + (f" ({event.hint})" if getattr(event, "hint", "") else ""))
         elif isinstance(event, Log) and event.level in ("warning", "error"):
-            sys.stderr.write(f"[rank {rank}] {event.message}\n")
-        sys.stderr.flush()
+            _rank_says(rank, f"warning: {event.message}")
 
     return report
