@@ -109,7 +109,10 @@ def launch_training(args, job, argv: list[str] | None = None, *,
     ring = ring_hosts(hosts, runner)  # mlx.launch's ring wants IPs, not names
     argv = list(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory(prefix="tailor-launch-") as tmp:
-        hostfile = None if ring is None else write_host_file(ring, Path(tmp))
+        given = Path(args.hosts).expanduser() if args.hosts else None
+        hostfile = None if ring is None else (  # the user's own file keeps its "envs"
+            given if given.is_file() and all(h.ips for h in hosts)
+            else write_host_file(ring, Path(tmp)))
         cmd = mlx_launch_command(hosts, child_argv(argv), hostfile)
         job.report(Log(job=job.name, message=f"starting {len(hosts)} ranks with mlx.launch on "
                                              + ", ".join(h.ssh for h in hosts)))
