@@ -96,9 +96,6 @@ class TrainConfig:
             problems.append("val_batches = 0 would validate on nothing; use -1 (all) or 1 or more")
         if not self.targets.strip():
             problems.append("targets is empty")
-        if self.objective == "dpo" and self.method != "lora":
-            problems.append(f"dpo with --method {self.method} is not supported yet (its "
-                            "reference is the base, the LoRA adapter switched off); use lora")
         if self.objective != "sft" and self.pack:
             problems.append(f"{self.objective} scores whole answers: drop --pack")
         if problems:

@@ -6,8 +6,9 @@ computed once, then the chosen answers and the rejected answers, each padded to 
 each answer's token log-probabilities (chosen rows first, then rejected, in every [2B] vector).
 
 DPO's reference model is the same weights with the adapter switched off (``adapters_off``:
-every LoRA layer computes only its base layer), so there is never a second copy of the model in
-memory. The base is frozen, so each pair's reference log-probabilities are constant for the
+every LoRA or DoRA layer computes only its base layer), so there is never a second copy of the
+model in memory; with full fine-tuning it is the weights as they are before step 1. Either way
+it is frozen, so each pair's reference log-probabilities are constant for the
 whole run: the trainer computes them once before step 1 (``reference_logps``), keeps them in
 the adapter folder (``REFERENCE_FILE``, reloaded on resume) and the batches carry them, so a
 step runs only the policy pass. ORPO needs no reference. Each step's metrics are sums over
@@ -106,30 +107,39 @@ def log_sigmoid(x: mx.array) -> mx.array:
     return -mx.logaddexp(mx.zeros_like(x), -x)
 
 
-def _base_only(cls):
-    """A LoRALinear subclass that calls only its base layer: the adapter's branch is not
-    computed at all (times 0 it would add exactly nothing, at a cost)."""
-    class BaseOnly(cls):
-        def __call__(self, x):
-            return self.linear(x)
+_BASE_ONLY: dict = {}
 
-    return BaseOnly
+
+def _base_only(cls):
+    """A LoRA/DoRA layer subclass that calls only its base layer: the adapter's branch (and
+    DoRA's magnitude) is not computed at all, so the layer is exactly the base's."""
+    if cls not in _BASE_ONLY:
+        class BaseOnly(cls):
+            def __call__(self, x):
+                return self.linear(x)
+
+        _BASE_ONLY[cls] = BaseOnly
+    return _BASE_ONLY[cls]
 
 
 @contextmanager
 def adapters_off(model):
-    """Inside the block the model computes the base's values: plain LoRA layers call only
-    their base layer, other LoRA layers (experts, embeddings) have their scale at 0."""
+    """Inside the block the model computes the base's values: LoRA and DoRA linear layers call
+    only their base layer, other LoRA layers (experts, embeddings) have their scale at 0. With
+    full fine-tuning there are none: the model is what it is (its reference is cached before
+    the first step)."""
+    from mlx_lm.tuner.dora import DoRALinear
     from mlx_lm.tuner.lora import LoRALinear
 
-    layers = [m for _, m in model.named_modules() if hasattr(m, "lora_a") and
-              hasattr(m, "scale") and not hasattr(m, "m")]
+    layers = [m for _, m in model.named_modules() if hasattr(m, "lora_a")]
     saved = [(m.__class__, m.scale) for m in layers]
-    off = _base_only(LoRALinear)
     try:
         for m in layers:
-            if type(m) is LoRALinear:
-                m.__class__ = off
+            if type(m) in (LoRALinear, DoRALinear):
+                m.__class__ = _base_only(type(m))
+            elif hasattr(m, "m"):  # a DoRA layer without a base-only path: scale 0 is not it
+                raise TailorError(f"DPO cannot switch off the DoRA layer {type(m).__name__}",
+                                  hint="use --method lora, or DoRA on linear layers only")
             else:
                 m.scale = 0.0
         yield len(layers)
@@ -290,6 +300,13 @@ class PreferenceTrainer(Trainer):
         streams = {k: v for k, v in streams.items() if v is not None}
         file = checkpoints_dir(self.adapter_dir) / REFERENCE_FILE
         kept = _load_reference(file, streams) if self._resumed else None
+        if kept is None and self._resumed and self.cfg.method == "full":
+            # the weights have moved: what they give now is not the run's reference
+            raise TailorError(f"{file}: the reference log-probabilities of this full "
+                              "fine-tuning DPO run are missing or do not match its data; they "
+                              "were computed from the weights before step 1 and cannot be "
+                              "computed again from the trained ones",
+                              hint="start the run again under a new name")
         if kept is None:
             kept = {}
             for split, stream in streams.items():
