@@ -55,6 +55,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "reproduces the model's: the closest type is used and the measured "
                         "mismatch rate recorded (the model will see text split differently "
                         "from training)")
+    from ..configs import add_dataclass_args
+    from .imatrix_config import ImatrixConfig
+
+    add_dataclass_args(p, ImatrixConfig)  # --imatrix FILE|auto and its collection settings
 
 
 def run(args: argparse.Namespace, job) -> int:
@@ -75,9 +79,13 @@ def run(args: argparse.Namespace, job) -> int:
     if args.format == "peft":
         return _run_peft(args, job)
     source = Path(args.model) if args.model else args.adapter
+    from .imatrix_source import imatrix_from_args
+
+    imatrix = imatrix_from_args(args, source, job)  # None without --imatrix
     result = export_gguf(source, Path(args.out), args.quant, adapter_only=args.adapter_only,
                          verify=not args.no_verify, job=job, threads=args.threads,
-                         allow_tokenizer_mismatch=args.allow_tokenizer_mismatch)
+                         allow_tokenizer_mismatch=args.allow_tokenizer_mismatch,
+                         **({"imatrix": imatrix} if imatrix is not None else {}))
     placed = _to_lmstudio(args, result, job) if args.lmstudio else None
     # the per-tensor list stays in the record file; the event says how many
     job.report(Finished(job=job.name, result=dataclasses.replace(result, tensors=[])))

@@ -154,11 +154,11 @@ def _compute(source, cfg: ImatrixConfig, job: Job) -> tuple[Imatrix, dict]:
     if cfg.imatrix_text:
         text = Path(cfg.imatrix_text).expanduser()
         tokens, datasets = _text_tokens(text, tokenizer), [str(text)]
-        record = {"computed": True, "data": {"text": str(text)}}
+        record = {"computed": True, "data": str(text), "data_kind": "text file"}
     else:
         tokens, data = _training_tokens(info, tokenizer, job)
-        datasets = [data["path"]]
-        record = {"computed": True, "data": data}
+        datasets = [data["data"]]
+        record = {"computed": True, **data}
     chunks = cut_chunks(tokens, cfg.imatrix_ctx, _bos_id(tokenizer), cfg.imatrix_chunks)
     if not chunks:
         raise TailorError(f"{datasets[0]} gives {len(tokens)} tokens, too few for an "
@@ -194,7 +194,7 @@ def _load(source, job: Job):
 
 def _training_tokens(info, tokenizer, job: Job) -> tuple[list[int], dict]:
     """The adapter's training split, prepared with the run's data settings (so rendered and
-    tokenized as training saw it), as one stream; its record (path, sha256, examples)."""
+    tokenized as training saw it), as one stream; its record (data file, sha256, examples)."""
     from ..data import DataConfig, prepare_dataset
 
     ds = info.manifest.get("dataset") or {}
@@ -214,8 +214,8 @@ def _training_tokens(info, tokenizer, job: Job) -> tuple[list[int], dict]:
                 "importance matrix is computed over its current training split",
                 level="warning")
     tokens = [int(t) for e in prepared.train for t in e.tokens]
-    return tokens, {"path": str(path), "sha256": prepared.sha256, "split": "train",
-                    "examples": len(prepared.train)}
+    return tokens, {"data": str(path), "data_kind": "training split",
+                    "data_sha256": prepared.sha256, "data_examples": len(prepared.train)}
 
 
 def _text_tokens(path: Path, tokenizer) -> list[int]:
