@@ -23,7 +23,7 @@ from engine.train.config import PRESET_HELP, PRESETS, TrainConfig
 from .. import commands
 from ..estimate import estimate, human_bytes, human_count, longest_in, read_model_config
 from ..history import LossHistory
-from ..machines import MACHINES_TOOLTIP
+from ..machines import SeveralMacs
 from ..job_binding import bind_job, failure_html
 from ..widgets import Banner, LossChart, MetricChart, page_header
 
@@ -454,14 +454,13 @@ class TrainPage(QWidget):
         self.preset.currentIndexChanged.connect(self._apply_preset)
         self.preset.activated.connect(self._apply_preset)  # choosing it again resets it too
         top.addRow("Preset", self.preset)
-        self.machines = QLineEdit()  # several Macs: app/machines.py
-        self.machines.setPlaceholderText("this Mac only")
-        self.machines.setToolTip(MACHINES_TOOLTIP)
-        top.addRow("Machines", self.machines)
         ll.addLayout(top)
         self.preset_help = QLabel(PRESET_HELP.get("balanced", ""))
         self.preset_help.setWordWrap(True)
         ll.addWidget(self.preset_help)
+        self.several_macs = SeveralMacs(self.state)  # app/machines.py
+        self.machines = self.several_macs.field
+        ll.addWidget(self.several_macs)
         self.form = SettingsForm()
         self.form.changed.connect(self._update_estimate)
         self.form.changed.connect(self._update_preset_note)
