@@ -19,30 +19,51 @@ import mlx.nn as nn
 Split = tuple[Callable | None, Callable | None]
 
 
+# Families whose causal LM is ``<lm>.model`` (the transformer, ending in its final norm) then
+# the output layer (``lm_head``, or the tied embedding) and at most one elementwise step after
+# it: "softcap" (tanh(x / c) * c, c = final_logit_softcapping) or "scale" (x / logits_scaling).
+# Each is read from mlx-lm's Model.__call__ and checked against the full forward (loss and every
+# LoRA gradient) in tests/train/test_split_head.py; a family not listed falls back to full logits.
+HEAD_STEP: dict[str, str | None] = {
+    "llama": None, "mistral": None, "qwen2": None, "qwen3": None, "phi3": None, "gemma": None,
+    "gemma3_text": None, "smollm3": None, "olmo2": None, "ministral3": None, "qwen3_moe": None,
+    "mixtral": None, "gpt_oss": None, "qwen3_5": None, "qwen3_5_moe": None, "qwen3_next": None,
+    "gemma2": "softcap", "gemma4_text": "softcap",
+    "granite": "scale", "granitemoe": "scale", "granitemoehybrid": "scale",
+}
+# Multimodal wrappers whose __call__ hands the tokens straight to ``language_model``.
+WRAPPERS = ("gemma3", "gemma4", "qwen3_5", "qwen3_5_moe")
+
+
+def _model_type(m) -> str | None:
+    return getattr(getattr(m, "args", None), "model_type", None) or getattr(m, "model_type",
+                                                                            None)
+
+
 def split_head(model) -> Split:
-    """(body, head) with ``head(body(x)) == model(x)`` for the families we know, else (None,
-    None): then the loss falls back to full logits."""
+    """(body, head) with ``head(body(x)) == model(x)`` for the families of ``HEAD_STEP``, else
+    (None, None): then the loss falls back to full logits."""
     inner = model
-    if "language_model" in model and not ("model" in model):
-        inner = model.language_model  # gemma3 multimodal wrapper around gemma3_text
-    if "model" not in inner or not hasattr(inner.model, "embed_tokens"):
+    if _model_type(model) in WRAPPERS and "language_model" in model and "model" not in model:
+        inner = model.language_model
+    mt = _model_type(inner)
+    if mt not in HEAD_STEP or "model" not in inner or not hasattr(inner.model, "embed_tokens"):
         return None, None
-    mt = getattr(getattr(inner, "args", None), "model_type", None) or getattr(inner, "model_type",
-                                                                              None)
-    known = {"llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3_text",
-             "gemma3"}
-    if mt not in known:
+    if getattr(inner, "sharding_group", None) is not None:  # qwen3_5's tensor-parallel head
         return None, None
-    body = inner.model
-    softcap = getattr(inner, "final_logit_softcapping", None) if mt == "gemma2" else None
+    body, step = inner.model, HEAD_STEP[mt]
+    softcap = getattr(inner, "final_logit_softcapping", None) if step == "softcap" else None
+    scaling = getattr(inner, "logits_scaling", None) if step == "scale" else None
+    # every listed family has an lm_head exactly when it uses one (gemma3_text's sanitize drops
+    # it when the checkpoint ties the embedding)
+    out_layer = inner.lm_head if "lm_head" in inner else body.embed_tokens.as_linear
 
     def head(h):
-        if "lm_head" in inner:
-            out = inner.lm_head(h)
-        else:
-            out = body.embed_tokens.as_linear(h)
+        out = out_layer(h)
         if softcap:
             out = mx.tanh(out / softcap) * softcap
+        if scaling is not None:
+            out = out / scaling
         return out
 
     return (lambda x, cache=None: body(x, cache=cache)), head
