@@ -26,13 +26,16 @@ def estimate(model, model_config: dict, cfg: TrainConfig, longest: int,
     c = model_config.get("text_config", model_config)
     hidden = int(c.get("hidden_size", 1024))
     length = min(longest, cfg.max_seq_length)
+    # a preference batch of B pairs is B chosen and B rejected rows (their shared prompts
+    # computed once: 2B full rows bound it)
+    rows = cfg.batch_size * (2 if cfg.objective in ("dpo", "orpo") else 1)
     out = training_memory(MemoryInputs(
         weights_bytes=sum(v.nbytes for v in params.values()),
         trainable_bytes=sum(v.nbytes for v in trainable.values()),
         hidden=hidden, intermediate=int(c.get("intermediate_size", 4 * hidden)),
         layers=int(c.get("num_hidden_layers", len(model.layers))),
         heads=int(c.get("num_attention_heads", 8)), vocab=int(c.get("vocab_size", 32000)),
-        batch_size=cfg.batch_size, length=length, grad_checkpoint=cfg.grad_checkpoint,
+        batch_size=rows, length=length, grad_checkpoint=cfg.grad_checkpoint,
         activation_bytes=2 if any(v.dtype.size == 2 for v in params.values()) else 4))
     machine = machine_memory_bytes() if machine_bytes is None else machine_bytes
     out.update(machine_bytes=machine,
