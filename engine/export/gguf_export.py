@@ -71,7 +71,7 @@ def _vocab_record(a: ArchInfo, vocab: VocabInfo) -> dict:
 
 def _write_gguf(plan: ExportPlan, tmp: Path, job: Job, scratch: list[Path], *, verify: bool,
                 threads: int | None, allow_tokenizer_mismatch: bool,
-                force_pre_tokenizer: str | None):
+                force_pre_tokenizer: str | None, imatrix=None):
     """Write the plan's GGUF at ``tmp`` -> (arch, vocab or None, planned tensors, record
     metadata, the folder its weights came from)."""
     from .lora_gguf import write_lora_gguf
@@ -89,7 +89,7 @@ def _write_gguf(plan: ExportPlan, tmp: Path, job: Job, scratch: list[Path], *, v
         threads=threads, progress=prog,
         name=plan.info.name if plan.info is not None else model_dir.name,
         allow_tokenizer_mismatch=allow_tokenizer_mismatch,
-        force_pre_tokenizer=force_pre_tokenizer)
+        force_pre_tokenizer=force_pre_tokenizer, imatrix=imatrix)
     return a, vocab, planned, _vocab_record(a, vocab), model_dir
 
 
@@ -139,7 +139,8 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
                 cancel: CancelToken | None = None, free_bytes_fn=None,
                 job: Job | str = "export", threads: int | None = None,
                 allow_tokenizer_mismatch: bool = False,
-                force_pre_tokenizer: str | None = None, listed: bool = True) -> ExportResult:
+                force_pre_tokenizer: str | None = None, listed: bool = True,
+                imatrix=None) -> ExportResult:
     """Write ``source`` (an adapter name or AdapterInfo, or a model folder Path) as GGUF, in
     stages: plan (every refusal), write (fusing or dequantizing first when needed), verify,
     record. Returns the ExportResult (also written beside the file as ``<file>.json``); the
@@ -150,7 +151,10 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
     rate recorded); ``force_pre_tokenizer`` writes a named type regardless (tests). ``listed``:
     add the file to the adapter's exports list (engine/adapter_exports.py; off for a staged
     copy that is removed after, as `tailor push` makes). Holds the adapter's and the output's
-    locks throughout (engine/locks.py)."""
+    locks throughout (engine/locks.py). ``imatrix``: an importance matrix (GGUF tensor name ->
+    float32 weights per input column, [n_expert, n_cols] for stacked experts: what
+    llama-quantize passes as quant_weights) for the encoders, as llama-quantize --imatrix
+    uses it (engine/export/imatrix_plan.py); None or empty: none."""
     from ..library import reading
 
     job = as_job(job, report, cancel)
@@ -158,12 +162,14 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
         return _export(source, out, quant, job, adapter_only=adapter_only, verify=verify,
                        free_bytes_fn=free_bytes_fn, threads=threads,
                        allow_tokenizer_mismatch=allow_tokenizer_mismatch,
-                       force_pre_tokenizer=force_pre_tokenizer, listed=listed)
+                       force_pre_tokenizer=force_pre_tokenizer, listed=listed,
+                       imatrix=imatrix)
 
 
 def _export(source, out: Path | str, quant: str, job: Job, *, adapter_only: bool, verify: bool,
             free_bytes_fn, threads: int | None, allow_tokenizer_mismatch: bool,
-            force_pre_tokenizer: str | None, listed: bool = True) -> ExportResult:
+            force_pre_tokenizer: str | None, listed: bool = True,
+            imatrix=None) -> ExportResult:
     t0 = time.time()
     plan = plan_export(source, out, quant, adapter_only=adapter_only,
                        free_bytes_fn=free_bytes_fn,
@@ -172,7 +178,7 @@ def _export(source, out: Path | str, quant: str, job: Job, *, adapter_only: bool
     out = plan.out
     job.started({"source": plan.source_name, "quant": plan.quant, "out": str(out),
                  "adapter_only": adapter_only}, {"base_model": str(plan.base_dir)})
-    if plan.warning:
+    if plan.warning and not imatrix:  # (the Q2_K/Q3_K advice to use an importance matrix)
         job.log(plan.warning, level="warning")
     from ..models.folder_files import model_files
 
@@ -185,8 +191,12 @@ def _export(source, out: Path | str, quant: str, job: Job, *, adapter_only: bool
             a, vocab, planned, meta, model_dir = _write_gguf(
                 plan, tmp, job, scratch, verify=verify, threads=threads,
                 allow_tokenizer_mismatch=allow_tokenizer_mismatch,
-                force_pre_tokenizer=force_pre_tokenizer)
+                force_pre_tokenizer=force_pre_tokenizer, imatrix=imatrix)
             meta["skipped_base_files"] = [str(f) for f in skipped_files.skipped]
+            if imatrix and not adapter_only:
+                from .imatrix_plan import imatrix_record
+
+                meta["imatrix"] = imatrix_record(imatrix, planned)
             verification = _verify_gguf(plan, tmp, job, a, vocab, planned, model_dir, meta,
                                         verify)
             size = tmp.stat().st_size

@@ -70,6 +70,11 @@ def _encode_rows(w: np.ndarray, qw: np.ndarray, type_name: str, row0: int) -> np
         bad = row0 + int(np.argwhere(~np.isfinite(x))[0, 0])
         raise ValueError(f"{type_name}: row {bad} holds a NaN or infinite value; the "
                          "weights are not quantizable")
+    rows = len(x)
+    if rows == 1:
+        # one row (and maybe one block): numpy sums an [n, 1] array over axis 0 pairwise,
+        # not in order; a second copy of the row keeps every sum strictly sequential
+        x = np.concatenate([x, x])
     blocks = x.reshape(-1, qk)
     with np.errstate(all="ignore"):
         value_weights = _value_weights(x, qw, sigma).reshape(-1, qk)
@@ -81,7 +86,7 @@ def _encode_rows(w: np.ndarray, qw: np.ndarray, type_name: str, row0: int) -> np
             peak = float(np.abs(blocks[overflow.block]).max())
             raise ValueError(f"{type_name}: row {row} has values up to {peak:.3g}, too large "
                              "for the format's fp16 scales") from None
-    return data.reshape(len(x), -1)
+    return data.reshape(len(x), -1)[:rows]
 
 
 def _value_weights(x: np.ndarray, qw: np.ndarray, sigma) -> np.ndarray:
@@ -117,8 +122,20 @@ def _min_levels(blocks: np.ndarray, qw: np.ndarray, nmax: int):
     (levels uint8 [n, 32], scale, the stored min: -the_min, the C sign of a zero kept)."""
     x, w = np.ascontiguousarray(blocks.T), np.ascontiguousarray(qw.T)
     fit = fit_min_scale(x, nmax, -0.9, 0.05, 36, weights=w)
-    levels = np.ascontiguousarray(fit.levels(x, nmax, ALL).T).astype(np.uint8)
+    levels = np.ascontiguousarray(_search_levels(fit, x, nmax, ALL).T).astype(np.uint8)
     return levels, fit.scale, _stored_min(x, fit, nmax)
+
+
+def _search_levels(fit, columns: np.ndarray, nmax: int, which) -> np.ndarray:
+    """The levels make_qkx3_quants left in L for the sub-blocks `which` ([n, k] int32),
+    with C's nearest_int also where |iscale * (x - min)| passes 2**22: with weights, a
+    value of weight 0 may lie far outside the fitted range (its level is what the bit trick
+    makes of it, not the clamp's end)."""
+    with np.errstate(all="ignore"):
+        scaled = fit.grid_iscale[which] * (columns[:, which] - fit.grid_min[which])
+    levels = np.clip(nearest_int_exact(scaled), 0, nmax)
+    levels[:, fit.flat[which]] = 0
+    return levels
 
 
 def _stored_min(x: np.ndarray, fit, nmax: int) -> np.ndarray:
@@ -211,7 +228,7 @@ def _encode_q2_k(blocks, qw):
     step = d.astype(F32)[:, None] * (packed & 0xF).astype(F32)
     offset = dmin.astype(F32)[:, None] * (packed >> 4).astype(F32)
     levels = _requantized(blocks.reshape(n, 16, 16), step, offset, 0, 3,
-                          lambda which: fit.levels(columns, 3, which))
+                          lambda which: _search_levels(fit, columns, 3, which))
     out = np.empty((n, 84), dtype=np.uint8)
     out[:, 0:16] = packed
     out[:, 16:80] = _pack_2bit(levels.reshape(n, 256))
@@ -260,7 +277,7 @@ def _min_k_blocks(blocks, qw, nmax: int):
     step = d.astype(F32)[:, None] * sc.astype(F32)
     offset = dmin.astype(F32)[:, None] * mn.astype(F32)
     levels = _requantized(blocks.reshape(n, 8, 32), step, offset, 0, nmax,
-                          lambda which: fit.levels(columns, nmax, which))
+                          lambda which: _search_levels(fit, columns, nmax, which))
     header = np.empty((n, 16), dtype=np.uint8)
     header[:, 0:2], header[:, 2:4], header[:, 4:16] = _fp16_bytes(d), _fp16_bytes(dmin), packed
     return header, levels.reshape(n, 256)

@@ -1,7 +1,7 @@
 """Which GGML type each tensor gets for a requested file type, and the encoders.
 
-The mixtures follow llama.cpp's `llama_tensor_get_type` (`src/llama-quant.cpp`) with no
-importance matrix: `output` (or `token_embd` when tied) takes Q6_K; the K-quant file types
+The mixtures follow llama.cpp's `llama_tensor_get_type` (`src/llama-quant.cpp`) (with an
+importance matrix the ffn_down rules of IQ4_NL/XS, Q4_0 and Q5_0 differ: see TypePlanner): `output` (or `token_embd` when tied) takes Q6_K; the K-quant file types
 raise `attn_v` / `ffn_down` / `attn_output` on the layers llama.cpp picks (e.g. Q4_K_M:
 Q6_K on the layers `use_more_bits` picks; Q3_K_M: Q5_K/Q4_K; Q2_K: Q3_K, and Q4_K for attn_v
 when 4+ query heads share a KV head). A tensor whose rows are not a multiple of the type's
@@ -54,12 +54,14 @@ class TypePlanner:
     """Stateful like llama.cpp's quantize_state: counts attn_v / ffn_down in file order.
 
     `n_gqa` (query heads per KV head) decides Q2_K's and IQ4_NL/XS's attn_v type; `n_expert`
-    (experts per MoE layer) llama.cpp's 8-expert rules (attn_k/attn_v Q8_0, attn_output Q5_K)."""
+    (experts per MoE layer) llama.cpp's 8-expert rules (attn_k/attn_v Q8_0, attn_output Q5_K);
+    `has_imatrix` (an importance matrix with at least one entry) its ffn_down rules that
+    differ with one (IQ4_NL/XS, Q4_0, Q5_0)."""
 
     def __init__(self, quant: str, n_layers: int, has_output: bool, n_gqa: int = 1,
-                 n_expert: int = 1):
+                 n_expert: int = 1, has_imatrix: bool = False):
         self.quant, self.n_layers, self.has_output = quant, n_layers, has_output
-        self.n_gqa, self.n_expert = n_gqa, n_expert
+        self.n_gqa, self.n_expert, self.has_imatrix = n_gqa, n_expert, has_imatrix
         self.i_attn_v = 0
         self.i_ffn_down = 0
 
@@ -130,12 +132,16 @@ class TypePlanner:
             return T.Q5_K
         if q == "q4_k_m":
             return T.Q6_K if use_more_bits(i, n) else t
-        if q in ("iq4_nl", "iq4_xs") and i < n // 8:  # (llama.cpp: only without an imatrix)
+        if q in ("iq4_nl", "iq4_xs") and i < n // 8 and not self.has_imatrix:
             return T.Q5_K
         if q == "q5_k_m" and use_more_bits(i, n):
             return T.Q6_K
         if q == "q4_k_s" and i < n // 8:
             return T.Q5_K
+        if q in ("q4_0", "q5_0") and i < n // 8 and self.has_imatrix:
+            # llama.cpp guards the first ffn_down layers with an imatrix only, so a file
+            # without one stays what it was before imatrices existed
+            return T.Q4_1 if q == "q4_0" else T.Q5_1
         return t
 
 
@@ -147,14 +153,22 @@ def _layer_of(name: str) -> int:
     return int(parts[1])
 
 
-def encode(w: np.ndarray, t: T, threads: int | None = None) -> np.ndarray:
+def encode(w: np.ndarray, t: T, threads: int | None = None,
+           weights: np.ndarray | None = None) -> np.ndarray:
     """float32 or float16 [rows, cols] -> the tensor data of type ``t`` (uint8 bytes, or
-    F32/F16). float16 input gives the bytes float32 input of the same values gives."""
+    F32/F16). float16 input gives the bytes float32 input of the same values gives.
+    ``weights``: importance-matrix rows ([cols], or [experts, cols] for [experts, rows,
+    cols] input), used by the types whose llama.cpp encoder takes them (imatrix_quants)."""
     if t == T.F32:
         return np.ascontiguousarray(w, dtype=np.float32)
     if t == T.F16:
         return np.ascontiguousarray(w, dtype=np.float16)  # float16 in: no conversion at all
     w2 = w.reshape(-1, w.shape[-1])
+    if weights is not None:
+        from . import imatrix_quants
+
+        if t.name in imatrix_quants.WEIGHTED_TYPES:
+            return imatrix_quants.quantize_weighted(w2, t.name, weights)
     if t in K_TYPES:
         from . import kquants
 

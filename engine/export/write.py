@@ -42,6 +42,7 @@ class PlannedTensor:
     ref: TensorRef | None = None  # None: generated (rope_freqs)
     data: np.ndarray | None = None
     hf_name: str = ""
+    importance: np.ndarray | None = None  # importance-matrix rows [n_mat, cols] (imatrix_plan)
 
 
 def _order_key(name: str) -> tuple:
@@ -53,7 +54,11 @@ def _order_key(name: str) -> tuple:
     return (first.get(name, 2), 0, name)
 
 
-def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str) -> list[PlannedTensor]:
+def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str,
+                 imatrix=None) -> list[PlannedTensor]:
+    """The file's tensors in order with their types; ``imatrix`` (GGUF name -> per-column
+    weights, llama.cpp's quant_weights) switches the mixture rules that differ with a matrix
+    and gives each tensor encoded with it its rows (imatrix_plan)."""
     import gguf
 
     name_map = gguf.get_tensor_name_map(
@@ -79,10 +84,15 @@ def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str) -> list[Planned
         dup = sorted({n for n in names if names.count(n) > 1})
         raise TailorError(f"tensors map to the same GGUF name twice: {', '.join(dup[:3])}")
     planner = TypePlanner(quant, a.n_layers, has_output="output.weight" in names,
-                          n_gqa=a.n_head // a.n_kv_head, n_expert=a.n_expert)
+                          n_gqa=a.n_head // a.n_kv_head, n_expert=a.n_expert,
+                          has_imatrix=bool(imatrix))
     for p in planned:
         p.ggml_type = planner.type_for(p.name, p.shape)
         p.nbytes = nbytes_of(p.shape, p.ggml_type)
+    if imatrix:
+        from .imatrix_plan import attach_importance
+
+        attach_importance(planned, imatrix)
     return planned
 
 
@@ -90,10 +100,11 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
                      cancel: CancelToken | None, job: str, threads: int | None = None,
                      progress=None, name: str | None = None,
                      allow_tokenizer_mismatch: bool = False,
-                     force_pre_tokenizer: str | None = None
+                     force_pre_tokenizer: str | None = None, imatrix=None
                      ) -> tuple[ArchInfo, VocabInfo, list[PlannedTensor]]:
     """Write the GGUF of the HF folder ``model_dir`` to ``out_tmp`` (streamed). The tokenizer
-    options go to ``read_vocab``."""
+    options go to ``read_vocab``; ``imatrix`` to plan_tensors (and its quantize.imatrix.*
+    keys, if it has gguf_metadata(), into the file as llama-quantize writes them)."""
     import gguf
 
     from ..models.load import read_config
@@ -102,7 +113,7 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
     config = read_config(model_dir)
     a = arch_info(config, str(model_dir))
     refs = list_tensors(model_dir)
-    planned = plan_tensors(a, refs, quant)
+    planned = plan_tensors(a, refs, quant, imatrix)
     embd = next((p for p in planned if p.name == "token_embd.weight"), None)
     if embd is None:
         raise TailorError(f"{model_dir}: no token embedding tensor found")
@@ -122,6 +133,10 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
             w.add_quantization_version(gguf.GGML_QUANT_VERSION)
             add_hparams(w, a, len(vocab.tokens))
             vocab.add_to(w)
+            if imatrix:
+                from .imatrix_plan import add_imatrix_metadata
+
+                add_imatrix_metadata(w, imatrix)
             for p in planned:
                 w.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.nbytes,
                                   raw_dtype=p.ggml_type)
@@ -193,8 +208,11 @@ def encode_piece(a: ArchInfo, piece: Piece) -> np.ndarray:
     else:
         # float16 stays float16 until the encoder (2-D transforms only move rows)
         w = transform(a, p.ref.name, p.ref.read(piece.row0, piece.row1, keep_f16=True))
+    weights = None
+    if p.importance is not None:  # experts: the piece's rows are experts row0..row1-1
+        weights = p.importance[piece.row0:piece.row1] if len(p.shape) == 3 else p.importance[0]
     try:
-        return encode(w, p.ggml_type, threads=1)
+        return encode(w, p.ggml_type, threads=1, weights=weights)
     except ValueError as e:  # NaN/inf weights, values too large for the format's scales
         raise TailorError(f"{p.hf_name or p.name} cannot be written as {p.ggml_type.name}: {e} "
                           f"(counting rows from row {piece.row0} of the tensor)",
