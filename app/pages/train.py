@@ -2,7 +2,6 @@
 parameter/memory estimate, Start/Stop/Resume, and the live run: chart, progress, log."""
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import html
 import math
@@ -19,6 +18,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 
 from engine.results import DataReport, JobState, TrainResult
 from engine.train.config import PRESET_HELP, PRESETS, TrainConfig
+from engine.train.pack_plan import pack_rows
 
 from .. import commands
 from ..estimate import estimate, human_bytes, human_count, longest_in, read_model_config
@@ -312,10 +312,10 @@ class SettingsForm(QWidget):
 
 
 def packed_rows_estimate(stats, capacity: int) -> int:
-    """Rows the engine's packer (best fit, longest first, at most ``capacity`` tokens a row:
-    engine/train/packing.py, which needs MLX) makes of the checked examples, estimated from
-    the report's length histogram with each example counted at its bin's upper length, so
-    the figure errs high; never below what the tokens need (total / capacity). 0: no data."""
+    """Rows the engine's packer makes of the checked examples: its own planner
+    (engine/train/pack_plan.py, what ``--pack`` runs) on the report's length histogram with
+    each example counted at its bin's upper length, so the figure errs high; never below what
+    the tokens need (total / capacity). 0: no data."""
     edges, counts = list(stats.histogram_edges or []), list(stats.histogram_counts or [])
     if not counts or capacity < 1:
         return 0
@@ -323,17 +323,7 @@ def packed_rows_estimate(stats, capacity: int) -> int:
     for i, n in enumerate(counts):
         upper = edges[i + 1] - 1 if i + 1 < len(edges) else stats.length_max
         lengths += [max(1, min(upper, stats.length_max, capacity))] * int(n)
-    lengths.sort(reverse=True)
-    rooms: list[int] = []  # room left in each row that still has some, sorted
-    rows = 0
-    for n in lengths:
-        at = bisect.bisect_left(rooms, n)
-        if at < len(rooms):
-            room = rooms.pop(at) - n
-        else:
-            rows, room = rows + 1, capacity - n
-        if room > 0:
-            bisect.insort(rooms, room)
+    rows = len(pack_rows(lengths, capacity))
     return max(rows, math.ceil(min(stats.tokens, capacity * len(lengths)) / capacity))
 
 

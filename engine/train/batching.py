@@ -15,7 +15,7 @@ from typing import Sequence
 import mlx.core as mx
 import numpy as np
 
-from .packing import pack_rows
+from .pack_plan import pack_rows
 
 PAD_MULTIPLE = 8
 TARGET_MULTIPLE = 32

@@ -15,11 +15,11 @@ therefore the whole change, exact and local to the packed forward pass.
 """
 from __future__ import annotations
 
-import bisect
-
 import mlx.core as mx
 
 from ..events import TailorError
+# the planner lives in pack_plan (stdlib only, shared with the app's step preview)
+from .pack_plan import pack_rows  # noqa: F401
 
 # Families whose mlx-lm attention takes the mask from create_attention_mask and uses RoPE, each
 # checked per example against the unpacked forward pass in tests/train/test_packing.py.
@@ -50,27 +50,6 @@ def refuse_unpackable(config: dict, where: str) -> None:
         raise TailorError(f"--pack is not available for {where}: {problem}",
                           hint="train without --pack (--no-pack): batches of similar lengths "
                                "keep padding small anyway")
-
-
-def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
-    """Example indices per row: best fit, longest first, each row's total at most
-    ``capacity``. Deterministic (ties by index), so a resumed run packs the same rows."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    rows: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (room left, row), sorted
-    for i in order:
-        n = lengths[i]
-        at = bisect.bisect_left(free, (n, -1))
-        if at < len(free):
-            room, r = free.pop(at)
-            rows[r].append(i)
-            room -= n
-        else:
-            rows.append([i])
-            r, room = len(rows) - 1, capacity - n
-        if room > 0:
-            bisect.insort(free, (room, r))
-    return rows
 
 
 class _BlockMasks:
