@@ -78,17 +78,26 @@ def data_check_command(path: str, model: str | None, preview: int = 0,
 
 
 def export_command(adapter: str, quant: str, out: str, adapter_only: bool = False,
-                   allow_tokenizer_mismatch: bool = False,
+                   allow_tokenizer_mismatch: bool = False, imatrix: str | None = None,
                    python: str | None = None) -> list[str]:
     """`tailor export --adapter A --quant Q --out F [--adapter-only]
-    [--allow-tokenizer-mismatch]` (the last: write with the closest llama.cpp pre-tokenizer
-    when none reproduces the model's)."""
+    [--allow-tokenizer-mismatch] [--imatrix auto|FILE]` (the mismatch flag: write with the
+    closest llama.cpp pre-tokenizer when none reproduces the model's; ``imatrix``: "auto"
+    computes an importance matrix over the adapter's training data, or a matrix file)."""
     args = ["--adapter", adapter, "--quant", quant, "--out", str(out)]
     if adapter_only:
         args.append("--adapter-only")
     if allow_tokenizer_mismatch:
         args.append("--allow-tokenizer-mismatch")
+    if imatrix:
+        args += ["--imatrix", str(imatrix)]
     return engine_argv("export", *args, python=python)
+
+
+def export_types_command(model: str, python: str | None = None) -> list[str]:
+    """`tailor export --list-types --model DIR`: every GGUF type with its expected size for
+    the model (an adapter's GGUF has its base's size)."""
+    return engine_argv("export", "--list-types", "--model", str(model), python=python)
 
 
 def ollama_command(gguf: str, name: str, system: str = "", host: str = "",

@@ -1,4 +1,6 @@
-"""Export: an adapter and a GGUF type (with the expected size of each), the verification result,
+"""Export: an adapter and a GGUF type (the engine's table, with the expected size of each for
+this adapter's model), an importance matrix, the verification result and the types already
+exported for the adapter with their measured quality (size, KL divergence, perplexity, time),
 and "Send to Ollama" (name, optional system prompt), with Ollama's status; without Ollama, the
 Modelfile folder and the command to run."""
 from __future__ import annotations
@@ -10,29 +12,44 @@ from typing import Callable
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout,
-                               QWidget, QHeaderView)
+from PySide6.QtWidgets import QStyle, QStyleOptionComboBox, QStylePainter
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar,
+                               QPushButton, QSizePolicy, QTableWidget, QTableWidgetItem,
+                               QTabWidget, QVBoxLayout, QWidget, QHeaderView)
 
 from engine import library, paths
+from engine.adapter_exports import listed_export_records
 from engine.events import ErrorCode
-from engine.results import ExportResult, HandoffResult, OllamaStatus
+from engine.export.quant_types import QUANT_TYPES, imatrix_warning
+from engine.results import ExportResult, HandoffResult, OllamaStatus, QuantTypeList
 
 from .. import commands
 from ..estimate import estimate, human_bytes, read_model_config
 from ..job_binding import bind_job, failure_html
 from ..widgets import Banner, ask, copy_text, page_header, reveal_in_file_manager
 
-# Bits per weight of each GGUF type (K-quant mixtures: llama.cpp's typical figures).
-QUANTS = [("q4_k_m", 4.85, "smallest that keeps quality; the usual choice"),
-          ("q5_k_m", 5.69, "a little larger, a little closer to the original"),
-          ("q6_k", 6.56, "near-lossless"),
-          ("q8_0", 8.5, "practically lossless"),
-          ("q4_0", 4.5, "legacy 4-bit"),
-          ("f16", 16.0, "unquantized half precision"),
-          ("bf16", 16.0, "unquantized bfloat16"),
-          ("f32", 32.0, "full precision (large)")]
+# The engine's one type table (engine/export/quant_types.py): `tailor export --help` and
+# `--list-types` list the same types, bits per weight and use, in the same order.
+QUANTS = [(q.name, q.bits_per_weight, q.use) for q in QUANT_TYPES]
+DEFAULT_QUANT = "q4_k_m"
+
+# The importance-matrix choice, as `tailor export --imatrix` takes it (None: no matrix).
+IMATRIX_NONE, IMATRIX_AUTO, IMATRIX_CHOOSE = "", "auto", "choose"
+IMATRIX_TOOLTIP = ("An importance matrix tells the quantizer which weights matter most to the "
+                   "model's output, measured by running the model over text. “From the training "
+                   "data” computes it over this adapter's own data (and saves it beside the "
+                   "GGUF); a file is one llama.cpp's llama-imatrix wrote. It matters most for "
+                   "Q2_K and Q3_K.")
+EXPORTED_COLUMNS = ["Type", "Size", "KL divergence", "Perplexity", "Time", "File"]
+EXPORTED_TIPS = [
+    "the GGUF file type", "the file's size",
+    "mean KL divergence of the file's next-token distribution (run in llama.cpp) from the "
+    "full-precision model (MLX, float32), in nats per token, on the adapter's held-out "
+    "examples: 0 is identical, lower is better",
+    "the file's perplexity on the same held-out tokens (the full-precision model's in the "
+    "tooltip): lower is better", "how long the export took, verification included",
+    "where the file is"]
 
 
 MISMATCH_LABEL = "Write anyway with the closest llama.cpp tokenizer (not exact)"
@@ -49,6 +66,32 @@ MISMATCH_BANNER = ("Export refused: llama.cpp has no pre-tokenizer that splits t
                    f"tick “{MISMATCH_LABEL}” and press Write GGUF again (hover it for the risk). "
                    "The MLX adapter and a fused model folder work with this tokenizer as they "
                    "are.")
+
+
+class QuantCombo(QComboBox):
+    """The type list: each entry whole in the open list (type, size, use); the closed box
+    shows the entry's short form (type and size), which always fits."""
+
+    SHORT = Qt.ItemDataRole.UserRole + 1
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        # sized for the short form, not the longest entry (which would widen the page)
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(16)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def fit_popup(self) -> None:
+        view = self.view()
+        view.setMinimumWidth(view.sizeHintForColumn(0) + 2 * view.frameWidth() + 24)
+
+    def paintEvent(self, event) -> None:
+        painter = QStylePainter(self)
+        opt = QStyleOptionComboBox()
+        self.initStyleOption(opt)
+        opt.currentText = self.currentData(self.SHORT) or opt.currentText
+        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, opt)
+        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, opt)
 
 
 def expected_size(base_params: int, bits_per_weight: float) -> int:
@@ -77,6 +120,9 @@ class ExportPage(QWidget):
         self.verified = False
         self.ollama: dict | None = None  # Ollama's last known status (see set_ollama)
         self._status_checked = False
+        self.sizes: dict[str, dict[str, int]] = {}  # base model -> type -> expected bytes
+        self.sizes_jobs: dict[str, object] = {}     # base model -> its --list-types job
+        self.imatrix_file = ""
         self._build()
         state.library_changed.connect(self.refresh_adapters)
         self.refresh_adapters()
@@ -90,6 +136,13 @@ class ExportPage(QWidget):
         row.addWidget(self._build_gguf_group(), 1)
         row.addWidget(self._build_ollama_group(), 1)
         lay.addLayout(row)
+        # Q2_K/Q3_K without an importance matrix: the engine's reason, full width; no room
+        # is kept for it while it is hidden
+        self.imatrix_banner = Banner()
+        policy = self.imatrix_banner.sizePolicy()
+        policy.setRetainSizeWhenHidden(False)
+        self.imatrix_banner.setSizePolicy(policy)
+        lay.addWidget(self.imatrix_banner)
         self._build_results(lay)
         lay.addLayout(self._build_footer())
         self.reveal = reveal_in_file_manager  # tests record it
@@ -103,11 +156,25 @@ class ExportPage(QWidget):
         self.adapter_box = QComboBox()
         self.adapter_box.currentIndexChanged.connect(self._update_sizes)
         form.addRow("Adapter", self.adapter_box)
-        self.quant_box = QComboBox()
+        self.quant_box = QuantCombo()
         self.quant_box.currentIndexChanged.connect(self._update_out)
+        self.quant_box.currentIndexChanged.connect(self._update_imatrix_warning)
         form.addRow("Type", self.quant_box)
+        self.quant_use = QLabel()  # the chosen type's bits and use, wrapped: never cut off
+        self.quant_use.setWordWrap(True)
+        self.quant_use.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        # (its one-line width would widen the group and squeeze Send to Ollama)
+        self.quant_use.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        form.addRow("", self.quant_use)
+        self.imatrix_box = QComboBox()
+        self.imatrix_box.setToolTip(IMATRIX_TOOLTIP)
+        self._fill_imatrix_box()
+        self.imatrix_box.activated.connect(self._imatrix_chosen)
+        self.imatrix_box.currentIndexChanged.connect(self._update_imatrix_warning)
+        form.addRow("Importance matrix", self.imatrix_box)
         self.adapter_only = QCheckBox("Adapter only (small file for Ollama ADAPTER / llama.cpp "
                                       "--lora)")
+        self.adapter_only.toggled.connect(self._update_imatrix_warning)
         form.addRow("", self.adapter_only)
         # Offered only after an export was refused for it: a risk to take knowingly.
         self.allow_mismatch = QCheckBox(MISMATCH_LABEL)
@@ -160,14 +227,27 @@ class ExportPage(QWidget):
         return ollama
 
     def _build_results(self, lay: QVBoxLayout) -> None:
-        """The verification checks and what the hand-off printed."""
-        lay.addWidget(QLabel("<b>Verification</b>"))
+        """The types exported for this adapter, the verification checks, and what the
+        hand-off printed."""
+        self.results_tabs = QTabWidget()
+        self.exported = QTableWidget(0, len(EXPORTED_COLUMNS))
+        self.exported.setHorizontalHeaderLabels(EXPORTED_COLUMNS)
+        for i, tip in enumerate(EXPORTED_TIPS):
+            self.exported.horizontalHeaderItem(i).setToolTip(tip)
+        self.exported.horizontalHeader().setSectionResizeMode(
+            len(EXPORTED_COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
+        self.exported.verticalHeader().hide()
+        self.exported.verticalHeader().setDefaultSectionSize(  # one line a row: more rows
+            self.exported.fontMetrics().lineSpacing() + 8)
+        self.exported.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.results_tabs.addTab(self.exported, "Exported for this adapter")
         self.checks = QTableWidget(0, 3)
         self.checks.setHorizontalHeaderLabels(["Check", "Result", "Detail"])
         self.checks.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.checks.verticalHeader().hide()
         self.checks.setWordWrap(True)
-        lay.addWidget(self.checks, 1)
+        self.results_tabs.addTab(self.checks, "Verification")
+        lay.addWidget(self.results_tabs, 1)
         self.ollama_result = QPlainTextEdit()
         self.ollama_result.setReadOnly(True)
         self.ollama_result.setMaximumHeight(110)
@@ -216,31 +296,150 @@ class ExportPage(QWidget):
         if i >= 0:
             self.adapter_box.setCurrentIndex(i)
 
-    def _base_params(self) -> int:
+    def _adapter(self):
         name = self.adapter_box.currentData()
         if not name:
-            return 0
+            return None
         try:
-            a = library.get_adapter(name)
-        except Exception:  # noqa: BLE001
-            return 0
-        est = estimate(read_model_config(a.base_model), {}) if a.base_model else None
+            return library.get_adapter(name)
+        except Exception:  # noqa: BLE001 - gone or unreadable: nothing to size or list
+            return None
+
+    def _base_params(self) -> int:
+        a = self._adapter()
+        est = estimate(read_model_config(a.base_model), {}) if a and a.base_model else None
         return est.base_params if est else 0
 
     def _update_sizes(self) -> None:
-        keep = self.quant_box.currentData() or "q4_k_m"
-        params = self._base_params()
+        """The type list: the engine's planned size of each type's file for this adapter's
+        base once `tailor export --list-types` has answered (asked off the UI thread, once a
+        base), until then the size the typical bits per weight give."""
+        keep = self.quant_box.currentData() or DEFAULT_QUANT
+        a = self._adapter()
+        base = a.base_model if a else ""
+        planned = self.sizes.get(base) or {}
+        if base and base not in self.sizes:
+            self._request_sizes(base)
+        params = 0 if planned else self._base_params()
         self.quant_box.blockSignals(True)
         self.quant_box.clear()
         for key, bpw, note in QUANTS:
-            size = f" · about {human_bytes(expected_size(params, bpw))}" if params else ""
-            self.quant_box.addItem(f"{key.upper()}{size} — {note}", key)
+            size = planned.get(key) or (expected_size(params, bpw) if params else 0)
+            about = f" · {'' if planned.get(key) else 'about '}{human_bytes(size)}" if size \
+                else ""
+            self.quant_box.addItem(f"{key.upper()}{about} — {note}", key)
+            i = self.quant_box.count() - 1
+            self.quant_box.setItemData(i, f"{key.upper()}{about}", QuantCombo.SHORT)
+            self.quant_box.setItemData(i, f"{key.upper()}: ~{bpw:g} bits per weight, {note}",
+                                       Qt.ItemDataRole.ToolTipRole)
+        self.quant_box.fit_popup()
         self.quant_box.setCurrentIndex(max(self.quant_box.findData(keep), 0))
         self.quant_box.blockSignals(False)
         name = self.adapter_box.currentData() or ""
         if name and not self.name_edit.isModified():
             self.name_edit.setText(ollama_name_for(name))
         self._update_out()
+        self._update_imatrix_warning()
+        self.refresh_exported()
+
+    def _request_sizes(self, base: str) -> None:
+        if base in self.sizes_jobs:
+            return
+        job = self.state.queue.submit("GGUF sizes", commands.export_types_command(base),
+                                      heavy=False)
+        self.sizes_jobs[base] = job
+
+        def sized(result) -> None:
+            types = QuantTypeList.coerce(result).types
+            self.sizes[base] = {t.name: t.expected_bytes for t in types if t.expected_bytes}
+            self._update_sizes()
+
+        def unsized(message: str, hint: str, _failed) -> None:
+            self.sizes[base] = {}  # the bits-per-weight estimate stays; asked once a base
+            self.quant_box.setToolTip(f"expected sizes from typical bits per weight "
+                                      f"({message})")
+
+        bind_job(job, sized, on_failure=unsized,
+                 on_ended=lambda _: self.sizes_jobs.pop(base, None))
+
+    # -- importance matrix -------------------------------------------------------------------
+
+    def _fill_imatrix_box(self) -> None:
+        keep = self.imatrix_box.currentData()
+        self.imatrix_box.blockSignals(True)
+        self.imatrix_box.clear()
+        self.imatrix_box.addItem("None", IMATRIX_NONE)
+        self.imatrix_box.addItem("From the training data", IMATRIX_AUTO)
+        if self.imatrix_file:
+            self.imatrix_box.addItem(f"File: {Path(self.imatrix_file).name}", self.imatrix_file)
+            self.imatrix_box.setItemData(2, self.imatrix_file, Qt.ItemDataRole.ToolTipRole)
+        self.imatrix_box.addItem("Choose a file…", IMATRIX_CHOOSE)
+        i = self.imatrix_box.findData(keep) if keep not in (None, IMATRIX_CHOOSE) else 0
+        self.imatrix_box.setCurrentIndex(max(i, 0))
+        self.imatrix_box.blockSignals(False)
+
+    def _imatrix_chosen(self, index: int) -> None:
+        if self.imatrix_box.itemData(index) != IMATRIX_CHOOSE:
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Importance matrix", str(Path.home()),
+            "Importance matrix (*.gguf *.dat);;All files (*)")
+        self.set_imatrix_file(path)
+
+    def set_imatrix_file(self, path: str) -> None:
+        """Use the matrix file ``path`` (an empty path keeps the choice before)."""
+        if path:
+            self.imatrix_file = path
+        self.imatrix_box.setCurrentIndex(0)  # (fill keeps the current data; "choose" is none)
+        self._fill_imatrix_box()
+        if path:
+            self.imatrix_box.setCurrentIndex(self.imatrix_box.findData(path))
+        self._update_imatrix_warning()
+
+    def imatrix(self) -> str | None:
+        """What the export is given: None, "auto" or a matrix file."""
+        value = self.imatrix_box.currentData()
+        if self.adapter_only.isChecked() or value in (IMATRIX_NONE, IMATRIX_CHOOSE, None):
+            return None
+        return value
+
+    def _update_imatrix_warning(self, *_) -> None:
+        """The chosen type's line; Q2_K/Q3_K chosen without an importance matrix: the
+        engine's warning and reason."""
+        q = next((q for q in QUANT_TYPES if q.name == self.quant_box.currentData()), None)
+        self.quant_use.setText(f"~{q.bits_per_weight:g} bits per weight: {q.use}"
+                               + (" (an importance matrix helps)" if q.wants_imatrix else "")
+                               if q else "")
+        adapter_only = self.adapter_only.isChecked()
+        self.imatrix_box.setEnabled(not adapter_only)
+        warning = None if adapter_only or self.imatrix() else \
+            imatrix_warning(self.quant_box.currentData() or "")
+        if warning:
+            self.imatrix_banner.show_message(
+                "warn", html.escape(warning) + ". Choose “From the training data” under "
+                "Importance matrix.")
+        else:
+            self.imatrix_banner.clear()
+
+    # -- exported types ----------------------------------------------------------------------
+
+    def refresh_exported(self) -> None:
+        """The GGUFs exported from the chosen adapter (its exports list), with their size,
+        measured quality and time; the tab's title counts them."""
+        a = self._adapter()
+        entries = [e for e in listed_export_records(a.path) if e.kind == "model"] if a else []
+        self.exported.setRowCount(len(entries))
+        for row, e in enumerate(entries):
+            for col, (text, tip) in enumerate(exported_cells(e)):
+                item = QTableWidgetItem(text)
+                item.setToolTip(tip)
+                if col in (1, 2, 3, 4):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight |
+                                          Qt.AlignmentFlag.AlignVCenter)
+                self.exported.setItem(row, col, item)
+        for col in range(len(EXPORTED_COLUMNS) - 1):
+            self.exported.resizeColumnToContents(col)
+        self.results_tabs.setTabText(0, f"Exported for this adapter ({len(entries)})")
 
     def _update_out(self) -> None:
         name = self.adapter_box.currentData() or ""
@@ -262,7 +461,7 @@ class ExportPage(QWidget):
             return
         argv = commands.export_command(
             name, self.quant_box.currentData(), out, adapter_only=self.adapter_only.isChecked(),
-            allow_tokenizer_mismatch=self.allow_mismatch.isChecked())
+            allow_tokenizer_mismatch=self.allow_mismatch.isChecked(), imatrix=self.imatrix())
         self.export_job = job = self.state.queue.submit(f"Export {name}", argv)
         self.verified = False
         self.last_export = None
@@ -272,7 +471,7 @@ class ExportPage(QWidget):
                  disable=[self.export_button], enable=[self.cancel_button],
                  running=f"Exporting {html.escape(name)}…", on_failure=self._export_failed,
                  cancelled="Export cancelled; nothing was written.",
-                 on_ended=lambda _: self.refresh_send())
+                 on_ended=lambda _: (self.refresh_send(), self.refresh_exported()))
 
     def cancel(self) -> None:
         if self.export_job is not None and not self.export_job.done:
@@ -316,6 +515,7 @@ class ExportPage(QWidget):
         self.checks.resizeColumnToContents(0)
         self.checks.resizeColumnToContents(1)
         self.checks.resizeRowsToContents()
+        self.results_tabs.setCurrentWidget(self.checks)
         self.verified = result.verified
         path = str(result.path)
         size = result.size_bytes or (result.path.stat().st_size if result.path.is_file() else 0)
@@ -497,3 +697,23 @@ def name_taken(failed) -> bool:
     """The hand-off was refused because the Ollama model name is in use (the page then offers
     to replace it): the engine's error code, never its class name or wording."""
     return failed.code == ErrorCode.NAME_TAKEN
+
+
+def exported_cells(e) -> list[tuple[str, str]]:
+    """(text, tooltip) of each column of the exported-types table for a ListedExport."""
+    q = e.quality
+    if q is not None and q.measured:
+        kl = (f"{q.kl_mean:.2e}" if q.kl_mean < 1e-3 else f"{q.kl_mean:.4f}",
+              f"mean {q.kl_mean:.3g}, median {q.kl_median:.3g}, 99th percentile "
+              f"{q.kl_p99:.3g}, largest {q.kl_max:.3g} nats per token over {q.tokens} tokens "
+              f"of {q.text}; same top token on {q.same_top:.1%}. Reference: {q.reference}"
+              + (f". ({q.note})" if q.note else ""))
+        ppl = (f"{q.perplexity:.3f}", f"{q.perplexity:.4f} (full precision: "
+               f"{q.reference_perplexity:.4f}) on {q.tokens} tokens of {q.text}")
+    else:
+        why = q.note if q is not None else "exported without llama.cpp verification"
+        kl = ppl = ("–", why or "not measured")
+    took = f"{e.seconds:.1f} s" if e.seconds is not None else "–"
+    return [(e.quant.upper(), e.quant), (human_bytes(e.size), f"{e.size:,} bytes"), kl, ppl,
+            (took, "export and verification"),
+            (Path(e.path).name + (" (replaced since)" if e.changed else ""), e.path)]
