@@ -44,6 +44,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                  ollama_adapter=False),
     Architecture("granitemoe", "Granite MoE (3.x)", "granitemoe", ollama_adapter=False),
     Architecture("gpt_oss", "gpt-oss", "gpt-oss", ollama_adapter=False),
+    Architecture("gemma4_text", "Gemma 4 (text)", "gemma4", ollama_adapter=False),
     # Mixtral is llama with experts in llama.cpp (Ollama applies attention LoRA as for llama)
     Architecture("mixtral", "Mixtral", "llama", ollama_adapter=True),
 )}
@@ -58,20 +59,15 @@ class Unsupported:
     reason: str
 
 
-# llama.cpp runs all of these; Tailor's exporter does not write them yet, and a file that loads
-# and answers differently is worse than none (issue 17).
-_NOT_YET = ("Tailor's GGUF exporter does not write {what} yet; it refuses rather than write "
-            "a file that might load and answer differently")
+# Checkpoints whose text model exports (ministral3, gemma4_text) but whose multimodal wrapper
+# does not: llama.cpp writes the towers to a separate projector file Tailor does not write.
 UNSUPPORTED: dict[str, Unsupported] = {u.model_type: u for u in (
     Unsupported("mistral3", "Mistral 3 (with vision)",
                 "Mistral 3 with its vision tower (model_type 'mistral3') is not supported for "
                 "GGUF export; only the text model (ministral3) is"),
-    Unsupported("gemma4_text", "Gemma 4 (text)", _NOT_YET.format(
-        what="Gemma 4 (per-layer embeddings, shared KV layers, proportional rope and its own "
-             "tokenizer type)")),
-    Unsupported("gemma4", "Gemma 4", _NOT_YET.format(
-        what="Gemma 4 (per-layer embeddings, shared KV layers, proportional rope and its own "
-             "tokenizer type; the vision and audio towers)")),
+    Unsupported("gemma4", "Gemma 4 (with vision / audio)",
+                "Gemma 4 with its vision and audio towers (model_type 'gemma4') is not "
+                "supported for GGUF export; only the text model (gemma4_text) is"),
 )}
 
 # Hugging Face model types the GGUF exporter writes, and llama.cpp architectures whose LoRA

@@ -149,6 +149,22 @@ HARMONY_TEMPLATE = (
     "{% endif %}"
 )
 
+# Gemma 4, after google/gemma-4-31B-it's template (llama.cpp models/templates), trimmed to text
+# turns: the system turn, <|turn>role ... <turn|>, assistant as "model", and the generation
+# prompt's empty thought channel (thinking off).
+GEMMA4_TEMPLATE = (
+    "{{- bos_token -}}{%- set loop_messages = messages -%}"
+    "{%- if messages[0]['role'] in ['system', 'developer'] -%}"
+    "{{- '<|turn>system\n' + messages[0]['content'] | trim + '<turn|>\n' -}}"
+    "{%- set loop_messages = messages[1:] -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{- '<|turn>' + role + '\n' + message['content'] | trim + '<turn|>\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|turn>model\n<|channel>thought\n<channel|>' -}}"
+    "{%- endif -%}"
+)
+
 # Pre-tokenizer regexes of the real families.
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
                 r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -514,6 +530,35 @@ FAMILY_SPECS["gpt_oss_mxfp4"] = TinySpec(
             "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens",
             "lm_head"]}},
     "bpe-harmony", HARMONY_TEMPLATE, "<|end|>")
+# Gemma 4 E2B / E4B style (text): per-layer embeddings, the last layers reading the KV of the
+# last full-KV layer of their type (shared KV) with double-wide MLPs, sliding layers with a
+# small window and full layers with their own head size and proportional rope (a quarter of
+# each head rotated), final logit softcapping, (x * w) norms, a per-layer output scalar.
+FAMILY_SPECS["gemma4"] = TinySpec(
+    "gemma4", "Gemma 4 (text, E2B style): per-layer embeddings, shared-KV layers, sliding / "
+    "full layers with their own head sizes, proportional rope, softcapping",
+    _base_cfg(model_type="gemma4_text", architectures=["Gemma4ForCausalLM"],
+              num_hidden_layers=6, intermediate_size=128, num_attention_heads=4,
+              num_key_value_heads=1, head_dim=16, global_head_dim=32,
+              hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6,
+              hidden_size_per_layer_input=8, num_kv_shared_layers=3, use_double_wide_mlp=True,
+              attention_k_eq_v=False, enable_moe_block=False, sliding_window=8,
+              layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2,
+              rope_parameters={
+                  "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                     "rope_theta": 1000000.0},
+                  "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+              final_logit_softcapping=30.0, tie_word_embeddings=True,
+              max_position_embeddings=131072),
+    "bpe-gemma4", GEMMA4_TEMPLATE, "<turn|>")
+# Gemma 4 31B style: full layers whose keys are their values (attention_k_eq_v, no v_proj) with
+# their own KV head count, no per-layer embeddings, no shared KV.
+FAMILY_SPECS["gemma4_31b"] = TinySpec(
+    "gemma4_31b", "Gemma 4 (text, 31B style): full layers with K = V and their own KV heads",
+    {**FAMILY_SPECS["gemma4"].config, "hidden_size_per_layer_input": 0,
+     "num_kv_shared_layers": 0, "use_double_wide_mlp": False, "attention_k_eq_v": True,
+     "num_key_value_heads": 2, "num_global_key_value_heads": 1},
+    "bpe-gemma4", GEMMA4_TEMPLATE, "<turn|>")
 FAMILY_KINDS = list(FAMILY_SPECS)
 SPECS.update(FAMILY_SPECS)
 
@@ -594,8 +639,61 @@ def _build_tokenizer(spec: TinySpec, out: Path) -> None:
         _train_bpe(out, split_regex=QWEN2_SPLIT, specials=specials, vocab_size=700,
                    bos="<|end_of_text|>", eos="<|end_of_text|>", pad="<|end_of_text|>",
                    add_bos=False, chat_template=spec.chat_template)
+    elif spec.tokenizer == "bpe-gemma4":
+        _train_gemma4_bpe(out, spec.chat_template)
     else:  # pragma: no cover - a spec typo
         raise ValueError(spec.tokenizer)
+
+
+# Gemma 4's special tokens in its id order (pad, eos, bos, unk, mask first), its turn markers
+GEMMA4_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "[multimodal]", "<|tool>",
+                   "<tool|>", "<|tool_call>", "<tool_call|>", "<|tool_response>",
+                   "<tool_response|>", '<|"|>', "<|think|>", "<|channel>", "<channel|>",
+                   "<|turn>", "<turn|>"]
+
+
+def _train_gemma4_bpe(out: Path, chat_template: str) -> None:
+    """Gemma 4's tokenizer kind: SentencePiece-style BPE in tokenizer.json only (no
+    tokenizer.model): spaces normalised to U+2581, no pre-tokenizer, <0xXX> byte fallback
+    tokens after the specials, merges. Trained with newline runs split off (the real
+    vocabulary never merges a newline with other text; llama.cpp's gemma4 tokenizer relies
+    on it), saved without that split, as Gemma's tokenizer.json has none."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[^\n]+|[\n]+"), behavior="isolated")
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=GEMMA4_SPECIALS,
+                                  show_progress=False)
+    tok.train_from_iterator(corpus(), trainer=trainer)
+    data = json.loads(tok.to_str())
+    trained = sorted(data["model"]["vocab"].items(), key=lambda kv: kv[1])
+    order = ([t for t, _ in trained[:len(GEMMA4_SPECIALS)]]
+             + [f"<0x{b:02X}>" for b in range(256)] + [t for t, _ in trained[len(GEMMA4_SPECIALS):]])
+    data["model"]["vocab"] = {t: i for i, t in enumerate(order)}
+    data["pre_tokenizer"] = {"type": "Split", "pattern": {"String": " "},
+                             "behavior": "MergedWithPrevious", "invert": False}
+    data["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+        {"type": "ByteFallback"}, {"type": "Fuse"}]}
+    data["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<bos>", "type_id": 0}},
+                   {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": "<bos>", "type_id": 0}},
+                 {"Sequence": {"id": "A", "type_id": 0}},
+                 {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<bos>": {"id": "<bos>", "ids": [2], "tokens": ["<bos>"]}}}
+    (out / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False, indent=1))
+    cfg = {"tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "eos_token": "<eos>",
+           "pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>",
+           "add_bos_token": True, "add_eos_token": False, "padding_side": "left",
+           "clean_up_tokenization_spaces": False, "model_max_length": 131072,
+           "chat_template": chat_template}
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    (out / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+         "unk_token": "<unk>"}, indent=2))
 
 
 def _vocab_size(out: Path) -> int:
@@ -632,6 +730,8 @@ def build_tiny_model(kind: str, out: Path | str, *, seed: int = 0, hidden_size: 
     n_tokens = _vocab_size(out)
     # Real checkpoints pad the embedding to a multiple (e.g. 64); tests see the padded case too.
     config["vocab_size"] = ((n_tokens + vocab_multiple - 1) // vocab_multiple) * vocab_multiple
+    if "vocab_size_per_layer_input" in config or config["model_type"] == "gemma4_text":
+        config["vocab_size_per_layer_input"] = config["vocab_size"]  # Gemma 4: one per token
     tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
     from transformers import AutoTokenizer
 
@@ -651,9 +751,13 @@ def build_tiny_model(kind: str, out: Path | str, *, seed: int = 0, hidden_size: 
     weights = {}
     for name, value in tree_flatten(model.parameters()):
         shape = value.shape
+        gemma_offset = kind.startswith("gemma") and not kind.startswith("gemma4")
         if "norm" in name:
-            # Non-trivial norm weights, so a missing Gemma "+1" or a dropped norm shows up.
-            arr = (0.0 if kind.startswith("gemma") else 1.0) + rng.normal(0, 0.1, shape)
+            # Non-trivial norm weights, so a missing Gemma "+1" or a dropped norm shows up
+            # (Gemma 4 multiplies by w itself, as most families do).
+            arr = (0.0 if gemma_offset else 1.0) + rng.normal(0, 0.1, shape)
+        elif name.endswith("layer_scalar"):  # Gemma 4's per-layer output scale
+            arr = rng.uniform(0.5, 1.0, shape)
         elif name.endswith("bias"):
             arr = rng.normal(0, 0.1, shape)
         else:

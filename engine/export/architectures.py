@@ -59,7 +59,7 @@ class ArchInfo:
 
     @property
     def tied(self) -> bool:
-        default = self.arch in GEMMAS  # Gemma configs tie by default; the others do not
+        default = self.arch in GEMMAS + ("gemma4",)  # Gemma ties by default; others do not
         return bool(self.config.get("tie_word_embeddings", default))
 
 
@@ -99,6 +99,10 @@ def _check_family_limits(arch: str, config: dict, source: str) -> None:
                               hint="only SmolLM3 models with the standard NoPE layout export")
     if arch in ("qwen3moe", "qwen3next"):
         _check_qwen3_moe(config, source)
+    if arch == "gemma4":
+        from .gemma4 import check_gemma4
+
+        check_gemma4(config, source)
     if arch == "olmo2" and config.get("tie_word_embeddings"):
         raise TailorError(f"{source}: this OLMo 2 ties its output to the embeddings; "
                           "llama.cpp's OLMo 2 needs a separate output tensor",
@@ -133,6 +137,13 @@ def add_hparams(writer, a: ArchInfo, n_vocab: int) -> None:
     ctx = c.get("max_position_embeddings") or 4096
     w.add_context_length(int(ctx))
     w.add_embedding_length(int(c["hidden_size"]))
+    if a.arch == "gemma4":  # sizes, heads and rope per layer type (engine/export/gemma4.py)
+        from .gemma4 import add_gemma4_hparams
+
+        w.add_head_count(a.n_head)
+        w.add_layer_norm_rms_eps(float(c.get("rms_norm_eps", 1e-6)))
+        w.add_vocab_size(int(n_vocab))
+        return add_gemma4_hparams(w, a)
     w.add_feed_forward_length(int(c["intermediate_size"]))
     w.add_head_count(a.n_head)
     if a.arch != "granitehybrid":  # (per layer there: 0 on its Mamba-2 layers)
@@ -318,6 +329,10 @@ def generated_tensors(a: ArchInfo) -> list[tuple[str, np.ndarray]]:
     factors = llama3_rope_factors(a)
     if factors is not None:
         return [("rope_freqs.weight", factors)]
+    if a.arch == "gemma4":  # the full layers' proportional rope
+        from .gemma4 import rope_freqs
+
+        return [("rope_freqs.weight", rope_freqs(a))]
     if longrope(a):
         long = np.asarray(a.config["rope_scaling"]["long_factor"], dtype=np.float32)
         if long.shape != (a.rope_dims // 2,):
@@ -388,8 +403,8 @@ def gguf_name(a: ArchInfo, name_map, hf_name: str) -> str | None:
         return None
     name = stacked_gguf_name(hf_name) or name_map.get_name(hf_name,
                                                            try_suffixes=(".weight", ".bias"))
-    if name is not None and hf_name.endswith(".sinks"):
-        name += ".weight"  # gpt-oss's attention sinks: a bare parameter in the checkpoint
+    if name is not None and hf_name.endswith((".sinks", ".layer_scalar")):
+        name += ".weight"  # gpt-oss's sinks, Gemma 4's layer scalar: bare parameters
     if name is None:
         raise TailorError(f"tensor {hf_name!r} of this {a.model_type} model has no llama.cpp "
                           "counterpart; the export would not load",

@@ -20,7 +20,7 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 # The turn-end tokens of the chat families we know: the model's EOS in the GGUF is the one its
 # chat template ends a turn with (llama.cpp finds other end tokens by text, Ollama does not).
-TURN_END_TOKENS = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>")
+TURN_END_TOKENS = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<turn|>")
 
 # llama.cpp's pre-tokenizer detection text (convert_hf_to_gguf.py get_vocab_base_pre) and the
 # hashes of the tokenizations of it for the families we export.
@@ -126,7 +126,11 @@ def read_vocab(folder: Path, config: dict, n_rows: int, *,
     tok_json = json.loads(tok_json_path.read_text(encoding="utf-8")) \
         if tok_json_path else None
     hf = load_hf_tokenizer(folder)  # it skips linked-out files itself
-    if files.get("tokenizer.model") is not None and not _is_byte_level(tok_json):
+    from .gemma4 import gemma4_vocab, is_gemma4_tokenizer
+
+    if config.get("model_type") == "gemma4_text" and is_gemma4_tokenizer(tok_json):
+        info = gemma4_vocab(tok_json, tok_cfg, n_rows)  # llama.cpp's own "gemma4" type
+    elif files.get("tokenizer.model") is not None and not _is_byte_level(tok_json):
         info = _sentencepiece(folder, n_rows, tok_json, tok_cfg)
     elif _is_byte_level(tok_json):
         info = _bpe(tok_json, n_rows, hf, config)

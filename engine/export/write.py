@@ -72,6 +72,10 @@ def plan_tensors(a: ArchInfo, refs: list[TensorRef], quant: str,
         from .granite_hybrid import granite_hybrid_refs
 
         refs = granite_hybrid_refs(a.config, refs)
+    if a.arch == "gemma4":
+        from .gemma4 import gemma4_refs
+
+        refs = gemma4_refs(a.config, refs)
     for ref in stack_experts(refs):  # MoE: one tensor per layer's experts, for every caller
         name = gguf_name(a, name_map, ref.name)
         if name is not None:

@@ -168,6 +168,8 @@ def detect_family(jinja_template: str) -> str:
         return "llama3"
     if "<start_of_turn>" in t:
         return "gemma"
+    if "<|turn>" in t and "<turn|>" in t:
+        return "gemma4"
     if "<|user|>" in t and "<|assistant|>" in t and "<|end|>" in t:
         return "phi3"
     if "<|user|>" in t and "<|assistant|>" in t:
@@ -185,6 +187,7 @@ FAMILY_STOPS = {
     "chatml": ["<|im_start|>", "<|im_end|>", "<|endoftext|>"],
     "llama3": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
     "gemma": ["<start_of_turn>", "<end_of_turn>"],
+    "gemma4": ["<turn|>", "<|turn>"],
     "phi3": ["<|end|>", "<|system|>", "<|user|>", "<|assistant|>"],
     "llama2": ["[INST]", "[/INST]", "<<SYS>>", "<</SYS>>"],
     "mistral": ["[INST]", "[/INST]"],
@@ -262,6 +265,11 @@ def family_template(family: str, info: TokenizerInfo, render_jinja) -> tuple[str
                 "{{ .Content }}<end_of_turn>\n{{ $first = false }}"
                 "{{ else if eq .Role \"assistant\" }}<start_of_turn>model\n"
                 "{{ .Content }}<end_of_turn>\n{{ end }}{{ end }}<start_of_turn>model\n"), False
+    if family == "gemma4":  # turns as <|turn>role ... <turn|>; the answer opens an empty thought
+        return ("{{ range .Messages }}{{ if eq .Role \"system\" }}<|turn>system\n{{ .Content }}"
+                "<turn|>\n{{ else if eq .Role \"user\" }}<|turn>user\n{{ .Content }}<turn|>\n"
+                "{{ else if eq .Role \"assistant\" }}<|turn>model\n{{ .Content }}<turn|>\n"
+                "{{ end }}{{ end }}<|turn>model\n<|channel>thought\n<channel|>"), True
     if family == "llama2":
         # The system prompt sits inside the first [INST]; later user turns start with BOS.
         return ("{{ $first := true }}{{ range .Messages }}"

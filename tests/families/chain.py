@@ -20,6 +20,7 @@ from engine.ollama import gotemplate
 from engine.tiny_models import SPECS
 from engine.train.config import make_config
 from engine.train.run import train_adapter
+from tests.conftest import snapshot_tree
 from tests.export.helpers import PROMPTS, TOKENIZER_STRINGS, failed_checks
 from tests.train.conftest import write_toy_chat
 
@@ -94,3 +95,23 @@ def ollama_renders_as_jinja(model_dir: Path) -> None:
             messages = [m for m in messages if m["role"] != "system"]
         go = gotemplate.render(converted.template, go_messages(messages))
         assert go == render(messages, True), messages
+
+
+def whole_chain_verified(kind: str, model_dir: Path, tmp_path: Path, **settings) -> Figures:
+    """Train a LoRA, then the fused F32 file = MLX + adapter in llama.cpp (tokens, argmax at
+    every position, 1e-3 relative), the Q8_0 file and the adapter-only GGUF verified, the
+    base untouched; returns the F32 figures."""
+    before = snapshot_tree(model_dir)
+    info = trained(model_dir, tmp_path, f"{kind}-lora", **settings)
+    fig = fused_f32_figures(kind, model_dir, info, tmp_path / f"{kind}-f32.gguf")
+    assert fig.tokens_identical
+    assert fig.argmax_same == fig.positions  # argmax at every position
+    assert fig.max_rel_diff < 1e-3
+    assert fig.adapter_moved > 1e-2  # the comparison is against the trained model, not the base
+    q8 = export_gguf(info.name, tmp_path / f"{kind}-q8_0.gguf", "q8_0")
+    assert q8.verification["passed"], failed_checks(q8.verification)
+    lora = export_gguf(info.name, tmp_path / f"{kind}-lora.gguf", "f32", adapter_only=True)
+    assert lora.kind == "adapter"
+    assert lora.verification["passed"], failed_checks(lora.verification)
+    assert snapshot_tree(model_dir) == before  # the base is never touched
+    return fig

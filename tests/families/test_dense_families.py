@@ -11,32 +11,18 @@ from engine.events import TailorError
 from engine.export.architectures import arch_info
 from engine.export.gguf_export import export_gguf
 from engine.tiny_models import FAMILY_SPECS
-from tests.conftest import edited_copy, snapshot_tree
+from tests.conftest import edited_copy
 from tests.export.helpers import failed_checks
 
-from .chain import fused_f32_figures, ollama_renders_as_jinja, trained
+from .chain import (fused_f32_figures, ollama_renders_as_jinja, trained,
+                    whole_chain_verified)
 
 DENSE = ["smollm3", "olmo2", "granite", "phi4mini", "ministral3", "granitemoehybrid"]
 
 
 @pytest.mark.parametrize("kind", DENSE)
 def test_trained_fused_exported_and_verified_in_llama_cpp(kind, tiny_model, tmp_path):
-    model_dir = tiny_model(kind)
-    before = snapshot_tree(model_dir)
-    info = trained(model_dir, tmp_path, f"{kind}-lora")
-
-    fig = fused_f32_figures(kind, model_dir, info, tmp_path / f"{kind}-f32.gguf")
-    assert fig.tokens_identical
-    assert fig.argmax_same == fig.positions  # argmax at every position
-    assert fig.max_rel_diff < 1e-3
-    assert fig.adapter_moved > 1e-2  # the comparison is against the trained model, not the base
-
-    q8 = export_gguf(info.name, tmp_path / f"{kind}-q8_0.gguf", "q8_0")
-    assert q8.verification["passed"], failed_checks(q8.verification)
-    lora = export_gguf(info.name, tmp_path / f"{kind}-lora.gguf", "f32", adapter_only=True)
-    assert lora.kind == "adapter"
-    assert lora.verification["passed"], failed_checks(lora.verification)
-    assert snapshot_tree(model_dir) == before  # the base is never touched
+    whole_chain_verified(kind, tiny_model(kind), tmp_path)
 
 
 @pytest.mark.parametrize("kind", DENSE + ["qwen3_5"])

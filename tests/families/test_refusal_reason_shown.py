@@ -8,7 +8,7 @@ from engine.capabilities import UNSUPPORTED
 from tests.conftest import edited_copy
 
 
-@pytest.mark.parametrize("model_type", ["gemma4_text", "mistral3"])
+@pytest.mark.parametrize("model_type", ["gemma4", "mistral3"])
 def test_model_page_gives_the_refusal_reason(model_type, tiny_model, tmp_path):
     from app.pages.model import describe_model
 
@@ -34,10 +34,10 @@ def test_model_info_gives_the_refusal_reason(tiny_model, tmp_path, monkeypatch, 
 
     real_read = cli.read_config
     monkeypatch.setattr(cli, "read_config",
-                        lambda f: {**real_read(f), "model_type": "gemma4_text"})
+                        lambda f: {**real_read(f), "model_type": "gemma4"})
     folder = tiny_model("qwen3")
     info = cli.model_info(folder)
-    reason = UNSUPPORTED["gemma4_text"].reason
+    reason = UNSUPPORTED["gemma4"].reason
     assert info["gguf_export"] is False and info["gguf_export_reason"] == reason
     # the typed result the app and --events readers get carries the reason too
     from engine.results import ModelInfo

@@ -1,0 +1,197 @@
+"""Gemma 4 (text) as llama.cpp's gemma4 architecture wants it (after llama.cpp's
+``conversion/gemma.py`` Gemma4Model and ``src/models/gemma4.cpp``): per-layer head sizes and
+KV head counts, sliding / full layers with their own rope, the proportional rope of the full
+layers as a frequency-factor table, shared-KV layers, per-layer embeddings, the double-wide MLP
+of the shared layers, and the gemma4 tokenizer (SentencePiece-style BPE from tokenizer.json).
+
+The settings are read as mlx-lm reads them (its ModelArgs defaults fill what config.json leaves
+out), because the GGUF must answer as the model was trained.
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..events import TailorError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .architectures import ArchInfo
+
+HINT = "only Gemma 4 models llama.cpp runs the same way export; fuse and use the MLX model"
+# The tokens llama.cpp's converter keeps visible in the output (user-defined, not control), so
+# the chat parser reads the thought channel and tool calls.
+VISIBLE_TOKENS = ("<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>", "<|tool_response>",
+                  "<tool_response|>", '<|"|>')
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+def gemma4_args(config: dict):
+    """mlx-lm's resolved Gemma 4 text settings (its defaults where config.json is silent)."""
+    from mlx_lm.models.gemma4_text import ModelArgs
+
+    return ModelArgs.from_dict(config)
+
+
+def check_gemma4(config: dict, source: str) -> None:
+    """Refuse the Gemma 4 configs llama.cpp would run differently from mlx-lm."""
+    g = gemma4_args(config)
+    if g.enable_moe_block:
+        raise TailorError(f"{source}: Gemma 4 with experts (enable_moe_block, 26B-A4B style) is "
+                          "not written by Tailor's GGUF exporter yet (the router's scales and the "
+                          "stacked gate_up experts)", hint=HINT)
+    if config.get("use_bidirectional_attention"):
+        raise TailorError(f"{source}: this Gemma 4 uses bidirectional attention "
+                          f"({config['use_bidirectional_attention']!r}); mlx-lm trains it causal",
+                          hint=HINT)
+    full = g.rope_parameters.get("full_attention", {})
+    sliding = g.rope_parameters.get("sliding_attention", {})
+    if full.get("rope_type", "default") not in ("default", "proportional") \
+            or float(full.get("factor", 1.0)) != 1.0 \
+            or (sliding.get("rope_type") or "default") != "default":
+        raise TailorError(f"{source}: this Gemma 4's rope settings ({g.rope_parameters}) are not "
+                          "the proportional / default pair llama.cpp's gemma4 implements",
+                          hint=HINT)
+    if g.hidden_size_per_layer_input and g.vocab_size_per_layer_input != g.vocab_size:
+        raise TailorError(f"{source}: this Gemma 4's per-layer embeddings cover "
+                          f"{g.vocab_size_per_layer_input} tokens, its vocabulary {g.vocab_size}; "
+                          "llama.cpp's gemma4 reads one per-layer row per token", hint=HINT)
+    _check_shared_kv(g, source)
+
+
+def _check_shared_kv(g, source: str) -> None:
+    """mlx-lm (as HF) gives a shared layer the KV of the last full-KV layer of its type;
+    llama.cpp takes the second-to-last full-KV layer for sliding layers and the last one for
+    full layers. They agree only when those two layers are sliding, then full."""
+    first_shared = g.num_hidden_layers - g.num_kv_shared_layers
+    if g.num_kv_shared_layers <= 0 or first_shared <= 0:
+        return  # (no shared layers; or none with KV, which mlx-lm cannot build either)
+    types = g.layer_types
+    if first_shared < 2 or types[first_shared - 2] != "sliding_attention" \
+            or types[first_shared - 1] != "full_attention":
+        raise TailorError(f"{source}: this Gemma 4's last layers before the shared-KV ones "
+                          f"({types[max(0, first_shared - 2):first_shared]}) are not one sliding "
+                          "then one full layer; llama.cpp's gemma4 would read other layers' "
+                          "keys and values", hint=HINT)
+
+
+def global_head_dim(g) -> int:
+    return int(g.global_head_dim or g.head_dim)
+
+
+def kv_heads(g) -> list[int]:
+    """KV heads per layer, as mlx-lm builds them (full layers with K = V may have their own)."""
+    out = []
+    for t in g.layer_types:
+        own = g.attention_k_eq_v and t == "full_attention" \
+            and g.num_global_key_value_heads is not None
+        out.append(int(g.num_global_key_value_heads if own else g.num_key_value_heads))
+    return out
+
+
+def add_gemma4_hparams(w, a: "ArchInfo") -> None:
+    g = gemma4_args(a.config)
+    n = g.num_hidden_layers
+    first_shared = n - g.num_kv_shared_layers
+    swa = [t == "sliding_attention" for t in g.layer_types]
+    if g.use_double_wide_mlp and g.num_kv_shared_layers > 0:
+        w.add_feed_forward_length([g.intermediate_size * (2 if i >= first_shared else 1)
+                                   for i in range(n)])
+    else:
+        w.add_feed_forward_length(int(g.intermediate_size))
+    heads = kv_heads(g)
+    w.add_head_count_kv(heads if len(set(heads)) > 1 else heads[0])
+    rp = g.rope_parameters
+    w.add_rope_freq_base(float(rp.get("full_attention", {}).get("rope_theta", 1000000.0)))
+    w.add_rope_freq_base_swa(float(rp.get("sliding_attention", {}).get("rope_theta", 10000.0)))
+    full_dim = global_head_dim(g)
+    w.add_key_length(full_dim)
+    w.add_value_length(full_dim)
+    w.add_key_length_swa(int(g.head_dim))
+    w.add_value_length_swa(int(g.head_dim))
+    # Full layers rotate their whole head with frequency factors (rope_freqs); mlx-lm's default
+    # rope on the sliding layers rotates all of each head.
+    w.add_rope_dimension_count(full_dim)
+    w.add_rope_dimension_count_swa(int(g.head_dim))
+    if g.final_logit_softcapping:
+        w.add_final_logit_softcapping(float(g.final_logit_softcapping))
+    w.add_sliding_window(int(g.sliding_window))
+    w.add_sliding_window_pattern(swa)
+    w.add_shared_kv_layers(int(g.num_kv_shared_layers))
+    w.add_embedding_length_per_layer_input(int(g.hidden_size_per_layer_input or 0))
+
+
+def rope_freqs(a: "ArchInfo") -> np.ndarray:
+    """The full layers' proportional rope as llama.cpp computes it: the whole head rotated
+    with exponent 2i / head_dim, factor 1 on the rotated pairs and 1e30 (no rotation) on the
+    rest, which is mlx-lm's ProportionalRoPE (inf frequencies past the rotated pairs)."""
+    g = gemma4_args(a.config)
+    full = g.rope_parameters.get("full_attention", {})
+    dim = global_head_dim(g)
+    factor = float(full.get("partial_rotary_factor", 1.0)) \
+        if full.get("rope_type") == "proportional" else 1.0
+    rotated = int(dim * factor) // 2
+    return np.asarray([1.0] * rotated + [1e30] * (dim // 2 - rotated), dtype=np.float32)
+
+
+def gemma4_refs(config: dict, refs: list) -> list:
+    """The checkpoint tensors llama.cpp reads: shared-KV layers' own K/V projections dropped
+    (mlx-lm's sanitize drops them too: those layers read another layer's cache)."""
+    g = gemma4_args(config)
+    first_shared = g.num_hidden_layers - g.num_kv_shared_layers
+    out = []
+    for ref in refs:
+        m = _LAYER.search(ref.name)
+        if m and int(m.group(1)) >= first_shared and re.search(
+                r"\.self_attn\.(k_proj|v_proj|k_norm)\.", ref.name):
+            continue
+        out.append(ref)
+    return out
+
+
+def is_gemma4_tokenizer(tok_json: dict | None) -> bool:
+    """Gemma 4's tokenizer.json: BPE with <0xXX> byte fallback, spaces normalised to U+2581."""
+    import json
+
+    if not tok_json or (tok_json.get("model") or {}).get("type") != "BPE":
+        return False
+    normalizer = json.dumps(tok_json.get("normalizer") or {}, ensure_ascii=False)
+    return bool(tok_json["model"].get("byte_fallback")) and "\u2581" in normalizer
+
+
+def gemma4_vocab(tok_json: dict, tok_cfg: dict, n_rows: int):
+    """llama.cpp's "gemma4" tokenizer: the BPE vocabulary and merges as tokenizer.json holds
+    them (U+2581 spaces, raw UTF-8, <0xXX> byte tokens), special tokens as control tokens but
+    the visible ones, no space prefix, BOS added."""
+    from .vocab import BYTE, CONTROL, NORMAL, UNUSED, USER_DEFINED, VocabInfo, _added_tokens, \
+        _pad_to
+
+    vocab = dict(tok_json["model"]["vocab"])
+    added = _added_tokens(tok_json, tok_cfg)
+    for i, (text, _special) in added.items():
+        vocab[text] = i
+    by_id = {i: t for t, i in vocab.items()}
+    tokens, types, scores = [], [], []
+    for i in range(max(n_rows, max(by_id) + 1)):
+        text = by_id.get(i)
+        if text is None:
+            tokens.append(f"[PAD{i}]")
+            types.append(UNUSED)
+        elif i in added:
+            tokens.append(text)
+            types.append(USER_DEFINED if text in VISIBLE_TOKENS or not added[i][1] else CONTROL)
+        else:
+            tokens.append(text)
+            types.append(BYTE if re.fullmatch(r"<0x[0-9A-F]{2}>", text) else NORMAL)
+        scores.append(-1000.0 if types[-1] != NORMAL else 0.0)
+    merges = [m if isinstance(m, str) else " ".join(m)
+              for m in tok_json["model"].get("merges", [])]
+    if not merges:
+        raise TailorError("the Gemma 4 tokenizer.json has no merges; llama.cpp's gemma4 "
+                          "tokenizer cannot work without them")
+    info = VocabInfo("gemma4", tokens, types, scores, merges, pre="gemma4",
+                     pre_source="Gemma 4 tokenizer (llama.cpp's gemma4 type)")
+    info.add_space_prefix = False
+    _pad_to(info, n_rows)
+    return info
