@@ -1,10 +1,11 @@
 """Which GGML type each tensor gets for a requested file type, and the encoders.
 
-The mixtures follow llama.cpp's `llama_tensor_get_type` (`src/llama-quant.cpp`) (with an
-importance matrix the ffn_down rules of IQ4_NL/XS, Q4_0 and Q5_0 differ: see TypePlanner): `output` (or `token_embd` when tied) takes Q6_K; the K-quant file types
-raise `attn_v` / `ffn_down` / `attn_output` on the layers llama.cpp picks (e.g. Q4_K_M:
-Q6_K on the layers `use_more_bits` picks; Q3_K_M: Q5_K/Q4_K; Q2_K: Q3_K, and Q4_K for attn_v
-when 4+ query heads share a KV head). A tensor whose rows are not a multiple of the type's
+The mixtures follow llama.cpp's `llama_tensor_get_type` (`src/llama-quant.cpp`; with an
+importance matrix its ffn_down rules of IQ4_NL/XS, Q4_0 and Q5_0 differ, see TypePlanner):
+`output` (or `token_embd` when tied) takes Q6_K; the K-quant file types raise `attn_v` /
+`ffn_down` / `attn_output` on the layers llama.cpp picks (e.g. Q4_K_M: Q6_K on the layers
+`use_more_bits` picks; Q3_K_M: Q5_K/Q4_K; Q2_K: Q3_K, and Q4_K for attn_v when 4+ query
+heads share a KV head). A tensor whose rows are not a multiple of the type's
 block falls back as llama.cpp's `tensor_type_fallback` does (Q2_K/Q3_K -> Q4_0,
 Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL; F16 if not a multiple of 32).
 """
