@@ -146,11 +146,13 @@ def _check_against_model(imatrix: Imatrix, path: Path, source, quant: str) -> No
 
 
 def _compute(source, cfg: ImatrixConfig, job: Job) -> tuple[Imatrix, dict]:
-    """Load (fuse) the model in MLX and collect its matrix over the chosen tokens."""
+    """The tokens first (with the tokenizer alone: a dataset that is missing or too short
+    is refused before the model loads), then the model in MLX and its matrix over them."""
+    from ..models.tokenizer import load_tokenizer
     from .imatrix import collect_imatrix, cut_chunks, gguf_names
 
-    model, tokenizer, config, info, base_dir = _load(source, job)
-    names = gguf_names(model, config, str(base_dir))
+    info, adapter_config, base_dir = _base_dir(source)
+    tokenizer = load_tokenizer(base_dir)
     if cfg.imatrix_text:
         text = Path(cfg.imatrix_text).expanduser()
         tokens, datasets = _text_tokens(text, tokenizer), [str(text)]
@@ -164,32 +166,31 @@ def _compute(source, cfg: ImatrixConfig, job: Job) -> tuple[Imatrix, dict]:
         raise TailorError(f"{datasets[0]} gives {len(tokens)} tokens, too few for an "
                           "importance matrix (at least 16 are needed)",
                           hint="give more text with --imatrix-text FILE")
-    imatrix = collect_imatrix(model, names, chunks, job,
+    model, config = _load(info, adapter_config, base_dir, job)
+    imatrix = collect_imatrix(model, gguf_names(model, config, str(base_dir)), chunks, job,
                               datasets=datasets, ctx=cfg.imatrix_ctx)
     record["tokens"] = sum(len(c) for c in chunks)
     return imatrix, record
 
 
-def _load(source, job: Job):
-    """(MLX model in full precision, tokenizer, config, AdapterInfo or None, base folder)."""
+def _load(info, adapter_config: dict | None, base_dir: Path, job: Job):
+    """(MLX model in full precision, its config): the adapter fused into its base, or the
+    model folder (dequantized when MLX-quantized)."""
     from ..fuse import fused_model
     from ..models.load import load_model
-    from ..models.tokenizer import load_tokenizer
 
     job.log("loading the model for the importance matrix")
-    info, adapter_config, base_dir = _base_dir(source)
     if info is not None:
         model, config = fused_model(info, adapter_config, base_dir)
-        tokenizer = load_tokenizer(base_dir)
     else:
         from mlx_lm.utils import dequantize_model
 
-        model, tokenizer, config = load_model(base_dir)
+        model, _tokenizer, config = load_model(base_dir)
         if config.get("quantization"):
             model = dequantize_model(model)
     model.eval()
     job.cancel.raise_if_cancelled()
-    return model, tokenizer, config, info, base_dir
+    return model, config
 
 
 def _training_tokens(info, tokenizer, job: Job) -> tuple[list[int], dict]:

@@ -154,3 +154,16 @@ def test_auto_over_a_text_file_for_a_model_folder(tiny_model, tmp_path):
     assert im.datasets == [str(text)]
     experts = im.counts["blk.0.ffn_down_exps.weight"]
     assert experts.size == 8 and experts.sum() == 2 * im.counts["blk.0.attn_q.weight"][0]
+
+
+def test_auto_for_an_adapter_without_its_dataset_says_so(tiny_model, tmp_path):
+    from tests.export.adapters import make_library_adapter
+
+    make_library_adapter("nodata", tiny_model("llama3"))  # its record names no dataset
+    out = tmp_path / "x.gguf"
+    code, err = _export("--adapter", "nodata", "--quant", "q2_k", "--imatrix", "auto",
+                        "--out", str(out), "--no-verify")
+    assert code == 1
+    assert "the dataset adapter 'nodata' was trained on is missing: (not recorded)" in err
+    assert "--imatrix-text FILE" in err and not out.exists()
+    assert not out.with_name("x.imatrix.gguf").exists()
