@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, job) -> int:
     result = export_gguf(source, Path(args.out), args.quant, adapter_only=args.adapter_only,
                          verify=not args.no_verify, job=job, threads=args.threads,
                          allow_tokenizer_mismatch=args.allow_tokenizer_mismatch,
-                         **({"imatrix": imatrix} if imatrix is not None else {}))
+                         imatrix=imatrix)
     placed = _to_lmstudio(args, result, job) if args.lmstudio else None
     # the per-tensor list stays in the record file; the event says how many
     job.report(Finished(job=job.name, result=dataclasses.replace(result, tensors=[])))
