@@ -111,16 +111,18 @@ class ShardedStream:
         return getattr(self.stream, name)
 
     def unit_counts(self, unit: int) -> tuple[int, int]:
-        """(tokens, trained tokens) of one example or packed row, as collate counts them."""
+        """(tokens, trained tokens) of one example, packed row or preference pair (both
+        sides), as collate counts them."""
         s = self.stream
         members = s.rows[unit] if s.rows is not None else [unit]
         tokens = trained = 0
         for i in members:
             e = s.examples[i]
-            n = min(len(e.tokens), s.max_seq_length)
-            if n > 1:
-                tokens += n
-                trained += sum(1 for m in e.loss_mask[1:n] if m)
+            for side in (e.chosen, e.rejected) if hasattr(e, "rejected") else (e,):
+                n = min(len(side.tokens), s.max_seq_length)
+                if n > 1:
+                    tokens += n
+                    trained += sum(1 for m in side.loss_mask[1:n] if m)
         return tokens, trained
 
     def batch(self, micro: int) -> Batch:
@@ -136,6 +138,9 @@ class ShardedStream:
         self.micro = micro
         mine_trained = local.n_trained if mine else 0
         self.scale = mine_trained / n_trained if n_trained else 0.0
+        if hasattr(self.stream, "global_totals"):  # pairs: the loss takes the global counts
+            local.totals = self.stream.global_totals(units)
+            self.scale = 1.0 if mine else 0.0
         local.n_tokens, local.n_trained = n_tokens, n_trained
         return local
 
@@ -188,8 +193,10 @@ class DistributedTrainer(Trainer):
             grad = tree_map(lambda x: x * (share * size), grad)
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
-            summed = mx.distributed.all_sum(mx.stack([loss * share, stop]), group=g)
-            loss, votes = summed[0], summed[1]
+            # n (trained tokens, or a preference loss's metric sums) summed in the same message
+            summed = mx.distributed.all_sum(mx.concatenate(
+                [mx.stack([loss * share, stop]), (n * (share > 0)).reshape(-1)]), group=g)
+            loss, votes, n = summed[0], summed[1], summed[2:].reshape(n.shape)
             if do_update:
                 grad = apply_update(model, optimizer, nn.average_gradients(grad, group=g),
                                     accum, cfg.grad_clip)
@@ -236,8 +243,6 @@ class DistributedTrainer(Trainer):
     def sync_from_rank0(self) -> None:
         """Rank 0's weights, optimizer state, step and history on every rank (a resumed run's
         checkpoint need only be on rank 0's machine)."""
-        from .loop import History
-
         g = self.group
         weights = trainable_weights(self.model)
         opt = dict(tree_flatten(self.optimizer.state))
@@ -253,7 +258,7 @@ class DistributedTrainer(Trainer):
         self.optimizer.state = tree_unflatten([(k, broadcast_array(opt[k], g))
                                                for k in sorted(opt)])
         self.step = int(header["step"])
-        self.history = History.from_dict(header["history"])
+        self.history = type(self.history).from_dict(header["history"])
         if self.rank != 0 and header["last_checkpoint"]:
             self.last_checkpoint = str(self.adapter_dir / "checkpoints"
                                        / Path(header["last_checkpoint"]).name)
@@ -301,8 +306,9 @@ def trainer_for(cfg):
     if group() is None:
         return trainer_class(cfg)
     if cfg.objective != "sft":
-        raise TailorError(f"--objective {cfg.objective} cannot run on several ranks yet",
-                          hint="train it on one machine (without --ranks/--hosts)")
+        from .distributed_preference import DistributedPreferenceTrainer
+
+        return DistributedPreferenceTrainer
     return DistributedTrainer
 
 

@@ -75,9 +75,6 @@ def refuse_unsupported(args, ranks: int) -> None:
         cfg = _saved_config(args.resume)
     else:
         cfg = make_config(getattr(args, "preset", None), **overrides_from_args(TrainConfig, args))
-    if cfg.objective != "sft":
-        raise TailorError(f"--objective {cfg.objective} cannot run on several ranks yet",
-                          hint="train it on one machine (without --ranks/--hosts)")
     if cfg.batch_size < ranks:
         raise TailorError(f"--batch-size {cfg.batch_size} is smaller than the number of ranks "
                           f"({ranks}): every rank needs an example per batch",

@@ -50,6 +50,8 @@ class PairBatch:
     n_tokens: int
     n_trained: int
     reference: mx.array | None = None  # [2B] cached reference log-probs (chosen first)
+    totals: dict | None = None  # a data-parallel rank's global batch counts (engine/train/
+    #                             distributed.py's ShardedStream sets them)
 
     @property
     def inputs(self):
@@ -71,6 +73,8 @@ class PairBatch:
     def segments(self) -> dict:
         out = {} if self.prompt is None else {"prompt": self.prompt,
                                               "prompt_length": self.prompt_length}
+        if self.totals is not None:
+            out["totals"] = {k: mx.array(v, dtype=mx.float32) for k, v in self.totals.items()}
         return out if self.reference is None else {**out, "reference": self.reference}
 
 
@@ -95,6 +99,14 @@ class PairStream(BatchStream):
 
     reference: np.ndarray | None = None
     share: bool = False
+
+    def global_totals(self, units: list[int]) -> dict:
+        """The counts a data-parallel rank's share of the batch ``units`` is normalised by:
+        its pairs, and its chosen answers' trained tokens (ORPO's NLL)."""
+        chosen = sum(sum(1 for m in e.chosen.loss_mask[1:min(len(e.chosen.tokens),
+                                                                self.max_seq_length)] if m)
+                     for e in (self.examples[i] for i in units))
+        return {"pairs_total": float(len(units)), "chosen_tokens_total": float(chosen)}
 
     def _collate(self, units: list[int]) -> PairBatch:
         ref = None if self.reference is None else self.reference[units]
@@ -155,10 +167,13 @@ def sequence_logps(model, split, inputs, targets, index, weight, segments):
     return pair_logps(model, split, segments.get("prompt"), segments.get("prompt_length"), sides)
 
 
-def dpo_terms(policy, reference, beta: float, label_smoothing: float):
+def dpo_terms(policy, reference, beta: float, label_smoothing: float, totals=None):
     """(mean loss, SUMS vector) of DPO's sigmoid loss from summed log-probs [2B] (chosen
-    first). Ties (margin exactly 0) are left out of the reward accuracy."""
+    first). Ties (margin exactly 0) are left out of the reward accuracy. ``totals``: a
+    data-parallel rank's global batch counts (``pairs_total``): the loss is then this rank's
+    part of the global batch's mean."""
     n = policy.shape[0] // 2
+    pairs = n if totals is None else totals["pairs_total"]
     chosen_r = beta * (policy[:n] - reference[:n])
     rejected_r = beta * (policy[n:] - reference[n:])
     z = chosen_r - rejected_r
@@ -167,13 +182,14 @@ def dpo_terms(policy, reference, beta: float, label_smoothing: float):
     sums = mx.stack([mx.array(float(n)), losses.sum(), (z > 0).sum().astype(mx.float32),
                      (z != 0).sum().astype(mx.float32), z.sum(), policy[:n].sum(),
                      policy[n:].sum(), zero, zero, zero])
-    return losses.mean(), sums
+    return losses.sum() / pairs, sums
 
 
-def orpo_terms(policy, counts, lam: float):
+def orpo_terms(policy, counts, lam: float, totals=None):
     """(loss, SUMS vector) of ORPO: the chosen answers' token-mean NLL plus lam times the
     odds-ratio term -log sigmoid(log odds(chosen) - log odds(rejected)), the odds of an answer
-    from its per-token mean log-probability."""
+    from its per-token mean log-probability. ``totals`` as for ``dpo_terms`` (and
+    ``chosen_tokens_total``, the NLL's denominator)."""
     n = policy.shape[0] // 2
     mean = policy / mx.maximum(counts, 1.0)
     # log(1 - p) with p < 1: a mean log-prob of exactly 0 would give -inf
@@ -181,10 +197,11 @@ def orpo_terms(policy, counts, lam: float):
     log_odds = (mean[:n] - mean[n:]) - (log1m[:n] - log1m[n:])
     ratio = log_sigmoid(log_odds)
     nll_sum, nll_tokens = -policy[:n].sum(), counts[:n].sum()
-    nll = nll_sum / mx.maximum(nll_tokens, 1.0)
-    loss = nll - lam * ratio.mean()
+    pairs, tokens = (n, nll_tokens) if totals is None else (totals["pairs_total"],
+                                                            totals["chosen_tokens_total"])
+    loss = nll_sum / mx.maximum(tokens, 1.0) - lam * ratio.sum() / pairs
     margin = lam * (mean[:n] - mean[n:])
-    sums = mx.stack([mx.array(float(n)), loss * n, (margin > 0).sum().astype(mx.float32),
+    sums = mx.stack([mx.array(float(n)), loss * pairs, (margin > 0).sum().astype(mx.float32),
                      (margin != 0).sum().astype(mx.float32), margin.sum(), mean[:n].sum(),
                      mean[n:].sum(), -ratio.sum(), nll_sum, nll_tokens])
     return loss, sums
@@ -197,22 +214,26 @@ def make_preference_loss(model, cfg):
 
     def loss(model, inputs, targets, index, weight, segments):
         policy, counts = sequence_logps(model, split, inputs, targets, index, weight, segments)
+        totals = segments.get("totals")
         if cfg.objective == "orpo":
-            return orpo_terms(policy, counts, cfg.orpo_lambda)
+            return orpo_terms(policy, counts, cfg.orpo_lambda, totals)
         reference = segments.get("reference")
         if reference is None:  # not cached: the reference pass runs here
             with adapters_off(model):
                 reference, _ = sequence_logps(model, split, inputs, targets, index, weight,
                                               segments)
-        return dpo_terms(policy, mx.stop_gradient(reference), cfg.beta, cfg.label_smoothing)
+        return dpo_terms(policy, mx.stop_gradient(reference), cfg.beta, cfg.label_smoothing,
+                         totals)
 
     return loss
 
 
-def reference_logps(model, stream: PairStream, cancel=None, progress=None) -> np.ndarray:
+def reference_logps(model, stream: PairStream, cancel=None, progress=None,
+                    mine=lambda k: True) -> np.ndarray:
     """[N, 2] (chosen, rejected) summed reference log-probs of every pair of ``stream``: the
     base's values (adapters off, no dropout), in batches of similar length; ``progress(done,
-    total)`` after each batch; cancellable between batches."""
+    total)`` after each batch; cancellable between batches. ``mine(k)``: whether to compute
+    batch k (a data-parallel rank computes its share; the others' rows stay 0)."""
     split = split_head(model)
     n = len(stream.examples)
     out = np.zeros((n, 2), dtype=np.float32)
@@ -221,8 +242,10 @@ def reference_logps(model, stream: PairStream, cancel=None, progress=None) -> np
     model.eval()
     try:
         with adapters_off(model):
-            for at in range(0, n, stream.batch_size):
+            for k, at in enumerate(range(0, n, stream.batch_size)):
                 units = order[at:at + stream.batch_size]
+                if not mine(k):
+                    continue
                 b = collate_pairs([stream.examples[i] for i in units], stream.max_seq_length,
                                   stream.pad_id, share=stream.share)
                 logp, _ = sequence_logps(model, split, b.inputs, b.targets, b.index, b.weight,
@@ -296,17 +319,9 @@ class PreferenceTrainer(Trainer):
         from ..atomic import atomic_path, save_safetensors
         from .checkpoint import checkpoints_dir
 
-        streams = {"train": self.train, "valid": self.valid}
-        streams = {k: v for k, v in streams.items() if v is not None}
+        streams = {k: v for k, v in self._pair_streams().items() if v is not None}
         file = checkpoints_dir(self.adapter_dir) / REFERENCE_FILE
-        kept = _load_reference(file, streams) if self._resumed else None
-        if kept is None and self._resumed and self.cfg.method == "full":
-            # the weights have moved: what they give now is not the run's reference
-            raise TailorError(f"{file}: the reference log-probabilities of this full "
-                              "fine-tuning DPO run are missing or do not match its data; they "
-                              "were computed from the weights before step 1 and cannot be "
-                              "computed again from the trained ones",
-                              hint="start the run again under a new name")
+        kept = self._kept_reference(file, streams)
         if kept is None:
             kept = {}
             for split, stream in streams.items():
@@ -314,16 +329,36 @@ class PreferenceTrainer(Trainer):
                     self.report(Progress(job=self.job, stage="reference", done=done,
                                          total=total, message=f"reference log-probabilities "
                                                               f"({split} pairs)"))
-                kept[split] = reference_logps(self.model, stream, self.cancel, progress)
+                kept[split] = self._reference_values(stream, progress)
             file.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(file, overwrite=True) as tmp:
                 save_safetensors(tmp, {k: mx.array(v) for k, v in kept.items()})
         for split, stream in streams.items():
             stream.reference = kept[split]
 
-    def _compiled_step(self):
-        state, step = super()._compiled_step()
+    def _pair_streams(self) -> dict:
+        return {"train": self.train, "valid": self.valid}
 
+    def _kept_reference(self, file, streams) -> dict | None:
+        """A resumed run's kept values (None: compute them). A full fine-tuning run cannot
+        compute them again: its weights have moved, so what they give is not its reference."""
+        kept = _load_reference(file, streams) if self._resumed else None
+        if kept is None and self._resumed and self.cfg.method == "full":
+            raise TailorError(f"{file}: the reference log-probabilities of this full "
+                              "fine-tuning DPO run are missing or do not match its data; they "
+                              "were computed from the weights before step 1 and cannot be "
+                              "computed again from the trained ones",
+                              hint="start the run again under a new name")
+        return kept
+
+    def _reference_values(self, stream, progress) -> np.ndarray:
+        return reference_logps(self.model, stream, self.cancel, progress)
+
+    def _compiled_step(self):
+        return self._recording(*super()._compiled_step())
+
+    def _recording(self, state, step):
+        """The step, keeping each micro-batch's metric sums for ``_flush``."""
         def recording(*args):
             self._flush()
             loss, sums, grad = step(*args)
@@ -349,18 +384,24 @@ class PreferenceTrainer(Trainer):
         return super()._save()
 
     def evaluate(self) -> float:
+        self._val_metrics = summarize(self._valid_sums())
+        return self._val_metrics["loss"]
+
+    def _valid_sums(self, mine=lambda i: True) -> np.ndarray:
+        """The SUMS of the validation batches (``mine(i)``: batch i is this rank's)."""
         self.model.eval()
         total = np.zeros(len(SUMS))
         for i, b in enumerate(self.valid.all_in_order()):
             if 0 <= self.cfg.val_batches <= i:
                 break
+            if not mine(i):
+                continue
             _, sums = self.loss(self.model, b.inputs, b.targets, b.index, b.weight,
                                b.segments)
             total += np.array(sums)
             self.cancel.raise_if_cancelled()
         self.model.train()
-        self._val_metrics = summarize(total)
-        return self._val_metrics["loss"]
+        return total
 
     def _validate(self) -> bool:
         self._flush()

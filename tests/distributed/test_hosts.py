@@ -141,7 +141,6 @@ def test_missing_inputs_are_refused_before_any_rank_starts(monkeypatch):
 
 
 @pytest.mark.parametrize("flags, words", [
-    (["--objective", "dpo"], "--objective dpo cannot run on several ranks"),
     (["--batch-size", "2"], "--batch-size 2 is smaller than the number of ranks (3)"),
 ])
 def test_what_ranks_cannot_do_is_refused_before_any_rank_starts(monkeypatch, flags, words):
