@@ -160,38 +160,31 @@ def _fp16_checked(*values: np.ndarray) -> list[np.ndarray]:
     return halves
 
 
-def _encode_q4_0(blocks, qw):
-    levels, scale = _signed_levels(blocks, qw, 8)
-    out = np.empty((len(blocks), 18), np.uint8)
-    out[:, 0:2] = _fp16_bytes(*_fp16_checked(scale))
-    block_quants._pack_nibbles(levels, out[:, 2:])
-    return out
+def _signed_encoder(nmax: int, size: int, pack):
+    """Q4_0 / Q5_0: fp16 d, then the levels as `pack(levels, out[:, 2:])` writes them."""
+    def encode(blocks, qw):
+        levels, scale = _signed_levels(blocks, qw, nmax)
+        out = np.empty((len(blocks), size), np.uint8)
+        out[:, 0:2] = _fp16_bytes(*_fp16_checked(scale))
+        pack(levels, out[:, 2:])
+        return out
+    return encode
 
 
-def _encode_q5_0(blocks, qw):
-    levels, scale = _signed_levels(blocks, qw, 16)
-    out = np.empty((len(blocks), 22), np.uint8)
-    out[:, 0:2] = _fp16_bytes(*_fp16_checked(scale))
-    block_quants._pack_fifth_bits(levels, out[:, 2:6], out[:, 6:])
-    return out
+def _min_encoder(nmax: int, size: int, pack):
+    """Q4_1 / Q5_1: fp16 d and m, then the levels as `pack(levels, out[:, 4:])` writes them."""
+    def encode(blocks, qw):
+        levels, scale, low = _min_levels(blocks, qw, nmax)
+        out = np.empty((len(blocks), size), np.uint8)
+        d, m = _fp16_checked(scale, low)
+        out[:, 0:2], out[:, 2:4] = _fp16_bytes(d), _fp16_bytes(m)
+        pack(levels, out[:, 4:])
+        return out
+    return encode
 
 
-def _encode_q4_1(blocks, qw):
-    levels, scale, low = _min_levels(blocks, qw, 15)
-    out = np.empty((len(blocks), 20), np.uint8)
-    d, m = _fp16_checked(scale, low)
-    out[:, 0:2], out[:, 2:4] = _fp16_bytes(d), _fp16_bytes(m)
-    block_quants._pack_nibbles(levels, out[:, 4:])
-    return out
-
-
-def _encode_q5_1(blocks, qw):
-    levels, scale, low = _min_levels(blocks, qw, 31)
-    out = np.empty((len(blocks), 24), np.uint8)
-    d, m = _fp16_checked(scale, low)
-    out[:, 0:2], out[:, 2:4] = _fp16_bytes(d), _fp16_bytes(m)
-    block_quants._pack_fifth_bits(levels, out[:, 4:8], out[:, 8:])
-    return out
+def _fifth_bits(levels, out):
+    block_quants._pack_fifth_bits(levels, out[:, :4], out[:, 4:])
 
 
 # ---------------------------------------------------------------- K-quants
@@ -329,10 +322,10 @@ SPECS = {
     "Q4_K": (256, 144, (256, _twice_mean_square(256)), _encode_q4_k),
     "Q5_K": (256, 176, (256, _twice_mean_square(256)), _encode_q5_k),
     "Q6_K": (256, 210, None, _encode_q6_k),
-    "Q4_0": (32, 18, "row", _encode_q4_0),
-    "Q4_1": (32, 20, "row", _encode_q4_1),
-    "Q5_0": (32, 22, "row", _encode_q5_0),
-    "Q5_1": (32, 24, "row", _encode_q5_1),
+    "Q4_0": (32, 18, "row", _signed_encoder(8, 18, block_quants._pack_nibbles)),
+    "Q4_1": (32, 20, "row", _min_encoder(15, 20, block_quants._pack_nibbles)),
+    "Q5_0": (32, 22, "row", _signed_encoder(16, 22, _fifth_bits)),
+    "Q5_1": (32, 24, "row", _min_encoder(31, 24, _fifth_bits)),
     "IQ4_NL": (32, 18, (32, _twice_mean_square(32)), _encode_iq4("IQ4_NL")),
     "IQ4_XS": (256, 136, (256, _twice_mean_square(256)), _encode_iq4("IQ4_XS")),
 }

@@ -136,10 +136,12 @@ def read_tensor_blocks(path: Path) -> dict[str, tuple[str, np.ndarray]]:
     return out
 
 
-def llama_cpp_quantize_rows(weights: np.ndarray, type_name: str) -> np.ndarray:
-    """llama.cpp's encoder for one GGML type (`ggml_quantize_chunk`, no importance matrix,
-    the calling thread) on float32 `weights` [rows, cols] -> uint8 [rows, row bytes]: the
-    per-type peer of our encoders (bench/export.py), without a GGUF file around it."""
+def llama_cpp_quantize_rows(weights: np.ndarray, type_name: str,
+                            importance: np.ndarray | None = None) -> np.ndarray:
+    """llama.cpp's encoder for one GGML type (`ggml_quantize_chunk`, the calling thread) on
+    float32 `weights` [rows, cols] -> uint8 [rows, row bytes]: the per-type peer of our
+    encoders (bench/export.py), without a GGUF file around it. `importance`: the
+    importance-matrix row [cols] every row is quantized with (its quant_weights)."""
     import ctypes
 
     import gguf
@@ -150,8 +152,10 @@ def llama_cpp_quantize_rows(weights: np.ndarray, type_name: str) -> np.ndarray:
     rows, cols = w.shape
     block, size = gguf.GGML_QUANT_SIZES[t]
     out = np.empty((rows, cols // block * size), dtype=np.uint8)
+    qw = None if importance is None else np.ascontiguousarray(importance, dtype=np.float32)
     written = lib.ggml_quantize_chunk(int(t), w.ctypes.data_as(ctypes.c_void_p),
-                                      out.ctypes.data_as(ctypes.c_void_p), 0, rows, cols, None)
+                                      out.ctypes.data_as(ctypes.c_void_p), 0, rows, cols,
+                                      None if qw is None else qw.ctypes.data_as(ctypes.c_void_p))
     if written != out.nbytes:
         raise RuntimeError(f"ggml_quantize_chunk({type_name}) wrote {written} bytes, "
                            f"expected {out.nbytes}")

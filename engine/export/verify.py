@@ -432,13 +432,15 @@ def _round_changed(ref, ggml_type, done: dict) -> bool:
     return True
 
 
-def round_trip(w: np.ndarray, ggml_type) -> np.ndarray:
-    """``w`` [..., cols] as the file stores it: encoded in ``ggml_type``, decoded to float32."""
+def round_trip(w: np.ndarray, ggml_type, importance: np.ndarray | None = None) -> np.ndarray:
+    """``w`` [..., cols] as the file stores it: encoded in ``ggml_type`` (with the tensor's
+    importance-matrix rows where the export had them), decoded to float32."""
     from gguf import quants
 
     from .mixtures import encode
 
-    data = encode(np.ascontiguousarray(w.reshape(-1, w.shape[-1]), np.float32), ggml_type)
+    data = encode(np.ascontiguousarray(w.reshape(-1, w.shape[-1]), np.float32), ggml_type,
+                  weights=importance)
     data = np.asarray(data).view(np.uint8).reshape(w.reshape(-1, w.shape[-1]).shape[0], -1)
     return quants.dequantize(data, ggml_type).reshape(w.shape).astype(np.float32)
 
@@ -461,13 +463,16 @@ def rounded_folder(model_dir: Path, planned, dst: Path) -> dict[str, int]:
         if p.ref is None or p.ggml_type is None or p.ggml_type.name in FLOAT_TYPES:
             continue
         srcs = _sources(p.ref)
-        todo.update({s.name: p.ggml_type for s in srcs})
+        imx = getattr(p, "importance", None)  # imatrix rows: one per expert of a stack
+        todo.update({s.name: (p.ggml_type, None if imx is None else imx[min(e, len(imx) - 1)])
+                     for e, s in enumerate(srcs)})
         if not srcs and hasattr(p.ref, "lo") and _sources(p.ref.source):
             # experts.SlicedRef: rows [lo, hi) of each expert (Granite's and HF's fused
             # gate_up): rounding runs along rows, so the rows round in place
             src = p.ref.source
             rows = done.setdefault(src.name, src.read().astype(np.float32))
-            rows[:, p.ref.lo:p.ref.hi] = round_trip(rows[:, p.ref.lo:p.ref.hi], p.ggml_type)
+            rows[:, p.ref.lo:p.ref.hi] = round_trip(rows[:, p.ref.lo:p.ref.hi], p.ggml_type,
+                                                    getattr(p, "importance", None))
         elif not srcs:
             derived += not _round_changed(p.ref, p.ggml_type, done)
     dst.mkdir(parents=True)
@@ -480,7 +485,7 @@ def rounded_folder(model_dir: Path, planned, dst: Path) -> dict[str, int]:
         weights = mx.load(str(src))
         for key in set(weights) & set(todo):
             w = np.array(weights[key].astype(mx.float32))
-            weights[key] = mx.array(round_trip(w, todo[key]))
+            weights[key] = mx.array(round_trip(w, *todo[key]))
         for key in set(weights) & set(done):
             weights[key] = mx.array(done[key].reshape(weights[key].shape))
         mx.save_safetensors(str(target), weights, metadata={"format": "pt"})

@@ -86,3 +86,20 @@ def swapped_blocks_copy(src: Path, dst: Path) -> Path:
             w[a], w[b] = w[b], w[a]
             mx.save_safetensors(str(f), w, metadata={"format": "mlx"})
     return dst
+
+
+def assert_same_tensors(ours: Path, reference: Path, label: str) -> dict[str, str]:
+    """Two GGUF files hold the same tensors with the same types and bytes; -> name -> type."""
+    import gguf
+
+    a = {t.name: t for t in gguf.GGUFReader(str(ours)).tensors}
+    b = {t.name: t for t in gguf.GGUFReader(str(reference)).tensors}
+    assert set(a) == set(b)
+    wrong_type = {n: (a[n].tensor_type.name, b[n].tensor_type.name) for n in a
+                  if a[n].tensor_type != b[n].tensor_type}
+    assert not wrong_type, f"{label}: (ours, llama.cpp's) types differ: {wrong_type}"
+    wrong_bytes = [n for n in a if not np.array_equal(np.asarray(a[n].data).view(np.uint8),
+                                                      np.asarray(b[n].data).view(np.uint8))]
+    assert not wrong_bytes, f"{label}: bytes differ in {wrong_bytes} " \
+                            f"({ {n: a[n].tensor_type.name for n in wrong_bytes} })"
+    return {n: a[n].tensor_type.name for n in a}

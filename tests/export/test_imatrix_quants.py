@@ -22,10 +22,11 @@ from hypothesis import strategies as st
 from engine.events import TailorError
 from engine.export.gguf_export import export_gguf
 from engine.export.imatrix_quants import WEIGHTED_TYPES, quantize_weighted
+from engine.export.kquants_llamacpp import llama_cpp_quantize_rows
 from engine.export.quant_types import QUANT_BY_NAME
 from engine.tiny_models import cached_tiny_model
 
-from .helpers import f16_copy, quiet_fd2
+from .helpers import assert_same_tensors, f16_copy, quiet_fd2
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
@@ -88,15 +89,7 @@ def assert_same_with_imatrix(m16: Path, quant: str, imatrix: dict, tmp_path: Pat
                        imatrix=imatrix)
     reference = tmp_path / f"{m16.name}-{quant}-imx-llama.gguf"
     llama_quantize(f16, reference, quant, imatrix)
-    a, b = _gguf_tensors(ours.path), _gguf_tensors(reference)
-    assert set(a) == set(b)
-    wrong_type = {n: (a[n].tensor_type.name, b[n].tensor_type.name) for n in a
-                  if a[n].tensor_type != b[n].tensor_type}
-    assert not wrong_type, f"{quant}: (ours, llama.cpp's) types differ: {wrong_type}"
-    wrong_bytes = [n for n in a if not np.array_equal(np.asarray(a[n].data).view(np.uint8),
-                                                      np.asarray(b[n].data).view(np.uint8))]
-    assert not wrong_bytes, f"{quant}: bytes differ in {wrong_bytes}"
-    return {n: a[n].tensor_type.name for n in a}
+    return assert_same_tensors(ours.path, reference, f"{quant} with a matrix")
 
 
 def _f16_model(kind: str, folder: Path, **shape) -> Path:
@@ -177,20 +170,6 @@ def test_an_empty_matrix_is_no_matrix(tmp_path):
 
 # ---------------------------------------------------------------- block encoders, edge rows
 
-def _llama_cpp_rows(w: np.ndarray, type_name: str, qw: np.ndarray) -> np.ndarray:
-    from engine.export.kquants_llamacpp import _ggml_base
-
-    t = gguf.GGMLQuantizationType[type_name]
-    w = np.ascontiguousarray(w, dtype=np.float32)
-    qw = np.ascontiguousarray(qw, dtype=np.float32)
-    block, size = gguf.GGML_QUANT_SIZES[t]
-    out = np.empty((w.shape[0], w.shape[1] // block * size), np.uint8)
-    _ggml_base().ggml_quantize_chunk(int(t), w.ctypes.data_as(ctypes.c_void_p),
-                                     out.ctypes.data_as(ctypes.c_void_p), 0, w.shape[0],
-                                     w.shape[1], qw.ctypes.data_as(ctypes.c_void_p))
-    return out
-
-
 def _edge_row(kind: str, rng: np.random.Generator, cols: int) -> np.ndarray:
     row = (rng.standard_normal(cols) * 0.05).astype(np.float32)
     if kind == "zeros":
@@ -239,7 +218,7 @@ def test_weighted_encoders_match_llama_cpp_on_edge_rows(rows, weights, seed, wid
     qw = _importance(weights, rng, cols)
     for type_name in sorted(WEIGHTED_TYPES):
         ours = quantize_weighted(w.astype(np.float16), type_name, qw)
-        assert np.array_equal(ours, _llama_cpp_rows(w, type_name, qw)), (type_name, rows)
+        assert np.array_equal(ours, llama_cpp_quantize_rows(w, type_name, qw)), (type_name, rows)
 
 
 def test_weighted_encoders_refuse_nan_and_say_the_row():
@@ -250,3 +229,29 @@ def test_weighted_encoders_refuse_nan_and_say_the_row():
             quantize_weighted(w, type_name, np.ones(256, np.float32))
     with pytest.raises(ValueError, match="importance matrix holds a NaN"):
         quantize_weighted(np.ones((1, 256), np.float32), "Q6_K", np.full(256, np.inf))
+
+
+def test_moe_verification_reference_is_rounded_with_the_matrix(tmp_path):
+    """The quantized-MoE check runs MLX on the weights rounded as the file rounds them: with
+    a matrix, rounded with it (per expert), so they equal the file dequantized."""
+    from gguf import quants
+
+    from engine.export.architectures import arch_info
+    from engine.export.safetensors_stream import list_tensors
+    from engine.export.verify import rounded_folder
+    from engine.export.write import plan_tensors
+    from engine.models.load import read_config
+
+    src = cached_tiny_model("qwen3_moe", hidden_size=256, intermediate_size=512)
+    export_gguf(src, tmp_path / "f16.gguf", "f16", verify=False)
+    imatrix = seeded_imatrix(tmp_path / "f16.gguf", seed=6)
+    planned = plan_tensors(arch_info(read_config(src)), list_tensors(src), "q4_k_m", imatrix)
+    rounded_folder(src, planned, tmp_path / "r")
+    q = export_gguf(src, tmp_path / "q.gguf", "q4_k_m", verify=False, imatrix=imatrix)
+    f = _gguf_tensors(export_gguf(tmp_path / "r", tmp_path / "r.gguf", "f32", verify=False).path)
+    weighted = 0
+    for t in _gguf_tensors(q.path).values():
+        values = quants.dequantize(t.data, t.tensor_type)
+        weighted += t.name in imatrix and t.tensor_type.name not in ("F32", "F16")
+        assert np.array_equal(values, np.asarray(f[t.name].data).reshape(values.shape)), t.name
+    assert weighted > 10

@@ -14,15 +14,13 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
-import gguf
-import numpy as np
 import pytest
 
 from engine.export.gguf_export import export_gguf
 from engine.export.quant_types import QUANT_BY_NAME
 from engine.tiny_models import cached_tiny_model
 
-from .helpers import f16_copy, quiet_fd2
+from .helpers import assert_same_tensors, f16_copy, quiet_fd2
 
 WIDE = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 8}
 
@@ -47,17 +45,7 @@ def assert_same_as_llama_cpp(m16: Path, quant: str, tmp_path: Path) -> dict[str,
         status = llama_cpp.llama_model_quantize(str(f16).encode(), str(reference).encode(),
                                                 ctypes.byref(params))
     assert status == 0
-    a = {t.name: t for t in gguf.GGUFReader(str(ours.path)).tensors}
-    b = {t.name: t for t in gguf.GGUFReader(str(reference)).tensors}
-    assert set(a) == set(b)
-    wrong_type = {n: (a[n].tensor_type.name, b[n].tensor_type.name) for n in a
-                  if a[n].tensor_type != b[n].tensor_type}
-    assert not wrong_type, f"{quant}: (ours, llama.cpp's) types differ: {wrong_type}"
-    wrong_bytes = [n for n in a if not np.array_equal(np.asarray(a[n].data).view(np.uint8),
-                                                      np.asarray(b[n].data).view(np.uint8))]
-    assert not wrong_bytes, f"{quant}: bytes differ in {wrong_bytes} " \
-                            f"({ {n: a[n].tensor_type.name for n in wrong_bytes} })"
-    return {n: a[n].tensor_type.name for n in a}
+    return assert_same_tensors(ours.path, reference, quant)
 
 
 LEGACY = ["q4_1", "q5_0", "q5_1"]
