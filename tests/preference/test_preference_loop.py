@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import math
 
-import mlx.core as mx
-import numpy as np
 import pytest
 
-from engine import library
-from engine.events import Checkpoint, ListReporter, Started, TailorError
+from engine.events import ListReporter, Started
 from engine.models import load_model
 from engine.train.adapters import apply_adapters
 from engine.train.config import make_config
 from engine.train.estimate import estimate
 from engine.train.run import train_adapter
 from tests.preference.test_train_preference import write_pairs
+from tests.train.test_resume import assert_non_finite_stop_keeps_checkpoint_4
 
 OBJECTIVES = ["dpo", "orpo"]
 
@@ -38,21 +36,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_finite_checkpoint(tiny_model, 
             batch.chosen.owner = batch.chosen.owner * float("nan")
         return batch
 
-    rep = ListReporter()
-    with pytest.raises(TailorError) as err:
-        train_adapter(str(tiny_model("qwen2")), data, "nan", _cfg(objective), report=rep,
-                      batch_hook=poison)
-    assert "became nan at step 7" in err.value.message
-    assert "step-0000004" in err.value.message
-    info = library.get_adapter("nan")
-    assert info.manifest["status"] == "failed"
-    assert [c.iteration for c in rep.of(Checkpoint)] == [4]
-    kept = mx.load(str(info.path / "checkpoints" / "step-0000004" / "adapters.safetensors"))
-    final = mx.load(str(info.path / "adapters.safetensors"))
-    for k, v in kept.items():
-        assert np.isfinite(np.array(v)).all()
-        np.testing.assert_array_equal(np.array(v), np.array(final[k]))
-    assert all(math.isfinite(l) for _, l in info.manifest["loss_history"]["train"])
+    assert_non_finite_stop_keeps_checkpoint_4(tiny_model("qwen2"), data, _cfg(objective),
+                                              poison)
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)

@@ -155,10 +155,16 @@ def test_non_finite_loss_stops_and_keeps_last_finite_checkpoint(tiny_model, tmp_
             batch.weight = batch.weight * float("nan")
         return batch
 
+    assert_non_finite_stop_keeps_checkpoint_4(tiny_model("qwen2"), data, _small(), poison)
+
+
+def assert_non_finite_stop_keeps_checkpoint_4(model_dir, data, cfg, poison) -> None:
+    """Train with ``poison`` (NaN from micro-batch 6 on, 12 steps saved every 4): the run
+    stops at step 7, failed, keeping step 4's finite checkpoint as its adapter (shared with
+    tests/preference/test_preference_loop.py: DPO and ORPO through the same loop)."""
     rep = ListReporter()
     with pytest.raises(TailorError) as err:
-        train_adapter(str(tiny_model("qwen2")), data, "nan", _small(), report=rep,
-                      batch_hook=poison)
+        train_adapter(str(model_dir), data, "nan", cfg, report=rep, batch_hook=poison)
     assert "became nan at step 7" in err.value.message
     assert "step-0000004" in err.value.message
     info = library.get_adapter("nan")
