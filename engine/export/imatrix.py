@@ -23,6 +23,8 @@ from .imatrix_file import Imatrix
 # llama-imatrix ignores plain matrix products over fewer tokens than this (imatrix.cpp:
 # "why are small batches ignored (<16 tokens)?"); a shorter chunk is not run at all.
 MIN_CHUNK_TOKENS = 16
+# Above this size in float32 the activations are computed in the weights' own dtype.
+F32_MAX_BYTES = 8 << 30
 # Architectures whose tensors change column order (or are split) on the way to GGUF: a matrix
 # over the MLX inputs would not line up with the file's columns.
 COLUMNS_CHANGED = ("qwen35", "qwen35moe", "qwen3next", "granitehybrid")
@@ -208,6 +210,21 @@ def cut_chunks(tokens: list[int], ctx: int, bos_id: int | None,
     return chunks
 
 
+def in_float32(model) -> str:
+    """Upcast ``model``'s floating weights to float32 when it fits in F32_MAX_BYTES, as
+    llama.cpp computes activations in F32 whatever the weights (and MLX's CPU gather for
+    stacked experts runs only in float32). -> the dtype the activations are computed in."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_map
+
+    weights = [v for _, v in tree_flatten(model.parameters())]
+    if sum(v.size for v in weights) * 4 > F32_MAX_BYTES:
+        return ", ".join(sorted({str(v.dtype).replace("mlx.core.", "") for v in weights}))
+    model.update(tree_map(lambda v: v.astype(mx.float32)
+                          if mx.issubdtype(v.dtype, mx.floating) else v, model.parameters()))
+    return "float32"
+
+
 def collect_imatrix(model, names: dict[str, str], chunks: list[list[int]], job: Job, *,
                     datasets: list[str], ctx: int) -> Imatrix:
     """Run ``model`` over ``chunks`` (each from an empty cache) and return the matrix;
@@ -220,7 +237,8 @@ def collect_imatrix(model, names: dict[str, str], chunks: list[list[int]], job: 
     prog(0, len(chunks), f"importance matrix: {len(chunks)} chunks of up to {ctx} tokens")
     for i, chunk in enumerate(chunks):
         job.cancel.raise_if_cancelled()
-        model(mx.array([int(t) for t in chunk], dtype=mx.int32)[None])  # only the taps' sums are evaluated
+        # only the taps' sums are evaluated: the logits (the output matrix) never are
+        model(mx.array([int(t) for t in chunk], dtype=mx.int32)[None])
         mx.eval(collector.state())
         prog(i + 1, len(chunks), f"importance matrix: chunk {i + 1}/{len(chunks)}")
     return collector.to_imatrix(datasets, len(chunks), ctx)

@@ -149,7 +149,7 @@ def _compute(source, cfg: ImatrixConfig, job: Job) -> tuple[Imatrix, dict]:
     """The tokens first (with the tokenizer alone: a dataset that is missing or too short
     is refused before the model loads), then the model in MLX and its matrix over them."""
     from ..models.tokenizer import load_tokenizer
-    from .imatrix import collect_imatrix, cut_chunks, gguf_names
+    from .imatrix import collect_imatrix, cut_chunks, gguf_names, in_float32
 
     info, adapter_config, base_dir = _base_dir(source)
     tokenizer = load_tokenizer(base_dir)
@@ -167,6 +167,7 @@ def _compute(source, cfg: ImatrixConfig, job: Job) -> tuple[Imatrix, dict]:
                           "importance matrix (at least 16 are needed)",
                           hint="give more text with --imatrix-text FILE")
     model, config = _load(info, adapter_config, base_dir, job)
+    record["activations"] = in_float32(model)
     imatrix = collect_imatrix(model, gguf_names(model, config, str(base_dir)), chunks, job,
                               datasets=datasets, ctx=cfg.imatrix_ctx)
     record["tokens"] = sum(len(c) for c in chunks)
@@ -228,7 +229,17 @@ def _text_tokens(path: Path, tokenizer) -> list[int]:
                           hint="--imatrix-text takes a plain UTF-8 text file") from e
     except OSError as e:
         raise TailorError(f"{path} cannot be read: {e.strerror or e}") from e
-    return [int(t) for t in tokenizer.encode(text)]
+    import logging
+
+    # (transformers warns that a whole file is longer than the model's context: it is cut
+    # into chunks after tokenizing, as llama-imatrix does)
+    quiet = logging.getLogger("transformers.tokenization_utils_base")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return [int(t) for t in tokenizer.encode(text)]
+    finally:
+        quiet.setLevel(level)
 
 
 def _bos_id(tokenizer) -> int | None:

@@ -5,15 +5,11 @@ sources vendored in llama-cpp-python's source distribution, reads the matrix fil
 
     TAILOR_LLAMA_CPP_SDIST=/path/to/llama_cpp_python-0.3.36.tar.gz pytest tests/export/test_imatrix_llama_loader.py
 
-Needs g++ (about 1 s of CPU to compile one source file against llama-cpp-python's
-libggml-base; no CMake build)."""
+Needs g++ (a few CPU seconds: tests/export/llama_tools.py, no CMake build)."""
 from __future__ import annotations
 
-import os
-import shutil
 import struct
 import subprocess
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -21,65 +17,14 @@ import pytest
 
 from engine.export.imatrix_file import Imatrix, load_imatrix, save_imatrix
 
-SDIST = os.environ.get("TAILOR_LLAMA_CPP_SDIST", "")
-pytestmark = pytest.mark.skipif(not SDIST or not shutil.which("g++"),
-                                reason="set TAILOR_LLAMA_CPP_SDIST to llama-cpp-python's sdist")
+from . import llama_tools
 
-# common.h and log.h stand-ins: the loader needs one string helper and the error macro
-SHIM_COMMON = """#pragma once
-#include <string>
-#include <string_view>
-inline bool string_remove_suffix(std::string & s, std::string_view suffix) {
-    if (s.size() < suffix.size() ||
-        s.compare(s.size() - suffix.size(), suffix.size(), suffix) != 0) return false;
-    s.resize(s.size() - suffix.size());
-    return true;
-}
-"""
-SHIM_LOG = "#pragma once\n#include <cstdio>\n#define LOG_ERR(...) fprintf(stderr, __VA_ARGS__)\n"
-DRIVER = r"""#include "imatrix-loader.h"
-#include <cstdio>
-int main(int argc, char ** argv) {
-    common_imatrix m;
-    if (argc < 2 || !common_imatrix_load(argv[1], m)) { printf("FAILED\n"); return 1; }
-    printf("meta %d %d %d %d\n", (int) m.is_legacy, (int) m.has_metadata, m.chunk_count,
-           m.chunk_size);
-    for (const auto & d : m.datasets) printf("dataset %s\n", d.c_str());
-    for (const auto & [name, e] : m.entries) {
-        printf("entry %s %zu", name.c_str(), e.counts.size());
-        for (auto c : e.counts) printf(" %lld", (long long) c);
-        for (auto s : e.sums) printf(" %.9g", s);
-        printf("\n");
-    }
-    return 0;
-}
-"""
+pytestmark = pytest.mark.skipif(not llama_tools.AVAILABLE, reason=llama_tools.SKIP_REASON)
 
 
 @pytest.fixture(scope="module")
-def llama_loader(tmp_path_factory) -> Path:
-    import llama_cpp
-
-    root = tmp_path_factory.mktemp("imatrix-loader")
-    with tarfile.open(SDIST) as tar:
-        members = [m for m in tar.getmembers()
-                   if "/vendor/llama.cpp/common/imatrix-loader." in m.name
-                   or "/vendor/llama.cpp/ggml/include/" in m.name]
-        tar.extractall(root / "src", members=members, filter="data")
-    vendor = next((root / "src").glob("*/vendor/llama.cpp"))
-    build = root / "build"
-    build.mkdir()
-    for f in ("imatrix-loader.cpp", "imatrix-loader.h"):
-        shutil.copy(vendor / "common" / f, build / f)
-    (build / "common.h").write_text(SHIM_COMMON)
-    (build / "log.h").write_text(SHIM_LOG)
-    (build / "main.cpp").write_text(DRIVER)
-    lib = Path(llama_cpp.__file__).parent / "lib"
-    exe = build / "load_imatrix"
-    subprocess.run(["g++", "-std=c++17", "-O1", f"-I{build}", f"-I{vendor / 'ggml' / 'include'}",
-                    str(build / "imatrix-loader.cpp"), str(build / "main.cpp"), f"-L{lib}",
-                    "-l:libggml-base.so", f"-Wl,-rpath,{lib}", "-o", str(exe)], check=True)
-    return exe
+def llama_loader() -> Path:
+    return llama_tools.tools()["load_imatrix"]
 
 
 def _llama_load(exe: Path, path: Path) -> dict | None:
