@@ -200,7 +200,8 @@ def _relay(proc: subprocess.Popen, hosts: list[Host], job, name: str) -> int:
     ending = None
     for line in proc.stdout:
         if not line.startswith("{"):
-            continue
+            news.rank_line(line)  # (mlx.launch runs remote ranks under `ssh -tt`: their
+            continue              # stderr arrives here, in the same terminal stream)
         try:
             event = decode_event(line)
         except (ValueError, KeyError, TypeError):

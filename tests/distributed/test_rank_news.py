@@ -72,3 +72,32 @@ def test_a_two_rank_run_logs_each_ranks_host_joining_and_finishing(tmp_path, tin
     assert f"ranks: 0 on 127.0.0.1 ({node}), 1 on 127.0.0.1 ({node})" in messages
     assert "step 1/4 done on every rank: 0 on 127.0.0.1, 1 on 127.0.0.1" in messages
     assert [e["iteration"] for e in events if e["event"] == "step"] == [1, 2, 3, 4]
+
+
+class _Launched:
+    """mlx.launch as _relay sees it: its stdout and stderr lines, then an exit status."""
+
+    def __init__(self, stdout: list[str], stderr: list[str]):
+        self.stdout, self.stderr, self.returncode = iter(stdout), iter(stderr), 0
+        self.stdin = self
+
+    def write(self, text):  # (stdin: the forwarded stop)
+        pass
+
+    def flush(self):
+        pass
+
+    def wait(self):
+        return 0
+
+
+def test_a_remote_ranks_lines_arrive_on_stdout_through_ssh_tt():
+    """Found on a real two-host run over ssh: mlx.launch runs remote ranks under `ssh -tt`,
+    whose terminal merges the rank's stderr into stdout (with CRLF endings)."""
+    events = []
+    finished = json.dumps({"event": "finished", "v": 2, "job": "train", "result": {}})
+    proc = _Launched(stdout=["[rank 1] joined on mac2.local\r\n", finished + "\r\n"],
+                     stderr=["[rank 1] finished on mac2.local after 9 s\n"])
+    assert launch._relay(proc, HOSTS, Job("train", report=events.append), "n") == 0
+    assert "rank 1 on mac2: joined on mac2.local" in logs(events)  # (the streams are read
+    assert "rank 1 on mac2: finished on mac2.local after 9 s" in logs(events)  # by 2 threads)
