@@ -184,6 +184,7 @@ class Trainer:
         self.history = History.from_dict(loaded.state.get("history", {}))
         # no RNG state to restore: dropout is reseeded from (seed, micro-batch) before each step
         self.last_checkpoint = str(loaded.path)
+        self._evaluated = None
         mx.eval(self.model.parameters(), self.optimizer.state)
 
     def _save(self) -> str:
@@ -221,6 +222,11 @@ class Trainer:
         return state, step
 
     def evaluate(self) -> float:
+        """The validation loss of the weights at ``self.step``. Computed once per step: the run
+        record's baseline (engine/evaluate/baseline.py) asks for it before step 1, and the
+        step-0 validation then reuses that value instead of a second pass."""
+        if self._evaluated is not None and self._evaluated[0] == self.step:
+            return self._evaluated[1]
         self.model.eval()
         total, count = mx.array(0.0), mx.array(0.0)
         for i, b in enumerate(self.valid.all_in_order()):
@@ -231,7 +237,9 @@ class Trainer:
             mx.eval(total, count)
             self.cancel.raise_if_cancelled()
         self.model.train()
-        return (total / mx.maximum(count, 1.0)).item()
+        val = (total / mx.maximum(count, 1.0)).item()
+        self._evaluated = (self.step, val)  # the weights change only with the step (or restore)
+        return val
 
     def _validate(self) -> bool:
         """Validate, track the best; True when patience ran out."""
@@ -338,6 +346,7 @@ class Trainer:
         return LoopResult(self.step, stopped_early, self.history, self.last_checkpoint)
 
     _steps_run = 0
+    _evaluated: tuple[int, float] | None = None  # (step, validation loss) of evaluate()
 
     def last_checkpoint_step(self) -> int:
         name = Path(self.last_checkpoint).name if self.last_checkpoint else ""
