@@ -100,16 +100,29 @@ def write_llama_gguf(path: Path, shape: LlamaShape, matrices: dict[str, np.ndarr
 
 
 def llama_cpp_quantize(source: Path, target: Path, ftype: int, nthread: int = 1,
-                       quiet: bool = True) -> None:
-    """Run llama.cpp's quantizer (no importance matrix) from `source` to `target`.
+                       quiet: bool = True, imatrix: dict | None = None) -> None:
+    """Run llama.cpp's quantizer from `source` to `target`; `imatrix` (GGUF tensor name ->
+    float32 weights per input column, flat per expert) goes in as llama-quantize --imatrix
+    passes it: a NULL-terminated array of llama_model_imatrix_data.
 
     `quiet` hides llama.cpp's per-tensor log lines (errors still show)."""
+    import ctypes
+
     import llama_cpp
     from llama_cpp import _logger
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = nthread
+    if imatrix:
+        keep = [np.ascontiguousarray(v, dtype=np.float32).reshape(-1) for v in imatrix.values()]
+        entries = (llama_cpp.llama_model_imatrix_data * (len(keep) + 1))()
+        for entry, name, values in zip(entries, imatrix, keep):
+            entry.name = name.encode()
+            entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            entry.size = values.size
+        entries[len(keep)].name = None  # the terminator
+        params.imatrix = ctypes.cast(entries, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
     level = _logger.logger.level
     if quiet:
         _logger.set_verbose(False)

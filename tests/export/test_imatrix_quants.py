@@ -3,14 +3,13 @@
 Same F16 source and the same matrix for both: Tailor's GGUF must hold, tensor by tensor,
 the type and bytes `llama_model_quantize` writes when its params carry the matrix
 (`llama_model_quantize_params.imatrix`, an array of `llama_model_imatrix_data`, as
-llama-quantize --imatrix passes it). That checks the weighted encoders (imatrix_quants),
+llama-quantize --imatrix passes it: kquants_llamacpp.llama_cpp_quantize). That checks the weighted encoders (imatrix_quants),
 the rules on which tensors use the matrix (imatrix_plan) and the mixture rules that differ
 with one. The block encoders are also checked alone against `ggml_quantize_chunk` with
 quant_weights on edge rows (hypothesis).
 """
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
 
 import gguf
@@ -22,13 +21,13 @@ from hypothesis import strategies as st
 from engine.events import TailorError
 from engine.export.gguf_export import export_gguf
 from engine.export.imatrix_quants import WEIGHTED_TYPES, quantize_weighted
-from engine.export.kquants_llamacpp import llama_cpp_quantize_rows
+from engine.export.kquants_llamacpp import llama_cpp_quantize, llama_cpp_quantize_rows
 from engine.export.quant_types import QUANT_BY_NAME
 from engine.tiny_models import cached_tiny_model
 
 from .helpers import assert_same_tensors, f16_copy, quiet_fd2
 
-llama_cpp = pytest.importorskip("llama_cpp")
+pytest.importorskip("llama_cpp")
 
 WIDE = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 8}
 
@@ -59,26 +58,6 @@ def seeded_imatrix(f16: Path, seed: int, *, zeros: bool = False) -> dict[str, np
     return out
 
 
-def llama_quantize(f16: Path, out: Path, quant: str, imatrix: dict[str, np.ndarray]) -> None:
-    """llama_model_quantize(f16 -> out, quant) with ``imatrix`` (a NULL-terminated array of
-    llama_model_imatrix_data, as llama-quantize builds it)."""
-    keep = [np.ascontiguousarray(v, dtype=np.float32).reshape(-1) for v in imatrix.values()]
-    entries = (llama_cpp.llama_model_imatrix_data * (len(keep) + 1))()
-    for entry, name, values in zip(entries, imatrix, keep):
-        entry.name = name.encode()
-        entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        entry.size = values.size
-    entries[len(keep)].name = None
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = QUANT_BY_NAME[quant].ftype
-    params.nthread = 2
-    params.imatrix = ctypes.cast(entries, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
-    with quiet_fd2():
-        status = llama_cpp.llama_model_quantize(str(f16).encode(), str(out).encode(),
-                                                ctypes.byref(params))
-    assert status == 0
-
-
 def assert_same_with_imatrix(m16: Path, quant: str, imatrix: dict, tmp_path: Path) -> dict:
     """Export ``m16`` as ``quant`` with ``imatrix`` and compare with llama.cpp given the same
     matrix; returns name -> type."""
@@ -88,7 +67,9 @@ def assert_same_with_imatrix(m16: Path, quant: str, imatrix: dict, tmp_path: Pat
     ours = export_gguf(m16, tmp_path / f"{m16.name}-{quant}-imx.gguf", quant, verify=False,
                        imatrix=imatrix)
     reference = tmp_path / f"{m16.name}-{quant}-imx-llama.gguf"
-    llama_quantize(f16, reference, quant, imatrix)
+    with quiet_fd2():
+        llama_cpp_quantize(f16, reference, QUANT_BY_NAME[quant].ftype, nthread=2,
+                           imatrix=imatrix)
     return assert_same_tensors(ours.path, reference, f"{quant} with a matrix")
 
 
