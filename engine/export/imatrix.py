@@ -13,7 +13,6 @@ export's own tensor plan (write.plan_tensors), so the matrix names the tensors t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -50,8 +49,9 @@ class Collector:
 
         e = self.entries.get(name)
         if e is None:
+            # counts as integers: a float32 count stops being exact past 2**24 tokens
             e = self.entries[name] = _Sums(n_mat, mx.zeros((n_mat, cols), mx.float32),
-                                           mx.zeros((n_mat,), mx.float32))
+                                           mx.zeros((n_mat,), mx.int32))
         return e
 
     def add_dense(self, name: str, x) -> None:
@@ -77,7 +77,7 @@ class Collector:
         ids = indices.reshape(-1)
         e = self._entry(name, n_expert, cols)
         e.sums = e.sums.at[ids].add(mx.square(rows.astype(mx.float32)))
-        e.counts = e.counts.at[ids].add(mx.ones(ids.shape, mx.float32))
+        e.counts = e.counts.at[ids].add(mx.ones(ids.shape, mx.int32))
 
     def state(self) -> list:
         return [a for e in self.entries.values() for a in (e.sums, e.counts)]

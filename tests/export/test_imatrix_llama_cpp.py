@@ -17,7 +17,11 @@ from .imatrix_oracle import llama_cpp_imatrix
 # seed 1: random tokens whose routing no near-tie splits between MLX and llama.cpp (seed 0
 # has one token whose two best experts in layer 0 differ by float rounding, so one count
 # moves to the neighbouring expert there)
-@pytest.mark.parametrize("kind", ["llama3", "qwen3_moe", "phi3", "gemma3", "granitemoe"])
+# (every family's fixture matched when checked by hand; these cover each path: plain, fused
+# qkv, gemma's norms and embedding scale, MoE under mlx-lm's three layouts, gpt-oss's biased
+# experts and sinks, Gemma 4's per-layer-type sizes)
+@pytest.mark.parametrize("kind", ["llama3", "phi3", "gemma3", "olmo2", "qwen3_moe", "mixtral",
+                                  "granitemoe", "gpt_oss", "gemma4"])
 def test_mlx_matrix_equals_llama_imatrix_in_llama_cpp(tiny_model, tmp_path, kind):
     from engine.models.load import load_model
 
@@ -35,3 +39,15 @@ def test_mlx_matrix_equals_llama_imatrix_in_llama_cpp(tiny_model, tmp_path, kind
         assert im.counts[name].tolist() == want_counts[name].tolist(), name
         got = im.sums[name].reshape(want.shape)
         assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max(), name
+
+
+def test_families_whose_columns_move_on_the_way_to_gguf_are_refused(tiny_model):
+    from engine.events import TailorError
+    from engine.models.load import load_model
+
+    folder = tiny_model("qwen3_5")
+    model, _tok, config = load_model(folder)
+    with pytest.raises(TailorError) as e:
+        gguf_names(model, config, str(folder))
+    assert "cannot be computed for this qwen3_5 model yet" in e.value.message
+    assert "--imatrix FILE" in e.value.hint
