@@ -280,10 +280,13 @@ def mlx_logits(model_dir: Path, token_lists: list[list[int]], adapter_dir: Path 
     if weight_fn is not None:
         params = [(k, weight_fn(v)) for k, v in tree_flatten(model.parameters())]
         model.update(tree_unflatten(params))
+    from .gelu_table import llama_cpu_gelu
+
     out = []
-    for toks in token_lists:
-        logits = model(mx.array([toks]))
-        out.append(np.array(logits[0].astype(mx.float32)))
+    with llama_cpu_gelu(getattr(model, "model_type", "")):  # Gemma 2-4: GELU as llama.cpp's CPU
+        for toks in token_lists:
+            logits = model(mx.array([toks]))
+            out.append(np.array(logits[0].astype(mx.float32)))
     return out
 
 
@@ -533,6 +536,10 @@ def verify_llama_cpp(path: Path, *, vocab, model_dir: Path, quant: str,
     margins = rounded.pop("margins") if rounded else None
     _check_logits(checks, "llama.cpp next token = MLX", ref, got,
                   rounded_tolerance(quant) if rounded else TOLERANCES[quant], margins)
+    from .gelu_table import NOTE, TABLE_GELU_MODEL_TYPES
+
+    if getattr(arch, "model_type", "") in TABLE_GELU_MODEL_TYPES:
+        checks[-1]["detail"] += f" ({NOTE})"
     if rounded is None:
         return checks
     checks[-1]["detail"] += (f" (mixture of experts: MLX ran the source with the "

@@ -142,3 +142,57 @@ def test_shared_layers_own_kv_projections_are_not_written(tiny_model, tmp_path):
     assert result.verification["passed"], failed_checks(result.verification)
     names = {t.name for t in gguf.GGUFReader(str(out)).tensors}
     assert not {f"blk.{i}.attn_{p}.weight" for i in (3, 4, 5) for p in "kv"} & names
+
+
+@pytest.mark.parametrize("method", ["dora", "qlora"])
+def test_dora_and_qlora_trained_fused_and_verified(method, tiny_model, tmp_path):
+    """DoRA fuses (a GGUF LoRA cannot carry it: refused with the reason); QLoRA on the 4-bit
+    base fuses and its adapter alone is applied by llama.cpp to the dequantized base."""
+    from .chain import trained
+
+    settings = {"method": "dora"} if method == "dora" else {"quantize_base": 4}
+    info = trained(tiny_model("gemma4"), tmp_path, f"g4-{method}", learning_rate=3e-3,
+                   **settings)
+    fused = export_gguf(info.name, tmp_path / f"{method}.gguf", "f32")
+    assert fused.verification["passed"], failed_checks(fused.verification)
+    if method == "dora":
+        with pytest.raises(TailorError, match="DoRA"):
+            export_gguf(info.name, tmp_path / "dora-lora.gguf", "f32", adapter_only=True)
+    else:
+        lora = export_gguf(info.name, tmp_path / "qlora-lora.gguf", "f32", adapter_only=True)
+        assert lora.verification["passed"], failed_checks(lora.verification)
+
+
+def test_the_check_runs_gelu_as_llama_cpps_cpu_table(tiny_model, tmp_path, monkeypatch):
+    """A stronger adapter (rate 1e-2) moves the fixture's logits so far that llama.cpp's float16
+    GELU table alone puts them 5e-3 of their range from exact MLX: with MLX running the same
+    table the correct file passes (6e-4), and it says so; with exact GELU it would fail."""
+    import engine.export.gelu_table as gelu_table
+    from .chain import trained
+
+    info = trained(tiny_model("gemma4"), tmp_path, "g4-strong", learning_rate=1e-2)
+    result = export_gguf(info.name, tmp_path / "strong.gguf", "f32")
+    assert result.verification["passed"], failed_checks(result.verification)
+    check = next(c for c in result.verification["checks"]
+                 if c["name"] == "llama.cpp next token = MLX")
+    assert gelu_table.NOTE in check["detail"]
+    monkeypatch.setattr(gelu_table, "TABLE_GELU_MODEL_TYPES", ())
+    exact = export_gguf(info.name, tmp_path / "strong-exact.gguf", "f32")
+    assert not exact.verification["passed"]
+
+
+def test_table_gelu_is_ggmls():
+    """float16 in, float16(gelu(x)) out, |x| >= 10 unrounded (ggml-cpu vec.h GGML_GELU_FP16)."""
+    import mlx.core as mx
+
+    from engine.export.gelu_table import table_gelu
+
+    x = np.concatenate([np.linspace(-12, 12, 4001), [0.1234567, -3.3333333, 10.0, -10.0]]
+                       ).astype(np.float32)
+    xh = x.astype(np.float16).astype(np.float32)
+    c, a, one, half = (np.float32(v) for v in (np.sqrt(2 / np.pi), 0.044715, 1.0, 0.5))
+    gelu = half * xh * (one + np.tanh(c * xh * (one + a * xh * xh)))  # float32, as ggml's C
+    want = np.where(x >= 10, x, np.where(x <= -10, 0.0,
+                                         gelu.astype(np.float16).astype(np.float32)))
+    got = np.array(table_gelu(mx.array(x)))
+    assert np.array_equal(got, want.astype(np.float32))
