@@ -240,6 +240,7 @@ def dispatch(args, job) -> int | None:
     if distributed.group() is None:
         return None
     distributed.watch_terminate(job.cancel)  # for the whole process: writes are never cut off
+    watch_launcher_stop(job.cancel, sys.stdin)
     try:
         settings = distributed.shared_settings(
             _rank0_settings(args) if distributed.world()[0] == 0 else {})
@@ -274,6 +275,14 @@ def _rank_says(rank: int, text: str) -> None:
     """One line for the launcher's log (_RankNews.rank_line), on stderr through mlx.launch."""
     sys.stderr.write(f"[rank {rank}] {text}\n")
     sys.stderr.flush()
+
+
+def watch_launcher_stop(cancel, stdin) -> None:
+    """A rank's stop arrives on its stdin from mlx.launch. A remote rank runs under `ssh -tt`,
+    so its stdin is a terminal, which the runner (engine/cli.py) leaves unwatched: watch it
+    here (without this a stop never reached a rank on another host; seen over real ssh)."""
+    if stdin is not None and stdin.isatty():
+        cancel.watch_stdin(stdin)
 
 
 def _rank0_settings(args) -> dict:

@@ -101,3 +101,25 @@ def test_a_remote_ranks_lines_arrive_on_stdout_through_ssh_tt():
     assert launch._relay(proc, HOSTS, Job("train", report=events.append), "n") == 0
     assert "rank 1 on mac2: joined on mac2.local" in logs(events)  # (the streams are read
     assert "rank 1 on mac2: finished on mac2.local after 9 s" in logs(events)  # by 2 threads)
+
+
+def test_a_rank_under_ssh_tt_hears_the_launchers_stop_on_its_terminal():
+    """mlx.launch forwards the launcher's `stop` to every rank's stdin; a remote rank's stdin
+    is the terminal `ssh -tt` gives it, which the runner does not watch (found on a real run
+    over ssh: a stop never reached the ranks and the run trained on to the end)."""
+    import pty
+    import time
+
+    from engine.events import CancelToken
+
+    controller, terminal = pty.openpty()
+    with open(terminal, "r", closefd=True) as stdin:
+        assert stdin.isatty()
+        cancel = CancelToken()
+        launch.watch_launcher_stop(cancel, stdin)
+        os.write(controller, b"stop\n")
+        deadline = time.monotonic() + 10
+        while not cancel.requested and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cancel.requested
+    os.close(controller)
