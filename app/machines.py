@@ -10,7 +10,7 @@ import html
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                               QVBoxLayout)
+                               QScrollArea, QVBoxLayout)
 
 from engine.results import (DATASET_COPY_THERE, DATASET_SAME, DATASET_WILL_COPY, HostCheck,
                             HostsReport)
@@ -23,6 +23,7 @@ MACHINES_TOOLTIP = ("train on several Macs at once (data-parallel, MLX's mlx.lau
                     "without a password), or the path of an MLX host file; a number N runs N "
                     "processes on this Mac. Empty: this Mac alone")
 NOTHING_TO_TEST = "This Mac only: there is no other machine to test."
+STATUS_MAX_HEIGHT = 150  # pixels; more scrolls
 
 
 def machines_argv(text: str) -> list[str]:
@@ -78,7 +79,7 @@ def report_html(report: HostsReport) -> str:
             lines.append(host_html(h))
     verdict = ("Ready: every host can take part." if report.ok
                else "Not ready: fix the host marked ✗ first.")
-    return "<br>".join(lines + [f"<b>{verdict}</b>"])
+    return "<br>".join([f"<b>{verdict}</b>"] + lines)  # first: a long report scrolls
 
 
 class SeveralMacs(QGroupBox):
@@ -105,12 +106,23 @@ class SeveralMacs(QGroupBox):
         self.status.setWordWrap(True)
         self.status.setTextFormat(Qt.TextFormat.RichText)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.status.hide()
-        layout.addWidget(self.status)
+        # a long report scrolls in its own box: at 1024x700 three hosts with hints left the
+        # settings form four rows
+        self.status_box = QScrollArea()
+        self.status_box.setWidgetResizable(True)
+        self.status_box.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.status_box.setWidget(self.status)
+        self.status_box.setMaximumHeight(STATUS_MAX_HEIGHT)
+        self.status_box.hide()
+        layout.addWidget(self.status_box)
 
     def _say(self, text: str) -> None:
         self.status.setText(text)
-        self.status.setVisible(bool(text))
+        self.status_box.setVisible(bool(text))
+        if text:  # as tall as the text, up to STATUS_MAX_HEIGHT
+            width = max(self.status_box.viewport().width(), 200)
+            self.status_box.setFixedHeight(min(STATUS_MAX_HEIGHT,
+                                               self.status.heightForWidth(width) + 4))
 
     def _forget(self) -> None:
         self.report = None
