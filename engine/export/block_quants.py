@@ -10,10 +10,13 @@ importance matrix is given. A K-quant export of a model whose rows are not a mul
 is mostly these types (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0), so they
 are worth being fast: about 2-3x gguf-py's encoders, with the same bytes.
 
-Why it is faster: the per-block max/min run on a transposed copy of the piece (value j of
-every block in one contiguous row), not as numpy's slow reductions over rows of 32; float16
-input is converted with integer bit operations (twice numpy's astype here); the 5-bit
-packing works on 8 values at once in uint64 lanes.
+Why it is faster: a piece of blocks is held in lane order, value 4L+k of block b at
+[L, b, k] (`_Lanes`): the per-block max/min, scaling and rounding then run as long
+contiguous loops over [8, blocks*4] rows, where the row layout [blocks, 32] makes numpy run
+32 (or 4) values per inner loop; the transposes into and out of that order move 8- and
+4-byte lanes, not single values. float16 input is converted with integer bit operations
+(6x numpy's astype here); levels are packed 4 or 8 at a time in uint32/uint64 lanes. Each
+piece is 8192 blocks (1 MiB per float32 array: a core's L2).
 
 Exactness (every step is a float32 operation in the C code's order, no fused multiply-add):
 - roundf (half away from zero) is trunc(x + copysign(0.49999997, x)): exact for |x| < 2^22
@@ -34,12 +37,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .heap import keep_freed_buffers
+
 QK = 32
 BLOCK_BYTES = {"Q8_0": 34, "Q5_0": 22, "Q5_1": 24, "Q4_0": 18, "Q4_1": 20}
-# Blocks per numpy pass: 16384 blocks = 512k values, 2 MiB per float32 work array. Alone,
-# 4096 is ~10% faster (cache); in an export, threads encode side by side and fewer, longer
-# numpy calls mean fewer GIL hand-overs (Q4_K_M of a 0.5B model: 2.9 -> 2.8 s).
-PIECE_BLOCKS = 16384
+# Blocks per numpy pass: 8192 blocks = 256k values, 1 MiB per float32 work array.
+PIECE_BLOCKS = 8192
 # The float32 just below 0.5: adding it and truncating rounds half away from zero exactly.
 _HALF_DOWN = np.float32(np.nextafter(np.float32(0.5), np.float32(0)))
 _HALF_DOWN_BITS = np.float32(_HALF_DOWN).view(np.uint32)
@@ -52,6 +55,11 @@ _EACH_BYTE_1 = np.uint64(0x0101010101010101)
 _EACH_BYTE_LOW_NIBBLE = np.uint64(0x0F0F0F0F0F0F0F0F)
 # (byte k of a uint64 is 0 or 1) times this has bit k of its top byte = byte k (no carries)
 _GATHER_BITS = np.uint64(0x0102040810204080)
+# (bytes b0..b3 of a uint32, each 0 or 1) times this has b_k at bit 28 + k (no carries)
+_GATHER_4_BITS = np.uint32(0x10204080)
+_EACH_BYTE_1_U32 = np.uint32(0x01010101)
+_LOW_NIBBLES_U32 = np.uint32(0x0F0F0F0F)
+_HIGH_NIBBLES_U32 = np.uint32(0xF0F0F0F0)
 
 
 def quantize_q8_0(weights: np.ndarray) -> np.ndarray:
@@ -85,6 +93,7 @@ def quantize_q4_1(weights: np.ndarray) -> np.ndarray:
 
 
 def _quantize(weights: np.ndarray, type_name: str, encode) -> np.ndarray:
+    keep_freed_buffers()  # work arrays reused across pieces, not faulted in afresh
     if weights.ndim != 2 or weights.shape[1] % QK:
         raise ValueError(f"{type_name} needs 2-D weights with columns a multiple of {QK}, "
                          f"got shape {weights.shape}")
@@ -96,20 +105,14 @@ def _quantize(weights: np.ndarray, type_name: str, encode) -> np.ndarray:
     n = blocks.shape[0]
     size = BLOCK_BYTES[type_name]
     out = np.empty((n, size), np.uint8)
-    m = min(n, PIECE_BLOCKS)
-    work = _Work(np.empty((m, QK), np.float32), np.empty((QK, m), np.float32),
-                 np.empty((m, QK), np.uint32))
     for b0 in range(0, n, PIECE_BLOCKS):
         b1 = min(n, b0 + PIECE_BLOCKS)
-        x = blocks[b0:b1]
-        if x.dtype == np.float16:
-            x = f16_to_f32(x, work.x[:b1 - b0])
         # A float32-subnormal scale makes 1/d infinite and the products inf/NaN: the C code
         # casts those to integers too (undefined in C; x86-64 llama.cpp and numpy both give
         # 0, and such a block decodes to zeros whatever its quants). NaN/inf input is
         # refused below, so floating-point warnings carry no news.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            d = np.abs(encode(x, work.view(b1 - b0), out[b0:b1]))
+            d = np.abs(encode(_Lanes(blocks[b0:b1]), out[b0:b1]))
         # NaN/inf input (float16 inf/NaN convert to >= 65536, past any float16 number), or
         # a scale past fp16 (llama.cpp writes inf scales, then refuses its own file)
         bad = ~(d <= limit_f16) if blocks.dtype == np.float16 else ~(d < _FP16_INF)
@@ -120,33 +123,70 @@ def _quantize(weights: np.ndarray, type_name: str, encode) -> np.ndarray:
     return out.reshape(rows, cols // QK * size)
 
 
-class _Work:
-    """Reusable buffers of one piece: x (float32 rows), xt (its transpose), u (uint32 rows)."""
+class _Lanes:
+    """One piece of m blocks in lane order: `x` float32 [8, m, 4] holds values 4L..4L+3 of
+    block b at [L, b]; `rows` is the piece as given ([m, 32], float16 or float32)."""
 
-    def __init__(self, x: np.ndarray, xt: np.ndarray, u: np.ndarray):
-        self.x, self.xt, self.u = x, xt, u
+    def __init__(self, rows: np.ndarray):
+        m = len(rows)
+        self.rows, self.m = rows, m
+        self.x = np.empty((8, m, 4), np.float32)
+        if rows.dtype == np.float16:
+            lanes = np.empty((8, m), np.int64)  # 4 float16 per lane
+            np.copyto(lanes, rows.view(np.int64).T)
+            f16_to_f32(lanes.view(np.float16).reshape(8, m, 4), self.x)
+        else:
+            np.copyto(self.x.view(np.complex128).reshape(8, m),  # 4 float32 per lane
+                      rows.view(np.complex128).T)
 
-    def view(self, n: int) -> "_Work":
-        return _Work(self.x[:n], self.xt[:, :n], self.u[:n])
+    def flat(self) -> np.ndarray:
+        """x as [8, m*4]: every row one contiguous loop."""
+        return self.x.reshape(8, self.m * 4)
+
+    def each(self, per_block: np.ndarray) -> np.ndarray:
+        """[m] -> [m*4] (each value 4 times), to broadcast along flat()'s rows."""
+        return np.repeat(per_block, 4)
+
+    def reduce(self, ufunc, values: np.ndarray | None = None) -> np.ndarray:
+        """ufunc (np.maximum/np.minimum) over each block's 32 values -> [m]."""
+        r = ufunc.reduce(self.x if values is None else values, axis=0)  # [m, 4]
+        return ufunc(ufunc(r[:, 0], r[:, 1]), ufunc(r[:, 2], r[:, 3]))
+
+    def first(self, blocks: np.ndarray, test) -> np.ndarray:
+        """For the blocks `blocks`: their first value v (in block order) with test(v) true."""
+        x = self.rows[blocks].astype(np.float32)
+        return x[np.arange(len(blocks)), test(x).argmax(axis=1)]
+
+    def levels(self, offset: np.ndarray | None, inverse: np.ndarray,
+               bias: float) -> np.ndarray:
+        """trunc((x - offset) * inverse + bias) per block, as uint8 [8, m, 4] (in place on x;
+        the C int casts of values >= 0 truncate)."""
+        y = self.flat()
+        if offset is not None:
+            y -= self.each(offset)
+        y *= self.each(inverse)
+        y += np.float32(bias)
+        return self.x.astype(np.uint8)
 
 
 def f16_to_f32(h: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """float16 -> float32 into `out` (same shape), exact, about twice numpy's astype here.
+    """float16 -> float32 into `out` (same shape), exact, about 6x numpy's astype here.
 
-    The float16 exponent and mantissa bits, shifted into a float32, are the value times 2^-112
-    (subnormals included); one multiply by 2^112 rescales exactly. Infinities and NaNs come
-    out as |x| >= 65536, which no float16 number reaches, so the scale checks refuse them.
-    Falls back to astype where the CPU flushes subnormals (a flag some libraries set).
+    The float16 bits, sign-extended to int32 and shifted left by 13, hold the exponent and
+    mantissa where a float32 has them (the value times 2^-112, subnormals included) and the
+    sign in bit 31; bits 28-30 are copies of the sign and are cleared. One multiply by 2^112
+    rescales exactly. Infinities and NaNs come out as |x| >= 65536, which no float16 number
+    reaches, so the scale checks refuse them. Falls back to astype where the CPU flushes
+    subnormals (a flag some libraries set).
     """
     if not _subnormals_kept():
         out[...] = h
         return out
-    u = out.view(np.uint32)
-    np.bitwise_and(h.view(np.uint16), np.uint16(0x7FFF), out=u, casting="unsafe")
-    u <<= np.uint32(13)
+    u = out.view(np.int32)
+    np.copyto(u, h.view(np.int16), casting="unsafe")  # sign-extends
+    u <<= np.int32(13)
+    u &= np.int32(-0x70000001)  # ~(7 << 28)
     out *= np.float32(2.0 ** 112)
-    sign = h.view(np.uint16) >> np.uint16(15)  # the sign bit, moved to bit 31
-    u |= sign.astype(np.uint32) << np.uint32(31)
     return out
 
 
@@ -165,134 +205,128 @@ def _inverse(d: np.ndarray) -> np.ndarray:
     return np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
 
 
-def _encode_q8_0(x: np.ndarray, w: _Work, out: np.ndarray) -> np.ndarray:
-    """x: float32 blocks [n, 32] (read only); out: uint8 [n, 34]. Returns the float32 scales."""
-    xt = w.xt
-    xt[...] = x.T  # a block's 32 values in one column: contiguous reductions
-    np.abs(xt, out=xt)
-    amax = xt.max(axis=0)  # NaN if the block holds one
+def _encode_q8_0(x: _Lanes, out: np.ndarray) -> np.ndarray:
+    """out: uint8 [m, 34]. Returns the float32 scales."""
+    amax = x.reduce(np.maximum, np.abs(x.x))  # NaN if the block holds one
     d = amax / np.float32(127)
-    y = w.x
-    np.multiply(x, _inverse(d)[:, None], out=y)
+    y = x.flat()
+    y *= x.each(_inverse(d))
     # roundf: add 0.49999997 with the value's sign, then truncate (the int8 cast)
-    np.bitwise_and(y.view(np.uint32), np.uint32(0x80000000), out=w.u)
-    w.u |= _HALF_DOWN_BITS
-    y += w.u.view(np.float32)
-    np.copyto(out[:, 2:].view(np.int8), y, casting="unsafe")
+    half = np.bitwise_and(y.view(np.uint32), np.uint32(0x80000000))
+    half |= _HALF_DOWN_BITS
+    y += half.view(np.float32)
+    q = np.empty((8, x.m, 4), np.int8)
+    np.copyto(q, x.x, casting="unsafe")
+    _lanes_to_blocks(q.reshape(8, -1).view("<u4"), out[:, 2:])
     return _fp16(d, out[:, :2])
 
 
-def _encode_q5_0(x: np.ndarray, w: _Work, out: np.ndarray) -> np.ndarray:
-    """x: float32 blocks [n, 32] (read only); out: uint8 [n, 22]. Returns the float32 scales."""
-    xt = w.xt
-    xt[...] = x.T
-    hi = xt.max(axis=0)
-    lo = xt.min(axis=0)
-    peak = np.where(hi >= -lo, hi, lo)  # the signed value of largest magnitude
+def _encode_q5_0(x: _Lanes, out: np.ndarray) -> np.ndarray:
+    """out: uint8 [m, 22]. Returns the float32 scales."""
+    d = _signed_peak(x) / np.float32(-16)  # all zeros: +0.0, so d = -0.0 as in C
+    q = x.levels(None, _inverse(d), 16.5)  # values lie in [0.5, 32.5]
+    lanes = q.reshape(-1).view("<u8")  # 8 values per uint64 ('<u8': byte k at bits 8k..)
+    lanes -= (lanes >> np.uint64(5)) & _EACH_BYTE_1  # MIN(31, xi): 32 -> 31, the only > 31
+    _pack_lanes_5bit(q, out[:, 2:6], out[:, 6:])
+    return _fp16(d, out[:, :2])
+
+
+def _encode_q4_0(x: _Lanes, out: np.ndarray) -> np.ndarray:
+    """out: uint8 [m, 18]. Returns the float32 scales."""
+    d = _signed_peak(x) / np.float32(-8)
+    q = x.levels(None, _inverse(d), 8.5)  # values lie in [0.5, 16.5]
+    _at_most_15(q)
+    _pack_lanes_4bit(q, out[:, 2:])
+    return _fp16(d, out[:, :2])
+
+
+def _encode_q4_1(x: _Lanes, out: np.ndarray) -> np.ndarray:
+    """out: uint8 [m, 20]. Returns max |x| per block (the check of the fp16 min; the scale,
+    (max - min) / 15, is always smaller)."""
+    q, d, lo, peak = _min_range_levels(x, 15)
+    _at_most_15(q)  # values lie in [0, 15.5+]: 16 only from rounding at the block's max
+    _pack_lanes_4bit(q, out[:, 4:])
+    _fp16(d, out[:, :2])
+    _fp16(lo, out[:, 2:4])
+    return peak
+
+
+def _encode_q5_1(x: _Lanes, out: np.ndarray) -> np.ndarray:
+    """out: uint8 [m, 24]. Returns max |x| per block."""
+    q, d, lo, peak = _min_range_levels(x, 31)  # (uint8_t) cast, no MIN(31, .) in C
+    _pack_lanes_5bit(q, out[:, 4:8], out[:, 8:])
+    _fp16(d, out[:, :2])
+    _fp16(lo, out[:, 2:4])
+    return peak
+
+
+def _signed_peak(x: _Lanes) -> np.ndarray:
+    """Per block: the first value of largest magnitude, signed (+0.0 for all-zero blocks)."""
+    hi = x.reduce(np.maximum)
+    lo = x.reduce(np.minimum)
+    peak = np.where(hi >= -lo, hi, lo)
     tie = np.flatnonzero(hi == -lo)  # +a and -a both present, or an all-zero block
     if tie.size:
-        first = np.abs(x[tie]).argmax(axis=1)  # the C loop keeps the first one
-        peak[tie] = x[tie, first]
-        peak[tie[hi[tie] == 0]] = 0.0  # all zeros: the C loop's max stays +0.0, d = -0.0
-    d = peak / np.float32(-16)
-    y = w.x
-    np.multiply(x, _inverse(d)[:, None], out=y)
-    y += np.float32(16.5)
-    q = y.astype(np.uint8)  # values lie in [0.5, 32.5]: truncates as the C int cast
-    # Byte-wise work on 8 values at a time (uint64 lanes; '<u8' keeps byte k at bits 8k..).
-    lanes = q.view("<u8")  # [n, 4]
-    lanes -= (lanes >> np.uint64(5)) & _EACH_BYTE_1  # MIN(31, xi): 32 -> 31, the only > 31
-    fifth = (lanes >> np.uint64(4)) & _EACH_BYTE_1  # bit 4 of each value, as 0/1 bytes
-    # gather the 8 bytes' low bits into the top byte: bit k = value 8g + k (qh byte g)
-    qh = ((fifth * _GATHER_BITS) >> np.uint64(56)).astype(np.uint8)  # [n, 4]
-    out[:, 2:6].view("<u4")[:, 0] = qh.view("<u4")[:, 0]  # one 4-byte store per block
-    low = lanes & _EACH_BYTE_LOW_NIBBLE
-    # qs[j] = x[j] | x[j + 16] << 4, written straight into the blocks' last 16 bytes
-    np.bitwise_or(low[:, :2], low[:, 2:] << np.uint64(4), out=out[:, 6:].view("<u8"))
-    return _fp16(d, out[:, :2])
-
-
-def _encode_q4_0(x: np.ndarray, w: _Work, out: np.ndarray) -> np.ndarray:
-    """x: float32 blocks [n, 32] (read only); out: uint8 [n, 18]. Returns the float32 scales."""
-    d = _signed_peak(x, w) / np.float32(-8)
-    y = w.x
-    np.multiply(x, _inverse(d)[:, None], out=y)
-    y += np.float32(8.5)
-    q = y.astype(np.uint8)  # values lie in [0.5, 16.5]: truncates as the C int8 cast
-    _at_most_15(q)
-    _pack_nibbles(q, out[:, 2:])
-    return _fp16(d, out[:, :2])
-
-
-def _encode_q4_1(x: np.ndarray, w: _Work, out: np.ndarray) -> np.ndarray:
-    """x: float32 blocks [n, 32] (read only); out: uint8 [n, 20]. Returns max |x| per block
-    (the check of the fp16 min; the scale, (max - min) / 15, is always smaller)."""
-    q, d, lo, peak = _min_range_levels(x, w, 15)
-    _at_most_15(q)  # values lie in [0, 15.5+]: 16 only from rounding at the block's max
-    _pack_nibbles(q, out[:, 4:])
-    _fp16(d, out[:, :2])
-    _fp16(lo, out[:, 2:4])
+        peak[tie] = x.first(tie, lambda v: np.abs(v) == np.abs(v).max(axis=1, keepdims=True))
+        peak[tie[hi[tie] == 0]] = 0.0  # all zeros: the C loop's max stays +0.0
     return peak
 
 
-def _encode_q5_1(x: np.ndarray, w: _Work, out: np.ndarray) -> np.ndarray:
-    """x: float32 blocks [n, 32] (read only); out: uint8 [n, 24]. Returns max |x| per block."""
-    q, d, lo, peak = _min_range_levels(x, w, 31)  # (uint8_t) cast, no MIN(31, .) in C
-    _pack_fifth_bits(q, out[:, 4:8], out[:, 8:])
-    _fp16(d, out[:, :2])
-    _fp16(lo, out[:, 2:4])
-    return peak
-
-
-def _signed_peak(x: np.ndarray, w: _Work) -> np.ndarray:
-    """Per block: the first value of largest magnitude, signed (+0.0 for all-zero blocks)."""
-    xt = w.xt
-    xt[...] = x.T
-    hi = xt.max(axis=0)
-    lo = xt.min(axis=0)
-    peak = np.where(hi >= -lo, hi, lo)
-    tie = np.flatnonzero(hi == -lo)
-    if tie.size:
-        first = np.abs(x[tie]).argmax(axis=1)
-        peak[tie] = x[tie, first]
-        peak[tie[hi[tie] == 0]] = 0.0
-    return peak
-
-
-def _min_range_levels(x: np.ndarray, w: _Work, nmax: int):
-    """Q4_1/Q5_1: levels (uint8 [n, 32], before any clamp), d, min and max |x| per block."""
-    xt = w.xt
-    xt[...] = x.T
-    hi = xt.max(axis=0)
-    lo = xt.min(axis=0)
+def _min_range_levels(x: _Lanes, nmax: int):
+    """Q4_1/Q5_1: levels (uint8 [8, m, 4], before any clamp), d, min and max |x| per block."""
+    hi = x.reduce(np.maximum)
+    lo = x.reduce(np.minimum)
     zero_min = np.flatnonzero(lo == 0)
     if zero_min.size:  # the first zero's sign, as the C loop keeps it
-        first = (x[zero_min] == 0).argmax(axis=1)
-        lo[zero_min] = x[zero_min, first]
+        lo[zero_min] = x.first(zero_min, lambda v: v == 0)
     # (hi - lo) is +0.0 for a constant block in C (x - x); numpy's max/min of a block of
     # -0.0 and +0.0 may disagree in sign, so a zero range is made +0.0 explicitly
     span = hi - lo
     span[span == 0] = 0.0
     d = span / np.float32(nmax)
-    y = w.x
-    np.subtract(x, lo[:, None], out=y)
-    y *= _inverse(d)[:, None]
-    y += np.float32(0.5)
-    q = y.astype(np.uint8)  # values >= 0.5: truncation as the C cast
+    q = x.levels(lo, _inverse(d), 0.5)  # values >= 0.5: truncation as the C cast
     return q, d, lo, np.maximum(hi, -lo)
 
 
 def _at_most_15(q: np.ndarray) -> None:
-    """MIN(15, q) in place for levels q [n, 32] in 0..31 (16 is the only one reached): 8 at
-    a time in uint64 lanes, subtracting bit 4 (np.minimum on the bytes: 7x as long here)."""
-    lanes = q.view("<u8")
+    """MIN(15, q) in place for levels q in 0..31 (16 is the only one reached): 8 at a time
+    in uint64 lanes, subtracting bit 4 (np.minimum on the bytes: 7x as long here)."""
+    lanes = q.reshape(-1).view("<u8")
     lanes -= (lanes >> np.uint64(4)) & _EACH_BYTE_1
+
+
+def _lanes_to_blocks(lanes: np.ndarray, out: np.ndarray) -> None:
+    """uint32 lanes [k, m] (lane j: bytes 4j..4j+3 of every block) -> out [m, 4k]."""
+    dest = out.view("<u4")
+    for j in range(len(lanes)):  # one strided column each: long loops, not [m, k] blocks
+        dest[:, j] = lanes[j]
+
+
+def _pack_lanes_4bit(q: np.ndarray, out: np.ndarray) -> None:
+    """Levels q [8, m, 4] (< 16) -> qs [m, 16]: byte j = q[j] | q[j + 16] << 4."""
+    lanes = q.reshape(8, -1).view("<u4")  # 4 values per uint32
+    _lanes_to_blocks(lanes[:4] | (lanes[4:] << np.uint32(4)), out)
+
+
+def _pack_lanes_5bit(q: np.ndarray, qh_out: np.ndarray, qs_out: np.ndarray) -> None:
+    """5-bit levels q [8, m, 4] -> qh (bit j = bit 4 of value j) [m, 4], nibbles [m, 16]."""
+    lanes = q.reshape(8, -1).view("<u4")
+    fifth = (lanes >> np.uint32(4)) & _EACH_BYTE_1_U32
+    nibble = (fifth * _GATHER_4_BITS) >> np.uint32(28)  # bit k: value 4L + k
+    nibble <<= (np.arange(8, dtype=np.uint32) * np.uint32(4))[:, None]
+    qh_out.view("<u4")[:, 0] = np.bitwise_or.reduce(nibble, axis=0)
+    low = lanes[:4] & _LOW_NIBBLES_U32
+    low |= (lanes[4:] << np.uint32(4)) & _HIGH_NIBBLES_U32
+    _lanes_to_blocks(low, qs_out)
 
 
 def _pack_nibbles(q: np.ndarray, out: np.ndarray) -> None:
     """qs[j] = q[j] | q[j + 16] << 4 for levels q [n, 32] (< 16) into out [n, 16]."""
     lanes = q.view("<u8")
-    np.bitwise_or(lanes[:, :2], lanes[:, 2:] << np.uint64(4), out=out.view("<u8"))
+    dest = out.view("<u8")
+    # one lane column at a time: numpy's loops over [n, 2] blocks run 2 values per call
+    for k in range(2):
+        np.bitwise_or(lanes[:, k], lanes[:, k + 2] << np.uint64(4), out=dest[:, k])
 
 
 def _pack_fifth_bits(q: np.ndarray, qh_out: np.ndarray, qs_out: np.ndarray) -> None:
@@ -301,5 +335,4 @@ def _pack_fifth_bits(q: np.ndarray, qh_out: np.ndarray, qs_out: np.ndarray) -> N
     fifth = (lanes >> np.uint64(4)) & _EACH_BYTE_1
     qh = ((fifth * _GATHER_BITS) >> np.uint64(56)).astype(np.uint8)
     qh_out.view("<u4")[:, 0] = qh.view("<u4")[:, 0]
-    low = lanes & _EACH_BYTE_LOW_NIBBLE
-    np.bitwise_or(low[:, :2], low[:, 2:] << np.uint64(4), out=qs_out.view("<u8"))
+    _pack_nibbles((lanes & _EACH_BYTE_LOW_NIBBLE).view(np.uint8), qs_out)

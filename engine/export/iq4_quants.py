@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .heap import keep_freed_buffers
 from .kquants_search import F32, GROUP_MAX_EPS, nearest_int_exact, sequential_sum, signed_peak
 
 KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
@@ -47,6 +48,7 @@ def quantize_iq4_xs(weights: np.ndarray) -> np.ndarray:
 
 
 def _quantize(weights: np.ndarray, type_name: str, encode) -> np.ndarray:
+    keep_freed_buffers()  # work arrays reused across chunks, not faulted in afresh
     weights = np.asarray(weights)
     qk = QK[type_name]
     if weights.ndim != 2 or weights.shape[1] % qk:

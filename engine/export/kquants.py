@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from engine.export.heap import keep_freed_buffers
 from engine.export.kquants_search import (
     F32,
     GROUP_MAX_EPS,
@@ -98,6 +99,7 @@ def quantize_k(weights: np.ndarray, type_name: str, **options) -> np.ndarray:
 
 
 def _quantize(weights, type_name, encode, progress, threads, chunk_blocks) -> np.ndarray:
+    keep_freed_buffers()  # work arrays reused across chunks, not faulted in afresh
     weights = np.asarray(weights)
     if weights.ndim != 2:
         raise ValueError(f"{type_name} needs a 2-D weight matrix, got shape {weights.shape}")
