@@ -121,7 +121,7 @@ def _min_levels(blocks: np.ndarray, qw: np.ndarray, nmax: int):
     """make_qkx3_quants(32, nmax, x, weight, L, &min, .., -0.9, 0.05, 36) per block ->
     (levels uint8 [n, 32], scale, the stored min: -the_min, the C sign of a zero kept)."""
     x, w = np.ascontiguousarray(blocks.T), np.ascontiguousarray(qw.T)
-    fit = fit_min_scale(x, nmax, -0.9, 0.05, 36, weights=w)
+    fit = fit_min_scale(x, nmax, -0.9, 0.05, 36, weights=w, exact_rounding=True)
     levels = np.ascontiguousarray(_search_levels(fit, x, nmax, ALL).T).astype(np.uint8)
     return levels, fit.scale, _stored_min(x, fit, nmax)
 
@@ -212,7 +212,7 @@ def _super_fits(values: np.ndarray, sums: np.ndarray, nmax: int):
 def _encode_q2_k(blocks, qw):
     n = len(blocks)
     columns, wc = _columns(blocks, 16), _columns(qw, 16)
-    fit = fit_min_scale(columns, 3, -0.9, 0.05, 36, weights=wc)
+    fit = fit_min_scale(columns, 3, -0.9, 0.05, 36, weights=wc, exact_rounding=True)
     sw = sequential_sum(wc).reshape(n, 16)
     ls, dm = _super_fits(fit.scale.reshape(n, 16), sw, 15)
     lm, mm = _super_fits(fit.the_min.reshape(n, 16), sw, 15)
@@ -256,7 +256,8 @@ def _min_k_blocks(blocks, qw, nmax: int):
     """Q4_K/Q5_K with weights: header [n, 16] and levels [n, 256]."""
     n = len(blocks)
     columns, wc = _columns(blocks, 32), _columns(qw, 32)
-    fit = fit_min_scale(columns, nmax, -0.9, 0.05, 36, weights=wc)
+    fit = fit_min_scale(columns, nmax, -0.9, 0.05, 36, weights=wc,
+                        exact_rounding=True)
     sw = sequential_sum(wc).reshape(n, 8)
     ls, d_block = _super_fits(fit.scale.reshape(n, 8), sw, 63)
     lm, m_block = _super_fits(fit.the_min.reshape(n, 8), sw, 63)

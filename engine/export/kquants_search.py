@@ -56,6 +56,13 @@ def _clamped_levels(scaled: np.ndarray, low: float, high: float) -> np.ndarray:
     return scaled
 
 
+def _exact_clamped_levels(scaled: np.ndarray, low: float, high: float) -> np.ndarray:
+    """_clamped_levels with C's nearest_int also past 2**22 (what its bit trick makes of
+    such a value, then the clamp), in place."""
+    scaled[...] = np.clip(nearest_int_exact(scaled), low, high)
+    return scaled
+
+
 @dataclass
 class MinScaleFit:
     """Result of the asymmetric search for N sub-blocks (one value per sub-block).
@@ -96,9 +103,12 @@ def _error_sum_in_place(levels, x, weights, scale, the_min, use_mad=False) -> np
 
 def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
                   nstep: int, weights: np.ndarray | None = None,
-                  use_mad: bool = False) -> MinScaleFit:
+                  use_mad: bool = False, exact_rounding: bool = False) -> MinScaleFit:
     """`make_qkx2_quants` for every column of `columns` ([n, N]): weights av_x + |x| (Q4_K,
-    Q5_K) unless given (Q2_K: |x|, with `use_mad`, the absolute error)."""
+    Q5_K) unless given (Q2_K: |x|, with `use_mad`, the absolute error). `exact_rounding`:
+    levels by C's nearest_int also where |iscale * (x - min)| passes 2**22 (importance
+    weights can fit a min far from a value of tiny weight; imatrix_quants)."""
+    clamped_levels = _exact_clamped_levels if exact_rounding else _clamped_levels
     n = columns.shape[0]
     x = columns
     if weights is None:
@@ -123,7 +133,7 @@ def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
         shifted = x - cur_min  # x - min, refreshed only where min moves
 
         np.multiply(shifted, iscale, out=levels)
-        _clamped_levels(levels, 0, nmax)
+        clamped_levels(levels, 0, nmax)
         best_error = _error_sum_in_place(levels, x, weights, scale, cur_min, use_mad)
 
         grid_iscale = iscale.copy()
@@ -132,7 +142,7 @@ def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
         for step in range(nstep + 1):
             step_iscale = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / span
             np.multiply(shifted, step_iscale, out=levels)
-            _clamped_levels(levels, 0, nmax)
+            clamped_levels(levels, 0, nmax)
             np.multiply(weights, levels, out=weighted)
             sum_l = sequential_sum(weighted)
             np.multiply(weighted, levels, out=work)
