@@ -236,3 +236,19 @@ def test_moe_verification_reference_is_rounded_with_the_matrix(tmp_path):
         weighted += t.name in imatrix and t.tensor_type.name not in ("F32", "F16")
         assert np.array_equal(values, np.asarray(f[t.name].data).reshape(values.shape)), t.name
     assert weighted > 10
+
+
+def test_a_far_value_of_tiny_weight_is_levelled_as_llama_cpp_does():
+    """With importance weights the fitted min may lie far above a value whose weight is
+    tiny: |iscale * (x - min)| passes 2**22, where C's nearest_int bit trick (not a round)
+    decides the level the search's error sums see (found on Q5_1 with -6e4 at 1e-12)."""
+    rng = np.random.default_rng(166)
+    w = (rng.standard_normal((4, 256)) * 0.05).astype(np.float16).astype(np.float32)
+    qw = rng.gamma(0.5, 2.0, 256).astype(np.float32)
+    for row in range(4):
+        col = rng.integers(256)
+        w[row, col] = rng.choice([-1, 1]) * rng.choice([50.0, 600.0, 6e4])
+        qw[col] = rng.choice([1e-3, 1e-6, 1e-9, 1e-12])
+    for type_name in sorted(WEIGHTED_TYPES):
+        ours = quantize_weighted(w, type_name, qw)
+        assert np.array_equal(ours, llama_cpp_quantize_rows(w, type_name, qw)), type_name
