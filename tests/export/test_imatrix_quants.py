@@ -252,3 +252,35 @@ def test_a_far_value_of_tiny_weight_is_levelled_as_llama_cpp_does():
     for type_name in sorted(WEIGHTED_TYPES):
         ours = quantize_weighted(w, type_name, qw)
         assert np.array_equal(ours, llama_cpp_quantize_rows(w, type_name, qw)), type_name
+
+
+class _MatrixFromFile(dict):
+    """What imatrix-collect hands the export: the weights, where they came from, the keys."""
+
+    record = {"path": Path("/data/m.imatrix.gguf"), "chunk_count": 7}
+
+    def gguf_metadata(self):
+        return {"quantize.imatrix.file": "/data/m.imatrix.gguf",
+                "quantize.imatrix.entries_count": len(self),
+                "quantize.imatrix.chunks_count": 7}
+
+
+def test_with_a_matrix_no_advice_to_use_one_and_the_record_and_file_say_it(tmp_path):
+    from engine.events import ListReporter, Log
+    from engine.export.quant_types import imatrix_warning
+
+    m16 = _f16_model("qwen2", tmp_path / "m16")
+    export_gguf(m16, tmp_path / "f16.gguf", "f16", verify=False)
+    imatrix = _MatrixFromFile(seeded_imatrix(tmp_path / "f16.gguf", seed=7))
+    events = ListReporter()
+    result = export_gguf(m16, tmp_path / "q2.gguf", "q2_k", verify=False, report=events,
+                         imatrix=imatrix)
+    warnings = [e.message for e in events.of(Log) if e.level == "warning"]
+    assert imatrix_warning("q2_k") not in warnings
+    record = result.metadata["imatrix"]
+    assert record["entries"] == len(imatrix) and record["path"] == "/data/m.imatrix.gguf"
+    assert 0 < record["tensors_weighted"] <= len(imatrix)
+    fields = gguf.GGUFReader(str(result.path)).fields
+    assert bytes(fields["quantize.imatrix.file"].parts[-1]).decode() == "/data/m.imatrix.gguf"
+    assert int(fields["quantize.imatrix.entries_count"].parts[-1][0]) == len(imatrix)
+    assert fields["quantize.imatrix.chunks_count"].types == [gguf.GGUFValueType.UINT32]
