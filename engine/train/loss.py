@@ -23,7 +23,8 @@ def make_loss(model) -> Callable:
 
     def loss(model, inputs, targets, index, weight, segments=None):
         cache = segment_caches(model, segments) if segments is not None else None
-        ce = trained_token_nll(model, inputs, targets, index, cache=cache, split=split)
+        ce = trained_token_nll(model, inputs, targets, index, cache=cache, split=split,
+                               weight=weight)
         n = weight.sum()
         return (ce * weight).sum() / mx.maximum(n, 1.0), n
 
