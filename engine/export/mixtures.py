@@ -26,7 +26,7 @@ DEFAULT_TYPE = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_
                 "q4_1": T.Q4_1, "q5_0": T.Q5_0, "q5_1": T.Q5_1, "q2_k": T.Q2_K,
                 "q3_k_s": T.Q3_K, "q3_k_m": T.Q3_K, "q3_k_l": T.Q3_K, "q4_k_s": T.Q4_K,
                 "q4_k_m": T.Q4_K, "q5_k_s": T.Q5_K, "q5_k_m": T.Q5_K, "q6_k": T.Q6_K,
-                "iq4_nl": T.IQ4_NL, "iq4_xs": T.IQ4_XS}
+                "iq4_nl": T.IQ4_NL, "iq4_xs": T.IQ4_XS, "mxfp4_moe": T.MXFP4}
 K_TYPES = (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K)
 # llama.cpp's tensor_type_fallback: types of 256-value blocks -> a type of 32-value blocks
 FALLBACK = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
@@ -78,6 +78,9 @@ class TypePlanner:
         if q in ("f32", "f16", "bf16"):
             return DEFAULT_TYPE[q]
         cols = shape[-1]
+        if q == "mxfp4_moe":  # llama.cpp: 3-D expert tensors MXFP4, everything else Q8_0
+            t = T.MXFP4 if len(shape) == 3 and shape[0] > 1 else T.Q8_0
+            return t if cols % 32 == 0 else T.F16
         if q == "q8_0":
             return T.Q8_0 if cols % 32 == 0 else T.F16
         t = DEFAULT_TYPE[q]

@@ -48,6 +48,10 @@ QUANT_TYPES: tuple[QuantType, ...] = (
     QuantType("q3_k_m", 12, 4.0, "3-bit; noticeable loss, for tight memory", True),
     QuantType("q3_k_s", 11, 3.65, "3-bit throughout; clear loss", True),
     QuantType("q2_k", 10, 3.17, "2-bit; large loss, only when nothing else fits", True),
+    # gpt-oss's own format (llama.cpp MOSTLY_MXFP4_MOE): 4.6 is gpt-oss-20b's file (about
+    # 12.1 GB for 20.9e9 weights, as published); a model without experts is all Q8_0
+    QuantType("mxfp4_moe", 38, 4.6, "mixture-of-experts: experts in MXFP4 (gpt-oss's own "
+                                    "format), the rest Q8_0"),
 )
 QUANT_BY_NAME = {q.name: q for q in QUANT_TYPES}
 
