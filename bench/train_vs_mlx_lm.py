@@ -18,9 +18,12 @@ resident memory is the process's own (wait4's ru_maxrss). The final validation l
 adapter is measured by one evaluator (mlx-lm's model, one validation example at a time with
 full logits, prompts masked), so the losses are compared like for like.
 
-Ends with one line per run: `MIX: speed ratio S, val loss ratio L, RSS ratio R, MLX memory
-ratio M` (mlx-lm's wall time over Tailor's; Tailor's val loss, peak RSS and MLX peak over
-mlx-lm's), each with its goal.
+Ends with one line per run: `MIX: speed ratio S (CPU time ratio C), val loss ratio L, RSS ratio
+R, MLX memory ratio M` (mlx-lm's wall and CPU time over Tailor's; Tailor's val loss, peak RSS
+and MLX peak over mlx-lm's), each with its goal. CPU time (user + system of each trainer
+process) and the load average at each run's start are printed beside the wall time: on a
+shared machine the wall time swings with the load, the CPU time much less. Each Tailor run's
+wall time is also split into its phases (start-up, validations, steps), from its events.
 """
 from __future__ import annotations
 
@@ -140,7 +143,11 @@ def build_model(out: Path, corpus: list[str]) -> Path:
 # Runs
 
 def run_wrapped(module_args: list[str], env: dict, log: Path) -> dict:
-    """Run ``python -c WRAPPER module args...``; wall time, peak MLX memory, max RSS."""
+    """Run ``python -c WRAPPER module args...``; wall and CPU time (user + system, the
+    process's own: on a shared machine the fairer figure), peak MLX memory, max RSS, and the
+    1-minute load average when it started."""
+    load = os.getloadavg()[0]
+    started = time.time()
     tic = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-c", WRAPPER, *module_args], cwd=REPO,
@@ -152,7 +159,8 @@ def run_wrapped(module_args: list[str], env: dict, log: Path) -> dict:
         sys.exit(f"{module_args[0]} failed (status {status}); see {log}:\n{text[-3000:]}")
     peak = [int(line.split()[1]) for line in text.splitlines()
             if line.startswith("BENCH_PEAK_BYTES")]
-    return {"wall_s": wall, "peak_bytes": peak[-1] if peak else 0,
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "load": load,
+            "started": started, "peak_bytes": peak[-1] if peak else 0,
             "max_rss_bytes": usage.ru_maxrss * 1024, "log": text}
 
 
@@ -227,7 +235,30 @@ def run_tailor(model_dir: Path, data: Path, work: Path, name: str, env: dict,
     out["notes"] = [e["message"] for e in ev if e["event"] == "log"
                     and e["message"].startswith("packing:")]
     out["adapter"] = work / "home" / "adapters" / name
+    out["phases"] = _phases(ev, out["started"])
     return out
+
+
+def _phases(events: list[dict], started: float) -> str:
+    """Where a Tailor run's wall time went, from its events' timestamps: start-up (imports,
+    tokenizer, data, model load), the step-0 validation, the steps, the final validation and
+    the end (adapter files, manifest)."""
+    def first(pred):
+        return next((e["time"] for e in events if pred(e)), None)
+
+    marks = [("start-up", first(lambda e: e["event"] == "started")),
+             ("validation 0", first(lambda e: e["event"] == "validation"
+                                    and e["iteration"] == 0)),
+             ("steps", max((e["time"] for e in events if e["event"] == "step"), default=None)),
+             ("final validation", max((e["time"] for e in events if e["event"] == "validation"),
+                                      default=None)),
+             ("end", first(lambda e: e["event"] == "finished"))]
+    parts, prev = [], started
+    for label, at in marks:
+        if at is not None:
+            parts.append(f"{label} {at - prev:.1f}")
+            prev = at
+    return ", ".join(parts) + " s"
 
 
 def run_mlx_lm(model_dir: Path, data: Path, work: Path, env: dict, steps: int) -> dict:
@@ -292,23 +323,29 @@ def run_mix(mix: str, scale: float, model_dir: Path, tok, root: Path) -> list[st
             continue
         goal = 2.5 if label.endswith("--pack") else 2.0
         speed, loss = ref["wall_s"] / r["wall_s"], r["val_loss"] / ref["val_loss"]
+        cpu = ref["cpu_s"] / r["cpu_s"]
         rss = r["max_rss_bytes"] / ref["max_rss_bytes"]
         mem = r["peak_bytes"] / ref["peak_bytes"] if ref["peak_bytes"] else float("nan")
         verdicts = [("speed", speed >= goal), ("val loss", loss <= 1.02), ("RSS", rss <= 1.0)]
         missed = [name for name, ok in verdicts if not ok]
-        lines.append(f"{mix} / {label}: speed ratio {speed:.2f} (goal >= {goal}), val loss ratio "
+        lines.append(f"{mix} / {label}: speed ratio {speed:.2f} (goal >= {goal}; CPU time "
+                     f"ratio {cpu:.2f}), val loss ratio "
                      f"{loss:.3f} (goal <= 1.02: at most 2% worse), RSS ratio {rss:.2f} (goal "
                      f"<= 1), MLX memory ratio {mem:.2f}: "
                      + ("all goals met" if not missed else "NOT met: " + ", ".join(missed)))
-    for r in runs.values():
+    for label, r in runs.items():
         for note in r.get("notes", []):
             print("  " + note)
+        if r.get("phases"):
+            print(f"  {label}: {r['phases']}")
     return lines
 
 
 def _print_table(runs: dict) -> None:
     print(f"{'':22}" + "".join(f"{k:>17}" for k in runs))
     rows = [("wall time (s)", lambda r: f"{r['wall_s']:.1f}"),
+            ("CPU time (s)", lambda r: f"{r['cpu_s']:.1f}"),
+            ("load at start", lambda r: f"{r['load']:.1f}"),
             ("optimizer steps", lambda r: f"{r['steps']}"),
             ("trained tokens/s", lambda r: f"{r['tps']:.0f}"),
             ("peak RSS (MB)", lambda r: f"{r['max_rss_bytes'] / 1e6:.1f}"),
