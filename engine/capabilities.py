@@ -45,6 +45,9 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     Architecture("granitemoe", "Granite MoE (3.x)", "granitemoe", ollama_adapter=False),
     Architecture("gpt_oss", "gpt-oss", "gpt-oss", ollama_adapter=False),
     Architecture("gemma4_text", "Gemma 4 (text)", "gemma4", ollama_adapter=False),
+    # the multimodal checkpoints (all of Google's): the text model, without the towers
+    Architecture("gemma4", "Gemma 4 (text of the multimodal checkpoint)", "gemma4",
+                 ollama_adapter=False),
     # Mixtral is llama with experts in llama.cpp (Ollama applies attention LoRA as for llama)
     Architecture("mixtral", "Mixtral", "llama", ollama_adapter=True),
 )}
@@ -59,15 +62,11 @@ class Unsupported:
     reason: str
 
 
-# Checkpoints whose text model exports (ministral3, gemma4_text) but whose multimodal wrapper
-# does not: llama.cpp writes the towers to a separate projector file Tailor does not write.
+# Checkpoints whose text model exports (ministral3) but whose multimodal wrapper does not.
 UNSUPPORTED: dict[str, Unsupported] = {u.model_type: u for u in (
     Unsupported("mistral3", "Mistral 3 (with vision)",
                 "Mistral 3 with its vision tower (model_type 'mistral3') is not supported for "
                 "GGUF export; only the text model (ministral3) is"),
-    Unsupported("gemma4", "Gemma 4 (with vision / audio)",
-                "Gemma 4 with its vision and audio towers (model_type 'gemma4') is not "
-                "supported for GGUF export; only the text model (gemma4_text) is"),
 )}
 
 # Hugging Face model types the GGUF exporter writes, and llama.cpp architectures whose LoRA

@@ -559,6 +559,16 @@ FAMILY_SPECS["gemma4_31b"] = TinySpec(
      "num_kv_shared_layers": 0, "use_double_wide_mlp": False, "attention_k_eq_v": True,
      "num_key_value_heads": 2, "num_global_key_value_heads": 1},
     "bpe-gemma4", GEMMA4_TEMPLATE, "<turn|>")
+# Gemma 4 as Google ships it (Gemma4ForConditionalGeneration): the text model inside, under
+# model.language_model., beside a vision tower (a token piece of it: mlx-lm drops it).
+FAMILY_SPECS["gemma4_mm"] = TinySpec(
+    "gemma4_mm", "Gemma 4 multimodal checkpoint (E2B style text model and a vision tower)",
+    {"model_type": "gemma4", "architectures": ["Gemma4ForConditionalGeneration"],
+     "text_config": dict(FAMILY_SPECS["gemma4"].config, torch_dtype=None),
+     "vision_config": {"model_type": "gemma4_vision", "hidden_size": 16,
+                       "num_hidden_layers": 1},
+     "audio_config": None, "tie_word_embeddings": True, "torch_dtype": "float32"},
+    "bpe-gemma4", GEMMA4_TEMPLATE, "<turn|>")
 FAMILY_KINDS = list(FAMILY_SPECS)
 SPECS.update(FAMILY_SPECS)
 
@@ -730,8 +740,11 @@ def build_tiny_model(kind: str, out: Path | str, *, seed: int = 0, hidden_size: 
     n_tokens = _vocab_size(out)
     # Real checkpoints pad the embedding to a multiple (e.g. 64); tests see the padded case too.
     config["vocab_size"] = ((n_tokens + vocab_multiple - 1) // vocab_multiple) * vocab_multiple
-    if "vocab_size_per_layer_input" in config or config["model_type"] == "gemma4_text":
+    if config["model_type"] == "gemma4_text":
         config["vocab_size_per_layer_input"] = config["vocab_size"]  # Gemma 4: one per token
+    if config["model_type"] == "gemma4":
+        config["text_config"] = dict(config["text_config"], vocab_size=config["vocab_size"],
+                                     vocab_size_per_layer_input=config["vocab_size"])
     tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
     from transformers import AutoTokenizer
 
@@ -865,6 +878,20 @@ def _qwen3_5_hf_layout(weights: dict) -> dict:
     return out
 
 
+def _gemma4_hf_layout(weights: dict) -> dict:
+    """mlx-lm's multimodal Gemma 4 (language_model.model.*) as Google's checkpoint holds it
+    (model.language_model.*), with two vision tower tensors beside it."""
+    import mlx.core as mx
+
+    out = {("model.language_model." + k[len("language_model.model."):]
+            if k.startswith("language_model.model.") else k.removeprefix("language_model.")): v
+           for k, v in weights.items()}
+    out["model.vision_tower.encoder.layers.0.self_attn.q_proj.linear.weight"] = \
+        mx.zeros((16, 16))
+    out["model.embed_vision.embedding_projection.weight"] = mx.zeros((64, 16))
+    return out
+
+
 def _hf_expert_layout(weights: dict, model_type: str, mxfp4: bool = False) -> dict:
     """MLX's stacked experts (``switch_mlp.P``) as Hugging Face checkpoints hold them: one
     tensor per expert (Mixtral: w1/w2/w3; Granite MoE: stacked, gate and up in one), so the
@@ -880,6 +907,8 @@ def _hf_expert_layout(weights: dict, model_type: str, mxfp4: bool = False) -> di
         return _granite_hybrid_hf_layout(weights)
     if model_type == "qwen3_next":  # per-expert tensors, then Qwen3.5's conv and norm forms
         return _qwen3_5_hf_layout(_hf_expert_layout(weights, "qwen3_moe"))
+    if model_type == "gemma4":
+        return _gemma4_hf_layout(weights)
     if model_type == "gpt_oss" and mxfp4:
         return _gpt_oss_mxfp4_layout(weights)
     if model_type == "granitemoe":

@@ -70,6 +70,10 @@ def arch_info(config: dict, source: str = "") -> ArchInfo:
         raise TailorError(f"{source}: {gguf_support(config)[1]}",
                           hint="use a text-only Gemma 3 checkpoint (1B, or a text extraction)")
     arch = gguf_architecture(model_type)
+    if model_type == "gemma4":  # the multimodal checkpoint: its text model is exported
+        from .gemma4 import text_config
+
+        config = text_config(config)
     if arch is None and model_type in UNSUPPORTED:
         raise TailorError(f"{source}: {gguf_support(config)[1]}",
                           hint="fuse and use the MLX model, or export another family")
@@ -397,6 +401,12 @@ def gguf_name(a: ArchInfo, name_map, hf_name: str) -> str | None:
     """The GGUF tensor name, None for a tensor to drop; TailorError for one llama.cpp lacks."""
     if SKIP_RE.search(hf_name):
         return None
+    if a.model_type == "gemma4":  # multimodal Gemma 4: the text model's names, no towers
+        from .gemma4 import text_name
+
+        hf_name = text_name(hf_name)
+        if hf_name is None:
+            return None
     if hf_name.startswith("lm_head.") and a.tied and a.arch != "gemma3":
         # Tied: llama.cpp reuses token_embd. mlx-lm's Gemma 3 uses lm_head whenever the
         # checkpoint has one (whatever the config says), so the export follows the training.

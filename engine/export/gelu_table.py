@@ -14,7 +14,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 # mlx-lm model types whose GELU llama.cpp runs as ggml_gelu / ggml_geglu (tanh form)
-TABLE_GELU_MODEL_TYPES = ("gemma2", "gemma3_text", "gemma4_text")
+TABLE_GELU_MODEL_TYPES = ("gemma2", "gemma3_text", "gemma4_text", "gemma4")
 NOTE = "MLX ran GELU through llama.cpp's CPU float16 table, as the file is run"
 
 

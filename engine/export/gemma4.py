@@ -27,6 +27,37 @@ VISIBLE_TOKENS = ("<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>", "<
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 
+# The multimodal checkpoint's towers: llama.cpp puts them in a separate projector file
+# (mmproj), which Tailor does not write; mlx-lm's gemma4 drops them too and trains the text.
+_TOWERS = ("vision_tower.", "audio_tower.", "embed_vision.", "embed_audio.",
+           "multi_modal_projector.", "vision_embedder.")
+
+
+def text_config(config: dict) -> dict:
+    """The text model's settings of a multimodal Gemma 4 config, as mlx-lm's gemma4 builds
+    them (the top-level vocabulary size; 8 heads and 1 KV head where the text config is
+    silent)."""
+    text = dict(config.get("text_config") or {})
+    text["vocab_size"] = config.get("vocab_size", 262144)
+    text.setdefault("num_attention_heads", 8)
+    text.setdefault("num_key_value_heads", 1)
+    text["model_type"] = "gemma4_text"
+    return text
+
+
+def text_name(name: str) -> str | None:
+    """A multimodal Gemma 4 tensor's name in the text model (Hugging Face's
+    model.language_model.*, mlx-lm's language_model.model.*), None for the towers."""
+    for prefix in ("model.language_model.", "language_model.model."):
+        if name.startswith(prefix):
+            return "model." + name[len(prefix):]
+    if name.startswith("language_model.lm_head."):
+        return name[len("language_model."):]
+    if name.removeprefix("model.").startswith(_TOWERS):
+        return None
+    return name
+
+
 def gemma4_args(config: dict):
     """mlx-lm's resolved Gemma 4 text settings (its defaults where config.json is silent)."""
     from mlx_lm.models.gemma4_text import ModelArgs

@@ -128,7 +128,7 @@ def read_vocab(folder: Path, config: dict, n_rows: int, *,
     hf = load_hf_tokenizer(folder)  # it skips linked-out files itself
     from .gemma4 import gemma4_vocab, is_gemma4_tokenizer
 
-    if config.get("model_type") == "gemma4_text" and is_gemma4_tokenizer(tok_json):
+    if config.get("model_type") in ("gemma4_text", "gemma4") and is_gemma4_tokenizer(tok_json):
         info = gemma4_vocab(tok_json, tok_cfg, n_rows)  # llama.cpp's own "gemma4" type
     elif files.get("tokenizer.model") is not None and not _is_byte_level(tok_json):
         info = _sentencepiece(folder, n_rows, tok_json, tok_cfg)

@@ -18,7 +18,7 @@ from tests.export.helpers import failed_checks
 
 from .chain import field_str, ollama_renders_as_jinja, whole_chain_verified
 
-KINDS = ["gemma4", "gemma4_31b"]
+KINDS = ["gemma4", "gemma4_31b", "gemma4_mm"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -102,12 +102,15 @@ def test_gemma4_with_experts_is_refused_with_the_reason():
                    "vocab_size_per_layer_input": 900}, "/m")
 
 
-def test_gemma4_with_vision_is_refused_with_the_reason():
-    from engine.export.architectures import arch_info
-
-    with pytest.raises(TailorError) as e:
-        arch_info({"model_type": "gemma4", "text_config": FAMILY_SPECS["gemma4"].config}, "/m")
-    assert "vision" in e.value.message and "gemma4_text" in e.value.message
+def test_multimodal_checkpoint_exports_its_text_model(tiny_model, tmp_path):
+    """Google's Gemma 4 checkpoints are multimodal (model.language_model.* beside the towers):
+    the GGUF is the text model, the towers are not written (llama.cpp keeps them in a separate
+    projector file), and it answers as mlx-lm's model."""
+    result = export_gguf(tiny_model("gemma4_mm"), tmp_path / "mm.gguf", "f32")
+    assert result.verification["passed"], failed_checks(result.verification)
+    names = {t.name for t in gguf.GGUFReader(str(result.path)).tensors}
+    assert "per_layer_token_embd.weight" in names and "blk.5.attn_q.weight" in names
+    assert not [n for n in names if "vision" in n or "embed_vision" in n]
 
 
 def test_without_the_proportional_rope_table_the_file_answers_differently(tiny_model, tmp_path,

@@ -8,7 +8,7 @@ from engine.capabilities import UNSUPPORTED
 from tests.conftest import edited_copy
 
 
-@pytest.mark.parametrize("model_type", ["gemma4", "mistral3"])
+@pytest.mark.parametrize("model_type", ["mistral3"])
 def test_model_page_gives_the_refusal_reason(model_type, tiny_model, tmp_path):
     from app.pages.model import describe_model
 
@@ -27,17 +27,17 @@ def test_model_page_gives_the_gemma3_vision_reason(tiny_model, tmp_path):
 
 
 def test_model_info_gives_the_refusal_reason(tiny_model, tmp_path, monkeypatch, capsys):
-    """mlx-lm loads the tiny Qwen3; the capability check sees a Gemma 4 config (mlx-lm cannot
-    load a Gemma 4 built from Qwen3's weights, and the reason comes from the config alone)."""
+    """mlx-lm loads the tiny Qwen3; the capability check sees a Mistral 3 (with vision) config
+    (the reason comes from the config alone)."""
 
     from engine.models import cli
 
     real_read = cli.read_config
     monkeypatch.setattr(cli, "read_config",
-                        lambda f: {**real_read(f), "model_type": "gemma4"})
+                        lambda f: {**real_read(f), "model_type": "mistral3"})
     folder = tiny_model("qwen3")
     info = cli.model_info(folder)
-    reason = UNSUPPORTED["gemma4"].reason
+    reason = UNSUPPORTED["mistral3"].reason
     assert info["gguf_export"] is False and info["gguf_export_reason"] == reason
     # the typed result the app and --events readers get carries the reason too
     from engine.results import ModelInfo
