@@ -4,37 +4,16 @@ and every LoRA gradient equal the full-logits path's, and head(body(x)) is the m
 forward."""
 from __future__ import annotations
 
-import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_flatten
 
-from engine.models import load_model
 from engine.models.token_loss import HEAD_STEP, split_head, trained_token_nll
 from engine.tiny_models import ALL_KINDS, FAMILY_KINDS
-from engine.train.adapters import apply_adapters
 from engine.train.batching import collate
-from engine.train.config import make_config
 
-
-class _Example:
-    def __init__(self, tokens, prompt: int):
-        self.tokens = tokens
-        self.loss_mask = [0] * prompt + [1] * (len(tokens) - prompt)
-
-
-def _lora_model(model_dir):
-    net, _, config = load_model(model_dir)
-    mx.random.seed(0)
-    apply_adapters(net, make_config(rank=4, dropout=0.0))
-    # B starts at zero: give it values so every adapter takes part in the comparison
-    rng = np.random.default_rng(1)
-    net.update(tree_unflatten(
-        [(k, mx.array(rng.normal(0, 0.05, v.shape).astype(np.float32)))
-         for k, v in tree_flatten(net.trainable_parameters()) if k.endswith("lora_b")]))
-    net.eval()
-    return net, config
+from .test_packing import _Example, _lora_model
 
 
 def _batch(vocab: int):
