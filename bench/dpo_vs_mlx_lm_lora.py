@@ -11,15 +11,19 @@ handed to mlx-lm-lora as its tokenized dataset records (``chosen``/``rejected`` 
 ``*_prompt_length``), each side cut after its last trained token so the two masks are equal.
 Both start from the same LoRA weights (written once, loaded by each), and train with AdamW at a
 constant learning rate, no weight decay, no clipping, no dropout, beta 0.1, the same rank, scale
-and layers, batch 4, one epoch (pairs / 4 steps). mlx-lm-lora's data order is its own (length-
-sorted batches, shuffled); its reference model is its default, a second copy of the base
+and layers, batch 4, one epoch (pairs / 4 steps). mlx-lm-lora's own data order (length-
+sorted batches, one drawn at random each step) is replaced by Tailor's batch sequence, each
+batch still padded and scored by mlx-lm-lora's own code, so both train on the same pairs at
+every step; its reference model is its default, a second copy of the base
 (``load_reference_model``), run on every step; Tailor's is the same weights with the adapter
 switched off, computed once for every pair before step 1 (included in Tailor's time, and also
 reported on its own as ``reference_seconds``). ``--epochs N`` trains N epochs on both sides.
 
-Each trainer runs in its own process; it reports the training loop's wall time, MLX's peak
-memory and the process's peak resident memory (ru_maxrss). The final loss of both adapters is
-measured by one evaluator (Tailor's DPO loss on the held-out pairs, reference = base), so it compares like for like. On CPU mlx-lm-lora's
+Each trainer runs in its own process; it reports the training loop's wall and CPU time
+(process time), MLX's peak memory and the process's peak resident memory (ru_maxrss);
+``--rounds N`` runs each side N times, interleaved, and reports the median-CPU run. The final
+loss of both adapters is measured by one evaluator (Tailor's DPO loss on the held-out pairs,
+reference = base), so it compares like for like. On CPU mlx-lm-lora's
 ``mx.set_wired_limit(mx.device_info()["max_recommended_working_set_size"])`` raises KeyError
 (no such key off Metal): the peer's process is given that key (0), which changes nothing else.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -71,12 +76,12 @@ def report(event):  # when the reference pre-pass reported its last batch
         marks["reference"] = time.perf_counter()
 trainer = PreferenceTrainer(net, cfg, train, [], adapter_dir=__import__("pathlib").Path(job["out"]),
                             run_state={}, report=report)
-tic = time.perf_counter()
+tic, cpu = time.perf_counter(), time.process_time()
 trainer.run()
-seconds = time.perf_counter() - tic
+seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
 mx.save_safetensors(job["out"] + "/final.safetensors", dict(trainable_weights(net)))
 last = trainer.history.metrics["train"][-1][1]["loss"]
-print("BENCH", json.dumps({"seconds": seconds, "mlx_peak": mx.get_peak_memory(),
+print("BENCH", json.dumps({"seconds": seconds, "cpu_seconds": cpu, "mlx_peak": mx.get_peak_memory(),
       "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "last_loss": last,
       "steps": trainer.step, "reference_seconds": marks.get("reference", tic) - tic}),
       flush=True)
@@ -102,6 +107,15 @@ model.load_weights(job["init"], strict=False)
 class A: reference_model_path = None; model = job["model"]
 ref = load_reference_model(A)
 train = json.load(open(job["train"]))
+import mlx_lm_lora.trainer.dpo_trainer as D
+_own_batches, _order = D.iterate_dpo_batches, iter(job["order"])
+def same_batches(dataset, batch_size, max_seq_length, train=False):
+    # step k trains Tailor's batch k, padded and scored by mlx-lm-lora's own code
+    if not train:
+        yield from _own_batches(dataset, batch_size, max_seq_length, train)
+        return
+    yield from _own_batches([dataset[j] for j in next(_order)], batch_size, max_seq_length)
+D.iterate_dpo_batches = same_batches
 c = job["config"]
 args = DPOTrainingArgs(batch_size=c["batch_size"], iters=job["steps"], val_batches=0,
                        steps_per_report=job["steps"], steps_per_eval=10**9,
@@ -113,12 +127,12 @@ class CB:
     def on_train_loss_report(self, info): last.update(info)
     def on_val_loss_report(self, info): pass
 mx.reset_peak_memory()
-tic = time.perf_counter()
+tic, cpu = time.perf_counter(), time.process_time()
 train_dpo(model, ref, opt, train, None, args=args, training_callback=CB())
-seconds = time.perf_counter() - tic
+seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
 mx.save_safetensors(job["out"] + "/final.safetensors",
                     dict(tree_flatten(model.trainable_parameters())))
-print("BENCH", json.dumps({"seconds": seconds, "mlx_peak": mx.get_peak_memory(),
+print("BENCH", json.dumps({"seconds": seconds, "cpu_seconds": cpu, "mlx_peak": mx.get_peak_memory(),
       "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
       "last_loss": last.get("train_loss"), "steps": job["steps"]}), flush=True)
 '''
@@ -205,6 +219,8 @@ def main() -> None:
     ap.add_argument("--peer-first", action="store_true",
                     help="run mlx-lm-lora first (on a loaded machine the order matters)")
     ap.add_argument("--keep", help="keep the work folder here")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs per side, interleaved (the median CPU time's run is reported)")
     ap.add_argument("--epochs", type=int, default=1,
                     help="epochs on both sides (Tailor's reference pre-pass runs once)")
     a = ap.parse_args()
@@ -238,17 +254,25 @@ def main() -> None:
     init = work / "init.safetensors"
     mx.save_safetensors(str(init), dict(trainable_weights(net)))
     del net
-    results = {}
+    from engine.train.preference import PairStream
+    stream = PairStream(train, cfg.batch_size, cfg.max_seq_length, cfg.seed)
+    order = [stream.indices(m) for m in range(steps)]  # Tailor's batches, given to both
+    runs: dict = {"tailor": [], "mlx-lm-lora": []}
+    load_start = os.getloadavg()
     sides = [("tailor", sys.executable, TAILOR_CHILD), ("mlx-lm-lora", a.peer_python, PEER_CHILD)]
-    for side, python, code in sides[::-1] if a.peer_first else sides:
-        folder = work / side
-        folder.mkdir(exist_ok=True)
-        job = {"model": str(model_dir), "config": cfg_kw, "init": str(init),
-               "train": str(work / "train.json"), "out": str(folder), "steps": steps,
-               "num_layers": adapter_config.get("num_layers", -1),
-               "lora_parameters": adapter_config["lora_parameters"]}
-        results[side] = _run(python, code, job, folder)
-        print(side, json.dumps(results[side]), flush=True)
+    for r in range(a.rounds):  # interleaved A/B: the first side alternates each round
+        for side, python, code in sides[::-1] if a.peer_first == (r % 2 == 0) else sides:
+            folder = work / side
+            folder.mkdir(exist_ok=True)
+            job = {"model": str(model_dir), "config": cfg_kw, "init": str(init),
+                   "train": str(work / "train.json"), "out": str(folder), "steps": steps,
+                   "num_layers": adapter_config.get("num_layers", -1),
+                   "lora_parameters": adapter_config["lora_parameters"], "order": order}
+            runs[side].append(_run(python, code, job, folder))
+            print(f"round {r + 1}", side, json.dumps(runs[side][-1]), f"load {os.getloadavg()}",
+                  flush=True)
+    # each side's figures: the round with the median CPU time
+    results = {s: sorted(v, key=lambda x: x["cpu_seconds"])[len(v) // 2] for s, v in runs.items()}
     evals = _losses(model_dir, cfg_kw, {s: work / s / "final.safetensors" for s in results},
                     {"held-out": valid})
     print(f"\nmodel: qwen2 tiny family {MODEL}, {len(train)} training pairs, "
@@ -257,13 +281,16 @@ def main() -> None:
         h = evals[(side, "held-out")]
         ref = (f" (reference pre-pass {r['reference_seconds']:.2f} s)"
                if "reference_seconds" in r else "")
-        print(f"{side:12s} training {r['seconds']:7.2f} s{ref}  MLX peak {r['mlx_peak'] / 2**20:7.1f} "
+        print(f"{side:12s} training {r['seconds']:7.2f} s (CPU {r['cpu_seconds']:7.2f} s){ref}  MLX peak {r['mlx_peak'] / 2**20:7.1f} "
               f"MiB  RSS {r['rss'] / 2**20:7.1f} MiB  last step loss {r['last_loss']:.4f}  "
               f"final held-out loss {h['loss']:.4f} "
               f"(accuracy {h['reward_accuracy']})")
     t, p = results["tailor"], results["mlx-lm-lora"]
     lt, lp = evals[("tailor", "held-out")]["loss"], evals[("mlx-lm-lora", "held-out")]["loss"]
-    print(f"\nspeed ratio {p['seconds'] / t['seconds']:.2f} (goal >= 1.5), MLX memory ratio "
+    print(f"\nload average {load_start} at the start, {os.getloadavg()} at the end "
+          f"(2 cores); CPU time is process time, all threads")
+    print(f"\nspeed ratio {p['seconds'] / t['seconds']:.2f} wall, "
+          f"{p['cpu_seconds'] / t['cpu_seconds']:.2f} CPU (goal >= 1.5), MLX memory ratio "
           f"{t['mlx_peak'] / p['mlx_peak']:.2f}, RSS ratio {t['rss'] / p['rss']:.2f} "
           f"(goal <= 1), final held-out loss ratio {lt / lp:.3f} (goal within 2%)")
 
