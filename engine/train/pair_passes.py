@@ -177,7 +177,10 @@ def pair_logps(model, split, prompt, prompt_length, sides):
     logps, counts = [], []
     for inputs, targets, index, owner in sides:
         answer = None if caches is None else [_AnswerCache(c) for c in caches]
-        token = -trained_token_nll(model, inputs, targets, index, cache=answer, split=split)
+        # the weights (1 trained, 0 index padding): the last block's feed-forward runs on the
+        # trained rows only (engine/models/token_loss.py)
+        token = -trained_token_nll(model, inputs, targets, index, cache=answer, split=split,
+                                   weight=owner.sum(axis=0))
         logps.append(owner @ token)
         counts.append(owner.sum(axis=1))
     return mx.concatenate(logps), mx.concatenate(counts)
