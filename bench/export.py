@@ -21,12 +21,15 @@ child's RSS after its imports, before any work, is reported as the constant):
                    llama_model_quantize(F16 GGUF of step 1 -> X), and the two files compared
                    tensor by tensor (type and bytes).
 3. encoders:       for each GGML type, our encoder and llama.cpp's (`ggml_quantize_chunk`),
-                   one thread each, best of 5 on the same float32 matrix [512, 4864]:
-                   millions of values per second.
+                   one thread each, interleaved, best of 5 on the same matrix [512, 4864]:
+                   millions of values per CPU second (and per wall second).
 
-    .venv/bin/python bench/export.py                              # qwen05, Q4_K_M, full size
-    .venv/bin/python bench/export.py --shape llama04 qwen05 --layers 4 \
-        --quants q4_k_m q2_k q3_k_m iq4_xs                         # the ladder, quicker
+CPU seconds are the figures to trust on a shared machine (wall time waits for other jobs);
+the load average is printed beside every step.
+
+    .venv/bin/python bench/export.py                              # qwen05, the default ladder
+    .venv/bin/python bench/export.py --shape llama04 qwen05 --layers 4 --quants all
+    .venv/bin/python bench/export.py --shape llama04 --quants q4_k_m q2_k q3_k_m iq4_xs
 """
 from __future__ import annotations
 
@@ -55,6 +58,11 @@ LLAMA04 = {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 1
            "rms_norm_eps": 1e-5, "max_position_embeddings": 8192, "hidden_act": "silu",
            "attention_bias": False, "mlp_bias": False, "torch_dtype": "float16"}
 SHAPES = {"qwen05": (QWEN05, "qwen2"), "llama04": (LLAMA04, "llama3")}
+DEFAULT_QUANTS = ["q4_k_m", "q2_k", "q3_k_m", "iq4_xs"]
+# every quantized file type (F16 is step 1; F32/BF16 are no quantizer's work; MXFP4_MOE
+# quantizes only experts)
+ALL_QUANTS = ["q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_1", "q5_0", "q4_k_m", "q4_k_s", "q4_1",
+              "q4_0", "iq4_nl", "iq4_xs", "q3_k_l", "q3_k_m", "q3_k_s", "q2_k"]
 ENCODER_TYPES = ["Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K", "Q5_0", "Q5_1", "Q4_0",
                  "Q4_1", "IQ4_NL", "IQ4_XS"]
 
@@ -129,6 +137,7 @@ def _model_size(model: Path) -> tuple[int, int]:
 
 
 def _child(step: str, args: dict, q) -> None:
+    import os
     import resource
 
     from engine.export.gguf_export import export_gguf  # noqa: F401 - imports count as constant
@@ -144,8 +153,6 @@ def _child(step: str, args: dict, q) -> None:
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = args["ftype"]
         params.nthread = args["threads"] or 0
-        import os
-
         saved = os.dup(2)  # llama.cpp logs every tensor to fd 2 directly
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
@@ -162,7 +169,8 @@ def _child(step: str, args: dict, q) -> None:
     wall = time.perf_counter() - t0
     ru = resource.getrusage(resource.RUSAGE_SELF)
     q.put({"step": step, "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime - cpu0,
-           "peak_rss": ru.ru_maxrss * 1024, "base_rss": base_rss})
+           "peak_rss": ru.ru_maxrss * 1024, "base_rss": base_rss,
+           "load_1min": os.getloadavg()[0]})
 
 
 def run_step(step: str, **args) -> dict:
@@ -211,7 +219,8 @@ def compare_in_child(ours: Path, ref: Path) -> tuple[int, int, list[str]]:
 
 def encoder_throughput(repeats: int = 5) -> list[dict]:
     """Each GGML type: our encoder and llama.cpp's ggml_quantize_chunk, one thread, best of
-    `repeats`, on the same float32 [512, 4864] matrix (rows divide into 256 and 32)."""
+    `repeats` (CPU and wall time each), on the same [512, 4864] matrix (rows divide into 256
+    and 32)."""
     import numpy as np
     from gguf import GGMLQuantizationType as T
 
@@ -223,26 +232,29 @@ def encoder_throughput(repeats: int = 5) -> list[dict]:
     w32 = w.astype(np.float32)
     rows = []
     for type_name in ENCODER_TYPES:
-        best_ours = best_theirs = float("inf")
+        best = {"ours": [float("inf")] * 2, "theirs": [float("inf")] * 2}  # CPU, wall
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             theirs = llama_cpp_quantize_rows(w32, type_name)
-            t1 = time.perf_counter()
+            c1, t1 = time.process_time(), time.perf_counter()
             ours = encode(w, T[type_name], threads=1)  # float16 in, as the export hands over
-            t2 = time.perf_counter()
-            best_theirs, best_ours = min(best_theirs, t1 - t0), min(best_ours, t2 - t1)
-        rows.append({"type": type_name, "ours_mvps": w.size / best_ours / 1e6,
-                     "llama_mvps": w.size / best_theirs / 1e6,
+            c2, t2 = time.process_time(), time.perf_counter()
+            best["theirs"] = [min(best["theirs"][0], c1 - c0), min(best["theirs"][1], t1 - t0)]
+            best["ours"] = [min(best["ours"][0], c2 - c1), min(best["ours"][1], t2 - t1)]
+        rows.append({"type": type_name, "ours_mvps": w.size / best["ours"][0] / 1e6,
+                     "llama_mvps": w.size / best["theirs"][0] / 1e6,
+                     "ours_wall_mvps": w.size / best["ours"][1] / 1e6,
+                     "llama_wall_mvps": w.size / best["theirs"][1] / 1e6,
                      "identical": bool(np.array_equal(ours.reshape(theirs.shape), theirs))})
     return rows
 
 
 def _print_steps(res: list[dict], largest: int) -> None:
-    print(f"{'step':<22}{'wall s':>9}{'CPU s':>8}{'peak RSS MB':>13}{'constant MB':>13}"
-          f"{'work MB':>10}{'work/largest':>14}")
+    print(f"{'step':<22}{'wall s':>9}{'CPU s':>8}{'load':>6}{'peak RSS MB':>13}"
+          f"{'constant MB':>13}{'work MB':>10}{'work/largest':>14}")
     for r in res:
         work_mb = (r["peak_rss"] - r["base_rss"]) / 1e6
-        print(f"{r['step']:<22}{r['wall_s']:>9.1f}{r['cpu_s']:>8.1f}"
+        print(f"{r['step']:<22}{r['wall_s']:>9.1f}{r['cpu_s']:>8.2f}{r['load_1min']:>6.1f}"
               f"{r['peak_rss'] / 1e6:>13.0f}{r['base_rss'] / 1e6:>13.0f}{work_mb:>10.0f}"
               f"{work_mb * 1e6 / largest:>14.2f}")
 
@@ -279,6 +291,9 @@ def bench_shape(shape: str, work: Path, args) -> dict:
         same, total, diff = compare_in_child(ours, ref)
         res += [mine, theirs]
         per_quant[quant] = {"ratio": mine["wall_s"] / theirs["wall_s"],
+                            "cpu_s": [mine["cpu_s"], theirs["cpu_s"]],
+                            "wall_s": [mine["wall_s"], theirs["wall_s"]],
+                            "work_per_largest": (mine["peak_rss"] - mine["base_rss"]) / largest,
                             "cpu_ratio": mine["cpu_s"] / theirs["cpu_s"],
                             "identical_tensors": [same, total], "differ": diff[:5],
                             "size_mb": ours.stat().st_size / 1e6,
@@ -286,12 +301,15 @@ def bench_shape(shape: str, work: Path, args) -> dict:
         ours.unlink()
         ref.unlink()
     _print_steps(res, largest)
-    print(f"{'type':<8}{'Tailor/llama.cpp wall':>23}{'CPU':>7}{'identical tensors':>19}"
-          f"{'size MB':>10}")
+    print(f"{'type':<8}{'CPU s Tailor/llama.cpp':>24}{'ratio':>7}{'wall s':>16}{'ratio':>7}"
+          f"{'work/largest':>14}{'identical':>11}{'size MB':>9}")
     for quant, r in per_quant.items():
         same, total = r["identical_tensors"]
-        print(f"{quant:<8}{r['ratio']:>23.2f}{r['cpu_ratio']:>7.2f}{f'{same}/{total}':>19}"
-              f"{r['size_mb']:>10.1f}" + (f"  differ: {r['differ']}" if r["differ"] else ""))
+        cpu = f"{r['cpu_s'][0]:.2f} / {r['cpu_s'][1]:.2f}"
+        wall = f"{r['wall_s'][0]:.1f} / {r['wall_s'][1]:.1f}"
+        print(f"{quant:<8}{cpu:>24}{r['cpu_ratio']:>7.2f}{wall:>16}{r['ratio']:>7.2f}"
+              f"{r['work_per_largest']:>14.2f}{f'{same}/{total}':>11}{r['size_mb']:>9.1f}"
+              + (f"  differ: {r['differ']}" if r["differ"] else ""))
     return {"params": params, "largest_tensor_bytes": largest, "steps": res,
             "quants": per_quant}
 
@@ -302,13 +320,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", nargs="*", default=["qwen05"], choices=sorted(SHAPES),
                     help="model shapes to export (none: only the encoder table)")
-    ap.add_argument("--quants", nargs="+", default=["q4_k_m"], help="file types to compare")
+    ap.add_argument("--quants", nargs="+", default=DEFAULT_QUANTS,
+                    help="file types to compare ('all': every quantized type llama.cpp's "
+                         "quantizer writes from F16)")
     ap.add_argument("--layers", type=int, default=24)
     ap.add_argument("--threads", type=int, default=None, help="both quantizers (default: all)")
     ap.add_argument("--no-encoders", action="store_true", help="skip the per-type table")
     ap.add_argument("--keep", default=None, help="keep the files in this folder")
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args()
+    if args.quants == ["all"]:
+        args.quants = ALL_QUANTS
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="tailor-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}, "
@@ -324,11 +346,14 @@ def main() -> None:
         if not args.no_encoders:
             rows = encoder_throughput()
             figures["encoders"] = rows
-            print("\nencoders, one thread, M values/s (float16 in; llama.cpp: float32 in, "
-                  "as llama_model_quantize hands over after its conversion)")
-            print(f"{'type':<8}{'Tailor':>9}{'llama.cpp':>11}{'ratio':>8}  identical")
+            print("\nencoders, one thread, M values per CPU second (per wall second in "
+                  "brackets); float16 in, llama.cpp: float32 in, as llama_model_quantize "
+                  f"hands over after its conversion; load {os.getloadavg()[0]:.1f}")
+            print(f"{'type':<8}{'Tailor':>16}{'llama.cpp':>16}{'ratio':>8}  identical")
             for r in rows:
-                print(f"{r['type']:<8}{r['ours_mvps']:>9.1f}{r['llama_mvps']:>11.1f}"
+                ours = f"{r['ours_mvps']:.1f} ({r['ours_wall_mvps']:.1f})"
+                theirs = f"{r['llama_mvps']:.1f} ({r['llama_wall_mvps']:.1f})"
+                print(f"{r['type']:<8}{ours:>16}{theirs:>16}"
                       f"{r['ours_mvps'] / r['llama_mvps']:>8.2f}  {r['identical']}")
         print(f"load average at the end: {os.getloadavg()}")
         if args.json:
