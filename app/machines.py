@@ -85,15 +85,18 @@ def report_html(report: HostsReport) -> str:
 class SeveralMacs(QGroupBox):
     """The section; ``field`` is the Machines line edit the page reads at Start."""
 
-    def __init__(self, state, parent=None):
+    def __init__(self, state, settings=None, parent=None):
         super().__init__("Several Macs", parent)
         self.state = state
+        self.settings = settings  # QSettings: the host list is kept for the next launch
         self.report: HostsReport | None = None
         layout = QVBoxLayout(self)
         row = QHBoxLayout()
         self.field = QLineEdit()
         self.field.setPlaceholderText("this Mac only")
         self.field.setToolTip(MACHINES_TOOLTIP)
+        if settings is not None:
+            self.field.setText(str(settings.value("train/machines", "") or ""))
         self.field.textChanged.connect(self._forget)
         row.addWidget(self.field, 1)
         self.test_button = QPushButton("Test connection")
@@ -127,6 +130,8 @@ class SeveralMacs(QGroupBox):
     def _forget(self) -> None:
         self.report = None
         self._say("")
+        if self.settings is not None:
+            self.settings.setValue("train/machines", self.field.text().strip())
 
     def test_connection(self) -> bool:
         """Run the host checks in a worker; False when there is nothing to check."""

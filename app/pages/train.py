@@ -448,7 +448,7 @@ class TrainPage(QWidget):
         self.preset_help = QLabel(PRESET_HELP.get("balanced", ""))
         self.preset_help.setWordWrap(True)
         ll.addWidget(self.preset_help)
-        self.several_macs = SeveralMacs(self.state)  # app/machines.py
+        self.several_macs = SeveralMacs(self.state, self.settings)  # app/machines.py
         self.machines = self.several_macs.field
         ll.addWidget(self.several_macs)
         self.form = SettingsForm()

@@ -119,3 +119,17 @@ def test_the_section_in_light_and_dark(page, qtbot, test_output, scheme):
         screenshot(page.several_macs, test_output, f"several-macs-{scheme}")
     finally:
         app.setPalette(before)
+
+
+def test_the_host_list_is_kept_for_the_next_launch(qtbot, tmp_path):
+    from app.pages.train import TrainPage
+    from app.state import AppState
+
+    def open_page():
+        page = TrainPage(AppState(), settings=QSettings(str(tmp_path / "s.ini"),
+                                                       QSettings.Format.IniFormat))
+        qtbot.addWidget(page)
+        return page
+
+    open_page().machines.setText(" mac1,mac2 ")
+    assert open_page().machines.text() == "mac1,mac2"
