@@ -59,13 +59,28 @@ def facts(model: str, data: str, sha: str = "", suffix: str = "") -> dict:
         out["mlx"] = mx.__version__
     except Exception:
         out["mlx"] = None
-    out["model"] = os.path.isfile(os.path.join(model, "config.json"))
+    out["model"] = _has_model(model)
     out["data"] = sha256_of(data) if os.path.isfile(data) else (os.path.isdir(data) or None)
     cached = copy_path(sha, suffix)
     out["copies"] = copies_dir()
     out["copy"] = cached if cached and os.path.isfile(cached) and sha256_of(cached) == sha \
         else None
     return out
+
+
+HUB_PREFIX = "hf:"  # a model given as a Hugging Face repo id: looked for in the hub cache
+
+
+def _has_model(model: str) -> bool:
+    if not model.startswith(HUB_PREFIX):
+        return os.path.isfile(os.path.join(model, "config.json"))
+    try:  # only the local cache: a check never downloads
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(model[len(HUB_PREFIX):], local_files_only=True)
+        return os.path.isfile(os.path.join(folder, "config.json"))
+    except Exception:
+        return False
 
 
 def receive(sha: str, suffix: str, size: int, stream=None) -> dict:

@@ -183,7 +183,7 @@ def survey(hosts: list[Host], model: str = "", data: str = "", *, runner: Runner
     """Every host checked (none refused): reachable, the same Tailor and MLX, the model and
     the dataset at the same paths (the dataset by sha256; a missing or different one is
     "will be copied" when ``copy_data`` and it is a file)."""
-    model = str(Path(model).expanduser().resolve()) if model else ""
+    model = _model_on_hosts(model)
     data = str(Path(data).expanduser().resolve()) if data else ""
     mine = local_facts(model, data) if data else local_facts(model, os.devnull)
     cwd = cwd or os.getcwd()
@@ -194,6 +194,18 @@ def survey(hosts: list[Host], model: str = "", data: str = "", *, runner: Runner
             seen[host.ssh] = _check_one(host, rank, mine, model, data, runner, cwd, copy_data)
         out.append(HostCheck.coerce(seen[host.ssh].to_dict()))
     return HostsReport(hosts=out, model=model, data=data)
+
+
+def _model_on_hosts(model: str) -> str:
+    """What each host looks for: the folder's absolute path, or ``hf:OWNER/NAME`` for a repo id
+    (each host's own Hugging Face cache; the ranks resolve it there as here)."""
+    if not model:
+        return ""
+    from ..models.resolve import looks_like_path
+
+    if looks_like_path(model):
+        return str(Path(model).expanduser().resolve())
+    return host_probe.HUB_PREFIX + model.strip()
 
 
 def _check_one(host: Host, rank: int, mine: dict, model: str, data: str, runner: Runner,
@@ -239,6 +251,11 @@ def _compare(check: HostCheck, rank: int, mine: dict, theirs: dict, model: str, 
                           "the adapter there", hint="list this Mac first (its name or IP)")
     if model:
         check.model = "present" if theirs.get("model") else "missing"
+        if not theirs.get("model") and model.startswith(host_probe.HUB_PREFIX):
+            repo = model[len(host_probe.HUB_PREFIX):]
+            raise TailorError(f"host {name} does not have {repo} in its Hugging Face cache",
+                              hint=f"download it there first (`tailor model download {repo}` "
+                                   f"on {name}): models are too big to fetch silently")
         if not theirs.get("model"):
             raise TailorError(f"host {name} has no base model at {model}",
                               hint=f"copy the model folder to {name} at the same path (models "

@@ -31,8 +31,8 @@ class FakeHost:
     """Runs `ssh ... HOST CMD` as `bash -c CMD` here, with the host's own TAILOR_HOME and the
     paths in ``moved`` pointing where that host keeps them (its own file at the same path)."""
 
-    def __init__(self, home: Path, moved: dict[str, str] | None = None):
-        self.home, self.moved = home, moved or {}
+    def __init__(self, home: Path, moved: dict[str, str] | None = None, **env: str):
+        self.home, self.moved, self.env = home, moved or {}, env
         self.calls: list[list[str]] = []
 
     def __call__(self, argv, send=None, progress=None):
@@ -44,7 +44,8 @@ class FakeHost:
             remote = remote.replace(here, there)
         # (`; exit $?`: bash stays the parent, as sshd is there: a kill ends it, not the
         # remote command, which then sees its input end)
-        local = ["env", f"TAILOR_HOME={self.home}", "bash", "-c", remote + "; exit $?"]
+        local = ["env", f"TAILOR_HOME={self.home}", *(f"{k}={v}" for k, v in self.env.items()),
+                 "bash", "-c", remote + "; exit $?"]
         return ssh_runner(local, send=send, progress=progress)
 
 
@@ -139,6 +140,27 @@ def test_the_model_is_never_copied_a_host_without_it_is_refused(tmp_path, inputs
         check_hosts([Host("mac2", [])] * 2, str(model), str(data), runner=mac2, copy_data=True)
     assert e.value.message == f"host mac2 has no base model at {model}"
     assert "too big to copy" in e.value.hint
+
+
+def test_a_model_given_as_a_repo_id_is_looked_for_in_each_hosts_hub_cache(tmp_path, inputs):
+    """Not as a folder under the current directory (the check said "no base model at
+    /cwd/owner/name", so a repo id could never run on several hosts), and never downloaded."""
+    _, data = inputs
+    cache = tmp_path / "hub"
+    snap = cache / "models--owner--tiny" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (cache / "models--owner--tiny" / "refs").mkdir()
+    (cache / "models--owner--tiny" / "refs" / "main").write_text("a" * 40)
+    has = FakeHost(tmp_path / "mac2-home", HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    report = check_hosts([Host("mac2", [])] * 2, "owner/tiny", str(data), runner=has)
+    assert report.hosts[0].model == "present"
+    lacks = FakeHost(tmp_path / "mac2-home", HF_HUB_CACHE=str(tmp_path / "empty-hub"),
+                     HF_HUB_OFFLINE="1")
+    with pytest.raises(TailorError) as e:
+        check_hosts([Host("mac2", [])] * 2, "owner/tiny", str(data), runner=lacks)
+    assert e.value.message == "host mac2 does not have owner/tiny in its Hugging Face cache"
+    assert "tailor model download owner/tiny` on mac2" in e.value.hint
 
 
 def test_a_copy_that_arrives_damaged_is_removed_and_the_run_refused(tmp_path, inputs):
