@@ -29,7 +29,10 @@ from .vocab import VocabInfo, read_vocab
 # working set stays small, large enough that per-piece Python costs vanish.
 PIECE_ELEMS = 1024 * 1024
 # How far encoding may run ahead of the file: encoded bytes and pieces waiting to be written.
-AHEAD_BYTES = 64 * 1024 * 1024
+# 16 MiB: an F16 export's pieces are as large as what they read, and 64 MiB of them put the
+# peak at 2.1x the largest tensor of a 0.4B llama (1.0x now); 16 MiB of Q4 pieces are ~55M
+# values, enough to overlap the tokenizer (Q4_K_M CPU and wall unchanged).
+AHEAD_BYTES = 16 * 1024 * 1024
 AHEAD_PIECES = 64
 
 
