@@ -561,6 +561,13 @@ FAMILY_SPECS["gemma4_31b"] = TinySpec(
     "bpe-gemma4", GEMMA4_TEMPLATE, "<turn|>")
 # Gemma 4 as Google ships it (Gemma4ForConditionalGeneration): the text model inside, under
 # model.language_model., beside a vision tower (a token piece of it: mlx-lm drops it).
+# Gemma 4 26B-A4B style: every layer a dense MLP beside 4 experts (2 per token) with the
+# router's input scale and per-expert output scales; gate and up stacked in the checkpoint.
+FAMILY_SPECS["gemma4_moe"] = TinySpec(
+    "gemma4_moe", "Gemma 4 (text, 26B-A4B style): a dense MLP and experts in every layer",
+    {**FAMILY_SPECS["gemma4_31b"].config, "enable_moe_block": True, "num_experts": 4,
+     "top_k_experts": 2, "moe_intermediate_size": 32},
+    "bpe-gemma4", GEMMA4_TEMPLATE, "<turn|>")
 FAMILY_SPECS["gemma4_mm"] = TinySpec(
     "gemma4_mm", "Gemma 4 multimodal checkpoint (E2B style text model and a vision tower)",
     {"model_type": "gemma4", "architectures": ["Gemma4ForConditionalGeneration"],
@@ -771,6 +778,8 @@ def build_tiny_model(kind: str, out: Path | str, *, seed: int = 0, hidden_size: 
             arr = (0.0 if gemma_offset else 1.0) + rng.normal(0, 0.1, shape)
         elif name.endswith("layer_scalar"):  # Gemma 4's per-layer output scale
             arr = rng.uniform(0.5, 1.0, shape)
+        elif name.endswith(("router.scale", "router.per_expert_scale")):  # Gemma 4's router
+            arr = 1.0 + rng.normal(0, 0.1, shape)
         elif name.endswith("bias"):
             arr = rng.normal(0, 0.1, shape)
         else:
@@ -909,6 +918,14 @@ def _hf_expert_layout(weights: dict, model_type: str, mxfp4: bool = False) -> di
         return _qwen3_5_hf_layout(_hf_expert_layout(weights, "qwen3_moe"))
     if model_type == "gemma4":
         return _gemma4_hf_layout(weights)
+    if model_type == "gemma4_text" and any(".switch_glu." in k for k in weights):
+        out = {k: v for k, v in weights.items() if ".switch_glu." not in k}
+        for k in [k for k in weights if k.endswith("switch_glu.gate_proj.weight")]:
+            prefix = k[:-len("switch_glu.gate_proj.weight")]
+            out[prefix + "gate_up_proj"] = mx.concatenate(
+                [weights[k], weights[prefix + "switch_glu.up_proj.weight"]], axis=1)
+            out[prefix + "down_proj"] = weights[prefix + "switch_glu.down_proj.weight"]
+        return out
     if model_type == "gpt_oss" and mxfp4:
         return _gpt_oss_mxfp4_layout(weights)
     if model_type == "granitemoe":

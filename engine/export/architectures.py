@@ -407,6 +407,12 @@ def gguf_name(a: ArchInfo, name_map, hf_name: str) -> str | None:
         hf_name = text_name(hf_name)
         if hf_name is None:
             return None
+    if a.arch == "gemma4":
+        from .gemma4 import gemma4_gguf_name
+
+        special = gemma4_gguf_name(name_map, hf_name)  # the MoE scales and expert tensors
+        if special is not None:
+            return special
     if hf_name.startswith("lm_head.") and a.tied and a.arch != "gemma3":
         # Tied: llama.cpp reuses token_embd. mlx-lm's Gemma 3 uses lm_head whenever the
         # checkpoint has one (whatever the config says), so the export follows the training.

@@ -10,6 +10,7 @@ out), because the GGUF must answer as the model was trained.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,10 +69,6 @@ def gemma4_args(config: dict):
 def check_gemma4(config: dict, source: str) -> None:
     """Refuse the Gemma 4 configs llama.cpp would run differently from mlx-lm."""
     g = gemma4_args(config)
-    if g.enable_moe_block:
-        raise TailorError(f"{source}: Gemma 4 with experts (enable_moe_block, 26B-A4B style) is "
-                          "not written by Tailor's GGUF exporter yet (the router's scales and the "
-                          "stacked gate_up experts)", hint=HINT)
     if config.get("use_bidirectional_attention"):
         raise TailorError(f"{source}: this Gemma 4 uses bidirectional attention "
                           f"({config['use_bidirectional_attention']!r}); mlx-lm trains it causal",
@@ -151,6 +148,10 @@ def add_gemma4_hparams(w, a: "ArchInfo") -> None:
     w.add_sliding_window_pattern(swa)
     w.add_shared_kv_layers(int(g.num_kv_shared_layers))
     w.add_embedding_length_per_layer_input(int(g.hidden_size_per_layer_input or 0))
+    if g.enable_moe_block:  # 26B-A4B style: a dense MLP beside the experts in every layer
+        w.add_expert_count(int(g.num_experts))
+        w.add_expert_used_count(int(g.top_k_experts))
+        w.add_expert_feed_forward_length(int(g.moe_intermediate_size))
 
 
 def rope_freqs(a: "ArchInfo") -> np.ndarray:
@@ -166,19 +167,96 @@ def rope_freqs(a: "ArchInfo") -> np.ndarray:
     return np.asarray([1.0] * rotated + [1e30] * (dim // 2 - rotated), dtype=np.float32)
 
 
+@dataclass
+class GateUpRef:
+    """mlx-lm's separate expert gate and up projections [experts, ff, in] as Hugging Face's
+    (and llama.cpp's) one gate_up tensor [experts, 2 ff, in], gate first."""
+
+    name: str
+    gate: object
+    up: object
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        e, ff, cols = self.gate.shape
+        return (e, 2 * ff, cols)
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def row_elems(self) -> int:
+        return self.shape[1] * self.shape[2]
+
+    def read(self, row0: int = 0, row1: int | None = None, *,
+             keep_f16: bool = False) -> np.ndarray:
+        return np.concatenate([self.gate.read(row0, row1, keep_f16=keep_f16),
+                               self.up.read(row0, row1, keep_f16=keep_f16)], axis=1)
+
+
 def gemma4_refs(config: dict, refs: list) -> list:
     """The checkpoint tensors llama.cpp reads: shared-KV layers' own K/V projections dropped
-    (mlx-lm's sanitize drops them too: those layers read another layer's cache)."""
+    (mlx-lm's sanitize drops them too: those layers read another layer's cache); a fused
+    folder's experts (mlx-lm's switch_glu) in the checkpoint's gate_up / down layout."""
+    from dataclasses import replace
+
     g = gemma4_args(config)
     first_shared = g.num_hidden_layers - g.num_kv_shared_layers
+    by_name = {r.name: r for r in refs}
     out = []
     for ref in refs:
         m = _LAYER.search(ref.name)
         if m and int(m.group(1)) >= first_shared and re.search(
                 r"\.self_attn\.(k_proj|v_proj|k_norm)\.", ref.name):
             continue
-        out.append(ref)
+        if ref.name.endswith("experts.switch_glu.gate_proj.weight"):
+            prefix = ref.name[:-len("switch_glu.gate_proj.weight")]
+            out.append(GateUpRef(prefix + "gate_up_proj", ref,
+                                 by_name[prefix + "switch_glu.up_proj.weight"]))
+        elif ref.name.endswith("experts.switch_glu.down_proj.weight"):
+            out.append(replace(ref, name=ref.name[:-len("switch_glu.down_proj.weight")]
+                               + "down_proj"))
+        elif not ref.name.endswith("experts.switch_glu.up_proj.weight"):
+            out.append(ref)
     return out
+
+
+def gemma4_gguf_name(name_map, hf_name: str) -> str | None:
+    """llama.cpp's names for the MoE tensors the tensor map does not know as such: the
+    router's input scale, the per-expert output scale, the bare expert parameters."""
+    m = _LAYER.search(hf_name)
+    if m and hf_name.endswith(".router.scale"):
+        return f"blk.{m.group(1)}.ffn_gate_inp.scale"
+    if m and hf_name.endswith(".router.per_expert_scale"):
+        return f"blk.{m.group(1)}.ffn_down_exps.scale"
+    if hf_name.endswith((".experts.gate_up_proj", ".experts.down_proj")):
+        name = name_map.get_name(hf_name)
+        return name + ".weight" if name else None
+    return None
+
+
+def gemma4_expert_lora(module: str, la: np.ndarray, lb: np.ndarray, read_pair, expert_scale):
+    """A LoRA on the experts' gate and up projections as one LoRA on llama.cpp's gate_up
+    tensor: A stacked [A_gate; A_up], B block-diagonal, doubled (llama.cpp scales a tensor's
+    LoRA by alpha / its rank, and the rank doubles). -> [(module, la, lb)], or [] for the up
+    half (written with its gate). ``read_pair(module)``: that module's (lora_a, lora_b);
+    ``expert_scale(module)``: the layer's per-expert output scale, which llama.cpp applies to
+    the base experts' output only (before adding the LoRA), mlx-lm to all of it: folded into
+    the down projection's B."""
+    if module.endswith("switch_glu.up_proj"):
+        return []
+    if not module.endswith("switch_glu.gate_proj"):
+        if module.endswith("switch_glu.down_proj"):
+            lb = (lb * expert_scale(module).reshape(-1, 1, 1)).astype(lb.dtype)
+            module = module[:-len("switch_glu.down_proj")] + "down_proj"
+        return [(module, la, lb)]
+    up_a, up_b = read_pair(module[:-len("gate_proj")] + "up_proj")
+    e, ff, r = lb.shape
+    b = np.zeros((e, 2 * ff, 2 * r), dtype=lb.dtype)
+    b[:, :ff, :r], b[:, ff:, r:] = 2 * lb, 2 * up_b
+    return [(module[:-len("switch_glu.gate_proj")] + "gate_up_proj",
+             np.concatenate([la, up_a], axis=1), b)]
 
 
 def is_gemma4_tokenizer(tok_json: dict | None) -> bool:
@@ -226,3 +304,15 @@ def gemma4_vocab(tok_json: dict, tok_cfg: dict, n_rows: int):
     info.add_space_prefix = False
     _pad_to(info, n_rows)
     return info
+
+
+def expert_scales(base_refs: list):
+    """``expert_scale(module)`` for gemma4_expert_lora: the base's router.per_expert_scale of
+    the module's layer."""
+    by_layer = {int(m.group(1)): r for r in base_refs
+                if r.name.endswith("router.per_expert_scale") and (m := _LAYER.search(r.name))}
+
+    def expert_scale(module: str) -> np.ndarray:
+        return by_layer[int(_LAYER.search(module).group(1))].read()
+
+    return expert_scale

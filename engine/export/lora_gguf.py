@@ -57,6 +57,7 @@ def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, q
     ggml_type = gguf.GGMLQuantizationType.F16 if quant in ("f16", "bf16") else \
         gguf.GGMLQuantizationType.F32
     tensors = []
+    scales = None  # Gemma 4's per-expert scales, read from the base once
     for key in sorted(refs):
         m = re.match(r"(.*)\.lora_a$", key)
         if not m:
@@ -73,6 +74,12 @@ def write_lora_gguf(info, adapter_config: dict, base_dir: Path, out_tmp: Path, q
 
             module, la, lb = qwen35_lora(a.config, module, la, lb)
         pairs = [(module, la, lb)]
+        if a.arch == "gemma4":  # expert gate + up LoRA as one on llama.cpp's gate_up tensor
+            from .gemma4 import expert_scales, gemma4_expert_lora
+
+            scales = scales or expert_scales(list_tensors(base_dir))
+            pairs = gemma4_expert_lora(module, la, lb, lambda m: (
+                refs[m + ".lora_a"].read(), refs[m + ".lora_b"].read()), scales)
         if a.arch == "granitehybrid":  # its fused shared MLP lands on two base tensors
             from .granite_hybrid import granite_hybrid_lora
 

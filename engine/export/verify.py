@@ -262,7 +262,7 @@ def verify_structure(path: Path, planned, arch, vocab, quant: str) -> list[dict]
 def _base_pattern(name: str) -> str:
     import re
 
-    base = re.sub(r"\.(weight|bias|lora_a|lora_b)$", "", name)
+    base = re.sub(r"\.(weight|bias|scale|lora_a|lora_b)$", "", name)  # (scale: Gemma 4 MoE)
     base = re.sub(r"\.(weight|bias)$", "", base)
     return re.sub(r"^blk\.\d+\.", "blk.{bid}.", base)
 

@@ -18,7 +18,7 @@ from tests.export.helpers import failed_checks
 
 from .chain import field_str, ollama_renders_as_jinja, whole_chain_verified
 
-KINDS = ["gemma4", "gemma4_31b", "gemma4_mm"]
+KINDS = ["gemma4", "gemma4_31b", "gemma4_mm", "gemma4_moe"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -93,13 +93,51 @@ def test_gemma4_shared_kv_that_llama_cpp_reads_elsewhere_is_refused(tiny_model, 
     assert not (tmp_path / "odd.gguf").exists()
 
 
-def test_gemma4_with_experts_is_refused_with_the_reason():
-    from engine.export.architectures import arch_info
+def test_gemma4_experts_trained_fused_stacked_and_router_kept(tiny_model, tmp_path):
+    """26B-A4B style: LoRA reaches the experts; the fused folder's experts (mlx-lm's separate
+    gate / up) are written as llama.cpp's one gate_up tensor equal to the fused MLX experts;
+    the router, its input scale and the per-expert scales stay F32 in a quantized file."""
+    from safetensors.numpy import load_file
 
-    with pytest.raises(TailorError, match="experts"):
-        arch_info({**FAMILY_SPECS["gemma4"].config, "enable_moe_block": True, "num_experts": 4,
-                   "top_k_experts": 2, "moe_intermediate_size": 32, "vocab_size": 900,
-                   "vocab_size_per_layer_input": 900}, "/m")
+    from engine.fuse import fuse_adapter
+    from .chain import trained
+
+    info = trained(tiny_model("gemma4_moe"), tmp_path, "g4-moe", learning_rate=3e-3)
+    fused = fuse_adapter(info.name, tmp_path / "fused")
+    out = export_gguf(fused, tmp_path / "fused.gguf", "f32")
+    assert out.verification["passed"], failed_checks(out.verification)
+    fused_w = load_file(str(next(fused.glob("*.safetensors"))))
+    base_w = load_file(str(tiny_model("gemma4_moe") / "model.safetensors"))
+    tensors = {t.name: t for t in gguf.GGUFReader(str(out.path)).tensors}
+    for layer in range(6):
+        p = f"model.layers.{layer}.experts."
+        gate_up = np.concatenate([fused_w[p + "switch_glu.gate_proj.weight"],
+                                  fused_w[p + "switch_glu.up_proj.weight"]], axis=1)
+        assert np.abs(gate_up - base_w[p + "gate_up_proj"]).max() > 1e-4  # LoRA reached them
+        assert np.array_equal(np.asarray(tensors[f"blk.{layer}.ffn_gate_up_exps.weight"].data),
+                              gate_up)
+    q8 = export_gguf(info.name, tmp_path / "q8.gguf", "q8_0")
+    assert q8.verification["passed"], failed_checks(q8.verification)
+    types = {t.name: t.tensor_type for t in gguf.GGUFReader(str(q8.path)).tensors}
+    for name in ("ffn_gate_inp.weight", "ffn_gate_inp.scale", "ffn_down_exps.scale"):
+        assert types[f"blk.0.{name}"] == gguf.GGMLQuantizationType.F32, name
+    assert types["blk.0.ffn_gate_up_exps.weight"] == gguf.GGMLQuantizationType.Q8_0
+
+
+def test_expert_adapter_needs_the_per_expert_scale_folded_in(tiny_model, tmp_path,
+                                                              monkeypatch):
+    """llama.cpp scales the base experts' output by the per-expert scale before it adds the
+    LoRA, mlx-lm scales both: the adapter GGUF folds the scale into the down projection's B.
+    Without it the file loads and answers differently, and the adapter check says so."""
+    import engine.export.gemma4 as gemma4
+    from .chain import trained
+
+    info = trained(tiny_model("gemma4_moe"), tmp_path, "g4-moe-lora", learning_rate=3e-3)
+    good = export_gguf(info.name, tmp_path / "good.gguf", "f32", adapter_only=True)
+    assert good.verification["passed"], failed_checks(good.verification)
+    monkeypatch.setattr(gemma4, "expert_scales", lambda refs: lambda module: np.ones(1, np.float32))
+    bad = export_gguf(info.name, tmp_path / "bad.gguf", "f32", adapter_only=True)
+    assert not bad.verification["passed"]
 
 
 def test_multimodal_checkpoint_exports_its_text_model(tiny_model, tmp_path):
