@@ -26,6 +26,10 @@ def lab(tiny_model):
     from tests.train.conftest import write_toy_chat
 
     data = write_toy_chat(Path(LAB) / "data" / f"chat-{os.getpid()}.jsonl", n=24)
+    first = json.loads(data.read_text().splitlines()[0])  # bytes of its own: copies are by
+    first["messages"][-1]["content"] += f" {time.time_ns()}"  # content, an earlier one counts
+    with open(data, "a") as f:
+        f.write(json.dumps(first) + "\n")
     return str(tiny_model("qwen2")), data, {**os.environ, "TAILOR_HOME": f"{LAB}/home-a"}
 
 
