@@ -79,16 +79,19 @@ def check_imatrix_options(cfg: ImatrixConfig, out: Path, *, adapter: bool,
 
 
 def imatrix_for_export(source, out: Path, quant: str, cfg: ImatrixConfig, job: Job, *,
-                       adapter_only: bool = False) -> ImatrixWeights | None:
+                       adapter_only: bool = False,
+                       allow_tokenizer_mismatch: bool = False) -> ImatrixWeights | None:
     """``resolve_imatrix`` after the export's own refusals (plan.plan_export: the type, the
-    output name, the family, the space), so none of them waits for minutes of collection."""
+    output name, the family, the space, the pre-tokenizer), so none of them waits for
+    minutes of collection or comes after a matrix was saved for a file never written."""
     from .plan import plan_export
 
     check_imatrix_options(cfg, Path(out), adapter=not isinstance(source, Path),
                           adapter_only=adapter_only)
     if not cfg.imatrix:
         return None
-    plan_export(source, out, quant, adapter_only=adapter_only, check_tokenizer=False)
+    plan_export(source, out, quant, adapter_only=adapter_only,
+                allow_tokenizer_mismatch=allow_tokenizer_mismatch)
     return resolve_imatrix(source, out, quant, cfg, job)
 
 
@@ -260,4 +263,5 @@ def imatrix_from_args(args, source, job: Job) -> ImatrixWeights | None:
         raise TailorError("--imatrix guides the GGUF quantizer; --format peft writes the "
                           "adapter's own weights", hint="leave out --imatrix")
     return imatrix_for_export(source, Path(args.out).expanduser(), args.quant, cfg, job,
-                              adapter_only=args.adapter_only)
+                              adapter_only=args.adapter_only,
+                              allow_tokenizer_mismatch=args.allow_tokenizer_mismatch)

@@ -173,3 +173,26 @@ def test_auto_for_an_adapter_without_its_dataset_says_so(tiny_model, tmp_path):
     assert "the dataset adapter 'nodata' was trained on is missing: (not recorded)" in err
     assert "--imatrix-text FILE" in err and not out.exists()
     assert not out.with_name("x.imatrix.gguf").exists()
+
+
+def test_a_tokenizer_refusal_comes_before_a_matrix_is_saved(tmp_path):
+    """The export's pre-tokenizer refusal is made before the matrix is computed, so no
+    matrix is left beside a GGUF that was never written."""
+    from tokenizers import pre_tokenizers
+
+    from engine.tiny_models import cached_tiny_model
+    from tests.export.pretok_models import (_byte_level, _split, model_with_tokenizer,
+                                            rich_corpus, train_tokenizer)
+    from tests.export.test_pretokenizer_refusal import WORD_PAIRS
+
+    tok = train_tokenizer(pre_tokenizers.Sequence([_split(WORD_PAIRS), _byte_level(False)]),
+                          vocab_size=3000, texts=rich_corpus())
+    model = model_with_tokenizer(cached_tiny_model("llama3"), tmp_path / "pairs", tok)
+    text = tmp_path / "calibration.txt"
+    text.write_text("Some calibration text for the matrix, long enough. " * 20)
+    (tmp_path / "out").mkdir()
+    code, err = _export("--model", str(model), "--quant", "q2_k", "--imatrix", "auto",
+                        "--imatrix-text", str(text), "--out", str(tmp_path / "out" / "m.gguf"),
+                        "--no-verify")
+    assert code == 1 and "llama.cpp has no pre-tokenizer that reproduces this one" in err
+    assert list((tmp_path / "out").iterdir()) == []
