@@ -39,7 +39,7 @@ def main(kinds: list[str]) -> None:
             work = Path(tmp) / kind
             work.mkdir()
             gentle = kind in ("qwen3_moe", "mixtral", "granitemoe", "gpt_oss", "qwen3_5",
-                              "gemma4", "gemma4_31b")
+                              "gemma4", "gemma4_31b", "gemma4_mm", "gemma4_moe")
             info = trained(folder, work, kind, **({"learning_rate": 3e-3} if gentle else {}))
             fig = fused_f32_figures(kind, folder, info, work / "f32.gguf")
             q8 = export_gguf(info.name, work / "q8.gguf", "q8_0")
