@@ -118,7 +118,7 @@ def same_batches(dataset, batch_size, max_seq_length, train=False):
 D.iterate_dpo_batches = same_batches
 c = job["config"]
 args = DPOTrainingArgs(batch_size=c["batch_size"], iters=job["steps"], val_batches=0,
-                       steps_per_report=job["steps"], steps_per_eval=10**9,
+                       steps_per_report=1, steps_per_eval=10**9,
                        steps_per_save=10**9, max_seq_length=c["max_seq_length"],
                        adapter_file=job["out"] + "/peer.safetensors", beta=c["beta"])
 opt = optim.AdamW(learning_rate=c["learning_rate"], weight_decay=0.0)
@@ -244,7 +244,8 @@ def main() -> None:
     train, valid = prepared.train[:a.pairs], prepared.valid[:held]
     (work / "train.json").write_text(json.dumps(_records(train)))
     steps = a.epochs * len(train) // SETTINGS["batch_size"]
-    cfg_kw = dict(SETTINGS, objective="dpo", iters=steps, schedule="constant", warmup=0.0, grad_clip=0.0,
+    cfg_kw = dict(SETTINGS, objective="dpo", iters=steps, schedule="constant", warmup=0.0,
+                  grad_clip=0.0,
                   weight_decay=0.0, eval_every=0, save_every=10**6, baseline_prompts=0,
                   targets="all-linear")
     cfg = make_config(**cfg_kw)
@@ -281,7 +282,8 @@ def main() -> None:
         h = evals[(side, "held-out")]
         ref = (f" (reference pre-pass {r['reference_seconds']:.2f} s)"
                if "reference_seconds" in r else "")
-        print(f"{side:12s} training {r['seconds']:7.2f} s (CPU {r['cpu_seconds']:7.2f} s){ref}  MLX peak {r['mlx_peak'] / 2**20:7.1f} "
+        print(f"{side:12s} training {r['seconds']:7.2f} s (CPU {r['cpu_seconds']:7.2f} s){ref}  "
+              f"MLX peak {r['mlx_peak'] / 2**20:7.1f} "
               f"MiB  RSS {r['rss'] / 2**20:7.1f} MiB  last step loss {r['last_loss']:.4f}  "
               f"final held-out loss {h['loss']:.4f} "
               f"(accuracy {h['reward_accuracy']})")

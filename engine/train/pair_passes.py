@@ -2,12 +2,13 @@
 answers and the rejected answers, each at its own width.
 
 Both answers of a pair continue the same prompt, so the prompt's keys and values are the same
-for both. The prompt pass computes them once (rows left-aligned to the right edge, padding
-first); each answer pass then attends to them through a stand-in KV cache, as generation
+for both. The prompt pass computes them once (each row's prompt from position 0, padding
+after it); each answer pass then attends to them through a stand-in KV cache, as generation
 attends to a prompt cache: each answer's RoPE offset is its own prompt's length, so every token
-keeps the position it has in its full row, and the masks hide the padding. Against one pass over 2B full rows this
-computes the prompt tokens once instead of twice and pads each side only to its own longest
-answer, which is what brings a step's time and its memory peak down (bench/dpo_vs_mlx_lm_lora.py).
+keeps the position it has in its full row, and the masks hide the padding. Against one pass
+over 2B full rows this computes the prompt tokens once instead of twice and pads each side only
+to its own longest answer, which is what brings a step's time and its memory peak down
+(bench/dpo_vs_mlx_lm_lora.py).
 
 The stand-in caches reach mlx-lm's models the way packing's do (engine/train/packing.py: every
 attention layer reads ``cache.offset`` for RoPE, calls ``update_and_fetch`` and takes the mask

@@ -12,7 +12,8 @@ it is frozen, so each pair's reference log-probabilities are constant for the
 whole run: the trainer computes them once before step 1 (``reference_logps``), keeps them in
 the adapter folder (``REFERENCE_FILE``, reloaded on resume) and the batches carry them, so a
 step runs only the policy pass. ORPO needs no reference. Each step's metrics are sums over
-pairs (exact across micro-batches and validation batches), turned into means when a step or a validation ends.
+pairs (exact across micro-batches and validation batches), turned into means when a step or a
+validation ends.
 """
 from __future__ import annotations
 
