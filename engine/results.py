@@ -999,6 +999,15 @@ class ExportQuality(Result):
     note: str = ""
     seconds: float = 0.0
 
+    def summary(self) -> str:
+        """One line for `tailor export`'s output."""
+        if not self.measured:
+            return self.note or "quality not measured"
+        return (f"quality: mean KL divergence {self.kl_mean:.3g} nats/token from the full-"
+                f"precision model (99th percentile {self.kl_p99:.3g}), perplexity "
+                f"{self.perplexity:.4g} (full precision {self.reference_perplexity:.4g}), same "
+                f"top token on {self.same_top:.1%}, over {self.tokens} tokens of {self.text}")
+
     @classmethod
     def of(cls, export: "ExportResult | dict | None") -> "ExportQuality | None":
         """The quality record of an export (its result or record), None when it has none."""

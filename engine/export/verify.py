@@ -625,4 +625,8 @@ def format_verification(v: dict) -> str:
         lines.append(f"  {mark} {c['name']}: {c['detail']}")
     if v.get("note"):
         lines.append(f"  note: {v['note']}")
+    if v.get("quality"):  # quality.py's measurement after the checks
+        from ..results import ExportQuality
+
+        lines.append("  " + ExportQuality.coerce(v["quality"]).summary())
     return "\n".join(lines)

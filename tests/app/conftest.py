@@ -49,6 +49,22 @@ def window(qtbot, tmp_path):
     w.deleteLater()
 
 
+def recorded_submits(queue, monkeypatch) -> list:
+    """Make ``queue.submit`` record each job (its argv on ``job.worker.argv``) without
+    starting it: the test ends the jobs it cares about itself. -> the list of jobs."""
+    from app.jobs import Job
+    from app.worker import EngineWorker
+
+    submitted = []
+
+    def submit(title, argv, heavy=True, **_):
+        job = Job(title=title, worker=EngineWorker(argv))
+        submitted.append(job)
+        return job
+    monkeypatch.setattr(queue, "submit", submit)
+    return submitted
+
+
 def screenshot(widget, folder: Path, name: str) -> Path:
     """Save ``widget`` as PNG under ``folder/screenshots`` and check it is not blank."""
     import numpy as np

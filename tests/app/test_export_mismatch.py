@@ -16,21 +16,14 @@ pytestmark = [pytest.mark.gui]
 def page(window, tmp_path, monkeypatch):
     """The Export page with an adapter to choose and a queue that records each job's argv
     (the worker is never started: the test reports its ending)."""
-    from app.jobs import Job
-    from app.worker import EngineWorker
+    from .conftest import recorded_submits
 
     page = window.pages["Export"]
     for name in ("pip", "other"):
         page.adapter_box.addItem(name, name)
     page.adapter_box.setCurrentIndex(page.adapter_box.findData("pip"))
     page.out_edit.setText(str(tmp_path / "pip.gguf"))
-    page.submitted = []
-
-    def submit(title, argv, heavy=True, **_):
-        job = Job(title=title, worker=EngineWorker(argv))
-        page.submitted.append(job)
-        return job
-    monkeypatch.setattr(window.state.queue, "submit", submit)
+    page.submitted = recorded_submits(window.state.queue, monkeypatch)
     return page
 
 

@@ -13,7 +13,7 @@ from engine.export.quant_types import QUANT_TYPES, imatrix_warning
 from engine.library import adapter_path, write_manifest
 from engine.results import ExportQuality
 
-from .conftest import screenshot
+from .conftest import recorded_submits, screenshot
 
 pytestmark = [pytest.mark.gui]
 
@@ -53,18 +53,9 @@ def _exported(folder, tmp_path) -> None:
 def page(window, tmp_path, monkeypatch):
     """The Export page on adapter "pip" with three exports listed; jobs are recorded, never
     started (the test ends them)."""
-    from app.jobs import Job
-    from app.worker import EngineWorker
-
     _exported(_adapter("pip"), tmp_path)
     page = window.pages["Export"]
-    page.submitted = []
-
-    def submit(title, argv, heavy=True, **_):
-        job = Job(title=title, worker=EngineWorker(argv))
-        page.submitted.append(job)
-        return job
-    monkeypatch.setattr(window.state.queue, "submit", submit)
+    page.submitted = recorded_submits(window.state.queue, monkeypatch)
     window.show_page("Export")
     page.select_adapter("pip")
     page.out_edit.setText(str(tmp_path / "out.gguf"))
@@ -146,7 +137,7 @@ def test_each_type_shows_the_size_the_engine_plans_for_the_adapters_model(window
     page.select_adapter("sized")
     qtbot.waitUntil(lambda: str(base) in page.sizes, timeout=60000)  # a real worker answered
     want = {t.name: t.expected_bytes for t in list_types(base).types}
-    assert page.sizes[str(base)] == want
+    assert page.sizes[str(base)] == want, page.quant_box.toolTip()  # (the failure, if any)
     box = page.quant_box
     for i in range(box.count()):
         name = box.itemData(i)

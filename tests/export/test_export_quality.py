@@ -143,9 +143,14 @@ def test_an_adapter_export_records_kl_and_perplexity_on_its_held_out_split(
 
 
 def test_a_model_folder_is_measured_on_the_verification_prompts_and_says_so(tiny_model,
-                                                                             tmp_path):
-    r = export_gguf(tiny_model("qwen2"), tmp_path / "m.gguf", "q8_0")
-    q = ExportQuality.of(r)
+                                                                             tmp_path, capsys):
+    out = tmp_path / "m.gguf"
+    assert cli_main(["export", "--model", str(tiny_model("qwen2")), "--quant", "q8_0",
+                     "--out", str(out)]) == 0
+    q = ExportQuality.of(json.loads(record_path(out).read_text()))
+    printed = capsys.readouterr().out  # `tailor export` prints the figures after the checks
+    assert f"  quality: mean KL divergence {q.kl_mean:.3g} nats/token" in printed
+    assert f"perplexity {q.perplexity:.4g}" in printed
     assert q.measured and q.text == "the verification prompts (every token)"
     assert q.note == "a model folder has no held-out split"
     assert q.tokens == q.context_tokens - q.examples and q.examples == 3
