@@ -59,60 +59,136 @@ def measure(src: Path, ref: tuple[list[list[int]], list], quant: str, work: Path
 
 MOE_KINDS = ["qwen3_5_moe", "qwen3_moe", "gpt_oss", "mixtral", "granitemoe", "qwen3_next",
              "granitemoehybrid_moe"]
+WIDE = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 8}
+# the quantized check's dense fixtures: 256 wide so the K-quants apply, and a 64-wide one
+# (every matrix takes the 32-value fallbacks)
+DENSE = {"llama3-256x8": ("llama3", WIDE), "gemma-256x8": ("gemma", WIDE), "qwen2": ("qwen2", {})}
 
 
-def measure_moe(kinds: list[str], quants: list[str], work: Path) -> int:
-    """The --moe table: per kind and type, the correct file's and the broken file's check."""
+def check_files(src: Path, files: dict[str, Path], quant: str, imatrix=None) -> dict:
+    """The quantized check (verify.py) of each GGUF in ``files`` against ``src``'s rounded
+    weights: label -> check record (with the agreement against plain MLX added)."""
     from engine.export.architectures import arch_info
     from engine.export.safetensors_stream import list_tensors
-    from engine.export.verify import _reference, rounded_tolerance
+    from engine.export.verify import _reference, check_rounded_logits, long_prompt
     from engine.export.write import plan_tensors
-    from engine.fuse import fuse_adapter
     from engine.models.load import read_config
-    from tests.families.chain import trained
     from transformers import AutoTokenizer
 
-    failures = 0
-    # agreement with near-ties: against MLX on the source (the type's bar), on the file's
-    # rounded weights, and with router near-ties counted (the check; bar rounded_tolerance)
-    print(f"{'fixture':12} {'type':7} {'plain MLX':>10} {'rounded':>8} {'+router':>8} "
-          f"{'passes':>6} {'broken':>7} {'fails':>5}")
+    tok = AutoTokenizer.from_pretrained(str(src))
+    token_lists = [tok.encode(p, add_special_tokens=True) for p in PROMPTS] + [long_prompt(tok)]
+    a = arch_info(read_config(src))
+    planned = plan_tensors(a, list_tensors(src), quant, imatrix=imatrix)
+    plain = mlx_logits(src, token_lists)
+    ref, rounded = _reference(src, token_lists, planned, a)
+    margins = rounded.pop("margins")
+    out = {}
+    for label, path in files.items():
+        llm = open_llama(path)
+        try:
+            got = [llama_logits(llm, t) for t in token_lists]
+        finally:
+            llm.close()
+        checks: list = []
+        check_rounded_logits(checks, ref, got, quant, rounded, margins)
+        out[label] = {**checks[0], "plain": compare_logits(plain, got, TOLERANCES[quant]),
+                      "rounded_reference": rounded}
+    return out
+
+
+def broken_files(good: Path, work: Path) -> dict[str, Path]:
+    """The correct file and each broken kind that applies to it (tests/export/broken_gguf)."""
+    from tests.export.broken_gguf import BROKEN_KINDS
+
+    files = {"correct": good}
+    for kind, make in BROKEN_KINDS.items():
+        dst = work / f"{good.stem}-{kind.replace(' ', '-')}.gguf"
+        try:
+            make(good, dst)
+        except (KeyError, ValueError):  # e.g. no rope table, no two like ffn_down tensors
+            continue
+        files[kind] = dst
+    return files
+
+
+def print_rows(name: str, quant: str, results: dict) -> int:
+    """One line per file: agreement (plain MLX / the check's, with near-ties), the median
+    logit difference against its bound, the verdict. -> problems (a correct file failing
+    or a broken one passing)."""
+    problems = 0
+    for label, r in results.items():
+        good = label == "correct"
+        problems += r["passed"] != good
+        print(f"{name:22} {quant:7} {label:12} {r['plain']['agreement_with_ties']:>7.1%} "
+              f"{r['agreement']:>7.1%} {r['agreement_with_ties']:>7.1%} "
+              f"{r['median_rel_diff']:>9.1e} {min(r['logit_bounds']):>9.1e} "
+              f"{r['logit_ratio']:>6.2f} "
+              f"{'pass' if r['passed'] else 'FAIL':>5}{'' if r['passed'] == good else '  <-'}",
+              flush=True)
+    return problems
+
+
+HEADER = (f"{'fixture':22} {'type':7} {'file':12} {'plain':>7} {'strict':>7} {'+ties':>7} "
+          f"{'median':>9} {'bound':>9} {'ratio':>6} {'check':>5}")
+
+
+def measure_dense(names: list[str], quants: list[str], work: Path, imatrix: bool) -> int:
+    """The dense table: each fixture at each type, correct and broken files."""
+    problems = 0
+    print(HEADER)
+    for name in names:
+        kind, overrides = DENSE[name]
+        src = cached_tiny_model(kind, **overrides)
+        for quant in quants:
+            imx = seeded_imatrix(src, quant) if imatrix else None
+            good = work / f"{name}-{quant}.gguf"
+            export_gguf(src, good, quant, verify=False, imatrix=imx)
+            problems += print_rows(name + (" +imatrix" if imx else ""), quant,
+                                   check_files(src, broken_files(good, work), quant, imx))
+    return problems
+
+
+def seeded_imatrix(src: Path, quant: str) -> dict:
+    """A seeded gamma(0.5) importance matrix for every quantized tensor of ``src``."""
+    import numpy as np
+
+    from engine.export.architectures import arch_info
+    from engine.export.safetensors_stream import list_tensors
+    from engine.export.write import plan_tensors
+    from engine.models.load import read_config
+
+    rng = np.random.default_rng(21)
+    out = {}
+    for p in plan_tensors(arch_info(read_config(src)), list_tensors(src), quant):
+        if len(p.shape) >= 2 and p.name != "token_embd.weight":
+            rows = p.shape[0] if len(p.shape) == 3 else 1
+            out[p.name] = rng.gamma(0.5, 2.0, rows * p.shape[-1]).astype(np.float32)
+    return out
+
+
+def measure_moe(kinds: list[str], quants: list[str], work: Path, imatrix: bool) -> int:
+    """The --moe table: per kind and type, the trained, fused fixture's file, the file of a
+    copy whose layers 0 and 1 trade their expert down projections, and the GGUF edits."""
+    from engine.fuse import fuse_adapter
+    from tests.families.chain import trained
+
+    problems = 0
+    print(HEADER)
     for kind in kinds:
         gentle = kind in ("qwen3_moe", "mixtral", "granitemoe", "gpt_oss")
         info = trained(cached_tiny_model(kind), work, kind,
                        **({"learning_rate": 3e-3} if gentle else {}))
         src = fuse_adapter(info.name, work / f"fused-{kind}")
         broken = swapped_experts_copy(src, work / f"broken-{kind}")
-        tok = AutoTokenizer.from_pretrained(str(src))
-        token_lists = [tok.encode(p, add_special_tokens=True) for p in PROMPTS]
-        plain = mlx_logits(src, token_lists)
-        a = arch_info(read_config(src))
         for quant in quants:
-            td = Path(tempfile.mkdtemp(dir=work))
-            ref, rounded = _reference(src, token_lists, plan_tensors(a, list_tensors(src), quant),
-                                      a, quant, td)
-            margins = rounded.pop("margins") if rounded else None
-            row = []
-            for m in (src, broken):
-                out = work / f"{kind}-{quant}.gguf"
-                export_gguf(m, out, quant, verify=False)
-                llm = open_llama(out)
-                try:
-                    got = [llama_logits(llm, t) for t in token_lists]
-                finally:
-                    llm.close()
-                out.unlink()
-                tol, bar = TOLERANCES[quant], rounded_tolerance(quant)
-                row.append((compare_logits(plain, got, tol), compare_logits(ref, got, bar),
-                            compare_logits(ref, got, bar, margins)))
-            (p0, r0, g0), (_, _, b0) = row
-            failures += (not g0["passed"]) + b0["passed"]
-            print(f"{kind:12} {quant:7} {p0['agreement_with_ties']:>10.1%} "
-                  f"{r0['agreement_with_ties']:>8.1%} {g0['agreement_with_ties']:>8.1%} "
-                  f"{str(g0['passed']):>6} {b0['agreement_with_ties']:>7.1%} "
-                  f"{str(not b0['passed']):>5}  median rel diff {g0['median_rel_diff']:.1e}"
-                  f" / broken {b0['median_rel_diff']:.1e}", flush=True)
-    return failures
+            imx = seeded_imatrix(src, quant) if imatrix else None
+            good, swapped = work / f"{kind}-{quant}.gguf", work / f"{kind}-{quant}-experts.gguf"
+            export_gguf(src, good, quant, verify=False, imatrix=imx)
+            export_gguf(broken, swapped, quant, verify=False, imatrix=imx)
+            files = {**broken_files(good, work), "experts": swapped}
+            problems += print_rows(kind + (" +imatrix" if imx else ""), quant,
+                                   check_files(src, files, quant, imx))
+    return problems
 
 
 def main() -> int:
@@ -123,17 +199,23 @@ def main() -> int:
                     help="a library adapter, fused into a temporary folder (repeatable)")
     ap.add_argument("--quant", nargs="*", default=list(TOLERANCES), choices=list(TOLERANCES))
     ap.add_argument("--moe", nargs="*", default=None, metavar="KIND",
-                    help=f"measure the trained MoE fixtures instead (default: {MOE_KINDS})")
+                    help=f"the quantized check on the trained MoE fixtures ({MOE_KINDS})")
+    ap.add_argument("--rounded", nargs="*", default=None, metavar="FIXTURE",
+                    help=f"the quantized check on the dense fixtures ({list(DENSE)})")
+    ap.add_argument("--imatrix", action="store_true",
+                    help="with --moe/--rounded: export with a seeded importance matrix")
     args = ap.parse_args()
-    if args.moe is not None:
+    if args.moe is not None or args.rounded is not None:
         import os
 
-        with tempfile.TemporaryDirectory(prefix="tailor-verify-moe-") as td:
+        with tempfile.TemporaryDirectory(prefix="tailor-verify-rounded-") as td:
             os.environ["TAILOR_HOME"] = str(Path(td) / "home")
             quants = [q for q in args.quant if q not in ("f32", "f16", "bf16")]
-            failures = measure_moe(args.moe or MOE_KINDS, quants, Path(td))
-        print("MoE OK: every correct file passes, every broken one fails" if not failures
-              else f"{failures} problem(s): see above")
+            failures = measure_moe(args.moe or MOE_KINDS, quants, Path(td), args.imatrix) \
+                if args.moe is not None else \
+                measure_dense(args.rounded or list(DENSE), quants, Path(td), args.imatrix)
+        print("OK: every correct file passes, every broken one fails" if not failures
+              else f"{failures} problem(s): see above (<-)")
         return 1 if failures else 0
 
     with tempfile.TemporaryDirectory(prefix="tailor-verify-bench-") as td:

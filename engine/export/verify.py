@@ -74,11 +74,22 @@ TOLERANCES = {"f32": LogitTolerance(1.0, 1e-4, max_rel=1e-3),  # the bound issue
 # broken ones on 36% or less).
 ROUTER_TIE = 2e-2
 ROUNDED_MIN_AGREEMENT = 0.9
+# Every quantized file is checked against MLX on the file's own decoded weights with llama.cpp's
+# activation rounding emulated (activation_rounding.py): what is left is float arithmetic, and
+# activations that land on a rounding boundary in one and not the other (one 8-bit step,
+# carried to later positions). So the median position's logits may differ by at most
+# ACTIVATION_FACTOR times what the activation rounding itself moves them in MLX (plus a
+# float floor): bench/verify_tolerances.py (/work/notes/s4/verify-quantized.md).
+ACTIVATION_FACTOR = 1.4
+FLOAT_FLOOR = 1e-5
+# A longer prompt for quantized files: rope tables (llama 3's rope_freqs, long-rope factors)
+# move the low frequencies, which the short prompts' few positions hardly turn.
+LONG_PROMPT_TOKENS = 160
 
 
 def rounded_tolerance(quant: str) -> LogitTolerance:
-    """The tolerance of a quantized mixture-of-experts file checked against MLX on its own
-    rounded weights: the type's, with the bar raised to ROUNDED_MIN_AGREEMENT."""
+    """The tolerance of a quantized file checked against MLX on its own rounded weights:
+    the type's, with the bar raised to ROUNDED_MIN_AGREEMENT."""
     from dataclasses import replace
 
     t = TOLERANCES[quant]
@@ -267,62 +278,87 @@ def _base_pattern(name: str) -> str:
     return re.sub(r"^blk\.\d+\.", "blk.{bid}.", base)
 
 
-def mlx_logits(model_dir: Path, token_lists: list[list[int]], adapter_dir: Path | None = None,
-               weight_fn=None) -> list[np.ndarray]:
-    """Float32 logits of every position, from MLX (optionally with an adapter, or weights
-    passed through ``weight_fn`` first: e.g. F16 rounding)."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten, tree_unflatten
-    from mlx_lm import load
+def load_mlx(model_dir: Path, adapter_dir: Path | None = None, recipes: dict | None = None):
+    """mlx-lm's model of ``model_dir`` (with the adapter applied). With ``recipes``
+    (rounding_recipes) every checkpoint tensor they name is rounded in memory as it is read,
+    before mlx-lm's sanitize renames and stacks it: no copy of the model on disk, one
+    tensor's float32 working copy at a time. -> (model, counts of tensors rounded/not)."""
+    from mlx_lm.utils import load_adapters, load_model
 
     from ..models.folder_files import readable_view
 
+    counts = {"rounded": 0, "left_unrounded": 0}
+    extra = {"get_model_classes": _rounding_classes(recipes, counts)} if recipes else {}
     with readable_view(model_dir) as view:  # files linked out of the folder are not read
-        model, _ = load(str(view), adapter_path=str(adapter_dir) if adapter_dir else None)
-    if weight_fn is not None:
-        params = [(k, weight_fn(v)) for k, v in tree_flatten(model.parameters())]
-        model.update(tree_unflatten(params))
-    from .gelu_table import llama_cpu_gelu
-
-    out = []
-    with llama_cpu_gelu(getattr(model, "model_type", "")):  # Gemma 2-4: GELU as llama.cpp's CPU
-        for toks in token_lists:
-            logits = model(mx.array([toks]))
-            out.append(np.array(logits[0].astype(mx.float32)))
-    return out
+        model, _ = load_model(Path(view), **extra)
+        if adapter_dir is not None:
+            model = load_adapters(model, str(adapter_dir))
+            model.eval()
+    return model, counts
 
 
-def router_margins(model_dir: Path, token_lists: list[list[int]], n_expert: int, top_k: int
-                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """MLX's logits and, per position, how near a mixture-of-experts router came to choosing
-    other experts: the smallest gap across layers between its k-th and (k+1)-th expert logit,
-    as a share of that position's largest |router logit|. -> (logits, margins) per prompt."""
+def _rounding_classes(recipes: dict, counts: dict):
+    """mlx-lm's get_model_classes whose model class rounds the checkpoint's tensors first."""
+    from mlx_lm.utils import _get_classes
+
+    def classes(config: dict):
+        model_class, args_class = _get_classes(config=config)
+
+        class Rounded(model_class):
+            def sanitize(self, weights):
+                done = apply_rounding(weights, recipes)
+                counts["rounded"] = len(done)
+                counts["left_unrounded"] = sum(done.values()) + len(set(recipes) - set(done))
+                base = getattr(super(), "sanitize", None)
+                return base(weights) if base is not None else weights
+
+        Rounded.__name__ = model_class.__name__
+        return Rounded, args_class
+    return classes
+
+
+def model_logits(model, token_lists: list[list[int]], n_expert: int = 0, top_k: int = 1
+                 ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Float32 logits of every position and, for a mixture of experts (``n_expert`` > 1),
+    per position how near a router came to choosing other experts: the smallest gap across
+    layers between its k-th and (k+1)-th expert logit, as a share of that position's largest
+    |router logit|. -> (logits, margins or None) per prompt."""
     import mlx.core as mx
     import mlx.nn as nn
-    from mlx_lm import load
 
-    from ..models.folder_files import readable_view
+    from .gelu_table import llama_cpu_gelu
 
-    with readable_view(model_dir) as view:
-        model, _ = load(str(view))
     seen: list = []
-
-    for _, module in model.named_modules():  # the routers: Linear layers onto the experts
-        if isinstance(module, nn.Linear) and module.weight.shape[0] == n_expert:
+    for _, module in model.named_modules() if n_expert > 1 else ():
+        if isinstance(module, nn.Linear) and module.weight.shape[0] == n_expert:  # routers
             base = type(module)
             module.__class__ = type("Recorded" + base.__name__, (base,), {
                 "__call__": lambda self, x, _b=base: seen.append(_b.__call__(self, x))
                 or seen[-1]})
     logits, margins = [], []
-    for toks in token_lists:
-        seen.clear()
-        logits.append(np.array(model(mx.array([toks]))[0].astype(mx.float32)))
-        gaps = [np.sort(np.array(r.astype(mx.float32)).reshape(len(toks), -1), -1)
-                for r in seen]
-        rel = [(g[:, -top_k] - g[:, -top_k - 1]) / np.maximum(np.abs(g).max(-1), 1e-9)
-               for g in gaps]
-        margins.append(np.min(rel, axis=0) if rel else np.full(len(toks), np.inf))
-    return logits, margins
+    with llama_cpu_gelu(getattr(model, "model_type", "")):  # Gemma 2-4: GELU as llama.cpp's CPU
+        for toks in token_lists:
+            seen.clear()
+            logits.append(np.array(model(mx.array([toks]))[0].astype(mx.float32)))
+            gaps = [np.sort(np.array(r.astype(mx.float32)).reshape(len(toks), -1), -1)
+                    for r in seen]
+            rel = [(g[:, -top_k] - g[:, -top_k - 1]) / np.maximum(np.abs(g).max(-1), 1e-9)
+                   for g in gaps]
+            margins.append(np.min(rel, axis=0) if rel else np.full(len(toks), np.inf))
+    return logits, margins if n_expert > 1 else None
+
+
+def mlx_logits(model_dir: Path, token_lists: list[list[int]], adapter_dir: Path | None = None,
+               weight_fn=None) -> list[np.ndarray]:
+    """Float32 logits of every position, from MLX (optionally with an adapter, or weights
+    passed through ``weight_fn`` first: e.g. F16 rounding)."""
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    model, _ = load_mlx(model_dir, adapter_dir)
+    if weight_fn is not None:
+        params = [(k, weight_fn(v)) for k, v in tree_flatten(model.parameters())]
+        model.update(tree_unflatten(params))
+    return model_logits(model, token_lists)[0]
 
 
 def llama_logits(llm, toks: list[int]) -> np.ndarray:
@@ -408,33 +444,13 @@ FLOAT_TYPES = ("F32", "F16", "BF16")
 
 def _sources(ref) -> list:
     """The checkpoint tensors a planned tensor is read from as it is (plain, or stacked
-    experts); [] for changed ones (split, tiled, renamed: ``_commutes`` decides those)."""
+    experts); [] for changed ones (split, tiled, renamed: ``_round_moved`` decides those)."""
     from .safetensors_stream import TensorRef
 
     if isinstance(ref, TensorRef):
         return [ref]
     parts = getattr(ref, "parts", None)
     return list(parts) if parts and all(isinstance(r, TensorRef) for r in parts) else []
-
-
-def _round_changed(ref, ggml_type, done: dict) -> bool:
-    """Round a changed tensor's checkpoint source (qwen35.ChangedRef: ``fn`` of one tensor)
-    in ``done[source name]`` as the file rounds ``fn(source)``, where ``fn`` only moves or
-    selects values (renames, row and column reorders, splits: found by applying it to the
-    values' own indices). -> False where ``fn`` computes (e.g. -exp) or repeats values."""
-    from .safetensors_stream import TensorRef
-
-    src, fn = getattr(ref, "source", None), getattr(ref, "fn", None)
-    if not isinstance(src, TensorRef) or fn is None or len(src.shape) < 2:
-        return False
-    w = src.read().astype(np.float32)
-    where = np.asarray(fn(np.arange(w.size, dtype=np.float64).reshape(w.shape))).reshape(-1)
-    if len(np.unique(where)) != where.size or not np.array_equal(where, np.round(where)) \
-            or where.min() < 0 or where.max() >= w.size:
-        return False
-    rounded = done.setdefault(src.name, w).reshape(-1)  # a split's parts share the buffer
-    rounded[where.astype(np.int64)] = round_trip(np.asarray(fn(w)), ggml_type).reshape(-1)
-    return True
 
 
 def round_trip(w: np.ndarray, ggml_type, importance: np.ndarray | None = None) -> np.ndarray:
@@ -450,36 +466,100 @@ def round_trip(w: np.ndarray, ggml_type, importance: np.ndarray | None = None) -
     return quants.dequantize(data, ggml_type).reshape(w.shape).astype(np.float32)
 
 
+def _round_whole(w: np.ndarray, ggml_type, importance) -> bool:
+    w[...] = round_trip(w, ggml_type, importance)
+    return True
+
+
+def _round_rows(w: np.ndarray, lo: int, hi: int, ggml_type, importance) -> bool:
+    """experts.SlicedRef: rows [lo, hi) of each expert (Granite's and HF's fused gate_up);
+    quantization blocks run along a row, so the rows round in place."""
+    w[:, lo:hi] = round_trip(w[:, lo:hi], ggml_type, importance)
+    return True
+
+
+def _round_moved(w: np.ndarray, fn, ggml_type, importance) -> bool:
+    """A changed tensor (qwen35.ChangedRef: the file holds ``fn(w)``) rounded in the file's
+    layout, with the file's importance rows (whose columns are the file's), and moved back,
+    where ``fn`` only moves or selects values (renames, row and column reorders, splits:
+    found by applying it to the values' own indices; a split's parts select disjoint values
+    of the same buffer). -> False where ``fn`` computes (e.g. -exp) or repeats values."""
+    if w.ndim < 2:
+        return False
+    where = np.asarray(fn(np.arange(w.size, dtype=np.float64).reshape(w.shape))).reshape(-1)
+    if len(np.unique(where)) != where.size or not np.array_equal(where, np.round(where)) \
+            or where.min() < 0 or where.max() >= w.size:
+        return False
+    w.reshape(-1)[where.astype(np.int64)] = round_trip(
+        np.asarray(fn(w.copy())), ggml_type, importance).reshape(-1)
+    return True
+
+
+def rounding_recipes(planned) -> tuple[dict[str, list], int]:
+    """How to round each checkpoint tensor as the file stores it: checkpoint name -> the
+    functions (each rounds its part of the float32 values in place, in the planned type with
+    the planned importance rows; False where it cannot). Quantization blocks run along a row,
+    so the export's row moves do not change them. -> (recipes, quantized tensors whose source
+    is not one checkpoint tensor, left unrounded)."""
+    from functools import partial
+
+    from .safetensors_stream import TensorRef
+
+    recipes: dict[str, list] = {}
+    derived = 0
+    for p in planned:
+        t = p.ggml_type
+        if p.ref is None or t is None or t.name in FLOAT_TYPES:
+            continue
+        imx = getattr(p, "importance", None)  # imatrix rows: one per expert of a stack
+        srcs = _sources(p.ref)
+        for e, s in enumerate(srcs):
+            rows = None if imx is None else imx[min(e, len(imx) - 1)]
+            recipes.setdefault(s.name, []).append(partial(_round_whole, ggml_type=t,
+                                                          importance=rows))
+        src = getattr(p.ref, "source", None)
+        if srcs:
+            continue
+        if not isinstance(src, TensorRef):
+            derived += 1
+        elif hasattr(p.ref, "lo"):
+            recipes.setdefault(src.name, []).append(partial(
+                _round_rows, lo=p.ref.lo, hi=p.ref.hi, ggml_type=t, importance=imx))
+        elif getattr(p.ref, "fn", None) is not None:
+            recipes.setdefault(src.name, []).append(partial(
+                _round_moved, fn=p.ref.fn, ggml_type=t, importance=imx))
+        else:
+            derived += 1
+    return recipes, derived
+
+
+def apply_rounding(weights: dict, recipes: dict, dtype=None) -> dict[str, int]:
+    """Round the ``weights`` (checkpoint name -> mx.array) that ``recipes`` name, in place:
+    back in ``dtype``, or the tensor's own where None (a float16/bfloat16 model keeps its
+    precision, which is the one MLX computes in anyway). -> name -> parts not rounded."""
+    import mlx.core as mx
+
+    done = {}
+    for key in sorted(set(weights) & set(recipes)):
+        w = np.array(weights[key].astype(mx.float32))
+        done[key] = [f(w) for f in recipes[key]].count(False)
+        weights[key] = mx.array(w).astype(dtype or weights[key].dtype)
+    return done
+
+
 def rounded_folder(model_dir: Path, planned, dst: Path) -> dict[str, int]:
     """``model_dir`` at ``dst`` with every checkpoint tensor the file quantizes rounded as the
-    file rounds it (the planned type; quantization blocks run along a row, so a row move in
-    the export's transform does not change them). Mixture-of-experts routing is a top-k of
-    logits computed from these weights: MLX on them routes as llama.cpp does, where MLX on
-    the unrounded weights flips near-tied experts and the next-token check would fail a
-    correct file. -> counts of tensors rounded and of quantized ones left as they are."""
+    file rounds it, in float32 (rounding_recipes; for tests and the bench: verification
+    rounds in memory, load_mlx). -> counts of tensors rounded and of quantized ones left as
+    they are."""
     import shutil
 
     import mlx.core as mx
 
     from ..models.folder_files import model_files
 
-    todo, done, derived = {}, {}, 0  # name -> type to round it to; name -> rounded values
-    for p in planned:
-        if p.ref is None or p.ggml_type is None or p.ggml_type.name in FLOAT_TYPES:
-            continue
-        srcs = _sources(p.ref)
-        imx = getattr(p, "importance", None)  # imatrix rows: one per expert of a stack
-        todo.update({s.name: (p.ggml_type, None if imx is None else imx[min(e, len(imx) - 1)])
-                     for e, s in enumerate(srcs)})
-        if not srcs and hasattr(p.ref, "lo") and _sources(p.ref.source):
-            # experts.SlicedRef: rows [lo, hi) of each expert (Granite's and HF's fused
-            # gate_up): rounding runs along rows, so the rows round in place
-            src = p.ref.source
-            rows = done.setdefault(src.name, src.read().astype(np.float32))
-            rows[:, p.ref.lo:p.ref.hi] = round_trip(rows[:, p.ref.lo:p.ref.hi], p.ggml_type,
-                                                    getattr(p, "importance", None))
-        elif not srcs:
-            derived += not _round_changed(p.ref, p.ggml_type, done)
+    recipes, derived = rounding_recipes(planned)
+    done: dict[str, int] = {}
     dst.mkdir(parents=True)
     for name, src in model_files(model_dir).files.items():
         target = dst / name
@@ -488,38 +568,79 @@ def rounded_folder(model_dir: Path, planned, dst: Path) -> dict[str, int]:
             shutil.copyfile(src, target)
             continue
         weights = mx.load(str(src))
-        for key in set(weights) & set(todo):
-            w = np.array(weights[key].astype(mx.float32))
-            weights[key] = mx.array(round_trip(w, *todo[key]))
-        for key in set(weights) & set(done):
-            weights[key] = mx.array(done[key].reshape(weights[key].shape))
+        done.update(apply_rounding(weights, recipes, mx.float32))
         mx.save_safetensors(str(target), weights, metadata={"format": "pt"})
-    return {"rounded": len(todo) + len(done), "left_unrounded": derived}
+    return {"rounded": len(done),
+            "left_unrounded": derived + sum(done.values()) + len(set(recipes) - set(done))}
 
 
-def _reference(model_dir: Path, token_lists, planned, arch, quant: str, tmp: Path):
+def _reference(model_dir: Path, token_lists, planned, arch):
     """MLX's logits for the check and what they were computed on: the source model, or for a
-    quantized mixture-of-experts file the source with the file's rounding (rounded_folder)."""
-    n_expert = getattr(arch, "n_expert", 0) if arch is not None else 0
+    quantized file the source with each quantized tensor rounded in memory as the file
+    stores it (load_mlx with rounding_recipes). -> (logits, None or the rounding counts with
+    the router margins of a mixture of experts)."""
     quantized = planned and any(p.ggml_type is not None and p.ggml_type.name not in FLOAT_TYPES
                                 for p in planned)
-    if not (n_expert > 1 and quantized):
+    if not quantized:
         return mlx_logits(model_dir, token_lists), None
-    from ..models.load import read_config
+    from .activation_rounding import llama_activation_rounding
 
-    counts = rounded_folder(model_dir, planned, tmp / "rounded")
-    cfg = read_config(model_dir)
-    cfg = {**cfg.get("text_config", {}), **cfg}
-    top_k = int(cfg.get("num_experts_per_tok") or cfg.get("experts_per_token") or 1)
-    logits, margins = router_margins(tmp / "rounded", token_lists, n_expert, top_k)
-    return logits, {**counts, "margins": margins}
+    recipes, derived = rounding_recipes(planned)
+    model, counts = load_mlx(model_dir, recipes=recipes)
+    counts["left_unrounded"] += derived
+    n_expert = getattr(arch, "n_expert", 0) if arch is not None else 0
+    top_k = 1
+    if n_expert > 1:
+        from ..models.load import read_config
+
+        cfg = read_config(model_dir)
+        cfg = {**cfg.get("text_config", {}), **cfg}
+        top_k = int(cfg.get("num_experts_per_tok") or cfg.get("experts_per_token") or 1)
+    plain, _ = model_logits(model, token_lists)
+    with llama_activation_rounding(model, planned) as unknown:
+        logits, margins = model_logits(model, token_lists, n_expert, top_k)
+    scale = max(1e-6, max(float(np.abs(a).max()) for a in logits))
+    effect = [float(np.median(np.abs(a - b).max(-1))) / scale for a, b in zip(logits, plain)]
+    return logits, {**counts, "activations_unrounded": unknown, "activation_effect": effect,
+                    "margins": margins}
+
+
+def long_prompt(tok) -> list[int]:
+    """The prompts repeated, LONG_PROMPT_TOKENS tokens of them."""
+    return tok.encode(" ".join(PROMPTS * 12), add_special_tokens=True)[:LONG_PROMPT_TOKENS]
+
+
+def check_rounded_logits(checks: list, ref: list[np.ndarray], got: list[np.ndarray],
+                         quant: str, rounded: dict, margins=None) -> None:
+    """The quantized file's check: argmax agreement (rounded_tolerance), and per prompt the
+    median position's logit difference within ACTIVATION_FACTOR x what the activation
+    rounding moves that prompt's logits in MLX; a failure says which and where."""
+    tol = rounded_tolerance(quant)
+    stats = compare_logits(ref, got, tol, margins)
+    scale = max(1e-6, max(float(np.abs(a).max()) for a in ref))
+    bounds = [ACTIVATION_FACTOR * e + FLOAT_FLOOR for e in rounded["activation_effect"]]
+    medians = [float(np.median(np.abs(a - b).max(-1))) / scale for a, b in zip(ref, got)]
+    worst = int(np.argmax([m / b for m, b in zip(medians, bounds)]))
+    close = medians[worst] <= bounds[worst]
+    passed = stats.pop("passed") and close
+    detail = describe_logits(stats, tol) + (
+        f"; prompt {worst + 1}'s median position differs by {medians[worst]:.1e} of the logit "
+        f"range (allowed {bounds[worst]:.1e}: {ACTIVATION_FACTOR:g}x what llama.cpp's "
+        "activation rounding moves MLX's logits there)")
+    if not passed:
+        what = "logits too far" if not close else "next tokens differ"
+        far = np.flatnonzero(np.abs(ref[worst] - got[worst]).max(-1) / scale > bounds[worst])
+        where = f" from position {int(far[0])} of prompt {worst + 1}" if far.size else ""
+        detail = (f"{what}{where}: llama.cpp on the file does not compute what the weights "
+                  f"it should hold compute; {detail}")
+    _check(checks, "llama.cpp next token = MLX", passed, detail, **stats,
+           prompt_median_rel_diff=medians, logit_bounds=bounds,
+           logit_ratio=medians[worst] / bounds[worst])
 
 
 def verify_llama_cpp(path: Path, *, vocab, model_dir: Path, quant: str,
                      adapter_dir: Path | None, base_dir: Path, planned=None,
                      arch=None) -> list[dict]:
-    import tempfile
-
     from ..models.tokenizer import load_hf_tokenizer  # the training tokenizer
 
     checks: list[dict] = []
@@ -528,27 +649,32 @@ def verify_llama_cpp(path: Path, *, vocab, model_dir: Path, quant: str,
         return _verify_adapter(path, tok, adapter_dir, base_dir, checks)
     check_tokenization(checks, path, tok, vocab)
     token_lists = [tok.encode(p, add_special_tokens=True) for p in PROMPTS]
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".verify-") as td:
-        ref, rounded = _reference(model_dir, token_lists, planned, arch, quant, Path(td))
+    if planned and any(p.ggml_type is not None and p.ggml_type.name not in FLOAT_TYPES
+                       for p in planned):
+        token_lists.append(long_prompt(tok))
+    ref, rounded = _reference(model_dir, token_lists, planned, arch)
     llm = open_llama(path)
     try:
         got = [llama_logits(llm, t) for t in token_lists]
     finally:
         llm.close()
     margins = rounded.pop("margins") if rounded else None
-    _check_logits(checks, "llama.cpp next token = MLX", ref, got,
-                  rounded_tolerance(quant) if rounded else TOLERANCES[quant], margins)
+    if rounded is None:
+        _check_logits(checks, "llama.cpp next token = MLX", ref, got, TOLERANCES[quant])
+    else:
+        check_rounded_logits(checks, ref, got, quant, rounded, margins)
     from .gelu_table import NOTE, TABLE_GELU_MODEL_TYPES
 
     if getattr(arch, "model_type", "") in TABLE_GELU_MODEL_TYPES:
         checks[-1]["detail"] += f" ({NOTE})"
     if rounded is None:
         return checks
-    checks[-1]["detail"] += (f" (mixture of experts: MLX ran the source with the "
-                             f"{rounded['rounded']} quantized tensors rounded as the file "
-                             "stores them, so both route tokens to the same experts; a position "
-                             f"whose experts were within {ROUTER_TIE:.0%} of a tie in MLX's "
-                             "router counts as a near-tie)")
+    checks[-1]["detail"] += (
+        f" (MLX ran the source with the {rounded['rounded']} quantized tensors rounded as "
+        "the file stores them and each layer's input rounded as llama.cpp's matmul rounds it"
+        + ("; a position whose experts were within "
+           f"{ROUTER_TIE:.0%} of a tie in MLX's router counts as a near-tie)"
+           if margins is not None else ")"))
     checks[-1]["rounded_reference"] = rounded
     return checks
 
