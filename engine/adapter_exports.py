@@ -35,19 +35,19 @@ def _exists(entry: dict) -> bool:
 
 
 def record_export(adapter_dir: Path | str, gguf: Path | str, *, quant: str, kind: str,
-                  job: str = "", seconds: float | None = None, quality: dict | None = None
-                  ) -> Path:
+                  job: str = "", seconds: float | None = None, quality: dict | None = None,
+                  imatrix: str = "") -> Path:
     """Add ``gguf`` (just written from the adapter at ``adapter_dir``) to its exports list,
     atomically and under the adapter's lock (re-entrant: an export holds it already); an entry
     for the same path is replaced, entries whose file is gone are dropped. ``seconds``: how
-    long the export took; ``quality``: its ExportQuality record (engine/export/quality.py).
-    -> the list file."""
+    long the export took; ``quality``: its ExportQuality record (engine/export/quality.py);
+    ``imatrix``: the importance matrix it was quantized with ("" none). -> the list file."""
     adapter_dir = Path(adapter_dir)
     gguf = Path(gguf).expanduser().resolve()
     st = gguf.stat()
     entry = {"path": str(gguf), "quant": quant, "kind": kind, "size": st.st_size,
              "mtime_ns": st.st_mtime_ns, "exported": time.time(), "seconds": seconds,
-             "quality": quality}
+             "quality": quality, "imatrix": imatrix}
     with locks.adapter_lock(adapter_dir.name, job, adapter_dir.parent, reentrant=True):
         kept = [e for e in _read(adapter_dir) if e["path"] != entry["path"] and _exists(e)]
         return write_json_atomic(adapter_dir / EXPORTS_FILE,

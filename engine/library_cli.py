@@ -54,7 +54,8 @@ def _export_lines(info: library.AdapterInfo) -> list[str]:
         figures = (f"KL {q.kl_mean:.3g}  ppl {q.perplexity:.4g}" if q is not None and q.measured
                    else "quality not measured")
         took = f"{e.seconds:.1f} s" if e.seconds is not None else "-"
-        lines.append(f"  {'exports' if not lines else '':11} {e.quant:<7} "
+        quant = e.quant + ("+imatrix" if e.imatrix else "")
+        lines.append(f"  {'exports' if not lines else '':11} {quant:<7} "
                      f"{format_bytes(e.size):>9}  {figures}  {took}  {e.path}"
                      + ("  (replaced since)" if e.changed else ""))
     return lines

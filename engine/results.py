@@ -1030,6 +1030,7 @@ class ListedExport(Result):
     exported: float = 0.0       # when (seconds since the epoch)
     seconds: float | None = None  # how long the export took
     quality: ExportQuality | None = None
+    imatrix: str = ""           # the importance matrix's file ("given": one without a file)
     changed: bool = False
 
 

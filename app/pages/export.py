@@ -714,6 +714,8 @@ def exported_cells(e) -> list[tuple[str, str]]:
         why = q.note if q is not None else "exported without llama.cpp verification"
         kl = ppl = ("–", why or "not measured")
     took = f"{e.seconds:.1f} s" if e.seconds is not None else "–"
-    return [(e.quant.upper(), e.quant), (human_bytes(e.size), f"{e.size:,} bytes"), kl, ppl,
+    kind = (f"{e.quant.upper()} + imatrix", f"{e.quant}, quantized with the importance matrix "
+            f"{e.imatrix}") if e.imatrix else (e.quant.upper(), f"{e.quant}, no importance matrix")
+    return [kind, (human_bytes(e.size), f"{e.size:,} bytes"), kl, ppl,
             (took, "export and verification"),
             (Path(e.path).name + (" (replaced since)" if e.changed else ""), e.path)]

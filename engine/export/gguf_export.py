@@ -127,8 +127,10 @@ def _list_export(plan: ExportPlan, out: Path, result: ExportResult, job: Job) ->
     from ..adapter_exports import EXPORTS_FILE, record_export
 
     try:
+        matrix = result.metadata.get("imatrix")  # (imatrix_plan.imatrix_record)
         record_export(plan.info.path, out, quant=plan.quant, kind=result.kind, job=job.name,
-                      seconds=result.seconds, quality=result.verification.get("quality"))
+                      seconds=result.seconds, quality=result.verification.get("quality"),
+                      imatrix=(matrix.get("path") or "given") if matrix else "")
     except (TailorError, OSError) as e:
         job.log(f"{out} was not added to {plan.info.path / EXPORTS_FILE} ({e}); "
                 f"`tailor eval --parity` finds it only with --gguf {out}", level="warning")

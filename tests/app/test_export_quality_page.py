@@ -43,7 +43,8 @@ def _exported(folder, tmp_path) -> None:
         f = tmp_path / f"pip-{quant}.gguf"
         f.write_bytes(b"G" * size)
         record_export(folder, f, quant=quant, kind="model", seconds=seconds,
-                      quality=QUALITY[quant].to_dict())
+                      quality=QUALITY[quant].to_dict(),
+                      imatrix="/data/pip.imatrix.gguf" if quant == "q2_k" else "")
     f = tmp_path / "pip-old.gguf"  # an export from before quality was measured
     f.write_bytes(b"G" * 10)
     record_export(folder, f, quant="q4_0", kind="model")
@@ -83,7 +84,7 @@ def test_the_exported_types_are_listed_with_their_quality(page):
     rows = [[table.item(r, c).text() for c in range(table.columnCount())]
             for r in range(table.rowCount())]
     assert rows == [["Q8_0", "2.00 KB", "1.71e-05", "1.373", "1.0 s", "pip-q8_0.gguf"],
-                    ["Q2_K", "900 B", "0.0913", "2.408", "3.5 s", "pip-q2_k.gguf"],
+                    ["Q2_K + imatrix", "900 B", "0.0913", "2.408", "3.5 s", "pip-q2_k.gguf"],
                     ["Q4_0", "10 B", "–", "–", "–", "pip-old.gguf"]]
     assert page.results_tabs.tabText(0) == "Exported for this adapter (3)"
     kl_tip = table.item(0, 2).toolTip()
@@ -92,6 +93,8 @@ def test_the_exported_types_are_listed_with_their_quality(page):
     assert table.item(1, 3).toolTip().startswith("2.4081 (full precision: 1.3729) on 35")
     assert table.item(2, 2).toolTip() == "exported without llama.cpp verification"
     assert "KL divergence" in table.horizontalHeaderItem(2).toolTip()
+    assert table.item(1, 0).toolTip() == "q2_k, quantized with the importance matrix " \
+                                         "/data/pip.imatrix.gguf"
 
 
 def test_q2_k_and_q3_k_without_an_importance_matrix_show_the_warning_and_reason(page):

@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,6 +182,23 @@ def test_no_quality_without_llama_cpp_verification_or_for_an_adapter_file(tiny_m
     assert r.verified and ExportQuality.of(r) is None
     (entry,) = listed_export_records(get_adapter("a").path)
     assert entry.kind == "adapter" and entry.quality is None
+
+
+def test_the_exports_list_says_which_files_were_quantized_with_an_importance_matrix(
+        tiny_model, tmp_path, capsys):
+    from tests.export.adapters import make_library_adapter
+
+    folder = make_library_adapter("m", tiny_model("llama3"))
+    export_gguf("m", tmp_path / "plain.gguf", "q2_k", verify=False)
+    matrix = {"blk.0.attn_q.weight": np.linspace(0.5, 2.0, 64, dtype=np.float32)}
+    export_gguf("m", tmp_path / "weighted.gguf", "q2_k", verify=False, imatrix=matrix)
+    listed = {Path(e.path).name: e for e in listed_export_records(folder)}
+    assert (listed["plain.gguf"].imatrix, listed["weighted.gguf"].imatrix) == ("", "given")
+    capsys.readouterr()
+    assert cli_main(["library", "show", "m"]) == 0
+    shown = [line for line in capsys.readouterr().out.splitlines() if ".gguf" in line]
+    assert [line.replace("exports", "").split()[0] for line in shown] == \
+        ["q2_k", "q2_k+imatrix"]
 
 
 def test_list_types_gives_every_type_with_the_expected_size_of_its_file(tiny_model, tmp_path,
