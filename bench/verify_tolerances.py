@@ -191,6 +191,71 @@ def measure_moe(kinds: list[str], quants: list[str], work: Path, imatrix: bool) 
     return problems
 
 
+MEMORY_STEP = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from engine.export.architectures import arch_info
+from engine.export.safetensors_stream import list_tensors
+from engine.export.verify import PROMPTS, _reference, mlx_logits, rounded_folder
+from engine.export.write import plan_tensors
+from engine.models.load import read_config
+from transformers import AutoTokenizer
+src, how = Path({src!r}), {how!r}
+tok = AutoTokenizer.from_pretrained(str(src))
+tl = [tok.encode(p, add_special_tokens=True) for p in PROMPTS]
+a = arch_info(read_config(src))
+planned = plan_tensors(a, list_tensors(src), "q4_k_m")
+def status(key):  # kB in /proc/self/status
+    return next(int(line.split()[1]) for line in open("/proc/self/status")
+                if line.startswith(key))
+open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) starts again from here
+base = status("VmRSS")
+t0 = time.process_time()
+if how == "plain":
+    mlx_logits(src, tl)
+elif how == "in memory":
+    _reference(src, tl, planned, a)
+else:
+    dst = Path({work!r}) / "rounded"
+    rounded_folder(src, planned, dst)
+    mlx_logits(dst, tl)
+    print("DISK", sum(f.stat().st_size for f in dst.iterdir()))
+print("PEAK", status("VmHWM") * 1024, base * 1024, time.process_time() - t0)
+"""
+
+
+def measure_memory(work: Path) -> None:
+    """Peak memory (VmHWM over the resident set after imports, one process per way) of MLX's reference for a Q4_K_M file:
+    the plain model, rounded in memory (the check), and the s3 way (a rounded float32 copy
+    on disk, loaded), on a 1024-wide 8-layer llama3 in float32 and a float16 copy of it."""
+    import subprocess
+
+    from tests.export.helpers import f16_copy
+
+    f32 = cached_tiny_model("llama3", hidden_size=1024, intermediate_size=2816,
+                            num_hidden_layers=8)
+    f16 = f16_copy(f32, work / "llama3-1024-f16")
+    root = str(Path(__file__).resolve().parent.parent)
+    print(f"{'model':14} {'reference':12} {'weights MB':>10} {'peak MB':>8} {'x weights':>9} "
+          f"{'disk MB':>8} {'CPU s':>6}")
+    for label, src in (("f32 1024x8", f32), ("f16 1024x8", f16)):
+        size = sum(f.stat().st_size for f in src.glob("*.safetensors"))
+        for how in ("plain", "in memory", "on disk"):
+            run = subprocess.run([sys.executable, "-c", MEMORY_STEP.format(
+                root=root, src=str(src), how=how, work=str(work))], capture_output=True,
+                text=True, check=True).stdout.split("\n")
+            peak, base, cpu = next(line.split()[1:] for line in run if line.startswith("PEAK"))
+            disk = next((int(line.split()[1]) for line in run if line.startswith("DISK")), 0)
+            grown = int(peak) - int(base)
+            print(f"{label:14} {how:12} {size / 1e6:>10.0f} {grown / 1e6:>8.0f} "
+                  f"{grown / size:>9.2f} {disk / 1e6:>8.0f} {float(cpu):>6.1f}", flush=True)
+            if how == "on disk":
+                import shutil
+
+                shutil.rmtree(work / "rounded")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", default=[], type=Path,
@@ -202,9 +267,15 @@ def main() -> int:
                     help=f"the quantized check on the trained MoE fixtures ({MOE_KINDS})")
     ap.add_argument("--rounded", nargs="*", default=None, metavar="FIXTURE",
                     help=f"the quantized check on the dense fixtures ({list(DENSE)})")
+    ap.add_argument("--memory", action="store_true",
+                    help="peak memory and disk of the quantized check's MLX reference")
     ap.add_argument("--imatrix", action="store_true",
                     help="with --moe/--rounded: export with a seeded importance matrix")
     args = ap.parse_args()
+    if args.memory:
+        with tempfile.TemporaryDirectory(prefix="tailor-verify-memory-") as td:
+            measure_memory(Path(td))
+        return 0
     if args.moe is not None or args.rounded is not None:
         import os
 

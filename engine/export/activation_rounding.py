@@ -11,7 +11,8 @@ two is float arithmetic, so the check can bound the logits tightly and see small
 
 Which layer gets which rounding: the planned tensor of the same Hugging Face name, else the
 planned tensors of the layer's (rows, cols) shape, else of its input width (fused or renamed
-layers); none where these disagree or nothing matches (counted).
+layers; the quantized type where a float tensor shares the shape); none where these disagree
+or nothing matches (counted in the check record).
 """
 from __future__ import annotations
 
@@ -93,6 +94,8 @@ def layer_kinds(model, planned) -> tuple[dict, int]:
             continue
         found = {by_name[path]} if path in by_name else \
             by_shape.get(tuple(w.shape[-2:])) or by_cols.get(int(w.shape[-1])) or set()
+        if len(found) > 1 and len(found - {None}) == 1:
+            found = found - {None}  # a float tensor of that shape (not found by name: no router)
         if len(found) == 1:
             kinds[path] = next(iter(found))
         else:

@@ -81,6 +81,10 @@ ROUNDED_MIN_AGREEMENT = 0.9
 # ACTIVATION_FACTOR times what the activation rounding itself moves them in MLX (plus a
 # float floor): bench/verify_tolerances.py (/work/notes/s4/verify-quantized.md).
 ACTIVATION_FACTOR = 1.4
+# In a mixture of experts an activation that tips a near-tied router swaps that position's
+# experts (and Qwen3.5's linear attention carries it on): a larger step than one 8-bit value,
+# so such files get more room (the correct trained Qwen3.5-MoE reaches 1.0x the dense bound).
+MOE_ACTIVATION_FACTOR = 2.5
 FLOAT_FLOOR = 1e-5
 # A longer prompt for quantized files: rope tables (llama 3's rope_freqs, long-rope factors)
 # move the low frequencies, which the short prompts' few positions hardly turn.
@@ -618,14 +622,15 @@ def check_rounded_logits(checks: list, ref: list[np.ndarray], got: list[np.ndarr
     tol = rounded_tolerance(quant)
     stats = compare_logits(ref, got, tol, margins)
     scale = max(1e-6, max(float(np.abs(a).max()) for a in ref))
-    bounds = [ACTIVATION_FACTOR * e + FLOAT_FLOOR for e in rounded["activation_effect"]]
+    factor = ACTIVATION_FACTOR if margins is None else MOE_ACTIVATION_FACTOR
+    bounds = [factor * e + FLOAT_FLOOR for e in rounded["activation_effect"]]
     medians = [float(np.median(np.abs(a - b).max(-1))) / scale for a, b in zip(ref, got)]
     worst = int(np.argmax([m / b for m, b in zip(medians, bounds)]))
     close = medians[worst] <= bounds[worst]
     passed = stats.pop("passed") and close
     detail = describe_logits(stats, tol) + (
         f"; prompt {worst + 1}'s median position differs by {medians[worst]:.1e} of the logit "
-        f"range (allowed {bounds[worst]:.1e}: {ACTIVATION_FACTOR:g}x what llama.cpp's "
+        f"range (allowed {bounds[worst]:.1e}: {factor:g}x what llama.cpp's "
         "activation rounding moves MLX's logits there)")
     if not passed:
         what = "logits too far" if not close else "next tokens differ"
