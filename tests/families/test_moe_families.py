@@ -172,10 +172,10 @@ def test_gpt_oss_mxfp4_checkpoint_trains_fuses_and_exports(tiny_model, tmp_path)
     assert base.verification["passed"], failed_checks(base.verification)
     info = trained(model_dir, tmp_path, "oss-qlora", learning_rate=3e-3)
     fig = fused_f32_figures("gpt_oss_mxfp4", model_dir, info, tmp_path / "fused.gguf")
-    assert fig.tokens_identical and fig.argmax_same == fig.positions
-    assert fig.adapter_moved > 1e-2
+    assert fig.tokens_identical and fig.adapter_moved > 1e-2
     # MLX runs the MXFP4 experts in bfloat16, so MLX + adapter itself differs from the fused
-    # float32 weights by ~2%; against MLX on those fused weights llama.cpp is within 1e-3.
+    # float32 weights by ~2% (enough to flip a near-tied position); against MLX on those fused
+    # weights llama.cpp is within 1e-3 and picks the same token at every position.
     from transformers import AutoTokenizer
 
     from engine.export.verify import llama_logits, mlx_logits, open_llama
@@ -189,7 +189,10 @@ def test_gpt_oss_mxfp4_checkpoint_trains_fuses_and_exports(tiny_model, tmp_path)
         ours = [llama_logits(llm, t) for t in token_lists]
     finally:
         llm.close()
-    assert rel_diff(mlx_logits(fused, token_lists), ours) < 1e-3
+    reference = mlx_logits(fused, token_lists)
+    assert rel_diff(reference, ours) < 1e-3
+    assert all(np.array_equal(np.argmax(r, -1), np.argmax(o, -1))
+               for r, o in zip(reference, ours))
     assert fig.max_rel_diff < 0.05
 
 
