@@ -4,17 +4,16 @@ byte for byte; from an MXFP4 checkpoint the untouched experts are the checkpoint
 as llama.cpp's converter repacks them; verified in llama.cpp."""
 from __future__ import annotations
 
-import ctypes
 
 import gguf
-import llama_cpp
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
 from engine.export.gguf_export import export_gguf
 from engine.tiny_models import cached_tiny_model
-from tests.export.helpers import f16_copy, failed_checks
+from engine.export.kquants_llamacpp import llama_cpp_quantize
+from tests.export.helpers import assert_same_tensors, f16_copy, failed_checks
 
 T = gguf.GGMLQuantizationType
 
@@ -35,17 +34,10 @@ def test_mxfp4_moe_is_byte_identical_to_llama_cpp_quantize(kind, tmp_path):
     m16 = f16_copy(cached_tiny_model(kind), tmp_path / "m16")
     export_gguf(m16, tmp_path / "f16.gguf", "f16", verify=False)
     ours = export_gguf(m16, tmp_path / "ours.gguf", "mxfp4_moe", verify=False)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = 38  # LLAMA_FTYPE_MOSTLY_MXFP4_MOE
-    assert llama_cpp.llama_model_quantize(str(tmp_path / "f16.gguf").encode(),
-                                          str(tmp_path / "ref.gguf").encode(),
-                                          ctypes.byref(params)) == 0
-    a, b = _tensors(ours.path), _tensors(tmp_path / "ref.gguf")
-    assert set(a) == set(b)
-    for name in a:
-        assert a[name].tensor_type == b[name].tensor_type, name
-        assert np.array_equal(np.asarray(a[name].data).view(np.uint8),
-                              np.asarray(b[name].data).view(np.uint8)), name
+    llama_cpp_quantize(tmp_path / "f16.gguf", tmp_path / "ref.gguf",
+                       38)  # LLAMA_FTYPE_MOSTLY_MXFP4_MOE
+    assert_same_tensors(ours.path, tmp_path / "ref.gguf", f"{kind} mxfp4_moe")
+    a = _tensors(ours.path)
     assert int(_field(ours.path, "general.file_type")) == 38
     types = {t.tensor_type for t in a.values()}
     assert (T.MXFP4 in types) == (kind != "smollm3")

@@ -4,11 +4,9 @@ layers) trained, fused and exported; the experts stacked into llama.cpp's ``*_ex
 the router kept F32 in every export, the quantization mixture byte for byte llama.cpp's own."""
 from __future__ import annotations
 
-import ctypes
 import json
 
 import gguf
-import llama_cpp
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -20,7 +18,8 @@ from engine.tiny_models import cached_tiny_model
 from engine.train.config import make_config
 from engine.train.run import train_adapter
 from tests.conftest import edited_copy
-from tests.export.helpers import failed_checks, f16_copy
+from engine.export.kquants_llamacpp import llama_cpp_quantize
+from tests.export.helpers import assert_same_tensors, failed_checks, f16_copy
 from tests.train.conftest import write_toy_chat
 
 from .chain import fused_f32_figures, ollama_renders_as_jinja, trained
@@ -106,17 +105,10 @@ def test_moe_quant_mixture_is_byte_identical_to_llama_cpp_quantize(kind, quant, 
     m16 = f16_copy(base, tmp_path / "m16")
     export_gguf(m16, tmp_path / "f16.gguf", "f16", verify=False)
     ours = export_gguf(m16, tmp_path / "ours.gguf", quant, verify=False)
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = {"q4_k_m": 15, "q8_0": 7}[quant]
-    assert llama_cpp.llama_model_quantize(str(tmp_path / "f16.gguf").encode(),
-                                          str(tmp_path / "ref.gguf").encode(),
-                                          ctypes.byref(params)) == 0
-    a, b = _tensors(ours.path), _tensors(tmp_path / "ref.gguf")
-    assert set(a) == set(b)
-    for name in a:
-        assert a[name].tensor_type == b[name].tensor_type, name
-        assert np.array_equal(np.asarray(a[name].data).view(np.uint8),
-                              np.asarray(b[name].data).view(np.uint8)), name
+    llama_cpp_quantize(tmp_path / "f16.gguf", tmp_path / "ref.gguf",
+                       {"q4_k_m": 15, "q8_0": 7}[quant])
+    assert_same_tensors(ours.path, tmp_path / "ref.gguf", f"{kind} {quant}")
+    a = _tensors(ours.path)
     T = gguf.GGMLQuantizationType
     assert a["blk.0.ffn_gate_inp.weight"].tensor_type == T.F32
     # (Qwen3.5-MoE's first layers are linear attention: the first attention layer's tensors)
