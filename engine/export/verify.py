@@ -544,10 +544,16 @@ def apply_rounding(weights: dict, recipes: dict, dtype=None) -> dict[str, int]:
     import mlx.core as mx
 
     done = {}
+    clear = getattr(mx, "clear_cache", None) or mx.metal.clear_cache
     for key in sorted(set(weights) & set(recipes)):
         w = np.array(weights[key].astype(mx.float32))
         done[key] = [f(w) for f in recipes[key]].count(False)
-        weights[key] = mx.array(w).astype(dtype or weights[key].dtype)
+        target = dtype or weights[key].dtype
+        weights[key] = mx.array(w.astype(np.float16)) if target == mx.float16 else \
+            mx.array(w).astype(target)
+        mx.eval(weights[key])  # one tensor's float32 copy at a time, not all of them
+        del w
+        clear()
     return done
 
 
