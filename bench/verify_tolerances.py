@@ -17,6 +17,16 @@ as verification checks them (MLX on the file's rounded weights, router near-ties
 beside the same model with layers 0 and 1 trading their expert down projections.
 
     .venv/bin/python bench/verify_tolerances.py --moe --quant q8_0 q4_k_m
+
+The quantized check (every quantized type): --rounded (dense fixtures: llama3 and gemma 256
+wide 8 layers, qwen2 64 wide) and --moe print per file the agreement against plain MLX, the
+check's agreement (strict / with near-ties), the worst prompt's median logit difference
+against its bound (ratio: pass below 1) and the verdict, for the correct file and broken ones
+(tests/export/broken_gguf.py: two ffn_down swapped, attn_q rows reversed, rope_freqs flat,
+a norm halved; MoE: experts swapped in the source). --imatrix exports with a seeded matrix.
+--memory: peak memory and disk of the check's MLX reference (in memory vs a copy on disk).
+
+    .venv/bin/python bench/verify_tolerances.py --rounded --quant q2_k q4_k_m q8_0
 """
 from __future__ import annotations
 
@@ -32,6 +42,7 @@ from engine.export.verify import (PROMPTS, TOLERANCES, compare_logits,  # noqa: 
                                   llama_logits, mlx_logits, open_llama)
 from engine.tiny_models import ALL_KINDS, cached_tiny_model  # noqa: E402
 from tests.export.helpers import swapped_blocks_copy  # noqa: E402
+from tests.export.broken_gguf import seeded_imatrix  # noqa: E402
 from tests.export.moe_helpers import swapped_experts_copy  # noqa: E402
 
 
@@ -146,24 +157,6 @@ def measure_dense(names: list[str], quants: list[str], work: Path, imatrix: bool
             problems += print_rows(name + (" +imatrix" if imx else ""), quant,
                                    check_files(src, broken_files(good, work), quant, imx))
     return problems
-
-
-def seeded_imatrix(src: Path, quant: str) -> dict:
-    """A seeded gamma(0.5) importance matrix for every quantized tensor of ``src``."""
-    import numpy as np
-
-    from engine.export.architectures import arch_info
-    from engine.export.safetensors_stream import list_tensors
-    from engine.export.write import plan_tensors
-    from engine.models.load import read_config
-
-    rng = np.random.default_rng(21)
-    out = {}
-    for p in plan_tensors(arch_info(read_config(src)), list_tensors(src), quant):
-        if len(p.shape) >= 2 and p.name != "token_embd.weight":
-            rows = p.shape[0] if len(p.shape) == 3 else 1
-            out[p.name] = rng.gamma(0.5, 2.0, rows * p.shape[-1]).astype(np.float32)
-    return out
 
 
 def measure_moe(kinds: list[str], quants: list[str], work: Path, imatrix: bool) -> int:

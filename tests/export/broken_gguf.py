@@ -1,6 +1,6 @@
-"""Broken GGUF files for the verification checks (tests and bench/verify_tolerances.py): a
-correct export edited in place the way an exporter bug would leave it, so llama.cpp loads it
-and answers wrongly."""
+"""Inputs for the quantized verification checks (tests and bench/verify_tolerances.py):
+broken GGUF files (a correct export edited in place the way an exporter bug would leave it, so
+llama.cpp loads it and answers wrongly) and a seeded importance matrix."""
 from __future__ import annotations
 
 import shutil
@@ -72,3 +72,19 @@ def scaled_norm(src: Path, dst: Path, name: str = "blk.1.attn_norm.weight",
 
 BROKEN_KINDS = {"swapped": swapped_tensors, "wrong tensor": reversed_rows,
                 "rope table": flat_rope_table, "norm": scaled_norm}
+
+
+def seeded_imatrix(src: Path, quant: str) -> dict:
+    """A seeded gamma(0.5) importance matrix for every matrix ``src`` exports at ``quant``."""
+    from engine.export.architectures import arch_info
+    from engine.export.safetensors_stream import list_tensors
+    from engine.export.write import plan_tensors
+    from engine.models.load import read_config
+
+    rng = np.random.default_rng(21)
+    out = {}
+    for p in plan_tensors(arch_info(read_config(src)), list_tensors(src), quant):
+        if len(p.shape) >= 2 and p.name != "token_embd.weight":
+            rows = p.shape[0] if len(p.shape) == 3 else 1
+            out[p.name] = rng.gamma(0.5, 2.0, rows * p.shape[-1]).astype(np.float32)
+    return out

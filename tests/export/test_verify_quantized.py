@@ -15,7 +15,7 @@ from engine.export.verify import verify_llama_cpp
 from engine.export.vocab import read_vocab
 from engine.export.write import plan_tensors
 from engine.models.load import read_config
-from tests.export.broken_gguf import BROKEN_KINDS
+from tests.export.broken_gguf import BROKEN_KINDS, seeded_imatrix
 from tests.export.helpers import failed_checks
 
 WIDE = {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 8}
@@ -35,16 +35,6 @@ def _verify_file(path, src, quant: str, imatrix=None) -> dict:
     return _check_of(verify_llama_cpp(path, vocab=read_vocab(src, config, rows), model_dir=src,
                                       quant=quant, adapter_dir=None, base_dir=src,
                                       planned=planned, arch=a))
-
-
-def _seeded_imatrix(src, quant: str) -> dict:
-    rng = np.random.default_rng(21)
-    out = {}
-    for p in plan_tensors(arch_info(read_config(src)), list_tensors(src), quant):
-        if len(p.shape) >= 2 and p.name != "token_embd.weight":
-            rows = p.shape[0] if len(p.shape) == 3 else 1
-            out[p.name] = rng.gamma(0.5, 2.0, rows * p.shape[-1]).astype(np.float32)
-    return out
 
 
 def _assert_broken_fail(good_path, src, quant, kinds, tmp_path):
@@ -116,7 +106,7 @@ def test_qwen3_5_moe_with_an_importance_matrix_passes(tiny_model, tmp_path):
     importance rows: the rounded reference holds the file's values (all tensors, none left
     unrounded) and the check passes."""
     src = tiny_model("qwen3_5_moe")
-    imx = _seeded_imatrix(src, "q4_k_m")
+    imx = seeded_imatrix(src, "q4_k_m")
     good = export_gguf(src, tmp_path / "good.gguf", "q4_k_m", imatrix=imx)
     assert good.verification["passed"], failed_checks(good.verification)
     check = _check_of(good.verification["checks"])
@@ -132,7 +122,7 @@ def test_rounded_reference_of_moved_tensors_uses_the_importance_rows(tiny_model,
     from engine.export.verify import rounded_folder
 
     src = tiny_model("qwen3_5_moe")
-    imx = _seeded_imatrix(src, "q4_k_m")
+    imx = seeded_imatrix(src, "q4_k_m")
     planned = plan_tensors(arch_info(read_config(src)), list_tensors(src), "q4_k_m",
                            imatrix=imx)
     counts = rounded_folder(src, planned, tmp_path / "r")
