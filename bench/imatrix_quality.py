@@ -11,6 +11,7 @@ and the perplexity there. Prints one row per type, and the load average.
 
     .venv/bin/python bench/imatrix_quality.py
     .venv/bin/python bench/imatrix_quality.py --kind qwen3_moe --quants q2_k q3_k_m q4_k_m
+    .venv/bin/python bench/imatrix_quality.py --outliers 4   # real-LLM-like outlier channels
 """
 from __future__ import annotations
 
@@ -40,6 +41,34 @@ def write_sums(path: Path, n: int) -> Path:
     return path
 
 
+def with_outliers(model: Path, dest: Path, n: int, seed: int) -> Path:
+    """A copy of `model` whose RMSNorm weights feeding the blocks' matrices (input_layernorm,
+    post_attention_layernorm) have the same n channels (seeded) scaled by 10-30x in every
+    layer: real LLMs have a few such persistent outlier activation channels, which is where
+    an importance matrix pays off; the fixtures' norms are ~1, so their activations are
+    nearly isotropic."""
+    import shutil
+
+    import mlx.core as mx
+    import numpy as np
+
+    shutil.copytree(model, dest)
+    weights, meta = mx.load(str(dest / "model.safetensors"), return_metadata=True)
+    norms = [k for k in weights if k.endswith(("input_layernorm.weight",
+                                               "post_attention_layernorm.weight"))]
+    rng = np.random.default_rng(seed)
+    width = weights[norms[0]].shape[0]
+    channels = rng.choice(width, size=n, replace=False)
+    scale = np.ones(width, dtype=np.float32)
+    scale[channels] = rng.uniform(10.0, 30.0, size=n)
+    for k in norms:
+        weights[k] = weights[k] * mx.array(scale).astype(weights[k].dtype)
+    mx.save_safetensors(str(dest / "model.safetensors"), weights, metadata=meta)
+    print(f"outliers: channels {sorted(channels.tolist())} x "
+          f"{[round(float(scale[c]), 1) for c in sorted(channels)]} in {len(norms)} norms")
+    return dest
+
+
 def export(args: list[str]) -> tuple[dict, float]:
     """`tailor export ARGS` in this process -> (the record, CPU seconds)."""
     from engine.cli import main as cli_main
@@ -66,6 +95,9 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=150)
     p.add_argument("--ctx", type=int, default=256, help="--imatrix-ctx")
     p.add_argument("--quants", nargs="+", default=["q2_k", "q3_k_m"])
+    p.add_argument("--outliers", type=int, default=0, help="scale this many RMSNorm "
+                   "channels by 10-30x in a copy of the fixture before training (0: none)")
+    p.add_argument("--outlier-seed", type=int, default=0)
     p.add_argument("--reuse", default="", help="a folder of an earlier run: its trained "
                    "adapter is used again (the exports are made anew)")
     a = p.parse_args()
@@ -81,6 +113,10 @@ def main() -> None:
 
     model = cached_tiny_model(a.kind, hidden_size=a.hidden, intermediate_size=a.intermediate,
                               num_hidden_layers=a.layers)
+    if a.outliers and not (root / "base-outliers").exists():
+        model = with_outliers(model, root / "base-outliers", a.outliers, a.outlier_seed)
+    elif a.outliers:
+        model = root / "base-outliers"
     from engine.library import get_adapter
 
     if a.reuse and (root / "home" / "adapters" / "bench" / "adapters.safetensors").exists():
