@@ -51,8 +51,11 @@ def custom_code_note(config: dict) -> str:
             f"from a model folder and {uses}")
 
 
-def load_model(folder: Path | str, quantize_bits: int | None = None, group_size: int = 64):
+def load_model(folder: Path | str, quantize_bits: int | None = None, group_size: int = 64,
+               tokenizer=None):
     """(model, tokenizer, config) for a model folder; ``quantize_bits`` 4 or 8 quantizes on load.
+    ``tokenizer``: one ``load_tokenizer(folder)`` gave already (reused, its end-of-sequence ids
+    set from the config as loaded here) instead of loading it a second time.
 
     An already quantized base (e.g. mlx-community 4-bit) loads as it is (QLoRA). Raises
     TailorError for an unsupported architecture or unreadable weights.
@@ -60,7 +63,7 @@ def load_model(folder: Path | str, quantize_bits: int | None = None, group_size:
     from mlx_lm.utils import load_model as mlx_load_model, quantize_model
 
     from .resolve import check_model_folder
-    from .tokenizer import load_tokenizer  # no custom code, faithful to the folder's files
+    from .tokenizer import load_tokenizer, set_eos_token_ids  # no custom code, faithful
 
     folder = Path(folder)
     if quantize_bits not in (None, 0, 4, 8):
@@ -83,7 +86,10 @@ def load_model(folder: Path | str, quantize_bits: int | None = None, group_size:
                               f"mlx-lm ({e})") from e
         except FileNotFoundError as e:
             raise TailorError(f"cannot load {folder}: {e}") from e
-        tokenizer = load_tokenizer(folder, eos_token_ids=config.get("eos_token_id"))
+        if tokenizer is None:
+            tokenizer = load_tokenizer(folder, eos_token_ids=config.get("eos_token_id"))
+        else:
+            set_eos_token_ids(tokenizer, config.get("eos_token_id"))
     if quantize_bits:
         if config.get("quantization"):
             raise TailorError(f"{folder} is already quantized "

@@ -202,6 +202,15 @@ def load_tokenizer(folder: Path | str, *, eos_token_ids=None):
     return wrapper
 
 
+def set_eos_token_ids(wrapper, eos_token_ids) -> None:
+    """The end-of-sequence ids of mlx-lm's ``wrapper`` as ``load_tokenizer(folder,
+    eos_token_ids=...)`` would have set them (the given ids plus the tokenizer's own), so a
+    tokenizer loaded once can be handed to ``load_model`` (issue 21)."""
+    ids = [eos_token_ids] if isinstance(eos_token_ids, int) else list(eos_token_ids or [])
+    own = wrapper._tokenizer.eos_token_id
+    wrapper.eos_token_ids = set(ids) | ({own} if own is not None else set())
+
+
 def _rewrap(wrapper, hf) -> None:
     """Put ``hf`` inside mlx-lm's wrapper in place of the tokenizer it loaded. Same vocabulary
     and special tokens, so only the tokenizer and the detokenizer (which decodes with it)

@@ -217,7 +217,7 @@ def _load(model, data, cfg, data_config, report, cancel, job) -> _Loaded:
                                    cancel=cancel, job=job)
         cancel.raise_if_cancelled()
     report(Progress(job=job, stage="load", done=2, total=3, message="loading the model"))
-    net, tokenizer, model_config = load_model(model_dir, cfg.quantize_base)
+    net, tokenizer, model_config = load_model(model_dir, cfg.quantize_base, tokenizer=tokenizer)
     base = _base_model_record(str(model), model_dir, model_config)
     base["tokenizer"] = record_tokenizer_choice(tokenizer, report, job)  # which one, why
     cancel.raise_if_cancelled()
@@ -232,9 +232,16 @@ def _load(model, data, cfg, data_config, report, cancel, job) -> _Loaded:
                    model_notes)
 
 
+def _row_tokens(example) -> int:
+    """An example's longest row: a preference pair's longer side (its rejected answer may be
+    longer than every chosen one; PreferencePair.tokens is the chosen side's)."""
+    sides = (example.chosen, example.rejected) if hasattr(example, "rejected") else (example,)
+    return max(len(side.tokens) for side in sides)
+
+
 def _plan_info(run: _Loaded, cfg: TrainConfig, loaded, machine_memory) -> dict:
     """The Started event's info: parameter counts, the memory estimate, the data and base."""
-    longest = max(len(e.tokens) for e in run.prepared.train)
+    longest = max(_row_tokens(e) for e in run.prepared.train)
     if cfg.pack:  # rows fill up to the maximum length
         longest = min(cfg.max_seq_length, sum(len(e.tokens) for e in run.prepared.train))
     mem = estimate(run.net, run.model_config, cfg, longest,
