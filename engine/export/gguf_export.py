@@ -156,7 +156,8 @@ def export_gguf(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
     locks throughout (engine/locks.py). ``imatrix``: an importance matrix (GGUF tensor name ->
     float32 weights per input column, [n_expert, n_cols] for stacked experts: what
     llama-quantize passes as quant_weights) for the encoders, as llama-quantize --imatrix
-    uses it (engine/export/imatrix_plan.py); None or empty: none."""
+    uses it (engine/export/imatrix_plan.py), or a callable computing it (``--imatrix auto``:
+    run after Started on the first part of the bar); None or empty: none."""
     from ..library import reading
 
     job = as_job(job, report, cancel)
@@ -182,6 +183,8 @@ def _export(source, out: Path | str, quant: str, job: Job, *, adapter_only: bool
                  "adapter_only": adapter_only}, {"base_model": str(plan.base_dir)})
     if plan.warning and not imatrix:  # (the Q2_K/Q3_K advice to use an importance matrix)
         job.log(plan.warning, level="warning")
+    if callable(imatrix):  # --imatrix auto (imatrix_source.PendingImatrix): the first stage
+        imatrix, job = imatrix(job.nested(0.0, imatrix.share)), job.nested(imatrix.share, 1.0)
     from ..models.folder_files import model_files
 
     skipped_files = model_files(plan.base_dir)  # files linked out of the base: never read

@@ -78,12 +78,26 @@ def check_imatrix_options(cfg: ImatrixConfig, out: Path, *, adapter: bool,
                                "new one", code=ErrorCode.NAME_TAKEN)
 
 
+class PendingImatrix:
+    """``--imatrix auto`` not yet computed: export_gguf calls it after its Started event with
+    the first ``share`` of its bar, so the whole export is one bar that never goes back."""
+
+    share = 0.4  # collection costs about as much CPU as the export (bench/imatrix_quality.py)
+
+    def __init__(self, source, out: Path, quant: str, cfg: ImatrixConfig):
+        self.source, self.out, self.quant, self.cfg = source, out, quant, cfg
+
+    def __call__(self, job: Job) -> ImatrixWeights | None:
+        return resolve_imatrix(self.source, self.out, self.quant, self.cfg, job)
+
+
 def imatrix_for_export(source, out: Path, quant: str, cfg: ImatrixConfig, job: Job, *,
-                       adapter_only: bool = False,
-                       allow_tokenizer_mismatch: bool = False) -> ImatrixWeights | None:
+                       adapter_only: bool = False, allow_tokenizer_mismatch: bool = False
+                       ) -> ImatrixWeights | PendingImatrix | None:
     """``resolve_imatrix`` after the export's own refusals (plan.plan_export: the type, the
     output name, the family, the space, the pre-tokenizer), so none of them waits for
-    minutes of collection or comes after a matrix was saved for a file never written."""
+    minutes of collection or comes after a matrix was saved for a file never written.
+    ``auto``: a PendingImatrix, which the export computes as its first stage."""
     from .plan import plan_export
 
     check_imatrix_options(cfg, Path(out), adapter=not isinstance(source, Path),
@@ -92,6 +106,8 @@ def imatrix_for_export(source, out: Path, quant: str, cfg: ImatrixConfig, job: J
         return None
     plan_export(source, out, quant, adapter_only=adapter_only,
                 allow_tokenizer_mismatch=allow_tokenizer_mismatch)
+    if cfg.imatrix == AUTO:
+        return PendingImatrix(source, out, quant, cfg)
     return resolve_imatrix(source, out, quant, cfg, job)
 
 
@@ -254,7 +270,7 @@ def _bos_id(tokenizer) -> int | None:
     return int(bos) if ids and ids[0] == bos else None
 
 
-def imatrix_from_args(args, source, job: Job) -> ImatrixWeights | None:
+def imatrix_from_args(args, source, job: Job) -> ImatrixWeights | PendingImatrix | None:
     """`tailor export`'s --imatrix options -> the matrix for its export (None without)."""
     from ..configs import overrides_from_args
 
