@@ -361,5 +361,6 @@ def train_worker(model, data, name: str, cfg, data_config, *, job) -> None:
     pad_id = run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
     trainer = trainer_for(cfg)(run.net, cfg, run.prepared.train, run.prepared.valid,
                                adapter_dir=Path(name), run_state={}, cancel=job.cancel,
-                               job=job.name, pad_id=int(pad_id))
+                               job=job.name, pad_id=int(pad_id),
+                               report=job.report)  # its steps: this host's rate in the log
     trainer.run()

@@ -322,11 +322,19 @@ def _rank0_settings(args) -> dict:
 
 
 def _rank_reporter(rank: int):
-    """A rank other than 0 says only what went wrong, on stderr, prefixed with its rank."""
-    from ..events import Failed
+    """A rank other than 0 says, on stderr prefixed with its rank, what went wrong and every
+    tenth of the run its own step rate and memory (rank 0's Step events are the run's)."""
+    from ..events import Failed, Step
+
+    next_step = [0]
 
     def report(event) -> None:
-        if isinstance(event, Failed):
+        if isinstance(event, Step) and event.iteration >= next_step[0]:
+            next_step[0] = event.iteration + max(1, (event.total_iterations or 0) // 10)
+            _rank_says(rank, f"step {event.iteration}/{event.total_iterations or '?'} at "
+                             f"{event.tokens_per_second:.0f} tokens/s on this host, peak "
+                             f"memory {event.peak_memory_gb:.2f} GB")
+        elif isinstance(event, Failed):
             _rank_says(rank, f"FAILED: {event.message}"
                        + (f" ({event.hint})" if getattr(event, "hint", "") else ""))
         elif isinstance(event, Log) and event.level in ("warning", "error"):
