@@ -331,9 +331,10 @@ def _rank_reporter(rank: int):
     def report(event) -> None:
         if isinstance(event, Step) and event.iteration >= next_step[0]:
             next_step[0] = event.iteration + max(1, (event.total_iterations or 0) // 10)
+            memory = event.peak_memory_gb  # (0 where MLX counts none: its CPU backend)
             _rank_says(rank, f"step {event.iteration}/{event.total_iterations or '?'} at "
-                             f"{event.tokens_per_second:.0f} tokens/s on this host, peak "
-                             f"memory {event.peak_memory_gb:.2f} GB")
+                             f"{event.tokens_per_second:.0f} tokens/s on this host"
+                             + (f", peak memory {memory:.2f} GB" if memory else ""))
         elif isinstance(event, Failed):
             _rank_says(rank, f"FAILED: {event.message}"
                        + (f" ({event.hint})" if getattr(event, "hint", "") else ""))

@@ -28,6 +28,9 @@ def test_a_ranks_steps_become_a_throttled_log_line_with_its_hosts_rate(capsys):
     assert messages[-1] == ("rank 1 on mac2: step 91/100 at 241 tokens/s on this host, peak "
                             "memory 0.59 GB")
     assert {e.level for e in events} == {"info"}
+    launch._rank_reporter(2)(Step(job="train", iteration=1, total_iterations=4,
+                                  tokens_per_second=12.0))  # no memory figure: none said
+    assert capsys.readouterr().err == "[rank 2] step 1/4 at 12 tokens/s on this host\n"
 
 
 def test_the_worker_trains_with_the_jobs_reporter(monkeypatch, tmp_path, capsys):
