@@ -325,16 +325,17 @@ def _rank_reporter(rank: int):
     """A rank other than 0 says, on stderr prefixed with its rank, what went wrong and every
     tenth of the run its own step rate and memory (rank 0's Step events are the run's)."""
     from ..events import Failed, Step
+    from ..sizes import format_bytes
 
     next_step = [0]
 
     def report(event) -> None:
         if isinstance(event, Step) and event.iteration >= next_step[0]:
             next_step[0] = event.iteration + max(1, (event.total_iterations or 0) // 10)
-            memory = event.peak_memory_gb  # (0 where MLX counts none: its CPU backend)
+            memory = event.peak_memory_gb * 1e9  # (a tiny model's is a few MB)
             _rank_says(rank, f"step {event.iteration}/{event.total_iterations or '?'} at "
                              f"{event.tokens_per_second:.0f} tokens/s on this host"
-                             + (f", peak memory {memory:.2f} GB" if memory else ""))
+                             + (f", peak memory {format_bytes(memory)}" if memory else ""))
         elif isinstance(event, Failed):
             _rank_says(rank, f"FAILED: {event.message}"
                        + (f" ({event.hint})" if getattr(event, "hint", "") else ""))

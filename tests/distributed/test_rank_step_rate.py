@@ -19,14 +19,14 @@ def test_a_ranks_steps_become_a_throttled_log_line_with_its_hosts_rate(capsys):
         say(Step(job="train", iteration=i, total_iterations=100, tokens_per_second=150.0 + i,
                  peak_memory_gb=0.5 + i / 1000))
     written = capsys.readouterr().err.splitlines()
-    assert written[0] == "[rank 1] step 1/100 at 151 tokens/s on this host, peak memory 0.50 GB"
+    assert written[0] == "[rank 1] step 1/100 at 151 tokens/s on this host, peak memory 501 MB"
     assert [line.split()[3] for line in written] == [f"{i}/100" for i in range(1, 100, 10)]
     events = []
     news = launch._RankNews(HOSTS, Job("train", report=events.append))
     assert all(news.rank_line(line + "\r\n") for line in written)
     messages = [e.message for e in events if isinstance(e, Log)]
     assert messages[-1] == ("rank 1 on mac2: step 91/100 at 241 tokens/s on this host, peak "
-                            "memory 0.59 GB")
+                            "memory 591 MB")
     assert {e.level for e in events} == {"info"}
     launch._rank_reporter(2)(Step(job="train", iteration=1, total_iterations=4,
                                   tokens_per_second=12.0))  # no memory figure: none said
