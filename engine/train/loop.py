@@ -225,8 +225,13 @@ class Trainer:
         """The validation loss of the weights at ``self.step``. Computed once per step: the run
         record's baseline (engine/evaluate/baseline.py) asks for it before step 1, and the
         step-0 validation then reuses that value instead of a second pass."""
-        if self._evaluated is not None and self._evaluated[0] == self.step:
-            return self._evaluated[1]
+        if self._evaluated is None or self._evaluated[0] != self.step:
+            # the weights change only with the step (or restore, which forgets this)
+            self._evaluated = (self.step, self._validation_loss())
+        return self._evaluated[1]
+
+    def _validation_loss(self) -> float:
+        """One pass over the validation batches (subclasses: their own loss, same caching)."""
         self.model.eval()
         total, count = mx.array(0.0), mx.array(0.0)
         for i, b in enumerate(self.valid.all_in_order()):
@@ -237,9 +242,7 @@ class Trainer:
             mx.eval(total, count)
             self.cancel.raise_if_cancelled()
         self.model.train()
-        val = (total / mx.maximum(count, 1.0)).item()
-        self._evaluated = (self.step, val)  # the weights change only with the step (or restore)
-        return val
+        return (total / mx.maximum(count, 1.0)).item()
 
     def _validate(self) -> bool:
         """Validate, track the best; True when patience ran out."""

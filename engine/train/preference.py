@@ -384,7 +384,8 @@ class PreferenceTrainer(Trainer):
         self._flush()
         return super()._save()
 
-    def evaluate(self) -> float:
+    def _validation_loss(self) -> float:
+        """Trainer.evaluate's pass (once per step: the baseline's and step 0's are one)."""
         self._val_metrics = summarize(self._valid_sums())
         return self._val_metrics["loss"]
 
