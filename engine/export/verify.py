@@ -457,28 +457,56 @@ def _sources(ref) -> list:
     return list(parts) if parts and all(isinstance(r, TensorRef) for r in parts) else []
 
 
-def round_trip(w: np.ndarray, ggml_type, importance: np.ndarray | None = None) -> np.ndarray:
+# Values per round-trip chunk (rows at a time): the encoders' and decoders' float32 working
+# copies stay ~4 MiB instead of whole tensors (a 7B model's embedding: ~1.5 GB of them).
+ROUND_CHUNK_VALUES = 1 << 20
+
+
+def round_trip(w: np.ndarray, ggml_type, importance: np.ndarray | None = None,
+               out: np.ndarray | None = None) -> np.ndarray:
     """``w`` [..., cols] as the file stores it: encoded in ``ggml_type`` (with the tensor's
-    importance-matrix rows where the export had them), decoded to float32."""
+    importance-matrix rows where the export had them: [cols], or [groups, cols] for equal
+    slices of the rows, one per expert), decoded into ``out`` (any float dtype, ``w`` itself
+    too: each chunk is read before it is written) or a new float32 array. Blocks run along a
+    row, so ROUND_CHUNK_VALUES of rows at a time give the values the whole tensor gives."""
     from gguf import quants
 
     from .mixtures import encode
 
-    data = encode(np.ascontiguousarray(w.reshape(-1, w.shape[-1]), np.float32), ggml_type,
-                  weights=importance)
-    data = np.asarray(data).view(np.uint8).reshape(w.reshape(-1, w.shape[-1]).shape[0], -1)
-    return quants.dequantize(data, ggml_type).reshape(w.shape).astype(np.float32)
+    out = np.empty(w.shape, np.float32) if out is None else out
+    cols = w.shape[-1]
+    src, dst = (w.reshape(1, 1, cols), out.reshape(1, 1, cols)) if w.ndim < 2 else \
+        (w.reshape((-1,) + w.shape[-2:]), out.reshape((-1,) + w.shape[-2:]))
+    assert np.shares_memory(dst, out) or out.size == 0, "out must reshape without a copy"
+    n_rows = src.shape[1]
+    groups = None if importance is None else np.asarray(importance).reshape(-1, cols)
+    per_group, left = divmod(src.shape[0] * n_rows, 1 if groups is None else len(groups))
+    if left:
+        raise ValueError(f"{src.shape[0] * n_rows} rows do not split into {len(groups)} "
+                         "importance-matrix slices")
+    step = max(1, ROUND_CHUNK_VALUES // cols)
+    for i in range(src.shape[0]):
+        r0 = 0
+        while r0 < n_rows:
+            g = (i * n_rows + r0) // per_group  # a chunk never crosses an importance slice
+            r1 = min(n_rows, r0 + step, (g + 1) * per_group - i * n_rows)
+            rows = np.ascontiguousarray(src[i, r0:r1], np.float32)
+            data = encode(rows, ggml_type, weights=None if groups is None else groups[g])
+            data = np.asarray(data).view(np.uint8).reshape(r1 - r0, -1)
+            dst[i, r0:r1] = quants.dequantize(data, ggml_type).astype(np.float32, copy=False)
+            r0 = r1
+    return out
 
 
 def _round_whole(w: np.ndarray, ggml_type, importance) -> bool:
-    w[...] = round_trip(w, ggml_type, importance)
+    round_trip(w, ggml_type, importance, out=w)
     return True
 
 
 def _round_rows(w: np.ndarray, lo: int, hi: int, ggml_type, importance) -> bool:
     """experts.SlicedRef: rows [lo, hi) of each expert (Granite's and HF's fused gate_up);
     quantization blocks run along a row, so the rows round in place."""
-    w[:, lo:hi] = round_trip(w[:, lo:hi], ggml_type, importance)
+    round_trip(w[:, lo:hi], ggml_type, importance, out=w[:, lo:hi])
     return True
 
 
@@ -546,11 +574,15 @@ def apply_rounding(weights: dict, recipes: dict, dtype=None) -> dict[str, int]:
     done = {}
     clear = getattr(mx, "clear_cache", None) or mx.metal.clear_cache
     for key in sorted(set(weights) & set(recipes)):
-        w = np.array(weights[key].astype(mx.float32))
-        done[key] = [f(w) for f in recipes[key]].count(False)
-        target = dtype or weights[key].dtype
-        weights[key] = mx.array(w.astype(np.float16)) if target == mx.float16 else \
-            mx.array(w).astype(target)
+        fns, target = recipes[key], dtype or weights[key].dtype
+        # rounded once per value (one recipe, or disjoint row slices): in the source dtype,
+        # no float32 copy of the whole tensor; the same values (round_trip's chunks convert)
+        in_source = target == weights[key].dtype in (mx.float16, mx.float32) and (
+            all(f.func is _round_rows for f in fns) or [f.func for f in fns] == [_round_whole])
+        w = np.array(weights[key] if in_source else weights[key].astype(mx.float32))
+        done[key] = [f(w) for f in fns].count(False)
+        weights[key] = mx.array(w.astype(np.float16, copy=False)) if target == mx.float16 \
+            else mx.array(w).astype(target)
         mx.eval(weights[key])  # one tensor's float32 copy at a time, not all of them
         del w
         clear()
