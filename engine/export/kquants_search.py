@@ -264,7 +264,8 @@ def fit_q3_scale(columns: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.nda
     all sub-blocks at once. A sub-block whose pass changed nothing would change nothing
     again (same state, same decisions): running the remaining passes on it is a no-op, so
     only the sub-blocks still changing are carried into the next pass (measured: 19%, 5%,
-    1% of them after passes 1, 2, 3).
+    1% of them after passes 1, 2, 3). Pass 1 walks the values; passes 2-5 walk the
+    candidates (_q3_later_passes: measured 3.3 -> 2.6 ms per 2048 super-blocks).
     """
     x = columns
     peak, amax = signed_peak(x)
@@ -280,13 +281,10 @@ def fit_q3_scale(columns: np.ndarray, nmax: int = 4) -> tuple[np.ndarray, np.nda
                      weights * levels * levels)
     sum_lx = sequential_sum(terms.wxl)
     sum_l2 = sequential_sum(terms.wl2)
-    # all sub-blocks on the first pass (no copies); an all-zero one never changes (slx 0)
-    active = np.arange(x.shape[1])
-    for _ in range(5):
-        if not len(active):
-            break
-        changed = _q3_pass(x, terms, sum_lx, sum_l2, active, nmax)
-        active = active[changed]
+    # an all-zero sub-block never changes (slx 0)
+    changed = _q3_pass(x, terms, sum_lx, sum_l2, nmax)
+    if changed.any():
+        _q3_later_passes(x, terms.levels, sum_lx, sum_l2, np.flatnonzero(changed), nmax, 4)
     with np.errstate(all="ignore"):
         scale = np.where(sum_l2 > 0, sum_lx / sum_l2, F32(0)).astype(F32)
     levels += F32(nmax)
@@ -304,24 +302,14 @@ class _Q3Terms:
     wl2: np.ndarray         # (w*L)*L
 
 
-def _q3_pass(x, terms: _Q3Terms, sum_lx, sum_l2, active, nmax) -> np.ndarray:
-    """One pass of make_q3_quants' refinement over the sub-blocks `active` (arrays updated in
-    place); returns which of them changed. Only the few values whose rounded level moves
-    are judged further (the rest of the C test is skipped for them there too)."""
-    every = len(active) == x.shape[1]  # the first pass: no copies
-    if every:
-        xs, ws, wxs = x, terms.weights, terms.weighted_x
-        ls, wxl, wl2 = terms.levels, terms.wxl, terms.wl2
-        slx_all, sl2_all = sum_lx, sum_l2
-    else:
-        # the few sub-blocks still changing: gather x and L, recompute the products (the
-        # same float32 operations give the same values; gathering them was 2x slower)
-        xs, ls = x[:, active], terms.levels[:, active]
-        ws = xs * xs
-        wxs = ws * xs
-        wxl, wl2 = wxs * ls, ws * ls * ls
-        slx_all, sl2_all = sum_lx[active], sum_l2[active]
-    changed = np.zeros(len(active), dtype=bool)
+def _q3_pass(x, terms: _Q3Terms, sum_lx, sum_l2, nmax) -> np.ndarray:
+    """Pass 1 of make_q3_quants' refinement over all sub-blocks (arrays updated in place);
+    returns which of them changed. Only the few values whose rounded level moves are
+    judged further (the rest of the C test is skipped for them there too)."""
+    xs, ws, wxs = x, terms.weights, terms.weighted_x
+    ls, wxl, wl2 = terms.levels, terms.wxl, terms.wl2
+    slx_all, sl2_all = sum_lx, sum_l2
+    changed = np.zeros(x.shape[1], dtype=bool)
     with np.errstate(all="ignore"):
         for i in range(x.shape[0]):
             level = ls[i]
@@ -343,8 +331,92 @@ def _q3_pass(x, terms: _Q3Terms, sum_lx, sum_l2, active, nmax) -> np.ndarray:
                 wxl[i, idx], wl2[i, idx] = new_wxl[take], new_wl2[take]
                 slx_all[idx], sl2_all[idx] = slx_new[take], sl2_new[take]
                 changed[idx] = True
-    if not every:
-        terms.levels[:, active] = ls
-        sum_lx[active] = slx_all
-        sum_l2[active] = sl2_all
     return changed
+
+
+_SIXTEEN_BITS = np.arange(1 << 16)
+# the lowest set bit of a 16-bit mask (16 for none): a sub-block's next candidate value
+_LOWEST_BIT = np.where(_SIXTEEN_BITS == 0, 16, np.log2(
+    np.maximum(_SIXTEEN_BITS & -_SIXTEEN_BITS, 1)).astype(np.int8))
+_GATHER_BITS = np.uint64(0x0102040810204080)
+_LATER_VALUES = np.array([(0xFFFF << i) & 0xFFFF for i in range(17)], dtype=np.uint64)
+
+
+@dataclass
+class _Q3Candidates:
+    """Per value of the sub-blocks still changing ([N, 16]: a sub-block per row), under
+    their current sums: the sums without the value (slx, sl2) and its new rounded level."""
+    slx: np.ndarray
+    sl2: np.ndarray
+    new: np.ndarray
+    moves: np.ndarray  # [N] bit i: value i would move to a new level
+
+    def judge(self, xs, levels, wxl, wl2, slx_all, sl2_all, cols, nmax) -> None:
+        slx = slx_all[cols, None] - wxl[cols]
+        sl2 = sl2_all[cols, None] - wl2[cols]
+        new = np.clip(nearest_int_exact(xs[cols] * sl2 / slx), -nmax, nmax - 1)
+        new = new.astype(F32)
+        self.slx[cols], self.sl2[cols], self.new[cols] = slx, sl2, new
+        moves = (slx > 0) & (new != levels[cols])
+        # 8 flags (bytes 0/1) -> one byte, flag k at bit k: one multiply (np.packbits: 6x)
+        eights = (np.ascontiguousarray(moves).view(np.uint64) * _GATHER_BITS) >> np.uint64(56)
+        self.moves[cols] = eights[:, 0] | (eights[:, 1] << np.uint64(8))
+
+
+def _q3_later_passes(x, all_levels, sum_lx, sum_l2, active, nmax, passes) -> None:
+    """Passes 2-5 of make_q3_quants' refinement for the sub-blocks `active` (arrays updated
+    in place), one numpy round per judged candidate instead of per value: until a change is
+    taken a sub-block's sums stay as they are, so every value's test is known at once and
+    only the next value whose rounded level moves needs judging; a take re-derives that
+    sub-block's tests. A sub-block starts its next pass when it has no candidate left and
+    this pass changed something (the same float32 operations as the value loop, so the
+    same decisions)."""
+    # a sub-block per row: each round gathers whole sub-blocks (no float32 sums here, so
+    # the layout does not change a bit)
+    xs, levels = x[:, active].T.copy(), all_levels[:, active].T.copy()
+    ws = xs * xs
+    wxs = ws * xs
+    wxl, wl2 = wxs * levels, ws * levels * levels
+    slx_all, sl2_all = sum_lx[active], sum_l2[active]
+    m = len(active)
+    cands = _Q3Candidates(np.empty(xs.shape, F32), np.empty(xs.shape, F32),
+                          np.empty(xs.shape, F32), np.zeros(m, dtype=np.uint64))
+    done = np.full(m, -1)  # the last value judged in this sub-block's pass
+    passes_left = np.full(m, passes)
+    changed = np.zeros(m, dtype=bool)  # in this sub-block's current pass
+    live = np.arange(m)
+    with np.errstate(all="ignore"):
+        cands.judge(xs, levels, wxl, wl2, slx_all, sl2_all, slice(None), nmax)
+        while len(live):
+            at = _LOWEST_BIT[cands.moves[live] & _LATER_VALUES[done[live] + 1]]
+            at = at.astype(np.intp)
+            has = at < 16
+            restart = live[:0]
+            if not has.all():
+                ended = live[~has]
+                restart = ended[changed[ended] & (passes_left[ended] > 1)]
+                passes_left[restart] -= 1
+                changed[restart] = False
+                done[restart] = -1
+                live, at = live[has], at[has]
+            flat = live * 16 + at  # flat takes: 2x the speed of [live, at] pairs
+            new_c = cands.new.take(flat)
+            new_wxl = wxs.take(flat) * new_c
+            new_wl2 = ws.take(flat) * new_c * new_c
+            slx_new = cands.slx.take(flat) + new_wxl
+            sl2_new = cands.sl2.take(flat) + new_wl2
+            old_lx, old_l2 = slx_all[live], sl2_all[live]
+            take = (sl2_new > 0) & (slx_new * slx_new * old_l2 > old_lx * old_lx * sl2_new)
+            done[live] = at
+            if take.any():
+                idx, row = live[take], at[take]
+                levels[idx, row] = new_c[take]
+                wxl[idx, row], wl2[idx, row] = new_wxl[take], new_wl2[take]
+                slx_all[idx], sl2_all[idx] = slx_new[take], sl2_new[take]
+                changed[idx] = True
+                cands.judge(xs, levels, wxl, wl2, slx_all, sl2_all, idx, nmax)
+            if len(restart):
+                live = np.concatenate((live, restart))
+    all_levels[:, active] = levels.T
+    sum_lx[active] = slx_all
+    sum_l2[active] = sl2_all
