@@ -546,7 +546,8 @@ def rounding_recipes(planned) -> tuple[dict[str, list], int]:
         imx = getattr(p, "importance", None)  # imatrix rows: one per expert of a stack
         srcs = _sources(p.ref)
         for e, s in enumerate(srcs):
-            rows = None if imx is None else imx[min(e, len(imx) - 1)]
+            # one checkpoint tensor per expert: its row; one stack [n_expert, ..]: all rows
+            rows = imx if imx is None or len(srcs) == 1 else imx[min(e, len(imx) - 1)]
             recipes.setdefault(s.name, []).append(partial(_round_whole, ggml_type=t,
                                                           importance=rows))
         src = getattr(p.ref, "source", None)

@@ -74,3 +74,22 @@ def test_apply_rounding_keeps_float16_without_a_float32_copy(encoded_rows):
     assert np.array_equal(np.array(weights["experts"]), want.astype(np.float16))
     assert np.array_equal(np.array(weights["embed"]),
                           whole_tensor(embed, T.Q4_K).astype(np.float16))
+
+
+def test_a_stacked_checkpoint_tensor_rounds_each_expert_with_its_own_importance_row():
+    """Granite's output_linear [n_expert, rows, cols] is one checkpoint tensor: the export
+    encodes expert e with importance row e (write.py), so the reference must too."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from engine.export.safetensors_stream import TensorRef
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3, 8, 256)).astype(np.float32)
+    imx = rng.uniform(0.01, 9, (3, 256)).astype(np.float32)
+    ref = TensorRef("experts.down", Path("model.safetensors"), "F32", w.shape, 0, w.nbytes)
+    recipes, derived = verify.rounding_recipes(
+        [SimpleNamespace(ref=ref, ggml_type=T.Q4_K, importance=imx)])
+    weights = {"experts.down": mx.array(w)}
+    assert derived == 0 and verify.apply_rounding(weights, recipes) == {"experts.down": 0}
+    assert np.array_equal(np.array(weights["experts.down"]), whole_tensor(w, T.Q4_K, imx))
