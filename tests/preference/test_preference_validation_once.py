@@ -7,11 +7,12 @@ from __future__ import annotations
 import pytest
 
 from engine import library
-from engine.events import Cancelled, CancelToken, ListReporter, Metrics
+from engine.events import ListReporter, Metrics
 from engine.train.config import make_config
 from engine.train.preference import PreferenceTrainer
 from engine.train.run import train_adapter
 from tests.preference.test_train_preference import write_pairs
+from tests.train.test_validation_once import stopped_after_step_2
 
 
 @pytest.fixture
@@ -55,16 +56,7 @@ def test_the_baseline_and_the_step_0_validation_share_one_dpo_pass(tiny_model, t
 
 def test_a_resumed_dpo_run_validates_its_own_weights(tiny_model, tmp_path, counted_passes):
     data = write_pairs(tmp_path / "pairs.jsonl", n=24)
-    cancel = CancelToken()
-
-    def stop_after_step_2(micro, batch):
-        if micro == 2:
-            cancel.cancel()
-        return batch
-
-    with pytest.raises(Cancelled):
-        train_adapter(str(tiny_model("qwen2")), data, "dpo-resumed", _cfg(), cancel=cancel,
-                      batch_hook=stop_after_step_2)
+    stopped_after_step_2(tiny_model("qwen2"), data, "dpo-resumed", _cfg())
     before = list(counted_passes)
     events = ListReporter()
     train_adapter(None, None, "dpo-resumed", resume=True, report=events)

@@ -46,8 +46,8 @@ def test_the_baseline_and_the_step_0_validation_share_one_pass(tiny_model, tmp_p
     assert validations[1].val_loss != validations[0].val_loss  # step 2 is its own pass
 
 
-def test_a_resumed_run_validates_its_own_weights(tiny_model, tmp_path, counted_passes):
-    data = write_toy_chat(tmp_path / "toy.jsonl")
+def stopped_after_step_2(model, data, name: str, cfg) -> None:
+    """Start a run and Stop it after step 2 (its checkpoint is then step 2's)."""
     cancel = CancelToken()
 
     def stop_after_step_2(micro, batch):
@@ -56,8 +56,12 @@ def test_a_resumed_run_validates_its_own_weights(tiny_model, tmp_path, counted_p
         return batch
 
     with pytest.raises(Cancelled):
-        train_adapter(str(tiny_model("qwen2")), data, "resumed", _cfg(), cancel=cancel,
-                      batch_hook=stop_after_step_2)
+        train_adapter(str(model), data, name, cfg, cancel=cancel, batch_hook=stop_after_step_2)
+
+
+def test_a_resumed_run_validates_its_own_weights(tiny_model, tmp_path, counted_passes):
+    data = write_toy_chat(tmp_path / "toy.jsonl")
+    stopped_after_step_2(tiny_model("qwen2"), data, "resumed", _cfg())
     before = len(counted_passes)
     events = ListReporter()
     train_adapter(None, None, "resumed", resume=True, report=events)
