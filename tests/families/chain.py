@@ -97,17 +97,25 @@ def ollama_renders_as_jinja(model_dir: Path) -> None:
         assert go == render(messages, True), messages
 
 
+def exact_fused_f32(kind: str, model_dir: Path, info: AdapterInfo, out: Path) -> Figures:
+    """The trained adapter fused and exported at F32 answers in llama.cpp as MLX + adapter:
+    the same tokens, argmax at every position, logits within 1e-3 relative, against a model
+    the adapter really moved; returns the figures."""
+    fig = fused_f32_figures(kind, model_dir, info, out)
+    assert fig.tokens_identical
+    assert fig.argmax_same == fig.positions  # argmax at every position
+    assert fig.max_rel_diff < 1e-3
+    assert fig.adapter_moved > 1e-2  # the comparison is against the trained model, not the base
+    return fig
+
+
 def whole_chain_verified(kind: str, model_dir: Path, tmp_path: Path, **settings) -> Figures:
     """Train a LoRA, then the fused F32 file = MLX + adapter in llama.cpp (tokens, argmax at
     every position, 1e-3 relative), the Q8_0 file and the adapter-only GGUF verified, the
     base untouched; returns the F32 figures."""
     before = snapshot_tree(model_dir)
     info = trained(model_dir, tmp_path, f"{kind}-lora", **settings)
-    fig = fused_f32_figures(kind, model_dir, info, tmp_path / f"{kind}-f32.gguf")
-    assert fig.tokens_identical
-    assert fig.argmax_same == fig.positions  # argmax at every position
-    assert fig.max_rel_diff < 1e-3
-    assert fig.adapter_moved > 1e-2  # the comparison is against the trained model, not the base
+    fig = exact_fused_f32(kind, model_dir, info, tmp_path / f"{kind}-f32.gguf")
     q8 = export_gguf(info.name, tmp_path / f"{kind}-q8_0.gguf", "q8_0")
     assert q8.verification["passed"], failed_checks(q8.verification)
     lora = export_gguf(info.name, tmp_path / f"{kind}-lora.gguf", "f32", adapter_only=True)

@@ -22,7 +22,7 @@ from engine.export.kquants_llamacpp import llama_cpp_quantize
 from tests.export.helpers import assert_same_tensors, failed_checks, f16_copy
 from tests.train.conftest import write_toy_chat
 
-from .chain import fused_f32_figures, ollama_renders_as_jinja, trained
+from .chain import exact_fused_f32, fused_f32_figures, ollama_renders_as_jinja, trained
 
 MOE = ["qwen3_moe", "mixtral", "granitemoe", "gpt_oss", "granitemoehybrid_moe"]
 EXPERTS = {"qwen3_moe": "mlp", "mixtral": "block_sparse_moe", "granitemoe": "block_sparse_moe",
@@ -59,9 +59,7 @@ def test_expert_lora_trained_fused_stacked_and_verified(kind, tiny_model, tmp_pa
     stack = f"{EXPERTS[kind]}.{STACK.get(kind, 'switch_mlp')}"
     assert f"{stack}.gate_proj" in keys  # all-linear reaches the experts
 
-    fig = fused_f32_figures(kind, model_dir, info, tmp_path / f"{kind}-f32.gguf")
-    assert fig.tokens_identical and fig.argmax_same == fig.positions
-    assert fig.max_rel_diff < 1e-3 and fig.adapter_moved > 1e-2
+    exact_fused_f32(kind, model_dir, info, tmp_path / f"{kind}-f32.gguf")
 
     # the LoRA changed the fused experts, and the GGUF's stacked tensors are exactly those
     fused = fuse_adapter(info.name, tmp_path / "fused")
@@ -194,9 +192,7 @@ def test_qwen3_5_moe_hybrid_layers_and_experts(tiny_model, tmp_path):
     experts equal the fused ones; routers F32; the adapter alone as a GGUF LoRA verified."""
     model_dir = tiny_model("qwen3_5_moe")
     info = trained(model_dir, tmp_path, "q35moe", learning_rate=3e-3)
-    fig = fused_f32_figures("qwen3_5_moe", model_dir, info, tmp_path / "f32.gguf")
-    assert fig.tokens_identical and fig.argmax_same == fig.positions
-    assert fig.max_rel_diff < 1e-3 and fig.adapter_moved > 1e-2
+    exact_fused_f32("qwen3_5_moe", model_dir, info, tmp_path / "f32.gguf")
     fused = fuse_adapter(info.name, tmp_path / "fused")
     fused_w = {}
     for f in fused.glob("*.safetensors"):
@@ -225,9 +221,7 @@ def test_qwen3_next_fused_qkvz_split_trained_and_verified(tiny_model, tmp_path):
     base = export_gguf(model_dir, tmp_path / "base.gguf", "f32")
     assert base.verification["passed"], failed_checks(base.verification)
     info = trained(model_dir, tmp_path, "q3next", learning_rate=3e-3)
-    fig = fused_f32_figures("qwen3_next", model_dir, info, tmp_path / "f32.gguf")
-    assert fig.tokens_identical and fig.argmax_same == fig.positions
-    assert fig.max_rel_diff < 1e-3 and fig.adapter_moved > 1e-2
+    exact_fused_f32("qwen3_next", model_dir, info, tmp_path / "f32.gguf")
     with pytest.raises(TailorError) as e:
         export_gguf(info.name, tmp_path / "lora.gguf", "f32", adapter_only=True)
     assert "in_proj_qkvz" in e.value.message and "leave out --adapter-only" in e.value.hint
