@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..events import TailorError
+from .safetensors_stream import RowsFromShape
 
 # One expert's tensor in a Hugging Face checkpoint: (prefix, expert, projection)
 _HF_EXPERT = re.compile(r"(.*\.(?:mlp|block_sparse_moe))\.experts\.(\d+)\.(\w+)\.weight$")
@@ -33,7 +34,7 @@ STACKED = re.compile(r"model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.switch_ml
 
 
 @dataclass
-class StackedRef:
+class StackedRef(RowsFromShape):
     """The experts of one projection as one [experts, rows, cols] tensor (TensorRef's reading
     interface: ``read(e0, e1)`` reads experts e0..e1-1)."""
 
@@ -44,14 +45,6 @@ class StackedRef:
     def shape(self) -> tuple[int, ...]:
         return (len(self.parts), *self.parts[0].shape)
 
-    @property
-    def rows(self) -> int:
-        return len(self.parts)
-
-    @property
-    def row_elems(self) -> int:
-        return int(np.prod(self.parts[0].shape))
-
     def read(self, row0: int = 0, row1: int | None = None, *,
              keep_f16: bool = False) -> np.ndarray:
         row1 = self.rows if row1 is None else row1
@@ -59,7 +52,7 @@ class StackedRef:
 
 
 @dataclass
-class SlicedRef:
+class SlicedRef(RowsFromShape):
     """Rows [lo, hi) of every expert of a stacked [experts, rows, cols] tensor, under another
     name (Granite MoE's input_linear holds gate then up; llama.cpp wants them apart)."""
 
@@ -72,14 +65,6 @@ class SlicedRef:
     def shape(self) -> tuple[int, ...]:
         e, _rows, cols = self.source.shape
         return (e, self.hi - self.lo, cols)
-
-    @property
-    def rows(self) -> int:
-        return self.source.shape[0]
-
-    @property
-    def row_elems(self) -> int:
-        return (self.hi - self.lo) * self.source.shape[2]
 
     def read(self, row0: int = 0, row1: int | None = None, *,
              keep_f16: bool = False) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..events import TailorError
+from .safetensors_stream import RowsFromShape
 
 if TYPE_CHECKING:  # pragma: no cover
     from .architectures import ArchInfo
@@ -168,7 +169,7 @@ def rope_freqs(a: "ArchInfo") -> np.ndarray:
 
 
 @dataclass
-class GateUpRef:
+class GateUpRef(RowsFromShape):
     """mlx-lm's separate expert gate and up projections [experts, ff, in] as Hugging Face's
     (and llama.cpp's) one gate_up tensor [experts, 2 ff, in], gate first."""
 
@@ -180,14 +181,6 @@ class GateUpRef:
     def shape(self) -> tuple[int, ...]:
         e, ff, cols = self.gate.shape
         return (e, 2 * ff, cols)
-
-    @property
-    def rows(self) -> int:
-        return self.shape[0]
-
-    @property
-    def row_elems(self) -> int:
-        return self.shape[1] * self.shape[2]
 
     def read(self, row0: int = 0, row1: int | None = None, *,
              keep_f16: bool = False) -> np.ndarray:

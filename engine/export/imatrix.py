@@ -18,6 +18,7 @@ import numpy as np
 
 from ..events import Job, TailorError
 from .imatrix_file import Imatrix
+from .safetensors_stream import RowsFromShape
 
 # llama-imatrix ignores plain matrix products over fewer tokens than this (imatrix.cpp:
 # "why are small batches ignored (<16 tokens)?"); a shorter chunk is not run at all.
@@ -151,19 +152,11 @@ def gguf_names(model, config: dict, source: str = "") -> dict[str, str]:
 
 
 @dataclass
-class _ShapeRef:
+class _ShapeRef(RowsFromShape):
     """A parameter's name and shape: all the tensor plan reads (nothing is read)."""
 
     name: str
     shape: tuple[int, ...]
-
-    @property
-    def rows(self) -> int:
-        return self.shape[0] if self.shape else 1
-
-    @property
-    def row_elems(self) -> int:
-        return int(np.prod(self.shape[1:])) if len(self.shape) > 1 else 1
 
 
 def tap_model(model, names: dict[str, str]) -> Collector:

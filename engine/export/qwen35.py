@@ -18,26 +18,20 @@ from typing import Callable
 
 import numpy as np
 
+from .safetensors_stream import RowsFromShape
+
 _HF_ONE_PLUS = ("input_layernorm.weight", "post_attention_layernorm.weight",
                 "model.norm.weight", "q_norm.weight", "k_norm.weight")
 
 
 @dataclass
-class ChangedRef:
+class ChangedRef(RowsFromShape):
     """A tensor read whole and changed by ``fn`` (shape: the changed tensor's)."""
 
     name: str
     source: object
     fn: Callable[[np.ndarray], np.ndarray]
     shape: tuple[int, ...]
-
-    @property
-    def rows(self) -> int:
-        return self.shape[0] if self.shape else 1
-
-    @property
-    def row_elems(self) -> int:
-        return int(np.prod(self.shape[1:])) if len(self.shape) > 1 else int(np.prod(self.shape))
 
     def read(self, row0: int = 0, row1: int | None = None, *,
              keep_f16: bool = False) -> np.ndarray:

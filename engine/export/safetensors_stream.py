@@ -12,14 +12,11 @@ from ..events import TailorError
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
 
 
-@dataclass
-class TensorRef:
-    name: str
-    file: Path
-    dtype: str
+class RowsFromShape:
+    """``rows`` and ``row_elems`` of a tensor reference, from its ``shape``: the readers and the
+    writer walk every tensor as rows (a 1-D tensor is one row of all its values)."""
+
     shape: tuple[int, ...]
-    start: int  # absolute byte offset in the file
-    nbytes: int
 
     @property
     def rows(self) -> int:
@@ -29,6 +26,16 @@ class TensorRef:
     def row_elems(self) -> int:
         return int(np.prod(self.shape[1:])) if len(self.shape) > 1 else (
             self.shape[0] if len(self.shape) == 1 else 1)
+
+
+@dataclass
+class TensorRef(RowsFromShape):
+    name: str
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in the file
+    nbytes: int
 
     def read(self, row0: int = 0, row1: int | None = None, *,
              keep_f16: bool = False) -> np.ndarray:
