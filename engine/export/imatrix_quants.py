@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import block_quants, iq4_quants
+from .heap import keep_freed_buffers
 from .imatrix_search import fit_qp
 from .kquants import (_check_fp16_scales, _columns, _encode_q6_k, _fp16_bytes, _pack_2bit,
                       _pack_scale_min_k4, ScaleOverflow)
@@ -36,6 +37,7 @@ def quantize_weighted(weights: np.ndarray, type_name: str, importance: np.ndarra
     for every row, or [groups, cols] for `groups` equal slices of rows (a stacked experts
     tensor: one matrix row per expert). Raises ValueError for shapes the type does not
     take, NaN/inf weights or importance, and scales past fp16."""
+    keep_freed_buffers()  # work arrays reused across chunks, as the plain encoders do
     spec = SPECS.get(type_name)
     if spec is None:
         raise ValueError(f"no importance-weighted encoder for {type_name!r}; "

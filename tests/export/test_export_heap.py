@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from engine.export import block_quants, heap, iq4_quants, kquants
+from engine.export import block_quants, heap, imatrix_quants, iq4_quants, kquants
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="glibc's mallopt: Linux only")
@@ -30,7 +30,9 @@ def _work_arrays_of_several_sizes() -> None:
 
 @pytest.mark.parametrize("encode", [
     block_quants.quantize_q5_0, lambda w: kquants.quantize_q4_k(w, threads=1),
-    iq4_quants.quantize_iq4_xs], ids=["q5_0", "q4_k", "iq4_xs"])
+    iq4_quants.quantize_iq4_xs,
+    lambda w: imatrix_quants.quantize_weighted(w, "Q4_K", np.ones(w.shape[1], np.float32))],
+    ids=["q5_0", "q4_k", "iq4_xs", "weighted_q4_k"])
 def test_after_an_encoder_ran_freed_memory_is_reused_not_faulted_in_again(encode):
     w = (np.random.default_rng(0).standard_normal((64, 4096), dtype=np.float32)
          * 0.02).astype(np.float16)
