@@ -355,8 +355,8 @@ def _encode_q2_k(blocks: np.ndarray) -> np.ndarray:
 def _encode_q3_k(blocks: np.ndarray) -> np.ndarray:
     n_blocks = len(blocks)
     columns = _columns(blocks, 16)
-    sub_scale, searched = fit_q3_scale(columns, 4)
-    scales = sub_scale.reshape(n_blocks, 16)
+    fit = fit_q3_scale(columns, 4)
+    scales = fit.scale.reshape(n_blocks, 16)
     max_scale, _ = signed_peak(np.ascontiguousarray(scales.T))  # first of equal |scale|
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         iscale = F32(-32) / max_scale
@@ -376,7 +376,7 @@ def _encode_q3_k(blocks: np.ndarray) -> np.ndarray:
     levels = (levels + 4).astype(np.uint8).reshape(-1, 16)
     kept = (step == 0).reshape(-1)  # the C `if (!d) continue`: make_q3_quants' levels stay
     if kept.any():
-        levels[kept] = searched[:, kept].T.astype(np.uint8)
+        levels[kept] = fit.levels(kept).T.astype(np.uint8)
     levels = levels.reshape(n_blocks, QK_K)
 
     out = np.empty((n_blocks, 110), dtype=np.uint8)
