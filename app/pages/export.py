@@ -120,6 +120,7 @@ class ExportPage(QWidget):
         self.verified = False
         self.ollama: dict | None = None  # Ollama's last known status (see set_ollama)
         self._status_checked = False
+        self._status_job = None  # the latest status check while it runs (see check_ollama)
         self.sizes: dict[str, dict[str, int]] = {}  # base model -> type -> expected bytes
         self.sizes_jobs: dict[str, object] = {}     # base model -> its --list-types job
         self.imatrix_file = ""
@@ -563,14 +564,34 @@ class ExportPage(QWidget):
         return str(self.settings.value("ollama/host", "") or "") if self.settings else ""
 
     def check_ollama(self) -> None:
-        job = self.state.queue.submit("Ollama status",
-                                      commands.ollama_status_command(self.host()), heavy=False)
-        bind_job(job, self.set_ollama, on_failure=lambda message, hint, _: self.set_ollama(
-            OllamaStatus(host=self.host(), reachable=False, error=message, hint=hint)))
+        """Ask the engine for Ollama's status at the host set now; the line says "checking…"
+        until it answers. Only the latest check's answer is shown: checks run side by side
+        and end in any order, and the page's first check (the host before the user changed
+        it) ending last had left "not running" on the line for good."""
+        host = self.host()
+        job = self.state.queue.submit("Ollama status", commands.ollama_status_command(host),
+                                      heavy=False)
+        self._status_job = job
+
+        def answered(status) -> None:
+            if job is self._status_job:  # else superseded: a later check or hand-off knows
+                self.set_ollama(status)
+
+        def ended(_state) -> None:  # cancelled (no answer): the line shows what was known
+            if job is self._status_job:
+                self._status_job = None
+                self.refresh_ollama()
+
+        bind_job(job, answered, on_failure=lambda message, hint, _: answered(
+            OllamaStatus(host=host, reachable=False, error=message, hint=hint)),
+                 on_ended=ended)
+        self.refresh_ollama()
 
     def set_ollama(self, status: OllamaStatus | dict | None) -> None:
         """The one record of Ollama's status (from a check, or what a hand-off found); the
-        status line is derived from it, so it never contradicts a banner."""
+        status line is derived from it, so it never contradicts a banner. It supersedes any
+        check still running: that check's answer is older news."""
+        self._status_job = None
         self.ollama = None if status is None else OllamaStatus.coerce(status)
         self.refresh_ollama()
 
@@ -580,7 +601,9 @@ class ExportPage(QWidget):
 
     def refresh_ollama(self) -> None:
         r = self.ollama
-        if r is None:
+        if self._status_job is not None:
+            text = "checking…"
+        elif r is None:
             text = "not checked yet"
         elif self.ollama_running():
             text = (f"running (version {html.escape(r.version)}, {len(r.models)} models) at "
