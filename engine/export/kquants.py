@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from engine.export.fp16 import float16_to_float32
 from engine.export.heap import keep_freed_buffers
 from engine.export.kquants_search import (
     F32,
@@ -42,6 +43,10 @@ BLOCK_BYTES = {"Q2_K": 84, "Q3_K": 110, "Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
 # Super-blocks per chunk: 512 blocks = 128k values, 512 KiB of float32 per work array, so a
 # chunk's working set stays in a core's L2; larger is no faster, smaller pays numpy call cost.
 DEFAULT_CHUNK_BLOCKS = 512
+
+# Q3_K's first round runs on slices of this many super-blocks (its ~25 passes over the
+# data stay in a core's L2), its refinement on the whole chunk at once.
+Q3_SLICE_BLOCKS = 1024
 
 ProgressFn = Callable[[float], None]
 
@@ -117,9 +122,10 @@ def _quantize(weights, type_name, encode, progress, threads, chunk_blocks) -> np
     starts = range(0, n_blocks, chunk_blocks)
 
     def encode_chunk(start: int) -> int:
-        chunk = np.ascontiguousarray(blocks[start:start + chunk_blocks], dtype=F32)
-        if not np.isfinite(chunk).all():
-            bad = start + int(np.argwhere(~np.isfinite(chunk))[0, 0])
+        chunk = _float32_chunk(blocks[start:start + chunk_blocks])
+        if chunk is None:
+            values = np.asarray(blocks[start:start + chunk_blocks], dtype=F32)
+            bad = start + int(np.argwhere(~np.isfinite(values))[0, 0])
             raise ValueError(f"{type_name}: row {bad * QK_K // cols} holds a NaN or infinite "
                              f"value; the weights are not quantizable")
         try:
@@ -155,6 +161,15 @@ def _quantize(weights, type_name, encode, progress, threads, chunk_blocks) -> np
                     future.cancel()
                 raise
     return out.reshape(rows, cols // QK_K * block_bytes)
+
+
+def _float32_chunk(part: np.ndarray) -> np.ndarray | None:
+    """Blocks as C-contiguous float32 (float16 by integer ops: numpy's cast is 2.5x slower),
+    or None when they hold a NaN or an infinity."""
+    if part.dtype == np.float16:
+        return float16_to_float32(part)
+    chunk = np.ascontiguousarray(part, dtype=F32)
+    return chunk if np.isfinite(chunk).all() else None
 
 
 def _columns(blocks: np.ndarray, width: int) -> np.ndarray:
@@ -307,12 +322,19 @@ def _encode_q6_k(blocks: np.ndarray, qw: np.ndarray | None = None) -> np.ndarray
 
 # ---------------------------------------------------------------- Q2_K (scale + min, 4-bit)
 
+_LOW_TWO_BITS = np.uint64(0x0303030303030303)
+
+
 def _pack_2bit(levels: np.ndarray) -> np.ndarray:
     """Levels 0..3 [n, 256] -> qs [n, 64]: byte 32*h + l holds values 128*h + l + 32*k at
-    bits 2k (quantize_row_q2_K_ref / q3_K's low two bits)."""
-    quads = levels.reshape(len(levels), 2, 4, 32)
-    qs = quads[:, :, 0] | (quads[:, :, 1] << 2) | (quads[:, :, 2] << 4) | (quads[:, :, 3] << 6)
-    return qs.reshape(len(levels), 64)
+    bits 2k (quantize_row_q2_K_ref / q3_K's low two bits). Eight bytes at once as uint64s
+    (a level shifted by 2k stays within its byte)."""
+    quads = np.ascontiguousarray(levels).view(np.uint64).reshape(len(levels), 2, 4, 4)
+    quads &= _LOW_TWO_BITS  # levels 0..3 already; keeps a stray bit from crossing a byte
+    qs = quads[:, :, 0] | (quads[:, :, 1] << np.uint64(2))
+    qs |= quads[:, :, 2] << np.uint64(4)
+    qs |= quads[:, :, 3] << np.uint64(6)
+    return qs.reshape(len(levels), 8).view(np.uint8)
 
 
 def _encode_q2_k(blocks: np.ndarray) -> np.ndarray:
@@ -354,8 +376,8 @@ def _encode_q2_k(blocks: np.ndarray) -> np.ndarray:
 
 def _encode_q3_k(blocks: np.ndarray) -> np.ndarray:
     n_blocks = len(blocks)
-    columns = _columns(blocks, 16)
-    fit = fit_q3_scale(columns, 4)
+    slices = range(0, n_blocks, Q3_SLICE_BLOCKS)
+    fit = fit_q3_scale([_columns(blocks[lo:lo + Q3_SLICE_BLOCKS], 16) for lo in slices], 4)
     scales = fit.scale.reshape(n_blocks, 16)
     max_scale, _ = signed_peak(np.ascontiguousarray(scales.T))  # first of equal |scale|
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -369,24 +391,11 @@ def _encode_q3_k(blocks: np.ndarray) -> np.ndarray:
     d[no_scale] = 0
     _check_fp16_scales(d)
     step = d.astype(F32)[:, None] * (l6 - 32).astype(F32)
-    x = blocks.reshape(n_blocks, 16, 16)
-    with np.errstate(all="ignore"):
-        levels = nearest_int_exact(x / step[:, :, None])
-    np.clip(levels, -4, 3, out=levels)
-    levels = (levels + 4).astype(np.uint8).reshape(-1, 16)
-    kept = (step == 0).reshape(-1)  # the C `if (!d) continue`: make_q3_quants' levels stay
-    if kept.any():
-        levels[kept] = fit.levels(kept).T.astype(np.uint8)
-    levels = levels.reshape(n_blocks, QK_K)
 
     out = np.empty((n_blocks, 110), dtype=np.uint8)
-    # hmask byte m, bit b: the high bit of value 32*b + m
-    high = (levels >> 2).reshape(n_blocks, 8, 32) & 1
-    hmask = np.zeros((n_blocks, 32), dtype=np.uint8)
-    for b in range(8):
-        hmask |= high[:, b] << b
-    out[:, 0:32] = hmask
-    out[:, 32:96] = _pack_2bit(levels & 3)
+    for lo in slices:
+        part = slice(lo, lo + Q3_SLICE_BLOCKS)
+        out[part, 0:96] = _q3_level_bytes(blocks[part], step[part], fit, lo * 16)
     l6 = l6.astype(np.uint8)
     packed = np.empty((n_blocks, 12), dtype=np.uint8)
     packed[:, 0:8] = (l6[:, 0:8] & 0xF) | ((l6[:, 8:16] & 0xF) << 4)
@@ -394,6 +403,38 @@ def _encode_q3_k(blocks: np.ndarray) -> np.ndarray:
     packed[:, 8:12] = top[:, 0:4] | (top[:, 4:8] << 2) | (top[:, 8:12] << 4) | (top[:, 12:16] << 6)
     out[:, 96:108] = packed
     out[:, 108:110] = _fp16_bytes(d.astype(F32))
+    return out
+
+
+_EIGHT_BYTES = np.uint64(0x0101010101010101)
+_BIT_SHIFTS = np.arange(8, dtype=np.uint64)
+
+
+def _q3_level_bytes(blocks: np.ndarray, step: np.ndarray, fit, first: int) -> np.ndarray:
+    """Q3_K's hmask and qs [n, 96] of the super-blocks `blocks` ([n, 256]) with sub-block
+    steps `step` [n, 16]; `first`: the fit's column of their first sub-block."""
+    n_blocks = len(blocks)
+    x = blocks.reshape(n_blocks, 16, 16)
+    with np.errstate(all="ignore"):
+        levels = nearest_int_exact(x / step[:, :, None])
+    np.clip(levels, -4, 3, out=levels)
+    levels += 4
+    levels = levels.astype(np.uint8).reshape(-1, 16)
+    kept = np.flatnonzero(step.reshape(-1) == 0)  # the C `if (!d) continue`: the levels
+    if len(kept):                                 # make_q3_quants left stay
+        levels[kept] = fit.levels(kept + first).T.astype(np.uint8)
+    levels = levels.reshape(n_blocks, QK_K)
+    out = np.empty((n_blocks, 96), dtype=np.uint8)
+    # hmask byte m, bit b: the high bit of value 32*b + m; eight bytes m at once as a
+    # uint64 (each byte's bit moves within its byte: no carries between them)
+    high = levels.view(np.uint64).reshape(n_blocks, 8, 4) >> np.uint64(2)
+    high &= _EIGHT_BYTES
+    hmask = out[:, 0:32].view(np.uint64)
+    np.copyto(hmask, high[:, 0])
+    for b in range(1, 8):
+        high[:, b] <<= _BIT_SHIFTS[b]
+        hmask |= high[:, b]
+    out[:, 32:96] = _pack_2bit(levels & 3)
     return out
 
 

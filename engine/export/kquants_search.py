@@ -198,13 +198,16 @@ class SymmetricFit:
 def signed_peak(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column: the value of largest |x| (the first one, as the C loop keeps) and |x|.
 
-    argmax over axis 0 is slow in numpy; max plus two equality tests is not, and only
-    columns holding both +peak and -peak need the first index.
+    From the column max and min (two reductions over the rows; |x| and argmax over axis 0
+    are whole extra passes): the peak is the max unless the min is further from 0, and
+    only columns holding both +peak and -peak need the first index.
     """
-    amax = np.abs(columns).max(axis=0)
-    has_positive = (columns == amax).any(axis=0)
-    peak = np.where(has_positive, amax, -amax)
-    both = np.flatnonzero(has_positive & (columns == -amax).any(axis=0) & (amax > 0))
+    top = columns.max(axis=0)
+    bottom = -columns.min(axis=0)
+    amax = np.maximum(top, bottom)
+    amax += 0  # all-zero columns: +0.0 (a -0.0 max or min would leave -0.0)
+    peak = np.where(top >= bottom, amax, -amax)
+    both = np.flatnonzero((top == bottom) & (amax > 0))
     if len(both):
         sub = columns[:, both]
         first = np.abs(sub).argmax(axis=0)
@@ -258,18 +261,18 @@ def fit_symmetric_scale(columns: np.ndarray, nmax: int,
 @dataclass
 class Q3Fit:
     """`make_q3_quants` for N sub-blocks: `scale` [N]; the levels it left in L are kept as
-    the initial ones plus the refined sub-blocks' (`refined`: their columns and levels), and
-    built by `levels()` only for the rare sub-blocks that keep them (a final step of 0)."""
+    the initial ones (per slice) plus the refined sub-blocks' (their columns and levels),
+    and built by `levels()` only for the rare sub-blocks that keep them (a final step 0)."""
 
     scale: np.ndarray
-    initial: np.ndarray  # [16, N] float32, -nmax..nmax-1
-    refined: list
+    initial: list  # per slice: [16, n] float32, -nmax..nmax-1
+    refined: list  # (columns, [16, k] levels) of the refined sub-blocks
     zero: np.ndarray
     nmax: int
 
     def levels(self, which: np.ndarray) -> np.ndarray:
-        """The levels (offset by nmax) of the sub-blocks `which` (bool [N]) -> [16, k]."""
-        levels = self.initial.copy()
+        """The levels (offset by nmax) of the sub-blocks `which` (indices) -> [16, k]."""
+        levels = np.concatenate(self.initial, axis=1)
         for cols, values in self.refined:
             levels[:, cols] = values
         levels += F32(self.nmax)
@@ -277,38 +280,69 @@ class Q3Fit:
         return levels[:, which]
 
 
-def fit_q3_scale(columns: np.ndarray, nmax: int = 4) -> Q3Fit:
-    """`make_q3_quants(n, nmax, x, L, do_rmse=true)` for every column of `columns` ([16, N]).
+def fit_q3_scale(slices: list[np.ndarray], nmax: int = 4) -> Q3Fit:
+    """`make_q3_quants(n, nmax, x, L, do_rmse=true)` for every column of the C-contiguous
+    [16, n_i] arrays `slices`, numbered across them in order.
 
     The C refinement walks a sub-block's values in order, and each accepted change moves the
     sums the next value is judged by. Until a change is accepted the sums stay, so every
     value's test under them is known at once: one numpy round finds each sub-block's next
     value whose level would move ("a move") and judges it (_q3_refine). Under the initial
     sums 80% of sub-blocks have no move at all (every one whose peak is positive: its x*L
-    are all <= 0, so slx > 0 never holds): they are done after one round over all of them.
+    are all <= 0, so slx > 0 never holds): they are done after the first round, run slice
+    by slice (cache-sized); the rest of all slices refine together, as the rounds' fixed
+    cost (~40 numpy calls) is then paid once for the chunk.
     """
-    x = columns
+    sums, zeros, initial, pools = [], [], [], []
+    offset = 0
+    for x in slices:
+        zero, levels, sum_lx, sum_l2, pool = _q3_first_round(x, nmax, offset)
+        sums.append((sum_lx, sum_l2))
+        zeros.append(zero)
+        initial.append(levels)
+        if pool is not None:
+            pools.append(pool)
+        offset += x.shape[1]
+    sum_lx = np.concatenate([lx for lx, _ in sums])
+    sum_l2 = np.concatenate([l2 for _, l2 in sums])
+    refined: list = []
+    if pools:
+        xs, levels, where, bits, new, slx, sl2 = (
+            np.concatenate(parts, axis=-1) for parts in zip(*pools))
+        state = _Q3State(xs, levels, sum_lx[where], sum_l2[where], where)
+        with np.errstate(all="ignore"):
+            _q3_refine(state, _Q3Moves(bits, new, slx, sl2), (sum_lx, sum_l2, refined), nmax,
+                       passes=5)
+    zero = np.concatenate(zeros)
+    with np.errstate(all="ignore"):
+        scale = np.where(sum_l2 > 0, sum_lx / sum_l2, F32(0)).astype(F32)
+    scale[zero] = 0
+    return Q3Fit(scale=scale, initial=initial, refined=refined, zero=zero, nmax=nmax)
+
+
+def _q3_first_round(x: np.ndarray, nmax: int, offset: int):
+    """Initial levels and sums of the columns of x, and their moves under them ->
+    (zero, levels, sum_lx, sum_l2, pool): pool is None, or for the sub-blocks with a move
+    their values, levels, columns (+ offset) and _Q3Moves fields."""
     peak, amax = signed_peak(x)
     zero = amax < GROUP_MAX_EPS
-    refined: list = []
     with np.errstate(all="ignore"):
         iscale = F32(-nmax) / peak
         levels = np.multiply(x, iscale)
         # |iscale * x| <= nmax where amax >= eps, so rint is C's nearest_int there (the
-        # all-zero sub-blocks are overwritten below)
+        # all-zero sub-blocks get levels 0 and scale 0 at the end)
         _clamped_levels(levels, -nmax, nmax - 1)
         terms = _q3_terms(x, levels)
         sum_lx = sequential_sum(terms[0])
         sum_l2 = sequential_sum(terms[1])
-        moves = _q3_moves(x, levels, sum_lx, sum_l2, nmax, terms)
-        active = np.flatnonzero((moves.bits != 0) & ~zero)
-        if len(active):
-            state = _Q3State(x.take(active, axis=1), levels.take(active, axis=1),
-                             sum_lx[active], sum_l2[active], active)
-            _q3_refine(state, moves.subset(active), (sum_lx, sum_l2, refined), nmax, passes=5)
-        scale = np.where(sum_l2 > 0, sum_lx / sum_l2, F32(0)).astype(F32)
-    scale[zero] = 0
-    return Q3Fit(scale=scale, initial=levels, refined=refined, zero=zero, nmax=nmax)
+        moved, new, slx, sl2 = _q3_moved(x, levels, sum_lx, sum_l2, nmax, terms)
+    active = np.flatnonzero(moved.any(axis=0) & ~zero)
+    if not len(active):
+        return zero, levels, sum_lx, sum_l2, None
+    return zero, levels, sum_lx, sum_l2, (
+        x.take(active, axis=1), levels.take(active, axis=1), active + offset,
+        _move_bits(moved.take(active, axis=1)),
+        *(a.take(active, axis=1) for a in (new, slx, sl2)))
 
 
 def _q3_terms(x: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -340,24 +374,37 @@ class _Q3Moves:
     slx: np.ndarray
     sl2: np.ndarray
 
-    def subset(self, cols: np.ndarray) -> "_Q3Moves":
-        return _Q3Moves(self.bits[cols], *(a.take(cols, axis=1)
-                                           for a in (self.new, self.slx, self.sl2)))
+
+def _q3_moves(x, levels, sum_lx, sum_l2, nmax) -> _Q3Moves:
+    """_Q3Moves of the columns of x under their sums."""
+    moved, new, slx, sl2 = _q3_moved(x, levels, sum_lx, sum_l2, nmax)
+    return _Q3Moves(_move_bits(moved), new, slx, sl2)
 
 
-def _q3_moves(x, levels, sum_lx, sum_l2, nmax, terms=None) -> _Q3Moves:
-    """_Q3Moves of the columns of x under their sums; `terms` (_q3_terms) are consumed."""
+def _q3_moved(x, levels, sum_lx, sum_l2, nmax, terms=None):
+    """Every value's C test under the sums of its column -> (moved: slx > 0 and a new
+    level, bool [16, m]; new levels, slx, sl2: float32); `terms` (_q3_terms) are consumed."""
     slx, sl2 = _q3_terms(x, levels) if terms is None else terms
     np.subtract(sum_lx, slx, out=slx)
     np.subtract(sum_l2, sl2, out=sl2)
     q = x * sl2
     q /= slx  # C: x[i] * sl2 / slx; far past 2**22 where slx is tiny, hence nearest_int
-    new = np.clip(nearest_int_exact(q), -nmax, nmax - 1).astype(F32)
-    moves = slx > 0
-    moves &= new != levels
-    # 16 flags per column -> one uint16 (a set of distinct bits: their sum is their OR)
-    bits = np.multiply(moves, _VALUE_BITS, dtype=np.uint16)
-    return _Q3Moves(np.add.reduce(bits, axis=0, dtype=np.uint16), new, slx, sl2)
+    new = nearest_int_exact(q)
+    np.clip(new, _INT32[-nmax], _INT32[nmax - 1], out=new)
+    new = new.astype(F32)
+    moved = slx > 0
+    moved &= new != levels
+    return moved, new, slx, sl2
+
+
+_INT32 = {k: np.int32(k) for k in range(-32, 33)}
+
+
+def _move_bits(moved: np.ndarray) -> np.ndarray:
+    """bool [16, m] -> uint16 [m], bit i set where value i moves (distinct bits: their sum
+    is their OR)."""
+    return np.add.reduce(np.multiply(moved, _VALUE_BITS, dtype=np.uint16), axis=0,
+                         dtype=np.uint16)
 
 
 @dataclass
