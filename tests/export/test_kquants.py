@@ -241,12 +241,41 @@ def test_refuses_non_matrix_and_integer_input():
         kquants.quantize_q4_k(np.zeros((2, 256), dtype=np.int32))
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_refuses_non_finite_weights_naming_the_row(bad):
-    weights = np.zeros((6, 512), dtype=np.float32)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_refuses_non_finite_weights_naming_the_row(bad, dtype):
+    weights = np.zeros((6, 512), dtype=dtype)
     weights[4, 300] = bad
     with pytest.raises(ValueError, match="row 4 holds a NaN or infinite value"):
         kquants.quantize_q5_k(weights, chunk_blocks=3)
+    assert np.isnan(weights[4, 300]) or np.isinf(weights[4, 300])  # the input is untouched
+
+
+def test_float16_chunks_convert_exactly_like_numpys_cast():
+    from engine.export.fp16 import float16_to_float32
+
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = halves[np.isfinite(halves)].reshape(-1, 8)  # zeros of both signs, subnormals
+    assert finite.size == 63488
+    ours = float16_to_float32(finite)
+    assert ours.shape == finite.shape and ours.dtype == np.float32
+    assert np.array_equal(ours.view(np.uint32), finite.astype(np.float32).view(np.uint32))
+    assert float16_to_float32(np.float16([1.0, np.inf])) is None
+    assert float16_to_float32(np.float16([np.nan, 2.0])) is None
+
+
+def test_q3_k_bytes_do_not_depend_on_its_first_round_slices(monkeypatch):
+    # one refinement per chunk gathers the sub-blocks of every slice; here 60 blocks in
+    # slices of 2 give 30 slices, against llama.cpp's own encoder
+    pytest.importorskip("llama_cpp")
+    from engine.export.kquants_llamacpp import llama_cpp_quantize_rows
+
+    weights = edge_case_rows(ROW_KINDS, 768, seed=11)
+    theirs = llama_cpp_quantize_rows(weights, "Q3_K")
+    assert np.array_equal(kquants.quantize_q3_k(weights, threads=1), theirs)
+    monkeypatch.setattr(kquants, "Q3_SLICE_BLOCKS", 2)
+    assert np.array_equal(kquants.quantize_q3_k(weights, threads=1), theirs)
+    assert np.array_equal(kquants.quantize_q3_k(weights, threads=2, chunk_blocks=7), theirs)
 
 
 @pytest.mark.parametrize("type_name", list(ENCODERS))
