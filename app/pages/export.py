@@ -94,6 +94,14 @@ class QuantCombo(QComboBox):
         painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, opt)
 
 
+def collapsing(banner: Banner) -> Banner:
+    """``banner`` keeping no room while hidden (a Banner keeps its room by default)."""
+    policy = banner.sizePolicy()
+    policy.setRetainSizeWhenHidden(False)
+    banner.setSizePolicy(policy)
+    return banner
+
+
 def expected_size(base_params: int, bits_per_weight: float) -> int:
     return int(base_params * bits_per_weight / 8)
 
@@ -131,20 +139,19 @@ class ExportPage(QWidget):
     def _build(self) -> None:
         lay = QVBoxLayout(self)
         lay.addWidget(page_header(self.TITLE, self.EXPLANATION))
-        self.banner = Banner()
-        lay.addWidget(self.banner)
         row = QHBoxLayout()
         row.addWidget(self._build_gguf_group(), 1)
         row.addWidget(self._build_ollama_group(), 1)
         lay.addLayout(row)
-        # Q2_K/Q3_K without an importance matrix: the engine's reason, full width; no room
-        # is kept for it while it is hidden
-        self.imatrix_banner = Banner()
-        policy = self.imatrix_banner.sizePolicy()
-        policy.setRetainSizeWhenHidden(False)
-        self.imatrix_banner.setSizePolicy(policy)
+        # Q2_K/Q3_K without an importance matrix: the engine's reason, full width
+        self.imatrix_banner = collapsing(Banner())
         lay.addWidget(self.imatrix_banner)
         self._build_results(lay)
+        # What a job did, above the buttons that act on it. Here, not above the panels, where
+        # its kept room was an empty band at 1024x700: no room is kept, the results table
+        # (which stretches) gives it room, so neither the panels nor the footer move.
+        self.banner = collapsing(Banner())
+        lay.addWidget(self.banner)
         lay.addLayout(self._build_footer())
         self.reveal = reveal_in_file_manager  # tests record it
         self.command_text = ""
