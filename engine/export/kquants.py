@@ -35,6 +35,7 @@ from engine.export.kquants_search import (
     fit_q3_scale,
     fit_symmetric_scale,
     nearest_int_exact,
+    nearest_int_in_place,
     signed_peak,
 )
 
@@ -416,9 +417,8 @@ def _q3_level_bytes(blocks: np.ndarray, step: np.ndarray, fit, first: int) -> np
     n_blocks = len(blocks)
     x = blocks.reshape(n_blocks, 16, 16)
     with np.errstate(all="ignore"):
-        levels = nearest_int_exact(x / step[:, :, None])
-    np.clip(levels, -4, 3, out=levels)
-    levels += 4
+        levels = nearest_int_in_place(x / step[:, :, None], offset=4)  # C: l + 4, l in -4..3
+    np.clip(levels, np.int32(0), np.int32(7), out=levels)
     levels = levels.astype(np.uint8).reshape(-1, 16)
     kept = np.flatnonzero(step.reshape(-1) == 0)  # the C `if (!d) continue`: the levels
     if len(kept):                                 # make_q3_quants left stay
