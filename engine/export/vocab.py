@@ -3,7 +3,9 @@ special ids and add-flags, and the chat template, read from a Hugging Face model
 
 SentencePiece models ("llama") are read from ``tokenizer.model`` (as llama.cpp's converter does);
 byte-level BPE ("gpt2") from ``tokenizer.json``. Flags are measured on the training tokenizer
-itself (does encode("a") start with BOS?), so the GGUF tokenizes as training did.
+itself (does encode("a") start with BOS?), so the GGUF tokenizes as training did; where
+transformers builds that tokenizer from tokenizer.json alone, it is read with the tokenizers
+library instead of transformers (vocab_files.py).
 """
 from __future__ import annotations
 
@@ -112,8 +114,10 @@ def chat_template_of(folder: Path, tok_cfg: dict) -> str | None:
 
 def read_vocab(folder: Path, config: dict, n_rows: int, *,
                allow_tokenizer_mismatch: bool = False,
-               force_pre_tokenizer: str | None = None) -> VocabInfo:
+               force_pre_tokenizer: str | None = None, tokenizer=None) -> VocabInfo:
     """The tokenizer metadata; the token list has exactly ``n_rows`` entries (the embedding's).
+    ``tokenizer``: the training tokenizer to measure the add-flags and hash on (default:
+    ``vocab_tokenizer``'s).
 
     A byte-level BPE tokenizer whose pre-tokenizer llama.cpp cannot reproduce is refused
     (TailorError) unless ``allow_tokenizer_mismatch``; ``force_pre_tokenizer`` writes the named
@@ -125,7 +129,8 @@ def read_vocab(folder: Path, config: dict, n_rows: int, *,
     tok_json_path = files.get("tokenizer.json")
     tok_json = json.loads(tok_json_path.read_text(encoding="utf-8")) \
         if tok_json_path else None
-    hf = load_hf_tokenizer(folder)  # it skips linked-out files itself
+    hf = tokenizer if tokenizer is not None else \
+        vocab_tokenizer(folder, files, tok_json, tok_cfg, config)
     from .gemma4 import gemma4_vocab, is_gemma4_tokenizer
 
     if config.get("model_type") in ("gemma4_text", "gemma4") and is_gemma4_tokenizer(tok_json):
@@ -152,6 +157,16 @@ def read_vocab(folder: Path, config: dict, n_rows: int, *,
     return info
 
 
+def vocab_tokenizer(folder: Path, files, tok_json: dict | None, tok_cfg: dict, config: dict):
+    """What the add-flags and the pre-tokenizer hash are measured on: the folder's tokenizer
+    read from its files when transformers would build it from them alone (vocab_files.py: no
+    transformers import, ~0.5 s of CPU), else the training tokenizer as transformers loads it."""
+    from .vocab_files import file_tokenizer
+
+    found = file_tokenizer(files, tok_json, tok_cfg, config)
+    return found if found is not None else load_hf_tokenizer(folder)  # skips linked-out files
+
+
 def check_pre_tokenizer(folder: Path, *, allow_tokenizer_mismatch: bool = False) -> None:
     """Refuse up front (before a fuse or dequantization) a byte-level BPE tokenizer whose
     pre-tokenizer llama.cpp cannot reproduce: the same TailorError read_vocab raises."""
@@ -163,7 +178,10 @@ def check_pre_tokenizer(folder: Path, *, allow_tokenizer_mismatch: bool = False)
         return
     tok_cfg_path = files.get("tokenizer_config.json")
     tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8")) if tok_cfg_path else {}
-    hf = load_hf_tokenizer(folder)  # the folder itself: it skips linked-out files (not a view)
+    config_path = files.get("config.json")
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path else {}
+    hf = vocab_tokenizer(folder, files, tok_json, tok_cfg, config if isinstance(config, dict)
+                         else {})
     _choose_pre(VocabInfo("gpt2", [], []), folder, tok_json, tok_cfg, hf, False, None)
 
 
