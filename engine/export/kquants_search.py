@@ -298,10 +298,10 @@ def fit_q3_scale(slices: list[np.ndarray], nmax: int = 4) -> Q3Fit:
     sums the next value is judged by. Until a change is accepted the sums stay, so every
     value's test under them is known at once: one numpy round finds each sub-block's next
     value whose level would move ("a move") and judges it (_q3_refine). Under the initial
-    sums 80% of sub-blocks have no move at all (every one whose peak is positive: its x*L
-    are all <= 0, so slx > 0 never holds): they are done after the first round, run slice
-    by slice (cache-sized); the rest of all slices refine together, as the rounds' fixed
-    cost (~40 numpy calls) is then paid once for the chunk.
+    sums 80% of sub-blocks have no move at all (among them every one whose peak is
+    positive: its x*L are all <= 0, so slx > 0 never holds): they are done after the first
+    round, run slice by slice (cache-sized); the rest of all slices refine together, as a
+    round's fixed cost (~70 small numpy calls) is then paid once for the chunk.
     """
     sums, zeros, initial, pools = [], [], [], []
     offset = 0
