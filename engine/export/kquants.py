@@ -323,15 +323,12 @@ def _encode_q6_k(blocks: np.ndarray, qw: np.ndarray | None = None) -> np.ndarray
 
 # ---------------------------------------------------------------- Q2_K (scale + min, 4-bit)
 
-_LOW_TWO_BITS = np.uint64(0x0303030303030303)
-
-
 def _pack_2bit(levels: np.ndarray) -> np.ndarray:
     """Levels 0..3 [n, 256] -> qs [n, 64]: byte 32*h + l holds values 128*h + l + 32*k at
     bits 2k (quantize_row_q2_K_ref / q3_K's low two bits). Eight bytes at once as uint64s
     (a level shifted by 2k stays within its byte)."""
-    quads = np.ascontiguousarray(levels).view(np.uint64).reshape(len(levels), 2, 4, 4)
-    quads &= _LOW_TWO_BITS  # levels 0..3 already; keeps a stray bit from crossing a byte
+    quads = np.ascontiguousarray(levels, dtype=np.uint8).view(np.uint64).reshape(
+        len(levels), 2, 4, 4)
     qs = quads[:, :, 0] | (quads[:, :, 1] << np.uint64(2))
     qs |= quads[:, :, 2] << np.uint64(4)
     qs |= quads[:, :, 3] << np.uint64(6)
@@ -408,6 +405,7 @@ def _encode_q3_k(blocks: np.ndarray) -> np.ndarray:
 
 
 _EIGHT_BYTES = np.uint64(0x0101010101010101)
+_LOW_TWO_BITS = np.uint64(0x0303030303030303)
 _BIT_SHIFTS = np.arange(8, dtype=np.uint64)
 
 
@@ -434,7 +432,7 @@ def _q3_level_bytes(blocks: np.ndarray, step: np.ndarray, fit, first: int) -> np
     for b in range(1, 8):
         high[:, b] <<= _BIT_SHIFTS[b]
         hmask |= high[:, b]
-    out[:, 32:96] = _pack_2bit(levels & 3)
+    out[:, 32:96] = _pack_2bit((levels.view(np.uint64) & _LOW_TWO_BITS).view(np.uint8))
     return out
 
 
