@@ -137,7 +137,10 @@ def file_tokenizer(files, tok_json: dict | None, tok_cfg: dict,
     # tokenizer.json as it is: transformers 5.24's generic class keeps its post-processor
     # whatever add_bos_token / add_eos_token say (and adds nothing when it has none; tests
     # check both against transformers)
-    tok = Tokenizer.from_file(str(files.get("tokenizer.json")))
+    try:
+        tok = Tokenizer.from_file(str(files.get("tokenizer.json")))
+    except Exception:  # noqa: BLE001 - the training tokenizer's loader says what is wrong
+        return None
     eos = _text(tok_cfg.get("eos_token"))
     choice = TokenizerChoice(
         "transformers", "TokenizersBackend as transformers loads it: tokenizer.json as it is "

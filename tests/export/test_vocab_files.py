@@ -123,3 +123,20 @@ def test_llama_cpps_vocabularies_read_from_the_files_are_the_training_tokenizers
     # exports it)
     by_files, new, old = _both_ways(folder, allow_tokenizer_mismatch=True)
     assert by_files and new == old
+
+
+def test_a_tokenizer_json_the_tokenizers_library_rejects_is_refused_by_name(tiny_model,
+                                                                            tmp_path):
+    from engine.events import TailorError
+
+    folder = tmp_path / "llama3"
+    shutil.copytree(tiny_model("llama3"), folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["model"]["merges"] = [["zzzq", "qqqz"]] + data["model"]["merges"]
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    before = (folder / "tokenizer.json").read_bytes()
+    files, tok_json, tok_cfg, config = _inputs(folder)
+    assert file_tokenizer(files, tok_json, tok_cfg, config) is None  # the loader's message
+    with pytest.raises(TailorError, match=r"does not load .*zzzq.* out of vocabulary"):
+        read_vocab(folder, config, int(config["vocab_size"]))
+    assert (folder / "tokenizer.json").read_bytes() == before
