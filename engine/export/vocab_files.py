@@ -68,7 +68,10 @@ def needs_transformers(files, tok_json: dict | None, tok_cfg: dict, config: dict
         return "added_tokens.json or tokenizer.model"
     if _special_map_differs(files, tok_cfg):
         return "special_tokens_map.json names other special tokens"
-    problem = _unknown_specials(tok_json, tok_cfg)
+    try:
+        problem = _unknown_specials(tok_json, tok_cfg)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        problem = "malformed added or special tokens"  # the training loader says how
     if problem:
         return problem
     if _transformers_version() != TRANSFORMERS_VERSION:

@@ -140,3 +140,14 @@ def test_a_tokenizer_json_the_tokenizers_library_rejects_is_refused_by_name(tiny
     with pytest.raises(TailorError, match=r"does not load .*zzzq.* out of vocabulary"):
         read_vocab(folder, config, int(config["vocab_size"]))
     assert (folder / "tokenizer.json").read_bytes() == before
+
+
+def test_malformed_added_tokens_take_the_training_tokenizers_loader(tiny_model, tmp_path):
+    folder = tmp_path / "llama3"
+    shutil.copytree(tiny_model("llama3"), folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["added_tokens"][0].pop("id")
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    files, tok_json, tok_cfg, config = _inputs(folder)
+    assert needs_transformers(files, tok_json, tok_cfg, config) == \
+        "malformed added or special tokens"
