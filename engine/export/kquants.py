@@ -48,6 +48,9 @@ DEFAULT_CHUNK_BLOCKS = 512
 # Q3_K's first round runs on slices of this many super-blocks (its ~25 passes over the
 # data stay in a core's L2), its refinement on the whole chunk at once.
 Q3_SLICE_BLOCKS = 1024
+# Q4_K/Q5_K/Q6_K encode slices of this many super-blocks: their searches make ~300 passes
+# over a slice's work arrays (1 MiB each), which then stay in cache between passes.
+SEARCH_SLICE_BLOCKS = 1024
 
 ProgressFn = Callable[[float], None]
 
@@ -201,6 +204,18 @@ def _check_fp16_scales(*scales: np.ndarray) -> None:
 
 # ---------------------------------------------------------------- Q4_K and Q5_K (scale + min)
 
+def _in_slices(encode_slice: Callable[[np.ndarray], np.ndarray], blocks: np.ndarray,
+               block_bytes: int) -> np.ndarray:
+    """encode_slice on SEARCH_SLICE_BLOCKS super-blocks at a time (every block's bytes are
+    its own: slicing changes none), into one [n, block_bytes] array."""
+    if len(blocks) <= SEARCH_SLICE_BLOCKS:
+        return encode_slice(blocks)
+    out = np.empty((len(blocks), block_bytes), dtype=np.uint8)
+    for lo in range(0, len(blocks), SEARCH_SLICE_BLOCKS):
+        out[lo:lo + SEARCH_SLICE_BLOCKS] = encode_slice(blocks[lo:lo + SEARCH_SLICE_BLOCKS])
+    return out
+
+
 def _min_scale_blocks(blocks: np.ndarray, nmax: int, rmin: float, rdelta: float, nstep: int):
     """Shared part of Q4_K/Q5_K: 6-bit sub-block scales/mins, fp16 d/dmin and the levels."""
     n_blocks = len(blocks)
@@ -253,6 +268,10 @@ def _pack_scale_min_k4(scales: np.ndarray, mins: np.ndarray) -> np.ndarray:
 
 
 def _encode_q4_k(blocks: np.ndarray) -> np.ndarray:
+    return _in_slices(_encode_q4_k_slice, blocks, 144)
+
+
+def _encode_q4_k_slice(blocks: np.ndarray) -> np.ndarray:
     header, levels = _min_scale_blocks(blocks, nmax=15, rmin=-1.0, rdelta=0.1, nstep=20)
     # qs: for each 64 values, byte l = level[l] | level[l + 32] << 4
     pairs = levels.reshape(len(blocks), 4, 2, 32)
@@ -261,6 +280,10 @@ def _encode_q4_k(blocks: np.ndarray) -> np.ndarray:
 
 
 def _encode_q5_k(blocks: np.ndarray) -> np.ndarray:
+    return _in_slices(_encode_q5_k_slice, blocks, 176)
+
+
+def _encode_q5_k_slice(blocks: np.ndarray) -> np.ndarray:
     header, levels = _min_scale_blocks(blocks, nmax=31, rmin=-0.5, rdelta=0.1, nstep=15)
     n_blocks = len(blocks)
     low = levels & 0xF
@@ -278,6 +301,12 @@ def _encode_q5_k(blocks: np.ndarray) -> np.ndarray:
 
 def _encode_q6_k(blocks: np.ndarray, qw: np.ndarray | None = None) -> np.ndarray:
     """`qw`: importance weights per value, like blocks (imatrix_quants; the rest is the same)."""
+    if qw is None:
+        return _in_slices(_encode_q6_k_slice, blocks, 210)
+    return _encode_q6_k_slice(blocks, qw)
+
+
+def _encode_q6_k_slice(blocks: np.ndarray, qw: np.ndarray | None = None) -> np.ndarray:
     n_blocks = len(blocks)
     columns = _columns(blocks, 16)
     fit = fit_symmetric_scale(columns, nmax=32, weights=None if qw is None else _columns(qw, 16))

@@ -130,7 +130,8 @@ def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
     sum_x = sequential_sum(weights * x)
 
     x_max = x.max(axis=0)
-    cur_min = np.minimum(x.min(axis=0), F32(0))
+    x_min = x.min(axis=0)
+    cur_min = np.minimum(x_min, F32(0))
     with np.errstate(all="ignore"):
         iscale = F32(nmax) / (x_max - cur_min)
         flat = (x_max == cur_min) | ~np.isfinite(iscale)
@@ -152,7 +153,10 @@ def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
         for step in range(nstep + 1):
             step_iscale = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / span
             np.multiply(shifted, step_iscale, out=levels)
-            clamped_levels(levels, 0, nmax)
+            if exact_rounding or _may_leave_range(step_iscale, span, x_min - cur_min, nmax):
+                clamped_levels(levels, 0, nmax)
+            else:
+                np.rint(levels, out=levels)
             np.multiply(weights, levels, out=weighted)
             sum_l = sequential_sum(weighted)
             np.multiply(weighted, levels, out=work)
@@ -169,22 +173,29 @@ def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
                 this_scale[positive_min] = (sum_xl / sum_l2)[positive_min]
 
             error = _error_sum_in_place(levels, x, weights, this_scale, this_min, use_mad)
-            better = np.flatnonzero((det > 0) & (error < best_error))
-            if len(better):
-                best_error[better] = error[better]
-                scale[better] = this_scale[better]
-                grid_iscale[better] = step_iscale[better]
-                grid_min[better] = cur_min[better]
-                cur_min[better] = this_min[better]
+            better = (det > 0) & (error < best_error)
+            if better.any():
+                for kept, new in ((best_error, error), (scale, this_scale),
+                                  (grid_iscale, step_iscale), (grid_min, cur_min),
+                                  (cur_min, this_min)):
+                    np.copyto(kept, new, where=better)
                 span = x_max - cur_min
-                if len(better) * 8 < len(span):
-                    shifted[:, better] = x.take(better, axis=1) - cur_min[better]
-                else:
-                    np.subtract(x, cur_min, out=shifted)
+                # one whole pass: cheaper than gathering and scattering the moved columns
+                np.subtract(x, cur_min, out=shifted)
 
     scale[flat] = 0
     return MinScaleFit(scale=scale, the_min=-cur_min, grid_iscale=grid_iscale,
                        grid_min=grid_min, flat=flat)
+
+
+def _may_leave_range(iscale, span, low, nmax: int) -> bool:
+    """Whether some level rint(iscale * (x - min)) of a column may fall outside 0..nmax (so
+    the clamp is needed): with iscale >= 0 the products are ordered like x, so the extremes
+    are those of x_max - min (`span`) and x_min - min (`low`), the same float32 operations.
+    NaN anywhere: True (clamp as before)."""
+    if not (iscale >= 0).all():
+        return True
+    return not ((span * iscale < F32(nmax + 0.5)).all() and (low * iscale > F32(-0.5)).all())
 
 
 @dataclass

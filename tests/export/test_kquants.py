@@ -366,3 +366,18 @@ def test_signed_peak_keeps_the_first_of_equal_magnitudes_like_the_c_loop():
     peak, amax = signed_peak(columns)
     assert peak.tolist() == [0.0, -2.0, 2.0, -3.0]
     assert amax.tolist() == [0.0, 2.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("type_name", ["Q4_K", "Q5_K", "Q6_K"])
+def test_search_slices_do_not_change_the_bytes(type_name, monkeypatch):
+    # the searches run per SEARCH_SLICE_BLOCKS super-blocks; 60 blocks in slices of 7
+    # (the last one short), against llama.cpp's own encoder
+    pytest.importorskip("llama_cpp")
+    from engine.export.kquants_llamacpp import llama_cpp_quantize_rows
+
+    weights = edge_case_rows(ROW_KINDS, 768, seed=12)
+    theirs = llama_cpp_quantize_rows(weights, type_name)
+    monkeypatch.setattr(kquants, "SEARCH_SLICE_BLOCKS", 7)
+    assert np.array_equal(kquants.quantize_k(weights, type_name, threads=1), theirs)
+    assert np.array_equal(kquants.quantize_k(weights, type_name, threads=2, chunk_blocks=20),
+                          theirs)
