@@ -1,0 +1,94 @@
+"""Where does the importance matrix help or hurt? Per tensor, in MLX (issue 21).
+
+For a folder left by bench/imatrix_quality.py (``<adapter>-plain-Q.gguf``,
+``<adapter>-imatrix-Q.gguf``, the adapter in ``home``), puts the dequantized weights of each
+file back into the fused float32 model in MLX and measures, on the adapter's held-out
+positions (the quality step's text, engine/export/quality.py):
+- the mean KL from the float model of the plain and the weighted model (a check that the
+  substitution reproduces llama.cpp's figures);
+- per tensor, the true output error on the held-out activations, ||(W - Q) X|| ^ 2 /
+  ||W X|| ^ 2, plain and weighted (not weighted by the matrix itself, so not circular);
+- per tensor, the mean KL when only that tensor is taken from the weighted file (the others
+  from the plain one): what the matrix buys or costs at that tensor alone.
+
+    .venv/bin/python bench/imatrix_ablation.py RUN_FOLDER ADAPTER q2_k q3_k_m
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def fused(name: str):
+    from engine.export.imatrix import gguf_names, in_float32
+    from engine.fuse import fused_model, resolve_adapter
+
+    info, acfg, base = resolve_adapter(name)
+    model, config = fused_model(info, acfg, base)
+    in_float32(model)
+    names = gguf_names(model, config, str(base))
+    names.update({"model.embed_tokens": "token_embd.weight", "lm_head": "output.weight"})
+    return info, base, model, config, names
+
+
+def main() -> None:
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    from engine.events import ListReporter, as_job
+    from engine.export.quality import position_figures, quality_text
+    from engine.models.tokenizer import load_hf_tokenizer
+    from tests.export.trained_fixture import dequantized, layer_inputs
+
+    root, name, quants = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+    os.environ["TAILOR_HOME"] = str(root / "home")
+    info, base, model, config, names = fused(name)
+    params = dict(tree_flatten(model.parameters()))
+    by_gguf = {g: p + ".weight" for p, g in names.items()}
+    floats = {g: np.array(params[k]) for g, k in by_gguf.items()}
+    shapes = {g: w.shape for g, w in floats.items()}
+    text = quality_text(info, load_hf_tokenizer(base), as_job("b", ListReporter(), None))
+    targets = np.concatenate([np.asarray(t)[np.asarray(p) + 1]
+                              for t, p in zip(text.tokens, text.scored)])
+
+    def logits(weights: dict[str, np.ndarray]) -> np.ndarray:
+        model.update(tree_unflatten([(by_gguf[g], mx.array(w)) for g, w in weights.items()]))
+        out = []
+        for toks, pos in zip(text.tokens, text.scored):
+            out.append(np.array(model(mx.array([toks]))[0][mx.array(pos)]))
+        return np.concatenate(out)
+
+    ref = logits(floats)
+    X = layer_inputs(model, {p: g for p, g in names.items() if g.startswith("blk.")},
+                     text.tokens)
+
+    def kl(weights) -> float:
+        return float(position_figures(ref, logits(weights), targets)["kl"].mean())
+
+    for quant in quants:
+        plain = dequantized(root / f"{name}-plain-{quant}.gguf", config, shapes)
+        weighted = dequantized(root / f"{name}-imatrix-{quant}.gguf", config, shapes)
+        k_plain, k_w = kl({**floats, **plain}), kl({**floats, **weighted})
+        print(f"{quant.upper()}: mean KL in MLX without {k_plain:.5f}, with {k_w:.5f} "
+              f"({k_w / k_plain:.3f}x); {len(targets)} positions")
+        print("| tensor | output err without | with | ratio | KL with this tensor alone "
+              "weighted | vs without |")
+        print("|---|---|---|---|---|---|")
+        for g in sorted(X, key=lambda n: (int(n.split(".")[1]), n)):
+            x = X[g].astype(np.float64)
+            y = x @ floats[g].T.astype(np.float64)
+            err = [float(((x @ (floats[g] - q[g]).T.astype(np.float64)) ** 2).sum()
+                         / (y ** 2).sum()) for q in (plain, weighted)]
+            alone = kl({**floats, **plain, g: weighted[g]})
+            print(f"| {g} | {err[0]:.2e} | {err[1]:.2e} | {err[1] / err[0]:.2f} | "
+                  f"{alone:.5f} | {alone / k_plain:.3f} |", flush=True)
+    print(f"load average: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
