@@ -193,12 +193,14 @@ def print_rows(rows: list[tuple], seed: int) -> None:
     print(f"quality text: {q0['text']}; {q0['tokens']} scored positions; reference: "
           f"{q0['reference']}; reference perplexity {q0['reference_perplexity']:.3f}")
     print("| seed | type | KL mean without | KL mean with --imatrix auto | with / without | "
-          "ppl without | ppl with | same top without | with | export CPU s without | with |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "KL median without | with | ppl without | ppl with | same top without | with | "
+          "export CPU s without | with |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for quant, plain, weighted, pc, wc in rows:
         qp, qw = plain["verification"]["quality"], weighted["verification"]["quality"]
         print(f"| {seed} | {quant.upper()} | {qp['kl_mean']:.5f} | {qw['kl_mean']:.5f} | "
-              f"{qw['kl_mean'] / qp['kl_mean']:.3f} | {qp['perplexity']:.3f} | "
+              f"{qw['kl_mean'] / qp['kl_mean']:.3f} | {qp['kl_median']:.2e} | "
+              f"{qw['kl_median']:.2e} | {qp['perplexity']:.3f} | "
               f"{qw['perplexity']:.3f} | {qp['same_top']:.3f} | {qw['same_top']:.3f} | "
               f"{pc:.1f} | {wc:.1f} |", flush=True)
 
