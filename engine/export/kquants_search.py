@@ -150,13 +150,14 @@ def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
         grid_iscale = iscale.copy()
         grid_min = cur_min.copy()
         span = x_max - cur_min
+        low = x_min - cur_min  # with span: each column's extremes of x - min
         for step in range(nstep + 1):
             step_iscale = (F32(rmin) + F32(rdelta) * F32(step) + F32(nmax)) / span
             np.multiply(shifted, step_iscale, out=levels)
-            if exact_rounding or _may_leave_range(step_iscale, span, x_min - cur_min, nmax):
+            if exact_rounding:
                 clamped_levels(levels, 0, nmax)
             else:
-                np.rint(levels, out=levels)
+                _rint_clamp_columns(levels, (low * step_iscale, span * step_iscale), 0, nmax)
             np.multiply(weights, levels, out=weighted)
             sum_l = sequential_sum(weighted)
             np.multiply(weighted, levels, out=work)
@@ -180,6 +181,7 @@ def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
                                   (cur_min, this_min)):
                     np.copyto(kept, new, where=better)
                 span = x_max - cur_min
+                low = x_min - cur_min
                 # one whole pass: cheaper than gathering and scattering the moved columns
                 np.subtract(x, cur_min, out=shifted)
 
@@ -188,14 +190,23 @@ def fit_min_scale(columns: np.ndarray, nmax: int, rmin: float, rdelta: float,
                        grid_min=grid_min, flat=flat)
 
 
-def _may_leave_range(iscale, span, low, nmax: int) -> bool:
-    """Whether some level rint(iscale * (x - min)) of a column may fall outside 0..nmax (so
-    the clamp is needed): with iscale >= 0 the products are ordered like x, so the extremes
-    are those of x_max - min (`span`) and x_min - min (`low`), the same float32 operations.
-    NaN anywhere: True (clamp as before)."""
-    if not (iscale >= 0).all():
-        return True
-    return not ((span * iscale < F32(nmax + 0.5)).all() and (low * iscale > F32(-0.5)).all())
+_FIXUP = 64  # columns per one gathered: past this share of them, clamp all (A/B, load 5)
+
+
+def _rint_clamp_columns(levels: np.ndarray, ends: tuple, low: int, high: int) -> None:
+    """_clamped_levels(levels, low, high) in place, the clamp only on the columns that need
+    it: `ends` are each column's extreme products (a product is monotone in the value, so
+    the column's others lie between; NaN: unknown). The clamp leaves a rounded value in
+    range (also -0.0) as it is; beyond the first steps few columns need it."""
+    with np.errstate(invalid="ignore"):
+        inside = np.minimum(*ends) > F32(low - 0.5)
+        inside &= np.maximum(*ends) < F32(high + 0.5)
+    np.rint(levels, out=levels)
+    outside = np.flatnonzero(~inside)
+    if len(outside) * _FIXUP > len(inside):
+        np.clip(levels, F32(low), F32(high), out=levels)
+    elif len(outside):
+        levels[:, outside] = np.clip(levels[:, outside], F32(low), F32(high))
 
 
 @dataclass
@@ -248,10 +259,11 @@ def fit_symmetric_scale(columns: np.ndarray, nmax: int,
     weighted_x = weights * x
     levels = np.empty_like(x)
     work = np.empty_like(x)
+    x_max, x_min = x.max(axis=0), x.min(axis=0)
 
     def sums(iscale):
         np.multiply(x, iscale, out=levels)
-        _clamped_levels(levels, -nmax, nmax - 1)
+        _rint_clamp_columns(levels, (x_max * iscale, x_min * iscale), -nmax, nmax - 1)
         np.multiply(weights, levels, out=work)
         np.multiply(work, levels, out=work)
         sum_l2 = sequential_sum(work)
