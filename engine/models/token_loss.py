@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 import mlx.core as mx
 import mlx.nn as nn
 
+from .fast_linear import embedding_as_linear
+
 Split = tuple[Callable | None, Callable | None]
 
 
@@ -56,7 +58,8 @@ def split_head(model) -> Split:
     scaling = getattr(inner, "logits_scaling", None) if step == "scale" else None
     # every listed family has an lm_head exactly when it uses one (gemma3_text's sanitize drops
     # it when the checkpoint ties the embedding)
-    out_layer = inner.lm_head if "lm_head" in inner else body.embed_tokens.as_linear
+    out_layer = inner.lm_head if "lm_head" in inner else \
+        (embedding_as_linear(body.embed_tokens) or body.embed_tokens.as_linear)
 
     def head(h):
         out = out_layer(h)
