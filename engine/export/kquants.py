@@ -241,8 +241,10 @@ def _min_scale_blocks(blocks: np.ndarray, nmax: int, rmin: float, rdelta: float,
     offset = dmin.astype(F32)[:, None] * sub_mins.astype(F32)
     x = blocks.reshape(n_blocks, 8, 32)
     with np.errstate(all="ignore"):
-        levels = nearest_int_exact((x + offset[:, :, None]) / step[:, :, None])
-    np.clip(levels, 0, nmax, out=levels)
+        scaled = x + offset[:, :, None]
+        scaled /= step[:, :, None]
+        levels = nearest_int_in_place(scaled)
+    np.clip(levels, np.int32(0), np.int32(nmax), out=levels)
     levels = levels.astype(np.uint8)
 
     # A sub-block whose step is 0 keeps the levels of the search (the C `if (!d) continue`).
@@ -323,9 +325,8 @@ def _encode_q6_k_slice(blocks: np.ndarray, qw: np.ndarray | None = None) -> np.n
     step = d.astype(F32)[:, None] * sub_scales.astype(F32)
     x = blocks.reshape(n_blocks, 16, 16)
     with np.errstate(all="ignore"):
-        levels = nearest_int_exact(x / step[:, :, None])
-    np.clip(levels, -32, 31, out=levels)
-    levels += 32
+        levels = nearest_int_in_place(x / step[:, :, None], offset=32)  # C: l + 32
+    np.clip(levels, np.int32(0), np.int32(63), out=levels)
     levels = levels.astype(np.uint8)
 
     kept = ((step == 0) & ~zero_block[:, None]).reshape(-1)
