@@ -8,8 +8,9 @@ the copy of W.T costs ~0.2 ms. An nn.Linear's forward is the transposed case; th
 ``g @ W`` is already the plain one, which automatic differentiation of ``x @ contiguous(W.T)``
 would turn into the slow case, hence the custom VJP. On the bench's Qwen2-style model a LoRA
 step (forward + backward) is ~22% less CPU, with bit-identical loss and gradients (the sgemm
-loops add the same products in the same order; tests/train/test_fast_linear.py). On a Mac
-(Accelerate) both cases are fast and the copy is noise.
+loops add the same products in the same order; tests/train/test_fast_linear.py). On a GPU
+(Metal on a Mac) the transposed case is native and the copy only costs bandwidth, so the swap
+is made only where MLX computes on the CPU (``layout_pays``).
 """
 from __future__ import annotations
 
@@ -55,9 +56,18 @@ class _FastLinear(nn.Linear):
         return matmul_t(x, self["weight"])
 
 
+def layout_pays() -> bool:
+    """True where MLX computes on the CPU (the BLAS whose transposed case is slow); a GPU's
+    matmul reads W.T in place, so there the layers keep nn.Linear's own forward."""
+    return mx.default_device() == mx.cpu
+
+
 def plain_linears(model) -> list[nn.Module]:
     """Every module of ``model`` whose type is exactly nn.Linear (quantized layers, LoRA/DoRA
-    wrappers and subclasses keep their own forward; a LoRA layer's base ``linear`` is one)."""
+    wrappers and subclasses keep their own forward; a LoRA layer's base ``linear`` is one);
+    none where the layout does not pay (``layout_pays``)."""
+    if not layout_pays():
+        return []
     return [m for _, m in model.named_modules() if type(m) is nn.Linear]
 
 
@@ -76,7 +86,8 @@ def fast_linears(modules: list[nn.Module]):
 
 def embedding_as_linear(embedding):
     """The tied output layer ``h @ E.T`` of a full-precision nn.Embedding with ``matmul_t``
-    (None for another embedding type, e.g. a quantized one: its own ``as_linear`` then)."""
-    if type(embedding) is not nn.Embedding:
+    (None for another embedding type, e.g. a quantized one, or where the layout does not pay:
+    its own ``as_linear`` then)."""
+    if type(embedding) is not nn.Embedding or not layout_pays():
         return None
     return lambda h: matmul_t(h, embedding["weight"])

@@ -110,3 +110,13 @@ def test_the_classes_are_restored_when_the_loss_raises(tiny_model):
             assert all(type(m) is not nn.Linear for m in linears)
             raise RuntimeError("a failing forward")
     assert all(type(m) is nn.Linear for m in linears)
+
+
+def test_off_the_cpu_the_layers_keep_their_own_forward(tiny_model, monkeypatch):
+    # a GPU's matmul reads W.T in place: there the copy would only cost bandwidth
+    from engine.models import fast_linear
+    net, _ = _lora_model(tiny_model("llama3"))
+    assert plain_linears(net) and fast_linear.embedding_as_linear(nn.Embedding(8, 4))
+    monkeypatch.setattr(fast_linear, "layout_pays", lambda: False)
+    assert plain_linears(net) == []
+    assert fast_linear.embedding_as_linear(nn.Embedding(8, 4)) is None
