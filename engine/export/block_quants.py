@@ -115,8 +115,10 @@ def _quantize(weights: np.ndarray, type_name: str, encode) -> np.ndarray:
             d = np.abs(encode(_Lanes(blocks[b0:b1]), out[b0:b1]))
         # NaN/inf input (float16 inf/NaN convert to >= 65536, past any float16 number), or
         # a scale past fp16 (llama.cpp writes inf scales, then refuses its own file)
-        bad = ~(d <= limit_f16) if blocks.dtype == np.float16 else ~(d < _FP16_INF)
-        if bad.any():
+        # (the max is NaN where any d is: one pass, the failing block found only on failure)
+        worst = d.max()
+        if not (worst <= limit_f16 if blocks.dtype == np.float16 else worst < _FP16_INF):
+            bad = ~(d <= limit_f16) if blocks.dtype == np.float16 else ~(d < _FP16_INF)
             row = (b0 + int(np.argmax(bad))) * QK // cols
             raise ValueError(f"{type_name}: row {row} holds a NaN, an infinite value or values "
                              "too large for the format's fp16 scales; not quantizable")
@@ -153,7 +155,9 @@ class _Lanes:
     def reduce(self, ufunc, values: np.ndarray | None = None) -> np.ndarray:
         """ufunc (np.maximum/np.minimum) over each block's 32 values -> [m]."""
         r = ufunc.reduce(self.x if values is None else values, axis=0)  # [m, 4]
-        return ufunc(ufunc(r[:, 0], r[:, 1]), ufunc(r[:, 2], r[:, 3]))
+        out = ufunc(r[:, 0], r[:, 1])
+        ufunc(out, r[:, 2], out=out)
+        return ufunc(out, r[:, 3], out=out)
 
     def first(self, blocks: np.ndarray, test) -> np.ndarray:
         """For the blocks `blocks`: their first value v (in block order) with test(v) true."""
@@ -205,7 +209,7 @@ def _fp16(d: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def _inverse(d: np.ndarray) -> np.ndarray:
     """1/d, 0 where d is 0 (the C code's `d ? 1.0f/d : 0.0f`)."""
-    return np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+    return np.divide(np.float32(1), d, out=np.zeros_like(d), where=d != 0)
 
 
 def _encode_q8_0(x: _Lanes, out: np.ndarray) -> np.ndarray:
@@ -267,8 +271,9 @@ def _signed_peak(x: _Lanes) -> np.ndarray:
     """Per block: the first value of largest magnitude, signed (+0.0 for all-zero blocks)."""
     hi = x.reduce(np.maximum)
     lo = x.reduce(np.minimum)
-    peak = np.where(hi >= -lo, hi, lo)
-    tie = np.flatnonzero(hi == -lo)  # +a and -a both present, or an all-zero block
+    neg_lo = -lo
+    peak = np.where(hi >= neg_lo, hi, lo)
+    tie = np.flatnonzero(hi == neg_lo)  # +a and -a both present, or an all-zero block
     if tie.size:
         peak[tie] = x.first(tie, lambda v: np.abs(v) == np.abs(v).max(axis=1, keepdims=True))
         peak[tie[hi[tie] == 0]] = 0.0  # all zeros: the C loop's max stays +0.0
