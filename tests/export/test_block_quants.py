@@ -257,3 +257,16 @@ def test_bytes_do_not_depend_on_how_the_blocks_are_cut(monkeypatch):
         assert np.array_equal(encode(w), whole[name])
         h = np.clip(w, -65504, 65504).astype(np.float16)
         assert np.array_equal(encode(h), encode(h.astype(np.float32)))
+
+
+
+def test_q4_1_float16_blocks_of_tiny_spans_give_the_float32_bytes():
+    # Q4_1 skips MIN(15) for float16 input (its levels stay <= 15): blocks of neighbouring
+    # float16 values (spans of 1..31 ulps) from every 64th bit pattern, subnormals, both signs
+    start = np.arange(0, 0x7BC0, 0x40, dtype=np.uint16)
+    start = np.concatenate([start, start | np.uint16(0x8000)])
+    span = np.random.default_rng(3).integers(1, 32, (len(start), 1))
+    bits = start[:, None] + np.minimum(np.arange(32), span).astype(np.uint16)
+    w = bits.view(np.float16).reshape(-1, 64)
+    assert np.isfinite(w).all()
+    assert np.array_equal(quantize_q4_1(w), quantize_q4_1(w.astype(np.float32)))
