@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fp16 import f16_to_f32
 from .heap import keep_freed_buffers
 
 QK = 32
@@ -174,31 +175,6 @@ class _Lanes:
         y *= self.each(inverse)
         y += np.float32(bias)
         return self.x.astype(np.uint8)
-
-
-def f16_to_f32(h: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """float16 -> float32 into `out` (same shape), exact, about 6x numpy's astype here.
-
-    The float16 bits, sign-extended to int32 and shifted left by 13, hold the exponent and
-    mantissa where a float32 has them (the value times 2^-112, subnormals included) and the
-    sign in bit 31; bits 28-30 are copies of the sign and are cleared. One multiply by 2^112
-    rescales exactly. Infinities and NaNs come out as |x| >= 65536, which no float16 number
-    reaches, so the scale checks refuse them. Falls back to astype where the CPU flushes
-    subnormals (a flag some libraries set).
-    """
-    if not _subnormals_kept():
-        out[...] = h
-        return out
-    u = out.view(np.int32)
-    np.copyto(u, h.view(np.int16), casting="unsafe")  # sign-extends
-    u <<= np.int32(13)
-    u &= np.int32(-0x70000001)  # ~(7 << 28)
-    out *= np.float32(2.0 ** 112)
-    return out
-
-
-def _subnormals_kept() -> bool:
-    return bool(np.float32(1e-45) * np.float32(2.0 ** 112) != 0)
 
 
 def _fp16(d: np.ndarray, out: np.ndarray) -> np.ndarray:
