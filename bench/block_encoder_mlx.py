@@ -1,17 +1,18 @@
 """Benchmark: would MLX make the 32-value block encoders faster? Q4_1 of one 896x4864 float16
-matrix (a llama04 ffn_gate) four ways, side by side in one process, one CPU thread each:
+matrix (a llama04 ffn_gate) four ways, side by side in one process (CPU time of all threads;
+Tailor's and llama.cpp's encoders run on one):
 
 - numpy: Tailor's encoder (engine/export/block_quants.py), float16 in;
 - llama.cpp: `ggml_quantize_chunk` on the float32 matrix (converted beforehand, as
   `llama_model_quantize` hands it over);
 - MLX eager: the same arithmetic as MLX ops on the default device (reductions, then the
   levels and nibble packing), blocks [n, 32], the fp16 scales and quants copied out;
-- MLX compiled: the levels and packing under `mx.compile` (on the CPU, MLX builds the fused
-  kernel with g++ -O3 and no -march, so no multiply-add contraction can change a byte).
+- MLX compiled: the levels and packing under `mx.compile` (on an x86-64 CPU, MLX builds the
+  fused kernel with g++ -O3 and no -march: no FMA instructions, so no contraction).
 
-Each prints CPU ms (best of --repeats) and whether its bytes equal llama.cpp's. This is the
-experiment behind issue 21's note: on this Linux CPU MLX is slower than the numpy encoder,
-so the encoders stay numpy here. On a Mac the default device is the GPU; the byte identity
+Each prints CPU ms (best of --repeats, every thread of the process counted) and whether its
+bytes equal llama.cpp's. This is the experiment behind issue 21's note: on this Linux CPU
+MLX is slower than the numpy encoder, so the encoders stay numpy here. On a Mac the default device is the GPU; the byte identity
 of Metal's arithmetic there is not measured (no Mac), which is why no MLX path ships.
 
     .venv/bin/python bench/block_encoder_mlx.py
@@ -71,7 +72,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=9)
     args = ap.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import mlx.core as mx
 
     from engine.export.block_quants import quantize_q4_1
