@@ -12,8 +12,9 @@ Tailor's and llama.cpp's encoders run on one):
 
 Each prints CPU ms (best of --repeats, every thread of the process counted) and whether its
 bytes equal llama.cpp's. This is the experiment behind issue 21's note: on this Linux CPU
-MLX is slower than the numpy encoder, so the encoders stay numpy here. On a Mac the default device is the GPU; the byte identity
-of Metal's arithmetic there is not measured (no Mac), which is why no MLX path ships.
+MLX is slower than the numpy encoder, so the encoders stay numpy here. On a Mac the default
+device is the GPU; the byte identity of Metal's arithmetic there is not measured (no Mac),
+which is why no MLX path ships.
 
     .venv/bin/python bench/block_encoder_mlx.py
     .venv/bin/python bench/block_encoder_mlx.py --repeats 15
