@@ -13,6 +13,7 @@ import numpy as np
 from ..capabilities import UNSUPPORTED, GGUF_MODEL_TYPES, gguf_architecture, gguf_support
 from ..events import TailorError
 from .experts import stacked_gguf_name
+from .row_transforms import AddOne, PermuteRows
 
 GEMMAS = ("gemma", "gemma2", "gemma3")
 # llama.cpp runs these with its "normal" (interleaved) rotary layout, so HF's rotate-half Q/K
@@ -371,23 +372,18 @@ def llama3_rope_factors(a: ArchInfo) -> np.ndarray | None:
     return np.asarray(out, dtype=np.float32)
 
 
-def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
-    """HF's rotate-half Q/K rows -> llama.cpp's interleaved rotary layout (llama only)."""
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
-
-
-def transform(a: ArchInfo, hf_name: str, w: np.ndarray) -> np.ndarray:
-    """The tensor as llama.cpp wants it (float32 in, float32 out; 2-D float16 rows are only
-    moved, so they may come in and go out as float16)."""
+def row_transform(a: ArchInfo, hf_name: str):
+    """What the tensor needs to be as llama.cpp wants it: a callable (float32 in, float32
+    out; 2-D float16 rows are only moved, so they may come in and go out as float16), or
+    None for nothing (picklable: encoding worker processes apply it)."""
     if a.arch in PERMUTED_QK:
         if hf_name.endswith("q_proj.weight"):
-            return permute_rows(w, a.n_head)
+            return PermuteRows(a.n_head)
         if hf_name.endswith("k_proj.weight"):
-            return permute_rows(w, a.n_kv_head)
+            return PermuteRows(a.n_kv_head)
     if a.arch in GEMMAS and hf_name.endswith("norm.weight"):
-        return w + 1.0  # HF Gemma stores w, the model multiplies by (1 + w)
-    return w
+        return AddOne()
+    return None
 
 
 def row_local(a: ArchInfo, hf_name: str) -> bool:

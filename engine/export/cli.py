@@ -49,7 +49,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "else a copy; `lms import` when it is on PATH)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip loading the file in llama.cpp (the structure is still checked)")
-    p.add_argument("--threads", type=int, default=None, help="K-quant encoder threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="encoders side by side (default: every core; a large model encodes "
+                        "in that many worker processes, 1 keeps all in this process)")
     p.add_argument("--allow-tokenizer-mismatch", action="store_true",
                    help="write the GGUF even when llama.cpp has no pre-tokenizer that "
                         "reproduces the model's: the closest type is used and the measured "

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..events import TailorError
-from .architectures import PERMUTED_QK, ArchInfo, arch_info, gguf_name, permute_rows
+from .architectures import PERMUTED_QK, ArchInfo, arch_info, gguf_name
+from .row_transforms import permute_rows
 from .safetensors_stream import list_tensors
 
 

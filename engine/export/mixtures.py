@@ -11,13 +11,11 @@ Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL; F16 if not a multipl
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from gguf import LlamaFileType as FT
 
+from .encoders import encode_type
 from .quant_types import QUANT_TYPES
 
 QUANTS = tuple(q.name for q in QUANT_TYPES)
@@ -27,7 +25,6 @@ DEFAULT_TYPE = {"f32": T.F32, "f16": T.F16, "bf16": T.BF16, "q8_0": T.Q8_0, "q4_
                 "q3_k_s": T.Q3_K, "q3_k_m": T.Q3_K, "q3_k_l": T.Q3_K, "q4_k_s": T.Q4_K,
                 "q4_k_m": T.Q4_K, "q5_k_s": T.Q5_K, "q5_k_m": T.Q5_K, "q6_k": T.Q6_K,
                 "iq4_nl": T.IQ4_NL, "iq4_xs": T.IQ4_XS, "mxfp4_moe": T.MXFP4}
-K_TYPES = (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K)
 # llama.cpp's tensor_type_fallback: types of 256-value blocks -> a type of 32-value blocks
 FALLBACK = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
             T.IQ4_XS: T.IQ4_NL}
@@ -38,13 +35,6 @@ BYTES_PER_WEIGHT = {q.name: q.bits_per_weight / 8 * (1.0 if q.bits_per_weight >=
                     for q in QUANT_TYPES}
 
 
-# K-quant super-blocks per numpy pass in an export. Larger than kquants' single-thread best
-# (512): the export encodes pieces in several threads, and fewer, longer numpy calls mean
-# fewer GIL hand-overs between them (Q4_K_M of a 0.5B model, 2 threads: 512 -> 4.2 s,
-# 2048 -> 3.0 s wall).
-K_CHUNK_BLOCKS = 2048
-# Types of 32-value blocks encoded by block_quants (one numpy pass per piece)
-BLOCK_TYPES = (T.Q8_0, T.Q5_0, T.Q5_1, T.Q4_0, T.Q4_1)
 
 
 def use_more_bits(i: int, n: int) -> bool:
@@ -159,46 +149,9 @@ def _layer_of(name: str) -> int:
 
 def encode(w: np.ndarray, t: T, threads: int | None = None,
            weights: np.ndarray | None = None) -> np.ndarray:
-    """float32 or float16 [rows, cols] -> the tensor data of type ``t`` (uint8 bytes, or
-    F32/F16). float16 input gives the bytes float32 input of the same values gives.
-    ``weights``: importance-matrix rows ([cols], or [experts, cols] for [experts, rows,
-    cols] input), used by the types whose llama.cpp encoder takes them (imatrix_quants)."""
-    if t == T.F32:
-        return np.ascontiguousarray(w, dtype=np.float32)
-    if t == T.F16:
-        return np.ascontiguousarray(w, dtype=np.float16)  # float16 in: no conversion at all
-    w2 = w.reshape(-1, w.shape[-1])
-    if weights is not None:
-        from . import imatrix_quants
-
-        if t.name in imatrix_quants.WEIGHTED_TYPES:
-            return imatrix_quants.quantize_weighted(w2, t.name, weights)
-    if t in K_TYPES:
-        from . import kquants
-
-        # float16 is converted chunk by chunk
-        return kquants.quantize_k(w2, t.name, threads=threads, chunk_blocks=K_CHUNK_BLOCKS)
-    if t in (T.IQ4_NL, T.IQ4_XS):
-        from . import iq4_quants
-
-        return getattr(iq4_quants, f"quantize_{t.name.lower()}")(w2)
-    if t in BLOCK_TYPES:
-        from . import block_quants
-
-        fn = getattr(block_quants, f"quantize_{t.name.lower()}")
-        return fn(w2)  # one thread: the export runs pieces side by side instead
-    from gguf import quants
-
-    # gguf-py's encoders are numpy: whole slices of 256 rows per call (fewer Python round
-    # trips than its 16-row groups), slices encoded side by side in threads.
-    w2 = w2.astype(np.float32, copy=False)
-    rows_fn = getattr(quants, t.name).quantize_rows
-    parts = np.array_split(w2, max(1, w2.shape[0] // 256))
-    n = min(threads or os.cpu_count() or 1, len(parts))
-    if n <= 1:
-        return np.concatenate([rows_fn(part) for part in parts])
-    with ThreadPoolExecutor(n) as pool:
-        return np.concatenate(list(pool.map(rows_fn, parts)))
+    """float32 or float16 [rows, cols] -> the tensor data of type ``t`` (encoders.encode_type,
+    which takes the type's name)."""
+    return encode_type(w, t.name, threads=threads, weights=weights)
 
 
 def nbytes_of(shape: tuple[int, ...], t: T) -> int:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..events import TailorError
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
 
@@ -43,6 +42,8 @@ class TensorRef(RowsFromShape):
         float16 (read-only, no copy) with ``keep_f16``, for encoders that convert piece by
         piece in cache instead of through a float32 copy of the rows."""
         if self.dtype not in _DTYPES:
+            from ..events import TailorError  # here: encoding worker processes start light
+
             raise TailorError(f"{self.file}: tensor {self.name} has dtype {self.dtype}, which "
                               "GGUF export does not read (F32, F16, BF16 only)")
         np_dtype = _DTYPES[self.dtype]
@@ -57,6 +58,8 @@ class TensorRef(RowsFromShape):
             f.seek(self.start + row0 * per_row * item)
             buf = f.read(count * item)
         if len(buf) != count * item:
+            from ..events import TailorError
+
             raise TailorError(f"{self.file} is truncated (tensor {self.name})",
                               hint="download or copy the model again")
         arr = np.frombuffer(buf, dtype=np_dtype)
@@ -72,6 +75,7 @@ class TensorRef(RowsFromShape):
 
 def list_tensors(folder: Path) -> list[TensorRef]:
     """Every tensor of the model folder's *.safetensors files (headers only)."""
+    from ..events import TailorError
     from ..models.folder_files import model_files
     from ..models.safetensors_check import check_weight_files
 

@@ -4,6 +4,8 @@ into one file with its metadata and tokenizer.
 Tensors are cut into pieces of rows (about a million values), read, converted and encoded by
 a pool of threads and written in file order, so peak memory stays near a few pieces plus a
 bounded run-ahead, not the model; encoding starts while the tokenizer and header are done.
+A large export encodes in worker processes instead, each piece written in place
+(piece_processes.py).
 Used by the export pipeline (gguf_export.py) and by verify.py (an F32 base for an adapter's
 check); it imports neither.
 """
@@ -17,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from ..events import CancelToken, Reporter, TailorError
+from ..events import CancelToken, Log, Reporter, TailorError
 from .architectures import (ArchInfo, add_hparams, arch_info, generated_tensors, gguf_name,
-                            row_local, transform)
+                            row_local, row_transform)
 from .experts import stack_experts
-from .mixtures import FILE_TYPE, TypePlanner, encode, nbytes_of
+from .mixtures import FILE_TYPE, TypePlanner, nbytes_of
+from .piece_processes import PROCESS_MIN_VALUES, WorkerFailed, WorkerProcesses
+from .pieces import PieceJob
 from .safetensors_stream import TensorRef, list_tensors
 from .vocab import VocabInfo, read_vocab
 
@@ -107,11 +111,14 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
                      cancel: CancelToken | None, job: str, threads: int | None = None,
                      progress=None, name: str | None = None,
                      allow_tokenizer_mismatch: bool = False,
-                     force_pre_tokenizer: str | None = None, imatrix=None
+                     force_pre_tokenizer: str | None = None, imatrix=None,
+                     process_min_values: int | None = None
                      ) -> tuple[ArchInfo, VocabInfo, list[PlannedTensor]]:
     """Write the GGUF of the HF folder ``model_dir`` to ``out_tmp`` (streamed). The tokenizer
     options go to ``read_vocab``; ``imatrix`` to plan_tensors (and its quantize.imatrix.*
-    keys, if it has gguf_metadata(), into the file as llama-quantize writes them)."""
+    keys, if it has gguf_metadata(), into the file as llama-quantize writes them).
+    ``process_min_values``: the values from which more than one thread means worker
+    processes (default PROCESS_MIN_VALUES)."""
     import gguf
 
     from ..models.load import read_config
@@ -127,8 +134,11 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
     total = sum(p.nbytes for p in planned)
     index = {id(p): i for i, p in enumerate(planned)}
     # Encoding starts now, while the tokenizer is read and the header written (bounded by
-    # AHEAD_BYTES of encoded pieces waiting for the file).
-    with _Encoded(a, planned, threads, cancel) as pieces:
+    # AHEAD_BYTES of encoded pieces waiting for the file); worker processes start now and
+    # take pieces once the header fixes where the tensor data begins.
+    with _Encoded(a, planned, threads, cancel, out_tmp, process_min_values) as pieces:
+        if pieces.processes is not None:
+            report(Log(job=job, message=f"encoding in {pieces.workers} worker processes"))
         vocab = read_vocab(model_dir, config, embd.shape[0],
                            allow_tokenizer_mismatch=allow_tokenizer_mismatch,
                            force_pre_tokenizer=force_pre_tokenizer)
@@ -153,17 +163,22 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
             fout = w.fout[0]
             done = written = 0
             w.write_padding(fout, fout.tell())
+            pieces.start(fout, w.data_alignment)
             for piece, data in pieces:
                 p = piece.tensor
-                fout.write(memoryview(np.ascontiguousarray(data)).cast("B"))
-                written += data.nbytes
+                if isinstance(data, int):  # a worker process wrote it in place
+                    written += data
+                else:
+                    fout.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+                    written += data.nbytes
                 del data
                 if not piece.last:
                     continue
                 if written != p.nbytes:  # pragma: no cover - a planner/encoder disagreement
                     raise TailorError(f"internal error: {p.name} wrote {written} bytes, "
                                       f"planned {p.nbytes}")
-                w.write_padding(fout, p.nbytes)
+                if pieces.processes is None:
+                    w.write_padding(fout, p.nbytes)  # (in place: holes, read as zeros)
                 done += p.nbytes
                 written = 0
                 if progress:
@@ -205,48 +220,89 @@ def plan_pieces(a: ArchInfo, planned: list[PlannedTensor],
     return pieces
 
 
-def encode_piece(a: ArchInfo, piece: Piece) -> np.ndarray:
-    """Read, convert and encode one piece (runs in a worker thread)."""
+def piece_job(a: ArchInfo, piece: Piece) -> PieceJob:
+    """The piece as a self-contained job (pieces.PieceJob: read, transform, encode)."""
     p = piece.tensor
-    if p.data is not None:
-        w = p.data
-    elif len(p.ref.shape) < 2:
-        w = transform(a, p.ref.name, p.ref.read())  # norms and biases: float32 arithmetic
-    else:
-        # float16 stays float16 until the encoder (2-D transforms only move rows)
-        w = transform(a, p.ref.name, p.ref.read(piece.row0, piece.row1, keep_f16=True))
     weights = None
     if p.importance is not None:  # experts: the piece's rows are experts row0..row1-1
         weights = p.importance[piece.row0:piece.row1] if len(p.shape) == 3 else p.importance[0]
+    source = p.data if p.data is not None else p.ref
+    transform = None if p.data is not None else row_transform(a, p.ref.name)
+    return PieceJob(source, piece.row0, piece.row1, transform, p.ggml_type.name, weights,
+                    p.hf_name or p.name)
+
+
+def _worker_answer(failed: WorkerFailed) -> Exception:
+    """The exception a worker process's answer stands for, as the writer's own threads would
+    have raised it."""
+    from ..events import ErrorCode
+
+    kind, *rest = failed.reply
+    if kind == "refused":
+        return TailorError(*rest)
+    if kind == "oserror":
+        return OSError(*rest)
+    if kind == "error":
+        message, hint, code = rest
+        return TailorError(message, hint, ErrorCode(code) if code else None)
+    code, last_words = rest
+    return TailorError(f"a GGUF encoding worker process ended unexpectedly (exit code {code})"
+                       + (f": {last_words}" if last_words else ""),
+                       hint="the machine may be out of memory; try again with --threads 1, "
+                            "which encodes in this process", code=ErrorCode.OUT_OF_MEMORY)
+
+
+def _picklable(planned: list[PlannedTensor]) -> bool:
+    """Whether every tensor reference can go to a worker process (a reference changing its
+    tensor by a local function, as Qwen3.5's, cannot: those exports keep the threads)."""
+    import pickle
+
     try:
-        return encode(w, p.ggml_type, threads=1, weights=weights)
-    except ValueError as e:  # NaN/inf weights, values too large for the format's scales
-        raise TailorError(f"{p.hf_name or p.name} cannot be written as {p.ggml_type.name}: {e} "
-                          f"(counting rows from row {piece.row0} of the tensor)",
-                          hint="the model's weights hold values no GGUF file can carry in "
-                               "this type; try --quant f16 or f32, or check the model") from e
+        pickle.dumps([(p.ref, p.data) for p in planned])
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
 
 
 class _Encoded:
     """Pieces encoded by a pool of threads (numpy and file reads release the GIL), handed
     back in file order. Encoding runs ahead of the writer by at most AHEAD_BYTES of encoded
-    data (and AHEAD_PIECES pieces), so memory stays near threads x one piece plus that."""
+    data (and AHEAD_PIECES pieces), so memory stays near threads x one piece plus that.
+
+    A large export (PROCESS_MIN_VALUES) in more than one thread is encoded by worker
+    processes instead (piece_processes.py: threads of one process wait on each other's GIL):
+    they write each piece in place once ``start`` gives where the tensor data begins, and
+    the pieces come back as the number of bytes written."""
 
     def __init__(self, a: ArchInfo, planned: list[PlannedTensor], threads: int | None,
-                 cancel: CancelToken | None):
+                 cancel: CancelToken | None, out_tmp: Path | None = None,
+                 process_min_values: int | None = None):
         import os
 
-        self.a, self.cancel = a, cancel
-        self.todo = iter(plan_pieces(a, planned))
-        self.workers = max(1, int(threads or os.cpu_count() or 1))
+        self.a, self.cancel, self.planned = a, cancel, planned
+        self.pieces = plan_pieces(a, planned)
+        self.todo = iter(self.pieces)
+        self.workers = max(1, min(int(threads or os.cpu_count() or 1), len(self.pieces)))
         self.pending: deque = deque()  # (piece, future)
         self.ahead = 0  # encoded bytes submitted and not yet handed back
+        self.processes: WorkerProcesses | None = None
+        self.path, self.offsets, self.started = str(out_tmp), {}, False
+        least = PROCESS_MIN_VALUES if process_min_values is None else process_min_values
+        values = sum(int(np.prod(p.shape)) for p in planned if len(p.shape) > 1)
+        if out_tmp is not None and self.workers > 1 and values >= least \
+                and _picklable(planned):
+            try:
+                self.processes = WorkerProcesses(self.workers)  # they import meanwhile
+            except OSError:  # no interpreter to start (an embedded Python): the threads
+                self.processes = None
 
     def __enter__(self):
         from concurrent.futures import ThreadPoolExecutor
 
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gguf-encode")
-        self._fill()
+        if self.processes is None:
+            self.started = True
+            self._fill()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -254,6 +310,33 @@ class _Encoded:
             future.cancel()
         self.pool.shutdown(wait=True)  # a running piece finishes: at most one per worker
         self.pending.clear()
+        if self.processes is not None:
+            self.processes.close()
+
+    def start(self, fout, alignment: int) -> None:
+        """The tensor data begins at ``fout``'s position. With worker processes: the file is
+        made its final size (the padding between tensors stays a hole, which reads as zeros)
+        and the workers get their pieces, each with its offset."""
+        if self.started:
+            return
+        import os
+
+        at = fout.tell()
+        for p in self.planned:
+            self.offsets[id(p)] = at
+            at += (p.nbytes + alignment - 1) // alignment * alignment
+        fout.flush()
+        os.ftruncate(fout.fileno(), at)
+        self.started = True
+        self._fill()
+
+    def _submit(self, piece: Piece):
+        job = piece_job(self.a, piece)
+        if self.processes is None:
+            return self.pool.submit(encode_piece_job, job)
+        offset = self.offsets[id(piece.tensor)]
+        self.offsets[id(piece.tensor)] += piece.nbytes  # the tensor's next piece
+        return self.pool.submit(self.processes.run, job, self.path, offset)
 
     def _fill(self) -> None:
         while len(self.pending) < max(2 * self.workers, AHEAD_PIECES) \
@@ -261,7 +344,7 @@ class _Encoded:
             piece = next(self.todo, None)
             if piece is None:
                 return
-            self.pending.append((piece, self.pool.submit(encode_piece, self.a, piece)))
+            self.pending.append((piece, self._submit(piece)))
             self.ahead += piece.nbytes
 
     def __iter__(self):
@@ -269,10 +352,21 @@ class _Encoded:
             if self.cancel:
                 self.cancel.raise_if_cancelled()
             piece, future = self.pending.popleft()
-            data = future.result()
+            try:
+                data = future.result()
+            except WorkerFailed as failed:
+                raise _worker_answer(failed) from None
             self.ahead -= piece.nbytes
             self._fill()
             yield piece, data
+
+
+def encode_piece_job(job: PieceJob) -> np.ndarray:
+    """Read, convert and encode one piece in this process (runs in a worker thread)."""
+    try:
+        return job.encode()
+    except ValueError as e:  # NaN/inf weights, values too large for the format's scales
+        raise TailorError(*job.refusal(str(e))) from e
 
 
 def dequantize_folder(src: Path, dst: Path) -> None:
