@@ -62,6 +62,14 @@ def test_small_exports_keep_the_threads(tmp_path):
     assert _write(model, tmp_path / "m.gguf", "q8_0", threads=2, processes=False) == []
 
 
+def test_tensors_changed_by_a_local_function_keep_the_threads(tmp_path):
+    # Qwen3.5's linear-attention tensors are reordered by closures no worker can receive
+    model = cached_tiny_model("qwen3_5")
+    assert _write(model, tmp_path / "two.gguf", "q8_0", threads=2, processes=True) == []
+    _write(model, tmp_path / "one.gguf", "q8_0", threads=1, processes=True)
+    assert (tmp_path / "two.gguf").read_bytes() == (tmp_path / "one.gguf").read_bytes()
+
+
 def test_nan_in_a_worker_is_refused_naming_the_tensor_and_row(tmp_path):
     from safetensors.numpy import load_file, save_file
 
