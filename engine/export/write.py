@@ -23,6 +23,7 @@ from ..events import CancelToken, Log, Reporter, TailorError
 from .architectures import (ArchInfo, add_hparams, arch_info, generated_tensors, gguf_name,
                             row_local, row_transform)
 from .experts import stack_experts
+from .encoders import COPY_LIKE_TYPE_NAMES
 from .mixtures import FILE_TYPE, TypePlanner, nbytes_of
 from .piece_processes import PROCESS_MIN_VALUES, WorkerFailed, WorkerProcesses
 from .pieces import PieceJob
@@ -269,8 +270,8 @@ class _Encoded:
     back in file order. Encoding runs ahead of the writer by at most AHEAD_BYTES of encoded
     data (and AHEAD_PIECES pieces), so memory stays near threads x one piece plus that.
 
-    A large export (PROCESS_MIN_VALUES) in more than one thread is encoded by worker
-    processes instead (piece_processes.py: threads of one process wait on each other's GIL):
+    A large export (PROCESS_MIN_VALUES, not counting copy-like types: F16, Q8_0) in more
+    than one thread is encoded by worker processes instead (piece_processes.py: threads of one process wait on each other's GIL):
     they write each piece in place once ``start`` gives where the tensor data begins, and
     the pieces come back as the number of bytes written."""
 
@@ -288,7 +289,8 @@ class _Encoded:
         self.processes: WorkerProcesses | None = None
         self.path, self.offsets, self.started = str(out_tmp), {}, False
         least = PROCESS_MIN_VALUES if process_min_values is None else process_min_values
-        values = sum(int(np.prod(p.shape)) for p in planned if len(p.shape) > 1)
+        values = sum(int(np.prod(p.shape)) for p in planned
+                     if len(p.shape) > 1 and p.ggml_type.name not in COPY_LIKE_TYPE_NAMES)
         if out_tmp is not None and self.workers > 1 and values >= least \
                 and _picklable(planned):
             try:

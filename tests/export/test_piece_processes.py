@@ -62,6 +62,17 @@ def test_small_exports_keep_the_threads(tmp_path):
     assert _write(model, tmp_path / "m.gguf", "q8_0", threads=2, processes=False) == []
 
 
+@pytest.mark.parametrize("quant,processes", [("q4_0", True), ("q8_0", False), ("f16", False)])
+def test_only_types_that_cost_more_than_a_copy_count_toward_processes(quant, processes,
+                                                                       tmp_path):
+    events = ListReporter()  # one value to encode in a non-copy type is enough here
+    writer.write_model_gguf(cached_tiny_model("llama3"), tmp_path / "m.gguf", quant,
+                            report=events, cancel=None, job="t", threads=2,
+                            process_min_values=1)
+    logs = [e.message for e in events.events if isinstance(e, Log)]
+    assert logs == (["encoding in 2 worker processes"] if processes else [])
+
+
 def test_tensors_changed_by_a_local_function_keep_the_threads(tmp_path):
     # Qwen3.5's linear-attention tensors are reordered by closures no worker can receive
     model = cached_tiny_model("qwen3_5")
