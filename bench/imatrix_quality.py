@@ -19,7 +19,7 @@ Checks printed with the figures: the matrix against llama.cpp's own collector
     .venv/bin/python bench/imatrix_quality.py                       # trained base, seed 0
     .venv/bin/python bench/imatrix_quality.py --seeds 0 1 --quants q2_k q3_k_m q4_k_m
     .venv/bin/python bench/imatrix_quality.py --base random --layers 8
-    .venv/bin/python bench/imatrix_quality.py --outliers 4   # real-LLM-like outlier channels
+    .venv/bin/python bench/imatrix_quality.py --outliers 4   # trained with outlier channels
 """
 from __future__ import annotations
 
@@ -37,30 +37,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def with_outliers(model: Path, dest: Path, n: int, seed: int) -> Path:
-    """A copy of `model` whose RMSNorm weights feeding the blocks' matrices (input_layernorm,
-    post_attention_layernorm) have the same n channels (seeded) scaled by 10-30x in every
-    layer: real LLMs have a few such persistent outlier activation channels, which is where
-    an importance matrix pays off; the random fixtures' norms are ~1, so their activations
-    are nearly isotropic."""
+    """A copy of `model` whose RMSNorm weights feeding the blocks' matrices have the same n
+    channels (seeded) scaled by 10-30x in every layer, after the fact (the random base; a
+    trained base is trained with them: trained_fixture.scale_norm_channels)."""
     import shutil
 
     import mlx.core as mx
-    import numpy as np
+
+    from tests.export.trained_fixture import NORMS_BEFORE_MATRICES, outlier_scale
 
     shutil.copytree(model, dest)
     weights, meta = mx.load(str(dest / "model.safetensors"), return_metadata=True)
-    norms = [k for k in weights if k.endswith(("input_layernorm.weight",
-                                               "post_attention_layernorm.weight"))]
-    rng = np.random.default_rng(seed)
-    width = weights[norms[0]].shape[0]
-    channels = rng.choice(width, size=n, replace=False)
-    scale = np.ones(width, dtype=np.float32)
-    scale[channels] = rng.uniform(10.0, 30.0, size=n)
+    norms = [k for k in weights if k.removesuffix(".weight").endswith(NORMS_BEFORE_MATRICES)]
+    scale, pairs = outlier_scale(weights[norms[0]].shape[0], n, seed)
     for k in norms:
         weights[k] = weights[k] * mx.array(scale).astype(weights[k].dtype)
     mx.save_safetensors(str(dest / "model.safetensors"), weights, metadata=meta)
-    print(f"outliers: channels {sorted(channels.tolist())} x "
-          f"{[round(float(scale[c]), 1) for c in sorted(channels)]} in {len(norms)} norms")
+    print(f"outliers (channel, factor): {pairs} in {len(norms)} norms")
     return dest
 
 
@@ -90,16 +83,17 @@ def base_model(a, root: Path, seed: int) -> Path:
     if a.base == "random":
         model = cached_tiny_model(a.kind, **size, **({"seed": seed} if seed else {}))
     else:
-        trained = root / f"base-trained-s{seed}"
+        trained = root / f"base-trained-s{seed}-o{a.outliers}"
         if not trained.exists():
             init = cached_tiny_model(a.kind, **size, seed=seed, embed_std=0.02)
             r = pretrain_fixture(init, trained, sums(a.pretrain_chats, offset=5000),
-                                 steps=a.pretrain_steps, seed=seed)
-            print(f"pretrained {a.kind} {a.hidden}x{a.layers} (seed {seed}) {r.steps} steps: "
-                  f"held-out loss {r.loss_before:.3f} -> {r.loss_after:.3f} nats/token "
-                  f"(uniform {r.uniform:.3f}; {r.cpu_s:.0f} s CPU, load {os.getloadavg()})",
-                  flush=True)
-        model = trained
+                                 steps=a.pretrain_steps, seed=seed,
+                                 outlier_channels=a.outliers)
+            print(f"pretrained {a.kind} {a.hidden}x{a.layers} (seed {seed}) {r.steps} steps, "
+                  f"outlier channels {r.outliers}: held-out loss {r.loss_before:.3f} -> "
+                  f"{r.loss_after:.3f} nats/token (uniform {r.uniform:.3f}; {r.cpu_s:.0f} s "
+                  f"CPU, load {os.getloadavg()})", flush=True)
+        return trained
     if a.outliers:
         dest = root / f"base-outliers-s{seed}"
         model = dest if dest.exists() else with_outliers(model, dest, a.outliers,
@@ -222,7 +216,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--ctx", type=int, default=256, help="--imatrix-ctx")
     p.add_argument("--quants", nargs="+", default=["q2_k", "q3_k_m", "q4_k_m"])
     p.add_argument("--outliers", type=int, default=0, help="scale this many RMSNorm "
-                   "channels by 10-30x in a copy of the base before the adapter (0: none)")
+                   "channels by 10-30x: from the init, trained with (--base trained), or in a "
+                   "copy of the random base before the adapter (0: none)")
     p.add_argument("--outlier-seed", type=int, default=0)
     p.add_argument("--no-llama-check", action="store_true",
                    help="skip comparing the matrix with llama.cpp's collector")

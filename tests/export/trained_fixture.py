@@ -38,7 +38,8 @@ def write_sums(path: Path, n: int, offset: int = 0) -> Path:
 @dataclass
 class Pretrained:
     """What pretraining did: the folder, the losses (nats per token) of the random init and
-    of the trained model on held-out windows, ln(vocab) (a uniform guess), steps, CPU s."""
+    of the trained model on held-out windows, ln(vocab) (a uniform guess), steps, CPU s,
+    the outlier channels trained with."""
 
     folder: Path
     loss_before: float
@@ -46,6 +47,7 @@ class Pretrained:
     uniform: float
     steps: int
     cpu_s: float
+    outliers: list[tuple[int, float]]  # (channel, factor) scaled from the init; [] for none
 
 
 def _stream(folder: Path, chats: list[dict], text_lines: int, seed: int) -> list[int]:
@@ -68,12 +70,44 @@ def _stream(folder: Path, chats: list[dict], text_lines: int, seed: int) -> list
     return out
 
 
+def outlier_scale(width: int, n: int, seed: int):
+    """Per channel factors: ``n`` seeded channels of ``width`` at 10-30x, the rest 1 ->
+    (float32 [width], [(channel, factor)])."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    channels = sorted(rng.choice(width, size=n, replace=False).tolist())
+    scale = np.ones(width, dtype=np.float32)
+    scale[channels] = rng.uniform(10.0, 30.0, size=n)
+    return scale, [(c, round(float(scale[c]), 1)) for c in channels]
+
+
+NORMS_BEFORE_MATRICES = ("input_layernorm", "post_attention_layernorm")
+
+
+def scale_norm_channels(model, n: int, seed: int) -> list[tuple[int, float]]:
+    """Scale the same ``n`` seeded channels of every RMSNorm feeding a block's matrices by
+    10-30x in ``model`` (in memory) -> [(channel, factor)]. Real LLMs carry a few such
+    persistent outlier input channels (LLM.int8, arXiv:2208.07339; massive activations,
+    arXiv:2402.17762), which is what an importance matrix exploits; a tiny model trained
+    for minutes grows none."""
+    import mlx.core as mx
+
+    norms = [m for p, m in model.named_modules() if p.endswith(NORMS_BEFORE_MATRICES)]
+    scale, pairs = outlier_scale(norms[0].weight.shape[0], n, seed)
+    for m in norms:
+        m.weight = m.weight * mx.array(scale).astype(m.weight.dtype)
+    return pairs
+
+
 def pretrain_fixture(base: Path, out: Path, chats: list[dict], *, steps: int, seed: int = 0,
-                     batch: int = 8, seq: int = 64, lr: float = 3e-3, text_lines: int = 2000
-                     ) -> Pretrained:
+                     batch: int = 8, seq: int = 64, lr: float = 3e-3, text_lines: int = 2000,
+                     outlier_channels: int = 0) -> Pretrained:
     """Train every parameter of the model folder ``base`` on ``chats`` and word-corpus text
     for ``steps`` AdamW steps (warmup, cosine decay) and save it as the model folder ``out``
-    (a copy of ``base`` with the trained float32 weights). Deterministic for a ``seed``."""
+    (a copy of ``base`` with the trained float32 weights). Deterministic for a ``seed``.
+    ``outlier_channels``: that many input channels scaled up from the start
+    (``scale_norm_channels``), so the model is trained with outlier activations."""
     import math
     import time
     from functools import partial
@@ -88,6 +122,7 @@ def pretrain_fixture(base: Path, out: Path, chats: list[dict], *, steps: int, se
     t0 = time.process_time()
     mx.random.seed(seed)
     model, _ = load(str(base))
+    outliers = scale_norm_channels(model, outlier_channels, seed) if outlier_channels else []
     tokens = np.array(_stream(base, chats, text_lines, seed), dtype=np.int32)
     rng = np.random.default_rng(seed)
     held = tokens[-(8 * (seq + 1)):].reshape(8, seq + 1)  # the last windows: never trained on
@@ -122,7 +157,8 @@ def pretrain_fixture(base: Path, out: Path, chats: list[dict], *, steps: int, se
     mx.save_safetensors(str(out / "model.safetensors"),
                         dict(tree_flatten(model.parameters())), metadata={"format": "mlx"})
     vocab = int(json.loads((base / "config.json").read_text())["vocab_size"])
-    return Pretrained(out, before, after, math.log(vocab), steps, time.process_time() - t0)
+    return Pretrained(out, before, after, math.log(vocab), steps, time.process_time() - t0,
+                      outliers)
 
 
 def dequantized(path: Path, config: dict, shapes: dict[str, tuple]) -> dict:
@@ -138,7 +174,7 @@ def dequantized(path: Path, config: dict, shapes: dict[str, tuple]) -> dict:
             continue
         w = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shapes[t.name])
         n = heads.get(t.name.split(".")[-2])
-        if n:  # the inverse of export.architectures.permute_rows
+        if n:  # the inverse of export.row_transforms.permute_rows
             w = w.reshape(n, w.shape[0] // n // 2, 2, -1).swapaxes(1, 2).reshape(w.shape)
         out[t.name] = w.astype(np.float32)
     return out
