@@ -55,6 +55,20 @@ def f16_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def nan_copy(src: Path, dst: Path) -> str:
+    """The model folder with a NaN at [5, 7] of layer 0's up_proj -> that tensor's name."""
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(src, dst)
+    shard = next(dst.glob("*.safetensors"))
+    weights = load_file(str(shard))
+    name = next(k for k in weights if k.endswith("layers.0.mlp.up_proj.weight"))
+    weights[name] = weights[name].copy()
+    weights[name][5, 7] = np.nan
+    save_file(weights, str(shard), metadata={"format": "mlx"})
+    return name
+
+
 @contextlib.contextmanager
 def quiet_fd2():
     """llama.cpp writes to fd 2 directly; keep test output readable."""

@@ -3,8 +3,6 @@ encoded by processes that write each piece in place; the file must be the one th
 own thread writes, and every failure in a worker must reach the user as the same message."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
@@ -12,8 +10,9 @@ from engine.events import ErrorCode, ListReporter, Log, TailorError
 from engine.export import write as writer
 from engine.export.piece_processes import WorkerFailed, WorkerProcesses
 from engine.tiny_models import cached_tiny_model
+from tests.conftest import snapshot_tree
 
-from .helpers import f16_copy
+from .helpers import f16_copy, nan_copy
 
 
 def _write(model, out, quant, *, threads, processes, imatrix=None) -> list:
@@ -82,22 +81,14 @@ def test_tensors_changed_by_a_local_function_keep_the_threads(tmp_path):
 
 
 def test_nan_in_a_worker_is_refused_naming_the_tensor_and_row(tmp_path):
-    from safetensors.numpy import load_file, save_file
-
     model = tmp_path / "model"
-    shutil.copytree(cached_tiny_model("qwen2"), model)
-    shard = next(model.glob("*.safetensors"))
-    weights = load_file(str(shard))
-    name = next(k for k in weights if k.endswith("layers.0.mlp.up_proj.weight"))
-    weights[name] = weights[name].copy()
-    weights[name][5, 7] = np.nan
-    save_file(weights, str(shard), metadata={"format": "mlx"})
-    before = shard.read_bytes()
+    name = nan_copy(cached_tiny_model("qwen2"), model)
+    before = snapshot_tree(model)
     with pytest.raises(TailorError, match=f"{name} cannot be written as Q8_0: Q8_0: row 5 "
                                           "holds a NaN") as e:
         _write(model, tmp_path / "m.gguf", "q8_0", threads=2, processes=True)
     assert "--quant f16 or f32" in e.value.hint
-    assert shard.read_bytes() == before
+    assert snapshot_tree(model) == before
 
 
 def test_a_file_cut_short_under_a_worker_is_the_readers_own_message(tmp_path):

@@ -1,8 +1,6 @@
 """The streamed export: pieces encoded side by side in threads, written in file order."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from engine.events import TailorError
@@ -10,7 +8,7 @@ from engine.export import write as writer  # the streamed writer (issue 13: its 
 from engine.export.gguf_export import export_gguf
 from engine.tiny_models import cached_tiny_model
 
-from .helpers import f16_copy
+from .helpers import f16_copy, nan_copy
 
 
 @pytest.mark.parametrize("kind", ["llama3", "qwen2"])
@@ -49,17 +47,8 @@ def test_pieces_cover_every_row_once_in_file_order(tiny_model):
 
 
 def test_nan_weights_are_refused_naming_the_tensor_and_nothing_is_left(tmp_path):
-    import numpy as np
-    from safetensors.numpy import load_file, save_file
-
     model = tmp_path / "model"
-    shutil.copytree(cached_tiny_model("qwen2"), model)
-    shard = next(model.glob("*.safetensors"))
-    weights = load_file(str(shard))
-    name = next(k for k in weights if k.endswith("layers.0.mlp.up_proj.weight"))
-    weights[name] = weights[name].copy()
-    weights[name][5, 7] = np.nan
-    save_file(weights, str(shard), metadata={"format": "mlx"})
+    name = nan_copy(cached_tiny_model("qwen2"), model)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(TailorError, match=f"{name} cannot be written as Q8_0: Q8_0: row 5 "
