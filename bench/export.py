@@ -14,7 +14,11 @@ Hidden 896 is not a multiple of 256, so (in llama.cpp as in Tailor) most matrice
 (rows of 4864) keeps its K-quant.
 
 Steps, each in a fresh child process (wall time and peak RSS from getrusage in the child; the
-child's RSS after its imports, before any work, is reported as the constant):
+child's RSS after its imports, before any work, is reported as the constant). A large export
+encodes in worker processes (engine/export/piece_processes.py): their CPU time is counted
+(getrusage of the reaped children), and their work memory as the number of workers times the
+largest worker's peak above a worker's own constant (an upper bound: they do not all peak at
+once):
 
 1. tailor F16:     export_gguf(folder, F16)   (verify=False: the timing is the conversion)
 2. per type X:     export_gguf(folder, X) from the same safetensors, then
@@ -145,8 +149,18 @@ def _child(step: str, args: dict, q) -> None:
     import llama_cpp  # noqa: F401
 
     import transformers  # noqa: F401
+    from engine.export.piece_processes import WorkerProcesses
+
+    probe = WorkerProcesses(1)  # one encoding worker's RSS after its start-up: its constant
+    probe.close()
+    worker_base = probe.peaks[0][1]
+
+    def cpu_now() -> float:  # this process and its reaped children (the encoding workers)
+        return sum(ru.ru_utime + ru.ru_stime for ru in (
+            resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    base_rss, cpu0 = ru.ru_maxrss * 1024, ru.ru_utime + ru.ru_stime
+    base_rss, cpu0 = ru.ru_maxrss * 1024, cpu_now()
     t0 = time.perf_counter()
     if step.startswith("llama.cpp"):
         import ctypes
@@ -169,8 +183,14 @@ def _child(step: str, args: dict, q) -> None:
                     threads=args["threads"])
     wall = time.perf_counter() - t0
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    q.put({"step": step, "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime - cpu0,
-           "peak_rss": ru.ru_maxrss * 1024, "base_rss": base_rss,
+    # worker processes (the export's, for a large model): each one's work memory at most the
+    # largest worker's peak above its constant, all at once (an upper bound)
+    workers = (args["threads"] or os.cpu_count() or 1) if step.startswith("tailor") else 0
+    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    worker_work = workers * max(0, child_peak - worker_base)
+    q.put({"step": step, "wall_s": wall, "cpu_s": cpu_now() - cpu0,
+           "peak_rss": ru.ru_maxrss * 1024 + worker_work, "base_rss": base_rss,
+           "workers_work": worker_work,
            "load_1min": os.getloadavg()[0]})
 
 
@@ -252,12 +272,12 @@ def encoder_throughput(repeats: int = 5) -> list[dict]:
 
 def _print_steps(res: list[dict], largest: int) -> None:
     print(f"{'step':<22}{'wall s':>9}{'CPU s':>8}{'load':>6}{'peak RSS MB':>13}"
-          f"{'constant MB':>13}{'work MB':>10}{'work/largest':>14}")
+          f"{'constant MB':>13}{'work MB':>10}{'of it workers':>15}{'work/largest':>14}")
     for r in res:
         work_mb = (r["peak_rss"] - r["base_rss"]) / 1e6
         print(f"{r['step']:<22}{r['wall_s']:>9.1f}{r['cpu_s']:>8.2f}{r['load_1min']:>6.1f}"
               f"{r['peak_rss'] / 1e6:>13.0f}{r['base_rss'] / 1e6:>13.0f}{work_mb:>10.0f}"
-              f"{work_mb * 1e6 / largest:>14.2f}")
+              f"{r.get('workers_work', 0) / 1e6:>15.0f}{work_mb * 1e6 / largest:>14.2f}")
 
 
 def _least(best: dict | None, new: dict) -> dict:
@@ -268,6 +288,7 @@ def _least(best: dict | None, new: dict) -> dict:
     out = dict(best) if best["cpu_s"] <= new["cpu_s"] else dict(new)
     out["wall_s"] = min(best["wall_s"], new["wall_s"])
     out["peak_rss"] = max(best["peak_rss"], new["peak_rss"])
+    out["workers_work"] = max(best.get("workers_work", 0), new.get("workers_work", 0))
     out["runs"] = best.get("runs", 1) + 1
     return out
 
