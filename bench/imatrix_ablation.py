@@ -9,7 +9,10 @@ positions (the quality step's text, engine/export/quality.py):
 - per tensor, the true output error on the held-out activations, ||(W - Q) X|| ^ 2 /
   ||W X|| ^ 2, plain and weighted (not weighted by the matrix itself, so not circular);
 - per tensor, the mean KL when only that tensor is taken from the weighted file (the others
-  from the plain one): what the matrix buys or costs at that tensor alone.
+  from the plain one): what the matrix buys or costs at that tensor alone;
+- the KL with only the blocks' matrices quantized, without and with the matrix, and with only
+  the tensors the matrix has no rows for (the embedding, the output head): the share of the
+  file's KL the matrix can act on at all.
 
     .venv/bin/python bench/imatrix_ablation.py RUN_FOLDER ADAPTER q2_k q3_k_m
 """
@@ -76,6 +79,14 @@ def main() -> None:
         k_plain, k_w = kl({**floats, **plain}), kl({**floats, **weighted})
         print(f"{quant.upper()}: mean KL in MLX without {k_plain:.5f}, with {k_w:.5f} "
               f"({k_w / k_plain:.3f}x); {len(targets)} positions")
+        # how much of the KL the matrix can act on: the blocks' matrices alone quantized
+        # (without and with it), and alone the tensors it has no rows for (embedding, head)
+        others = sorted(g for g in plain if g not in X)
+        only = [kl({**floats, **{g: q[g] for g in X}}) for q in (plain, weighted)]
+        rest = kl({**floats, **{g: plain[g] for g in others}})
+        print(f"only the weighted matrices quantized: KL without {only[0]:.5f}, with "
+              f"{only[1]:.5f} ({only[1] / only[0]:.3f}x); only {', '.join(others)} quantized: "
+              f"{rest:.5f}")
         print("| tensor | output err without | with | ratio | KL with this tensor alone "
               "weighted | vs without |")
         print("|---|---|---|---|---|---|")
