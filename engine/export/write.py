@@ -132,8 +132,6 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
     embd = next((p for p in planned if p.name == "token_embd.weight"), None)
     if embd is None:
         raise TailorError(f"{model_dir}: no token embedding tensor found")
-    total = sum(p.nbytes for p in planned)
-    index = {id(p): i for i, p in enumerate(planned)}
     # Encoding starts now, while the tokenizer is read and the header written (bounded by
     # AHEAD_BYTES of encoded pieces waiting for the file); worker processes start now and
     # take pieces once the header fixes where the tensor data begins.
@@ -162,33 +160,42 @@ def write_model_gguf(model_dir: Path, out_tmp: Path, quant: str, *, report: Repo
             w.write_kv_data_to_file()
             w.write_ti_data_to_file()
             fout = w.fout[0]
-            done = written = 0
             w.write_padding(fout, fout.tell())
             pieces.start(fout, w.data_alignment)
-            for piece, data in pieces:
-                p = piece.tensor
-                if isinstance(data, int):  # a worker process wrote it in place
-                    written += data
-                else:
-                    fout.write(memoryview(np.ascontiguousarray(data)).cast("B"))
-                    written += data.nbytes
-                del data
-                if not piece.last:
-                    continue
-                if written != p.nbytes:  # pragma: no cover - a planner/encoder disagreement
-                    raise TailorError(f"internal error: {p.name} wrote {written} bytes, "
-                                      f"planned {p.nbytes}")
-                if pieces.processes is None:
-                    w.write_padding(fout, p.nbytes)  # (in place: holes, read as zeros)
-                done += p.nbytes
-                written = 0
-                if progress:
-                    progress(done, total, f"{p.name} ({p.ggml_type.name}) "
-                                          f"{index[id(p)] + 1}/{len(planned)}")
+            _write_tensor_data(w, fout, pieces, planned, progress)
             fout.flush()
         finally:
             w.close()
     return a, vocab, planned
+
+
+def _write_tensor_data(w, fout, pieces: "_Encoded", planned: list[PlannedTensor],
+                       progress) -> None:
+    """Every piece into the file in order (or counted, where a worker process wrote it in
+    place), each tensor checked against its planned size and followed by its padding."""
+    total = sum(p.nbytes for p in planned)
+    index = {id(p): i for i, p in enumerate(planned)}
+    done = written = 0
+    for piece, data in pieces:
+        p = piece.tensor
+        if isinstance(data, int):  # a worker process wrote it in place
+            written += data
+        else:
+            fout.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+            written += data.nbytes
+        del data
+        if not piece.last:
+            continue
+        if written != p.nbytes:  # pragma: no cover - a planner/encoder disagreement
+            raise TailorError(f"internal error: {p.name} wrote {written} bytes, "
+                              f"planned {p.nbytes}")
+        if pieces.processes is None:
+            w.write_padding(fout, p.nbytes)  # (in place: holes, read as zeros)
+        done += p.nbytes
+        written = 0
+        if progress:
+            progress(done, total, f"{p.name} ({p.ggml_type.name}) "
+                                  f"{index[id(p)] + 1}/{len(planned)}")
 
 
 @dataclass
