@@ -35,8 +35,6 @@ BYTES_PER_WEIGHT = {q.name: q.bits_per_weight / 8 * (1.0 if q.bits_per_weight >=
                     for q in QUANT_TYPES}
 
 
-
-
 def use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 

@@ -278,9 +278,9 @@ class _Encoded:
     data (and AHEAD_PIECES pieces), so memory stays near threads x one piece plus that.
 
     A large export (PROCESS_MIN_VALUES, not counting copy-like types: F16, Q8_0) in more
-    than one thread is encoded by worker processes instead (piece_processes.py: threads of one process wait on each other's GIL):
-    they write each piece in place once ``start`` gives where the tensor data begins, and
-    the pieces come back as the number of bytes written."""
+    than one thread is encoded by worker processes instead (piece_processes.py: threads of
+    one process wait on each other's GIL): they write each piece in place once ``start``
+    gives where the tensor data begins, and the pieces come back as the bytes written."""
 
     def __init__(self, a: ArchInfo, planned: list[PlannedTensor], threads: int | None,
                  cancel: CancelToken | None, out_tmp: Path | None = None,
@@ -288,9 +288,9 @@ class _Encoded:
         import os
 
         self.a, self.cancel, self.planned = a, cancel, planned
-        self.pieces = plan_pieces(a, planned)
-        self.todo = iter(self.pieces)
-        self.workers = max(1, min(int(threads or os.cpu_count() or 1), len(self.pieces)))
+        pieces = plan_pieces(a, planned)
+        self.todo = iter(pieces)
+        self.workers = max(1, min(int(threads or os.cpu_count() or 1), len(pieces)))
         self.pending: deque = deque()  # (piece, future)
         self.ahead = 0  # encoded bytes submitted and not yet handed back
         self.processes: WorkerProcesses | None = None
