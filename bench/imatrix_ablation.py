@@ -5,7 +5,8 @@ For a folder left by bench/imatrix_quality.py (``<adapter>-plain-Q.gguf``,
 file back into the fused float32 model in MLX and measures, on the adapter's held-out
 positions (the quality step's text, engine/export/quality.py):
 - the mean KL from the float model of the plain and the weighted model (a check that the
-  substitution reproduces llama.cpp's figures);
+  substitution reproduces llama.cpp's figures), with a paired bootstrap interval of their ratio
+  and the share of the KL its 10 worst positions hold;
 - per tensor, the true output error on the held-out activations, ||(W - Q) X|| ^ 2 /
   ||W X|| ^ 2, plain and weighted (not weighted by the matrix itself, so not circular);
 - per tensor, the mean KL when only that tensor is taken from the weighted file (the others
@@ -29,14 +30,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def fused(name: str):
     from engine.export.imatrix import gguf_names, in_float32
+    from mlx.utils import tree_flatten
+
     from engine.fuse import fused_model, resolve_adapter
 
     info, acfg, base = resolve_adapter(name)
     model, config = fused_model(info, acfg, base)
     in_float32(model)
     names = gguf_names(model, config, str(base))
-    names.update({"model.embed_tokens": "token_embd.weight", "lm_head": "output.weight"})
+    present = {k.removesuffix(".weight") for k, _ in tree_flatten(model.parameters())}
+    names.update({p: g for p, g in (("model.embed_tokens", "token_embd.weight"),
+                                    ("lm_head", "output.weight")) if p in present})  # tied
     return info, base, model, config, names
+
+
+def paired_ratio_interval(without: np.ndarray, with_: np.ndarray, draws: int = 2000,
+                          seed: int = 0) -> tuple[float, float]:
+    """The 95% interval of mean(with) / mean(without) over positions resampled together:
+    whether a ratio measured on ~1,000 heavy-tailed positions is more than noise."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(without), size=(draws, len(without)))
+    ratios = with_[picks].mean(axis=1) / without[picks].mean(axis=1)
+    return float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))
+
+
+def top_share(per_position: np.ndarray, n: int = 10) -> float:
+    """The share of the KL sum held by its n largest positions."""
+    return float(np.sort(per_position)[-n:].sum() / per_position.sum())
 
 
 def main() -> None:
@@ -70,15 +90,23 @@ def main() -> None:
     X = layer_inputs(model, {p: g for p, g in names.items() if g.startswith("blk.")},
                      text.tokens)
 
+    def kls(weights) -> np.ndarray:
+        return position_figures(ref, logits(weights), targets)["kl"]
+
     def kl(weights) -> float:
-        return float(position_figures(ref, logits(weights), targets)["kl"].mean())
+        return float(kls(weights).mean())
 
     for quant in quants:
         plain = dequantized(root / f"{name}-plain-{quant}.gguf", config, shapes)
         weighted = dequantized(root / f"{name}-imatrix-{quant}.gguf", config, shapes)
-        k_plain, k_w = kl({**floats, **plain}), kl({**floats, **weighted})
+        per_plain, per_w = kls({**floats, **plain}), kls({**floats, **weighted})
+        k_plain, k_w = float(per_plain.mean()), float(per_w.mean())
+        low, high = paired_ratio_interval(per_plain, per_w)
         print(f"{quant.upper()}: mean KL in MLX without {k_plain:.5f}, with {k_w:.5f} "
-              f"({k_w / k_plain:.3f}x); {len(targets)} positions")
+              f"({k_w / k_plain:.3f}x, 95% bootstrap interval {low:.3f}-{high:.3f}); "
+              f"{len(targets)} positions; the 10 worst positions hold "
+              f"{top_share(per_plain):.0%} and {top_share(per_w):.0%} of the sums; positions "
+              f"better with the matrix: {(per_w < per_plain).mean():.0%}")
         # how much of the KL the matrix can act on: the blocks' matrices alone quantized
         # (without and with it), and alone the tensors it has no rows for (embedding, head)
         others = sorted(g for g in plain if g not in X)
