@@ -996,6 +996,7 @@ class ExportQuality(Result):
     context_tokens: int = 0                    # tokens evaluated (scored ones and their prefix)
     text: str = ""                             # what the text was
     reference: str = ""                        # what the reference was
+    runtime: str = ""                          # how llama.cpp computed the file's logits
     note: str = ""
     seconds: float = 0.0
 

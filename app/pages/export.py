@@ -737,6 +737,7 @@ def exported_cells(e) -> list[tuple[str, str]]:
               f"mean {q.kl_mean:.3g}, median {q.kl_median:.3g}, 99th percentile "
               f"{q.kl_p99:.3g}, largest {q.kl_max:.3g} nats per token over {q.tokens} tokens "
               f"of {q.text}; same top token on {q.same_top:.1%}. Reference: {q.reference}"
+              + (f". Measured with {q.runtime}" if q.runtime else "")
               + (f". ({q.note})" if q.note else ""))
         ppl = (f"{q.perplexity:.3f}", f"{q.perplexity:.4f} (full precision: "
                f"{q.reference_perplexity:.4f}) on {q.tokens} tokens of {q.text}")

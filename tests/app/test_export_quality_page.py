@@ -31,7 +31,8 @@ QUALITY = {"q8_0": ExportQuality(measured=True, kl_mean=1.71e-05, kl_median=1.4e
                                  kl_p99=5.2e-05, kl_max=5.5e-05, perplexity=1.37292,
                                  reference_perplexity=1.37295, same_top=1.0, tokens=35,
                                  examples=5, text="validation split of toy.jsonl",
-                                 reference="MLX, the fused model with float32 weights"),
+                                 reference="MLX, the fused model with float32 weights",
+                                 runtime="llama.cpp with every layer on the CPU"),
            "q2_k": ExportQuality(measured=True, kl_mean=0.0913, kl_median=0.05, kl_p99=0.6,
                                  kl_max=0.7, perplexity=2.4081, reference_perplexity=1.37295,
                                  same_top=0.8, tokens=35, examples=5,
@@ -90,6 +91,8 @@ def test_the_exported_types_are_listed_with_their_quality(page):
     kl_tip = table.item(0, 2).toolTip()
     assert "over 35 tokens of validation split of toy.jsonl" in kl_tip
     assert "99th percentile 5.2e-05" in kl_tip and "same top token on 100.0%" in kl_tip
+    assert "Measured with llama.cpp with every layer on the CPU" in kl_tip
+    assert "Measured with" not in table.item(1, 2).toolTip()  # a record from before the field
     assert table.item(1, 3).toolTip().startswith("2.4081 (full precision: 1.3729) on 35")
     assert table.item(2, 2).toolTip() == "exported without llama.cpp verification"
     assert "KL divergence" in table.horizontalHeaderItem(2).toolTip()

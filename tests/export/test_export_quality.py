@@ -121,6 +121,9 @@ def test_an_adapter_export_records_kl_and_perplexity_on_its_held_out_split(
         assert q.measured and q.note == "", q
         assert q.text.startswith(f"validation split of {info.manifest['dataset']['path']}")
         assert q.reference == "MLX, the fused model with float32 weights"
+        # the figure says it includes llama.cpp's CPU rounding of activations (not Metal's)
+        assert q.runtime.startswith("llama.cpp with every layer on the CPU")
+        assert "rounds its input to 8 bits" in q.runtime
         # the record beside the file and the adapter's exports list say the same
         record = json.loads(record_path(r.path).read_text())
         assert ExportQuality.of(record) == q
