@@ -167,7 +167,11 @@ def dequantized(path: Path, config: dict, shapes: dict[str, tuple]) -> dict:
     import gguf
     import numpy as np
 
-    heads = {"attn_q": config["num_attention_heads"], "attn_k": config["num_key_value_heads"]}
+    from engine.export.architectures import PERMUTED_QK, arch_info
+
+    heads = ({"attn_q": config["num_attention_heads"],
+              "attn_k": config["num_key_value_heads"]}
+             if arch_info(config).arch in PERMUTED_QK else {})  # qwen2's rows are as in HF
     out = {}
     for t in gguf.GGUFReader(str(path)).tensors:
         if t.name not in shapes:
