@@ -83,7 +83,7 @@ def print_kl_pair(label: str, per_plain: np.ndarray, per_w: np.ndarray) -> None:
           f"positions better with the matrix: {(per_w < per_plain).mean():.0%}")
 
 
-def report(quant: str, files: tuple[Path, Path], run: "Run", floats: dict, X: dict) -> None:
+def report(quant: str, files: tuple[Path, Path], run: Run, floats: dict, X: dict) -> None:
     """Everything the module docstring lists for one type, for its plain and weighted
     files."""
     from engine.export.activation_rounding import llama_activation_rounding

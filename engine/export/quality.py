@@ -44,13 +44,6 @@ REFERENCE_BYTES = 512 << 20
 # Above this size in float32 the reference runs in the checkpoint's own dtype (recorded).
 F32_REFERENCE_MAX_BYTES = 8 << 30
 ROWS_PER_CHUNK = 64     # float64 temporaries: ROWS x vocab x 8 bytes at a time
-# What the figures include besides the file's weights: on the CPU (where the verification
-# runs llama.cpp) a quantized matrix product first rounds its input to 8 bits, which GPU
-# kernels such as Metal's do not; with outlier channels this can decide whether a file with an
-# importance matrix measures better or worse (README, bench/imatrix_ablation.py).
-CPU_RUNTIME = ("llama.cpp with every layer on the CPU: each quantized matrix product rounds "
-               "its input to 8 bits (Q8_K/Q8_0), which GPU runtimes such as Ollama on Metal "
-               "do not")
 
 
 @dataclass
@@ -204,6 +197,7 @@ def measure_quality(path: Path, *, model_dir: Path, base_dir: Path, info, job: J
     measure is recorded in ``note`` (``measured`` False), never raised: the file is written
     and verified by then. Raises Cancelled."""
     from ..models.tokenizer import load_hf_tokenizer
+    from .verify import LLAMA_RUNTIME
 
     t0 = time.perf_counter()
     prog = job.progress("quality", 0.0, 1.0)
@@ -230,5 +224,5 @@ def measure_quality(path: Path, *, model_dir: Path, base_dir: Path, info, job: J
     prog(3, 3, "quality measured")
     return ExportQuality(measured=True, **summarize(figures), examples=len(text.tokens),
                          context_tokens=sum(len(t) for t in text.tokens), text=text.text,
-                         reference=reference, runtime=CPU_RUNTIME, note=text.note,
+                         reference=reference, runtime=LLAMA_RUNTIME, note=text.note,
                          seconds=round(time.perf_counter() - t0, 3)).to_dict()

@@ -371,6 +371,15 @@ def llama_logits(llm, toks: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(toks)], dtype=np.float32)
 
 
+# How open_llama computes, as the quality record states it: on the CPU a quantized matrix
+# product first rounds its input to 8 bits (the rounded MLX reference emulates exactly this),
+# which GPU kernels such as Metal's do not; with outlier channels this can decide whether a
+# file with an importance matrix measures better or worse (README, bench/imatrix_ablation.py).
+LLAMA_RUNTIME = ("llama.cpp with every layer on the CPU: each quantized matrix product rounds "
+                 "its input to 8 bits (Q8_K/Q8_0), which GPU runtimes such as Ollama on Metal "
+                 "do not")
+
+
 def open_llama(path: Path, lora_path: Path | None = None, *, n_ctx: int = 256,
                n_threads: int = 1):
     import contextlib
@@ -383,7 +392,7 @@ def open_llama(path: Path, lora_path: Path | None = None, *, n_ctx: int = 256,
     # F32 cache measures the file, not the runtime's cache precision.
     with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
         return Llama(str(path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=n_threads,
-                     type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32,
+                     n_gpu_layers=0, type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32,
                      lora_path=str(lora_path) if lora_path else None)
 
 
