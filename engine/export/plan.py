@@ -105,6 +105,11 @@ def plan_export(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
     if out.exists():
         raise TailorError(f"{out} already exists; it was left untouched",
                           hint="choose another file name or remove the old file first")
+    # the nearest folder that exists: where the missing ones are made, and whose disk counts
+    folder = next((p for p in out.parents if p.exists()), Path("."))
+    if not folder.is_dir():
+        raise TailorError(f"{folder} is a file, not a folder, so {out} cannot be written; "
+                          "it was left untouched", hint="choose an --out inside a folder")
     base_config = read_config(base_dir)
     arch_info(base_config, str(base_dir))  # refuse unsupported models up front
     quantized = is_mlx_quantized(base_config)
@@ -116,7 +121,7 @@ def plan_export(source, out: Path | str, quant: str, *, adapter_only: bool = Fal
         needed = _gguf_bytes(base_dir, base_config, quant, params, quantized)
         if kind == "adapter" or quantized:
             needed += params * 4  # the fused/dequantized model, in a temporary folder
-    check_free_space(out.parent if out.parent.exists() else out.parent.parent, needed,
+    check_free_space(folder, needed,
                      what=f"the {quant.upper()} GGUF file", free_bytes_fn=free_bytes_fn)
     if not adapter_only and check_tokenizer:  # before minutes of fusing
         check_pre_tokenizer(base_dir, allow_tokenizer_mismatch=allow_tokenizer_mismatch)

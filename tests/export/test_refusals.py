@@ -94,6 +94,19 @@ def test_name_collision_leaves_the_existing_file_alone(model_copy, tmp_path):
     assert (tmp_path / "fused" / "keep.txt").read_text() == "mine"
 
 
+def test_an_output_under_a_file_is_refused_and_the_file_kept(model_copy, tmp_path):
+    notes = tmp_path / "notes"
+    notes.write_text("mine")
+    before = snapshot_tree(model_copy)
+    with pytest.raises(TailorError) as e:
+        export_gguf(model_copy, notes / "sub" / "model.gguf", "q8_0")
+    assert e.value.message == (f"{notes} is a file, not a folder, so {notes / 'sub' / 'model.gguf'}"
+                               " cannot be written; it was left untouched")
+    assert e.value.hint == "choose an --out inside a folder"
+    assert notes.read_text() == "mine" and snapshot_tree(model_copy) == before
+    assert _leftovers(tmp_path) == sorted(["notes", "base-model", "tailor-home"])
+
+
 def test_too_little_disk_is_refused_before_writing(model_copy, tmp_path):
     out_dir = tmp_path / "exports"
     out_dir.mkdir()
